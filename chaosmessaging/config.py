@@ -1,0 +1,90 @@
+"""Where every address and name an activity uses comes from.
+
+Order of precedence for a key (e.g. ``messaging_redis_url``):
+
+1. an explicit argument of the activity (handled by the activity itself),
+2. Chaos Toolkit ``secrets`` (any scope, flattened) then ``configuration`` (which the engine
+   already resolved from ``{"type": "env", ...}`` entries),
+3. the environment variable named in ``KEYS`` (e.g. ``CHAOSMESSAGING_REDIS_URL``),
+4. the running embedded stack (``<home>/stack.json``), so experiments work out of the box,
+5. the static default in ``KEYS``.
+
+Nothing here knows the reference stack's code; the embedded stack is only read through its state
+file. Values that look like credentials are never logged by callers: use ``redact`` for messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+
+from chaosmessaging.stack.state import StackNotRunning, load_state
+
+__all__ = ["lookup", "redact", "KEYS"]
+
+# key -> (environment variable, (embedded-stack service, field) or None, static default)
+KEYS: dict[str, tuple[str, tuple[str, str] | None, str | None]] = {
+    "messaging_api_url": ("CHAOSMESSAGING_API_URL", ("api", "address"), None),
+    "messaging_dispatcher_url": ("CHAOSMESSAGING_DISPATCHER_URL", ("dispatcher", "address"), None),
+    "messaging_consumer_url": ("CHAOSMESSAGING_CONSUMER_URL", ("consumer", "address"), None),
+    "messaging_redis_url": ("CHAOSMESSAGING_REDIS_URL", ("redis", "address"), None),
+    "messaging_pg_dsn": ("CHAOSMESSAGING_PG_DSN", ("postgres", "address"), None),
+    "toxiproxy_url": ("CHAOSMESSAGING_TOXIPROXY_URL", ("proxy", "address"),
+                      "http://127.0.0.1:8474"),
+    "messaging_stream": ("CHAOSMESSAGING_STREAM", None, "messages"),
+    "messaging_group": ("CHAOSMESSAGING_GROUP", None, "deliveries"),
+    "messaging_dead_stream": ("CHAOSMESSAGING_DEAD_STREAM", None, "messages:dead"),
+    "chaosmessaging_home": ("CHAOSMESSAGING_HOME", None, None),
+}
+
+
+def _flatten_secrets(secrets: Secrets | None) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in (secrets or {}).items():
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def lookup(key: str, configuration: Configuration = None, secrets: Secrets = None,
+           value: Any = None, required: bool = True) -> Any:
+    """Resolve `key` as described in the module docstring; `value` is the activity's argument."""
+    if value not in (None, ""):
+        return value
+    flat = _flatten_secrets(secrets)
+    if flat.get(key) not in (None, ""):
+        return flat[key]
+    if (configuration or {}).get(key) not in (None, ""):
+        return configuration[key]
+    env_name, from_stack, default = KEYS.get(key, (key.upper(), None, None))
+    if os.environ.get(env_name):
+        return os.environ[env_name]
+    if from_stack is not None:
+        service, field = from_stack
+        try:
+            state = load_state((configuration or {}).get("chaosmessaging_home"))
+            record = state.services.get(service)
+            if record is not None:
+                return getattr(record, field)
+        except StackNotRunning:
+            pass
+    if default is not None or not required:
+        return default
+    raise ActivityFailed(
+        f"no value for '{key}': set it in the experiment's configuration, export {env_name}, "
+        "or start the embedded stack with `chaosmessaging stack up`")
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@",
+                          re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Hide passwords embedded in URLs/DSNs (``postgresql://u:secret@h`` -> ``u:***@h``)."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))

@@ -26,6 +26,9 @@ __all__ = [
     "wait_for_port",
     "redis_server_binary",
     "postgres_bin_dir",
+    "redis_command",
+    "postgres_command",
+    "pg_user",
     "start_redis",
     "init_postgres",
     "start_postgres",
@@ -111,20 +114,25 @@ def postgres_bin_dir() -> Path:
     return path
 
 
+def redis_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str]:
+    """redis-server command line: no persistence, so a restart comes back empty (as in the plan)."""
+    return [redis_server_binary(), "--bind", host, "--port", str(port), "--save", "",
+            "--appendonly", "no", "--dir", str(data_dir), "--protected-mode", "no",
+            "--daemonize", "no"]
+
+
 def start_redis(port: int, data_dir: Path, host: str = "127.0.0.1") -> subprocess.Popen:
     """Start a private redis-server without persistence (a restart comes back empty)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "redis.log"
-    cmd = [redis_server_binary(), "--bind", host, "--port", str(port), "--save", "",
-           "--appendonly", "no", "--dir", str(data_dir), "--logfile", str(log),
-           "--protected-mode", "no", "--daemonize", "no"]
+    cmd = redis_command(port, data_dir, host) + ["--logfile", str(log)]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT, start_new_session=True)
     wait_for_port(host, port, 15, proc, "redis-server", log)
     return proc
 
 
-def _pg_user() -> str | None:
+def pg_user() -> str | None:
     """PostgreSQL refuses to run as root: pick (and create) an unprivileged system user."""
     if os.geteuid() != 0:
         return None
@@ -159,7 +167,7 @@ def init_postgres(data_dir: Path) -> None:
     """initdb a fresh cluster in `data_dir` (trust auth, UTF8) unless one is there already."""
     if (data_dir / "PG_VERSION").exists():
         return
-    user = _pg_user()
+    user = pg_user()
     data_dir.mkdir(parents=True, exist_ok=True)
     _hand_over(data_dir, user)
     proc = subprocess.run([str(postgres_bin_dir() / "initdb"), "-D", str(data_dir), "-U",
@@ -173,20 +181,26 @@ def start_postgres(port: int, data_dir: Path, host: str = "127.0.0.1",
                    max_connections: int = 200) -> subprocess.Popen:
     """Start a private PostgreSQL on host:port (initdb first if needed)."""
     init_postgres(data_dir)
-    user = _pg_user()
+    user = pg_user()
     log = data_dir.parent / f"{data_dir.name}.log"
     log.touch()
     _hand_over(log, user)
-    cmd = [str(postgres_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
-           "-c", f"listen_addresses={host}", "-c", f"unix_socket_directories={data_dir}",
-           "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-           "-c", f"max_connections={max_connections}", "-c", "shared_buffers=64MB"]
+    cmd = postgres_command(port, data_dir, host, max_connections)
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, user=user, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     wait_for_port(host, port, 30, proc, "postgres", log)
     _wait_pg_ready(host, port, proc, log)
     return proc
+
+
+def postgres_command(port: int, data_dir: Path, host: str = "127.0.0.1",
+                     max_connections: int = 200) -> list[str]:
+    """postgres command line: TCP on `host` only, durability off (test data, speed matters)."""
+    return [str(postgres_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
+            "-c", f"listen_addresses={host}", "-c", f"unix_socket_directories={data_dir}",
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c", f"max_connections={max_connections}", "-c", "shared_buffers=64MB"]
 
 
 def _wait_pg_ready(host: str, port: int, proc: subprocess.Popen, log: Path) -> None:

@@ -52,6 +52,8 @@ class ServiceRecord:
     user: str | None = None
     direct_address: str | None = None
     create_time: float | None = None
+    # how to tell it is ready: "tcp", "postgres", or an HTTP path such as "/healthz"
+    health: str = "tcp"
 
     def alive(self) -> bool:
         """True if our pid still runs and is the process we started (not a reused pid)."""

@@ -1,0 +1,65 @@
+"""Facts of the current experiment run, shared between its activities.
+
+Chaos Toolkit does not pass one activity's result to the next, yet a verdict needs them: the run
+id the load tagged its messages with, the entries pending when the consumer was killed, the
+recovery time measured after the restart. Each run writes them to `<home>/runs/<run_id>.json`;
+the current run id lives in the `CHAOSMESSAGING_RUN_ID` environment variable of the `chaos`
+process (set by the first activity or control that needs it), so a later steady-state probe in the
+same run finds them. Nothing secret goes here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from chaosmessaging.stack.state import stack_home
+
+__all__ = ["current_run_id", "new_run", "record", "facts", "fact"]
+
+ENV = "CHAOSMESSAGING_RUN_ID"
+
+
+def new_run(home: str | None = None) -> str:
+    """Start a new run: a fresh id, exported for every later activity of this process."""
+    run_id = f"run-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    os.environ[ENV] = run_id
+    record("started_at", time.time(), home=home)
+    return run_id
+
+
+def current_run_id(home: str | None = None) -> str:
+    """The current run id, starting a run if none is active in this process."""
+    return os.environ.get(ENV) or new_run(home)
+
+
+def _path(run_id: str, home: str | None) -> Path:
+    return stack_home(home) / "runs" / f"{run_id}.json"
+
+
+def facts(run_id: str | None = None, home: str | None = None) -> dict[str, Any]:
+    """Everything recorded for the run (empty dict if nothing yet)."""
+    path = _path(run_id or current_run_id(home), home)
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def fact(key: str, default: Any = None, run_id: str | None = None, home: str | None = None) -> Any:
+    return facts(run_id, home).get(key, default)
+
+
+def record(key: str, value: Any, run_id: str | None = None, home: str | None = None) -> None:
+    """Store one fact of the run (atomically replaces the file)."""
+    run_id = run_id or current_run_id(home)
+    path = _path(run_id, home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.exists() else {"run_id": run_id}
+    data[key] = value
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)

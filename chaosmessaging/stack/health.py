@@ -1,0 +1,53 @@
+"""Readiness checks for the embedded stack's processes (used after start and restart)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import httpx
+
+from chaosmessaging.stack.servers import ServerError, postgres_bin_dir, wait_for_port
+from chaosmessaging.stack.state import ServiceRecord
+
+__all__ = ["wait_healthy", "is_healthy"]
+
+
+def is_healthy(record: ServiceRecord) -> bool:
+    """One quick check of `record` according to its `health` kind."""
+    if not record.alive():
+        return False
+    if record.health == "postgres":
+        cmd = [str(postgres_bin_dir() / "pg_isready"), "-h", record.host, "-p", str(record.port),
+               "-U", "postgres", "-q", "-t", "1"]
+        return subprocess.run(cmd).returncode == 0
+    if record.health.startswith("/"):
+        try:
+            url = f"http://{record.host}:{record.port}{record.health}"
+            return httpx.get(url, timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+    try:
+        wait_for_port(record.host, record.port, timeout=0.5)
+        return True
+    except ServerError:
+        return False
+
+
+def wait_healthy(record: ServiceRecord, timeout: float = 30.0) -> None:
+    """Poll until `record` is healthy; raise ServerError with its log tail if it dies or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_healthy(record):
+            return
+        if not record.alive():
+            break
+        time.sleep(0.1)
+    tail = ""
+    try:
+        with open(record.log, errors="replace") as f:
+            tail = "\n  ".join(f.read().splitlines()[-15:])
+    except OSError:
+        pass
+    state = "exited" if not record.alive() else f"not healthy within {timeout:.0f}s"
+    raise ServerError(f"service {record.name} {state} (log {record.log}):\n  {tail}")

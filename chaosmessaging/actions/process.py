@@ -1,0 +1,282 @@
+"""Kill, start and restart processes: embedded-stack services, pidfile targets, or cmdline matches.
+
+Three ways to name a target, exactly one per call:
+
+- `name`: a service of the embedded stack (`stack.json`); signals go to its process group through
+  `chaosmessaging.stack.control`, which also knows how to start it again;
+- `pidfile`: a file holding the pid of any process (e.g. a staging service on this host);
+- `match`: a regular expression searched in each process's command line (psutil). Refused when it
+  matches more than `max_processes` processes, and never applied to this process or its parents.
+
+A kill that takes a service down is recorded in the fault ledger with a recipe to start it again
+(for pidfile/match targets only when a `command` to start it is given).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal as _signal
+import subprocess
+from pathlib import Path
+
+import psutil
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+from logzero import logger
+
+from chaosmessaging import faults
+from chaosmessaging.stack.state import StackNotRunning, load_state
+
+__all__ = ["kill_service", "start_service", "restart_service"]
+
+_TERMINATING = {_signal.SIGKILL, _signal.SIGTERM, _signal.SIGINT, _signal.SIGQUIT}
+
+
+def _home(configuration: Configuration) -> str | None:
+    return (configuration or {}).get("chaosmessaging_home")
+
+
+def _signum(sig: str | int) -> int:
+    if isinstance(sig, int) or str(sig).isdigit():
+        return int(sig)
+    name = str(sig).upper()
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    try:
+        return int(getattr(_signal, name))
+    except AttributeError:
+        raise ActivityFailed(f"unknown signal {sig!r}: use a name such as SIGKILL, SIGTERM, "
+                             "SIGSTOP or a number") from None
+
+
+def _one_target(name: str | None, pidfile: str | None, match: str | None) -> None:
+    given = [k for k, v in (("name", name), ("pidfile", pidfile), ("match", match)) if v]
+    if len(given) != 1:
+        raise ActivityFailed("name exactly one target: `name` (embedded stack service), "
+                             f"`pidfile` or `match` (got {', '.join(given) or 'none'})")
+
+
+def _protected() -> set[int]:
+    me = psutil.Process()
+    return {me.pid, *(p.pid for p in me.parents())}
+
+
+def _pid_from_file(pidfile: str) -> int:
+    path = Path(pidfile)
+    try:
+        return int(path.read_text().split()[0])
+    except FileNotFoundError:
+        raise ActivityFailed(f"pidfile {path} does not exist: is the process running?") from None
+    except (ValueError, IndexError):
+        raise ActivityFailed(f"pidfile {path} does not hold a pid") from None
+
+
+def _processes(pidfile: str | None, match: str | None, max_processes: int) -> list[psutil.Process]:
+    protected = _protected()
+    if pidfile:
+        pid = _pid_from_file(pidfile)
+        if pid in protected:
+            raise ActivityFailed(f"pidfile {pidfile} names this chaos process or a parent ({pid})")
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                raise psutil.NoSuchProcess(pid)
+            return [proc]
+        except psutil.NoSuchProcess:
+            raise ActivityFailed(f"process {pid} from {pidfile} is not running") from None
+    try:
+        pattern = re.compile(match)
+    except re.error as exc:
+        raise ActivityFailed(f"`match` is not a valid regular expression: {exc}") from None
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        if proc.info["pid"] in protected or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if cmdline and pattern.search(cmdline):
+            found.append(proc)
+    if not found:
+        raise ActivityFailed(f"no running process matches {match!r}")
+    if len(found) > max_processes:
+        listed = ", ".join(f"{p.pid}: {' '.join(p.info['cmdline'])[:60]}" for p in found[:5])
+        raise ActivityFailed(f"{len(found)} processes match {match!r} but max_processes is "
+                             f"{max_processes} ({listed}); make the pattern more specific or "
+                             "raise max_processes")
+    return found
+
+
+def _pid_target(pidfile: str | None, match: str | None) -> str:
+    return f"pidfile:{Path(pidfile).resolve()}" if pidfile else f"match:{match}"
+
+
+def kill_service(name: str = None, signal: str = "SIGKILL", pidfile: str = None,
+                 match: str = None, max_processes: int = 1, command: list[str] = None,
+                 grace: float = 10.0, configuration: Configuration = None,
+                 secrets: Secrets = None) -> dict:
+    """Send `signal` (default SIGKILL, i.e. a crash) to a service and wait until it is gone.
+
+    Target: `name` of an embedded stack service, or `pidfile`, or `match` (regex on the command
+    line; at most `max_processes` processes). For pidfile/match targets pass `command` (argv list)
+    to let the safety net start the process again. SIGSTOP pauses (reverted with SIGCONT).
+    Returns ``{"killed": [pids], "signal": "SIGKILL", "target": ..., "fault_id": ...}``.
+    """
+    _one_target(name, pidfile, match)
+    signum = _signum(signal)
+    signame = _signal.Signals(signum).name
+    home = _home(configuration)
+    if name:
+        from chaosmessaging.stack import control
+
+        try:
+            record = load_state(home).service(name)
+        except (StackNotRunning, KeyError) as exc:
+            raise ActivityFailed(str(exc).strip("'\"")) from None
+        if not record.alive():
+            raise ActivityFailed(f"service {name!r} of the embedded stack is not running; start "
+                                 "it with the start_service action or `chaosmessaging stack up`")
+        pid = record.pid
+        control.stop_service(name, signum, home=home, timeout=grace)
+        paused = signum in (_signal.SIGSTOP, _signal.SIGTSTP)
+        fault_id = faults.record(
+            "process_paused" if paused else "process_down", f"service:{name}",
+            {"service": name}, home=home, details={"pid": pid, "signal": signame})
+        logger.info(f"sent {signame} to embedded service {name} (pid {pid})")
+        return {"killed": [pid], "signal": signame, "target": f"service:{name}",
+                "fault_id": fault_id}
+
+    procs = _processes(pidfile, match, max_processes)
+    pids = [p.pid for p in procs]
+    for proc in procs:
+        try:
+            proc.send_signal(signum)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.AccessDenied:
+            raise ActivityFailed(f"not allowed to signal process {proc.pid}: run as its user "
+                                 "or as root") from None
+    survivors = []
+    if signum in _TERMINATING:
+        _, alive = psutil.wait_procs(procs, timeout=grace)
+        survivors = [p.pid for p in alive]
+    target = _pid_target(pidfile, match)
+    fault_id = None
+    if command:
+        recipe = {"command": list(command), "pidfile": str(Path(pidfile).resolve())
+                  if pidfile else None, "cwd": os.getcwd()}
+        fault_id = faults.record("process_down", target, recipe, home=home,
+                                 details={"pids": pids, "signal": signame})
+    logger.info(f"sent {signame} to {target} (pids {pids})")
+    return {"killed": pids, "signal": signame, "target": target, "still_running": survivors,
+            "fault_id": fault_id}
+
+
+def _spawn(command: list[str], pidfile: str | None, cwd: str | None) -> int:
+    if not command:
+        raise ActivityFailed("`command` (a list of strings) is required to start a process that "
+                             "is not an embedded stack service")
+    try:
+        proc = subprocess.Popen([str(c) for c in command], cwd=cwd or None,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        raise ActivityFailed(f"could not start {command[0]!r}: {exc}") from None
+    if pidfile:
+        Path(pidfile).parent.mkdir(parents=True, exist_ok=True)
+        Path(pidfile).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _start_stack_service(name: str, home: str | None, timeout: float) -> dict:
+    from chaosmessaging.stack import control
+
+    try:
+        record = control.start_service(name, home=home, timeout=timeout)
+    except (StackNotRunning, KeyError) as exc:
+        raise ActivityFailed(str(exc).strip("'\"")) from None
+    except Exception as exc:
+        raise ActivityFailed(f"service {name!r} did not come back: {exc}; see its log "
+                             "under <home>/logs") from None
+    faults.clear(f"service:{name}", home)
+    return {"started": record.pid, "target": f"service:{name}", "address": record.address}
+
+
+def start_service(name: str = None, command: list[str] = None, pidfile: str = None,
+                  cwd: str = None, timeout: float = 30.0, configuration: Configuration = None,
+                  secrets: Secrets = None) -> dict:
+    """Start a service again: by embedded stack `name` (waits until healthy, up to `timeout` s),
+    or by running `command` (argv list) detached, writing its pid to `pidfile` if given.
+
+    Clears the matching fault from the ledger. Returns ``{"started": pid, "target": ...}``.
+    """
+    home = _home(configuration)
+    if name:
+        return _start_stack_service(name, home, timeout)
+    pid = _spawn(command, pidfile, cwd)
+    target = f"pidfile:{Path(pidfile).resolve()}" if pidfile else None
+    if target:
+        faults.clear(target, home, kind="process_down")
+    logger.info(f"started {command[0]} (pid {pid})")
+    return {"started": pid, "target": target}
+
+
+def restart_service(name: str = None, signal: str = "SIGTERM", command: list[str] = None,
+                    pidfile: str = None, cwd: str = None, timeout: float = 30.0,
+                    configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Stop a service with `signal` (default SIGTERM, escalating to SIGKILL) and start it again.
+
+    By embedded stack `name`, or by `pidfile` plus the `command` that starts it.
+    Returns ``{"stopped": old_pid, "started": new_pid, "target": ...}``.
+    """
+    home = _home(configuration)
+    if name:
+        from chaosmessaging.stack import control
+
+        try:
+            old = load_state(home).service(name).pid
+            record = control.restart_service(name, home=home, sig=signal, timeout=timeout)
+        except (StackNotRunning, KeyError) as exc:
+            raise ActivityFailed(str(exc).strip("'\"")) from None
+        except Exception as exc:
+            raise ActivityFailed(f"service {name!r} did not restart: {exc}") from None
+        faults.clear(f"service:{name}", home)
+        return {"stopped": old, "started": record.pid, "target": f"service:{name}"}
+    if not pidfile or not command:
+        raise ActivityFailed("restart needs `name`, or both `pidfile` and `command`")
+    old = None
+    try:
+        proc = _processes(pidfile, None, 1)[0]
+        old = proc.pid
+        proc.send_signal(_signum(signal))
+        _, alive = psutil.wait_procs([proc], timeout=timeout)
+        for p in alive:
+            p.kill()
+    except ActivityFailed:
+        pass  # not running: just start it
+    started = start_service(command=command, pidfile=pidfile, cwd=cwd, configuration=configuration)
+    return {"stopped": old, "started": started["started"], "target": started["target"]}
+
+
+# -- reverters (see chaosmessaging.faults) ---------------------------------------------------
+
+def _revert_process_down(recipe: dict, home: Path) -> dict:
+    if recipe.get("service"):
+        return _start_stack_service(recipe["service"], str(home), 60.0)
+    pidfile = recipe.get("pidfile")
+    if pidfile:
+        try:
+            psutil.Process(_pid_from_file(pidfile))
+            return {"started": None, "note": f"{pidfile} names a running process already"}
+        except (ActivityFailed, psutil.NoSuchProcess):
+            pass
+    return {"started": _spawn(recipe.get("command") or [], pidfile, recipe.get("cwd"))}
+
+
+def _revert_process_paused(recipe: dict, home: Path) -> dict:
+    from chaosmessaging.stack import control
+
+    record = control.stop_service(recipe["service"], "SIGCONT", home=str(home))
+    return {"resumed": record.pid}
+
+
+faults.register_reverter("process_down", _revert_process_down)
+faults.register_reverter("process_paused", _revert_process_paused)

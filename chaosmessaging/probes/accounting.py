@@ -1,0 +1,137 @@
+"""Message accounting: prove that every message a load run got acknowledged was delivered.
+
+A run's messages are those whose `client_msg_id` starts with `<run_id>:` (k6 scripts tag them
+so). Each is matched to the deliveries ledger (`deliveries`, one row per message; see
+docs/architecture.md); what is still missing after a settle time is lost, reported by id.
+The k6 summary's accepted counter cross-checks the database: a 202 the API gave for a message
+the database does not hold is loss before the outbox.
+"""
+
+import time
+
+from chaoslib.types import Configuration, Secrets
+from logzero import logger
+
+from chaosmessaging.probes._clients import pg_fetch
+from chaosmessaging.probes.k6 import k6_metric
+
+__all__ = ["message_accounting", "no_message_lost"]
+
+_COUNTS = """
+SELECT count(*) AS acknowledged,
+       count(d.message_id) AS delivered,
+       count(*) FILTER (WHERE d.redeliveries > 0) AS redelivered,
+       count(*) FILTER (WHERE $2::float8 IS NOT NULL
+                        AND d.delivered_at - m.created_at > make_interval(secs => $2::float8))
+         AS late
+FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
+WHERE starts_with(m.client_msg_id, $1)
+"""
+
+# duplicates are impossible while `deliveries.message_id` is the primary key; counted anyway
+# so a platform whose ledger lacks that key is caught rather than trusted
+_DUPLICATED = """
+SELECT count(*) FROM (
+  SELECT d.message_id FROM deliveries d JOIN messages m ON m.id = d.message_id
+  WHERE starts_with(m.client_msg_id, $1) GROUP BY d.message_id HAVING count(*) > 1) AS twice
+"""
+
+_LOST = """
+WITH lost AS (
+  SELECT m.id, m.client_msg_id, m.created_at
+  FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
+  WHERE starts_with(m.client_msg_id, $1) AND d.message_id IS NULL)
+SELECT
+  (SELECT count(*) FROM lost WHERE EXISTS (
+     SELECT 1 FROM outbox o WHERE o.message_id = lost.id AND o.dispatched_at IS NULL))
+    AS pending,
+  (SELECT count(*) FROM lost WHERE EXISTS (
+     SELECT 1 FROM outbox o WHERE o.message_id = lost.id AND o.dispatched_at IS NULL
+     AND o.parked_at IS NOT NULL)) AS parked,
+  (SELECT coalesce(array_agg(client_msg_id ORDER BY created_at, client_msg_id), '{}')
+   FROM (SELECT client_msg_id, created_at FROM lost
+         ORDER BY created_at, client_msg_id LIMIT $2) AS first) AS ids
+"""
+
+
+def message_accounting(run_id: str, settle_timeout: float = 60.0, poll_interval: float = 1.0,
+                       late_after_s: float = None, k6_summary_path: str = None,
+                       accepted_metric: str = "messages_accepted", max_ids: int = 50,
+                       dsn: str = None, configuration: Configuration = None,
+                       secrets: Secrets = None) -> dict:
+    """
+    Account for every message of the load run `run_id` (messages whose `client_msg_id`
+    starts with `<run_id>:`), waiting up to `settle_timeout` seconds for in-flight ones to be
+    delivered. Returns
+    `{"run_id", "acknowledged", "delivered", "lost", "lost_ids", "pending", "parked",
+    "redelivered", "duplicated", "late", "k6_accepted", "api_acknowledged_missing",
+    "settled_s"}`:
+    `lost` messages have no delivery (their `client_msg_id`s, at most `max_ids`, in
+    `lost_ids`); `pending` of them are still undispatched in the outbox and `parked` in its
+    DLQ; `redelivered` were delivered again and suppressed by idempotency; `late` were
+    delivered more than `late_after_s` seconds after creation (null when not asked);
+    `k6_accepted` is the `accepted_metric` count of the k6 summary at `k6_summary_path`
+    (null without one) and `api_acknowledged_missing` how many accepted messages the database
+    does not hold.
+    """
+    prefix = f"{run_id}:"
+    started = time.monotonic()
+    late = None if late_after_s is None else float(late_after_s)
+    while True:
+        counts = pg_fetch(_COUNTS, (prefix, late), dsn, configuration, secrets)[0]
+        missing = counts["acknowledged"] - counts["delivered"]
+        elapsed = time.monotonic() - started
+        if missing == 0 or elapsed + poll_interval > settle_timeout:
+            break
+        logger.debug(f"run {run_id}: {missing} messages not delivered yet, waiting")
+        time.sleep(poll_interval)
+
+    lost = {"pending": 0, "parked": 0, "ids": []}
+    if missing:
+        lost = pg_fetch(_LOST, (prefix, max_ids), dsn, configuration, secrets)[0]
+    duplicated = pg_fetch(_DUPLICATED, (prefix,), dsn, configuration, secrets)[0][0]
+    k6_accepted = None
+    if k6_summary_path:
+        k6_accepted = int(k6_metric(k6_summary_path, accepted_metric, "count", default=0))
+    result = {
+        "run_id": run_id,
+        "acknowledged": counts["acknowledged"],
+        "delivered": counts["delivered"],
+        "lost": missing,
+        "lost_ids": list(lost["ids"]),
+        "pending": lost["pending"],
+        "parked": lost["parked"],
+        "redelivered": counts["redelivered"],
+        "duplicated": int(duplicated),
+        "late": None if late is None else counts["late"],
+        "k6_accepted": k6_accepted,
+        "api_acknowledged_missing": (None if k6_accepted is None
+                                     else max(0, k6_accepted - counts["acknowledged"])),
+        "settled_s": round(time.monotonic() - started, 3),
+    }
+    if counts["acknowledged"] == 0:
+        logger.warning(f"run {run_id}: no message has a client_msg_id starting with "
+                       f"'{prefix}' — wrong run id, or the load never reached the API?")
+    if missing:
+        logger.warning(f"run {run_id}: {missing} of {counts['acknowledged']} messages not "
+                       f"delivered after {settle_timeout}s ({result['pending']} still in the "
+                       f"outbox, {result['parked']} parked); lost ids: {result['lost_ids']}")
+    if result["api_acknowledged_missing"]:
+        logger.warning(f"run {run_id}: k6 counted {k6_accepted} accepted messages but the "
+                       f"database holds {counts['acknowledged']}")
+    return result
+
+
+def no_message_lost(run_id: str, settle_timeout: float = 60.0, poll_interval: float = 1.0,
+                    k6_summary_path: str = None, accepted_metric: str = "messages_accepted",
+                    dsn: str = None, configuration: Configuration = None,
+                    secrets: Secrets = None) -> bool:
+    """
+    True when every message of run `run_id` was delivered within `settle_timeout` seconds,
+    none was delivered twice and (given a k6 summary) every accepted message is in the
+    database. See `message_accounting` for the detailed figures.
+    """
+    result = message_accounting(run_id, settle_timeout, poll_interval, None, k6_summary_path,
+                                accepted_metric, 50, dsn, configuration, secrets)
+    return (result["lost"] == 0 and result["duplicated"] == 0
+            and not result["api_acknowledged_missing"])

@@ -1,0 +1,82 @@
+"""HTTP health probes: a service's `/readyz` answer, as data, as a boolean, or waited for.
+
+`/readyz` answers 200 or 503 with `{"status": "ok"|"degraded", "checks": {...}}` (see
+docs/architecture.md). `service` picks the base URL from configuration (`api` ->
+`messaging_api_url`, `dispatcher`, `consumer`); `url` overrides it with any full URL.
+"""
+
+import json
+import time
+
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+from logzero import logger
+
+from chaosmessaging.config import redact
+from chaosmessaging.probes._clients import http_get, service_url
+
+__all__ = ["readiness", "service_ready", "wait_until_ready"]
+
+
+def readiness(url: str = None, service: str = "api", timeout: float = 2.0,
+              unreachable_ok: bool = False, configuration: Configuration = None,
+              secrets: Secrets = None) -> dict:
+    """
+    GET the service's `/readyz` (or `url`) and return
+    `{"status_code": 200, "ready": true, "status": "ok", "checks": {...}, "error": null}`.
+    `ready` is true only for a 200 answer. An unreachable service raises an error, unless
+    `unreachable_ok` is true: then `ready` is false, `status_code` 0 and `error` says why.
+    """
+    url = service_url(service, url, "/readyz", configuration, secrets)
+    try:
+        response = http_get(url, timeout)
+    except ActivityFailed as error:
+        if not unreachable_ok:
+            raise
+        return {"status_code": 0, "ready": False, "status": None, "checks": {},
+                "error": str(error)}
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    checks = body.get("checks") if isinstance(body.get("checks"), dict) else {}
+    return {"status_code": response.status_code, "ready": response.status_code == 200,
+            "status": body.get("status"), "checks": checks, "error": None}
+
+
+def service_ready(url: str = None, service: str = "api", timeout: float = 2.0,
+                  unreachable_ok: bool = False, configuration: Configuration = None,
+                  secrets: Secrets = None) -> bool:
+    """
+    True when the service's `/readyz` (or `url`) answers 200. An unreachable service raises
+    an error, unless `unreachable_ok` is true (then the answer is false).
+    """
+    return readiness(url, service, timeout, unreachable_ok, configuration, secrets)["ready"]
+
+
+def wait_until_ready(timeout: float = 60.0, url: str = None, service: str = "api",
+                     interval: float = 0.5, configuration: Configuration = None,
+                     secrets: Secrets = None) -> dict:
+    """
+    Poll the service's `/readyz` (or `url`) every `interval` seconds until it answers 200,
+    and return `{"ready": true, "waited_s": S, "attempts": N}`: `waited_s` is the recovery
+    time measured by polling. Raises an error with the last answer if it is not ready
+    within `timeout` seconds.
+    """
+    url = service_url(service, url, "/readyz", configuration, secrets)
+    started = time.monotonic()
+    attempts, last = 0, None
+    while True:
+        attempts += 1
+        answer = readiness(url, service, min(2.0, max(timeout, 0.1)), True)
+        if answer["ready"]:
+            waited = round(time.monotonic() - started, 3)
+            logger.info(f"{redact(url)} ready after {waited}s ({attempts} attempts)")
+            return {"ready": True, "waited_s": waited, "attempts": attempts}
+        last = answer["error"] or f"HTTP {answer['status_code']} checks={answer['checks']}"
+        if time.monotonic() - started + interval > timeout:
+            raise ActivityFailed(f"{redact(url)} not ready after {timeout}s ({attempts} "
+                                 f"attempts); last answer: {last}")
+        time.sleep(interval)

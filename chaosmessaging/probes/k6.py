@@ -1,0 +1,81 @@
+"""k6 probes: read the JSON a load run wrote with `k6 run --summary-export <path>`.
+
+In that format (checked against k6 v1.1) each metric is a dict of statistics (`count`, `rate`,
+`avg`, `p(95)`, `value`, ...) and, when the script declares thresholds on it,
+`"thresholds": {"p(95)<100": false}` where **true means the threshold was crossed** (failed).
+Percentiles other than p(90)/p(95) exist only if the run set `--summary-trend-stats`.
+"""
+
+import json
+from pathlib import Path
+
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+from logzero import logger
+
+__all__ = ["k6_thresholds", "k6_metric"]
+
+_DURATION = "http_req_duration"
+
+
+def k6_thresholds(summary_path: str, configuration: Configuration = None,
+                  secrets: Secrets = None) -> dict:
+    """
+    Verdict of a k6 run's thresholds and its key figures, as
+    `{"passed": bool, "failed": ["http_req_duration: p(95)<100", ...], "metrics": {...}}`
+    where `metrics` holds `http_reqs` and `http_reqs_rate`, `http_req_failed_rate`,
+    `p95_ms` and `p99_ms` of `http_req_duration` (null when not exported), `iterations` and
+    `dropped_iterations`. Raises an error when the summary file is missing or unreadable.
+    """
+    metrics = _load(summary_path)
+    failed = sorted(f"{name}: {expression}" for name, stats in metrics.items()
+                    for expression, crossed in (stats.get("thresholds") or {}).items() if crossed)
+    if failed:
+        logger.warning(f"k6 thresholds crossed in {summary_path}: {failed}")
+    duration = metrics.get(_DURATION, {})
+    figures = {
+        "http_reqs": metrics.get("http_reqs", {}).get("count", 0),
+        "http_reqs_rate": metrics.get("http_reqs", {}).get("rate", 0.0),
+        "http_req_failed_rate": metrics.get("http_req_failed", {}).get("value", 0.0),
+        "p95_ms": duration.get("p(95)"),
+        "p99_ms": duration.get("p(99)"),
+        "iterations": metrics.get("iterations", {}).get("count", 0),
+        "dropped_iterations": metrics.get("dropped_iterations", {}).get("count", 0),
+    }
+    return {"passed": not failed, "failed": failed, "metrics": figures}
+
+
+def k6_metric(summary_path: str, metric: str, stat: str = "count", default: float = None,
+              configuration: Configuration = None, secrets: Secrets = None) -> float:
+    """
+    One statistic of one metric of a k6 run, e.g. `metric="messages_accepted", stat="count"`
+    or `metric="http_req_duration", stat="p(95)"` (milliseconds). A metric the run never
+    recorded (k6 omits those) gives `default` when set, otherwise an error.
+    """
+    metrics = _load(summary_path)
+    stats = metrics.get(metric)
+    if stats is None:
+        if default is not None:
+            return float(default)
+        raise ActivityFailed(f"k6 summary {summary_path} has no metric '{metric}' (it has "
+                             f"{sorted(metrics)}); k6 omits metrics that recorded nothing")
+    if stat not in stats or stat == "thresholds":
+        raise ActivityFailed(f"k6 metric '{metric}' has no statistic '{stat}' (it has "
+                             f"{sorted(k for k in stats if k != 'thresholds')}); for more "
+                             "percentiles run k6 with --summary-trend-stats")
+    return float(stats[stat])
+
+
+def _load(summary_path: str) -> dict:
+    path = Path(summary_path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ActivityFailed(f"no k6 summary at {path}: the load may not have finished (or "
+                             "was started without --summary-export to this path)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ActivityFailed(f"cannot read k6 summary {path}: {error}; the load may still "
+                             "be writing it") from None
+    if not isinstance(document, dict) or not isinstance(document.get("metrics"), dict):
+        raise ActivityFailed(f"{path} is not a k6 --summary-export file (no 'metrics' object)")
+    return document["metrics"]

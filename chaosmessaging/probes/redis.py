@@ -1,0 +1,201 @@
+"""Redis Streams probes: stream length, the consumer group's pending entries list (PEL),
+consumer lag and the dead-letter stream.
+
+Stream, group and dead-letter stream names default to the `messaging_stream`,
+`messaging_group` and `messaging_dead_stream` configuration keys, Redis to `messaging_redis_url`.
+A missing stream or group is a normal state (an empty Redis after a restart): such probes
+return zeros and log why. An unreachable Redis raises `ActivityFailed`.
+
+Written for Redis 6.2 (the embedded stack's): `XINFO GROUPS` has no `lag` there, so lag is
+counted from the group's last-delivered id; on Redis 7+ its `lag` field is used when present.
+"""
+
+import redis
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+from logzero import logger
+
+from chaosmessaging.config import lookup, redact
+from chaosmessaging.probes._clients import redis_client, redis_unreachable
+
+__all__ = [
+    "stream_length",
+    "pel_size",
+    "oldest_pending_idle_ms",
+    "pending_entries",
+    "consumer_lag",
+    "consumer_lag_entries",
+    "consumer_lag_seconds",
+    "dead_letter_count",
+]
+
+_SCAN_CHUNK = 1000
+
+
+def stream_length(stream: str = None, redis_url: str = None,
+                  configuration: Configuration = None, secrets: Secrets = None) -> int:
+    """
+    Number of entries in the stream (`XLEN`); 0 when the stream does not exist.
+    `stream` defaults to the `messaging_stream` configuration key.
+    """
+    stream = lookup("messaging_stream", configuration, secrets, stream)
+    client, url = redis_client(redis_url, configuration, secrets)
+    return _call(url, client.xlen, stream)
+
+
+def pel_size(stream: str = None, group: str = None, redis_url: str = None,
+             configuration: Configuration = None, secrets: Secrets = None) -> int:
+    """
+    Size of the consumer group's pending entries list: entries delivered to a consumer but
+    not yet acknowledged (`XPENDING` summary count). 0 when the stream or group is missing.
+    """
+    stream, group = _names(stream, group, configuration, secrets)
+    client, url = redis_client(redis_url, configuration, secrets)
+    summary = _group_call(url, stream, group, client.xpending, stream, group)
+    return int(summary["pending"]) if summary else 0
+
+
+def oldest_pending_idle_ms(stream: str = None, group: str = None, max_scan: int = 10000,
+                           redis_url: str = None, configuration: Configuration = None,
+                           secrets: Secrets = None) -> int:
+    """
+    Idle time in milliseconds of the pending entry that has waited longest for an
+    acknowledgement (0 when nothing is pending). Scans at most `max_scan` pending entries,
+    oldest ids first. A value above the consumer's reclaim idle time means reclaiming is stuck.
+    """
+    stream, group = _names(stream, group, configuration, secrets)
+    client, url = redis_client(redis_url, configuration, secrets)
+    oldest, start, seen = 0, "-", 0
+    while seen < max_scan:
+        count = min(_SCAN_CHUNK, max_scan - seen)
+        page = _group_call(url, stream, group, client.xpending_range, stream, group,
+                           start, "+", count)
+        if not page:
+            break
+        oldest = max(oldest, *(int(e["time_since_delivered"]) for e in page))
+        seen += len(page)
+        if len(page) < count:
+            break
+        start = "(" + page[-1]["message_id"]
+    return oldest
+
+
+def pending_entries(stream: str = None, group: str = None, count: int = 100,
+                    consumer: str = None, min_idle_ms: int = None, redis_url: str = None,
+                    configuration: Configuration = None, secrets: Secrets = None) -> list:
+    """
+    Up to `count` pending entries of the group, oldest ids first, each as
+    `{"id", "consumer", "idle_ms", "deliveries"}`; optionally only those of one `consumer`
+    or idle for at least `min_idle_ms`. Empty when the stream or group is missing.
+    """
+    stream, group = _names(stream, group, configuration, secrets)
+    client, url = redis_client(redis_url, configuration, secrets)
+    page = _group_call(url, stream, group, client.xpending_range, stream, group, "-", "+",
+                       count, consumername=consumer, idle=min_idle_ms) or []
+    return [{"id": e["message_id"], "consumer": e["consumer"],
+             "idle_ms": int(e["time_since_delivered"]), "deliveries": int(e["times_delivered"])}
+            for e in page]
+
+
+def consumer_lag(stream: str = None, group: str = None, max_count: int = 100000,
+                 redis_url: str = None, configuration: Configuration = None,
+                 secrets: Secrets = None) -> dict:
+    """
+    How far the consumer group is behind the stream, as
+    `{"entries": N, "seconds": S, "pending": P, "truncated": bool}`:
+    `entries` not yet delivered to the group (after its last-delivered id), `seconds` the age
+    of the oldest of them (from its stream id, against the Redis clock; 0 when none),
+    `pending` delivered but unacknowledged entries. Counting stops at `max_count` entries
+    (then `truncated` is true). All zeros when the stream or group is missing.
+    """
+    stream, group = _names(stream, group, configuration, secrets)
+    client, url = redis_client(redis_url, configuration, secrets)
+    result = {"entries": 0, "seconds": 0.0, "pending": 0, "truncated": False}
+    groups = _group_call(url, stream, group, client.xinfo_groups, stream) or []
+    info = next((g for g in groups if g["name"] == group), None)
+    if info is None:
+        logger.info(f"consumer group '{group}' does not exist on stream '{stream}': lag is 0")
+        return result
+    result["pending"] = int(info["pending"])
+    last_id = info["last-delivered-id"]
+    first = _call(url, client.xrange, stream, f"({last_id}", "+", 1)
+    if not first:
+        return result
+    now_ms = _redis_now_ms(client, url)
+    result["seconds"] = round(max(0, now_ms - int(first[0][0].split("-")[0])) / 1000.0, 3)
+    if info.get("lag") is not None:  # Redis 7+: exact and O(1)
+        result["entries"] = int(info["lag"])
+        return result
+    counted, start = 0, f"({last_id}"
+    while True:
+        want = min(_SCAN_CHUNK, max_count - counted)
+        if want <= 0:
+            result["truncated"] = bool(_call(url, client.xrange, stream, start, "+", 1))
+            break
+        page = _call(url, client.xrange, stream, start, "+", want)
+        counted += len(page)
+        if len(page) < want:
+            break
+        start = "(" + page[-1][0]
+    result["entries"] = counted
+    return result
+
+
+def consumer_lag_entries(stream: str = None, group: str = None, max_count: int = 100000,
+                         redis_url: str = None, configuration: Configuration = None,
+                         secrets: Secrets = None) -> int:
+    """Number of stream entries not yet delivered to the group (see `consumer_lag`)."""
+    return consumer_lag(stream, group, max_count, redis_url, configuration, secrets)["entries"]
+
+
+def consumer_lag_seconds(stream: str = None, group: str = None, redis_url: str = None,
+                         configuration: Configuration = None, secrets: Secrets = None) -> float:
+    """Age in seconds of the oldest entry not yet delivered to the group (0 when none)."""
+    return consumer_lag(stream, group, 1, redis_url, configuration, secrets)["seconds"]
+
+
+def dead_letter_count(dead_stream: str = None, redis_url: str = None,
+                      configuration: Configuration = None, secrets: Secrets = None) -> int:
+    """
+    Number of entries in the dead-letter stream (poison messages the consumer gave up on);
+    `dead_stream` defaults to the `messaging_dead_stream` configuration key. 0 when missing.
+    """
+    dead_stream = lookup("messaging_dead_stream", configuration, secrets, dead_stream)
+    client, url = redis_client(redis_url, configuration, secrets)
+    return _call(url, client.xlen, dead_stream)
+
+
+def _names(stream: str, group: str, configuration: Configuration,
+           secrets: Secrets) -> tuple[str, str]:
+    return (lookup("messaging_stream", configuration, secrets, stream),
+            lookup("messaging_group", configuration, secrets, group))
+
+
+def _call(url: str, func, *args, **kwargs):
+    try:
+        return func(*args, **kwargs)
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise redis_unreachable(url, error) from None
+    except redis.ResponseError as error:
+        raise ActivityFailed(f"Redis at {redact(url)} refused {func.__name__}: {error}") from None
+
+
+def _group_call(url: str, stream: str, group: str, func, *args, **kwargs):
+    """`_call` where a missing stream or group is a normal state: None, with a log line."""
+    try:
+        return func(*args, **kwargs)
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise redis_unreachable(url, error) from None
+    except redis.ResponseError as error:
+        text = str(error)
+        if text.startswith("NOGROUP") or "no such key" in text:
+            logger.info(f"stream '{stream}' or its group '{group}' does not exist yet "
+                        f"({text}): reporting nothing pending")
+            return None
+        raise ActivityFailed(f"Redis at {redact(url)} refused {func.__name__}: {error}") from None
+
+
+def _redis_now_ms(client: redis.Redis, url: str) -> int:
+    # the Redis clock generated the stream ids, so lag in seconds does not depend on ours
+    seconds, micros = _call(url, client.time)
+    return int(seconds) * 1000 + int(micros) // 1000

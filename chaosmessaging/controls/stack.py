@@ -1,0 +1,50 @@
+"""Bring the embedded stack up before an experiment that targets it.
+
+Declare it in an experiment so that `chaos run experiments/x.json` works on a fresh machine::
+
+    "controls": [{"name": "chaosmessaging-stack",
+                  "provider": {"type": "python", "module": "chaosmessaging.controls.stack"}}]
+
+An experiment targets the embedded stack unless `messaging_api_url` is configured (configuration,
+secrets or `CHAOSMESSAGING_API_URL`): then it targets the user's own platform and this control does
+nothing. Otherwise it starts the stack if absent and restarts any of its processes that died (a
+service a previous run killed). The stack is left running afterwards: `chaosmessaging stack down`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from chaoslib.exceptions import InterruptExecution
+from chaoslib.types import Configuration, Experiment, Secrets
+from logzero import logger
+
+__all__ = ["before_experiment_control"]
+
+
+def _external_target(configuration: Configuration, secrets: Secrets) -> str | None:
+    for scope in [configuration or {}, *((secrets or {}).values())]:
+        if isinstance(scope, dict) and scope.get("messaging_api_url"):
+            return str(scope["messaging_api_url"])
+    return os.environ.get("CHAOSMESSAGING_API_URL") or None
+
+
+def before_experiment_control(context: Experiment, configuration: Configuration = None,
+                              secrets: Secrets = None, **kwargs: Any) -> None:
+    """Ensure the embedded stack runs, unless the experiment targets another platform."""
+    if _external_target(configuration, secrets):
+        logger.info("messaging_api_url is set: not starting the embedded stack")
+        return
+    home = (configuration or {}).get("chaosmessaging_home")
+    try:
+        from chaosmessaging.stack.launcher import ensure_up
+
+        state = ensure_up(home=home, progress=logger.info)
+    except Exception as exc:
+        # InterruptExecution is the one exception chaoslib lets a control use to stop the run
+        raise InterruptExecution(
+            f"could not start the embedded stack ({type(exc).__name__}: {exc}); see the logs "
+            "under its home, run `chaosmessaging stack up` to diagnose, or set "
+            "messaging_api_url to target another platform") from exc
+    logger.info(f"embedded stack ready ({', '.join(sorted(state.services))}) in {state.home}")

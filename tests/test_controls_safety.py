@@ -1,0 +1,128 @@
+"""The safety-net control with the real `chaos` CLI: interrupted runs leave no fault behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from chaosmessaging import faults
+
+CHAOS = str(Path(sys.executable).parent / "chaos")
+
+# A tiny extension for the experiment: starts a real victim process and records it as a fault
+# whose revert kills it (a stand-in for any fault: what matters is that the reverter runs).
+VICTIM_MODULE = textwrap.dedent('''
+    import os, signal, subprocess
+    from chaosmessaging import faults
+
+    def _kill(recipe, home):
+        os.kill(recipe["pid"], signal.SIGKILL)
+        return {"killed": recipe["pid"]}
+
+    faults.register_reverter("victim_running", _kill)
+
+    def start_victim(pidfile, configuration=None):
+        proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        open(pidfile, "w").write(str(proc.pid))
+        faults.record("victim_running", f"victim:{proc.pid}", {"pid": proc.pid},
+                      home=(configuration or {}).get("chaosmessaging_home"))
+        return proc.pid
+''')
+
+
+def _experiment(pidfile: Path, with_safety: bool) -> dict:
+    controls = [{"name": "chaosmessaging-safety",
+                 "provider": {"type": "python", "module": "chaosmessaging.controls.safety"}}]
+    experiment = {
+        "version": "1.0.0",
+        "title": "victim is cleaned up on interruption",
+        "description": "starts a fault then waits long enough to be interrupted",
+        "method": [{
+            "type": "action", "name": "start-victim",
+            "provider": {"type": "python", "module": "victim_actions", "func": "start_victim",
+                         "arguments": {"pidfile": str(pidfile)}},
+            "pauses": {"after": 60},
+        }],
+    }
+    if with_safety:
+        experiment["controls"] = controls
+    return experiment
+
+
+def _run_and_interrupt(tmp_path: Path, sig: int, with_safety: bool = True) -> tuple[int, int]:
+    (tmp_path / "victim_actions.py").write_text(VICTIM_MODULE)
+    pidfile = tmp_path / "victim.pid"
+    exp = tmp_path / "experiment.json"
+    exp.write_text(json.dumps(_experiment(pidfile, with_safety)))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "CHAOSMESSAGING_HOME": str(tmp_path / "home")}
+    chaos = subprocess.Popen([CHAOS, "--no-version-check", "--settings", str(tmp_path / "s.yaml"),
+                              "--log-file", str(tmp_path / "chaos.log"), "run", "--journal-path",
+                              str(tmp_path / "journal.json"), str(exp)],
+                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (pidfile.exists() and faults.active(tmp_path / "home")):
+            assert chaos.poll() is None, "chaos exited before the fault was injected"
+            assert time.monotonic() < deadline, "the fault was never recorded"
+            time.sleep(0.1)
+        victim = int(pidfile.read_text())
+        assert psutil.pid_exists(victim)
+        chaos.send_signal(sig)
+        return chaos.wait(30), victim
+    finally:
+        if chaos.poll() is None:
+            chaos.kill()
+            chaos.wait()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_chaos_run_interrupted_reverts_faults(tmp_path, sig):
+    _, victim = _run_and_interrupt(tmp_path, sig)
+    assert _gone(victim)
+    assert faults.active(tmp_path / "home") == []
+    journal = json.loads((tmp_path / "journal.json").read_text())
+    assert journal["status"] == "interrupted"
+    [reverted] = journal["chaosmessaging_safety_net"]
+    assert reverted["status"] == "reverted" and reverted["kind"] == "victim_running"
+
+
+def test_without_the_control_the_fault_stays_and_revert_all_undoes_it(tmp_path):
+    # proves the test above depends on the control, and that the CLI-side revert works
+    _, victim = _run_and_interrupt(tmp_path, signal.SIGINT, with_safety=False)
+    try:
+        assert not _gone(victim)
+        [fault] = faults.active(tmp_path / "home")
+        assert fault.kind == "victim_running"
+        sys.path.insert(0, str(tmp_path))
+        try:
+            import victim_actions  # noqa: F401  (registers its reverter, as chaos did)
+            [result] = faults.revert_all(tmp_path / "home")
+        finally:
+            sys.path.remove(str(tmp_path))
+        assert result["status"] == "reverted"
+        assert faults.active(tmp_path / "home") == []
+        for _ in range(50):
+            if _gone(victim):
+                break
+            time.sleep(0.05)
+        assert _gone(victim)
+    finally:
+        if not _gone(victim):
+            os.kill(victim, signal.SIGKILL)

@@ -1,0 +1,52 @@
+"""``python -m msgstack {api|dispatcher|consumer|migrate}``: one service per OS process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from msgstack import SERVICES
+from msgstack.config import ConfigError, load
+
+USAGE = f"usage: python -m msgstack {{{'|'.join(SERVICES)}}}  (configured by MSGSTACK_* variables)"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or argv[0] not in SERVICES:
+        print(USAGE, file=sys.stderr)
+        return 2
+    service = argv[0]
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s {service}[%(process)d] %(name)s: %(message)s")
+    try:
+        settings = load(service)
+    except ConfigError as exc:
+        logging.getLogger("msgstack").error("configuration error: %s", exc)
+        return 2
+
+    if service == "migrate":
+        from msgstack.migrate import MigrationError, apply
+        try:
+            asyncio.run(apply(settings.pg_dsn))
+        except MigrationError as exc:
+            logging.getLogger("msgstack.migrate").error("%s", exc)
+            return 1
+        return 0
+
+    from msgstack.service import build_app, serve
+    if service == "api":
+        from msgstack.api import create_app
+        app = create_app(settings)
+    elif service == "dispatcher":
+        from msgstack import dispatcher
+        app = build_app(settings, [], dispatcher.run)
+    else:
+        from msgstack import consumer
+        app = build_app(settings, [], consumer.run)
+    serve(app, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,202 @@
+"""The HTTP API: accept messages (message + outbox row in one transaction) and read them back.
+
+Errors are JSON ``{"error": <code>, "detail": <sentence>}``: 400 for a malformed request, 413 for
+a payload over MSGSTACK_MAX_PAYLOAD, 503 while PostgreSQL is unavailable (the pool reconnects by
+itself, so the API recovers without a restart).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import uuid
+from typing import Any
+
+import asyncpg
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from msgstack import db, metrics
+from msgstack.config import MIN_PAYLOAD, Settings
+from msgstack.service import Resources, build_app
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("msgstack.api")
+
+MAX_CLIENT_MSG_ID = 200
+# Inserting the message and its outbox row in one statement makes them one transaction in one
+# round trip; a repeated client_msg_id inserts neither and returns no row.
+INSERT_SQL = """
+WITH msg AS (
+    INSERT INTO messages (id, conversation_id, client_msg_id, ciphertext, size_bytes)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (client_msg_id) DO NOTHING
+    RETURNING id
+)
+INSERT INTO outbox (message_id) SELECT id FROM msg RETURNING message_id
+"""
+EXISTING_SQL = "SELECT id FROM messages WHERE client_msg_id = $1"
+GET_SQL = """
+SELECT m.id, m.conversation_id, m.client_msg_id, m.ciphertext, m.size_bytes, m.created_at,
+       d.delivered_at
+FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
+WHERE m.id = $1
+"""
+
+
+class RequestError(Exception):
+    """A request the API refuses; carries the HTTP status and the JSON error body."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.error, "detail": self.detail}, status_code=self.status)
+
+
+def _body_limit(settings: Settings) -> int:
+    # base64 grows the payload by 4/3; leave room for the other fields and JSON whitespace.
+    return settings.max_payload * 4 // 3 + 16 * 1024
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(f"request body of {declared} bytes is over the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(f"request body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(detail: str) -> RequestError:
+    metrics.PAYLOAD_REJECTS.inc()
+    return RequestError(413, "payload_too_large", detail)
+
+
+def _field(doc: dict[str, Any], name: str) -> str:
+    value = doc.get(name)
+    if value is None:
+        raise RequestError(400, "missing_field", f"field '{name}' is required")
+    if not isinstance(value, str):
+        raise RequestError(400, "invalid_field", f"field '{name}' must be a string")
+    return value
+
+
+def _parse(body: bytes, settings: Settings) -> tuple[uuid.UUID, str, bytes]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise RequestError(400, "invalid_json", "body must be a JSON object")
+    try:
+        conversation_id = uuid.UUID(_field(doc, "conversation_id"))
+    except ValueError:
+        raise RequestError(400, "invalid_field", "conversation_id must be a UUID") from None
+    client_msg_id = _field(doc, "client_msg_id")
+    if not 1 <= len(client_msg_id) <= MAX_CLIENT_MSG_ID:
+        raise RequestError(400, "invalid_field",
+                           f"client_msg_id must be 1..{MAX_CLIENT_MSG_ID} characters")
+    try:
+        ciphertext = base64.b64decode(_field(doc, "ciphertext"), validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(400, "invalid_field", "ciphertext must be standard base64") from None
+    if len(ciphertext) > settings.max_payload:
+        raise _too_large(f"ciphertext is {len(ciphertext)} bytes, over the "
+                         f"{settings.max_payload}-byte limit")
+    if len(ciphertext) < MIN_PAYLOAD:
+        raise RequestError(400, "payload_too_small",
+                           f"ciphertext is {len(ciphertext)} bytes; the minimum is {MIN_PAYLOAD}")
+    return conversation_id, client_msg_id, ciphertext
+
+
+def _unavailable(exc: BaseException) -> JSONResponse:
+    metrics.API_UNAVAILABLE.labels("postgres").inc()
+    if isinstance(exc, db.SchemaMissing):
+        detail = str(exc)
+    else:
+        detail = f"postgres is unavailable ({db.describe(exc)}); retry later"
+    return JSONResponse({"error": "unavailable", "detail": detail}, status_code=503,
+                        headers={"Retry-After": "1"})
+
+
+async def post_message(request: Request) -> JSONResponse:
+    res: Resources = request.app.state.resources
+    try:
+        body = await _read_body(request, _body_limit(res.settings))
+        conversation_id, client_msg_id, ciphertext = _parse(body, res.settings)
+    except RequestError as exc:
+        return exc.response()
+    except ClientDisconnect:
+        return JSONResponse({"error": "client_disconnected", "detail": ""}, status_code=400)
+
+    new_id = uuid.uuid4()
+
+    async def store(conn: asyncpg.Connection) -> tuple[uuid.UUID, bool]:
+        row = await conn.fetchrow(INSERT_SQL, new_id, conversation_id, client_msg_id, ciphertext,
+                                  len(ciphertext))
+        if row is not None:
+            return row["message_id"], True
+        existing = await conn.fetchval(EXISTING_SQL, client_msg_id)
+        if existing is None:  # conflicting insert rolled back meanwhile: let the client retry
+            raise asyncpg.exceptions.SerializationError("concurrent insert of the same client_msg_id")
+        return existing, False
+
+    try:
+        message_id, fresh = await db.retrying(res.pool, store)
+    except (db.SchemaMissing, *db.TRANSIENT_ERRORS) as exc:
+        return _unavailable(exc)
+    except asyncpg.SerializationError as exc:
+        return JSONResponse({"error": "conflict", "detail": str(exc)}, status_code=409)
+    if fresh:
+        metrics.MESSAGES_ACCEPTED.inc()
+        metrics.MESSAGE_SIZE.observe(len(ciphertext))
+        return JSONResponse({"id": str(message_id), "status": "accepted"}, status_code=202)
+    return JSONResponse({"id": str(message_id), "status": "accepted", "duplicate": True},
+                        status_code=202)
+
+
+async def get_message(request: Request) -> JSONResponse:
+    res: Resources = request.app.state.resources
+    try:
+        message_id = uuid.UUID(request.path_params["message_id"])
+    except ValueError:
+        return JSONResponse({"error": "not_found", "detail": "not a message id"}, status_code=404)
+
+    async def load(conn: asyncpg.Connection) -> asyncpg.Record | None:
+        return await conn.fetchrow(GET_SQL, message_id)
+
+    try:
+        row = await db.retrying(res.pool, load)
+    except (db.SchemaMissing, *db.TRANSIENT_ERRORS) as exc:
+        return _unavailable(exc)
+    if row is None:
+        return JSONResponse({"error": "not_found", "detail": f"no message {message_id}"},
+                            status_code=404)
+    return JSONResponse({
+        "id": str(row["id"]),
+        "conversation_id": str(row["conversation_id"]),
+        "client_msg_id": row["client_msg_id"],
+        "ciphertext": base64.b64encode(row["ciphertext"]).decode(),
+        "size_bytes": row["size_bytes"],
+        "created_at": row["created_at"].isoformat(),
+        "delivered": row["delivered_at"] is not None,
+        "delivered_at": row["delivered_at"].isoformat() if row["delivered_at"] else None,
+    })
+
+
+def create_app(settings: Settings):
+    """The API app (no background worker)."""
+    return build_app(settings, [
+        Route("/v1/messages", post_message, methods=["POST"]),
+        Route("/v1/messages/{message_id}", get_message, methods=["GET"]),
+    ])

@@ -1,0 +1,76 @@
+"""Settings of a msgstack process, read from ``MSGSTACK_*`` environment variables only."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["ConfigError", "Settings", "load"]
+
+MIN_PAYLOAD = 1024
+
+
+class ConfigError(ValueError):
+    """An environment variable is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    pg_dsn: str
+    redis_url: str
+    host: str
+    port: int | None
+    stream: str
+    group: str
+    dead_stream: str
+    consumer_name: str
+    pool_max: int
+    max_payload: int
+    reclaim_idle_ms: int
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer; set it to a whole number "
+                          f"(>= {minimum}) or unset it") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} is too small; it must be >= {minimum}")
+    return value
+
+
+def _required(env: Mapping[str, str], name: str, example: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set; export it, e.g. {name}={example}")
+    return value
+
+
+def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings `service` needs; raise ConfigError naming the variable to fix."""
+    env = os.environ if env is None else env
+    port = _int(env, "MSGSTACK_PORT", None, 1)
+    if port is None and service != "migrate":
+        raise ConfigError(f"MSGSTACK_PORT is not set; the {service} serves /healthz, /readyz and "
+                          "/metrics on it: export MSGSTACK_PORT=<free port>")
+    redis_url = (env.get("MSGSTACK_REDIS_URL", "").strip() if service == "migrate"
+                 else _required(env, "MSGSTACK_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    return Settings(
+        pg_dsn=_required(env, "MSGSTACK_PG_DSN", "postgresql://postgres@127.0.0.1:5432/messaging"),
+        redis_url=redis_url,
+        host=env.get("MSGSTACK_HOST") or "127.0.0.1",
+        port=port,
+        stream=env.get("MSGSTACK_STREAM") or "messages",
+        group=env.get("MSGSTACK_GROUP") or "deliveries",
+        dead_stream=env.get("MSGSTACK_DEAD_STREAM") or "messages:dead",
+        consumer_name=env.get("MSGSTACK_CONSUMER_NAME") or f"consumer-{socket.gethostname()}-{os.getpid()}",
+        pool_max=_int(env, "MSGSTACK_POOL_MAX", 20, 1),
+        max_payload=_int(env, "MSGSTACK_MAX_PAYLOAD", 65536, MIN_PAYLOAD),
+        reclaim_idle_ms=_int(env, "MSGSTACK_RECLAIM_IDLE_MS", 5000, 1),
+    )

@@ -1,0 +1,199 @@
+"""The consumer: records each stream entry in the deliveries ledger, then acknowledges it.
+
+At-least-once in, exactly-once in the ledger: an entry is XACKed only after its deliveries row is
+committed, and a repeated entry (redelivery, re-dispatch) bumps ``redeliveries`` instead of adding a
+row. Entries left pending by a consumer that died (any name) are taken over with XAUTOCLAIM on start
+and every few seconds. Poison entries (unparsable, or refused by the ledger more than
+MAX_DELIVERIES times) go to the dead-letter stream and are acknowledged there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+
+import asyncpg
+from redis.exceptions import RedisError, ResponseError
+
+from msgstack import db, metrics, streams
+from msgstack.outage import Outage, pause
+from msgstack.service import Resources
+
+__all__ = ["Consumer", "run"]
+
+log = logging.getLogger("msgstack.consumer")
+
+BATCH = 200
+BLOCK_MS = 1000
+RECLAIM_EVERY = 2.0
+RECLAIM_ROUNDS = 10  # XAUTOCLAIM pages per pass, so one pass stays short
+MAX_DELIVERIES = 5
+
+# One row per message: duplicates in the batch are folded into `extra` beforehand because
+# ON CONFLICT DO UPDATE cannot touch the same row twice in one statement.
+RECORD_SQL = """
+INSERT INTO deliveries (message_id, stream_id, consumer, redeliveries)
+SELECT u.message_id, u.stream_id, $3, u.extra
+FROM unnest($1::uuid[], $2::text[], $4::int[]) AS u(message_id, stream_id, extra)
+ON CONFLICT (message_id) DO UPDATE
+SET redeliveries = deliveries.redeliveries + EXCLUDED.redeliveries + 1
+RETURNING (xmax = 0) AS inserted
+"""
+
+Pending = tuple[bytes, dict[bytes, bytes] | None]  # (stream id, fields)
+
+
+class Consumer:
+    def __init__(self, res: Resources) -> None:
+        self.res = res
+        s = res.settings
+        self.stream, self.group, self.name = s.stream, s.group, s.consumer_name
+        self.pg = Outage("postgres", log)
+        self.redis = Outage("redis", log)
+        self.group_ready = False
+        self.next_reclaim = 0.0  # reclaim first thing on start
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("consuming stream %r as %r in group %r", self.stream, self.name, self.group)
+        while not stop.is_set():
+            try:
+                if not self.group_ready:
+                    await self.ensure_group()
+                if time.monotonic() >= self.next_reclaim:
+                    await self.reclaim(stop)
+                    await self.sample_pel()
+                    self.next_reclaim = time.monotonic() + RECLAIM_EVERY
+                reply = await self.res.redis.xreadgroup(self.group, self.name, {self.stream: ">"},
+                                                        count=BATCH, block=BLOCK_MS)
+                self.redis.recovered()
+                entries = reply[0][1] if reply else []
+                if entries:
+                    await self.process(entries, stop)
+                else:
+                    metrics.CONSUMER_LAG.set(0)
+            except ResponseError as exc:
+                if streams.is_nogroup(exc):
+                    log.warning("stream or group vanished (Redis restarted empty?): recreating")
+                    self.group_ready = False
+                    continue
+                await pause(stop, self.redis.failed(db.describe(exc)))
+            except (*streams.TRANSIENT_ERRORS, RedisError) as exc:
+                self.group_ready = False
+                await pause(stop, self.redis.failed(db.describe(exc)))
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.res.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            log.info("created consumer group %r on stream %r", self.group, self.stream)
+        except ResponseError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+        self.group_ready = True
+
+    async def reclaim(self, stop: asyncio.Event) -> None:
+        """Take over entries idle longer than MSGSTACK_RECLAIM_IDLE_MS, whoever held them."""
+        start = "0-0"
+        for _ in range(RECLAIM_ROUNDS):
+            reply = await self.res.redis.xautoclaim(
+                self.stream, self.group, self.name, self.res.settings.reclaim_idle_ms,
+                start_id=start, count=BATCH)
+            start, entries = reply[0], reply[1]
+            if entries:
+                metrics.CONSUMER_PEL_RECLAIMED.inc(len(entries))
+                log.info("reclaimed %d idle pending entries", len(entries))
+                await self.process(entries, stop)
+            if start in (b"0-0", "0-0") or stop.is_set():
+                return
+
+    async def sample_pel(self) -> None:
+        summary = await self.res.redis.xpending(self.stream, self.group)
+        metrics.CONSUMER_PEL_SIZE.set(summary["pending"])
+
+    async def process(self, entries: list[Pending], stop: asyncio.Event) -> None:
+        """Record and acknowledge `entries`; anything not recorded stays pending for a retry."""
+        good: list[tuple[bytes, streams.Entry]] = []
+        for entry_id, fields in entries:
+            try:
+                good.append((entry_id, streams.decode(fields)))
+            except streams.BadEntry as exc:
+                await self.dead_letter(entry_id, fields, "unparsable", str(exc))
+        if not good:
+            return
+        recorded = await self.record_with_retry(good, stop)
+        if recorded:
+            await self.res.redis.xack(self.stream, self.group, *[i for i, _ in recorded])
+            metrics.CONSUMER_DELIVERED.inc(len(recorded))
+            oldest = min(e.created_at for _, e in recorded)
+            metrics.CONSUMER_LAG.set(max(time.time() - oldest, 0.0))
+
+    async def record_with_retry(self, good: list[tuple[bytes, streams.Entry]],
+                                stop: asyncio.Event) -> list[tuple[bytes, streams.Entry]]:
+        """Write the batch to the ledger, waiting out PostgreSQL outages until asked to stop."""
+        while True:
+            try:
+                await self.record(good)
+                self.pg.recovered()
+                return good
+            except db.TRANSIENT_ERRORS as exc:
+                await pause(stop, self.pg.failed(db.describe(exc)))
+                if stop.is_set():
+                    return []  # left pending; reclaimed by whoever runs next
+            except asyncpg.PostgresError:
+                # One bad entry fails the whole statement: find it by recording one at a time.
+                return await self.record_one_by_one(good)
+
+    async def record(self, batch: list[tuple[bytes, streams.Entry]]) -> None:
+        counts = collections.Counter(e.message_id for _, e in batch)
+        first: dict = {}
+        for entry_id, e in batch:
+            first.setdefault(e.message_id, entry_id.decode())
+        ids = list(first)
+        inserted = await self.res.pool.fetch(RECORD_SQL, ids, [first[m] for m in ids], self.name,
+                                             [counts[m] - 1 for m in ids],
+                                             timeout=db.COMMAND_TIMEOUT)
+        repeats = sum(1 for r in inserted if not r["inserted"]) + len(batch) - len(ids)
+        if repeats:
+            metrics.CONSUMER_REDELIVERED.inc(repeats)
+
+    async def record_one_by_one(self, good: list[tuple[bytes, streams.Entry]]
+                                ) -> list[tuple[bytes, streams.Entry]]:
+        recorded = []
+        for entry_id, entry in good:
+            try:
+                await self.record([(entry_id, entry)])
+                recorded.append((entry_id, entry))
+            except asyncpg.PostgresError as exc:
+                if isinstance(exc, db.TRANSIENT_ERRORS):
+                    raise
+                await self.maybe_dead_letter(entry_id, entry, db.describe(exc))
+        return recorded
+
+    async def maybe_dead_letter(self, entry_id: bytes, entry: streams.Entry, why: str) -> None:
+        """Dead-letter an entry the ledger refused more than MAX_DELIVERIES times."""
+        info = await self.res.redis.xpending_range(self.stream, self.group, min=entry_id,
+                                                   max=entry_id, count=1)
+        times = info[0]["times_delivered"] if info else 0
+        if times > MAX_DELIVERIES:
+            fields = {b"message_id": str(entry.message_id).encode()}
+            await self.dead_letter(entry_id, fields, "max_deliveries", f"{times} deliveries: {why}")
+        else:
+            log.warning("ledger refused entry %s (delivery %d of %d): %s", entry_id.decode(),
+                        times, MAX_DELIVERIES, why)
+
+    async def dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes] | None, reason: str,
+                          detail: str) -> None:
+        message_id = (fields or {}).get(b"message_id", b"")
+        async with self.res.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.res.settings.dead_stream,
+                      {"message_id": message_id, "reason": f"{reason}: {detail}"[:500],
+                       "original_id": entry_id})
+            pipe.xack(self.stream, self.group, entry_id)
+            await pipe.execute()
+        metrics.CONSUMER_DEAD_LETTERS.labels(reason).inc()
+        log.warning("dead-lettered entry %s (%s): %s", entry_id.decode(), reason, detail)
+
+
+async def run(res: Resources, stop: asyncio.Event) -> None:
+    await Consumer(res).run(stop)

@@ -1,0 +1,83 @@
+"""PostgreSQL access shared by every service: a lazy asyncpg pool and the transient-error rules.
+
+The pool starts with no connection (``min_size=0``) so a service starts and serves /healthz and
+/readyz while PostgreSQL is down, and asyncpg opens fresh connections once it is back. Connections
+that died with a restart fail once; `retrying` runs an idempotent unit of work again for that case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+__all__ = ["TRANSIENT_ERRORS", "SchemaMissing", "create_pool", "describe", "is_transient", "retrying"]
+
+log = logging.getLogger("msgstack.db")
+
+CONNECT_TIMEOUT = 2.0  # a partitioned server must fail fast, not hang a request
+COMMAND_TIMEOUT = 5.0
+ACQUIRE_TIMEOUT = 2.0  # an exhausted pool answers 503 instead of queueing forever
+
+# Errors after which the same work may succeed later (server down, restarted, overloaded).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.CrashShutdownError,
+    # Not migrated yet: wait for `msgstack migrate` like for an outage rather than give up on work.
+    asyncpg.UndefinedTableError,
+)
+
+T = TypeVar("T")
+
+
+class SchemaMissing(RuntimeError):
+    """The messaging tables do not exist yet."""
+
+    def __init__(self) -> None:
+        super().__init__("the messaging schema is missing: run `python -m msgstack migrate` "
+                         "against MSGSTACK_PG_DSN")
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line description without the DSN (which may hold a password)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+
+
+async def create_pool(dsn: str, max_size: int) -> asyncpg.Pool:
+    """A pool that connects on demand; never fails because PostgreSQL is down right now."""
+    return await asyncpg.create_pool(
+        dsn, min_size=0, max_size=max_size, timeout=CONNECT_TIMEOUT,
+        command_timeout=COMMAND_TIMEOUT, max_inactive_connection_lifetime=60.0)
+
+
+async def retrying(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]],
+                   attempts: int = 2) -> T:
+    """Run `work` on a pooled connection, again on a fresh one if the first died under it.
+
+    Only for idempotent work. Raises SchemaMissing when the tables are not there yet.
+    """
+    for attempt in range(attempts):
+        try:
+            async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+                return await work(conn)
+        except asyncpg.UndefinedTableError as exc:
+            raise SchemaMissing() from exc
+        except TRANSIENT_ERRORS:
+            if attempt + 1 == attempts:
+                raise
+    raise AssertionError("unreachable")

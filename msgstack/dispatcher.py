@@ -1,0 +1,228 @@
+"""The dispatcher: moves outbox rows to the Redis stream, without ever losing one.
+
+Loop: claim a batch of undispatched rows (FOR UPDATE SKIP LOCKED, so several dispatchers can run),
+XADD them in one pipeline, mark them dispatched in the same transaction. When Redis fails, the batch
+is parked (the outbox DLQ: ``parked_at`` + ``last_error``) and replayed once Redis answers again.
+
+Redis may also come back from a restart EMPTY, taking entries that were published but not yet
+consumed with it. A sweep walks the outbox behind a watermark (every row below it is delivered),
+looks up published-but-undelivered rows in the stream, and re-dispatches those whose entry vanished.
+The consumer's ledger absorbs the duplicates this at-least-once scheme can produce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import asyncpg
+from redis.exceptions import RedisError
+
+from msgstack import db, metrics, streams
+from msgstack.outage import Outage, pause
+from msgstack.service import Resources
+
+__all__ = ["Dispatcher", "run"]
+
+log = logging.getLogger("msgstack.dispatcher")
+
+BATCH = 200
+IDLE_POLL = 0.02  # the latency floor when idle; one indexed query per poll is cheap
+PUBLISH_TIMEOUT = 3.0
+LAG_EVERY = 1.0
+SWEEP_EVERY = 2.0
+SWEEP_GRACE = "2 seconds"  # rows published more recently are certainly still in flight
+SWEEP_CHUNK = 2000
+SWEEP_CHUNKS = 10
+# Only rows Redis keeps refusing (an error reply, not an outage) are ever given up on.
+MAX_REFUSED_ATTEMPTS = 50
+
+CLAIM_SQL = """
+SELECT o.id, o.message_id, m.conversation_id, extract(epoch FROM o.created_at)::float8 AS created_at
+FROM outbox o JOIN messages m ON m.id = o.message_id
+WHERE o.dispatched_at IS NULL AND o.dead_at IS NULL AND o.parked_at IS NULL
+ORDER BY o.id
+LIMIT $1
+FOR UPDATE OF o SKIP LOCKED
+"""
+MARK_SQL = """
+UPDATE outbox o
+SET dispatched_at = now(), stream_id = u.sid, attempts = o.attempts + 1, last_error = NULL
+FROM unnest($1::bigint[], $2::text[]) AS u(id, sid)
+WHERE o.id = u.id
+"""
+PARK_SQL = """
+UPDATE outbox o
+SET parked_at = now(), attempts = o.attempts + 1, last_error = $2,
+    dead_at = CASE WHEN $3 AND o.attempts + 1 >= $4 THEN now() END
+WHERE o.id = ANY($1::bigint[])
+RETURNING o.id, o.dead_at IS NOT NULL AS dead
+"""
+REPLAY_SQL = """
+UPDATE outbox SET parked_at = NULL
+WHERE parked_at IS NOT NULL AND dispatched_at IS NULL AND dead_at IS NULL
+"""
+LAG_SQL = """
+SELECT extract(epoch FROM now() - created_at)::float8 FROM outbox
+WHERE dispatched_at IS NULL AND dead_at IS NULL ORDER BY id LIMIT 1
+"""
+SWEEP_SQL = """
+SELECT o.id, o.stream_id, (d.message_id IS NOT NULL OR o.dead_at IS NOT NULL) AS settled,
+       o.dispatched_at < now() - $3::interval AS published_long_ago
+FROM outbox o LEFT JOIN deliveries d ON d.message_id = o.message_id
+WHERE o.id > $1
+ORDER BY o.id
+LIMIT $2
+"""
+REDISPATCH_SQL = """
+UPDATE outbox o
+SET dispatched_at = NULL, stream_id = NULL, last_error = 'stream entry vanished before delivery'
+FROM unnest($1::bigint[], $2::text[]) AS u(id, sid)
+WHERE o.id = u.id AND o.stream_id = u.sid
+"""
+
+
+class Dispatcher:
+    def __init__(self, res: Resources) -> None:
+        self.res = res
+        self.stream = res.settings.stream
+        self.pg = Outage("postgres", log)
+        self.redis = Outage("redis", log)
+        self.maybe_parked = True  # a previous run may have left parked rows
+        self.watermark = 0
+        self.next_lag = 0.0
+        self.next_sweep = time.monotonic() + SWEEP_EVERY
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("dispatching outbox to stream %r", self.stream)
+        while not stop.is_set():
+            try:
+                if self.maybe_parked:
+                    await self.replay_parked()
+                published = await self.dispatch_batch()
+                now = time.monotonic()
+                if now >= self.next_lag:
+                    self.next_lag = now + LAG_EVERY
+                    await self.update_lag()
+                if now >= self.next_sweep and not self.redis.down:
+                    self.next_sweep = now + SWEEP_EVERY
+                    await self.sweep()
+                self.pg.recovered()
+            except asyncpg.UndefinedTableError:
+                await pause(stop, self.pg.failed(str(db.SchemaMissing())))
+                continue
+            except db.TRANSIENT_ERRORS as exc:
+                await pause(stop, self.pg.failed(db.describe(exc)))
+                continue
+            if self.redis.down:
+                await pause(stop, self.redis.delay)
+            elif published < BATCH:
+                await pause(stop, IDLE_POLL)
+
+    async def dispatch_batch(self) -> int:
+        """Publish one batch; return how many rows were published."""
+        async with (self.res.pool.acquire(timeout=db.ACQUIRE_TIMEOUT) as conn,
+                    conn.transaction()):
+            rows = await conn.fetch(CLAIM_SQL, BATCH)
+            if not rows:
+                return 0
+            try:
+                results = await self.publish(rows)
+            except (*streams.TRANSIENT_ERRORS, RedisError) as exc:
+                why = db.describe(exc)
+                await self.park(conn, [r["id"] for r in rows], why, refused=False)
+                self.redis.failed(why)
+                return 0
+            done = [(r["id"], sid) for r, sid in zip(rows, results)
+                    if not isinstance(sid, Exception)]
+            refused = [(r["id"], sid) for r, sid in zip(rows, results) if isinstance(sid, Exception)]
+            if done:
+                await conn.execute(MARK_SQL, [i for i, _ in done], [s.decode() for _, s in done])
+            for row_id, exc in refused:
+                await self.park(conn, [row_id], db.describe(exc), refused=True)
+        self.redis.recovered()
+        metrics.DISPATCH_PUBLISHED.inc(len(done))
+        return len(done)
+
+    async def publish(self, rows: list[asyncpg.Record]) -> list:
+        async with asyncio.timeout(PUBLISH_TIMEOUT):
+            async with self.res.redis.pipeline(transaction=False) as pipe:
+                for r in rows:
+                    pipe.xadd(self.stream, streams.encode(r["message_id"], r["conversation_id"],
+                                                          r["id"], r["created_at"]))
+                return await pipe.execute(raise_on_error=False)
+
+    async def park(self, conn: asyncpg.Connection, ids: list[int], why: str, refused: bool) -> None:
+        parked = await conn.fetch(PARK_SQL, ids, why, refused, MAX_REFUSED_ATTEMPTS)
+        dead = sum(1 for r in parked if r["dead"])
+        metrics.DISPATCH_DLQ.labels("redis").inc(len(parked) - dead)
+        self.maybe_parked = True
+        log.warning("parked %d outbox rows: %s", len(parked) - dead, why)
+        if dead:
+            metrics.OUTBOX_DEAD.inc(dead)
+            log.error("gave up on %d outbox rows after %d refused attempts: %s",
+                      dead, MAX_REFUSED_ATTEMPTS, why)
+
+    async def replay_parked(self) -> None:
+        """Release parked rows once Redis answers again; they are then published in id order."""
+        try:
+            async with asyncio.timeout(1.0):
+                await self.res.redis.ping()
+        except (*streams.TRANSIENT_ERRORS, RedisError) as exc:
+            self.redis.failed(db.describe(exc))
+            return
+        self.redis.recovered()
+        status = await self.res.pool.execute(REPLAY_SQL)
+        count = int(status.split()[-1])
+        if count:
+            metrics.DISPATCH_REPLAYED.inc(count)
+            log.info("redis answers again: replaying %d parked outbox rows", count)
+        self.maybe_parked = False
+
+    async def update_lag(self) -> None:
+        age = await self.res.pool.fetchval(LAG_SQL)
+        metrics.DISPATCH_LAG.set(max(age or 0.0, 0.0))
+
+    async def sweep(self) -> None:
+        """Re-dispatch published, undelivered rows whose stream entry no longer exists."""
+        for _ in range(SWEEP_CHUNKS):
+            rows = await self.res.pool.fetch(SWEEP_SQL, self.watermark, SWEEP_CHUNK, SWEEP_GRACE)
+            blocked = False
+            suspects = []
+            for r in rows:
+                if r["settled"]:
+                    if not blocked:
+                        self.watermark = r["id"]
+                    continue
+                blocked = True
+                if r["stream_id"] is not None and r["published_long_ago"]:
+                    suspects.append(r)
+            if suspects:
+                await self.redispatch_vanished(suspects)
+            if blocked or len(rows) < SWEEP_CHUNK:
+                return
+
+    async def redispatch_vanished(self, suspects: list[asyncpg.Record]) -> None:
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                async with self.res.redis.pipeline(transaction=False) as pipe:
+                    for r in suspects:
+                        pipe.xrange(self.stream, r["stream_id"], r["stream_id"], count=1)
+                    found = await pipe.execute()
+        except (*streams.TRANSIENT_ERRORS, RedisError) as exc:
+            self.redis.failed(db.describe(exc))
+            return
+        lost = [r for r, entries in zip(suspects, found) if not entries]
+        if not lost:
+            return
+        status = await self.res.pool.execute(REDISPATCH_SQL, [r["id"] for r in lost],
+                                             [r["stream_id"] for r in lost])
+        count = int(status.split()[-1])
+        metrics.DISPATCH_REDISPATCHED.inc(count)
+        log.warning("%d published outbox rows lost their stream entry before delivery (Redis "
+                    "restarted empty?); re-dispatching them", count)
+
+
+async def run(res: Resources, stop: asyncio.Event) -> None:
+    await Dispatcher(res).run(stop)

@@ -1,0 +1,68 @@
+"""/healthz, /readyz and /metrics, served the same way by every service.
+
+Readiness checks each dependency with a short timeout so a partitioned dependency makes /readyz
+answer 503 quickly instead of hanging the probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import redis.asyncio as aioredis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from msgstack.db import describe
+
+__all__ = ["check_postgres", "check_redis", "routes"]
+
+CHECK_TIMEOUT = 1.0
+
+
+async def check_postgres(pool: asyncpg.Pool) -> str:
+    """"ok", or why PostgreSQL cannot answer a trivial query right now."""
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        return "ok"
+    except TimeoutError:
+        return f"timeout after {CHECK_TIMEOUT:.0f}s"
+    except Exception as exc:  # noqa: BLE001 - any failure is a readiness answer, never a crash
+        return describe(exc)
+
+
+async def check_redis(client: aioredis.Redis) -> str:
+    """"ok", or why Redis cannot answer PING right now."""
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            await client.ping()
+        return "ok"
+    except TimeoutError:
+        return f"timeout after {CHECK_TIMEOUT:.0f}s"
+    except Exception as exc:  # noqa: BLE001
+        return describe(exc)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    res = request.app.state.resources
+    pg, rd = await asyncio.gather(check_postgres(res.pool), check_redis(res.redis))
+    checks = {"postgres": pg, "redis": rd}
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks},
+                        status_code=200 if ok else 503)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def routes() -> list[Route]:
+    return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]

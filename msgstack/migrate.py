@@ -1,0 +1,140 @@
+"""Versioned SQL migrations: ``python -m msgstack migrate`` applies the missing ones in order.
+
+Files are ``migrations/NNNN_name.sql``; the version recorded in ``schema_migrations`` is the file
+name without ``.sql``. Each file runs in one transaction together with its record, so a failed file
+leaves nothing behind. A file whose first line is ``-- msgstack: no-transaction`` runs statement by
+statement outside a transaction instead (needed by ``CREATE INDEX CONCURRENTLY``); such a file must
+be written to be re-runnable (IF [NOT] EXISTS) and end each statement with ``;`` at a line end.
+
+Safe to run twice (applied versions are skipped) and concurrently: a session advisory lock lets one
+migrator work at a time. The lock is polled with ``pg_try_advisory_lock`` rather than awaited, because
+a session blocked inside a statement would hold a snapshot that CREATE INDEX CONCURRENTLY waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from msgstack import db
+
+__all__ = ["MIGRATIONS_DIR", "Migration", "MigrationError", "apply", "discover"]
+
+log = logging.getLogger("msgstack.migrate")
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+NO_TRANSACTION_MARKER = "-- msgstack: no-transaction"
+LOCK_KEY = 7_236_711_524_170_621  # arbitrary, constant: "msgstack migrations"
+CONNECT_WAIT = 30.0
+LOCK_WAIT = 120.0
+# An online migration must not queue behind a long transaction while holding up all traffic.
+LOCK_TIMEOUT = "10s"
+_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
+
+
+class MigrationError(RuntimeError):
+    """A migration could not be found, parsed or applied."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    sql: str
+    transactional: bool
+
+    def statements(self) -> list[str]:
+        """The file split into statements (for no-transaction files)."""
+        parts = re.split(r";[ \t]*$", self.sql, flags=re.MULTILINE)
+        return [p.strip() for p in parts if _has_code(p)]
+
+
+def _has_code(chunk: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in chunk.splitlines())
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """All migrations in `directory`, in version order."""
+    found: dict[str, Path] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"{path} is not named NNNN_description.sql; rename it")
+        if match.group(1) in found:
+            raise MigrationError(f"{path} and {found[match.group(1)]} share number {match.group(1)}; "
+                                 "give each migration its own number")
+        found[match.group(1)] = path
+    migrations = []
+    for number in sorted(found):
+        path = found[number]
+        sql = path.read_text()
+        first = sql.lstrip().splitlines()[0].strip() if sql.strip() else ""
+        migrations.append(Migration(path.stem, sql, first != NO_TRANSACTION_MARKER))
+    return migrations
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    deadline = time.monotonic() + CONNECT_WAIT
+    while True:
+        try:
+            return await asyncpg.connect(dsn, timeout=db.CONNECT_TIMEOUT, command_timeout=None)
+        except db.TRANSIENT_ERRORS as exc:
+            if time.monotonic() > deadline:
+                raise MigrationError(f"cannot connect to PostgreSQL within {CONNECT_WAIT:.0f}s "
+                                     f"({db.describe(exc)}); check MSGSTACK_PG_DSN") from exc
+            log.info("waiting for PostgreSQL: %s", db.describe(exc))
+            await asyncio.sleep(0.5)
+
+
+async def _lock(conn: asyncpg.Connection) -> None:
+    deadline = time.monotonic() + LOCK_WAIT
+    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
+        if time.monotonic() > deadline:
+            raise MigrationError(f"another migrator held the migration lock for over "
+                                 f"{LOCK_WAIT:.0f}s; check for a stuck `msgstack migrate`")
+        await asyncio.sleep(0.2)
+
+
+async def apply(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply the migrations not yet recorded; return the versions applied now."""
+    migrations = discover(directory)
+    conn = await _connect(dsn)
+    try:
+        await _lock(conn)
+        await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                           "version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        applied = []
+        for m in migrations:
+            if m.version in done:
+                continue
+            log.info("applying %s%s", m.version, "" if m.transactional else " (no transaction)")
+            started = time.monotonic()
+            try:
+                if m.transactional:
+                    async with conn.transaction():
+                        await conn.execute(m.sql)
+                        await _record(conn, m)
+                else:
+                    for statement in m.statements():
+                        await conn.execute(statement)
+                    await _record(conn, m)
+            except asyncpg.PostgresError as exc:
+                raise MigrationError(f"migration {m.version} failed: {db.describe(exc)}") from exc
+            log.info("applied %s in %.2fs", m.version, time.monotonic() - started)
+            applied.append(m.version)
+        if not applied:
+            log.info("schema is up to date (%d migrations)", len(migrations))
+        return applied
+    finally:
+        await conn.close(timeout=2)  # closing the session also releases the advisory lock
+
+
+async def _record(conn: asyncpg.Connection, m: Migration) -> None:
+    await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", m.version)

@@ -1,0 +1,53 @@
+"""Back-off and one-line logging for a dependency that went away and came back.
+
+Workers call `failed` on every error and `recovered` on every success; only the transitions are
+logged, so an outage of minutes writes two lines, not thousands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+__all__ = ["Outage", "pause"]
+
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 2.0
+
+
+class Outage:
+    """The state of one dependency ("postgres", "redis") as seen by one worker."""
+
+    def __init__(self, name: str, log: logging.Logger) -> None:
+        self.name, self.log = name, log
+        self.down_since: float | None = None
+        self.delay = BACKOFF_MIN
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def failed(self, why: str) -> float:
+        """Record a failure; return how long to wait before the next attempt."""
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            self.delay = BACKOFF_MIN
+            self.log.warning("%s unavailable (%s); reconnecting with back-off", self.name, why)
+        else:
+            self.delay = min(self.delay * 2, BACKOFF_MAX)
+        return self.delay
+
+    def recovered(self) -> None:
+        if self.down_since is not None:
+            self.log.info("%s reconnected after %.1fs", self.name, time.monotonic() - self.down_since)
+            self.down_since = None
+            self.delay = BACKOFF_MIN
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less if the service is asked to stop."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass

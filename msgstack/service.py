@@ -1,0 +1,97 @@
+"""How every long-running msgstack process lives: resources, a background worker, HTTP, shutdown.
+
+Each service is a Starlette app served by uvicorn on MSGSTACK_PORT. uvicorn turns SIGTERM/SIGINT
+into a graceful shutdown; the lifespan then tells the worker to stop (it finishes its batch), waits
+a bounded time for it, and closes the pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as aioredis
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from msgstack import db, health, streams
+from msgstack.config import Settings
+
+__all__ = ["Resources", "Worker", "build_app", "serve"]
+
+log = logging.getLogger("msgstack.service")
+
+WORKER_STOP_TIMEOUT = 4.0
+CLOSE_TIMEOUT = 2.0
+
+
+@dataclass
+class Resources:
+    """What a service's handlers and worker share."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+
+
+Worker = Callable[[Resources, asyncio.Event], Awaitable[None]]
+
+
+def _worker_ended(stop: asyncio.Event, task: asyncio.Task) -> None:
+    # A service whose worker died must not look healthy: stop the whole process.
+    if stop.is_set() or task.cancelled():
+        return
+    exc = task.exception()
+    log.critical("worker stopped unexpectedly (%s); shutting the service down",
+                 db.describe(exc) if exc else "returned")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def build_app(settings: Settings, routes: list[BaseRoute], worker: Worker | None = None) -> Starlette:
+    """A Starlette app with `routes` plus /healthz, /readyz, /metrics, running `worker` alongside."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        pool = await db.create_pool(settings.pg_dsn, settings.pool_max)
+        client = streams.client(settings.redis_url)
+        res = Resources(settings, pool, client)
+        app.state.resources = res
+        stop = asyncio.Event()
+        task = None
+        if worker is not None:
+            task = asyncio.create_task(worker(res, stop))
+            task.add_done_callback(lambda t: _worker_ended(stop, t))
+        log.info("listening on %s:%s", settings.host, settings.port)
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                try:
+                    await asyncio.wait_for(task, WORKER_STOP_TIMEOUT)
+                except TimeoutError:
+                    log.warning("worker did not stop within %.0fs; cancelled", WORKER_STOP_TIMEOUT)
+                except Exception:  # noqa: BLE001
+                    log.debug("worker ended with an error (logged when it happened)")
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                pool.terminate()
+            await client.aclose()
+            log.info("stopped")
+
+    return Starlette(routes=[*routes, *health.routes()], lifespan=lifespan)
+
+
+def serve(app: Starlette, settings: Settings) -> None:
+    """Serve `app` until SIGTERM/SIGINT."""
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            access_log=False, lifespan="on", timeout_graceful_shutdown=3)
+    uvicorn.Server(config).run()

@@ -55,8 +55,7 @@ async def _pg_fetch(dsn: str, sql: str, args: tuple, timeout: float) -> list[asy
     where = redact(dsn)
     try:
         conn = await asyncpg.connect(dsn, timeout=timeout)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError,
-            asyncpg.InterfaceError) as error:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         reason = str(error) or type(error).__name__
         raise ActivityFailed(f"cannot connect to PostgreSQL at {where}: {redact(reason)} — "
                              f"check messaging_pg_dsn; {STACK_HINT}") from None
@@ -69,7 +68,7 @@ async def _pg_fetch(dsn: str, sql: str, args: tuple, timeout: float) -> list[asy
                              "schema been migrated (`python -m msgstack migrate`)?") from None
     except asyncpg.ReadOnlySQLTransactionError as error:
         raise ActivityFailed(f"probes only read: {error}") from None
-    except (asyncpg.PostgresError, asyncio.TimeoutError) as error:
+    except (TimeoutError, asyncpg.PostgresError) as error:
         reason = str(error) or type(error).__name__
         raise ActivityFailed(f"query failed on {where}: {reason}") from None
     finally:

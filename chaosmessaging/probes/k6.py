@@ -13,7 +13,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-__all__ = ["k6_thresholds", "k6_metric"]
+__all__ = ["k6_metric", "k6_thresholds"]
 
 _DURATION = "http_req_duration"
 

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from chaosmessaging.config import redact
 from chaosmessaging.probes._clients import http_get, service_url
 
-__all__ = ["metric_value", "metric_sum"]
+__all__ = ["metric_sum", "metric_value"]
 
 
 def metric_value(name: str, labels: dict = None, url: str = None, service: str = "api",

@@ -13,8 +13,12 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosmessaging.probes._clients import pg_fetch
 
-__all__ = ["outbox_backlog", "outbox_parked", "outbox_oldest_undispatched_seconds",
-           "query_scalar"]
+__all__ = [
+    "outbox_backlog",
+    "outbox_oldest_undispatched_seconds",
+    "outbox_parked",
+    "query_scalar",
+]
 
 
 def outbox_backlog(dsn: str = None, configuration: Configuration = None,

@@ -19,14 +19,14 @@ from chaosmessaging.config import lookup, redact
 from chaosmessaging.probes._clients import redis_client, redis_unreachable
 
 __all__ = [
-    "stream_length",
-    "pel_size",
-    "oldest_pending_idle_ms",
-    "pending_entries",
     "consumer_lag",
     "consumer_lag_entries",
     "consumer_lag_seconds",
     "dead_letter_count",
+    "oldest_pending_idle_ms",
+    "pel_size",
+    "pending_entries",
+    "stream_length",
 ]
 
 _SCAN_CHUNK = 1000

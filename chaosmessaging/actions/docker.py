@@ -9,7 +9,6 @@ Pauses are recorded in the fault ledger as ``container_paused`` (reverted by unp
 stops as ``container_stopped`` (reverted by starting the container again).
 """
 
-from __future__ import annotations
 
 import os
 from collections.abc import Callable

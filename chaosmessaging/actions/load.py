@@ -13,7 +13,6 @@ scenario. Each run writes `<summary>.run.json` (pid, paths) so another step, or 
 can find and stop it.
 """
 
-from __future__ import annotations
 
 import ipaddress
 import json
@@ -108,7 +107,7 @@ def _sidecar(summary_path: Path) -> Path:
 def start_load(script: str = "message_load.js", rate: int = None, duration: str = None,
                vus: int = None, max_vus: int = None, total_messages: int = None,
                env: dict = None, summary_path: str = None, run_id: str = None,
-               api_url: str = None, allow_hosts: list[str] = None, max_duration: str = "2h",
+               api_url: str = None, allow_hosts: list = None, max_duration: str = "2h",
                max_rate: int = 20000, configuration: Configuration = None,
                secrets: Secrets = None) -> dict:
     """Start a k6 `script` in the background and return at once.

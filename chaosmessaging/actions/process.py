@@ -12,7 +12,6 @@ A kill that takes a service down is recorded in the fault ledger with a recipe t
 (for pidfile/match targets only when a `command` to start it is given).
 """
 
-from __future__ import annotations
 
 import os
 import re
@@ -110,7 +109,7 @@ def _pid_target(pidfile: str | None, match: str | None) -> str:
 
 
 def kill_service(name: str = None, signal: str = "SIGKILL", pidfile: str = None,
-                 match: str = None, max_processes: int = 1, command: list[str] = None,
+                 match: str = None, max_processes: int = 1, command: list = None,
                  grace: float = 10.0, configuration: Configuration = None,
                  secrets: Secrets = None) -> dict:
     """Send `signal` (default SIGKILL, i.e. a crash) to a service and wait until it is gone.
@@ -200,7 +199,7 @@ def _start_stack_service(name: str, home: str | None, timeout: float) -> dict:
     return {"started": record.pid, "target": f"service:{name}", "address": record.address}
 
 
-def start_service(name: str = None, command: list[str] = None, pidfile: str = None,
+def start_service(name: str = None, command: list = None, pidfile: str = None,
                   cwd: str = None, timeout: float = 30.0, configuration: Configuration = None,
                   secrets: Secrets = None) -> dict:
     """Start a service again: by embedded stack `name` (waits until healthy, up to `timeout` s),
@@ -219,7 +218,7 @@ def start_service(name: str = None, command: list[str] = None, pidfile: str = No
     return {"started": pid, "target": target}
 
 
-def restart_service(name: str = None, signal: str = "SIGTERM", command: list[str] = None,
+def restart_service(name: str = None, signal: str = "SIGTERM", command: list = None,
                     pidfile: str = None, cwd: str = None, timeout: float = 30.0,
                     configuration: Configuration = None, secrets: Secrets = None) -> dict:
     """Stop a service with `signal` (default SIGTERM, escalating to SIGKILL) and start it again.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import redis
 from chaoslib.exceptions import ActivityFailed
 
 from chaosmessaging.probes import accounting, postgres
@@ -210,3 +211,26 @@ def test_accounting_of_an_unknown_run_is_empty_not_an_error(config):
     result = accounting.message_accounting("no-such-run", settle_timeout=0,
                                            configuration=config)
     assert result["acknowledged"] == 0 and result["lost"] == 0 and result["lost_ids"] == []
+
+
+def test_accounting_cross_checks_the_stream_for_messages_published_twice(dsn, config,
+                                                                          redis_server):
+    run = _run_id()
+    twice, _ = _message(dsn, run, 1)
+    once, _ = _message(dsn, run, 2)
+    other, _ = _message(dsn, _run_id(), 1)
+    stream = f"acct-{run}"
+    client = redis.Redis.from_url(redis_server.url)
+    for message_id in (twice, once, twice, other, other):
+        client.xadd(stream, {"message_id": str(message_id)})
+    client.close()
+    checked = dict(config, messaging_redis_url=redis_server.url, messaging_stream=stream)
+    result = accounting.message_accounting(run, settle_timeout=0, check_stream=True,
+                                           configuration=checked)
+    assert result["stream_duplicates"] == 1 and result["lost"] == 0
+    # a scan bounded before the second copy cannot see it
+    assert accounting.message_accounting(run, settle_timeout=0, check_stream=True,
+                                         stream_scan_max=2, configuration=checked)[
+        "stream_duplicates"] == 0
+    assert accounting.message_accounting(run, settle_timeout=0, configuration=config)[
+        "stream_duplicates"] is None

@@ -8,11 +8,14 @@ the database does not hold is loss before the outbox.
 """
 
 import time
+from collections import Counter
 
+import redis
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging.probes._clients import pg_fetch
+from chaosmessaging.config import lookup
+from chaosmessaging.probes._clients import pg_fetch, redis_client, redis_unreachable
 from chaosmessaging.probes.k6 import k6_metric
 
 __all__ = ["message_accounting", "no_message_lost"]
@@ -54,9 +57,15 @@ SELECT
 """
 
 
+_IN_RUN = """
+SELECT count(*) FROM messages WHERE id = ANY($1::uuid[]) AND starts_with(client_msg_id, $2)
+"""
+
+
 def message_accounting(run_id: str, settle_timeout: float = 60.0, poll_interval: float = 1.0,
                        late_after_s: float = None, k6_summary_path: str = None,
                        accepted_metric: str = "messages_accepted", max_ids: int = 50,
+                       check_stream: bool = False, stream_scan_max: int = 200000,
                        dsn: str = None, configuration: Configuration = None,
                        secrets: Secrets = None) -> dict:
     """
@@ -72,7 +81,9 @@ def message_accounting(run_id: str, settle_timeout: float = 60.0, poll_interval:
     delivered more than `late_after_s` seconds after creation (null when not asked);
     `k6_accepted` is the `accepted_metric` count of the k6 summary at `k6_summary_path`
     (null without one) and `api_acknowledged_missing` how many accepted messages the database
-    does not hold.
+    does not hold. With `check_stream`, the stream (`messaging_stream`, at most
+    `stream_scan_max` entries) is also scanned: `stream_duplicates` counts the run's messages
+    published more than once (the consumer must have suppressed them), else it is null.
     """
     prefix = f"{run_id}:"
     started = time.monotonic()
@@ -107,6 +118,8 @@ def message_accounting(run_id: str, settle_timeout: float = 60.0, poll_interval:
         "k6_accepted": k6_accepted,
         "api_acknowledged_missing": (None if k6_accepted is None
                                      else max(0, k6_accepted - counts["acknowledged"])),
+        "stream_duplicates": (_stream_duplicates(prefix, stream_scan_max, dsn, configuration,
+                                                 secrets) if check_stream else None),
         "settled_s": round(time.monotonic() - started, 3),
     }
     if counts["acknowledged"] == 0:
@@ -122,6 +135,30 @@ def message_accounting(run_id: str, settle_timeout: float = 60.0, poll_interval:
     return result
 
 
+def _stream_duplicates(prefix: str, scan_max: int, dsn: str, configuration: Configuration,
+                       secrets: Secrets) -> int:
+    """How many of the run's messages appear more than once in the (possibly trimmed) stream."""
+    stream = lookup("messaging_stream", configuration, secrets)
+    client, url = redis_client(None, configuration, secrets)
+    seen: Counter = Counter()
+    start, scanned = "-", 0
+    try:
+        while scanned < scan_max:
+            want = min(1000, scan_max - scanned)
+            page = client.xrange(stream, start, "+", want)
+            seen.update(fields.get("message_id") for _, fields in page)
+            scanned += len(page)
+            if len(page) < want:
+                break
+            start = "(" + page[-1][0]
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise redis_unreachable(url, error) from None
+    twice = [message_id for message_id, count in seen.items() if message_id and count > 1]
+    if not twice:
+        return 0
+    return int(pg_fetch(_IN_RUN, (twice, prefix), dsn, configuration, secrets)[0][0])
+
+
 def no_message_lost(run_id: str, settle_timeout: float = 60.0, poll_interval: float = 1.0,
                     k6_summary_path: str = None, accepted_metric: str = "messages_accepted",
                     dsn: str = None, configuration: Configuration = None,
@@ -132,6 +169,7 @@ def no_message_lost(run_id: str, settle_timeout: float = 60.0, poll_interval: fl
     database. See `message_accounting` for the detailed figures.
     """
     result = message_accounting(run_id, settle_timeout, poll_interval, None, k6_summary_path,
-                                accepted_metric, 50, dsn, configuration, secrets)
+                                accepted_metric, 50, dsn=dsn, configuration=configuration,
+                                secrets=secrets)
     return (result["lost"] == 0 and result["duplicated"] == 0
             and not result["api_acknowledged_missing"])

@@ -11,6 +11,16 @@ their reverters with `register_reverter` when imported; `revert_all` imports eve
 `chaosmessaging.actions` when it meets a kind nobody registered yet (the ledger may be read by a
 process, such as the CLI, that never imported the action which recorded the fault).
 
+Recipes in use (``kind`` -> fields; registered by the module named):
+
+- ``process_down`` -> ``service`` (embedded stack) or ``command``, ``pidfile``, ``cwd``: start it
+  (`actions.process`); ``process_paused`` -> ``service``: SIGCONT (`actions.process`)
+- ``container_stopped`` / ``container_paused`` -> ``container``, ``name``, ``docker_host``: start /
+  unpause (`actions.docker`)
+- ``load`` -> ``pid``, ``create_time``, ``summary_path``: stop k6 (`actions.load`)
+- ``toxic`` -> ``proxy``, ``toxic``, ``api``: delete it; ``proxy_disabled`` -> ``proxy``, ``api``:
+  enable it (`actions.toxiproxy`)
+
 Two processes may write at once (a chaos run and the CLI), so every read-modify-write holds an
 exclusive `fcntl` lock on `<home>/faults.lock`; the JSON file itself is replaced atomically.
 Reverters run *outside* the lock because they may call `clear()` themselves. Nothing secret is

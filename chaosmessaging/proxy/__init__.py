@@ -47,12 +47,12 @@ from .server import BackgroundProxyServer, ProxyServerError, load_config, serve
 from .toxics import TOXIC_TYPES, Toxic
 
 __all__ = [
+    "TOXIC_TYPES",
     "ApiError",
     "BackgroundProxyServer",
     "Proxy",
     "ProxyCollection",
     "ProxyServerError",
-    "TOXIC_TYPES",
     "Toxic",
     "load_config",
     "serve",

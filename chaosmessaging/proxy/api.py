@@ -35,7 +35,7 @@ from starlette.routing import Route
 from .errors import ApiError, bad_request
 from .proxies import ProxyCollection
 
-__all__ = ["create_app", "API_VERSION"]
+__all__ = ["API_VERSION", "create_app"]
 
 # The Toxiproxy release whose API this server mirrors; reported by GET /version.
 API_VERSION = "2.12.0"

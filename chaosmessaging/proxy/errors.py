@@ -7,15 +7,15 @@ Toxiproxy answers every failed request with `{"error": "<message>", "status": <c
 from __future__ import annotations
 
 __all__ = [
+    "INVALID_STREAM",
+    "INVALID_TOXIC_TYPE",
+    "PROXY_ALREADY_EXISTS",
+    "PROXY_NOT_FOUND",
+    "TOXIC_ALREADY_EXISTS",
+    "TOXIC_NOT_FOUND",
     "ApiError",
     "bad_request",
     "missing_field",
-    "PROXY_NOT_FOUND",
-    "PROXY_ALREADY_EXISTS",
-    "INVALID_STREAM",
-    "INVALID_TOXIC_TYPE",
-    "TOXIC_ALREADY_EXISTS",
-    "TOXIC_NOT_FOUND",
 ]
 
 

@@ -17,8 +17,15 @@ import asyncio
 import logging
 import socket
 
-from .errors import (PROXY_ALREADY_EXISTS, PROXY_NOT_FOUND, TOXIC_ALREADY_EXISTS,
-                     TOXIC_NOT_FOUND, ApiError, bad_request, missing_field)
+from .errors import (
+    PROXY_ALREADY_EXISTS,
+    PROXY_NOT_FOUND,
+    TOXIC_ALREADY_EXISTS,
+    TOXIC_NOT_FOUND,
+    ApiError,
+    bad_request,
+    missing_field,
+)
 from .link import ClientSide, Link
 from .toxics import Toxic, new_toxic, update_toxic
 
@@ -73,7 +80,7 @@ class Proxy:
             infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                            flags=socket.AI_PASSIVE)
             # One socket, IPv4 first: "localhost:0" must not become two listeners on two ports.
-            family, kind, proto, _, sockaddr = sorted(infos, key=lambda i: i[0] != socket.AF_INET)[0]
+            family, kind, proto, _, sockaddr = min(infos, key=lambda i: i[0] != socket.AF_INET)
             sock = socket.socket(family, kind, proto)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

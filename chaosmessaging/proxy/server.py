@@ -16,6 +16,7 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 import uvicorn
 
@@ -23,7 +24,7 @@ from .api import create_app
 from .errors import ApiError
 from .proxies import ProxyCollection
 
-__all__ = ["ProxyServerError", "serve", "load_config", "BackgroundProxyServer"]
+__all__ = ["BackgroundProxyServer", "ProxyServerError", "load_config", "serve"]
 
 log = logging.getLogger("chaosmessaging.proxy")
 
@@ -126,7 +127,7 @@ class BackgroundProxyServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 15.0) -> BackgroundProxyServer:
+    def start(self, timeout: float = 15.0) -> Self:
         self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -141,7 +142,7 @@ class BackgroundProxyServer:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def __enter__(self) -> BackgroundProxyServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -156,7 +157,7 @@ class BackgroundProxyServer:
 
         try:
             asyncio.run(main())
-        except BaseException as exc:  # reported to start(); a thread has nobody else to tell
+        except BaseException as exc:  # noqa: BLE001 - reported to start(); a thread has nobody else to tell
             self._error = exc
         finally:
             self._ready.set()

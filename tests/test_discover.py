@@ -56,7 +56,7 @@ def test_chaos_discover_lists_every_probe_and_action_with_arguments_and_docs(tmp
     accounting = activities[("chaosmessaging.probes.accounting", "message_accounting")]
     assert {"name": "settle_timeout", "default": 60.0, "type": "number"} \
         in accounting["arguments"]
-    assert {"name": "run_id", "type": "string"} in accounting["arguments"]
+    assert {"name": "run_id", "default": None, "type": "string"} in accounting["arguments"]
     assert "lost" in accounting["doc"]
 
 

@@ -14,11 +14,12 @@ import redis
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
+from chaosmessaging import runs
 from chaosmessaging.config import lookup
 from chaosmessaging.probes._clients import pg_fetch, redis_client, redis_unreachable
 from chaosmessaging.probes.k6 import k6_metric
 
-__all__ = ["message_accounting", "no_message_lost"]
+__all__ = ["delivery_latency", "latency_recovered", "message_accounting", "no_message_lost"]
 
 _COUNTS = """
 SELECT count(*) AS acknowledged,
@@ -62,7 +63,7 @@ SELECT count(*) FROM messages WHERE id = ANY($1::uuid[]) AND starts_with(client_
 """
 
 
-def message_accounting(run_id: str, settle_timeout: float = 60.0, poll_interval: float = 1.0,
+def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_interval: float = 1.0,
                        late_after_s: float = None, k6_summary_path: str = None,
                        accepted_metric: str = "messages_accepted", max_ids: int = 50,
                        check_stream: bool = False, stream_scan_max: int = 200000,
@@ -70,7 +71,8 @@ def message_accounting(run_id: str, settle_timeout: float = 60.0, poll_interval:
                        secrets: Secrets = None) -> dict:
     """
     Account for every message of the load run `run_id` (messages whose `client_msg_id`
-    starts with `<run_id>:`), waiting up to `settle_timeout` seconds for in-flight ones to be
+    starts with `<run_id>:`) — by default every load of the current experiment run (see
+    `chaosmessaging.runs`), with their k6 summaries — waiting up to `settle_timeout` seconds for in-flight ones to be
     delivered. Returns
     `{"run_id", "acknowledged", "delivered", "lost", "lost_ids", "pending", "parked",
     "redelivered", "duplicated", "late", "k6_accepted", "api_acknowledged_missing",
@@ -85,7 +87,9 @@ def message_accounting(run_id: str, settle_timeout: float = 60.0, poll_interval:
     `stream_scan_max` entries) is also scanned: `stream_duplicates` counts the run's messages
     published more than once (the consumer must have suppressed them), else it is null.
     """
-    prefix = f"{run_id}:"
+    explicit = bool(run_id)
+    prefix, k6_summaries = _scope(run_id, k6_summary_path, configuration)
+    run_id = run_id or prefix.rstrip("/:")
     started = time.monotonic()
     late = None if late_after_s is None else float(late_after_s)
     while True:
@@ -102,8 +106,9 @@ def message_accounting(run_id: str, settle_timeout: float = 60.0, poll_interval:
         lost = pg_fetch(_LOST, (prefix, max_ids), dsn, configuration, secrets)[0]
     duplicated = pg_fetch(_DUPLICATED, (prefix,), dsn, configuration, secrets)[0][0]
     k6_accepted = None
-    if k6_summary_path:
-        k6_accepted = int(k6_metric(k6_summary_path, accepted_metric, "count", default=0))
+    if k6_summaries:
+        k6_accepted = sum(int(k6_metric(path, accepted_metric, "count", default=0))
+                          for path in k6_summaries)
     result = {
         "run_id": run_id,
         "acknowledged": counts["acknowledged"],
@@ -122,7 +127,12 @@ def message_accounting(run_id: str, settle_timeout: float = 60.0, poll_interval:
                                                  secrets) if check_stream else None),
         "settled_s": round(time.monotonic() - started, 3),
     }
-    if counts["acknowledged"] == 0:
+    expected = explicit or runs.method_started(runs.home_of(configuration))
+    # after a load, zero acknowledged messages is no proof of zero loss: it fails the verdict
+    result["ok"] = (missing == 0 and result["duplicated"] == 0
+                    and not result["api_acknowledged_missing"]
+                    and (counts["acknowledged"] > 0 or not expected))
+    if counts["acknowledged"] == 0 and expected:
         logger.warning(f"run {run_id}: no message has a client_msg_id starting with "
                        f"'{prefix}' — wrong run id, or the load never reached the API?")
     if missing:
@@ -132,6 +142,71 @@ def message_accounting(run_id: str, settle_timeout: float = 60.0, poll_interval:
     if result["api_acknowledged_missing"]:
         logger.warning(f"run {run_id}: k6 counted {k6_accepted} accepted messages but the "
                        f"database holds {counts['acknowledged']}")
+    return result
+
+
+def _scope(run_id: str | None, k6_summary_path: str | None,
+           configuration: Configuration) -> tuple[str, list[str]]:
+    """The message prefix and k6 summaries to account for: an explicit run, or this run's loads."""
+    if run_id:
+        return f"{run_id}:", [k6_summary_path] if k6_summary_path else []
+    home = runs.home_of(configuration)
+    summaries = [k6_summary_path] if k6_summary_path else [
+        load["summary_path"] for load in runs.loads(home) if load.get("summary_path")]
+    return runs.message_prefix(None, home), summaries
+
+
+_LATENCY = """
+SELECT count(d.message_id) AS delivered,
+       percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
+         ORDER BY extract(epoch FROM d.delivered_at - m.created_at) * 1000) AS pct
+FROM messages m JOIN deliveries d ON d.message_id = m.id
+WHERE starts_with(m.client_msg_id, $1)
+"""
+
+
+def delivery_latency(label: str = None, run_id: str = None, dsn: str = None,
+                     configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """
+    End-to-end delivery latency (API accepted -> delivery recorded in the ledger) of one load
+    of the current run (`label`), of all its loads, or of an explicit `run_id`, from the
+    database clock: `{"delivered": N, "p50_ms", "p95_ms", "p99_ms"}` (nulls when none).
+    """
+    prefix = f"{run_id}:" if run_id else runs.message_prefix(label, runs.home_of(configuration))
+    row = pg_fetch(_LATENCY, (prefix,), dsn, configuration, secrets)[0]
+    pct = list(row["pct"] or [None, None, None])
+    rounded = [None if v is None else round(float(v), 2) for v in pct]
+    return {"scope": prefix, "delivered": row["delivered"], "p50_ms": rounded[0],
+            "p95_ms": rounded[1], "p99_ms": rounded[2]}
+
+
+def latency_recovered(baseline: str = "baseline", degraded: str = "degraded",
+                      recovered: str = "recovered", min_degradation_ms: float = 100.0,
+                      recovery_factor: float = 1.5, slack_ms: float = 50.0, dsn: str = None,
+                      configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """
+    Verdict of a degrade-and-recover latency experiment over three labelled loads: delivery p95
+    under the fault exceeds the baseline's by at least `min_degradation_ms` (the fault bit),
+    and after it p95 is at most `baseline * recovery_factor + slack_ms`. Returns the three
+    phases' figures and `ok`. Before the method ran it holds trivially (`"phase": "before"`).
+    """
+    if not runs.method_started(runs.home_of(configuration)):
+        return {"ok": True, "phase": "before"}
+    phases = {name: delivery_latency(label, dsn=dsn, configuration=configuration,
+                                     secrets=secrets)
+              for name, label in (("baseline", baseline), ("degraded", degraded),
+                                  ("recovered", recovered))}
+    p95 = {name: figures["p95_ms"] for name, figures in phases.items()}
+    if None in p95.values():
+        return {"ok": False, "reason": "a phase delivered no message", **phases}
+    degradation = p95["degraded"] - p95["baseline"]
+    ceiling = p95["baseline"] * float(recovery_factor) + float(slack_ms)
+    result = {"degradation_ms": round(degradation, 2), "recovery_ceiling_ms": round(ceiling, 2),
+              "degraded_enough": degradation >= float(min_degradation_ms),
+              "recovered": p95["recovered"] <= ceiling, **phases}
+    result["ok"] = result["degraded_enough"] and result["recovered"]
+    logger.info(f"delivery p95 baseline {p95['baseline']} ms, degraded {p95['degraded']} ms, "
+                f"recovered {p95['recovered']} ms: {'ok' if result['ok'] else 'FAILED'}")
     return result
 
 
@@ -159,7 +234,7 @@ def _stream_duplicates(prefix: str, scan_max: int, dsn: str, configuration: Conf
     return int(pg_fetch(_IN_RUN, (twice, prefix), dsn, configuration, secrets)[0][0])
 
 
-def no_message_lost(run_id: str, settle_timeout: float = 60.0, poll_interval: float = 1.0,
+def no_message_lost(run_id: str = None, settle_timeout: float = 60.0, poll_interval: float = 1.0,
                     k6_summary_path: str = None, accepted_metric: str = "messages_accepted",
                     dsn: str = None, configuration: Configuration = None,
                     secrets: Secrets = None) -> bool:
@@ -171,5 +246,4 @@ def no_message_lost(run_id: str, settle_timeout: float = 60.0, poll_interval: fl
     result = message_accounting(run_id, settle_timeout, poll_interval, None, k6_summary_path,
                                 accepted_metric, 50, dsn=dsn, configuration=configuration,
                                 secrets=secrets)
-    return (result["lost"] == 0 and result["duplicated"] == 0
-            and not result["api_acknowledged_missing"])
+    return result["ok"]

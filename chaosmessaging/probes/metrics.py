@@ -11,12 +11,14 @@ import difflib
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
+from logzero import logger
 from prometheus_client.parser import text_string_to_metric_families
 
+from chaosmessaging import runs
 from chaosmessaging.config import redact
 from chaosmessaging.probes._clients import http_get, service_url
 
-__all__ = ["metric_sum", "metric_value"]
+__all__ = ["metric_increased", "metric_sum", "metric_value", "snapshot_metric"]
 
 
 def metric_value(name: str, labels: dict = None, url: str = None, service: str = "api",
@@ -41,6 +43,39 @@ def metric_value(name: str, labels: dict = None, url: str = None, service: str =
               else f"closest names: {close or 'none'}")
     raise ActivityFailed(f"metric '{name}' not found at {redact(url)} ({detail}); pass "
                          "`default` if its absence is expected")
+
+
+def snapshot_metric(label: str, name: str, labels: dict = None, url: str = None,
+                    service: str = "api", default: float = None,
+                    configuration: Configuration = None, secrets: Secrets = None) -> float:
+    """
+    Read `metric_value(name, labels)` now and record it in the run's facts under `label`, so a
+    later `metric_increased(since=label, ...)` can judge what the method changed.
+    """
+    value = metric_value(name, labels, url, service, default, configuration=configuration,
+                         secrets=secrets)
+    runs.record(f"metric:{label}", {"name": name, "labels": labels or {}, "value": value},
+                home=runs.home_of(configuration))
+    return value
+
+
+def metric_increased(since: str, name: str, labels: dict = None, url: str = None,
+                     service: str = "api", min_increase: float = 1.0,
+                     configuration: Configuration = None, secrets: Secrets = None) -> bool:
+    """
+    True when the metric grew by at least `min_increase` since the snapshot `since` (see
+    `snapshot_metric`), e.g. proof that a fault made the dispatcher park rows. Holds trivially
+    before the method ran; after it, a missing snapshot is False.
+    """
+    home = runs.home_of(configuration)
+    snapshot = runs.fact(f"metric:{since}", home=home)
+    if snapshot is None:
+        return not runs.method_started(home)
+    now = metric_value(name, labels, url, service, default=0.0, configuration=configuration,
+                       secrets=secrets)
+    grew = now - float(snapshot["value"])
+    logger.info(f"{name}{labels or ''} grew by {grew:g} since {since} (need {min_increase:g})")
+    return grew >= float(min_increase)
 
 
 def metric_sum(name: str, labels: dict = None, urls: list = None, services: list = None,

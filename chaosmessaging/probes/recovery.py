@@ -19,17 +19,19 @@ from logzero import logger
 from chaosmessaging import runs
 from chaosmessaging.config import lookup
 from chaosmessaging.probes._clients import pg_fetch, redis_client, redis_unreachable
+from chaosmessaging.probes.postgres import outbox_oldest_undispatched_seconds
+from chaosmessaging.probes.redis import consumer_lag, oldest_pending_idle_ms
 
 __all__ = ["mark", "snapshot_pending", "wait_for_recovery", "pending_reclaimed",
            "recovery_within"]
 
 
 def _home(configuration: Configuration) -> str | None:
-    return (configuration or {}).get("chaosmessaging_home")
+    return runs.home_of(configuration)
 
 
 def _method_ran(configuration: Configuration) -> bool:
-    return runs.fact("mark:method", home=_home(configuration)) is not None
+    return runs.method_started(_home(configuration))
 
 
 def mark(label: str = "method", configuration: Configuration = None,
@@ -74,57 +76,47 @@ def snapshot_pending(label: str = "at_kill", stream: str = None, group: str = No
     return {"count": len(entries), "consumers": consumers, "sample": [e["id"] for e in entries[:10]]}
 
 
-def _lag(client: redis.Redis, stream: str, group: str) -> tuple[int, float]:
-    """Entries not yet acknowledged by the group (pending + undelivered) and the oldest's age."""
-    try:
-        groups = {g["name"]: g for g in client.xinfo_groups(stream)}
-    except redis.ResponseError:
-        return 0, 0.0
-    info = groups.get(group)
-    if info is None:
-        return 0, 0.0
-    pending = info["pending"]
-    oldest_ids = []
-    if pending:
-        summary = client.xpending(stream, group)
-        oldest_ids.append(summary["min"])
-    undelivered = client.xrange(stream, min=f"({info['last-delivered-id']}", max="+", count=1000)
-    if undelivered:
-        oldest_ids.append(undelivered[0][0])
-    if not oldest_ids:
-        return 0, 0.0
-    oldest_ms = min(int(i.split("-")[0]) for i in oldest_ids)
-    return pending + len(undelivered), max(0.0, time.time() - oldest_ms / 1000)
+def _behind_seconds(include_outbox: bool, configuration: Configuration,
+                    secrets: Secrets) -> dict:
+    """How far behind the pipeline is, in seconds, at each stage we can see."""
+    lag = consumer_lag(max_count=1, configuration=configuration, secrets=secrets)
+    behind = {"undelivered_s": lag["seconds"],
+              "pending_idle_s": oldest_pending_idle_ms(configuration=configuration,
+                                                       secrets=secrets) / 1000.0}
+    if include_outbox:
+        behind["outbox_s"] = outbox_oldest_undispatched_seconds(configuration=configuration,
+                                                                secrets=secrets)
+    return behind
 
 
 def wait_for_recovery(since: str = "consumer_restart", max_lag_seconds: float = 2.0,
-                      timeout: float = 120.0, interval: float = 0.25, stream: str = None,
-                      group: str = None, configuration: Configuration = None,
+                      include_outbox: bool = False, timeout: float = 120.0,
+                      interval: float = 0.25, configuration: Configuration = None,
                       secrets: Secrets = None) -> dict:
-    """Poll until the group's oldest unacknowledged entry is younger than `max_lag_seconds`.
+    """Poll until the pipeline has caught up: the oldest entry not yet delivered to the consumer
+    group and the longest-idle pending entry are both younger than `max_lag_seconds` (and, with
+    `include_outbox`, the oldest undispatched outbox row too).
 
     Recovery time is measured from the mark `since` (see `mark`) and recorded as the fact
-    `recovery:<since>`. Returns `{"recovered": bool, "seconds": s, "lag_entries": n}`; a timeout is
-    recorded as not recovered (the hypothesis then fails), not raised."""
-    stream = lookup("messaging_stream", configuration, secrets, stream)
-    group = lookup("messaging_group", configuration, secrets, group)
-    client, url = redis_client(None, configuration, secrets)
+    `recovery:<since>`. Returns `{"recovered": bool, "seconds": s, "behind": {...}}`; a timeout
+    is recorded as not recovered (the hypothesis then fails), not raised. Unreachable
+    dependencies during the wait count as not recovered yet."""
     start = runs.fact(f"mark:{since}", home=_home(configuration)) or time.time()
-    deadline = time.time() + timeout
-    entries, age = -1, float("inf")
-    while time.time() < deadline:
+    deadline = time.monotonic() + float(timeout)
+    behind: dict = {}
+    recovered = False
+    while time.monotonic() < deadline:
         try:
-            entries, age = _lag(client, stream, group)
-        except redis.RedisError as error:
-            logger.debug(f"lag poll failed: {error}")
-        if entries >= 0 and age <= max_lag_seconds:
-            result = {"recovered": True, "seconds": round(time.time() - start, 3),
-                      "lag_entries": entries, "lag_seconds": round(age, 3)}
-            break
+            behind = _behind_seconds(include_outbox, configuration, secrets)
+        except ActivityFailed as error:
+            behind = {"error": str(error)}
+        else:
+            if all(v <= float(max_lag_seconds) for v in behind.values()):
+                recovered = True
+                break
         time.sleep(interval)
-    else:
-        result = {"recovered": False, "seconds": round(time.time() - start, 3),
-                  "lag_entries": entries, "lag_seconds": round(age, 3)}
+    result = {"recovered": recovered, "seconds": round(time.time() - start, 3),
+              "behind": behind}
     runs.record(f"recovery:{since}", result, home=_home(configuration))
     logger.info(f"recovery since {since}: {result}")
     return result

@@ -25,6 +25,7 @@ __all__ = [
     "dead_letter_count",
     "oldest_pending_idle_ms",
     "pel_size",
+    "pel_size_at_most",
     "pending_entries",
     "stream_length",
 ]
@@ -53,6 +54,19 @@ def pel_size(stream: str = None, group: str = None, redis_url: str = None,
     client, url = redis_client(redis_url, configuration, secrets)
     summary = _group_call(url, stream, group, client.xpending, stream, group)
     return int(summary["pending"]) if summary else 0
+
+
+def pel_size_at_most(max_entries: int, stream: str = None, group: str = None,
+                     redis_url: str = None, configuration: Configuration = None,
+                     secrets: Secrets = None) -> bool:
+    """
+    True when the consumer group's pending entries list holds at most `max_entries` entries
+    (a tolerance-friendly form of `pel_size`, so the limit can come from a profile).
+    """
+    size = pel_size(stream, group, redis_url, configuration, secrets)
+    if size > int(max_entries):
+        logger.warning(f"PEL holds {size} entries, more than {max_entries}")
+    return size <= int(max_entries)
 
 
 def oldest_pending_idle_ms(stream: str = None, group: str = None, max_scan: int = 10000,

@@ -134,6 +134,14 @@ def test_k6_stop_load_ends_the_run_early(api_202):
     assert faults.active() == []
 
 
+def test_stop_load_without_any_load_is_a_no_op_but_wait_explains(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path))
+    assert load.stop_load()["stopped"] is False
+    with pytest.raises(ActivityFailed, match="no load labelled 'x' was started in this "
+                                             "experiment run"):
+        load.wait_for_load(label="x")
+
+
 @pytest.mark.parametrize("url", ["http://10.1.2.3:8080", "http://example.com"])
 def test_load_refuses_non_loopback_targets(url, tmp_path, monkeypatch):
     monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path))

@@ -331,6 +331,10 @@ def stop_load(summary_path: str = None, pid: int = None, label: str = None,
     Returns the same shape as wait_for_load (figures of the part that ran, if k6 wrote them).
     """
     home = (configuration or {}).get("chaosmessaging_home")
+    if not summary_path and not pid and _latest_load(label, home) is None:
+        # as a rollback, "stop the load" after a run that never started one is not a failure
+        logger.info("stop_load: no load was started in this run, nothing to stop")
+        return {"pid": None, "run_id": None, "exit_code": None, "stopped": False}
     info = _run_info(summary_path, pid, label, home)
     code = _stop(info["pid"], info.get("create_time"), grace)
     return _finish(info, code, home)

@@ -54,6 +54,8 @@ class Consumer:
         self.redis = Outage("redis", log)
         self.group_ready = False
         self.next_reclaim = 0.0  # reclaim first thing on start
+        # Checking more often than entries can become idle would find nothing new.
+        self.reclaim_every = min(RECLAIM_EVERY, max(s.reclaim_idle_ms / 1000, 0.1))
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("consuming stream %r as %r in group %r", self.stream, self.name, self.group)
@@ -64,7 +66,7 @@ class Consumer:
                 if time.monotonic() >= self.next_reclaim:
                     await self.reclaim(stop)
                     await self.sample_pel()
-                    self.next_reclaim = time.monotonic() + RECLAIM_EVERY
+                    self.next_reclaim = time.monotonic() + self.reclaim_every
                 reply = await self.res.redis.xreadgroup(self.group, self.name, {self.stream: ">"},
                                                         count=BATCH, block=BLOCK_MS)
                 self.redis.recovered()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import timedelta
 
 import asyncpg
 from redis.exceptions import RedisError
@@ -32,7 +33,7 @@ IDLE_POLL = 0.02  # the latency floor when idle; one indexed query per poll is c
 PUBLISH_TIMEOUT = 3.0
 LAG_EVERY = 1.0
 SWEEP_EVERY = 2.0
-SWEEP_GRACE = "2 seconds"  # rows published more recently are certainly still in flight
+SWEEP_GRACE = timedelta(seconds=2)  # rows published more recently are certainly still in flight
 SWEEP_CHUNK = 2000
 SWEEP_CHUNKS = 10
 # Only rows Redis keeps refusing (an error reply, not an outage) are ever given up on.

@@ -94,8 +94,8 @@ def start_service(name: str, env: dict[str, str], log_dir: Path, **extra: str) -
 
 
 def migrate(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "msgstack", "migrate"], cwd=REPO, timeout=60,
-                          env={**os.environ, **env}, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "msgstack", "migrate"], check=False, cwd=REPO,
+                          timeout=60, env={**os.environ, **env}, capture_output=True, text=True)
 
 
 def fresh_env(postgres_server, redis_url: str, migrated: bool = True) -> dict[str, str]:
@@ -327,7 +327,7 @@ def test_migrations_apply_in_order_once_even_when_run_concurrently(postgres_serv
 
 def test_missing_configuration_fails_with_the_variable_to_set(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSGSTACK_")}
-    done = subprocess.run([sys.executable, "-m", "msgstack", "api"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run([sys.executable, "-m", "msgstack", "api"], check=False, cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "MSGSTACK_PORT" in done.stderr or "MSGSTACK_PG_DSN" in done.stderr

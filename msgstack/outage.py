@@ -23,6 +23,7 @@ class Outage:
         self.name, self.log = name, log
         self.down_since: float | None = None
         self.delay = BACKOFF_MIN
+        self.connected = False
 
     @property
     def down(self) -> bool:
@@ -39,6 +40,10 @@ class Outage:
         return self.delay
 
     def recovered(self) -> None:
+        if not self.connected:
+            self.connected = True
+            if self.down_since is None:
+                self.log.info("%s connected", self.name)
         if self.down_since is not None:
             self.log.info("%s reconnected after %.1fs", self.name, time.monotonic() - self.down_since)
             self.down_since = None

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from test_msgstack_api import Service, fresh_env, message, sql, start_service, wait_until
+from test_msgstack_api import Service, fresh_env, message, migrate, sql, start_service, wait_until
 
 from chaosmessaging.stack import servers
 
@@ -215,6 +215,40 @@ def test_redis_outage_parks_rows_degrades_readiness_and_replays_after_recovery(
         assert_no_crash(stack)
     finally:
         stop_all(stack)
+
+
+def test_postgres_restart_is_survived_by_every_service(redis_server, tmp_path):
+    port = servers.free_port()
+    data = tmp_path / "pg"
+    pg = servers.start_postgres(port, data)
+    stack: dict[str, Service] = {}
+    try:
+        servers.create_database("127.0.0.1", port, "restart")
+        env = {"MSGSTACK_PG_DSN": f"postgresql://postgres@127.0.0.1:{port}/restart",
+               "MSGSTACK_REDIS_URL": redis_server.url, "MSGSTACK_STREAM": f"pgrestart:{port}",
+               "MSGSTACK_GROUP": "g", "MSGSTACK_DEAD_STREAM": f"pgrestart:{port}:dead"}
+        assert migrate(env).returncode == 0
+        stack = start_stack(env, tmp_path)
+        accepted = post_many(stack["api"], 30, "before")
+        wait_until(lambda: delivered_count(env) == 30, 15, "30 deliveries")
+
+        pg.send_signal(signal.SIGINT)  # fast shutdown: every pooled connection dies
+        pg.wait(15)
+        wait_until(lambda: httpx.get(f"{stack['dispatcher'].url}/readyz").status_code == 503, 5,
+                   "the dispatcher to report PostgreSQL down")
+        pg = servers.start_postgres(port, data)
+        wait_until(lambda: httpx.post(f"{stack['api'].url}/v1/messages",
+                                      json=message()).status_code == 202, 15, "the API back")
+        accepted += post_many(stack["api"], 30, "after")
+        wait_until(lambda: delivered_count(env) >= 61, 20, "deliveries after the restart")
+        assert_exactly_once(env, accepted)
+        assert "postgres reconnected" in stack["dispatcher"].log_text()
+        assert_no_crash(stack)
+    finally:
+        stop_all(stack)
+        if pg.poll() is None:
+            pg.send_signal(signal.SIGINT)
+            pg.wait(15)
 
 
 def test_redis_restarted_empty_after_dispatch_still_delivers_everything(

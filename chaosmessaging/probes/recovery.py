@@ -76,6 +76,24 @@ def snapshot_pending(label: str = "at_kill", stream: str = None, group: str = No
     return {"count": len(entries), "consumers": consumers, "sample": [e["id"] for e in entries[:10]]}
 
 
+def _still_pending(entries: list[dict], stream: str, group: str, configuration: Configuration,
+                   secrets: Secrets) -> list[str]:
+    """Which of the snapshot's entries are still pending in the group (one range scan)."""
+    if not entries:
+        return []
+    ids = {e["id"] for e in entries}
+    ordered = sorted(ids, key=lambda i: tuple(int(p) for p in i.split("-")))
+    client, url = redis_client(None, configuration, secrets)
+    try:
+        hits = client.xpending_range(stream, group, min=ordered[0], max=ordered[-1],
+                                     count=len(ordered) + 100000)
+    except redis.ResponseError:
+        return []  # group gone (empty Redis): nothing can still be pending in it
+    except redis.RedisError as error:
+        raise redis_unreachable(url, error) from None
+    return [h["message_id"] for h in hits if h["message_id"] in ids]
+
+
 def _behind_seconds(include_outbox: bool, configuration: Configuration,
                     secrets: Secrets) -> dict:
     """How far behind the pipeline is, in seconds, at each stage we can see."""
@@ -90,12 +108,14 @@ def _behind_seconds(include_outbox: bool, configuration: Configuration,
 
 
 def wait_for_recovery(since: str = "consumer_restart", max_lag_seconds: float = 2.0,
-                      include_outbox: bool = False, timeout: float = 120.0,
+                      include_outbox: bool = False, reclaimed: str = None,
+                      timeout: float = 120.0,
                       interval: float = 0.25, configuration: Configuration = None,
                       secrets: Secrets = None) -> dict:
     """Poll until the pipeline has caught up: the oldest entry not yet delivered to the consumer
     group and the longest-idle pending entry are both younger than `max_lag_seconds` (and, with
-    `include_outbox`, the oldest undispatched outbox row too).
+    `include_outbox`, the oldest undispatched outbox row too; with `reclaimed`, no entry of
+    the `snapshot_pending` taken under that label may still be pending either).
 
     Recovery time is measured from the mark `since` (see `mark`) and recorded as the fact
     `recovery:<since>`. Returns `{"recovered": bool, "seconds": s, "behind": {...}}`; a timeout
@@ -103,15 +123,23 @@ def wait_for_recovery(since: str = "consumer_restart", max_lag_seconds: float = 
     dependencies during the wait count as not recovered yet."""
     start = runs.fact(f"mark:{since}", home=_home(configuration)) or time.time()
     deadline = time.monotonic() + float(timeout)
+    snapshot = runs.fact(f"pending:{reclaimed}", [], home=_home(configuration)) if reclaimed \
+        else []
+    stream = lookup("messaging_stream", configuration, secrets)
+    group = lookup("messaging_group", configuration, secrets)
     behind: dict = {}
     recovered = False
     while time.monotonic() < deadline:
         try:
             behind = _behind_seconds(include_outbox, configuration, secrets)
+            still = len(_still_pending(snapshot, stream, group, configuration, secrets))
         except ActivityFailed as error:
             behind = {"error": str(error)}
         else:
-            if all(v <= float(max_lag_seconds) for v in behind.values()):
+            caught_up = all(v <= float(max_lag_seconds) for v in behind.values())
+            if reclaimed:
+                behind[f"still_pending_from_{reclaimed}"] = still
+            if caught_up and still == 0:
                 recovered = True
                 break
         time.sleep(interval)
@@ -152,16 +180,7 @@ def pending_reclaimed(label: str = "at_kill", stream: str = None, group: str = N
     stream = lookup("messaging_stream", configuration, secrets, stream)
     group = lookup("messaging_group", configuration, secrets, group)
     client, url = redis_client(None, configuration, secrets)
-    still = []
-    try:
-        for e in entries:
-            hit = client.xpending_range(stream, group, min=e["id"], max=e["id"], count=1)
-            if hit:
-                still.append(e["id"])
-    except redis.ResponseError:
-        pass  # group gone (empty Redis): nothing can still be pending in it
-    except redis.RedisError as error:
-        raise redis_unreachable(url, error) from None
+    still = _still_pending(entries, stream, group, configuration, secrets)
     message_ids = [e["message_id"] for e in entries if e.get("message_id")]
     delivered = set()
     if message_ids:

@@ -140,7 +140,7 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
             return ensure_up(root, progress=progress)
         state_path(root).unlink()
     (root / "logs").mkdir(parents=True, exist_ok=True)
-    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "redis").mkdir(parents=True, exist_ok=True)
     records = _plan(root, with_proxy, proxy_port)
     state = StackState(home=str(root), started_at=time.time(), services={})
     try:

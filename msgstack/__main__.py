@@ -17,8 +17,11 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     service = argv[0]
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s {service}[%(process)d] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s {service}[%(process)d] %(name)s: %(message)s",
+    )
     try:
         settings = load(service)
     except ConfigError as exc:
@@ -27,6 +30,7 @@ def main(argv: list[str]) -> int:
 
     if service == "migrate":
         from msgstack.migrate import MigrationError, apply
+
         try:
             asyncio.run(apply(settings.pg_dsn))
         except MigrationError as exc:
@@ -35,14 +39,18 @@ def main(argv: list[str]) -> int:
         return 0
 
     from msgstack.service import build_app, serve
+
     if service == "api":
         from msgstack.api import create_app
+
         app = create_app(settings)
     elif service == "dispatcher":
         from msgstack import dispatcher
+
         app = build_app(settings, [], dispatcher.run)
     else:
         from msgstack import consumer
+
         app = build_app(settings, [], consumer.run)
     serve(app, settings)
     return 0

@@ -104,29 +104,35 @@ def _parse(body: bytes, settings: Settings) -> tuple[uuid.UUID, str, bytes]:
         raise RequestError(400, "invalid_field", "conversation_id must be a UUID") from None
     client_msg_id = _field(doc, "client_msg_id")
     if not 1 <= len(client_msg_id) <= MAX_CLIENT_MSG_ID:
-        raise RequestError(400, "invalid_field",
-                           f"client_msg_id must be 1..{MAX_CLIENT_MSG_ID} characters")
+        raise RequestError(
+            400, "invalid_field", f"client_msg_id must be 1..{MAX_CLIENT_MSG_ID} characters"
+        )
     try:
         ciphertext = base64.b64decode(_field(doc, "ciphertext"), validate=True)
     except (binascii.Error, ValueError):
         raise RequestError(400, "invalid_field", "ciphertext must be standard base64") from None
     if len(ciphertext) > settings.max_payload:
-        raise _too_large(f"ciphertext is {len(ciphertext)} bytes, over the "
-                         f"{settings.max_payload}-byte limit")
+        raise _too_large(
+            f"ciphertext is {len(ciphertext)} bytes, over the {settings.max_payload}-byte limit"
+        )
     if len(ciphertext) < MIN_PAYLOAD:
-        raise RequestError(400, "payload_too_small",
-                           f"ciphertext is {len(ciphertext)} bytes; the minimum is {MIN_PAYLOAD}")
+        raise RequestError(
+            400,
+            "payload_too_small",
+            f"ciphertext is {len(ciphertext)} bytes; the minimum is {MIN_PAYLOAD}",
+        )
     return conversation_id, client_msg_id, ciphertext
 
 
 def _unavailable(exc: BaseException) -> JSONResponse:
     metrics.API_UNAVAILABLE.labels("postgres").inc()
-    if isinstance(exc, db.SchemaMissing):
+    if isinstance(exc, db.SchemaMissing | db.PoolExhausted):
         detail = str(exc)
     else:
         detail = f"postgres is unavailable ({db.describe(exc)}); retry later"
-    return JSONResponse({"error": "unavailable", "detail": detail}, status_code=503,
-                        headers={"Retry-After": "1"})
+    return JSONResponse(
+        {"error": "unavailable", "detail": detail}, status_code=503, headers={"Retry-After": "1"}
+    )
 
 
 async def post_message(request: Request) -> JSONResponse:
@@ -142,13 +148,16 @@ async def post_message(request: Request) -> JSONResponse:
     new_id = uuid.uuid4()
 
     async def store(conn: asyncpg.Connection) -> tuple[uuid.UUID, bool]:
-        row = await conn.fetchrow(INSERT_SQL, new_id, conversation_id, client_msg_id, ciphertext,
-                                  len(ciphertext))
+        row = await conn.fetchrow(
+            INSERT_SQL, new_id, conversation_id, client_msg_id, ciphertext, len(ciphertext)
+        )
         if row is not None:
             return row["message_id"], True
         existing = await conn.fetchval(EXISTING_SQL, client_msg_id)
         if existing is None:  # conflicting insert rolled back meanwhile: let the client retry
-            raise asyncpg.exceptions.SerializationError("concurrent insert of the same client_msg_id")
+            raise asyncpg.exceptions.SerializationError(
+                "concurrent insert of the same client_msg_id"
+            )
         return existing, False
 
     try:
@@ -161,8 +170,9 @@ async def post_message(request: Request) -> JSONResponse:
         metrics.MESSAGES_ACCEPTED.inc()
         metrics.MESSAGE_SIZE.observe(len(ciphertext))
         return JSONResponse({"id": str(message_id), "status": "accepted"}, status_code=202)
-    return JSONResponse({"id": str(message_id), "status": "accepted", "duplicate": True},
-                        status_code=202)
+    return JSONResponse(
+        {"id": str(message_id), "status": "accepted", "duplicate": True}, status_code=202
+    )
 
 
 async def get_message(request: Request) -> JSONResponse:
@@ -180,23 +190,29 @@ async def get_message(request: Request) -> JSONResponse:
     except (db.SchemaMissing, *db.TRANSIENT_ERRORS) as exc:
         return _unavailable(exc)
     if row is None:
-        return JSONResponse({"error": "not_found", "detail": f"no message {message_id}"},
-                            status_code=404)
-    return JSONResponse({
-        "id": str(row["id"]),
-        "conversation_id": str(row["conversation_id"]),
-        "client_msg_id": row["client_msg_id"],
-        "ciphertext": base64.b64encode(row["ciphertext"]).decode(),
-        "size_bytes": row["size_bytes"],
-        "created_at": row["created_at"].isoformat(),
-        "delivered": row["delivered_at"] is not None,
-        "delivered_at": row["delivered_at"].isoformat() if row["delivered_at"] else None,
-    })
+        return JSONResponse(
+            {"error": "not_found", "detail": f"no message {message_id}"}, status_code=404
+        )
+    return JSONResponse(
+        {
+            "id": str(row["id"]),
+            "conversation_id": str(row["conversation_id"]),
+            "client_msg_id": row["client_msg_id"],
+            "ciphertext": base64.b64encode(row["ciphertext"]).decode(),
+            "size_bytes": row["size_bytes"],
+            "created_at": row["created_at"].isoformat(),
+            "delivered": row["delivered_at"] is not None,
+            "delivered_at": row["delivered_at"].isoformat() if row["delivered_at"] else None,
+        }
+    )
 
 
 def create_app(settings: Settings):
     """The API app (no background worker)."""
-    return build_app(settings, [
-        Route("/v1/messages", post_message, methods=["POST"]),
-        Route("/v1/messages/{message_id}", get_message, methods=["GET"]),
-    ])
+    return build_app(
+        settings,
+        [
+            Route("/v1/messages", post_message, methods=["POST"]),
+            Route("/v1/messages/{message_id}", get_message, methods=["GET"]),
+        ],
+    )

@@ -38,8 +38,9 @@ def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int) -
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer; set it to a whole number "
-                          f"(>= {minimum}) or unset it") from None
+        raise ConfigError(
+            f"{name}={raw!r} is not an integer; set it to a whole number (>= {minimum}) or unset it"
+        ) from None
     if value < minimum:
         raise ConfigError(f"{name}={value} is too small; it must be >= {minimum}")
     return value
@@ -57,10 +58,15 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     port = _int(env, "MSGSTACK_PORT", None, 1)
     if port is None and service != "migrate":
-        raise ConfigError(f"MSGSTACK_PORT is not set; the {service} serves /healthz, /readyz and "
-                          "/metrics on it: export MSGSTACK_PORT=<free port>")
-    redis_url = (env.get("MSGSTACK_REDIS_URL", "").strip() if service == "migrate"
-                 else _required(env, "MSGSTACK_REDIS_URL", "redis://127.0.0.1:6379/0"))
+        raise ConfigError(
+            f"MSGSTACK_PORT is not set; the {service} serves /healthz, /readyz and "
+            "/metrics on it: export MSGSTACK_PORT=<free port>"
+        )
+    redis_url = (
+        env.get("MSGSTACK_REDIS_URL", "").strip()
+        if service == "migrate"
+        else _required(env, "MSGSTACK_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
     return Settings(
         pg_dsn=_required(env, "MSGSTACK_PG_DSN", "postgresql://postgres@127.0.0.1:5432/messaging"),
         redis_url=redis_url,
@@ -69,7 +75,8 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         stream=env.get("MSGSTACK_STREAM") or "messages",
         group=env.get("MSGSTACK_GROUP") or "deliveries",
         dead_stream=env.get("MSGSTACK_DEAD_STREAM") or "messages:dead",
-        consumer_name=env.get("MSGSTACK_CONSUMER_NAME") or f"consumer-{socket.gethostname()}-{os.getpid()}",
+        consumer_name=env.get("MSGSTACK_CONSUMER_NAME")
+        or f"consumer-{socket.gethostname()}-{os.getpid()}",
         pool_max=_int(env, "MSGSTACK_POOL_MAX", 20, 1),
         max_payload=_int(env, "MSGSTACK_MAX_PAYLOAD", 65536, MIN_PAYLOAD),
         reclaim_idle_ms=_int(env, "MSGSTACK_RECLAIM_IDLE_MS", 5000, 1),

@@ -67,8 +67,9 @@ class Consumer:
                     await self.reclaim(stop)
                     await self.sample_pel()
                     self.next_reclaim = time.monotonic() + self.reclaim_every
-                reply = await self.res.redis.xreadgroup(self.group, self.name, {self.stream: ">"},
-                                                        count=BATCH, block=BLOCK_MS)
+                reply = await self.res.redis.xreadgroup(
+                    self.group, self.name, {self.stream: ">"}, count=BATCH, block=BLOCK_MS
+                )
                 self.redis.recovered()
                 entries = reply[0][1] if reply else []
                 if entries:
@@ -99,8 +100,13 @@ class Consumer:
         start = "0-0"
         for _ in range(RECLAIM_ROUNDS):
             reply = await self.res.redis.xautoclaim(
-                self.stream, self.group, self.name, self.res.settings.reclaim_idle_ms,
-                start_id=start, count=BATCH)
+                self.stream,
+                self.group,
+                self.name,
+                self.res.settings.reclaim_idle_ms,
+                start_id=start,
+                count=BATCH,
+            )
             start, entries = reply[0], reply[1]
             if entries:
                 metrics.CONSUMER_PEL_RECLAIMED.inc(len(entries))
@@ -130,8 +136,9 @@ class Consumer:
             oldest = min(e.created_at for _, e in recorded)
             metrics.CONSUMER_LAG.set(max(time.time() - oldest, 0.0))
 
-    async def record_with_retry(self, good: list[tuple[bytes, streams.Entry]],
-                                stop: asyncio.Event) -> list[tuple[bytes, streams.Entry]]:
+    async def record_with_retry(
+        self, good: list[tuple[bytes, streams.Entry]], stop: asyncio.Event
+    ) -> list[tuple[bytes, streams.Entry]]:
         """Write the batch to the ledger, waiting out PostgreSQL outages until asked to stop."""
         while True:
             try:
@@ -152,15 +159,21 @@ class Consumer:
         for entry_id, e in batch:
             first.setdefault(e.message_id, entry_id.decode())
         ids = list(first)
-        inserted = await self.res.pool.fetch(RECORD_SQL, ids, [first[m] for m in ids], self.name,
-                                             [counts[m] - 1 for m in ids],
-                                             timeout=db.COMMAND_TIMEOUT)
+        inserted = await self.res.pool.fetch(
+            RECORD_SQL,
+            ids,
+            [first[m] for m in ids],
+            self.name,
+            [counts[m] - 1 for m in ids],
+            timeout=db.COMMAND_TIMEOUT,
+        )
         repeats = sum(1 for r in inserted if not r["inserted"]) + len(batch) - len(ids)
         if repeats:
             metrics.CONSUMER_REDELIVERED.inc(repeats)
 
-    async def record_one_by_one(self, good: list[tuple[bytes, streams.Entry]]
-                                ) -> list[tuple[bytes, streams.Entry]]:
+    async def record_one_by_one(
+        self, good: list[tuple[bytes, streams.Entry]]
+    ) -> list[tuple[bytes, streams.Entry]]:
         recorded = []
         for entry_id, entry in good:
             try:
@@ -174,23 +187,35 @@ class Consumer:
 
     async def maybe_dead_letter(self, entry_id: bytes, entry: streams.Entry, why: str) -> None:
         """Dead-letter an entry the ledger refused more than MAX_DELIVERIES times."""
-        info = await self.res.redis.xpending_range(self.stream, self.group, min=entry_id,
-                                                   max=entry_id, count=1)
+        info = await self.res.redis.xpending_range(
+            self.stream, self.group, min=entry_id, max=entry_id, count=1
+        )
         times = info[0]["times_delivered"] if info else 0
         if times > MAX_DELIVERIES:
             fields = {b"message_id": str(entry.message_id).encode()}
             await self.dead_letter(entry_id, fields, "max_deliveries", f"{times} deliveries: {why}")
         else:
-            log.warning("ledger refused entry %s (delivery %d of %d): %s", entry_id.decode(),
-                        times, MAX_DELIVERIES, why)
+            log.warning(
+                "ledger refused entry %s (delivery %d of %d): %s",
+                entry_id.decode(),
+                times,
+                MAX_DELIVERIES,
+                why,
+            )
 
-    async def dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes] | None, reason: str,
-                          detail: str) -> None:
+    async def dead_letter(
+        self, entry_id: bytes, fields: dict[bytes, bytes] | None, reason: str, detail: str
+    ) -> None:
         message_id = (fields or {}).get(b"message_id", b"")
         async with self.res.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.res.settings.dead_stream,
-                      {"message_id": message_id, "reason": f"{reason}: {detail}"[:500],
-                       "original_id": entry_id})
+            pipe.xadd(
+                self.res.settings.dead_stream,
+                {
+                    "message_id": message_id,
+                    "reason": f"{reason}: {detail}"[:500],
+                    "original_id": entry_id,
+                },
+            )
             pipe.xack(self.stream, self.group, entry_id)
             await pipe.execute()
         metrics.CONSUMER_DEAD_LETTERS.labels(reason).inc()

@@ -14,7 +14,14 @@ from typing import TypeVar
 
 import asyncpg
 
-__all__ = ["TRANSIENT_ERRORS", "SchemaMissing", "create_pool", "describe", "is_transient", "retrying"]
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "PoolExhausted",
+    "SchemaMissing",
+    "create_pool",
+    "describe",
+    "retrying",
+]
 
 log = logging.getLogger("msgstack.db")
 
@@ -40,16 +47,24 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 T = TypeVar("T")
 
 
+class PoolExhausted(TimeoutError):
+    """Every pooled connection stayed busy for ACQUIRE_TIMEOUT (transient, like any timeout)."""
+
+    def __init__(self, max_size: int) -> None:
+        super().__init__(
+            f"all {max_size} PostgreSQL connections stayed busy for "
+            f"{ACQUIRE_TIMEOUT:.0f}s; lower the load or raise MSGSTACK_POOL_MAX"
+        )
+
+
 class SchemaMissing(RuntimeError):
     """The messaging tables do not exist yet."""
 
     def __init__(self) -> None:
-        super().__init__("the messaging schema is missing: run `python -m msgstack migrate` "
-                         "against MSGSTACK_PG_DSN")
-
-
-def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, TRANSIENT_ERRORS)
+        super().__init__(
+            "the messaging schema is missing: run `python -m msgstack migrate` "
+            "against MSGSTACK_PG_DSN"
+        )
 
 
 def describe(exc: BaseException) -> str:
@@ -61,12 +76,18 @@ def describe(exc: BaseException) -> str:
 async def create_pool(dsn: str, max_size: int) -> asyncpg.Pool:
     """A pool that connects on demand; never fails because PostgreSQL is down right now."""
     return await asyncpg.create_pool(
-        dsn, min_size=0, max_size=max_size, timeout=CONNECT_TIMEOUT,
-        command_timeout=COMMAND_TIMEOUT, max_inactive_connection_lifetime=60.0)
+        dsn,
+        min_size=0,
+        max_size=max_size,
+        timeout=CONNECT_TIMEOUT,
+        command_timeout=COMMAND_TIMEOUT,
+        max_inactive_connection_lifetime=60.0,
+    )
 
 
-async def retrying(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]],
-                   attempts: int = 2) -> T:
+async def retrying(
+    pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int = 2
+) -> T:
     """Run `work` on a pooled connection, again on a fresh one if the first died under it.
 
     Only for idempotent work. Raises SchemaMissing when the tables are not there yet.
@@ -77,7 +98,14 @@ async def retrying(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awai
                 return await work(conn)
         except asyncpg.UndefinedTableError as exc:
             raise SchemaMissing() from exc
-        except TRANSIENT_ERRORS:
-            if attempt + 1 == attempts:
-                raise
+        except TRANSIENT_ERRORS as exc:
+            if attempt + 1 < attempts:
+                continue
+            if isinstance(exc, TimeoutError) and _full(pool):
+                raise PoolExhausted(pool.get_max_size()) from exc
+            raise
     raise AssertionError("unreachable")
+
+
+def _full(pool: asyncpg.Pool) -> bool:
+    return pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0

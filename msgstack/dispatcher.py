@@ -116,6 +116,12 @@ class Dispatcher:
             except db.TRANSIENT_ERRORS as exc:
                 await pause(stop, self.pg.failed(db.describe(exc)))
                 continue
+            except asyncpg.PostgresError as exc:
+                # e.g. a deadlock or lock timeout while a migration runs: the batch rolled back
+                # and is claimed again; never a reason to stop dispatching.
+                log.error("batch rolled back: %s", db.describe(exc))
+                await pause(stop, self.pg.failed(db.describe(exc)))
+                continue
             if self.redis.down:
                 await pause(stop, self.redis.delay)
             elif published < BATCH:
@@ -123,8 +129,7 @@ class Dispatcher:
 
     async def dispatch_batch(self) -> int:
         """Publish one batch; return how many rows were published."""
-        async with (self.res.pool.acquire(timeout=db.ACQUIRE_TIMEOUT) as conn,
-                    conn.transaction()):
+        async with self.res.pool.acquire(timeout=db.ACQUIRE_TIMEOUT) as conn, conn.transaction():
             rows = await conn.fetch(CLAIM_SQL, BATCH)
             if not rows:
                 return 0
@@ -135,9 +140,12 @@ class Dispatcher:
                 await self.park(conn, [r["id"] for r in rows], why, refused=False)
                 self.redis.failed(why)
                 return 0
-            done = [(r["id"], sid) for r, sid in zip(rows, results)
-                    if not isinstance(sid, Exception)]
-            refused = [(r["id"], sid) for r, sid in zip(rows, results) if isinstance(sid, Exception)]
+            done = [
+                (r["id"], sid) for r, sid in zip(rows, results) if not isinstance(sid, Exception)
+            ]
+            refused = [
+                (r["id"], sid) for r, sid in zip(rows, results) if isinstance(sid, Exception)
+            ]
             if done:
                 await conn.execute(MARK_SQL, [i for i, _ in done], [s.decode() for _, s in done])
             for row_id, exc in refused:
@@ -150,8 +158,12 @@ class Dispatcher:
         async with asyncio.timeout(PUBLISH_TIMEOUT):
             async with self.res.redis.pipeline(transaction=False) as pipe:
                 for r in rows:
-                    pipe.xadd(self.stream, streams.encode(r["message_id"], r["conversation_id"],
-                                                          r["id"], r["created_at"]))
+                    pipe.xadd(
+                        self.stream,
+                        streams.encode(
+                            r["message_id"], r["conversation_id"], r["id"], r["created_at"]
+                        ),
+                    )
                 return await pipe.execute(raise_on_error=False)
 
     async def park(self, conn: asyncpg.Connection, ids: list[int], why: str, refused: bool) -> None:
@@ -162,8 +174,12 @@ class Dispatcher:
         log.warning("parked %d outbox rows: %s", len(parked) - dead, why)
         if dead:
             metrics.OUTBOX_DEAD.inc(dead)
-            log.error("gave up on %d outbox rows after %d refused attempts: %s",
-                      dead, MAX_REFUSED_ATTEMPTS, why)
+            log.error(
+                "gave up on %d outbox rows after %d refused attempts: %s",
+                dead,
+                MAX_REFUSED_ATTEMPTS,
+                why,
+            )
 
     async def replay_parked(self) -> None:
         """Release parked rows once Redis answers again; they are then published in id order."""
@@ -217,12 +233,16 @@ class Dispatcher:
         lost = [r for r, entries in zip(suspects, found) if not entries]
         if not lost:
             return
-        status = await self.res.pool.execute(REDISPATCH_SQL, [r["id"] for r in lost],
-                                             [r["stream_id"] for r in lost])
+        status = await self.res.pool.execute(
+            REDISPATCH_SQL, [r["id"] for r in lost], [r["stream_id"] for r in lost]
+        )
         count = int(status.split()[-1])
         metrics.DISPATCH_REDISPATCHED.inc(count)
-        log.warning("%d published outbox rows lost their stream entry before delivery (Redis "
-                    "restarted empty?); re-dispatching them", count)
+        log.warning(
+            "%d published outbox rows lost their stream entry before delivery (Redis "
+            "restarted empty?); re-dispatching them",
+            count,
+        )
 
 
 async def run(res: Resources, stop: asyncio.Event) -> None:

@@ -23,7 +23,7 @@ CHECK_TIMEOUT = 1.0
 
 
 async def check_postgres(pool: asyncpg.Pool) -> str:
-    """"ok", or why PostgreSQL cannot answer a trivial query right now."""
+    """ "ok", or why PostgreSQL cannot answer a trivial query right now."""
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             async with pool.acquire() as conn:
@@ -36,7 +36,7 @@ async def check_postgres(pool: asyncpg.Pool) -> str:
 
 
 async def check_redis(client: aioredis.Redis) -> str:
-    """"ok", or why Redis cannot answer PING right now."""
+    """ "ok", or why Redis cannot answer PING right now."""
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             await client.ping()
@@ -56,8 +56,9 @@ async def readyz(request: Request) -> JSONResponse:
     pg, rd = await asyncio.gather(check_postgres(res.pool), check_redis(res.redis))
     checks = {"postgres": pg, "redis": rd}
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks},
-                        status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503
+    )
 
 
 async def metrics(request: Request) -> Response:

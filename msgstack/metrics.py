@@ -9,36 +9,66 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 # API
-MESSAGES_ACCEPTED = Counter("messaging_messages_accepted_total",
-                            "Messages stored with their outbox row (first acceptance only)")
-PAYLOAD_REJECTS = Counter("messaging_payload_rejects_total",
-                          "Messages rejected with 413 because the payload is over the limit")
-MESSAGE_SIZE = Histogram("messaging_message_size_bytes", "Decoded ciphertext size of accepted messages",
-                         buckets=(1024, 2048, 4096, 8192, 16384, 32768, 49152, 65536, 131072))
-API_UNAVAILABLE = Counter("messaging_api_unavailable_total",
-                          "Requests answered 503 because a dependency was unavailable", ["dependency"])
+MESSAGES_ACCEPTED = Counter(
+    "messaging_messages_accepted_total",
+    "Messages stored with their outbox row (first acceptance only)",
+)
+PAYLOAD_REJECTS = Counter(
+    "messaging_payload_rejects_total",
+    "Messages rejected with 413 because the payload is over the limit",
+)
+MESSAGE_SIZE = Histogram(
+    "messaging_message_size_bytes",
+    "Decoded ciphertext size of accepted messages",
+    buckets=(1024, 2048, 4096, 8192, 16384, 32768, 49152, 65536, 131072),
+)
+API_UNAVAILABLE = Counter(
+    "messaging_api_unavailable_total",
+    "Requests answered 503 because a dependency was unavailable",
+    ["dependency"],
+)
 
 # dispatcher
-DISPATCH_PUBLISHED = Counter("messaging_dispatch_published_total", "Outbox rows published to the stream")
-DISPATCH_DLQ = Counter("messaging_dispatch_dlq_total",
-                       "Outbox rows parked in the outbox DLQ after a publish failure", ["sink"])
-DISPATCH_REPLAYED = Counter("messaging_dispatch_replayed_total",
-                            "Parked outbox rows released for another publish attempt")
-DISPATCH_REDISPATCHED = Counter("messaging_dispatch_redispatched_total",
-                                "Published rows whose stream entry vanished before delivery")
+DISPATCH_PUBLISHED = Counter(
+    "messaging_dispatch_published_total", "Outbox rows published to the stream"
+)
+DISPATCH_DLQ = Counter(
+    "messaging_dispatch_dlq_total",
+    "Outbox rows parked in the outbox DLQ after a publish failure",
+    ["sink"],
+)
+DISPATCH_REPLAYED = Counter(
+    "messaging_dispatch_replayed_total", "Parked outbox rows released for another publish attempt"
+)
+DISPATCH_REDISPATCHED = Counter(
+    "messaging_dispatch_redispatched_total",
+    "Published rows whose stream entry vanished before delivery",
+)
 DISPATCH_LAG = Gauge("messaging_dispatch_lag_seconds", "Age of the oldest undispatched outbox row")
-OUTBOX_DEAD = Counter("messaging_outbox_dead_total",
-                      "Outbox rows given up on after too many publish attempts (should stay 0)")
+OUTBOX_DEAD = Counter(
+    "messaging_outbox_dead_total",
+    "Outbox rows given up on after too many publish attempts (should stay 0)",
+)
 
 # consumer
-CONSUMER_DELIVERED = Counter("messaging_consumer_delivered_total",
-                             "Stream entries recorded in the deliveries ledger and acknowledged")
-CONSUMER_REDELIVERED = Counter("messaging_consumer_redelivered_total",
-                               "Entries whose message was already in the ledger (duplicates absorbed)")
+CONSUMER_DELIVERED = Counter(
+    "messaging_consumer_delivered_total",
+    "Stream entries recorded in the deliveries ledger and acknowledged",
+)
+CONSUMER_REDELIVERED = Counter(
+    "messaging_consumer_redelivered_total",
+    "Entries whose message was already in the ledger (duplicates absorbed)",
+)
 CONSUMER_PEL_SIZE = Gauge("messaging_consumer_pel_size", "Pending entries of the consumer group")
-CONSUMER_PEL_RECLAIMED = Counter("messaging_consumer_pel_reclaimed_total",
-                                 "Idle pending entries taken over with XAUTOCLAIM")
-CONSUMER_LAG = Gauge("messaging_consumer_lag_seconds",
-                     "Age of the oldest entry in the last processed batch (0 when caught up)")
-CONSUMER_DEAD_LETTERS = Counter("messaging_consumer_dead_letters_total",
-                                "Poison entries moved to the dead-letter stream", ["reason"])
+CONSUMER_PEL_RECLAIMED = Counter(
+    "messaging_consumer_pel_reclaimed_total", "Idle pending entries taken over with XAUTOCLAIM"
+)
+CONSUMER_LAG = Gauge(
+    "messaging_consumer_lag_seconds",
+    "Age of the oldest entry in the last processed batch (0 when caught up)",
+)
+CONSUMER_DEAD_LETTERS = Counter(
+    "messaging_consumer_dead_letters_total",
+    "Poison entries moved to the dead-letter stream",
+    ["reason"],
+)

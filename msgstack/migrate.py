@@ -6,9 +6,10 @@ leaves nothing behind. A file whose first line is ``-- msgstack: no-transaction`
 statement outside a transaction instead (needed by ``CREATE INDEX CONCURRENTLY``); such a file must
 be written to be re-runnable (IF [NOT] EXISTS) and end each statement with ``;`` at a line end.
 
-Safe to run twice (applied versions are skipped) and concurrently: a session advisory lock lets one
-migrator work at a time. The lock is polled with ``pg_try_advisory_lock`` rather than awaited, because
-a session blocked inside a statement would hold a snapshot that CREATE INDEX CONCURRENTLY waits for.
+Safe to run twice (applied versions are skipped) and concurrently: a session advisory lock lets
+one migrator work at a time. The lock is polled with ``pg_try_advisory_lock`` rather than awaited,
+because a session blocked inside a statement would hold a snapshot that CREATE INDEX CONCURRENTLY
+waits for.
 """
 
 from __future__ import annotations
@@ -66,8 +67,10 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
         if not match:
             raise MigrationError(f"{path} is not named NNNN_description.sql; rename it")
         if match.group(1) in found:
-            raise MigrationError(f"{path} and {found[match.group(1)]} share number {match.group(1)}; "
-                                 "give each migration its own number")
+            raise MigrationError(
+                f"{path} and {found[match.group(1)]} share number {match.group(1)}; "
+                "give each migration its own number"
+            )
         found[match.group(1)] = path
     migrations = []
     for number in sorted(found):
@@ -85,8 +88,10 @@ async def _connect(dsn: str) -> asyncpg.Connection:
             return await asyncpg.connect(dsn, timeout=db.CONNECT_TIMEOUT, command_timeout=None)
         except db.TRANSIENT_ERRORS as exc:
             if time.monotonic() > deadline:
-                raise MigrationError(f"cannot connect to PostgreSQL within {CONNECT_WAIT:.0f}s "
-                                     f"({db.describe(exc)}); check MSGSTACK_PG_DSN") from exc
+                raise MigrationError(
+                    f"cannot connect to PostgreSQL within {CONNECT_WAIT:.0f}s "
+                    f"({db.describe(exc)}); check MSGSTACK_PG_DSN"
+                ) from exc
             log.info("waiting for PostgreSQL: %s", db.describe(exc))
             await asyncio.sleep(0.5)
 
@@ -95,8 +100,10 @@ async def _lock(conn: asyncpg.Connection) -> None:
     deadline = time.monotonic() + LOCK_WAIT
     while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
         if time.monotonic() > deadline:
-            raise MigrationError(f"another migrator held the migration lock for over "
-                                 f"{LOCK_WAIT:.0f}s; check for a stuck `msgstack migrate`")
+            raise MigrationError(
+                f"another migrator held the migration lock for over "
+                f"{LOCK_WAIT:.0f}s; check for a stuck `msgstack migrate`"
+            )
         await asyncio.sleep(0.2)
 
 
@@ -107,8 +114,10 @@ async def apply(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     try:
         await _lock(conn)
         await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
-        await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
-                           "version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         applied = []
         for m in migrations:

@@ -45,7 +45,9 @@ class Outage:
             if self.down_since is None:
                 self.log.info("%s connected", self.name)
         if self.down_since is not None:
-            self.log.info("%s reconnected after %.1fs", self.name, time.monotonic() - self.down_since)
+            self.log.info(
+                "%s reconnected after %.1fs", self.name, time.monotonic() - self.down_since
+            )
             self.down_since = None
             self.delay = BACKOFF_MIN
 

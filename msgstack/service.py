@@ -49,13 +49,17 @@ def _worker_ended(stop: asyncio.Event, task: asyncio.Task) -> None:
     if stop.is_set() or task.cancelled():
         return
     exc = task.exception()
-    log.critical("worker stopped unexpectedly (%s); shutting the service down",
-                 db.describe(exc) if exc else "returned")
+    log.critical(
+        "worker stopped unexpectedly (%s); shutting the service down",
+        db.describe(exc) if exc else "returned",
+    )
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def build_app(settings: Settings, routes: list[BaseRoute], worker: Worker | None = None) -> Starlette:
-    """A Starlette app with `routes` plus /healthz, /readyz, /metrics, running `worker` alongside."""
+def build_app(
+    settings: Settings, routes: list[BaseRoute], worker: Worker | None = None
+) -> Starlette:
+    """A Starlette app serving `routes` plus /healthz, /readyz, /metrics, running `worker`."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -92,6 +96,13 @@ def build_app(settings: Settings, routes: list[BaseRoute], worker: Worker | None
 
 def serve(app: Starlette, settings: Settings) -> None:
     """Serve `app` until SIGTERM/SIGINT."""
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            access_log=False, lifespan="on", timeout_graceful_shutdown=3)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
     uvicorn.Server(config).run()

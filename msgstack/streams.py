@@ -19,7 +19,11 @@ __all__ = ["TRANSIENT_ERRORS", "BadEntry", "Entry", "client", "decode", "encode"
 
 # Errors that mean "Redis is unreachable or restarting", not "Redis refused this command".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    TimeoutError,
+)
 
 
 def client(url: str) -> aioredis.Redis:
@@ -30,8 +34,12 @@ def client(url: str) -> aioredis.Redis:
     The socket timeout stays above the consumer's 1 s XREADGROUP block.
     """
     return aioredis.Redis.from_url(
-        url, socket_connect_timeout=1.0, socket_timeout=5.0, retry=Retry(NoBackoff(), 1),
-        health_check_interval=0)
+        url,
+        socket_connect_timeout=1.0,
+        socket_timeout=5.0,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -48,10 +56,15 @@ class BadEntry(ValueError):
     """A stream entry that does not follow the contract (poison)."""
 
 
-def encode(message_id: uuid.UUID, conversation_id: uuid.UUID, outbox_id: int,
-           created_at: float) -> dict[str, str]:
-    return {"message_id": str(message_id), "conversation_id": str(conversation_id),
-            "outbox_id": str(outbox_id), "created_at": repr(created_at)}
+def encode(
+    message_id: uuid.UUID, conversation_id: uuid.UUID, outbox_id: int, created_at: float
+) -> dict[str, str]:
+    return {
+        "message_id": str(message_id),
+        "conversation_id": str(conversation_id),
+        "outbox_id": str(outbox_id),
+        "created_at": repr(created_at),
+    }
 
 
 def decode(fields: dict[bytes, bytes] | None) -> Entry:

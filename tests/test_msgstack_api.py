@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # --- helpers shared with test_msgstack_pipeline.py -------------------------------------------
 
+
 @dataclass
 class Service:
     """One msgstack service running as a subprocess."""
@@ -53,8 +54,9 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-                raise AssertionError(f"{self.name} ignored signal {sig} for {timeout}s\n"
-                                     f"{self.log_text()[-2000:]}") from None
+                raise AssertionError(
+                    f"{self.name} ignored signal {sig} for {timeout}s\n{self.log_text()[-2000:]}"
+                ) from None
         return time.monotonic() - started
 
     def log_text(self) -> str:
@@ -65,7 +67,9 @@ class Service:
         text = httpx.get(f"{self.url}/metrics", timeout=5).text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
                     return sample.value
         return 0.0
 
@@ -76,8 +80,14 @@ def start_service(name: str, env: dict[str, str], log_dir: Path, **extra: str) -
     log = log_dir / f"{name}-{port}.log"
     full_env = {**os.environ, **env, **extra, "MSGSTACK_PORT": str(port), "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "msgstack", name], env=full_env, cwd=REPO,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "msgstack", name],
+            env=full_env,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     service = Service(name, port, proc, log)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -94,17 +104,28 @@ def start_service(name: str, env: dict[str, str], log_dir: Path, **extra: str) -
 
 
 def migrate(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "msgstack", "migrate"], check=False, cwd=REPO,
-                          timeout=60, env={**os.environ, **env}, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "msgstack", "migrate"],
+        check=False,
+        cwd=REPO,
+        timeout=60,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
 
 
 def fresh_env(postgres_server, redis_url: str, migrated: bool = True) -> dict[str, str]:
     """A new database (migrated) and unique stream/group names, so tests never share state."""
     name = f"msg_{uuid.uuid4().hex[:10]}"
     servers.create_database(postgres_server.host, postgres_server.port, name)
-    env = {"MSGSTACK_PG_DSN": postgres_server.dsn(name), "MSGSTACK_REDIS_URL": redis_url,
-           "MSGSTACK_STREAM": f"{name}:stream", "MSGSTACK_GROUP": f"{name}:group",
-           "MSGSTACK_DEAD_STREAM": f"{name}:dead"}
+    env = {
+        "MSGSTACK_PG_DSN": postgres_server.dsn(name),
+        "MSGSTACK_REDIS_URL": redis_url,
+        "MSGSTACK_STREAM": f"{name}:stream",
+        "MSGSTACK_GROUP": f"{name}:group",
+        "MSGSTACK_DEAD_STREAM": f"{name}:dead",
+    }
     if migrated:
         done = migrate(env)
         assert done.returncode == 0, done.stderr
@@ -113,12 +134,14 @@ def fresh_env(postgres_server, redis_url: str, migrated: bool = True) -> dict[st
 
 def sql(dsn: str, query: str, *args):
     """Run one query and return its rows (a fresh connection each time keeps tests independent)."""
+
     async def run():
         conn = await asyncpg.connect(dsn)
         try:
             return await conn.fetch(query, *args)
         finally:
             await conn.close()
+
     return asyncio.run(run())
 
 
@@ -127,8 +150,11 @@ def payload(size: int = 2048) -> str:
 
 
 def message(client_msg_id: str | None = None, size: int = 2048) -> dict:
-    return {"conversation_id": str(uuid.uuid4()), "client_msg_id": client_msg_id or uuid.uuid4().hex,
-            "ciphertext": payload(size)}
+    return {
+        "conversation_id": str(uuid.uuid4()),
+        "client_msg_id": client_msg_id or uuid.uuid4().hex,
+        "ciphertext": payload(size),
+    }
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
@@ -145,6 +171,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
 
 # --- fixtures ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def api_env(postgres_server, redis_server) -> dict[str, str]:
     return fresh_env(postgres_server, redis_server.url)
@@ -152,8 +179,9 @@ def api_env(postgres_server, redis_server) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def api(api_env, tmp_path_factory) -> Iterator[Service]:
-    service = start_service("api", api_env, tmp_path_factory.mktemp("api"),
-                            MSGSTACK_MAX_PAYLOAD="8192")
+    service = start_service(
+        "api", api_env, tmp_path_factory.mktemp("api"), MSGSTACK_MAX_PAYLOAD="8192"
+    )
     yield service
     service.stop()
 
@@ -166,14 +194,18 @@ def client(api) -> Iterator[httpx.Client]:
 
 # --- API contract -----------------------------------------------------------------------------
 
+
 def test_accepted_message_is_stored_with_one_outbox_row_and_readable(client, api_env):
     body = message(size=3000)
     answer = client.post("/v1/messages", json=body)
     assert answer.status_code == 202, answer.text
     assert answer.json()["status"] == "accepted"
     message_id = answer.json()["id"]
-    outbox = sql(api_env["MSGSTACK_PG_DSN"], "SELECT dispatched_at FROM outbox WHERE message_id = $1",
-                 uuid.UUID(message_id))
+    outbox = sql(
+        api_env["MSGSTACK_PG_DSN"],
+        "SELECT dispatched_at FROM outbox WHERE message_id = $1",
+        uuid.UUID(message_id),
+    )
     assert len(outbox) == 1 and outbox[0]["dispatched_at"] is None
 
     read = client.get(f"/v1/messages/{message_id}")
@@ -191,33 +223,75 @@ def test_same_client_msg_id_returns_same_id_without_second_outbox_row(client, ap
     again = client.post("/v1/messages", json={**body, "ciphertext": payload()})
     assert first.status_code == again.status_code == 202
     assert first.json()["id"] == again.json()["id"]
-    rows = sql(api_env["MSGSTACK_PG_DSN"], "SELECT count(*) AS n FROM outbox o JOIN messages m "
-               "ON m.id = o.message_id WHERE m.client_msg_id = $1", body["client_msg_id"])
+    rows = sql(
+        api_env["MSGSTACK_PG_DSN"],
+        "SELECT count(*) AS n FROM outbox o JOIN messages m "
+        "ON m.id = o.message_id WHERE m.client_msg_id = $1",
+        body["client_msg_id"],
+    )
     assert rows[0]["n"] == 1
 
 
-@pytest.mark.parametrize("body, error", [
-    (b"{not json", "invalid_json"),
-    (b"[1, 2]", "invalid_json"),
-    ({"client_msg_id": "a", "ciphertext": payload()}, "missing_field"),
-    ({"conversation_id": "not-a-uuid", "client_msg_id": "a", "ciphertext": payload()},
-     "invalid_field"),
-    ({"conversation_id": str(uuid.uuid4()), "client_msg_id": "", "ciphertext": payload()},
-     "invalid_field"),
-    ({"conversation_id": str(uuid.uuid4()), "client_msg_id": "x" * 201, "ciphertext": payload()},
-     "invalid_field"),
-    ({"conversation_id": str(uuid.uuid4()), "client_msg_id": "a", "ciphertext": "@@not base64@@"},
-     "invalid_field"),
-    ({"conversation_id": str(uuid.uuid4()), "client_msg_id": "a", "ciphertext": 42},
-     "invalid_field"),
-    ({"conversation_id": str(uuid.uuid4()), "client_msg_id": "a", "ciphertext": payload(1023)},
-     "payload_too_small"),
-], ids=["malformed-json", "not-an-object", "missing-conversation", "bad-uuid", "empty-client-id",
-        "long-client-id", "bad-base64", "ciphertext-not-string", "under-1KiB"])
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "invalid_json"),
+        ({"client_msg_id": "a", "ciphertext": payload()}, "missing_field"),
+        (
+            {"conversation_id": "not-a-uuid", "client_msg_id": "a", "ciphertext": payload()},
+            "invalid_field",
+        ),
+        (
+            {"conversation_id": str(uuid.uuid4()), "client_msg_id": "", "ciphertext": payload()},
+            "invalid_field",
+        ),
+        (
+            {
+                "conversation_id": str(uuid.uuid4()),
+                "client_msg_id": "x" * 201,
+                "ciphertext": payload(),
+            },
+            "invalid_field",
+        ),
+        (
+            {
+                "conversation_id": str(uuid.uuid4()),
+                "client_msg_id": "a",
+                "ciphertext": "@@not base64@@",
+            },
+            "invalid_field",
+        ),
+        (
+            {"conversation_id": str(uuid.uuid4()), "client_msg_id": "a", "ciphertext": 42},
+            "invalid_field",
+        ),
+        (
+            {
+                "conversation_id": str(uuid.uuid4()),
+                "client_msg_id": "a",
+                "ciphertext": payload(1023),
+            },
+            "payload_too_small",
+        ),
+    ],
+    ids=[
+        "malformed-json",
+        "not-an-object",
+        "missing-conversation",
+        "bad-uuid",
+        "empty-client-id",
+        "long-client-id",
+        "bad-base64",
+        "ciphertext-not-string",
+        "under-1KiB",
+    ],
+)
 def test_malformed_requests_get_400_with_error_and_detail(client, body, error):
     if isinstance(body, bytes):
-        answer = client.post("/v1/messages", content=body,
-                             headers={"content-type": "application/json"})
+        answer = client.post(
+            "/v1/messages", content=body, headers={"content-type": "application/json"}
+        )
     else:
         answer = client.post("/v1/messages", json=body)
     assert answer.status_code == 400, answer.text
@@ -240,8 +314,9 @@ def test_accepted_sizes_are_observed_in_the_histogram(client, api):
     before = api.metric("messaging_message_size_bytes_count")
     assert client.post("/v1/messages", json=message(size=5000)).status_code == 202
     assert api.metric("messaging_message_size_bytes_count") == before + 1
-    assert api.metric("messaging_message_size_bytes_bucket", le="4096.0") < \
-        api.metric("messaging_message_size_bytes_bucket", le="8192.0")
+    assert api.metric("messaging_message_size_bytes_bucket", le="4096.0") < api.metric(
+        "messaging_message_size_bytes_bucket", le="8192.0"
+    )
 
 
 def test_unknown_or_malformed_message_id_gets_404(client):
@@ -258,14 +333,17 @@ def test_health_and_readiness_report_each_dependency(client):
 
 # --- PostgreSQL outage ------------------------------------------------------------------------
 
+
 def test_api_answers_503_while_postgres_is_down_and_recovers_by_itself(redis_server, tmp_path):
     port = servers.free_port()
     data = tmp_path / "pg"
     pg = servers.start_postgres(port, data)
     try:
         servers.create_database("127.0.0.1", port, "outage")
-        env = {"MSGSTACK_PG_DSN": f"postgresql://postgres@127.0.0.1:{port}/outage",
-               "MSGSTACK_REDIS_URL": redis_server.url}
+        env = {
+            "MSGSTACK_PG_DSN": f"postgresql://postgres@127.0.0.1:{port}/outage",
+            "MSGSTACK_REDIS_URL": redis_server.url,
+        }
         assert migrate(env).returncode == 0
         service = start_service("api", env, tmp_path)
         try:
@@ -281,8 +359,11 @@ def test_api_answers_503_while_postgres_is_down_and_recovers_by_itself(redis_ser
                 assert ready.json()["checks"]["redis"] == "ok"
 
                 pg = servers.start_postgres(port, data)
-                wait_until(lambda: c.post("/v1/messages", json=message()).status_code == 202, 15,
-                           "the API to accept messages again")
+                wait_until(
+                    lambda: c.post("/v1/messages", json=message()).status_code == 202,
+                    15,
+                    "the API to accept messages again",
+                )
                 assert c.get("/readyz").status_code == 200
             assert service.proc.poll() is None
             assert "Traceback" not in service.log_text()
@@ -294,7 +375,9 @@ def test_api_answers_503_while_postgres_is_down_and_recovers_by_itself(redis_ser
             pg.wait(15)
 
 
-def test_missing_schema_gets_503_naming_the_migrate_command(postgres_server, redis_server, tmp_path):
+def test_missing_schema_gets_503_naming_the_migrate_command(
+    postgres_server, redis_server, tmp_path
+):
     env = fresh_env(postgres_server, redis_server.url, migrated=False)
     service = start_service("api", env, tmp_path)
     try:
@@ -307,27 +390,46 @@ def test_missing_schema_gets_503_naming_the_migrate_command(postgres_server, red
 
 # --- migrations -------------------------------------------------------------------------------
 
+
 def test_migrations_apply_in_order_once_even_when_run_concurrently(postgres_server, redis_server):
     env = fresh_env(postgres_server, redis_server.url, migrated=False)
     cmd = [sys.executable, "-m", "msgstack", "migrate"]
-    procs = [subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, stderr=subprocess.PIPE,
-                              text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=REPO, env={**os.environ, **env}, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
     outputs = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    versions = [r["version"] for r in sql(env["MSGSTACK_PG_DSN"],
-                                          "SELECT version FROM schema_migrations ORDER BY version")]
+    versions = [
+        r["version"]
+        for r in sql(
+            env["MSGSTACK_PG_DSN"], "SELECT version FROM schema_migrations ORDER BY version"
+        )
+    ]
     assert versions == ["0001_initial", "0002_conversation_timeline"]
     assert sum("applying 0001_initial" in out for out in outputs) == 1
     again = migrate(env)
     assert again.returncode == 0 and "up to date" in again.stderr
-    index = sql(env["MSGSTACK_PG_DSN"], "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON "
-                "c.oid = i.indexrelid WHERE c.relname = 'messages_conversation_created_idx'")
+    index = sql(
+        env["MSGSTACK_PG_DSN"],
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON "
+        "c.oid = i.indexrelid WHERE c.relname = 'messages_conversation_created_idx'",
+    )
     assert index and index[0]["indisvalid"]
 
 
 def test_missing_configuration_fails_with_the_variable_to_set(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSGSTACK_")}
-    done = subprocess.run([sys.executable, "-m", "msgstack", "api"], check=False, cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "msgstack", "api"],
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2
     assert "MSGSTACK_PORT" in done.stderr or "MSGSTACK_PG_DSN" in done.stderr

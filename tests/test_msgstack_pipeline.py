@@ -53,11 +53,13 @@ def private_redis(tmp_path) -> Iterator[PrivateRedis]:
 
 def post_many(api: Service, count: int, run: str) -> list[str]:
     """POST `count` messages (8 at a time); return the accepted ids."""
+
     def one(n: int) -> str:
         with httpx.Client(timeout=10) as c:
             answer = c.post(f"{api.url}/v1/messages", json=message(f"{run}:{n}"))
         assert answer.status_code == 202, answer.text
         return answer.json()["id"]
+
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(one, range(count)))
 
@@ -70,7 +72,9 @@ def assert_exactly_once(env: dict[str, str], accepted: list[str]) -> None:
     rows = sql(env["MSGSTACK_PG_DSN"], "SELECT message_id FROM deliveries")
     delivered = [str(r["message_id"]) for r in rows]
     missing = set(accepted) - set(delivered)
-    assert not missing, f"{len(missing)} accepted messages never delivered, e.g. {sorted(missing)[:3]}"
+    assert not missing, (
+        f"{len(missing)} accepted messages never delivered, e.g. {sorted(missing)[:3]}"
+    )
     assert len(delivered) == len(set(delivered))
 
 
@@ -83,13 +87,16 @@ def pel_size(redis_url: str, env: dict[str, str]) -> int:
 
 
 def pending_of(r: redis.Redis, env: dict[str, str], consumer: bytes) -> int:
-    owners = {c["name"]: c["pending"]
-              for c in r.xinfo_consumers(env["MSGSTACK_STREAM"], env["MSGSTACK_GROUP"])}
+    owners = {
+        c["name"]: c["pending"]
+        for c in r.xinfo_consumers(env["MSGSTACK_STREAM"], env["MSGSTACK_GROUP"])
+    }
     return owners.get(consumer, 0)
 
 
-def start_stack(env: dict[str, str], log_dir: Path, names=("api", "dispatcher", "consumer"),
-                **extra: str) -> dict[str, Service]:
+def start_stack(
+    env: dict[str, str], log_dir: Path, names=("api", "dispatcher", "consumer"), **extra: str
+) -> dict[str, Service]:
     with ThreadPoolExecutor(len(names)) as pool:
         started = pool.map(lambda n: start_service(n, env, log_dir, **extra), names)
     return dict(zip(names, started))
@@ -108,6 +115,7 @@ def assert_no_crash(stack: dict[str, Service]) -> None:
 
 # --- a shared healthy stack -------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def env(postgres_server, redis_server) -> dict[str, str]:
     return fresh_env(postgres_server, redis_server.url)
@@ -124,19 +132,26 @@ def test_accepted_messages_flow_through_the_stream_into_the_ledger(stack, env, r
     accepted = post_many(stack["api"], 200, "flow")
     wait_until(lambda: delivered_count(env) >= 200, 20, "200 deliveries")
     assert_exactly_once(env, accepted)
-    outbox = sql(env["MSGSTACK_PG_DSN"], "SELECT count(*) AS n FROM outbox WHERE "
-                 "dispatched_at IS NULL OR stream_id IS NULL")
+    outbox = sql(
+        env["MSGSTACK_PG_DSN"],
+        "SELECT count(*) AS n FROM outbox WHERE dispatched_at IS NULL OR stream_id IS NULL",
+    )
     assert outbox[0]["n"] == 0
 
     r = redis.Redis.from_url(redis_server.url)
-    (_entry_id, fields), = r.xrange(env["MSGSTACK_STREAM"], count=1)
+    ((_entry_id, fields),) = r.xrange(env["MSGSTACK_STREAM"], count=1)
     r.close()
     assert set(fields) == {b"message_id", b"conversation_id", b"outbox_id", b"created_at"}
     assert httpx.get(f"{stack['api'].url}/v1/messages/{accepted[0]}").json()["delivered"] is True
 
-    wait_until(lambda: stack["consumer"].metric("messaging_consumer_pel_size") == 0 and
-               stack["consumer"].metric("messaging_consumer_delivered_total") >= 200, 5,
-               "the consumer metrics to settle")
+    wait_until(
+        lambda: (
+            stack["consumer"].metric("messaging_consumer_pel_size") == 0
+            and stack["consumer"].metric("messaging_consumer_delivered_total") >= 200
+        ),
+        5,
+        "the consumer metrics to settle",
+    )
     assert stack["dispatcher"].metric("messaging_dispatch_published_total") >= 200
     assert stack["dispatcher"].metric("messaging_outbox_dead_total") == 0
     assert stack["dispatcher"].metric("messaging_dispatch_lag_seconds") < 5
@@ -147,12 +162,19 @@ def test_accepted_messages_flow_through_the_stream_into_the_ledger(stack, env, r
 def test_poison_entries_go_to_the_dead_letter_stream_and_are_acknowledged(stack, env, redis_server):
     r = redis.Redis.from_url(redis_server.url)
     garbage = r.xadd(env["MSGSTACK_STREAM"], {"nonsense": "1"})
-    unknown = r.xadd(env["MSGSTACK_STREAM"], {"message_id": str(uuid.uuid4()),
-                                              "conversation_id": str(uuid.uuid4()),
-                                              "outbox_id": "0", "created_at": "1.0"})
+    unknown = r.xadd(
+        env["MSGSTACK_STREAM"],
+        {
+            "message_id": str(uuid.uuid4()),
+            "conversation_id": str(uuid.uuid4()),
+            "outbox_id": "0",
+            "created_at": "1.0",
+        },
+    )
 
     def dead_ids():
         return {fields[b"original_id"] for _, fields in r.xrange(env["MSGSTACK_DEAD_STREAM"])}
+
     wait_until(lambda: {garbage, unknown} <= dead_ids(), 20, "both poison entries dead-lettered")
     reasons = {f[b"original_id"]: f[b"reason"] for _, f in r.xrange(env["MSGSTACK_DEAD_STREAM"])}
     r.close()
@@ -181,8 +203,10 @@ def test_each_service_stops_gracefully_on_sigterm_and_resumes_after_restart(stac
 
 # --- faults that need a Redis of their own ----------------------------------------------------
 
+
 def test_redis_outage_parks_rows_degrades_readiness_and_replays_after_recovery(
-        postgres_server, private_redis, tmp_path):
+    postgres_server, private_redis, tmp_path
+):
     env = fresh_env(postgres_server, private_redis.url)
     stack = start_stack(env, tmp_path)
     try:
@@ -198,16 +222,29 @@ def test_redis_outage_parks_rows_degrades_readiness_and_replays_after_recovery(
             assert ready.json()["checks"]["postgres"] == "ok"
         accepted += post_many(stack["api"], 50, "during")  # the API needs PostgreSQL only
         dsn = env["MSGSTACK_PG_DSN"]
-        wait_until(lambda: sql(dsn, "SELECT count(*) AS n FROM outbox WHERE parked_at IS NOT NULL "
-                                    "AND last_error IS NOT NULL")[0]["n"] > 0, 10, "parked rows")
+        wait_until(
+            lambda: (
+                sql(
+                    dsn,
+                    "SELECT count(*) AS n FROM outbox WHERE parked_at IS NOT NULL "
+                    "AND last_error IS NOT NULL",
+                )[0]["n"]
+                > 0
+            ),
+            10,
+            "parked rows",
+        )
         assert stack["dispatcher"].metric("messaging_dispatch_dlq_total", sink="redis") > 0
 
         private_redis.start()  # comes back empty: stream and group are gone
         wait_until(lambda: delivered_count(env) == 70, 30, "all 70 deliveries after recovery")
         assert_exactly_once(env, accepted)
         for service in stack.values():
-            wait_until(lambda s=service: httpx.get(f"{s.url}/readyz").status_code == 200, 5,
-                       f"{service.name} ready again")
+            wait_until(
+                lambda s=service: httpx.get(f"{s.url}/readyz").status_code == 200,
+                5,
+                f"{service.name} ready again",
+            )
         assert sql(dsn, "SELECT count(*) AS n FROM outbox WHERE dispatched_at IS NULL")[0]["n"] == 0
         assert stack["dispatcher"].metric("messaging_dispatch_replayed_total") > 0
         assert stack["dispatcher"].metric("messaging_outbox_dead_total") == 0
@@ -224,9 +261,13 @@ def test_postgres_restart_is_survived_by_every_service(redis_server, tmp_path):
     stack: dict[str, Service] = {}
     try:
         servers.create_database("127.0.0.1", port, "restart")
-        env = {"MSGSTACK_PG_DSN": f"postgresql://postgres@127.0.0.1:{port}/restart",
-               "MSGSTACK_REDIS_URL": redis_server.url, "MSGSTACK_STREAM": f"pgrestart:{port}",
-               "MSGSTACK_GROUP": "g", "MSGSTACK_DEAD_STREAM": f"pgrestart:{port}:dead"}
+        env = {
+            "MSGSTACK_PG_DSN": f"postgresql://postgres@127.0.0.1:{port}/restart",
+            "MSGSTACK_REDIS_URL": redis_server.url,
+            "MSGSTACK_STREAM": f"pgrestart:{port}",
+            "MSGSTACK_GROUP": "g",
+            "MSGSTACK_DEAD_STREAM": f"pgrestart:{port}:dead",
+        }
         assert migrate(env).returncode == 0
         stack = start_stack(env, tmp_path)
         accepted = post_many(stack["api"], 30, "before")
@@ -234,11 +275,19 @@ def test_postgres_restart_is_survived_by_every_service(redis_server, tmp_path):
 
         pg.send_signal(signal.SIGINT)  # fast shutdown: every pooled connection dies
         pg.wait(15)
-        wait_until(lambda: httpx.get(f"{stack['dispatcher'].url}/readyz").status_code == 503, 5,
-                   "the dispatcher to report PostgreSQL down")
+        wait_until(
+            lambda: httpx.get(f"{stack['dispatcher'].url}/readyz").status_code == 503,
+            5,
+            "the dispatcher to report PostgreSQL down",
+        )
         pg = servers.start_postgres(port, data)
-        wait_until(lambda: httpx.post(f"{stack['api'].url}/v1/messages",
-                                      json=message()).status_code == 202, 15, "the API back")
+        wait_until(
+            lambda: (
+                httpx.post(f"{stack['api'].url}/v1/messages", json=message()).status_code == 202
+            ),
+            15,
+            "the API back",
+        )
         accepted += post_many(stack["api"], 30, "after")
         wait_until(lambda: delivered_count(env) >= 61, 20, "deliveries after the restart")
         assert_exactly_once(env, accepted)
@@ -252,18 +301,27 @@ def test_postgres_restart_is_survived_by_every_service(redis_server, tmp_path):
 
 
 def test_redis_restarted_empty_after_dispatch_still_delivers_everything(
-        postgres_server, private_redis, tmp_path):
+    postgres_server, private_redis, tmp_path
+):
     env = fresh_env(postgres_server, private_redis.url)
     stack = start_stack(env, tmp_path, names=("api", "dispatcher"))
     try:
         accepted = post_many(stack["api"], 100, "empty")
         dsn = env["MSGSTACK_PG_DSN"]
-        wait_until(lambda: sql(dsn, "SELECT count(*) AS n FROM outbox WHERE dispatched_at IS NOT "
-                                    "NULL")[0]["n"] == 100, 15, "100 dispatched rows")
+        wait_until(
+            lambda: (
+                sql(dsn, "SELECT count(*) AS n FROM outbox WHERE dispatched_at IS NOT NULL")[0]["n"]
+                == 100
+            ),
+            15,
+            "100 dispatched rows",
+        )
         private_redis.stop()  # the published entries die with it: nothing consumed them yet
         private_redis.start()
         stack["consumer"] = start_service("consumer", env, tmp_path)
-        wait_until(lambda: delivered_count(env) == 100, 30, "100 deliveries after the empty restart")
+        wait_until(
+            lambda: delivered_count(env) == 100, 30, "100 deliveries after the empty restart"
+        )
         assert_exactly_once(env, accepted)
         assert stack["dispatcher"].metric("messaging_dispatch_redispatched_total") >= 100
         assert_no_crash(stack)
@@ -272,15 +330,22 @@ def test_redis_restarted_empty_after_dispatch_still_delivers_everything(
 
 
 def test_consumer_killed_mid_stream_loses_nothing_and_its_replacement_reclaims_the_pel(
-        postgres_server, redis_server, tmp_path):
+    postgres_server, redis_server, tmp_path
+):
     env = fresh_env(postgres_server, redis_server.url)
     env["MSGSTACK_RECLAIM_IDLE_MS"] = "1000"
     stack = start_stack(env, tmp_path, names=("api", "dispatcher"))
     dsn = env["MSGSTACK_PG_DSN"]
     try:
         accepted = post_many(stack["api"], 50, "early")
-        wait_until(lambda: sql(dsn, "SELECT count(*) AS n FROM outbox WHERE dispatched_at IS NOT "
-                                    "NULL")[0]["n"] == 50, 15, "50 dispatched rows")
+        wait_until(
+            lambda: (
+                sql(dsn, "SELECT count(*) AS n FROM outbox WHERE dispatched_at IS NOT NULL")[0]["n"]
+                == 50
+            ),
+            15,
+            "50 dispatched rows",
+        )
         # A consumer that read 50 entries and died before acknowledging any of them.
         r = redis.Redis.from_url(redis_server.url)
         r.xgroup_create(env["MSGSTACK_STREAM"], env["MSGSTACK_GROUP"], id="0")
@@ -293,8 +358,9 @@ def test_consumer_killed_mid_stream_loses_nothing_and_its_replacement_reclaims_t
             first.stop(signal.SIGKILL)
             assert not posting.done(), "the kill came too late to be mid-stream"
             left_by_a = pending_of(r, env, b"consumer-a")
-            stack["consumer"] = start_service("consumer", env, tmp_path,
-                                              MSGSTACK_CONSUMER_NAME="consumer-b")
+            stack["consumer"] = start_service(
+                "consumer", env, tmp_path, MSGSTACK_CONSUMER_NAME="consumer-b"
+            )
             accepted += posting.result()
         wait_until(lambda: delivered_count(env) == 500, 30, "500 deliveries")
         assert_exactly_once(env, accepted)

@@ -198,13 +198,13 @@ def latency_recovered(baseline: str = "baseline", degraded: str = "degraded",
                                   ("recovered", recovered))}
     p95 = {name: figures["p95_ms"] for name, figures in phases.items()}
     if None in p95.values():
-        return {"ok": False, "reason": "a phase delivered no message", **phases}
+        return {"ok": False, "reason": "a phase delivered no message", "phases": phases}
     degradation = p95["degraded"] - p95["baseline"]
     ceiling = p95["baseline"] * float(recovery_factor) + float(slack_ms)
     result = {"degradation_ms": round(degradation, 2), "recovery_ceiling_ms": round(ceiling, 2),
               "degraded_enough": degradation >= float(min_degradation_ms),
-              "recovered": p95["recovered"] <= ceiling, **phases}
-    result["ok"] = result["degraded_enough"] and result["recovered"]
+              "back_to_baseline": p95["recovered"] <= ceiling, "phases": phases}
+    result["ok"] = result["degraded_enough"] and result["back_to_baseline"]
     logger.info(f"delivery p95 baseline {p95['baseline']} ms, degraded {p95['degraded']} ms, "
                 f"recovered {p95['recovered']} ms: {'ok' if result['ok'] else 'FAILED'}")
     return result

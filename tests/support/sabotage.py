@@ -1,0 +1,45 @@
+"""Test-only activities that break the pipeline's promises behind its back, so tests can prove
+the experiments' verdicts fail (and name what was lost) when the system really loses messages.
+
+Loaded by `chaos run` from tests via PYTHONPATH; never part of the extension.
+"""
+
+import asyncio
+
+import asyncpg
+import redis
+
+from chaosmessaging import runs
+from chaosmessaging.config import lookup
+
+
+def drop_deliveries(count: int = 3, configuration: dict = None, secrets: dict = None) -> list:
+    """Delete `count` delivery rows of this run's messages; return their client_msg_ids."""
+    dsn = lookup("messaging_pg_dsn", configuration, secrets)
+    prefix = runs.message_prefix(None, runs.home_of(configuration))
+
+    async def go():
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "DELETE FROM deliveries WHERE message_id IN (SELECT m.id FROM messages m "
+                "JOIN deliveries d ON d.message_id = m.id WHERE starts_with(m.client_msg_id, $1) "
+                "ORDER BY m.created_at LIMIT $2) "
+                "RETURNING (SELECT client_msg_id FROM messages WHERE id = message_id)",
+                prefix, int(count))
+            return [r[0] for r in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def ack_pending_without_delivery(configuration: dict = None, secrets: dict = None) -> int:
+    """XACK every pending entry of the group without delivering it (a consumer bug that drops
+    its batch); return how many were dropped."""
+    client = redis.Redis.from_url(lookup("messaging_redis_url", configuration, secrets),
+                                  decode_responses=True)
+    stream = lookup("messaging_stream", configuration, secrets)
+    group = lookup("messaging_group", configuration, secrets)
+    ids = [p["message_id"] for p in client.xpending_range(stream, group, "-", "+", 100000)]
+    return client.xack(stream, group, *ids) if ids else 0

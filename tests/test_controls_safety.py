@@ -161,15 +161,16 @@ def _blocking_experiment(tmp_path: Path, blocker_type: str, pause_after: int) ->
     }
 
 
-def _start_chaos(tmp_path: Path, experiment: dict, env: dict | None = None) -> subprocess.Popen:
+def _start_chaos(tmp_path: Path, experiment: dict, env: dict | None = None,
+                 run_args: tuple[str, ...] = ()) -> subprocess.Popen:
     (tmp_path / "victim_actions.py").write_text(VICTIM_MODULE)
     exp = tmp_path / "experiment.json"
     exp.write_text(json.dumps(experiment))
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "CHAOSMESSAGING_HOME": str(tmp_path / "home"),
            **(env or {})}
     return subprocess.Popen([CHAOS, "--no-version-check", "--settings", str(tmp_path / "s.yaml"),
-                             "--log-file", str(tmp_path / "chaos.log"), "run", "--journal-path",
-                             str(tmp_path / "journal.json"), str(exp)],
+                             "--log-file", str(tmp_path / "chaos.log"), "run", *run_args,
+                             "--journal-path", str(tmp_path / "journal.json"), str(exp)],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
@@ -238,6 +239,31 @@ def test_second_signal_during_the_revert_does_not_cut_it_short(tmp_path, second)
         assert journal["status"] == "interrupted"
         [reverted] = journal["chaosmessaging_safety_net"]
         assert reverted["status"] == "reverted"
+    finally:
+        if chaos.poll() is None:
+            chaos.kill()
+            chaos.wait()
+        _kill_leftovers(tmp_path)
+
+
+def test_rollbacks_still_run_after_an_interruption_when_asked(tmp_path):
+    # the control refuses new method activities once interrupted, never the rollbacks
+    experiment = _blocking_experiment(tmp_path, "action", 0)
+    experiment["rollbacks"] = [{
+        "type": "action", "name": "note-rollback",
+        "provider": {"type": "process", "path": "touch",
+                     "arguments": [str(tmp_path / "rolled-back")]}}]
+    chaos = _start_chaos(tmp_path, experiment, run_args=("--rollback-strategy", "always"))
+    try:
+        _wait_for(tmp_path / "blocking", chaos)
+        chaos.send_signal(signal.SIGTERM)
+        chaos.wait(15)
+        assert (tmp_path / "rolled-back").exists()
+        assert not (tmp_path / "victim2.pid").exists()
+        assert faults.active(tmp_path / "home") == []
+        journal = json.loads((tmp_path / "journal.json").read_text())
+        assert journal["status"] == "interrupted"
+        assert [r["status"] for r in journal["rollbacks"]] == ["succeeded"]
     finally:
         if chaos.poll() is None:
             chaos.kill()

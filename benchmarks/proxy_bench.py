@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from chaosmessaging.stack.servers import free_port, wait_for_port
@@ -172,6 +173,7 @@ def main() -> int:
         for port in ports:
             wait_for_port("127.0.0.1", port, what="bench server")
         wait_for_port("127.0.0.1", api_port, proc=proxy, what="fault proxy")
+        proxy_cpu = psutil.Process(proxy.pid)
         proxied = []
         for name, port in zip(("echo", "sink", "source"), ports):
             r = httpx.post(f"http://127.0.0.1:{api_port}/proxies",
@@ -197,16 +199,20 @@ def main() -> int:
             # a neighbour's burst should neither land on one side only nor decide the result.
             func(d_port, total // 10)
             func(p_port, total // 10)
-            directs, throughs = [], []
+            directs, throughs, cpu = [], [], 0.0
             for _ in range(args.rounds):
                 directs.append(func(d_port, total))
+                before = sum(proxy_cpu.cpu_times()[:2])
                 throughs.append(func(p_port, total))
+                cpu += sum(proxy_cpu.cpu_times()[:2]) - before
             direct, through = statistics.median(directs), statistics.median(throughs)
             results[label] = through / direct
             trials = " ".join(f"{t / d:.0%}" for d, t in zip(directs, throughs))
             print(f"throughput {label}, {total / 1e6:.0f} MB x {args.rounds} (median MB/s): direct "
                   f"{direct:.0f}  proxied {through:.0f}  ratio {through / direct:.0%}"
                   f"  (trials: {trials})")
+            # Less noisy than the ratio on a shared machine: what the proxy itself spends.
+            print(f"  proxy CPU {cpu / (total * args.rounds / 1e9):.2f} s per GB forwarded")
 
         lat_ok = p50 - d50 < 0.5
         tput_ok = min(results.values()) >= 0.5

@@ -25,6 +25,7 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import faults
+from chaosmessaging.stack.control import signal_number
 from chaosmessaging.stack.state import StackNotRunning, load_state
 
 __all__ = ["kill_service", "start_service", "restart_service"]
@@ -37,15 +38,10 @@ def _home(configuration: Configuration) -> str | None:
 
 
 def _signum(sig: str | int) -> int:
-    if isinstance(sig, int) or str(sig).isdigit():
-        return int(sig)
-    name = str(sig).upper()
-    name = name if name.startswith("SIG") else f"SIG{name}"
     try:
-        return int(getattr(_signal, name))
-    except AttributeError:
-        raise ActivityFailed(f"unknown signal {sig!r}: use a name such as SIGKILL, SIGTERM, "
-                             "SIGSTOP or a number") from None
+        return signal_number(sig)
+    except ValueError as exc:
+        raise ActivityFailed(f"{exc}; or give a number") from None
 
 
 def _one_target(name: str | None, pidfile: str | None, match: str | None) -> None:

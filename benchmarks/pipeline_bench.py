@@ -82,7 +82,7 @@ def run_rate(state, rate: int, duration: int, payload: int, out_dir: Path) -> di
     api = state.services["api"].address
     env = {**os.environ, "API_URL": api, "RUN_ID": run_id, "RATE": str(rate),
            "DURATION": f"{duration}s", "PAYLOAD_BYTES": str(payload),
-           "PRE_VUS": str(max(20, rate // 10)), "MAX_VUS": str(max(100, rate))}
+           "VUS": str(max(20, rate // 10)), "MAX_VUS": str(max(100, rate))}
     lags: list[float] = []
     stop = threading.Event()
     sampler = threading.Thread(target=_sample_lag,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from chaosmessaging.stack import servers
+from chaosmessaging.stack.control import spawn
+from chaosmessaging.stack.state import ServiceRecord, StackState, load_state, save_state
 
 
 @dataclass
@@ -59,3 +63,21 @@ def postgres_server(tmp_path_factory) -> Iterator[Server]:
     proc = servers.start_postgres(port, data)
     yield Server("127.0.0.1", port, proc, data)
     _stop(proc, signal.SIGINT)
+
+
+@pytest.fixture
+def one_service_stack(tmp_path) -> Iterator[Path]:
+    """A stack home (tmp_path/"home") whose stack.json holds one real process, an HTTP server,
+    recorded as the service 'consumer'. Yields the home; kills whatever runs there at the end."""
+    home = tmp_path / "home"
+    port = servers.free_port()
+    record = ServiceRecord(name="consumer", pid=None, host="127.0.0.1", port=port,
+                           address=f"http://127.0.0.1:{port}",
+                           cmd=[sys.executable, "-m", "http.server", str(port), "--bind",
+                                "127.0.0.1"], log=str(home / "logs" / "consumer.log"))
+    spawn(record)
+    save_state(StackState(home=str(home), started_at=time.time(), services={"consumer": record}))
+    yield home
+    current = load_state(home).services["consumer"]
+    if current.alive():
+        os.killpg(current.pid, signal.SIGKILL)

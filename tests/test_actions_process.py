@@ -14,9 +14,7 @@ from chaoslib.exceptions import ActivityFailed
 
 from chaosmessaging import faults
 from chaosmessaging.actions import process
-from chaosmessaging.stack.control import spawn
-from chaosmessaging.stack.servers import free_port
-from chaosmessaging.stack.state import ServiceRecord, StackState, load_state, save_state
+from chaosmessaging.stack.state import load_state
 
 
 def _gone(pid: int, wait: float = 5.0) -> bool:
@@ -56,20 +54,10 @@ def sleepers():
 
 
 @pytest.fixture
-def stack_service(home):
+def stack_service(home, one_service_stack):
     """A one-service embedded stack: an HTTP server recorded in stack.json as 'consumer'."""
-    port = free_port()
-    record = ServiceRecord(name="consumer", pid=None, host="127.0.0.1", port=port,
-                           address=f"http://127.0.0.1:{port}",
-                           cmd=[sys.executable, "-m", "http.server", str(port), "--bind",
-                                "127.0.0.1"], log=str(home / "logs" / "consumer.log"))
-    spawn(record)
-    state = StackState(home=str(home), started_at=time.time(), services={"consumer": record})
-    save_state(state)
-    yield record
-    current = load_state(home).services["consumer"]
-    if current.alive():
-        os.killpg(current.pid, 9)
+    assert one_service_stack == home
+    return load_state(home).service("consumer")
 
 
 def test_kill_by_match_kills_only_the_matching_process(home, sleepers):

@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import pytest
 from chaoslib.exceptions import InterruptExecution
 
 from chaosmessaging.controls import stack as stack_control
-from chaosmessaging.stack.control import spawn
-from chaosmessaging.stack.servers import free_port
-from chaosmessaging.stack.state import ServiceRecord, StackState, load_state, save_state
+from chaosmessaging.stack.state import load_state
 
 
-@pytest.fixture
-def one_service_stack(tmp_path, monkeypatch):
-    """stack.json with one real service (an HTTP server) named 'consumer'."""
+@pytest.fixture(autouse=True)
+def _embedded_target(monkeypatch):
+    """The control only brings the stack up when no external API is configured."""
     monkeypatch.delenv("CHAOSMESSAGING_API_URL", raising=False)
-    home = tmp_path / "home"
-    port = free_port()
-    record = ServiceRecord(name="consumer", pid=None, host="127.0.0.1", port=port,
-                           address=f"http://127.0.0.1:{port}",
-                           cmd=[sys.executable, "-m", "http.server", str(port), "--bind",
-                                "127.0.0.1"], log=str(home / "logs" / "consumer.log"))
-    spawn(record)
-    save_state(StackState(home=str(home), started_at=time.time(), services={"consumer": record}))
-    yield home
-    current = load_state(home).services["consumer"]
-    if current.alive():
-        os.killpg(current.pid, 9)
 
 
 def test_a_dead_stack_process_is_restarted_before_the_experiment(one_service_stack):

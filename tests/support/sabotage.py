@@ -35,11 +35,26 @@ def drop_deliveries(count: int = 3, configuration: dict = None, secrets: dict = 
 
 
 def ack_pending_without_delivery(configuration: dict = None, secrets: dict = None) -> int:
-    """XACK every pending entry of the group without delivering it (a consumer bug that drops
-    its batch); return how many were dropped."""
+    """XACK every pending entry of the group as if the consumer had dropped its batch: the
+    entries leave the PEL and any ledger row of theirs is removed (the kill may have landed
+    between the ledger commit and XACK). Returns how many entries were dropped."""
     client = redis.Redis.from_url(lookup("messaging_redis_url", configuration, secrets),
                                   decode_responses=True)
     stream = lookup("messaging_stream", configuration, secrets)
     group = lookup("messaging_group", configuration, secrets)
     ids = [p["message_id"] for p in client.xpending_range(stream, group, "-", "+", 100000)]
-    return client.xack(stream, group, *ids) if ids else 0
+    if not ids:
+        return 0
+    message_ids = [client.xrange(stream, i, i)[0][1]["message_id"] for i in ids]
+    dsn = lookup("messaging_pg_dsn", configuration, secrets)
+
+    async def forget():
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("DELETE FROM deliveries WHERE message_id = ANY($1::uuid[])",
+                               message_ids)
+        finally:
+            await conn.close()
+
+    asyncio.run(forget())
+    return client.xack(stream, group, *ids)

@@ -89,7 +89,8 @@ def run_rate(state, rate: int, duration: int, payload: int, out_dir: Path) -> di
                                args=(state.services["consumer"].address, stop, lags), daemon=True)
     sampler.start()
     cmd = [_k6(), "run", "--quiet", "--no-usage-report", "--summary-export", str(summary),
-           "--summary-trend-stats", "avg,min,med,max,p(95),p(99)", str(ROOT / "k6" / "message_load.js")]
+           "--summary-trend-stats", "avg,min,med,max,p(95),p(99)",
+           str(ROOT / "k6" / "message_load.js")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 120)
     stop.set()
     sampler.join()

@@ -73,7 +73,8 @@ def test_latency_toxic_slows_redis_and_revert_all_removes_it(setup):
 
 def test_remove_toxic_clears_only_its_fault(setup):
     configuration, _, home = setup
-    tp.add_toxic("redis", "latency", {"latency": 10}, stream="upstream", configuration=configuration)
+    tp.add_toxic("redis", "latency", {"latency": 10}, stream="upstream",
+                 configuration=configuration)
     tp.add_toxic("redis", "bandwidth", {"rate": 1000}, configuration=configuration)
     assert tp.remove_toxic("redis", "latency_upstream", configuration=configuration)
     remaining = [f.revert["toxic"] for f in faults.active(home)]

@@ -72,7 +72,8 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
     """
     Account for every message of the load run `run_id` (messages whose `client_msg_id`
     starts with `<run_id>:`) — by default every load of the current experiment run (see
-    `chaosmessaging.runs`), with their k6 summaries — waiting up to `settle_timeout` seconds for in-flight ones to be
+    `chaosmessaging.runs`), with their k6 summaries — waiting up to `settle_timeout` seconds
+    for in-flight ones to be
     delivered. Returns
     `{"run_id", "acknowledged", "delivered", "lost", "lost_ids", "pending", "parked",
     "redelivered", "duplicated", "late", "k6_accepted", "api_acknowledged_missing",

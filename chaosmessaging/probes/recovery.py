@@ -73,7 +73,8 @@ def snapshot_pending(label: str = "at_kill", stream: str = None, group: str = No
         consumers[e["consumer"]] = consumers.get(e["consumer"], 0) + 1
     runs.record(f"pending:{label}", entries, home=_home(configuration))
     logger.info(f"{len(entries)} entries pending in {stream}/{group} at {label}")
-    return {"count": len(entries), "consumers": consumers, "sample": [e["id"] for e in entries[:10]]}
+    return {"count": len(entries), "consumers": consumers,
+            "sample": [e["id"] for e in entries[:10]]}
 
 
 def _still_pending(entries: list[dict], stream: str, group: str, configuration: Configuration,
@@ -162,7 +163,8 @@ def recovery_within(limit_seconds: float, since: str = "consumer_restart",
             return False
         return True
     ok = bool(measured["recovered"]) and measured["seconds"] <= limit_seconds
-    logger.info(f"recovery {measured['seconds']}s (limit {limit_seconds}s): {'ok' if ok else 'BREACHED'}")
+    verdict = "ok" if ok else "BREACHED"
+    logger.info(f"recovery {measured['seconds']}s (limit {limit_seconds}s): {verdict}")
     return ok
 
 
@@ -179,12 +181,12 @@ def pending_reclaimed(label: str = "at_kill", stream: str = None, group: str = N
                 "all_reclaimed": not ran, "snapshot": "missing" if ran else "not yet taken"}
     stream = lookup("messaging_stream", configuration, secrets, stream)
     group = lookup("messaging_group", configuration, secrets, group)
-    client, url = redis_client(None, configuration, secrets)
     still = _still_pending(entries, stream, group, configuration, secrets)
     message_ids = [e["message_id"] for e in entries if e.get("message_id")]
     delivered = set()
     if message_ids:
-        rows = pg_fetch("SELECT message_id::text AS id FROM deliveries WHERE message_id = ANY($1::uuid[])",
+        rows = pg_fetch("SELECT message_id::text AS id FROM deliveries "
+                        "WHERE message_id = ANY($1::uuid[])",
                         [message_ids], configuration=configuration, secrets=secrets)
         delivered = {r["id"] for r in rows}
     undelivered = [m for m in message_ids if m not in delivered]

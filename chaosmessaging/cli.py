@@ -36,7 +36,7 @@ def _stack(args: argparse.Namespace) -> int:
             else:
                 for e in entries:
                     mark = "up  " if e["alive"] else "DOWN"
-                    _print(f"{mark} {e['name']:<10} pid {str(e['pid']):<7} {e['address']}")
+                    _print(f"{mark} {e['name']:<10} pid {e['pid']!s:<7} {e['address']}")
             return 0 if all(e["alive"] for e in entries) else 3
         elif args.stack_cmd == "stop":
             control.stop_service(args.name, args.signal, home=args.home)

@@ -10,7 +10,7 @@ import httpx
 from chaosmessaging.stack.servers import ServerError, postgres_bin_dir, wait_for_port
 from chaosmessaging.stack.state import ServiceRecord
 
-__all__ = ["wait_healthy", "is_healthy"]
+__all__ = ["wait_healthy", "is_healthy", "wait_ready"]
 
 
 def is_healthy(record: ServiceRecord) -> bool:
@@ -51,3 +51,25 @@ def wait_healthy(record: ServiceRecord, timeout: float = 30.0) -> None:
         pass
     state = "exited" if not record.alive() else f"not healthy within {timeout:.0f}s"
     raise ServerError(f"service {record.name} {state} (log {record.log}):\n  {tail}")
+
+
+def wait_ready(record: ServiceRecord, timeout: float = 60.0) -> None:
+    """Poll the service's readiness path (e.g. /readyz) until it answers 200.
+
+    Alive (/healthz) is not enough before an experiment: a service that has not connected to
+    PostgreSQL or Redis yet would fail the first steady-state probe."""
+    if record.ready is None:
+        return
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    url = f"http://{record.host}:{record.port}{record.ready}"
+    while time.monotonic() < deadline:
+        try:
+            answer = httpx.get(url, timeout=2.0)
+            if answer.status_code == 200:
+                return
+            last = f"{answer.status_code} {answer.text[:200]}"
+        except httpx.HTTPError as error:
+            last = str(error)
+        time.sleep(0.2)
+    raise ServerError(f"service {record.name} not ready within {timeout:.0f}s: {last}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from chaosmessaging.stack import servers
 from chaosmessaging.stack.control import spawn, stop_service
-from chaosmessaging.stack.health import wait_healthy
+from chaosmessaging.stack.health import wait_healthy, wait_ready
 from chaosmessaging.stack.state import (
     ServiceRecord,
     StackNotRunning,
@@ -112,7 +112,7 @@ def _plan(home: Path, with_proxy: bool, proxy_port: int | None) -> dict[str, Ser
             address=f"http://{HOST}:{port[name]}",
             cmd=[sys.executable, "-m", "msgstack", name],
             env={**common, "MSGSTACK_PORT": str(port[name])},
-            log=str(logs / f"{name}.log"), health="/healthz")
+            log=str(logs / f"{name}.log"), health="/healthz", ready="/readyz")
     return records
 
 
@@ -157,6 +157,7 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
             save_state(state)
             wait_healthy(record, timeout=60)
             say(f"{name:<10} pid {record.pid:<7} {record.address}")
+        _wait_apps_ready(state)
     except BaseException as exc:
         say("start failed; stopping what was started")
         _stop_all(state)
@@ -165,6 +166,11 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
             raise StackError(str(exc)) from exc
         raise
     return state
+
+
+def _wait_apps_ready(state: StackState) -> None:
+    for record in state.services.values():
+        wait_ready(record, timeout=60)
 
 
 def ensure_up(home: str | os.PathLike | None = None,
@@ -181,6 +187,7 @@ def ensure_up(home: str | os.PathLike | None = None,
             if progress:
                 progress(f"{name} was not running: starting it")
             start_service(name, state=state, timeout=60)
+    _wait_apps_ready(state)
     return state
 
 

@@ -53,8 +53,10 @@ class ServiceRecord:
     user: str | None = None
     direct_address: str | None = None
     create_time: float | None = None
-    # how to tell it is ready: "tcp", "postgres", or an HTTP path such as "/healthz"
+    # how to tell it is alive: "tcp", "postgres", or an HTTP path such as "/healthz"
     health: str = "tcp"
+    # HTTP path answering 200 once its dependencies are reachable (None: alive is ready)
+    ready: str | None = None
 
     def alive(self) -> bool:
         """True if our pid still runs and is the process we started (not a reused pid)."""

@@ -307,3 +307,49 @@ def test_psql_through_the_proxy(api, postgres_server) -> None:
                          check=False, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "through proxy"
+
+
+def test_data_sent_before_the_upstream_connection_exists_is_forwarded(api) -> None:
+    """Clients that speak first (Redis, psql) may write before the proxy reached upstream; on
+    older Python 3.11 releases (Debian's 3.11.2) the proxy then reads them early, whatever it
+    paused. Nothing may be lost or crash the link.
+
+    The upstream's accept queue is kept full, so the proxy's connect waits for a SYN retry
+    (about 1 s) while the client's bytes are already there."""
+    upstream = socket.socket()
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen(0)
+    fillers = []
+    for _ in range(3):  # fill the accept queue: further SYNs are dropped and retried later
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(upstream.getsockname())
+        fillers.append(f)
+    time.sleep(0.2)
+    address = _proxy(api, "eager", upstream.getsockname()[1])
+    with _connect(address) as client:
+        client.sendall(b"hello, early")
+        time.sleep(0.3)  # the proxy has read the bytes; its upstream connect is still pending
+        for f in fillers:
+            f.close()
+
+        def serve() -> None:  # drain the queue, echo on the proxy's connection
+            upstream.settimeout(5)
+            while True:
+                conn, _ = upstream.accept()
+                conn.settimeout(5)
+                try:
+                    data = conn.recv(64)
+                except OSError:
+                    data = b""
+                if data:
+                    conn.sendall(data)
+                    conn.close()
+                    return
+                conn.close()
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        assert _recv_exactly(client, 12) == b"hello, early"
+        server.join(5)
+    upstream.close()

@@ -143,6 +143,7 @@ class Link:
         self.down.src, self.down.dst = server, self.client
         self.up.refresh()
         self.down.refresh()
+        self.up.release()
         self.up.resume("connect")
 
     def stream_ended(self) -> None:
@@ -190,8 +191,26 @@ class _Direction:
         self._writable.set()
         self._paused: set[str] = set()
         self._state: dict[tuple[str, int], float] = {}
+        self._early: list[bytes | None] = []
 
     # -- fed by the protocols -------------------------------------------------------------
+    def hold(self, data: bytes | None) -> None:
+        """Keep what the client sent before the upstream connection exists (data, or None for
+        EOF). Pausing the client in connection_made is not enough: on older Python 3.11 releases
+        (e.g. Debian's 3.11.2) the transport starts reading after connection_made whatever the
+        protocol asked, so every client that speaks first would hit a missing upstream."""
+        self._early.append(data)
+        self.pause("connect")
+
+    def release(self) -> None:
+        """The upstream connection exists: pass on what was held, in order."""
+        early, self._early = self._early, []
+        for data in early:
+            if data is None:
+                self.feed_eof()
+            else:
+                self.feed(data)
+
     def feed(self, data: bytes) -> None:
         if self.fast:
             self.dst.write(data)
@@ -203,7 +222,9 @@ class _Direction:
         self._data.set()
 
     def feed_eof(self) -> None:
-        if self.fast:
+        if self.dst is None:
+            self.hold(None)
+        elif self.fast:
             self._send_eof()
         else:
             self._queue.append((time.monotonic(), None))
@@ -445,7 +466,9 @@ class _Side(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         direction = self._reads()
-        if direction.fast:
+        if direction.dst is None:
+            direction.hold(bytes(self._buffer[:nbytes]))
+        elif direction.fast:
             dst = direction.dst
             dst.write(self._buffer[:nbytes])
             if _WRITE_KEEPS_REFERENCE and dst.get_write_buffer_size():

@@ -21,7 +21,7 @@ from toxiproxy import Toxiproxy
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
 from chaosmessaging import faults
-from chaosmessaging.config import lookup
+from chaosmessaging.config import lookup, redact
 
 __all__ = ["partition", "heal", "add_toxic", "remove_toxic", "reset", "add_latency"]
 
@@ -36,11 +36,13 @@ def _server(api_url: str) -> Toxiproxy:
     """A toxiproxy-python client bound to `api_url` (the client keeps host/port class-wide)."""
     parsed = urlparse(api_url if "://" in api_url else f"http://{api_url}")
     if not parsed.hostname:
-        raise ActivityFailed(f"invalid toxiproxy_url {api_url!r}: expected http://host:port")
+        raise ActivityFailed(f"invalid toxiproxy_url {redact(api_url)!r}: expected "
+                             "http://host:port")
     server = Toxiproxy()
     server.update_api_consumer(parsed.hostname, parsed.port or 8474)
     if not server.running():
-        raise ActivityFailed(f"cannot reach the Toxiproxy API at {api_url}: start the embedded "
+        raise ActivityFailed(f"cannot reach the Toxiproxy API at {redact(api_url)}: start the "
+                             "embedded "
                              "stack (`chaosmessaging stack up`), run `chaosmessaging proxy serve`, "
                              "or point toxiproxy_url at your Toxiproxy")
     return server
@@ -50,10 +52,11 @@ def _proxy(server: Toxiproxy, name: str, api_url: str):
     try:
         proxy = server.get_proxy(name)
     except Exception as exc:  # requests errors, bad JSON
-        raise ActivityFailed(f"Toxiproxy at {api_url} failed to list proxies: {exc}") from None
+        raise ActivityFailed(f"Toxiproxy at {redact(api_url)} failed to list proxies: "
+                             f"{redact(str(exc))}") from None
     if proxy is None:
         known = ", ".join(sorted(server.proxies())) or "none"
-        raise ActivityFailed(f"no proxy named {name!r} on {api_url} (known: {known})")
+        raise ActivityFailed(f"no proxy named {name!r} on {redact(api_url)} (known: {known})")
     return proxy
 
 

@@ -5,6 +5,8 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from chaoslib.exceptions import ActivityFailed
 
 from chaosmessaging import faults
@@ -21,8 +23,9 @@ def setup(redis_server, tmp_path):
                "upstream": f"{redis_server.host}:{redis_server.port}", "enabled": True}]
     with BackgroundProxyServer(config=config) as proxy:
         configuration = {"toxiproxy_url": proxy.url, "chaosmessaging_home": str(tmp_path)}
-        client = redis.Redis(host="127.0.0.1", port=listen, socket_timeout=2,
-                             socket_connect_timeout=2)
+        # no client-side retries: each failure should surface at once
+        client = redis.Redis(host="127.0.0.1", port=listen, socket_timeout=1,
+                             socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
         yield configuration, client, tmp_path
 
 

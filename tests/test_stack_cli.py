@@ -119,3 +119,20 @@ def test_down_leaves_no_process_behind(tmp_path):
     assert not (tmp_path / "stack.json").exists()
     again = _cli(tmp_path, "stack", "status", check=False)
     assert again.returncode == 2 and "chaosmessaging stack up" in again.stdout
+
+
+def test_revert_restarts_a_service_a_crashed_run_left_down(one_service_stack):
+    """`chaos` died (SIGKILL) after killing a service: `chaosmessaging revert` brings it back."""
+    from chaosmessaging import faults
+    from chaosmessaging.actions.process import kill_service
+    from chaosmessaging.stack.state import load_state
+
+    home = one_service_stack
+    kill_service(name="consumer", configuration={"chaosmessaging_home": str(home)})
+    assert not load_state(home).service("consumer").alive()
+    assert [f.kind for f in faults.active(home)] == ["process_down"]
+    out = _cli(home, "revert")
+    assert '"status": "reverted"' in out.stdout
+    assert load_state(home).service("consumer").alive()
+    assert faults.active(home) == []
+    assert "no recorded fault" in _cli(home, "revert").stdout

@@ -266,6 +266,9 @@ def _log_tail(info: dict, lines: int = 15) -> str:
     return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
 
 
+PROGRESS_EVERY_S = 15.0
+
+
 def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
                   timeout: float = None, configuration: Configuration = None,
                   secrets: Secrets = None) -> dict:
@@ -284,12 +287,18 @@ def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
         timeout = max(0.0, info.get("duration_s", 0) - elapsed) + 120
     deadline = time.monotonic() + float(timeout)
     child = _CHILDREN.get(info["pid"])
+    next_report = time.monotonic() + PROGRESS_EVERY_S
     while time.monotonic() < deadline:
         if child is not None:
             if child.poll() is not None:
                 break
         elif _same_process(info["pid"], info.get("create_time")) is None:
             break
+        if time.monotonic() >= next_report:  # long loads: show the run is alive
+            next_report += PROGRESS_EVERY_S
+            ran = time.time() - info.get("started_at", time.time())
+            logger.info(f"load {info.get('run_id') or info['pid']}: {ran:.0f}s of "
+                        f"{info.get('duration_s', 0):g}s")
         time.sleep(0.2)
     else:
         raise ActivityFailed(f"load run {info.get('run_id') or info['pid']} still running after "

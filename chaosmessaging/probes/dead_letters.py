@@ -1,0 +1,51 @@
+"""Did the dead-letter stream grow during the run?
+
+`probes.redis.dead_letter_count` reads the stream's length now; a soak's criterion is that the run
+added nothing to it, which on a long-lived platform (whose stream may hold old poison entries) is
+a difference, not an absolute count. `snapshot_dead_letters` records the length at the start of
+the method, `dead_letters_not_grown` judges the growth in the hypothesis: trivially true before
+the method, false after it when no snapshot was taken.
+"""
+
+from __future__ import annotations
+
+from chaoslib.types import Configuration, Secrets
+from logzero import logger
+
+from chaosmessaging import runs
+from chaosmessaging.probes.redis import dead_letter_count
+
+__all__ = ["snapshot_dead_letters", "dead_letters_not_grown"]
+
+
+def snapshot_dead_letters(label: str = "method", dead_stream: str = None, redis_url: str = None,
+                          configuration: Configuration = None, secrets: Secrets = None) -> int:
+    """
+    Record the dead-letter stream's length (`messaging_dead_stream` unless `dead_stream`) in
+    the run's facts under `label` and return it.
+    """
+    count = dead_letter_count(dead_stream, redis_url, configuration, secrets)
+    runs.record(f"dead_letters:{label}", count, home=runs.home_of(configuration))
+    return count
+
+
+def dead_letters_not_grown(since: str = "method", max_growth: int = 0, dead_stream: str = None,
+                           redis_url: str = None, configuration: Configuration = None,
+                           secrets: Secrets = None) -> dict:
+    """
+    Whether the dead-letter stream grew by at most `max_growth` entries since
+    `snapshot_dead_letters(label=since)`. Returns `{"ok", "before", "now", "grew"}`; holds
+    before the method ran, fails after it when the snapshot is missing.
+    """
+    home = runs.home_of(configuration)
+    before = runs.fact(f"dead_letters:{since}", home=home)
+    if before is None:
+        started = runs.method_started(home)
+        reason = (f"no dead-letter snapshot {since!r} in this run: add "
+                  f"snapshot_dead_letters(label={since!r}) to the method") if started else None
+        return {"ok": not started, "before": None, "now": None, "grew": None, "reason": reason}
+    now = dead_letter_count(dead_stream, redis_url, configuration, secrets)
+    grew = now - int(before)
+    logger.info(f"dead-letter stream: {before} -> {now} entries since {since!r}")
+    return {"ok": grew <= int(max_growth), "before": int(before), "now": now, "grew": grew,
+            "reason": None}

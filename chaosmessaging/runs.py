@@ -10,8 +10,10 @@ same run finds them. Nothing secret goes here.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -59,11 +61,14 @@ def record(key: str, value: Any, run_id: str | None = None, home: str | None = N
     run_id = run_id or current_run_id(home)
     path = _path(run_id, home)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(path.read_text()) if path.exists() else {"run_id": run_id}
-    data[key] = value
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    # activities may record from several threads (background ones) at once: one writer at a time
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.exists() else {"run_id": run_id}
+        data[key] = value
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        os.replace(tmp, path)
 
 
 def home_of(configuration: dict | None) -> str | None:

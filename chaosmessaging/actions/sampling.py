@@ -36,7 +36,7 @@ from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.probes._clients import service_url
-from chaosmessaging.probes.metrics import _scrape, _select
+from chaosmessaging.probes._prometheus import scrape, select
 from chaosmessaging.stack.state import stack_home
 
 __all__ = ["sample_metrics"]
@@ -94,7 +94,7 @@ def sample_metrics(duration_s: float, interval_s: float = 1.0, label: str = "soa
         for service, url in urls.items():
             offset = round(time.monotonic() - start, 3)
             try:
-                scraped = _scrape(url, min(float(timeout), max(interval_s, 1.0)))
+                scraped = scrape(url, min(float(timeout), max(interval_s, 1.0)))
             except ActivityFailed as error:
                 if not errors[service]:
                     logger.warning(f"sampling {service}: {error} (kept as a gap)")
@@ -102,7 +102,7 @@ def sample_metrics(duration_s: float, interval_s: float = 1.0, label: str = "soa
                 scraped = None
             series[service]["t"].append(offset)
             for metric in metrics:
-                value = _select(scraped, metric, {}) if scraped is not None else None
+                value = select(scraped, metric, {}) if scraped is not None else None
                 series[service][metric].append(value)
         tick += 1
         # a fixed grid from the start, so slow scrapes do not stretch the run
@@ -148,4 +148,4 @@ def _describe(values: list) -> dict:
 def _interrupted() -> bool:
     """True once the fault-safety-net control saw SIGINT/SIGTERM in this process (if loaded)."""
     safety = sys.modules.get("chaosmessaging.controls.safety")
-    return getattr(safety, "_stop_signal", None) is not None
+    return safety is not None and safety.stop_requested()

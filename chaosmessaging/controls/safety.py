@@ -134,6 +134,12 @@ def cleanup_control(**kwargs: Any) -> None:
     _unwatch_signals()
 
 
+def stop_requested() -> bool:
+    """True once SIGINT/SIGTERM asked this run to stop: long activities (e.g. a background
+    sampler, which chaoslib waits for even after an interruption) should end early."""
+    return _stop_signal is not None
+
+
 # --- interruption ---------------------------------------------------------------------------
 
 def _main_thread() -> bool:

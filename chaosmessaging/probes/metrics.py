@@ -12,11 +12,11 @@ import difflib
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
-from prometheus_client.parser import text_string_to_metric_families
 
 from chaosmessaging import runs
 from chaosmessaging.config import redact
-from chaosmessaging.probes._clients import http_get, service_url
+from chaosmessaging.probes._clients import service_url
+from chaosmessaging.probes._prometheus import candidates, scrape, select
 
 __all__ = ["metric_increased", "metric_sum", "metric_value", "snapshot_metric"]
 
@@ -30,15 +30,15 @@ def metric_value(name: str, labels: dict = None, url: str = None, service: str =
     closest metric names, unless `default` is given (then `default` is returned).
     """
     url = service_url(service, url, "/metrics", configuration, secrets)
-    samples = _scrape(url, timeout)
-    value = _select(samples, name, labels or {})
+    samples = scrape(url, timeout)
+    value = select(samples, name, labels or {})
     if value is not None:
         return value
     if default is not None:
         return float(default)
     names = sorted({s_name for s_name, _, _ in samples})
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
-    with_name = [s_labels for s_name, s_labels, _ in samples if s_name in _candidates(name)]
+    with_name = [s_labels for s_name, s_labels, _ in samples if s_name in candidates(name)]
     detail = (f"labels {labels} match none of {with_name[:5]}" if with_name
               else f"closest names: {close or 'none'}")
     raise ActivityFailed(f"metric '{name}' not found at {redact(url)} ({detail}); pass "
@@ -92,31 +92,3 @@ def metric_sum(name: str, labels: dict = None, urls: list = None, services: list
                     for s in (services or ["api", "dispatcher", "consumer"])]
     return float(sum(metric_value(name, labels, target, default=default, timeout=timeout)
                      for target in targets))
-
-
-def _scrape(url: str, timeout: float) -> list[tuple[str, dict, float]]:
-    response = http_get(url, timeout)
-    if response.status_code != 200:
-        raise ActivityFailed(f"{redact(url)} answered HTTP {response.status_code}; "
-                             "is it a Prometheus /metrics endpoint?")
-    try:
-        return [(s.name, dict(s.labels), float(s.value))
-                for family in text_string_to_metric_families(response.text)
-                for s in family.samples]
-    except ValueError as error:
-        raise ActivityFailed(f"{redact(url)} is not Prometheus text format: {error}") from None
-
-
-def _candidates(name: str) -> tuple[str, ...]:
-    # a counter's family name stands for its `_total` sample
-    return (name,) if name.endswith("_total") else (name, f"{name}_total")
-
-
-def _select(samples: list[tuple[str, dict, float]], name: str, labels: dict) -> float | None:
-    wanted = {k: str(v) for k, v in labels.items()}
-    for candidate in _candidates(name):
-        values = [value for s_name, s_labels, value in samples if s_name == candidate
-                  and all(s_labels.get(k) == v for k, v in wanted.items())]
-        if values:
-            return float(sum(values))
-    return None

@@ -6,6 +6,7 @@ never touch the machine's standard 5432/6379 servers.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -81,3 +82,40 @@ def one_service_stack(tmp_path) -> Iterator[Path]:
     current = load_state(home).services["consumer"]
     if current.alive():
         os.killpg(current.pid, signal.SIGKILL)
+
+
+CHAOS = str(Path(sys.executable).with_name("chaos"))
+SUPPORT = Path(__file__).resolve().parent / "support"
+
+
+@pytest.fixture(scope="session")
+def embedded_stack(tmp_path_factory):
+    """One private embedded stack (Redis, PostgreSQL, fault proxy, services) for the session's
+    experiment runs; each run tags its own messages, so runs do not see each other's."""
+    from chaosmessaging.stack import launcher
+
+    home = tmp_path_factory.mktemp("embedded-stack")
+    state = launcher.up(home, proxy_port=servers.free_port())
+    yield state
+    launcher.down(home)
+
+
+def chaos_env(stack) -> dict:
+    """Environment of a `chaos` process aimed at `stack` (test-only activities importable)."""
+    return {**os.environ, "CHAOSMESSAGING_HOME": stack.home, "PYTHONPATH": str(SUPPORT)}
+
+
+@pytest.fixture
+def chaos_run(embedded_stack, tmp_path):
+    """Run the real `chaos run` on an experiment against the session's embedded stack:
+    `chaos_run(path, *extra_args, timeout=300)` -> (exit code, journal, output)."""
+
+    def run(experiment: Path, *extra: str, timeout: float = 300) -> tuple[int, dict, str]:
+        journal = tmp_path / "journal.json"
+        proc = subprocess.run([CHAOS, "--log-file", str(tmp_path / "chaos.log"), "run",
+                               "--journal-path", str(journal), *extra, str(experiment)],
+                              env=chaos_env(embedded_stack), capture_output=True, text=True,
+                              timeout=timeout, cwd=tmp_path)
+        return proc.returncode, json.loads(journal.read_text()), proc.stdout + proc.stderr
+
+    return run

@@ -3,44 +3,26 @@ private embedded stack: every criterion holds on a healthy pipeline and the jour
 figures the verdicts were judged on (sampled lags, memory windows, accounting, k6)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from chaosmessaging import faults
-from chaosmessaging.stack import launcher
-from chaosmessaging.stack.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "experiments" / "message_soak.json"
-CHAOS = str(Path(sys.executable).with_name("chaos"))
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    home = tmp_path_factory.mktemp("soak-stack")
-    state = launcher.up(home, proxy_port=free_port())
-    yield state
-    launcher.down(home)
+@pytest.fixture
+def stack(embedded_stack):
+    return embedded_stack
 
 
-def _run(stack, tmp_path: Path, *extra: str) -> tuple[int, dict, str]:
-    journal = tmp_path / "journal.json"
-    proc = subprocess.run([CHAOS, "--log-file", str(tmp_path / "chaos.log"), "run",
-                           "--journal-path", str(journal), *extra, str(EXPERIMENT)],
-                          env={**os.environ, "CHAOSMESSAGING_HOME": stack.home},
-                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    return proc.returncode, json.loads(journal.read_text()), proc.stdout + proc.stderr
-
-
-def test_message_soak_smoke_holds_and_the_journal_shows_the_sampled_figures(stack, tmp_path):
+def test_message_soak_smoke_holds_and_the_journal_shows_the_sampled_figures(stack, chaos_run):
     config = json.loads(EXPERIMENT.read_text())["configuration"]
-    code, journal, output = _run(stack, tmp_path)
+    code, journal, output = chaos_run(EXPERIMENT)
     assert code == 0, output[-3000:]
     assert journal["status"] == "completed" and not journal["deviated"]
     after = {p["activity"]["name"]: p["output"]
@@ -75,12 +57,12 @@ def test_message_soak_smoke_holds_and_the_journal_shows_the_sampled_figures(stac
     assert faults.active(stack.home) == []
 
 
-def test_message_soak_fails_when_the_memory_limit_is_below_what_the_run_measured(stack, tmp_path):
+def test_message_soak_fails_when_the_memory_limit_is_below_what_the_run_measured(chaos_run):
     # a short healthy run judged with a limit nothing can meet (RSS cannot fall by more than
     # 100 %): proves memory-stable is evaluated on the run's samples and fails the run
-    code, journal, output = _run(stack, tmp_path, "--var", "t1_duration_s:int=8",
-                                 "--var", "t1_sample_interval_s:float=0.5",
-                                 "--var", "t1_max_memory_growth_pct:float=-200")
+    code, journal, output = chaos_run(EXPERIMENT, "--var", "t1_duration_s:int=8",
+                                      "--var", "t1_sample_interval_s:float=0.5",
+                                      "--var", "t1_max_memory_growth_pct:float=-200")
     assert code != 0 and journal["deviated"], output[-3000:]
     memory = next(p for p in journal["steady_states"]["after"]["probes"]
                   if p["activity"]["name"] == "memory-stable")

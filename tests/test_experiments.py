@@ -5,10 +5,8 @@ when messages really are lost behind the pipeline's back (tests/support/sabotage
 """
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,37 +15,17 @@ import psutil
 import pytest
 
 from chaosmessaging import faults
-from chaosmessaging.stack import launcher
-from chaosmessaging.stack.servers import free_port
+from conftest import CHAOS, chaos_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
-CHAOS = str(Path(sys.executable).with_name("chaos"))
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    home = tmp_path_factory.mktemp("exp-stack")
-    state = launcher.up(home, proxy_port=free_port())
-    yield state
-    launcher.down(home)
-
-
-def _env(stack) -> dict:
-    return {**os.environ, "CHAOSMESSAGING_HOME": stack.home,
-            "PYTHONPATH": str(ROOT / "tests" / "support")}
-
-
-def _run(stack, experiment: Path, tmp_path: Path, *extra: str,
-         timeout: float = 300) -> tuple[int, dict, str]:
-    journal = tmp_path / "journal.json"
-    proc = subprocess.run([CHAOS, "--log-file", str(tmp_path / "chaos.log"), "run",
-                           "--journal-path", str(journal), *extra, str(experiment)],
-                          env=_env(stack), capture_output=True, text=True, timeout=timeout,
-                          cwd=tmp_path)
-    return proc.returncode, json.loads(journal.read_text()), proc.stdout + proc.stderr
+@pytest.fixture
+def stack(embedded_stack):
+    return embedded_stack
 
 
 def _after(journal: dict) -> dict:
@@ -91,9 +69,9 @@ def test_smoke_profile_is_each_experiments_default_and_nightly_sets_the_same_key
             assert smoke.get(key) == value, f"{path.name}: {key} default differs from smoke.json"
 
 
-def test_consumer_resilience_smoke_holds_on_a_healthy_pipeline(stack, tmp_path):
-    code, journal, output = _run(stack, EXPERIMENTS / "consumer_resilience.json", tmp_path,
-                                 "--var-file", str(EXPERIMENTS / "profiles" / "smoke.json"))
+def test_consumer_resilience_smoke_holds_on_a_healthy_pipeline(stack, chaos_run, tmp_path):
+    code, journal, output = chaos_run(EXPERIMENTS / "consumer_resilience.json",
+                                      "--var-file", str(EXPERIMENTS / "profiles" / "smoke.json"))
     assert code == 0, output[-3000:]
     assert journal["status"] == "completed" and not journal["deviated"]
     after = _after(journal)
@@ -105,12 +83,12 @@ def test_consumer_resilience_smoke_holds_on_a_healthy_pipeline(stack, tmp_path):
     assert faults.active(stack.home) == []
 
 
-def test_consumer_resilience_fails_and_names_ids_when_deliveries_vanish(stack, tmp_path):
+def test_consumer_resilience_fails_and_names_ids_when_deliveries_vanish(stack, chaos_run, tmp_path):
     def edit(e):
         e["configuration"].update(t8_messages=1200, t8_kill_after_s=3, t8_down_for_s=3)
         e["method"].append(_sabotage("drop-three-deliveries", "drop_deliveries"))
 
-    code, journal, output = _run(stack, _variant(tmp_path, "consumer_resilience", edit), tmp_path)
+    code, journal, output = chaos_run(_variant(tmp_path, "consumer_resilience", edit))
     assert code != 0
     assert journal["deviated"]
     dropped = next(r["output"] for r in journal["run"]
@@ -122,13 +100,13 @@ def test_consumer_resilience_fails_and_names_ids_when_deliveries_vanish(stack, t
     assert sorted(accounting["output"]["lost_ids"]) == sorted(dropped)
 
 
-def test_consumer_resilience_fails_when_pending_entries_are_dropped(stack, tmp_path):
+def test_consumer_resilience_fails_when_pending_entries_are_dropped(stack, chaos_run, tmp_path):
     def edit(e):
         e["configuration"].update(t8_messages=1200, t8_kill_after_s=3, t8_down_for_s=3)
         _insert_after(e, "restart-consumer-and-kill-it-mid-batch",
                       _sabotage("ack-pending-without-delivery", "ack_pending_without_delivery"))
 
-    code, journal, output = _run(stack, _variant(tmp_path, "consumer_resilience", edit), tmp_path)
+    code, journal, output = chaos_run(_variant(tmp_path, "consumer_resilience", edit))
     assert code != 0 and journal["deviated"]
     run = {r["activity"]["name"]: r["output"] for r in journal["run"]}
     assert run["restart-consumer-and-kill-it-mid-batch"]["killed"] is True
@@ -142,8 +120,8 @@ def test_consumer_resilience_fails_when_pending_entries_are_dropped(stack, tmp_p
     assert faults.active(stack.home) == []
 
 
-def test_redis_partition_smoke_parks_replays_and_loses_nothing(stack, tmp_path):
-    code, journal, output = _run(stack, EXPERIMENTS / "redis_partition.json", tmp_path)
+def test_redis_partition_smoke_parks_replays_and_loses_nothing(stack, chaos_run, tmp_path):
+    code, journal, output = chaos_run(EXPERIMENTS / "redis_partition.json")
     assert code == 0, output[-3000:]
     run = {r["activity"]["name"]: r for r in journal["run"]}
     assert run["dispatcher-readiness-during-partition"]["output"]["status_code"] == 503
@@ -152,8 +130,8 @@ def test_redis_partition_smoke_parks_replays_and_loses_nothing(stack, tmp_path):
     assert faults.active(stack.home) == []
 
 
-def test_redis_latency_smoke_sees_p95_degrade_and_recover(stack, tmp_path):
-    code, journal, output = _run(stack, EXPERIMENTS / "redis_latency.json", tmp_path)
+def test_redis_latency_smoke_sees_p95_degrade_and_recover(chaos_run):
+    code, journal, output = chaos_run(EXPERIMENTS / "redis_latency.json")
     assert code == 0, output[-3000:]
     verdict = _after(journal)["latency-degraded-then-recovered"]["output"]
     phases = verdict["phases"]
@@ -163,7 +141,7 @@ def test_redis_latency_smoke_sees_p95_degrade_and_recover(stack, tmp_path):
 
 def test_interrupted_partition_run_leaves_no_fault_behind(stack, tmp_path):
     """SIGINT while Redis is partitioned: the run stops and the proxy is enabled again."""
-    env = _env(stack)
+    env = chaos_env(stack)
     proc = subprocess.Popen([CHAOS, "--log-file", str(tmp_path / "chaos.log"), "run",
                              "--journal-path", str(tmp_path / "j.json"),
                              str(EXPERIMENTS / "redis_partition.json")],

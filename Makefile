@@ -9,8 +9,8 @@ bootstrap:
 demo: bootstrap
 	./scripts/demo
 
-test: bootstrap
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+test:
+	./scripts/test $(PYTEST_ARGS)
 
 lint: bootstrap
 	.venv/bin/ruff check chaosmessaging msgstack tests benchmarks

@@ -25,12 +25,12 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
+from chaoslib.exceptions import ActivityFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from chaosmessaging.probes._prometheus import scrape, select  # noqa: E402
 from chaosmessaging.stack import launcher  # noqa: E402
 
 
@@ -43,14 +43,9 @@ def _k6() -> str:
 
 def _gauge(url: str, name: str) -> float | None:
     try:
-        text = httpx.get(f"{url}/metrics", timeout=2).text
-    except httpx.HTTPError:
+        return select(scrape(f"{url}/metrics", 2.0), name, {})
+    except ActivityFailed:  # a scrape missed while the stack is busy: skip that sample
         return None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                return sample.value
-    return None
 
 
 def _sample_lag(url: str, stop: threading.Event, out: list[float]) -> None:

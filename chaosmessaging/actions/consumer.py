@@ -8,6 +8,7 @@ check each one was reclaimed and delivered after the restart.
 """
 
 import os
+import signal as signal_module
 import threading
 import time
 
@@ -15,8 +16,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging import faults
-from chaosmessaging.actions.process import start_service
+from chaosmessaging.actions.process import record_service_fault, start_service
 from chaosmessaging.probes.recovery import snapshot_pending
 from chaosmessaging.probes.redis import pel_size
 from chaosmessaging.stack import control
@@ -38,6 +38,7 @@ def crash_during_catch_up(name: str = "consumer", min_pending: int = 1, signal: 
     the group never reached `min_pending` the service is left running and `killed` is false."""
     home = (configuration or {}).get("chaosmessaging_home")
     signum = control.signal_number(signal)
+    signal_name = signal_module.Signals(signum).name
     seen = threading.Event()
     stop = threading.Event()
     observed = {"pending": 0, "error": None, "pid": None}
@@ -81,8 +82,7 @@ def crash_during_catch_up(name: str = "consumer", min_pending: int = 1, signal: 
         return {"killed": False, "pending_seen": 0, "waited_s": waited,
                 "error": observed["error"]}
     control.stop_service(name, signum, home=home)  # waits until gone, updates the state file
-    faults.record("process_down", f"service:{name}", {"service": name}, home=home,
-                  details={"pid": observed["pid"], "signal": str(signal)})
+    record_service_fault(name, observed["pid"], signal_name, home)
     snapshot = snapshot_pending(label=label, configuration=configuration, secrets=secrets)
     logger.info(f"{name} killed holding {snapshot['count']} unacknowledged entries "
                 f"({observed['pending']} seen just before the kill)")

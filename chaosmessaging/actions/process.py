@@ -100,6 +100,14 @@ def _processes(pidfile: str | None, match: str | None, max_processes: int) -> li
     return found
 
 
+def record_service_fault(name: str, pid: int | None, signame: str, home: str | None,
+                         paused: bool = False) -> str:
+    """Record that embedded-stack service `name` was taken down (or paused) by a signal; the
+    revert recipe starts (or resumes) it. Not an activity: shared by the actions that kill."""
+    return faults.record("process_paused" if paused else "process_down", f"service:{name}",
+                         {"service": name}, home=home, details={"pid": pid, "signal": signame})
+
+
 def _pid_target(pidfile: str | None, match: str | None) -> str:
     return f"pidfile:{Path(pidfile).resolve()}" if pidfile else f"match:{match}"
 
@@ -132,9 +140,7 @@ def kill_service(name: str = None, signal: str = "SIGKILL", pidfile: str = None,
         pid = record.pid
         control.stop_service(name, signum, home=home, timeout=grace)
         paused = signum in (_signal.SIGSTOP, _signal.SIGTSTP)
-        fault_id = faults.record(
-            "process_paused" if paused else "process_down", f"service:{name}",
-            {"service": name}, home=home, details={"pid": pid, "signal": signame})
+        fault_id = record_service_fault(name, pid, signame, home, paused=paused)
         logger.info(f"sent {signame} to embedded service {name} (pid {pid})")
         return {"killed": [pid], "signal": signame, "target": f"service:{name}",
                 "fault_id": fault_id}

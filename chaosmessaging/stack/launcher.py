@@ -157,7 +157,7 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
             save_state(state)
             wait_healthy(record, timeout=60)
             say(f"{name:<10} pid {record.pid:<7} {record.address}")
-        _wait_apps_ready(state)
+        _wait_ready(state)
     except BaseException as exc:
         say("start failed; stopping what was started")
         _stop_all(state)
@@ -168,7 +168,7 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
     return state
 
 
-def _wait_apps_ready(state: StackState) -> None:
+def _wait_ready(state: StackState) -> None:
     for record in state.services.values():
         wait_ready(record, timeout=60)
 
@@ -187,7 +187,7 @@ def ensure_up(home: str | os.PathLike | None = None,
             if progress:
                 progress(f"{name} was not running: starting it")
             start_service(name, state=state, timeout=60)
-    _wait_apps_ready(state)
+    _wait_ready(state)
     return state
 
 

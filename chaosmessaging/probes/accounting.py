@@ -16,8 +16,10 @@ from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.config import lookup
-from chaosmessaging.probes._clients import pg_fetch, redis_client, redis_unreachable
+from chaosmessaging.clients.postgres import pg_fetch
+from chaosmessaging.clients.redis import redis_client, redis_unreachable
 from chaosmessaging.probes.k6 import k6_metric
+from chaosmessaging.util import home_of
 
 __all__ = ["delivery_latency", "latency_recovered", "message_accounting", "no_message_lost"]
 
@@ -128,7 +130,7 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
                                                  secrets) if check_stream else None),
         "settled_s": round(time.monotonic() - started, 3),
     }
-    expected = explicit or runs.method_started(runs.home_of(configuration))
+    expected = explicit or runs.method_started(home_of(configuration))
     # after a load, zero acknowledged messages is no proof of zero loss: it fails the verdict
     result["ok"] = (missing == 0 and result["duplicated"] == 0
                     and not result["api_acknowledged_missing"]
@@ -151,7 +153,7 @@ def _scope(run_id: str | None, k6_summary_path: str | None,
     """The message prefix and k6 summaries to account for: an explicit run, or this run's loads."""
     if run_id:
         return f"{run_id}:", [k6_summary_path] if k6_summary_path else []
-    home = runs.home_of(configuration)
+    home = home_of(configuration)
     summaries = [k6_summary_path] if k6_summary_path else [
         load["summary_path"] for load in runs.loads(home) if load.get("summary_path")]
     return runs.message_prefix(None, home), summaries
@@ -173,7 +175,7 @@ def delivery_latency(label: str = None, run_id: str = None, dsn: str = None,
     of the current run (`label`), of all its loads, or of an explicit `run_id`, from the
     database clock: `{"delivered": N, "p50_ms", "p95_ms", "p99_ms"}` (nulls when none).
     """
-    prefix = f"{run_id}:" if run_id else runs.message_prefix(label, runs.home_of(configuration))
+    prefix = f"{run_id}:" if run_id else runs.message_prefix(label, home_of(configuration))
     row = pg_fetch(_LATENCY, (prefix,), dsn, configuration, secrets)[0]
     pct = list(row["pct"] or [None, None, None])
     rounded = [None if v is None else round(float(v), 2) for v in pct]
@@ -191,7 +193,7 @@ def latency_recovered(baseline: str = "baseline", degraded: str = "degraded",
     and after it p95 is at most `baseline * recovery_factor + slack_ms`. Returns the three
     phases' figures and `ok`. Before the method ran it holds trivially (`"phase": "before"`).
     """
-    if not runs.method_started(runs.home_of(configuration)):
+    if not runs.method_started(home_of(configuration)):
         return {"ok": True, "phase": "before"}
     phases = {name: delivery_latency(label, dsn=dsn, configuration=configuration,
                                      secrets=secrets)

@@ -14,6 +14,7 @@ from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.probes.redis import dead_letter_count
+from chaosmessaging.util import home_of
 
 __all__ = ["snapshot_dead_letters", "dead_letters_not_grown"]
 
@@ -25,7 +26,7 @@ def snapshot_dead_letters(label: str = "method", dead_stream: str = None, redis_
     the run's facts under `label` and return it.
     """
     count = dead_letter_count(dead_stream, redis_url, configuration, secrets)
-    runs.record(f"dead_letters:{label}", count, home=runs.home_of(configuration))
+    runs.record(f"dead_letters:{label}", count, home=home_of(configuration))
     return count
 
 
@@ -37,7 +38,7 @@ def dead_letters_not_grown(since: str = "method", max_growth: int = 0, dead_stre
     `snapshot_dead_letters(label=since)`. Returns `{"ok", "before", "now", "grew"}`; holds
     before the method ran, fails after it when the snapshot is missing.
     """
-    home = runs.home_of(configuration)
+    home = home_of(configuration)
     before = runs.fact(f"dead_letters:{since}", home=home)
     if before is None:
         started = runs.method_started(home)

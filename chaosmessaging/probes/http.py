@@ -13,7 +13,7 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging.config import redact
-from chaosmessaging.probes._clients import http_get, service_url
+from chaosmessaging.clients.http import http_get, service_url
 
 __all__ = ["readiness", "service_ready", "wait_until_ready"]
 

@@ -14,6 +14,7 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import runs
+from chaosmessaging.util import home_of
 
 __all__ = ["k6_metric", "k6_thresholds"]
 
@@ -55,7 +56,7 @@ def k6_thresholds(summary_path: str = None, label: str = None,
 
 
 def _run_thresholds(label: str | None, configuration: Configuration) -> dict:
-    home = runs.home_of(configuration)
+    home = home_of(configuration)
     loads = runs.loads(home, label)
     if not loads:
         started = runs.method_started(home)

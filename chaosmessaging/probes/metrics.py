@@ -15,8 +15,9 @@ from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.config import redact
-from chaosmessaging.probes._clients import service_url
-from chaosmessaging.probes._prometheus import candidates, scrape, select
+from chaosmessaging.clients.http import service_url
+from chaosmessaging.clients.prometheus import candidates, scrape, select
+from chaosmessaging.util import home_of
 
 __all__ = ["metric_increased", "metric_sum", "metric_value", "snapshot_metric"]
 
@@ -55,7 +56,7 @@ def snapshot_metric(label: str, name: str, labels: dict = None, url: str = None,
     value = metric_value(name, labels, url, service, default, configuration=configuration,
                          secrets=secrets)
     runs.record(f"metric:{label}", {"name": name, "labels": labels or {}, "value": value},
-                home=runs.home_of(configuration))
+                home=home_of(configuration))
     return value
 
 
@@ -67,7 +68,7 @@ def metric_increased(since: str, name: str, labels: dict = None, url: str = None
     `snapshot_metric`), e.g. proof that a fault made the dispatcher park rows. Holds trivially
     before the method ran; after it, a missing snapshot is False.
     """
-    home = runs.home_of(configuration)
+    home = home_of(configuration)
     snapshot = runs.fact(f"metric:{since}", home=home)
     if snapshot is None:
         return not runs.method_started(home)

@@ -18,16 +18,18 @@ from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.config import lookup
-from chaosmessaging.probes._clients import pg_fetch, redis_client, redis_unreachable
+from chaosmessaging.clients.postgres import pg_fetch
+from chaosmessaging.clients.redis import pending_snapshot, redis_client, redis_unreachable
 from chaosmessaging.probes.postgres import outbox_oldest_undispatched_seconds
 from chaosmessaging.probes.redis import consumer_lag, oldest_pending_idle_ms
+from chaosmessaging.util import home_of
 
 __all__ = ["mark", "snapshot_pending", "wait_for_recovery", "pending_reclaimed",
            "recovery_within"]
 
 
 def _home(configuration: Configuration) -> str | None:
-    return runs.home_of(configuration)
+    return home_of(configuration)
 
 
 def _method_ran(configuration: Configuration) -> bool:
@@ -51,30 +53,7 @@ def snapshot_pending(label: str = "at_kill", stream: str = None, group: str = No
     """Record the consumer group's pending entries (ids and message ids) under `label`.
 
     Returns `{"count": N, "consumers": {name: n}, "sample": [first ids]}`."""
-    stream = lookup("messaging_stream", configuration, secrets, stream)
-    group = lookup("messaging_group", configuration, secrets, group)
-    client, url = redis_client(None, configuration, secrets)
-    try:
-        pending = client.xpending_range(stream, group, min="-", max="+", count=max_entries)
-        entries = []
-        for item in pending:
-            found = client.xrange(stream, min=item["message_id"], max=item["message_id"])
-            message_id = found[0][1].get("message_id") if found else None
-            entries.append({"id": item["message_id"], "consumer": item["consumer"],
-                            "message_id": message_id})
-    except redis.ResponseError as error:
-        if "NOGROUP" not in str(error):
-            raise ActivityFailed(f"XPENDING {stream} {group} failed: {error}") from None
-        entries = []
-    except redis.RedisError as error:
-        raise redis_unreachable(url, error) from None
-    consumers: dict[str, int] = {}
-    for e in entries:
-        consumers[e["consumer"]] = consumers.get(e["consumer"], 0) + 1
-    runs.record(f"pending:{label}", entries, home=_home(configuration))
-    logger.info(f"{len(entries)} entries pending in {stream}/{group} at {label}")
-    return {"count": len(entries), "consumers": consumers,
-            "sample": [e["id"] for e in entries[:10]]}
+    return pending_snapshot(label, stream, group, max_entries, configuration, secrets)
 
 
 def _still_pending(entries: list[dict], stream: str, group: str, configuration: Configuration,

@@ -16,7 +16,8 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import runs
-from chaosmessaging.actions.sampling import read_samples
+from chaosmessaging.clients.samples import read_samples
+from chaosmessaging.util import home_of
 
 __all__ = ["sampled_max_within", "memory_growth_within"]
 
@@ -34,7 +35,7 @@ def sampled_max_within(label: str, metric: str, limit: float, service: str = Non
     reached the limit). Holds before the method; after it, missing samples fail.
     """
     limit = float(limit)
-    home = runs.home_of(configuration)
+    home = home_of(configuration)
     recorded, missing = _samples(label, home)
     if recorded is None:
         return {"ok": missing is None, "limit": limit, "max": None, "services": {},
@@ -79,7 +80,7 @@ def memory_growth_within(label: str, max_percent: float, window_fraction: float 
         return {"ok": False, "max_percent": max_percent, "services": {},
                 "reason": f"window_fraction={fraction:g} must be in (0, 0.5]: the first and last "
                           "windows must not overlap"}
-    home = runs.home_of(configuration)
+    home = home_of(configuration)
     recorded, missing = _samples(label, home)
     if recorded is None:
         return {"ok": missing is None, "max_percent": max_percent, "services": {},

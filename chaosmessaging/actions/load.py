@@ -40,7 +40,7 @@ from logzero import logger
 from chaosmessaging import faults, runs
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.resources import bundled
-from chaosmessaging.util import home_of, same_process, stack_home
+from chaosmessaging.util import home_of, same_process, stack_home, tail
 
 __all__ = ["start_load", "wait_for_load", "stop_load"]
 
@@ -249,13 +249,6 @@ def _finish(info: dict, exit_code: int | None, home: str | None) -> dict:
             "summary": figures}
 
 
-def _log_tail(info: dict, lines: int = 15) -> str:
-    path = info.get("log_path")
-    if not path or not Path(path).exists():
-        return ""
-    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-
-
 PROGRESS_EVERY_S = 15.0
 
 
@@ -297,7 +290,7 @@ def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
     result = _finish(info, code, home)
     if code not in (None, 0, THRESHOLDS_FAILED):
         raise ActivityFailed(f"k6 failed with exit code {code} (see {info.get('log_path')}):\n"
-                             f"{_log_tail(info)}")
+                             f"{tail(info.get('log_path'))}")
     logger.info(f"load {result['run_id']} ended (exit {code}): {result['summary']}")
     return result
 

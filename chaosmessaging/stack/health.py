@@ -9,6 +9,7 @@ import httpx
 
 from chaosmessaging.stack.servers import ServerError, postgres_bin_dir, wait_for_port
 from chaosmessaging.stack.state import ServiceRecord
+from chaosmessaging.util import poll, tail
 
 __all__ = ["wait_healthy", "is_healthy", "wait_ready"]
 
@@ -36,21 +37,10 @@ def is_healthy(record: ServiceRecord) -> bool:
 
 def wait_healthy(record: ServiceRecord, timeout: float = 30.0) -> None:
     """Poll until `record` is healthy; raise ServerError with its log tail if it dies or hangs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if is_healthy(record):
-            return
-        if not record.alive():
-            break
-        time.sleep(0.1)
-    tail = ""
-    try:
-        with open(record.log, errors="replace") as f:
-            tail = "\n  ".join(f.read().splitlines()[-15:])
-    except OSError:
-        pass
+    if poll(lambda: is_healthy(record) or not record.alive(), timeout) and is_healthy(record):
+        return
     state = "exited" if not record.alive() else f"not healthy within {timeout:.0f}s"
-    raise ServerError(f"service {record.name} {state} (log {record.log}):\n  {tail}")
+    raise ServerError(f"service {record.name} {state} (log {record.log}):\n  {tail(record.log)}")
 
 
 def wait_ready(record: ServiceRecord, timeout: float = 60.0) -> None:

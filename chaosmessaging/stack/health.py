@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 import httpx
 
@@ -50,16 +49,18 @@ def wait_ready(record: ServiceRecord, timeout: float = 60.0) -> None:
     PostgreSQL or Redis yet would fail the first steady-state probe."""
     if record.ready is None:
         return
-    deadline = time.monotonic() + timeout
     last = "no answer"
     url = f"http://{record.host}:{record.port}{record.ready}"
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
+        nonlocal last
         try:
             answer = httpx.get(url, timeout=2.0)
-            if answer.status_code == 200:
-                return
-            last = f"{answer.status_code} {answer.text[:200]}"
         except httpx.HTTPError as error:
             last = str(error)
-        time.sleep(0.2)
-    raise ServerError(f"service {record.name} not ready within {timeout:.0f}s: {last}")
+            return False
+        last = f"{answer.status_code} {answer.text[:200]}"
+        return answer.status_code == 200
+
+    if not poll(ready, timeout, 0.2):
+        raise ServerError(f"service {record.name} not ready within {timeout:.0f}s: {last}")

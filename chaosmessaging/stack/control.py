@@ -91,12 +91,19 @@ def owned_processes(home: str | os.PathLike | None = None) -> list[psutil.Proces
     """Every live process whose environment marks it as started by the stack in `home`
     (`OWNER_ENV`), whatever the state file says; this process excluded."""
     owner = str(stack_home(home))
+    # servers started before the mark existed are still known by their data/config paths
+    by_argv = {("-D", f"{owner}/data/postgres"), ("--dir", f"{owner}/data/redis"),
+               ("--config", f"{owner}/proxy.json")}
     found = []
     for proc in psutil.process_iter(["pid"]):
         if proc.pid == os.getpid():
             continue
         try:
-            if proc.environ().get(OWNER_ENV) == owner and proc.status() != psutil.STATUS_ZOMBIE:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            argv = proc.cmdline()
+            if (proc.environ().get(OWNER_ENV) == owner
+                    or by_argv.intersection(zip(argv, argv[1:]))):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue

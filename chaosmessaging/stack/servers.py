@@ -128,7 +128,9 @@ def redis_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[st
     """redis-server command line: no persistence, so a restart comes back empty (as in the plan)."""
     return [redis_server_binary(), "--bind", host, "--port", str(port), "--save", "",
             "--appendonly", "no", "--dir", str(data_dir), "--protected-mode", "no",
-            "--daemonize", "no"]
+            "--daemonize", "no",
+            # keep argv and environ as started: `stack down` recognises its processes by them
+            "--set-proc-title", "no"]
 
 
 def start_redis(port: int, data_dir: Path, host: str = "127.0.0.1") -> subprocess.Popen:

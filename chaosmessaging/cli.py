@@ -84,7 +84,10 @@ def _stack(args: argparse.Namespace) -> int:
     if args.stack_cmd in ("up", "start", "restart") and (why := _needs_stack_extra()):
         raise UserError(why)
     from chaosmessaging.stack import control, launcher
+    from chaosmessaging.stack.state import usable_home
 
+    if args.stack_cmd != "up":  # `up` checks (and creates) it itself
+        usable_home(args.home, create=False, write=args.stack_cmd != "status")
     if args.stack_cmd == "up":
         return _stack_up(args)
     if args.stack_cmd == "down":
@@ -152,18 +155,24 @@ def _stack_up(args: argparse.Namespace) -> int:
     if args.no_proxy and args.proxy_port is not None:
         raise UserError("--proxy-port has no effect with --no-proxy (there is no proxy): give "
                         "one or the other", code=2)
-    home = usable_home(args.home, create=False)  # `up` creates it once its checks pass
+    usable_home(args.home, create=False)
     if why := _running_conflicts(args):
         raise UserError(why)
     if _running(args.home):
+        home = usable_home(args.home)
         _print(f"the embedded stack in {home} is already running (restarting any service that "
                "died)")
     else:
+        home = launcher.preflight(args.home, not args.no_proxy, args.proxy_port)
         _print(f"starting the embedded stack in {home}")
     try:
         state = launcher.up(home, with_proxy=not args.no_proxy, proxy_port=args.proxy_port,
                             progress=lambda m: _print(f"  {m}"))
     except KeyboardInterrupt:
+        if _running(args.home):  # Ctrl-C came just after the start completed
+            raise UserError(f"interrupted after the stack came up: it is still running in "
+                            f"{home}; stop it with `chaosmessaging stack down`",
+                            code=EXIT_INTERRUPTED) from None
         raise UserError(f"interrupted: every process this start had begun was stopped; nothing "
                         f"runs from {home}; run `chaosmessaging stack up` again when ready",
                         code=EXIT_INTERRUPTED) from None

@@ -39,7 +39,7 @@ from chaosmessaging.stack.state import (
 )
 from chaosmessaging.util import tail
 
-__all__ = ["up", "down", "ensure_up", "status", "StackError", "SERVICE_ORDER"]
+__all__ = ["up", "preflight", "down", "ensure_up", "status", "StackError", "SERVICE_ORDER"]
 
 HOST = "127.0.0.1"
 DATABASE = "messaging"
@@ -145,26 +145,32 @@ def check_port(port: int | None, what: str = "--proxy-port") -> None:
                          "another (or leave it out to pick a free one)")
 
 
-def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
-       proxy_port: int | None = None, progress: Callable[[str], None] | None = None) -> StackState:
-    """Start the whole embedded stack and return its state (already running → returned as is)."""
-    say = progress or (lambda _msg: None)
+def preflight(home: str | os.PathLike | None = None, with_proxy: bool = True,
+              proxy_port: int | None = None) -> Path:
+    """Check what `up` needs before anything is created or started (the proxy port, the server
+    binaries, then the home, created here); return the home. Raises StackError / HomeError."""
     if with_proxy:
         check_port(proxy_port)
-    try:  # the server binaries exist before anything is created or started
+    try:
         servers.redis_server_binary()
         servers.postgres_bin_dir()
     except servers.ServerError as exc:
         raise StackError(str(exc)) from None
-    root = usable_home(home)
+    return usable_home(home)
+
+
+def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
+       proxy_port: int | None = None, progress: Callable[[str], None] | None = None) -> StackState:
+    """Start the whole embedded stack and return its state (already running → returned as is)."""
+    say = progress or (lambda _msg: None)
     try:
-        existing = load_state(root)
+        existing = load_state(home)
     except StackNotRunning:
         existing = None
-    if existing is not None:
-        if any(r.alive() for r in existing.services.values()):
-            return ensure_up(root, progress=progress)
-        state_path(root).unlink()
+    if existing is not None and any(r.alive() for r in existing.services.values()):
+        return ensure_up(home, progress=progress)
+    root = preflight(home, with_proxy, proxy_port)
+    state_path(root).unlink(missing_ok=True)
     leftovers = stop_owned(root)
     if leftovers:
         say(f"stopped {len(leftovers)} leftover process(es) of an interrupted start: "

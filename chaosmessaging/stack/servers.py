@@ -177,18 +177,27 @@ def _hand_over(path: Path, user: str | None) -> None:
 
 
 def init_postgres(data_dir: Path) -> None:
-    """initdb a fresh cluster in `data_dir` (trust auth, UTF8) unless one is there already."""
+    """initdb a fresh cluster in `data_dir` (trust auth, UTF8) unless one is there already.
+
+    initdb writes into a sibling temporary directory renamed into place when it succeeds: an
+    initdb cut short (Ctrl-C, a kill) must not leave a half cluster that looks complete."""
     if (data_dir / "PG_VERSION").exists():
         return
     user = pg_user()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    _hand_over(data_dir, user)
-    proc = subprocess.run([str(postgres_bin_dir() / "initdb"), "-D", str(data_dir), "-U",
+    building = data_dir.with_name(f"{data_dir.name}.initdb")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    _hand_over(building, user)
+    proc = subprocess.run([str(postgres_bin_dir() / "initdb"), "-D", str(building), "-U",
                            "postgres", "--auth=trust", "-E", "UTF8", "--no-sync",
                            "--no-instructions"],
                           user=user, capture_output=True, text=True)
     if proc.returncode != 0:
+        shutil.rmtree(building, ignore_errors=True)
         raise ServerError(f"initdb failed in {data_dir}: {proc.stderr.strip()[-800:]}")
+    if data_dir.exists():
+        shutil.rmtree(data_dir)  # an empty or half-made directory from an older version
+    building.rename(data_dir)
 
 
 def start_postgres(port: int, data_dir: Path, host: str = "127.0.0.1",

@@ -59,9 +59,10 @@ class HomeError(RuntimeError):
     """The state directory cannot be used (a file, not creatable, not writable)."""
 
 
-def usable_home(home: str | os.PathLike | None = None, create: bool = True) -> Path:
-    """The state directory, checked (and created when `create`), or HomeError saying what is
-    wrong with it and how to fix it."""
+def usable_home(home: str | os.PathLike | None = None, create: bool = True,
+                write: bool = True) -> Path:
+    """The state directory, checked (created when `create`; writable when `write`), or
+    HomeError saying what is wrong with it and how to fix it."""
     root = stack_home(home)
     hint = "pass another --home (or set CHAOSMESSAGING_HOME)"
     if root.exists() and not root.is_dir():
@@ -75,7 +76,7 @@ def usable_home(home: str | os.PathLike | None = None, create: bool = True) -> P
         except OSError as exc:
             raise HomeError(f"the state directory {root} cannot be created "
                             f"({exc.strerror or exc}): {hint}") from None
-    if not os.access(root, os.W_OK | os.X_OK):
+    if write and not os.access(root, os.W_OK | os.X_OK):
         raise HomeError(f"the state directory {root} is not writable by this user: {hint}, or "
                         "make it writable")
     return root

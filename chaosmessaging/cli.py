@@ -322,7 +322,11 @@ def _traceback_log(home: str | None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        _print("error: interrupted")
+        return EXIT_INTERRUPTED
     try:
         return args.func(args)
     except BaseException as exc:

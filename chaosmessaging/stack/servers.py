@@ -181,9 +181,10 @@ def init_postgres(data_dir: Path) -> None:
 
     initdb writes into a sibling temporary directory renamed into place when it succeeds: an
     initdb cut short (Ctrl-C, a kill) must not leave a half cluster that looks complete."""
-    if (data_dir / "PG_VERSION").exists():
-        return
     user = pg_user()
+    if (data_dir / "PG_VERSION").exists():
+        _hand_over(data_dir, user)  # a parent may have lost its traverse bit since (chmod 700)
+        return
     building = data_dir.with_name(f"{data_dir.name}.initdb")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)

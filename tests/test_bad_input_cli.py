@@ -396,11 +396,12 @@ def test_interrupted_stack_up_leaves_nothing_for_stack_down_to_miss(roomy_tmp):
     full = time.monotonic() - started
     _ok(_cli(home, "stack", "down"))
     _no_trace_of_a_stack(home)
-    tries = [("SIGINT", rng.uniform(0.2, full)) for _ in range(4)]
+    # moments drawn across the start (most of it before the services are healthy)
+    tries = [("SIGINT", rng.uniform(0.2, 0.8 * full)) for _ in range(4)]
     tries += [
-        ("SIGINT twice", rng.uniform(0.5, full)),
-        ("SIGKILL", rng.uniform(0.5, full)),
-        ("SIGKILL", rng.uniform(0.5, full)),
+        ("SIGINT twice", rng.uniform(0.5, 0.8 * full)),
+        ("SIGKILL", rng.uniform(0.5, 0.8 * full)),
+        ("SIGKILL", rng.uniform(0.5, 0.8 * full)),
     ]
     for i, (how, delay) in enumerate(tries):
         proc = subprocess.Popen(
@@ -425,7 +426,7 @@ def test_interrupted_stack_up_leaves_nothing_for_stack_down_to_miss(roomy_tmp):
             f"{len(_leftovers(home))} process(es) for `stack down`"
         )
         assert "Traceback" not in out, context
-        if how != "SIGKILL" and proc.returncode != 0:
+        if how != "SIGKILL" and proc.returncode != 0 and "stack is up" not in out:
             # -2: the second SIGINT landed as Python was exiting; a shell shows both as 130
             assert proc.returncode in (130, -2) and "error: interrupted" in out, context
             if "still running" not in out:

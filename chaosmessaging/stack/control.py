@@ -22,8 +22,8 @@ from pathlib import Path
 import psutil
 
 from chaosmessaging.stack.health import wait_healthy
+from chaosmessaging.stack.servers import mark_attempt
 from chaosmessaging.stack.state import (
-    ATTEMPT_MARK,
     OWNER_ENV,
     ServiceRecord,
     StackState,
@@ -70,10 +70,8 @@ def spawn(record: ServiceRecord, home: str | os.PathLike | None = None) -> Servi
     log = Path(record.log)
     log.parent.mkdir(parents=True, exist_ok=True)
     owner = str(stack_home(home if home is not None else log.parent.parent))
+    mark_attempt(log, record.name)
     with open(log, "ab") as out:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        out.write(f"{ATTEMPT_MARK} starting {record.name} at {stamp} ===\n".encode())
-        out.flush()
         # the record holds only the variables we set (no secrets from the caller's environment)
         env = {**os.environ, **record.env, OWNER_ENV: owner}
         proc = subprocess.Popen(record.cmd, env=env, user=record.user,

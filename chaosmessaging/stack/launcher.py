@@ -27,6 +27,7 @@ from chaosmessaging.stack import servers
 from chaosmessaging.stack.control import spawn, stop_owned, stop_service
 from chaosmessaging.stack.health import wait_healthy, wait_ready
 from chaosmessaging.stack.state import (
+    ATTEMPT_MARK,
     ServiceRecord,
     StackNotRunning,
     StackState,
@@ -125,12 +126,14 @@ def _plan(home: Path, with_proxy: bool, proxy_port: int | None) -> dict[str, Ser
 
 
 def _migrate(env: dict[str, str], log: Path) -> None:
+    servers.mark_attempt(log, "migrations")
     with open(log, "ab") as out:
         proc = subprocess.run([sys.executable, "-m", "msgstack", "migrate"],
                               env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
                               timeout=120)
     if proc.returncode != 0:
-        raise StackError(f"migrations failed (exit {proc.returncode}), see {log}:\n  {tail(log)}")
+        raise StackError(f"migrations failed (exit {proc.returncode}), see {log}:\n  "
+                         f"{tail(log, after=ATTEMPT_MARK)}")
 
 
 def check_port(port: int | None, what: str = "--proxy-port") -> None:

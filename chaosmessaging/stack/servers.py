@@ -21,6 +21,8 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+
+from chaosmessaging.stack.state import ATTEMPT_MARK
 from chaosmessaging.util import tail
 
 __all__ = [
@@ -71,8 +73,15 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0, proc: subprocess.
 
 
 def _log_tail(log: Path | None) -> str:
-    lines = tail(log)
+    lines = tail(log, after=ATTEMPT_MARK)  # this attempt's lines only
     return f"; last lines of {log}:\n  {lines}" if lines else ""
+
+
+def mark_attempt(log: Path, what: str) -> None:
+    """Append the attempt marker line to `log` before a start (see `_log_tail`)."""
+    with open(log, "a") as out:
+        out.write(f"{ATTEMPT_MARK} starting {what} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} "
+                  "===\n")
 
 
 def redis_server_binary() -> str:
@@ -137,6 +146,7 @@ def start_redis(port: int, data_dir: Path, host: str = "127.0.0.1") -> subproces
     """Start a private redis-server without persistence (a restart comes back empty)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "redis.log"
+    mark_attempt(log, "redis-server")
     cmd = redis_command(port, data_dir, host) + ["--logfile", str(log)]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -207,7 +217,7 @@ def start_postgres(port: int, data_dir: Path, host: str = "127.0.0.1",
     init_postgres(data_dir)
     user = pg_user()
     log = data_dir.parent / f"{data_dir.name}.log"
-    log.touch()
+    mark_attempt(log, "postgres")
     _hand_over(log, user)
     cmd = postgres_command(port, data_dir, host, max_connections)
     with open(log, "ab") as out:

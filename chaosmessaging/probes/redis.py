@@ -19,6 +19,7 @@ from chaosmessaging.clients.redis import call as _call
 from chaosmessaging.clients.redis import group_call as _group_call
 from chaosmessaging.clients.redis import pel_count, redis_client
 from chaosmessaging.clients.redis import stream_names as _names
+from chaosmessaging.verdicts import Verdict, verdict
 
 __all__ = [
     "consumer_lag",
@@ -57,15 +58,17 @@ def pel_size(stream: str = None, group: str = None, redis_url: str = None,
 
 def pel_size_at_most(max_entries: int, stream: str = None, group: str = None,
                      redis_url: str = None, configuration: Configuration = None,
-                     secrets: Secrets = None) -> bool:
+                     secrets: Secrets = None) -> Verdict:
     """
-    True when the consumer group's pending entries list holds at most `max_entries` entries
-    (a tolerance-friendly form of `pel_size`, so the limit can come from a profile).
+    Verdict: the consumer group's pending entries list holds at most `max_entries` entries
+    (figures: `pel_size`, `max_entries`).
     """
     size = pel_size(stream, group, redis_url, configuration, secrets)
-    if size > int(max_entries):
+    ok = size <= int(max_entries)
+    if not ok:
         logger.warning(f"PEL holds {size} entries, more than {max_entries}")
-    return size <= int(max_entries)
+    return verdict(ok, f"PEL holds {size} entries (at most {int(max_entries)})",
+                   pel_size=size, max_entries=int(max_entries))
 
 
 def oldest_pending_idle_ms(stream: str = None, group: str = None, max_scan: int = 10000,

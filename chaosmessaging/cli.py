@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     revert = sub.add_parser("revert", help="revert every fault recorded by an interrupted run")
     revert.set_defaults(func=_revert)
+
+    from chaosmessaging.nightly.command import add_arguments as nightly_commands
+
+    nightly_commands(sub)  # nightly, dashboard, baseline
     return parser
 
 

@@ -18,16 +18,33 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["Entry", "PLAN_TESTS", "CONTINUE_ON_ERROR", "CRITICAL", "discover",
-           "experiments_dir", "profile_values"]
+__all__ = [
+    "Entry",
+    "PLAN_TESTS",
+    "CONTINUE_ON_ERROR",
+    "CRITICAL",
+    "discover",
+    "experiments_dir",
+    "profile_values",
+]
 
 #: experiment file name -> plan test (DESIGN.md §5)
 PLAN_TESTS = {
-    "message_soak": "T1", "conversation_stress": "T2", "participant_invalidation": "T3",
-    "mixed_load": "T4", "large_payload": "T5", "sustained_login": "T6",
-    "multi_adapter_soak": "T7", "consumer_resilience": "T8", "redis_partition": "T9",
-    "pool_exhaustion": "T10", "cascading_failure": "T11", "multi_user_conversation": "T12",
-    "migration_under_load": "T13", "websocket_longevity": "T14", "baseline_snapshots": "T15",
+    "message_soak": "T1",
+    "conversation_stress": "T2",
+    "participant_invalidation": "T3",
+    "mixed_load": "T4",
+    "large_payload": "T5",
+    "sustained_login": "T6",
+    "multi_adapter_soak": "T7",
+    "consumer_resilience": "T8",
+    "redis_partition": "T9",
+    "pool_exhaustion": "T10",
+    "cascading_failure": "T11",
+    "multi_user_conversation": "T12",
+    "migration_under_load": "T13",
+    "websocket_longevity": "T14",
+    "baseline_snapshots": "T15",
 }
 #: the plan's `chaos_tests` job (`continue-on-error: true`): tests 8, 9, 10, 11
 CONTINUE_ON_ERROR = {"T8", "T9", "T10", "T11"}
@@ -55,11 +72,13 @@ class Entry:
 
 def experiments_dir(root: str | Path | None = None) -> Path:
     """`<root>/experiments` (root: the working directory, else the source checkout)."""
-    for base in ([Path(root)] if root else [Path.cwd(), Path(__file__).resolve().parents[2]]):
+    for base in [Path(root)] if root else [Path.cwd(), Path(__file__).resolve().parents[2]]:
         if (base / "experiments").is_dir():
             return (base / "experiments").resolve()
-    raise FileNotFoundError("no experiments/ folder here or beside the package; run from the "
-                            "repository root or pass --experiments DIR")
+    raise FileNotFoundError(
+        "no experiments/ folder here or beside the package; run from the "
+        "repository root or pass --experiments DIR"
+    )
 
 
 def discover(directory: str | Path | None = None, only: list[str] | None = None) -> list[Entry]:
@@ -74,18 +93,28 @@ def discover(directory: str | Path | None = None, only: list[str] | None = None)
         name = path.stem
         tags = set(doc.get("tags") or [])
         plan = PLAN_TESTS.get(name)
-        entries.append(Entry(
-            name=name, path=str(path), title=doc.get("title", ""), plan_test=plan,
-            blocking=plan not in CONTINUE_ON_ERROR and "continue-on-error" not in tags,
-            critical=plan in CRITICAL or "critical" in tags,
-            configuration={k: v for k, v in (doc.get("configuration") or {}).items()
-                           if not isinstance(v, dict)}))
+        entries.append(
+            Entry(
+                name=name,
+                path=str(path),
+                title=doc.get("title", ""),
+                plan_test=plan,
+                blocking=plan not in CONTINUE_ON_ERROR and "continue-on-error" not in tags,
+                critical=plan in CRITICAL or "critical" in tags,
+                configuration={
+                    k: v
+                    for k, v in (doc.get("configuration") or {}).items()
+                    if not isinstance(v, dict)
+                },
+            )
+        )
     if only:
         known = {e.name for e in entries}
         unknown = [n for n in only if n.removesuffix(".json") not in known]
         if unknown:
-            raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(known))}")
+            raise ValueError(
+                f"unknown experiment(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         wanted = [n.removesuffix(".json") for n in only]
         entries = [e for e in entries if e.name in wanted]
 
@@ -103,6 +132,9 @@ def profile_values(profile: str, directory: str | Path | None = None) -> tuple[P
     directory = Path(directory) if directory else experiments_dir()
     path = directory / "profiles" / f"{profile}.json"
     if not path.is_file():
-        raise ValueError(f"profile {profile!r}: {path} does not exist (profiles: smoke, "
-                         + ", ".join(p.stem for p in sorted(path.parent.glob("*.json"))) + ")")
+        raise ValueError(
+            f"profile {profile!r}: {path} does not exist (profiles: smoke, "
+            + ", ".join(p.stem for p in sorted(path.parent.glob("*.json")))
+            + ")"
+        )
     return path, dict(json.loads(path.read_text()).get("configuration", {}))

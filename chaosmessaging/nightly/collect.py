@@ -31,18 +31,29 @@ from chaosmessaging.util import atomic_write_json, stack_home
 __all__ = ["Watcher", "collect", "SAMPLED", "log_offsets", "delivery_latency_series"]
 
 #: metrics scraped from every service at each tick (absent ones are recorded as null)
-SAMPLED = ("process_resident_memory_bytes", "process_cpu_seconds_total",
-           "messaging_consumer_lag_seconds", "messaging_dispatch_lag_seconds",
-           "messaging_consumer_pel_size", "messaging_messages_accepted_total",
-           "messaging_api_unavailable_total", "messaging_payload_rejects_total",
-           "messaging_dispatch_dlq_total", "messaging_consumer_delivered_total")
+SAMPLED = (
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "messaging_consumer_lag_seconds",
+    "messaging_dispatch_lag_seconds",
+    "messaging_consumer_pel_size",
+    "messaging_messages_accepted_total",
+    "messaging_api_unavailable_total",
+    "messaging_payload_rejects_total",
+    "messaging_dispatch_dlq_total",
+    "messaging_consumer_delivered_total",
+)
 
 
 class Watcher(threading.Thread):
     """Samples the stack and the fault ledger every `interval_s` until `stop()`."""
 
-    def __init__(self, home: str | Path, interval_s: float = 2.0,
-                 services: tuple[str, ...] = tuple(SERVICE_URL_KEYS)) -> None:
+    def __init__(
+        self,
+        home: str | Path,
+        interval_s: float = 2.0,
+        services: tuple[str, ...] = tuple(SERVICE_URL_KEYS),
+    ) -> None:
         super().__init__(name="nightly-watcher", daemon=True)
         self.home = str(home)
         self.interval_s = interval_s
@@ -51,22 +62,22 @@ class Watcher(threading.Thread):
         self.series: dict[str, dict[str, list]] = {s: {m: [] for m in SAMPLED} for s in services}
         self.windows: dict[str, dict] = {}
         self.errors = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=10)
         self._faults(time.time())  # the last reverts land just before the run ends
 
     def run(self) -> None:
         start = time.monotonic()
         tick = 0
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             now = time.time()
             self._faults(now)
             self._scrape(now)
             tick += 1
-            self._stop.wait(max(0.0, start + tick * self.interval_s - time.monotonic()))
+            self._halt.wait(max(0.0, start + tick * self.interval_s - time.monotonic()))
 
     def _faults(self, now: float) -> None:
         try:
@@ -76,8 +87,13 @@ class Watcher(threading.Thread):
             return
         for fid, fault in current.items():
             if fid not in self.windows:
-                self.windows[fid] = {"id": fid, "kind": fault.kind, "target": fault.target,
-                                     "injected_at": fault.when, "reverted_at": None}
+                self.windows[fid] = {
+                    "id": fid,
+                    "kind": fault.kind,
+                    "target": fault.target,
+                    "injected_at": fault.when,
+                    "reverted_at": None,
+                }
         for fid, window in self.windows.items():
             if fid not in current and window["reverted_at"] is None:
                 window["reverted_at"] = now
@@ -96,8 +112,12 @@ class Watcher(threading.Thread):
                 self.series[service][metric].append(value)
 
     def result(self) -> dict:
-        return {"interval_s": self.interval_s, "t": self.t, "services": self.series,
-                "scrape_gaps": self.errors}
+        return {
+            "interval_s": self.interval_s,
+            "t": self.t,
+            "services": self.series,
+            "scrape_gaps": self.errors,
+        }
 
     def fault_windows(self) -> list[dict]:
         return sorted(self.windows.values(), key=lambda w: w["injected_at"])
@@ -148,13 +168,18 @@ def delivery_latency_series(run_ids: list[str], home: str | Path) -> dict:
     def ms(value) -> float | None:
         return None if value is None else round(value.total_seconds() * 1000, 2)
 
-    return {"t": [r["sec"] for r in rows], "count": [r["n"] for r in rows],
-            "p50_ms": [ms(r["p50"]) for r in rows], "p95_ms": [ms(r["p95"]) for r in rows],
-            "p99_ms": [ms(r["p99"]) for r in rows]}
+    return {
+        "t": [r["sec"] for r in rows],
+        "count": [r["n"] for r in rows],
+        "p50_ms": [ms(r["p50"]) for r in rows],
+        "p95_ms": [ms(r["p95"]) for r in rows],
+        "p99_ms": [ms(r["p99"]) for r in rows],
+    }
 
 
-def collect(dest: Path, home: str | Path, since: float, offsets: dict[str, int],
-            watcher: Watcher | None) -> dict:
+def collect(
+    dest: Path, home: str | Path, since: float, offsets: dict[str, int], watcher: Watcher | None
+) -> dict:
     """Copy the run's artifacts from the stack home into `dest`; returns what was found:
     ``{"run_ids", "facts", "k6", "samples", "logs"}``."""
     home = stack_home(home)

@@ -14,16 +14,23 @@ from typing import Any
 __all__ = ["criteria", "verdict_of", "THRESHOLD_NAME"]
 
 #: figure names that state a limit rather than a measurement
-THRESHOLD_NAME = re.compile(r"(limit|threshold|max_|min_|_max$|_min$|expect|tolerance|within|"
-                            r"allowed|budget|factor|slack)", re.IGNORECASE)
+THRESHOLD_NAME = re.compile(
+    r"(limit|threshold|max_|min_|_max$|_min$|expect|tolerance|within|"
+    r"allowed|budget|factor|slack)",
+    re.IGNORECASE,
+)
 
 
 def _numbers(output: Any) -> dict[str, Any]:
     if not isinstance(output, dict):
         return {}
-    return {k: v for k, v in output.items()
-            if k not in ("ok", "reason") and isinstance(v, int | float | bool | str)
-            and not (isinstance(v, str) and len(v) > 80)}
+    return {
+        k: v
+        for k, v in output.items()
+        if k not in ("ok", "reason")
+        and isinstance(v, int | float | bool | str)
+        and not (isinstance(v, str) and len(v) > 80)
+    }
 
 
 def criteria(journal: dict) -> list[dict]:
@@ -42,15 +49,17 @@ def criteria(journal: dict) -> list[dict]:
             reason = output.get("reason", "") if isinstance(output, dict) else ""
             if probe.get("status") == "failed":
                 reason = reason or str(probe.get("exception", ["activity failed"])[-1]).strip()
-            out.append({
-                "name": activity.get("name", "?"),
-                "ok": bool(probe.get("tolerance_met")),
-                "reason": reason,
-                "measured": {k: v for k, v in figures.items() if not THRESHOLD_NAME.search(k)},
-                "threshold": {k: v for k, v in figures.items() if THRESHOLD_NAME.search(k)},
-                "tolerance": activity.get("tolerance"),
-                "phase": phase,
-            })
+            out.append(
+                {
+                    "name": activity.get("name", "?"),
+                    "ok": bool(probe.get("tolerance_met")),
+                    "reason": reason,
+                    "measured": {k: v for k, v in figures.items() if not THRESHOLD_NAME.search(k)},
+                    "threshold": {k: v for k, v in figures.items() if THRESHOLD_NAME.search(k)},
+                    "tolerance": activity.get("tolerance"),
+                    "phase": phase,
+                }
+            )
         break
     return out
 
@@ -65,8 +74,11 @@ def verdict_of(journal: dict, exit_code: int | None) -> tuple[bool, str]:
         return False, "criteria not met: " + ", ".join(failed)
     if status in ("aborted", "interrupted"):
         return False, f"run {status}"
-    failing = [r.get("activity", {}).get("name") for r in journal.get("run") or []
-               if r.get("status") == "failed"]
+    failing = [
+        r.get("activity", {}).get("name")
+        for r in journal.get("run") or []
+        if r.get("status") == "failed"
+    ]
     if failing:
         return False, "failed activities: " + ", ".join(n or "?" for n in failing)
     return False, f"chaos exited {exit_code} (journal status {status}, deviated {deviated})"

@@ -38,10 +38,12 @@ __all__ = ["ExperimentResult", "SuiteResult", "run_suite", "default_results_dir"
 
 CHAOS = str(Path(sys.executable).with_name("chaos"))
 #: phases worth showing, as chaoslib logs them
-_PHASE = re.compile(r"\] (Steady state hypothesis: .*|Action: .*|Probe: .*|Rollbacks?.*|"
-                    r"Playing your experiment's method now.*|Experiment ended .*|"
-                    r"Running experiment: .*|Steady state hypothesis is met!|"
-                    r"Steady state probe .* is not in the given tolerance.*)$")
+_PHASE = re.compile(
+    r"\] (Steady state hypothesis: .*|Action: .*|Probe: .*|Rollbacks?.*|"
+    r"Playing your experiment's method now.*|Experiment ended .*|"
+    r"Running experiment: .*|Steady state hypothesis is met!|"
+    r"Steady state probe .* is not in the given tolerance.*)$"
+)
 
 
 @dataclass
@@ -99,8 +101,12 @@ def default_results_dir(root: str | Path = "reports/nightly") -> Path:
 
 def _git_sha() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         return None
 
@@ -110,8 +116,10 @@ def expected_seconds(entry: Entry, values: dict, history: dict[str, float]) -> f
     configuration: the longest `*_duration_s` / `*_phase_s` x3 / messages / rate, plus set-up."""
     if entry.name in history:
         return history[entry.name]
-    config = {**entry.configuration, **{k: v for k, v in values.items()
-                                        if k in entry.configuration}}
+    config = {
+        **entry.configuration,
+        **{k: v for k, v in values.items() if k in entry.configuration},
+    }
     guess = 0.0
     rates = [v for k, v in config.items() if k.endswith("_rate") and isinstance(v, int | float)]
     for key, value in config.items():
@@ -156,10 +164,17 @@ def _stack_running(home: Path) -> bool:
         return False
 
 
-def run_suite(entries: list[Entry], profile: str = "smoke", results_dir: str | Path | None = None,
-              home: str | Path | None = None, progress: Callable[[str], None] = print,
-              progress_every_s: float = 10.0, keep_stack: bool = False,
-              sample_interval_s: float = 2.0, timeout_factor: float = 4.0) -> SuiteResult:
+def run_suite(
+    entries: list[Entry],
+    profile: str = "smoke",
+    results_dir: str | Path | None = None,
+    home: str | Path | None = None,
+    progress: Callable[[str], None] = print,
+    progress_every_s: float = 10.0,
+    keep_stack: bool = False,
+    sample_interval_s: float = 2.0,
+    timeout_factor: float = 4.0,
+) -> SuiteResult:
     """Run `entries` in order with `profile`, writing everything under `results_dir`; returns
     the suite's result (also written to `<results_dir>/suite.json`)."""
     results = Path(results_dir) if results_dir else default_results_dir()
@@ -167,10 +182,16 @@ def run_suite(entries: list[Entry], profile: str = "smoke", results_dir: str | P
     results.mkdir(parents=True, exist_ok=True)
     home = stack_home(home)
     var_file, values = profile_values(profile, Path(entries[0].path).parent if entries else None)
-    suite = SuiteResult(night=results.name, profile=profile, results_dir=str(results),
-                        started_at=time.time(), git_sha=_git_sha())
-    suite.experiments = [ExperimentResult(e.name, e.plan_test, e.blocking, e.critical)
-                         for e in entries]
+    suite = SuiteResult(
+        night=results.name,
+        profile=profile,
+        results_dir=str(results),
+        started_at=time.time(),
+        git_sha=_git_sha(),
+    )
+    suite.experiments = [
+        ExperimentResult(e.name, e.plan_test, e.blocking, e.critical) for e in entries
+    ]
     history = _previous_durations(results, profile)
     external = bool(os.environ.get("CHAOSMESSAGING_API_URL"))
     stop_stack = not keep_stack and not external and not _stack_running(home)
@@ -190,8 +211,18 @@ def run_suite(entries: list[Entry], profile: str = "smoke", results_dir: str | P
             result.expected_s = round(expected_seconds(entry, values, history), 1)
             _write(suite, results)
             try:
-                _run_one(entry, result, f"[{index}/{total}]", var_file, results / entry.name,
-                         home, progress, progress_every_s, sample_interval_s, timeout_factor)
+                _run_one(
+                    entry,
+                    result,
+                    f"[{index}/{total}]",
+                    var_file,
+                    results / entry.name,
+                    home,
+                    progress,
+                    progress_every_s,
+                    sample_interval_s,
+                    timeout_factor,
+                )
             except _Interrupted:
                 suite.interrupted = True
                 result.status = "interrupted"
@@ -202,8 +233,10 @@ def run_suite(entries: list[Entry], profile: str = "smoke", results_dir: str | P
             signal.signal(sig, handler)
         # whatever happened above, no fault stays behind
         for item in faults.revert_all(home):
-            progress(f"reverted a leftover fault: {item.get('kind')} on {item.get('target')} "
-                     f"({item.get('status')})")
+            progress(
+                f"reverted a leftover fault: {item.get('kind')} on {item.get('target')} "
+                f"({item.get('status')})"
+            )
         if stop_stack:
             from chaosmessaging.stack import launcher
 
@@ -218,9 +251,18 @@ def _write(suite: SuiteResult, results: Path) -> None:
     atomic_write_json(results / "suite.json", suite.to_json())
 
 
-def _run_one(entry: Entry, result: ExperimentResult, counter: str, var_file: Path | None,
-             dest: Path, home: Path, progress: Callable[[str], None], progress_every_s: float,
-             sample_interval_s: float, timeout_factor: float) -> None:
+def _run_one(
+    entry: Entry,
+    result: ExperimentResult,
+    counter: str,
+    var_file: Path | None,
+    dest: Path,
+    home: Path,
+    progress: Callable[[str], None],
+    progress_every_s: float,
+    sample_interval_s: float,
+    timeout_factor: float,
+) -> None:
     if dest.exists():
         import shutil
 
@@ -234,16 +276,24 @@ def _run_one(entry: Entry, result: ExperimentResult, counter: str, var_file: Pat
     env = {**os.environ, "CHAOSMESSAGING_HOME": str(home)}
     env.pop("CHAOSMESSAGING_RUN_ID", None)  # each experiment starts its own run
     kind = "blocking" if entry.blocking else "continue-on-error"
-    progress(f"{counter} {entry.name} ({entry.plan_test or 'extra'}, {kind}): starting, "
-             f"expected ~{result.expected_s:.0f}s")
+    progress(
+        f"{counter} {entry.name} ({entry.plan_test or 'extra'}, {kind}): starting, "
+        f"expected ~{result.expected_s:.0f}s"
+    )
     offsets = collect.log_offsets(home)
     result.started_at = time.time()
     watcher = collect.Watcher(home, sample_interval_s)
     watcher.start()
     timeout = max(300.0, timeout_factor * (result.expected_s or 60))
     with open(dest / "output.log", "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
     phase, last_report, log_pos = "starting", 0.0, 0
     try:
         while proc.poll() is None:
@@ -253,8 +303,9 @@ def _run_one(entry: Entry, result: ExperimentResult, counter: str, var_file: Pat
             if new_phase and new_phase != phase or elapsed - last_report >= progress_every_s:
                 phase = new_phase or phase
                 last_report = elapsed
-                progress(f"{counter} {entry.name}: {phase} — {elapsed:.0f}s / "
-                         f"~{result.expected_s:.0f}s")
+                progress(
+                    f"{counter} {entry.name}: {phase} — {elapsed:.0f}s / ~{result.expected_s:.0f}s"
+                )
             if elapsed > timeout:
                 result.reason = f"timed out after {timeout:.0f}s"
                 progress(f"{counter} {entry.name}: {result.reason}, stopping it")
@@ -269,14 +320,17 @@ def _run_one(entry: Entry, result: ExperimentResult, counter: str, var_file: Pat
         result.duration_s = round(result.ended_at - result.started_at, 1)
         result.exit_code = proc.poll()
         leftovers = faults.revert_all(home)
-        result.leftover_faults = [{k: v for k, v in item.items() if k != "output"}
-                                  for item in leftovers]
+        result.leftover_faults = [
+            {k: v for k, v in item.items() if k != "output"} for item in leftovers
+        ]
         found = collect.collect(dest, home, result.started_at - 1, offsets, watcher)
         result.run_ids = found["run_ids"]
         result.fault_windows = watcher.fault_windows()
         _judge(result, journal)
-        progress(f"{counter} {entry.name}: {result.status.upper()} in {result.duration_s:.0f}s"
-                 + (f" — {result.reason}" if result.reason else ""))
+        progress(
+            f"{counter} {entry.name}: {result.status.upper()} in {result.duration_s:.0f}s"
+            + (f" — {result.reason}" if result.reason else "")
+        )
 
 
 def _judge(result: ExperimentResult, journal: Path) -> None:
@@ -289,14 +343,18 @@ def _judge(result: ExperimentResult, journal: Path) -> None:
     result.criteria = criteria(doc)
     ok, reason = verdict_of(doc, result.exit_code)
     if result.status != "interrupted":
-        result.status = "passed" if ok else ("failed" if doc.get("status") in
-                                             ("completed", "failed") else "error")
+        result.status = (
+            "passed"
+            if ok
+            else ("failed" if doc.get("status") in ("completed", "failed") else "error")
+        )
     if result.leftover_faults:
         ok = False
         result.status = "failed" if result.status == "passed" else result.status
         reason = (reason + "; " if reason else "") + (
             f"{len(result.leftover_faults)} fault(s) were still recorded after the run and were "
-            "reverted by the suite")
+            "reverted by the suite"
+        )
     result.reason = result.reason or reason
 
 

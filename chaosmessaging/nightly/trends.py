@@ -74,9 +74,15 @@ def _change_points(values: list[float]) -> list[int]:
     return [b for b in algo.predict(pen=penalty) if b < len(values)]
 
 
-def detect(metric: str, values: list[float], nights: list[str],
-           higher_is_worse: bool | None = None, threshold: float = THRESHOLD,
-           consecutive: int = CONSECUTIVE, window: int = WINDOW) -> Finding:
+def detect(
+    metric: str,
+    values: list[float],
+    nights: list[str],
+    higher_is_worse: bool | None = None,
+    threshold: float = THRESHOLD,
+    consecutive: int = CONSECUTIVE,
+    window: int = WINDOW,
+) -> Finding:
     """Judge one metric's history (oldest first, one value per night)."""
     if higher_is_worse is None:
         higher_is_worse = worse_when_higher(metric)
@@ -84,7 +90,7 @@ def detect(metric: str, values: list[float], nights: list[str],
     nights, values = [n for n, _ in pairs], [v for _, v in pairs]
     finding = Finding(metric=metric, regressed=False, nights=len(values))
     if len(values) >= 2:
-        last7 = statistics.median(values[-1 - window:-1])
+        last7 = statistics.median(values[-1 - window : -1])
         finding.current = values[-1]
         finding.vs_last7_pct = round(100 * _worse_pct(values[-1], last7, higher_is_worse), 1)
     if len(values) < consecutive + 2:
@@ -92,7 +98,7 @@ def detect(metric: str, values: list[float], nights: list[str],
         return finding
     for cp in reversed(_change_points(values)):
         after = values[cp:]
-        before = values[max(0, cp - window):cp]
+        before = values[max(0, cp - window) : cp]
         if len(after) < consecutive or len(before) < 2:
             continue
         baseline = statistics.median(before)
@@ -103,10 +109,11 @@ def detect(metric: str, values: list[float], nights: list[str],
             finding.shift_night = nights[cp]
             finding.baseline = baseline
             finding.change_pct = round(100 * overall, 1)
-            finding.reason = (f"{metric} worse by {finding.change_pct:g}% since {nights[cp]} "
-                              f"({len(after)} nights, each of the last {consecutive} over "
-                              f"{100 * threshold:g}%) against a baseline of {baseline:.4g}")
+            finding.reason = (
+                f"{metric} worse by {finding.change_pct:g}% since {nights[cp]} "
+                f"({len(after)} nights, each of the last {consecutive} over "
+                f"{100 * threshold:g}%) against a baseline of {baseline:.4g}"
+            )
             return finding
-    finding.reason = (f"no shift worse than {100 * threshold:g}% held for {consecutive} "
-                      "nights")
+    finding.reason = f"no shift worse than {100 * threshold:g}% held for {consecutive} nights"
     return finding

@@ -75,7 +75,10 @@ def _rate_series(t: list[float], num: list, den_extra: list) -> list[float | Non
     """Per interval: delta(num) / (delta(num) + delta(den_extra)) — e.g. the share of 503s."""
     out: list[float | None] = [None]
     for i in range(1, len(t)):
-        a0, a1, b0, b1 = num[i - 1], num[i], den_extra[i - 1], den_extra[i]
+        b0, b1 = den_extra[i - 1], den_extra[i]
+        # a labelled counter appears only once it counted: absent beside a live one means 0
+        a0 = num[i - 1] if num[i - 1] is not None or b0 is None else 0.0
+        a1 = num[i] if num[i] is not None or b1 is None else 0.0
         if None in (a0, a1, b0, b1) or a1 < a0 or b1 < b0:
             out.append(None)
             continue
@@ -317,6 +320,7 @@ def _trends_section(history: dict, profile: str, page: _Page) -> str:
                 fig.add_vline(x=f.shift_night, line_dash="dash", line_color="crimson")
         if title.startswith("coverage"):
             fig.add_hline(y=COVERAGE_GATE, line_dash="dot", annotation_text="gate 92%")
+        fig.update_xaxes(type="category")  # one point per night, not a time scale
         fig.update_layout(
             title=title,
             height=360,

@@ -16,7 +16,7 @@ __all__ = ["criteria", "verdict_of", "THRESHOLD_NAME"]
 #: figure names that state a limit rather than a measurement
 THRESHOLD_NAME = re.compile(
     r"(limit|threshold|max_|min_|_max$|_min$|expect|tolerance|within|"
-    r"allowed|budget|factor|slack)",
+    r"allowed|budget|factor|slack|ceiling|floor|needs)",
     re.IGNORECASE,
 )
 
@@ -65,10 +65,12 @@ def criteria(journal: dict) -> list[dict]:
 
 
 def verdict_of(journal: dict, exit_code: int | None) -> tuple[bool, str]:
-    """(passed, reason): passed when chaos exited 0, the run completed and did not deviate."""
+    """(passed, reason): passed when chaos exited 0, the run completed, did not deviate and
+    every criterion held (plain Chaos Toolkit exits 0 with status "completed" when the
+    hypothesis already failed before the method)."""
     status, deviated = journal.get("status"), journal.get("deviated")
     failed = [c["name"] for c in criteria(journal) if not c["ok"]]
-    if exit_code == 0 and status == "completed" and not deviated:
+    if exit_code == 0 and status == "completed" and not deviated and not failed:
         return True, ""
     if failed:
         return False, "criteria not met: " + ", ".join(failed)

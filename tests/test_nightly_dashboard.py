@@ -176,11 +176,23 @@ def test_a_real_nightly_run_shows_its_fault_window_and_series(embedded_stack, tm
     windows = json.loads((folder / "fault-windows.json").read_text())
     toxic = [w for w in windows if w["kind"] == "toxic"]
     assert toxic and toxic[0]["reverted_at"] > toxic[0]["injected_at"]
+    figures = json.loads((night.parent / "history.json").read_text())["nights"][-1]["figures"]
+    for key in (
+        "redis_latency.degraded.p99_ms",
+        "redis_latency.baseline.throughput_rps",
+        "redis_latency.api.memory_mb",
+        "redis_latency.consumer.cpu_pct",
+        "redis_latency.redis_clients_max",
+        "redis_latency.postgres_backends_max",
+    ):
+        assert key in figures, (key, sorted(figures))
+    assert figures["redis_latency.postgres_backends_max"] > 0
     shot = tmp_path / "dashboard.png"
     dom = open_in_browser(night / "index.html", tmp_path, shot)
     print(f"dashboard screenshot: {shot}")
     assert re.search(r"id=\"verdict\"[^>]*>PASSED<", dom)
     assert 'id="criteria-redis_latency"' in dom and "latency-degraded-then-recovered" in dom
     assert "end-to-end delivery latency (ms)" in dom and "consumer PEL size" in dom
+    assert "connections (Redis clients, PostgreSQL backends)" in dom
     assert "toxic toxiproxy:redis" in dom  # the shaded window's label
     assert dom.count('data-ok="true"') >= 3

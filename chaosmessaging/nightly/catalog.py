@@ -71,14 +71,15 @@ class Entry:
 
 
 def experiments_dir(root: str | Path | None = None) -> Path:
-    """`<root>/experiments` (root: the working directory, else the source checkout)."""
-    for base in [Path(root)] if root else [Path.cwd(), Path(__file__).resolve().parents[2]]:
-        if (base / "experiments").is_dir():
-            return (base / "experiments").resolve()
-    raise FileNotFoundError(
-        "no experiments/ folder here or beside the package; run from the "
-        "repository root or pass --experiments DIR"
-    )
+    """`<root>/experiments` if given, else `./experiments` (a user's repository, e.g. after
+    `chaosmessaging init`), else the experiments this installation ships."""
+    if root:
+        return Path(root).resolve()
+    if (Path.cwd() / "experiments").is_dir():
+        return (Path.cwd() / "experiments").resolve()
+    from chaosmessaging.resources import bundled
+
+    return bundled("experiments")
 
 
 def discover(directory: str | Path | None = None, only: list[str] | None = None) -> list[Entry]:

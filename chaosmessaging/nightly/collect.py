@@ -60,6 +60,8 @@ class Watcher(threading.Thread):
         self.services = services
         self.t: list[float] = []
         self.series: dict[str, dict[str, list]] = {s: {m: [] for m in SAMPLED} for s in services}
+        self.series["connections"] = {"redis_clients": [], "postgres_backends": []}
+        self._redis = None
         self.windows: dict[str, dict] = {}
         self.errors = 0
         self._halt = threading.Event()
@@ -67,6 +69,8 @@ class Watcher(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=10)
+        if self._redis is not None:
+            self._redis.close()
         self._faults(time.time())  # the last reverts land just before the run ends
 
     def run(self) -> None:
@@ -110,6 +114,36 @@ class Watcher(threading.Thread):
             for metric in SAMPLED:
                 value = select(scraped, metric, {}) if scraped is not None else None
                 self.series[service][metric].append(value)
+        connections = self.series["connections"]
+        connections["redis_clients"].append(self._redis_clients(config))
+        connections["postgres_backends"].append(self._postgres_backends(config))
+
+    def _redis_clients(self, config: dict) -> int | None:
+        """Redis `connected_clients`, less the watcher's own connection."""
+        try:
+            if self._redis is None:
+                from chaosmessaging.clients.redis import redis_client
+
+                self._redis = redis_client(configuration=config)[0]
+            return int(self._redis.info("clients")["connected_clients"]) - 1
+        except Exception:
+            self._redis = None
+            return None
+
+    def _postgres_backends(self, config: dict) -> int | None:
+        """Client backends of the messaging database, less the watcher's own query."""
+        from chaosmessaging.clients.postgres import pg_fetch
+
+        try:
+            rows = pg_fetch(
+                "select count(*) as n from pg_stat_activity where datname = "
+                "current_database() and backend_type = 'client backend'",
+                configuration=config,
+                timeout=1.5,
+            )
+            return int(rows[0]["n"]) - 1
+        except Exception:
+            return None
 
     def result(self) -> dict:
         return {

@@ -93,7 +93,7 @@ def _timeseries(folder: Path, exp: dict) -> go.Figure | None:
     if not samples_path.exists() and not latency_path.exists():
         return None
     fig = make_subplots(
-        rows=5,
+        rows=6,
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.04,
@@ -103,6 +103,7 @@ def _timeseries(folder: Path, exp: dict) -> go.Figure | None:
             "lag (s)",
             "consumer PEL size",
             "memory RSS (MiB)",
+            "connections (Redis clients, PostgreSQL backends)",
         ),
     )
     if latency_path.exists():
@@ -136,7 +137,11 @@ def _timeseries(folder: Path, exp: dict) -> go.Figure | None:
         pel = services.get("consumer", {}).get("messaging_consumer_pel_size")
         if pel:
             fig.add_trace(go.Scatter(x=x, y=pel, name="PEL size", mode="lines"), row=4, col=1)
+        for name, values in (services.get("connections") or {}).items():
+            fig.add_trace(go.Scatter(x=x, y=values, name=name, mode="lines"), row=6, col=1)
         for service, series in services.items():
+            if service == "connections":
+                continue
             rss = series.get("process_resident_memory_bytes") or []
             fig.add_trace(
                 go.Scatter(
@@ -169,7 +174,7 @@ def _timeseries(folder: Path, exp: dict) -> go.Figure | None:
             annotation_font_size=10,
         )
     fig.update_layout(
-        height=900,
+        height=1050,
         margin={"l": 60, "r": 20, "t": 40, "b": 30},
         legend={"orientation": "h"},
         title=f"{exp['name']}: time series (fault windows shaded)",
@@ -306,6 +311,7 @@ def _trends_section(history: dict, profile: str, page: _Page) -> str:
         "test duration (s)": [m for m in values if m.endswith(".duration_s")],
         "memory (MiB)": [m for m in values if m.endswith("memory_mb")],
         "CPU (%)": [m for m in values if m.endswith("cpu_pct")],
+        "connections (peak)": [m for m in values if m.endswith(("clients_max", "backends_max"))],
         "recovery (s)": [m for m in values if ".recovery_" in m],
         "coverage (%)": [m for m in values if m == "suite.coverage_pct"],
     }

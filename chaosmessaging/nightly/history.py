@@ -2,7 +2,8 @@
 
 `night_figures` reads a night's results folder: per experiment its k6 latencies (p50/p95/p99)
 and throughput per load, error rate, recovery times (run facts ``recovery:*``), CPU and peak
-memory per service (the suite's own samples), duration and pass/fail. `append` adds them to
+memory per service and peak Redis / PostgreSQL connections (the suite's own samples), duration
+and pass/fail. `append` adds them to
 `history.json` (one entry per night and profile; a re-run replaces that night's entry) and
 `judge` runs `trends.detect` on every metric of the profile's history.
 
@@ -41,6 +42,10 @@ def _k6_figures(path: Path) -> dict[str, float]:
 def _resources(samples: dict) -> dict[str, float]:
     out = {}
     t = samples.get("t") or []
+    for key, values in ((samples.get("services") or {}).get("connections") or {}).items():
+        present = [v for v in values if v is not None]
+        if present:
+            out[f"{key}_max"] = max(present)
     for service, series in (samples.get("services") or {}).items():
         rss = [v for v in series.get("process_resident_memory_bytes", []) if v is not None]
         if rss:

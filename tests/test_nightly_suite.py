@@ -187,3 +187,39 @@ def test_an_interrupted_suite_leaves_no_fault_behind(suite_env, tmp_path):
     assert not psutil.pid_exists(held) or psutil.Process(held).status() == psutil.STATUS_ZOMBIE
     suite = json.loads((tmp_path / "results" / "2026-11-03" / "suite.json").read_text())
     assert suite["interrupted"] and suite["experiments"][0]["status"] == "interrupted"
+
+
+def test_the_ci_report_job_merges_the_matrix_parts_into_one_night(suite_env, tmp_path):
+    exps, home = suite_env
+    experiment(exps, "good", True)
+    experiment(exps, "bad", False)
+    parts = tmp_path / "parts"
+    for name in ("good", "bad"):  # one matrix job per experiment, as nightly.yml runs them
+        run_suite(
+            catalog.discover(exps, only=[name]),
+            "smoke",
+            parts / f"experiment-{name}-smoke",
+            home=home,
+            progress=lambda m: None,
+        )
+    from chaosmessaging.nightly import merge
+
+    night = tmp_path / "nightly" / "2026-11-04"
+    code = merge.main(
+        [
+            str(parts),
+            str(night),
+            "--profile",
+            "smoke",
+            "--history",
+            str(tmp_path / "nightly" / "history.json"),
+        ]
+    )
+    assert code == 1  # "bad" is blocking
+    suite = json.loads((night / "suite.json").read_text())
+    assert sorted(e["name"] for e in suite["experiments"]) == ["bad", "good"]
+    assert suite["blocking_failures"] == ["bad"]
+    assert (night / "good" / "journal.json").exists() and (night / "index.html").exists()
+    assert (tmp_path / "nightly" / "index.html").exists()
+    nights = json.loads((tmp_path / "nightly" / "history.json").read_text())["nights"]
+    assert nights[-1]["figures"]["good.passed"] == 1.0

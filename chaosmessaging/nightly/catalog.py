@@ -48,6 +48,8 @@ PLAN_TESTS = {
 }
 #: the plan's `chaos_tests` job (`continue-on-error: true`): tests 8, 9, 10, 11
 CONTINUE_ON_ERROR = {"T8", "T9", "T10", "T11"}
+#: controls that start the embedded stack for an experiment
+STACK_CONTROLS = ("chaosmessaging.controls.standard", "chaosmessaging.controls.stack")
 #: the plan's "failure alerts for critical tests (Test 1, 4, 8, 11)"
 CRITICAL = {"T1", "T4", "T8", "T11"}
 
@@ -62,6 +64,8 @@ class Entry:
     plan_test: str | None = None
     blocking: bool = True
     critical: bool = False
+    #: its controls bring up the embedded stack (`controls.standard` or `controls.stack`)
+    uses_stack: bool = False
     configuration: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -102,6 +106,10 @@ def discover(directory: str | Path | None = None, only: list[str] | None = None)
                 plan_test=plan,
                 blocking=plan not in CONTINUE_ON_ERROR and "continue-on-error" not in tags,
                 critical=plan in CRITICAL or "critical" in tags,
+                uses_stack=any(
+                    (c.get("provider") or {}).get("module") in STACK_CONTROLS
+                    for c in doc.get("controls") or []
+                ),
                 configuration={
                     k: v
                     for k, v in (doc.get("configuration") or {}).items()

@@ -39,11 +39,13 @@ __all__ = ["ExperimentResult", "SuiteResult", "run_suite", "default_results_dir"
 CHAOS = str(Path(sys.executable).with_name("chaos"))
 #: phases worth showing, as chaoslib logs them
 _PHASE = re.compile(
-    r"\] (Steady state hypothesis: .*|Action: .*|Probe: .*|Rollbacks?.*|"
+    r"\] (Steady state hypothesis: .*|Action: .*|Probe: .*|Let's rollback.*|Rollback: .*|"
     r"Playing your experiment's method now.*|Experiment ended .*|"
     r"Running experiment: .*|Steady state hypothesis is met!|"
     r"Steady state probe .* is not in the given tolerance.*)$"
 )
+#: the embedded-stack control starting (or restarting) services
+_STACK = re.compile(r"\[launcher:\d+\] (.*)$")
 
 
 @dataclass
@@ -204,6 +206,8 @@ def run_suite(
             raise _Interrupted()
         progress("already stopping: reverting faults and collecting, please wait")
 
+    if stop_stack and any(e.uses_stack for e in entries):
+        _start_stack(home, progress)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     total = len(entries)
     try:
@@ -245,6 +249,19 @@ def run_suite(
         suite.ended_at = time.time()
         _write(suite, results)
     return suite
+
+
+def _start_stack(home: Path, progress: Callable[[str], None]) -> None:
+    """Start the embedded stack once for the whole suite, its fault proxy's API on a free port:
+    the default 8474 may be taken between the check and the bind by another stack on the same
+    machine (parallel CI jobs, other users), which would leave ours without a proxy."""
+    from chaosmessaging.stack import launcher, servers
+
+    progress(f"starting the embedded stack in {home}")
+    try:
+        launcher.up(home, proxy_port=servers.free_port(), progress=lambda m: progress(f"  {m}"))
+    except Exception as error:  # each experiment's stack control tries again and reports
+        progress(f"the embedded stack did not start ({type(error).__name__}: {error})")
 
 
 def _write(suite: SuiteResult, results: Path) -> None:
@@ -371,6 +388,8 @@ def _phase(chaos_log: Path, pos: int) -> tuple[str | None, int]:
         match = _PHASE.search(line)
         if match:
             phase = match.group(1)
+        elif stack := _STACK.search(line):
+            phase = f"embedded stack: {stack.group(1).strip()}"
     return phase, pos + len(data)
 
 

@@ -223,3 +223,57 @@ def test_the_ci_report_job_merges_the_matrix_parts_into_one_night(suite_env, tmp
     assert (tmp_path / "nightly" / "index.html").exists()
     nights = json.loads((tmp_path / "nightly" / "history.json").read_text())["nights"]
     assert nights[-1]["figures"]["good.passed"] == 1.0
+
+
+def test_coverage_below_the_plans_92_percent_fails_the_night(suite_env, tmp_path):
+    exps, home = suite_env
+    experiment(exps, "good", True)
+    coverage = tmp_path / "coverage.json"
+    results = tmp_path / "results"
+    for night, pct, expected in (("2026-11-05", 93.4, 0), ("2026-11-06", 91.9, 1)):
+        coverage.write_text(json.dumps({"totals": {"percent_covered": pct}}))
+        proc = subprocess.run(
+            [
+                CLI,
+                "nightly",
+                "--experiments",
+                str(exps),
+                "--results",
+                str(results / night),
+                "--coverage",
+                str(coverage),
+                "--no-alerts",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "CHAOSMESSAGING_HOME": str(home)},
+        )
+        assert proc.returncode == expected, proc.stdout + proc.stderr
+        suite = json.loads((results / night / "suite.json").read_text())
+        assert suite["gates"][0]["measured_pct"] == pct and suite["exit_code"] == expected
+    page = (results / "2026-11-06" / "index.html").read_text()
+    assert "<tr class='gate' data-ok='false'><td>coverage</td>" in page
+    nights = json.loads((results / "history.json").read_text())["nights"]
+    assert [n["figures"]["suite.coverage_pct"] for n in nights] == [93.4, 91.9]
+
+
+def test_the_extension_never_imports_the_nightly_suite():
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "chaosmessaging"
+    offenders = []
+    for package in ("actions", "probes", "controls", "clients"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else []
+                )
+                offenders += [
+                    f"{path.name}: {n}" for n in names if n.startswith("chaosmessaging.nightly")
+                ]
+    assert not offenders

@@ -102,10 +102,12 @@ def nightly(args: argparse.Namespace) -> int:
     )
     data = suite.to_json()
     figures = history.night_figures(results)
+    exit_code = suite.exit_code()
     if args.coverage:
-        pct = json.loads(Path(args.coverage).read_text())["totals"]["percent_covered"]
-        figures["suite.coverage_pct"] = round(pct, 2)
-        _print(f"coverage {pct:.1f}% (gate {dashboard.COVERAGE_GATE:g}%)")
+        gate = history.coverage_gate(args.coverage)
+        figures["suite.coverage_pct"] = gate["measured_pct"]
+        exit_code = history.apply_gate(results, gate) if exit_code != 130 else exit_code
+        _print(gate["reason"])
     hist_path = _history_path(args, results.resolve())
     hist = history.append(hist_path, suite.night, args.profile, figures, suite.git_sha)
     findings = history.judge(hist, args.profile)
@@ -125,11 +127,8 @@ def nightly(args: argparse.Namespace) -> int:
         mark = "ok  " if exp.status == "passed" else ("warn" if not exp.blocking else "FAIL")
         _print(f"{mark} {exp.name:<28} {exp.status:<11} {exp.duration_s or 0:>6.0f}s {exp.reason}")
     wall = (suite.ended_at or suite.started_at) - suite.started_at
-    _print(
-        f"suite {'passed' if suite.exit_code() == 0 else 'FAILED'} in {wall:.0f}s "
-        f"(exit {suite.exit_code()})"
-    )
-    return suite.exit_code()
+    _print(f"suite {'passed' if exit_code == 0 else 'FAILED'} in {wall:.0f}s (exit {exit_code})")
+    return exit_code
 
 
 def render(args: argparse.Namespace) -> int:

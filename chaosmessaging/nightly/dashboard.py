@@ -24,11 +24,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from chaosmessaging.nightly import history as history_mod
+from chaosmessaging.nightly.history import COVERAGE_GATE
 
 __all__ = ["render_night", "render_index", "COVERAGE_GATE"]
 
-#: the plan's coverage target ("Coverage >= 92% maintained")
-COVERAGE_GATE = 92.0
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
@@ -234,6 +233,20 @@ def render_night(results_dir: str | Path, history_path: str | Path | None = None
         "<table id='experiments'><tr><th>experiment</th><th>plan</th><th>kind</th>"
         "<th>status</th><th>duration (s)</th><th>reason</th></tr>" + "".join(rows) + "</table>",
     ]
+    gates = suite.get("gates") or []
+    if gates:
+        parts.append(
+            "<table id='gates'><tr><th>suite gate</th><th>verdict</th><th>measured</th>"
+            "<th>threshold</th></tr>"
+            + "".join(
+                f"<tr class='gate' data-ok='{str(g['ok']).lower()}'><td>{_esc(g['name'])}</td>"
+                f"<td class='{'ok' if g['ok'] else 'bad'}'>{'met' if g['ok'] else 'NOT MET'}"
+                f"</td><td>{_esc(g.get('measured_pct'))}%</td>"
+                f"<td>{_esc(g.get('threshold_pct'))}%</td></tr>"
+                for g in gates
+            )
+            + "</table>"
+        )
     for exp in suite["experiments"]:
         folder = results_dir / exp["name"]
         parts.append(

@@ -22,7 +22,19 @@ from pathlib import Path
 from chaosmessaging.nightly.trends import Finding, detect
 from chaosmessaging.util import atomic_write_json
 
-__all__ = ["night_figures", "append", "load", "judge", "series"]
+__all__ = [
+    "night_figures",
+    "append",
+    "load",
+    "judge",
+    "series",
+    "coverage_gate",
+    "apply_gate",
+    "COVERAGE_GATE",
+]
+
+#: the plan's coverage target ("Coverage >= 92% maintained")
+COVERAGE_GATE = 92.0
 
 
 def _k6_figures(path: Path) -> dict[str, float]:
@@ -145,3 +157,28 @@ def judge(history: dict, profile: str) -> list[Finding]:
         for metric, vals in values.items()
         if not metric.endswith(".passed")
     ]
+
+
+def coverage_gate(coverage_json: str | Path, threshold: float = COVERAGE_GATE) -> dict:
+    """The suite's test coverage (pytest-cov ``--cov-report=json``) against the plan's gate."""
+    pct = float(json.loads(Path(coverage_json).read_text())["totals"]["percent_covered"])
+    return {
+        "name": "coverage",
+        "measured_pct": round(pct, 2),
+        "threshold_pct": threshold,
+        "ok": pct >= threshold,
+        "reason": f"test coverage {pct:.1f}% {'>=' if pct >= threshold else '<'} "
+        f"{threshold:g}% (the plan's gate)",
+    }
+
+
+def apply_gate(results_dir: str | Path, gate: dict) -> int:
+    """Record a suite-level gate in the night's suite.json; a failed gate fails the night.
+    Returns the night's exit code."""
+    path = Path(results_dir) / "suite.json"
+    suite = json.loads(path.read_text())
+    suite["gates"] = [g for g in suite.get("gates", []) if g["name"] != gate["name"]] + [gate]
+    if not gate["ok"] and suite.get("exit_code") == 0:
+        suite["exit_code"] = 1
+    atomic_write_json(path, suite)
+    return suite["exit_code"]

@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     suite = merge(args.parts, args.night, args.profile)
     figures = history.night_figures(args.night)
     if args.coverage and args.coverage.exists():
-        pct = json.loads(args.coverage.read_text())["totals"]["percent_covered"]
-        figures["suite.coverage_pct"] = round(pct, 2)
+        gate = history.coverage_gate(args.coverage)
+        figures["suite.coverage_pct"] = gate["measured_pct"]
+        suite["exit_code"] = history.apply_gate(args.night, gate)
     hist = history.append(args.history, suite["night"], args.profile, figures, suite["git_sha"])
     findings = history.judge(hist, args.profile)
     print(dashboard.render_night(args.night, args.history))

@@ -45,6 +45,10 @@ SAMPLED = (
 )
 
 
+#: how often the fault ledger is read for fault windows
+FAULT_POLL_S = 0.2
+
+
 class Watcher(threading.Thread):
     """Samples the stack and the fault ledger every `interval_s` until `stop()`."""
 
@@ -74,14 +78,18 @@ class Watcher(threading.Thread):
         self._faults(time.time())  # the last reverts land just before the run ends
 
     def run(self) -> None:
+        # the ledger is read often (a kill-and-restart can last under a second), the services
+        # scraped every interval_s on a fixed grid
         start = time.monotonic()
         tick = 0
         while not self._halt.is_set():
-            now = time.time()
-            self._faults(now)
-            self._scrape(now)
-            tick += 1
-            self._halt.wait(max(0.0, start + tick * self.interval_s - time.monotonic()))
+            self._faults(time.time())
+            if time.monotonic() >= start + tick * self.interval_s:
+                self._scrape(time.time())
+                tick += 1
+            self._halt.wait(
+                min(FAULT_POLL_S, max(0.0, start + tick * self.interval_s - time.monotonic()))
+            )
 
     def _faults(self, now: float) -> None:
         try:

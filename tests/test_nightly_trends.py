@@ -65,3 +65,39 @@ def test_an_improvement_is_not_a_regression():
 def test_too_short_a_history_is_reported_not_judged():
     finding = detect("p95_ms", [100.0, 150.0, 150.0], NIGHTS[:3])
     assert not finding.regressed and "too few" in finding.reason
+
+
+def test_the_baseline_command_fails_on_a_regression_and_names_its_first_night(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from chaosmessaging.nightly import history
+
+    path = tmp_path / "history.json"
+    for night, p95 in zip(NIGHTS, [100.0] * 27 + [112.0] * 3):
+        history.append(
+            path,
+            night,
+            "nightly",
+            {"message_soak.soak.p95_ms": p95, "message_soak.soak.throughput_rps": 500.0},
+        )
+    cli = str(Path(sys.executable).with_name("chaosmessaging"))
+    proc = subprocess.run(
+        [cli, "baseline", "--history", str(path), "--profile", "nightly"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "REGRESSED message_soak.soak.p95_ms" in proc.stdout
+    assert "since 2026-10-28" in proc.stdout and "1 regression(s) over 30 nights" in proc.stdout
+    history.append(path, "2026-10-31", "nightly", {"message_soak.soak.p95_ms": 100.0})
+    history.append(path, "2026-11-01", "nightly", {"message_soak.soak.p95_ms": 100.0})
+    proc = subprocess.run(
+        [cli, "baseline", "--history", str(path), "--profile", "nightly"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout  # the shift did not hold: no longer a regression

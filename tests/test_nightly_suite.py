@@ -277,3 +277,34 @@ def test_the_extension_never_imports_the_nightly_suite():
                     f"{path.name}: {n}" for n in names if n.startswith("chaosmessaging.nightly")
                 ]
     assert not offenders
+
+
+def test_each_experiment_folder_holds_only_its_own_runs_facts(suite_env, tmp_path):
+    exps, home = suite_env
+    record = [
+        {
+            "type": "action",
+            "name": "record-a-fact",
+            "provider": {
+                "type": "python",
+                "module": "chaosmessaging.runs",
+                "func": "record",
+                "arguments": {"key": "mark:test", "value": 1},
+            },
+        }
+    ]
+    experiment(exps, "first", True, method=record)
+    experiment(exps, "second", True, method=record)
+    suite = run_suite(
+        catalog.discover(exps),
+        "smoke",
+        tmp_path / "results" / "2026-11-07",
+        home=home,
+        progress=lambda m: None,
+    )
+    first, second = suite.experiments
+    assert len(first.run_ids) == 1 and len(second.run_ids) == 1
+    assert first.run_ids != second.run_ids
+    for exp in (first, second):
+        facts = list((tmp_path / "results" / "2026-11-07" / exp.name / "facts").glob("*.json"))
+        assert [f.stem for f in facts] == exp.run_ids

@@ -28,7 +28,7 @@ from chaosmessaging.clients.http import SERVICE_URL_KEYS, service_url
 from chaosmessaging.clients.prometheus import scrape, select
 from chaosmessaging.util import atomic_write_json, stack_home
 
-__all__ = ["Watcher", "collect", "SAMPLED", "log_offsets", "delivery_latency_series"]
+__all__ = ["Watcher", "collect", "known_runs", "SAMPLED", "log_offsets", "delivery_latency_series"]
 
 #: metrics scraped from every service at each tick (absent ones are recorded as null)
 SAMPLED = (
@@ -171,12 +171,13 @@ def log_offsets(home: str | Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in logs.glob("*.log")} if logs.is_dir() else {}
 
 
-def _copy_new(src_root: Path, dest: Path, since: float, pattern: str = "*") -> list[str]:
+def _copy(src_root: Path, dest: Path, pattern: str = "*") -> list[str]:
+    """Copy the files under `src_root` matching `pattern` into `dest`, keeping their layout."""
     copied = []
     if not src_root.is_dir():
         return copied
     for path in sorted(src_root.rglob(pattern)):
-        if path.is_file() and path.stat().st_mtime >= since and not path.name.endswith(".lock"):
+        if path.is_file() and not path.name.endswith((".lock", ".tmp")):
             target = dest / path.relative_to(src_root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
@@ -219,24 +220,37 @@ def delivery_latency_series(run_ids: list[str], home: str | Path) -> dict:
     }
 
 
+def known_runs(home: str | Path) -> set[str]:
+    """The run ids that already have facts in the stack home (taken before a run, so `collect`
+    picks exactly the runs that are new: run ids are unique per `chaos run`)."""
+    runs_dir = stack_home(home) / "runs"
+    return (
+        {p.stem for p in runs_dir.glob("*.json") if ".samples-" not in p.name}
+        if runs_dir.is_dir()
+        else set()
+    )
+
+
 def collect(
-    dest: Path, home: str | Path, since: float, offsets: dict[str, int], watcher: Watcher | None
+    dest: Path, home: str | Path, before: set[str], offsets: dict[str, int], watcher: Watcher | None
 ) -> dict:
-    """Copy the run's artifacts from the stack home into `dest`; returns what was found:
-    ``{"run_ids", "facts", "k6", "samples", "logs"}``."""
+    """Copy the artifacts of the runs not in `before` from the stack home into `dest`; returns
+    what was found: ``{"run_ids", "facts", "k6", "samples", "logs"}``."""
     home = stack_home(home)
-    found: dict = {"run_ids": [], "facts": {}, "k6": [], "samples": [], "logs": []}
-    runs_dir = home / "runs"
-    for path in sorted(runs_dir.glob("*.json")) if runs_dir.is_dir() else []:
-        if path.stat().st_mtime < since:
-            continue
-        if ".samples-" in path.name:
-            found["samples"] += _copy_new(runs_dir, dest / "samples", since, path.name)
-        else:
-            found["run_ids"].append(path.stem)
-            found["facts"][path.stem] = str(dest / "facts" / path.name)
-            _copy_new(runs_dir, dest / "facts", since, path.name)
-    found["k6"] = _copy_new(home / "load", dest / "k6", since)
+    found: dict = {
+        "run_ids": sorted(known_runs(home) - before),
+        "facts": {},
+        "k6": [],
+        "samples": [],
+        "logs": [],
+    }
+    runs_dir, loads = home / "runs", home / "load"
+    for run_id in found["run_ids"]:
+        found["facts"][run_id] = str(dest / "facts" / f"{run_id}.json")
+        _copy(runs_dir, dest / "facts", f"{run_id}.json")
+        found["samples"] += _copy(runs_dir, dest / "samples", f"{run_id}.samples-*.json")
+        if (loads / run_id).is_dir():
+            found["k6"] += _copy(loads / run_id, dest / "k6" / run_id)
     logs = home / "logs"
     for name in sorted(p.name for p in logs.glob("*.log")) if logs.is_dir() else []:
         target = dest / "logs" / name

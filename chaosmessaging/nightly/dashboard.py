@@ -360,6 +360,7 @@ def _trends_section(history: dict, profile: str, page: _Page) -> str:
             for n in names
         ]
         fig = go.Figure(go.Bar(x=names, y=rates))
+        fig.update_yaxes(range=[0, 100])
         fig.update_layout(
             title="failure rate by experiment (%)",
             height=320,
@@ -429,6 +430,7 @@ def render_index(
                 showscale=False,
             )
         )
+        fig.update_xaxes(type="category")
         fig.update_layout(
             title="pass / fail per experiment and night",
             height=120 + 30 * len(names),

@@ -136,8 +136,8 @@ def expected_seconds(entry: Entry, values: dict, history: dict[str, float]) -> f
     return guess + 30.0
 
 
-class _Interrupted(Exception):
-    pass
+class _Interrupted(BaseException):
+    """SIGINT/SIGTERM reached the suite (a BaseException: no `except Exception` swallows it)."""
 
 
 def _previous_durations(results_dir: Path, profile: str) -> dict[str, float]:
@@ -206,11 +206,11 @@ def run_suite(
             raise _Interrupted()
         progress("already stopping: reverting faults and collecting, please wait")
 
-    if stop_stack and any(e.uses_stack for e in entries):
-        _start_stack(home, progress)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     total = len(entries)
     try:
+        if stop_stack and any(e.uses_stack for e in entries):
+            _start_stack(home, progress)
         for index, (entry, result) in enumerate(zip(entries, suite.experiments), 1):
             result.expected_s = round(expected_seconds(entry, values, history), 1)
             _write(suite, results)
@@ -232,6 +232,9 @@ def run_suite(
                 result.status = "interrupted"
                 progress(f"interrupted ({signal.Signals(stop['signal']).name}): stopping")
                 break
+    except _Interrupted:  # while the stack started, between two experiments
+        suite.interrupted = True
+        progress(f"interrupted ({signal.Signals(stop['signal']).name}): stopping")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -297,7 +300,7 @@ def _run_one(
         f"{counter} {entry.name} ({entry.plan_test or 'extra'}, {kind}): starting, "
         f"expected ~{result.expected_s:.0f}s"
     )
-    offsets = collect.log_offsets(home)
+    offsets, before = collect.log_offsets(home), collect.known_runs(home)
     result.started_at = time.time()
     watcher = collect.Watcher(home, sample_interval_s)
     watcher.start()
@@ -340,7 +343,7 @@ def _run_one(
         result.leftover_faults = [
             {k: v for k, v in item.items() if k != "output"} for item in leftovers
         ]
-        found = collect.collect(dest, home, result.started_at - 1, offsets, watcher)
+        found = collect.collect(dest, home, before, offsets, watcher)
         result.run_ids = found["run_ids"]
         result.fault_windows = watcher.fault_windows()
         _judge(result, journal)

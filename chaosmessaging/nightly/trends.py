@@ -89,9 +89,10 @@ def detect(
     pairs = [(n, float(v)) for n, v in zip(nights, values) if v is not None]
     nights, values = [n for n, _ in pairs], [v for _, v in pairs]
     finding = Finding(metric=metric, regressed=False, nights=len(values))
+    if values:
+        finding.current = values[-1]
     if len(values) >= 2:
         last7 = statistics.median(values[-1 - window : -1])
-        finding.current = values[-1]
         finding.vs_last7_pct = round(100 * _worse_pct(values[-1], last7, higher_is_worse), 1)
     if len(values) < consecutive + 2:
         finding.reason = f"{len(values)} nights: too few to judge a trend"

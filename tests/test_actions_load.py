@@ -218,8 +218,8 @@ def test_two_k6_segments_share_one_arrival_rate(api_202, tmp_path):
     accepted = [r["summary"]["messages_accepted"] for r in results]
     assert all(r["exit_code"] == 0 for r in results)
     assert sum(accepted) == len(api_202.bodies)
-    assert 110 <= sum(accepted) <= 121, accepted  # 40/s for 3 s, as one runner would send
-    assert all(55 <= a <= 61 for a in accepted), accepted  # an equal half each
+    assert 110 <= sum(accepted) <= 124, accepted  # 40/s for 3 s (k6 may add one at each end)
+    assert all(55 <= a <= 62 for a in accepted), accepted  # an equal half each
     assert {b["client_msg_id"].split(":")[0] for b in api_202.bodies} == {"seg/1", "seg/2"}
     summary = json.loads(Path(started[0]["summary_path"]).read_text())
     assert "p(99)" in summary["metrics"]["http_req_duration"]  # the trends track p99 too

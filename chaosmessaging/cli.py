@@ -292,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("directory")
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
     init.set_defaults(func=_init)
+
+    from chaosmessaging.nightly.command import add_arguments as nightly_commands
+
+    nightly_commands(sub)  # nightly, dashboard, baseline
     return parser
 
 

@@ -166,8 +166,11 @@ def _stack_up(args: argparse.Namespace) -> int:
         home = launcher.preflight(args.home, not args.no_proxy, args.proxy_port)
         _print(f"starting the embedded stack in {home}")
     try:
-        state = launcher.up(home, with_proxy=not args.no_proxy, proxy_port=args.proxy_port,
-                            progress=lambda m: _print(f"  {m}"))
+        if _running(args.home):
+            state = launcher.ensure_up(home, progress=lambda m: _print(f"  {m}"))
+        else:
+            state = launcher.up(home, with_proxy=not args.no_proxy, proxy_port=args.proxy_port,
+                                progress=lambda m: _print(f"  {m}"))
     except KeyboardInterrupt:
         if _running(args.home):  # Ctrl-C came just after the start completed
             raise UserError(f"interrupted after the stack came up: it is still running in "

@@ -441,6 +441,42 @@ def test_interrupted_stack_up_leaves_nothing_for_stack_down_to_miss(roomy_tmp):
     _no_trace_of_a_stack(home)
 
 
+def test_two_stack_ups_at_once_start_one_stack(roomy_tmp):
+    """The second `stack up` waits for the first (the home is locked) and finds its stack: no
+    second set of processes that `stack.json` would not list."""
+    home = roomy_tmp / "home"
+    ups = [
+        subprocess.Popen(
+            [*CLI, "--home", str(home), "stack", "up", "--no-proxy"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [proc.communicate(timeout=180)[0] for proc in ups]
+    try:
+        assert [proc.returncode for proc in ups] == [0, 0], outs
+        assert sum("already running" in out for out in outs) == 1, outs
+        leaders = {s["pid"] for s in _state(home).values()}
+        strays = [
+            p.pid
+            for p in psutil.process_iter()
+            if _owned_by(p, home) and os.getpgid(p.pid) not in leaders
+        ]
+        assert strays == [], outs
+    finally:
+        _ok(_cli(home, "stack", "down"))
+    _no_trace_of_a_stack(home)
+
+
+def _owned_by(proc: psutil.Process, home: Path) -> bool:
+    try:
+        return proc.environ().get("CHAOSMESSAGING_STACK_OWNER") == str(home)
+    except psutil.Error:
+        return False
+
+
 def test_postgres_starts_in_a_data_directory_too_deep_for_a_unix_socket(roomy_tmp):
     from chaosmessaging.stack import servers
 

@@ -32,6 +32,7 @@ from chaosmessaging.stack.state import (
     StackNotRunning,
     StackState,
     StackStateError,
+    home_lock,
     load_state,
     save_state,
     stack_home,
@@ -148,31 +149,48 @@ def check_port(port: int | None, what: str = "--proxy-port") -> None:
                          "another (or leave it out to pick a free one)")
 
 
-def preflight(home: str | os.PathLike | None = None, with_proxy: bool = True,
-              proxy_port: int | None = None) -> Path:
-    """Check what `up` needs before anything is created or started (the proxy port, the server
-    binaries, then the home, created here); return the home. Raises StackError / HomeError."""
-    if with_proxy:
-        check_port(proxy_port)
+def _check_binaries() -> None:
     try:
         servers.redis_server_binary()
         servers.postgres_bin_dir()
     except servers.ServerError as exc:
         raise StackError(str(exc)) from None
+
+
+def preflight(home: str | os.PathLike | None = None, with_proxy: bool = True,
+              proxy_port: int | None = None) -> Path:
+    """Check what a fresh `up` needs before anything is created or started (the proxy port, the
+    server binaries, then the home, created here); return the home. Raises StackError/HomeError."""
+    if with_proxy:
+        check_port(proxy_port)
+    _check_binaries()
     return usable_home(home)
 
 
 def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
        proxy_port: int | None = None, progress: Callable[[str], None] | None = None) -> StackState:
-    """Start the whole embedded stack and return its state (already running → returned as is)."""
-    say = progress or (lambda _msg: None)
-    try:
-        existing = load_state(home)
-    except StackNotRunning:
-        existing = None
-    if existing is not None and any(r.alive() for r in existing.services.values()):
-        return ensure_up(home, progress=progress)
-    root = preflight(home, with_proxy, proxy_port)
+    """Start the whole embedded stack and return its state (already running → returned as is).
+
+    Holds the home's lock throughout, so a second `up` on the same home waits and then finds
+    this one's stack running."""
+    _check_binaries()
+    root = usable_home(home)
+    with home_lock(root):
+        try:
+            existing = load_state(root)
+        except StackNotRunning:
+            existing = None
+        if existing is not None and any(r.alive() for r in existing.services.values()):
+            if progress:
+                progress("already running (another start finished first): using it")
+            return ensure_up(root, progress=progress)
+        if with_proxy:
+            check_port(proxy_port)
+        return _start(root, with_proxy, proxy_port, progress or (lambda _msg: None))
+
+
+def _start(root: Path, with_proxy: bool, proxy_port: int | None,
+           say: Callable[[str], None]) -> StackState:
     state_path(root).unlink(missing_ok=True)
     leftovers = stop_owned(root)
     if leftovers:

@@ -23,16 +23,19 @@ moment) or whose file is unreadable (see `chaosmessaging.stack.control.owned_pro
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from chaosmessaging.util import atomic_write_json, same_process, stack_home
 
 __all__ = ["ATTEMPT_MARK", "OWNER_ENV", "HomeError", "ServiceRecord", "StackNotRunning",
-           "StackState", "StackStateError", "load_state", "save_state", "stack_home",
-           "usable_home"]
+           "StackState", "StackStateError", "home_lock", "load_state", "save_state",
+           "stack_home", "usable_home"]
 
 #: Environment variable set in every process the stack starts: the home that owns it.
 OWNER_ENV = "CHAOSMESSAGING_STACK_OWNER"
@@ -57,6 +60,18 @@ class StackStateError(RuntimeError):
 
 class HomeError(RuntimeError):
     """The state directory cannot be used (a file, not creatable, not writable)."""
+
+
+@contextmanager
+def home_lock(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the home directory itself (flock on its descriptor: no lock file
+    to go stale; the kernel drops it when the holder dies), so two `stack up` never interleave."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def usable_home(home: str | os.PathLike | None = None, create: bool = True,

@@ -18,6 +18,10 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chaosmessaging.stack.state import StackState
 
 __all__ = ["main", "build_parser"]
 
@@ -110,14 +114,14 @@ def _stack(args: argparse.Namespace) -> int:
     elif args.stack_cmd == "restart":
         from chaosmessaging.stack.state import load_state
 
-        old = load_state(args.home).service(args.name).pid
+        old = load_state(args.home).service(args.name)
+        was = f"pid {old.pid} stopped by {args.signal}" if old.alive() else "it was not running"
         rec = control.restart_service(args.name, home=args.home, sig=args.signal)
-        was = f"pid {old} stopped by {args.signal}" if old else "it was not running"
         _print(f"{args.name} restarted ({was}), now pid {rec.pid}")
     return 0
 
 
-def _running(home: str | None):
+def _running(home: str | None) -> StackState | None:
     """The state of the stack running in `home` (at least one live process), else None."""
     from chaosmessaging.stack.state import StackNotRunning, load_state
 
@@ -158,7 +162,8 @@ def _stack_up(args: argparse.Namespace) -> int:
     usable_home(args.home, create=False)
     if why := _running_conflicts(args):
         raise UserError(why)
-    if _running(args.home):
+    running = _running(args.home) is not None
+    if running:
         home = usable_home(args.home)
         _print(f"the embedded stack in {home} is already running (restarting any service that "
                "died)")
@@ -166,7 +171,7 @@ def _stack_up(args: argparse.Namespace) -> int:
         home = launcher.preflight(args.home, not args.no_proxy, args.proxy_port)
         _print(f"starting the embedded stack in {home}")
     try:
-        if _running(args.home):
+        if running:
             state = launcher.ensure_up(home, progress=lambda m: _print(f"  {m}"))
         else:
             state = launcher.up(home, with_proxy=not args.no_proxy, proxy_port=args.proxy_port,

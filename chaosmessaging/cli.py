@@ -243,7 +243,10 @@ def _init(args: argparse.Namespace) -> int:
     try:
         written = copy_bundles(args.directory, force=args.force)
     except OSError as exc:
-        raise UserError(str(exc)) from None
+        if exc.filename is None:  # our own sentence (e.g. files exist: use --force)
+            raise UserError(str(exc)) from None
+        raise UserError(f"cannot copy into {args.directory}: {exc.strerror} ({exc.filename}); "
+                        "choose a directory you can write") from None
     _print(f"copied {len(written)} files into {args.directory}: experiments/ (with profiles/) "
            "and k6/")
     _print("next: point the configuration at your platform (CHAOSMESSAGING_API_URL, "

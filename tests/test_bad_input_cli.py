@@ -488,3 +488,10 @@ def test_postgres_starts_in_a_data_directory_too_deep_for_a_unix_socket(roomy_tm
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(30)
     assert not (data / "postmaster.pid").exists()
+
+
+def test_init_into_a_directory_that_cannot_be_made_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for target in (f"/proc/chaosmessaging-{os.getpid()}", str(tmp_path / "file" / "sub")):
+        proc = subprocess.run([*CLI, "init", target], capture_output=True, text=True, timeout=60)
+        _refused(proc, f"cannot copy into {target}", "choose a directory")

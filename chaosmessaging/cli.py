@@ -121,15 +121,20 @@ def _stack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _running(home: str | None) -> StackState | None:
-    """The state of the stack running in `home` (at least one live process), else None."""
+def _state(home: str | None) -> StackState | None:
     from chaosmessaging.stack.state import StackNotRunning, load_state
 
     try:
-        state = load_state(home)
+        return load_state(home)
     except StackNotRunning:
         return None
-    return state if any(r.alive() for r in state.services.values()) else None
+
+
+def _running(home: str | None) -> StackState | None:
+    """The state of the stack running in `home` (started, with a live process), else None."""
+    state = _state(home)
+    alive = state is not None and any(r.alive() for r in state.services.values())
+    return state if alive and not state.starting else None
 
 
 def _running_conflicts(args: argparse.Namespace) -> str | None:
@@ -168,7 +173,9 @@ def _stack_up(args: argparse.Namespace) -> int:
         _print(f"the embedded stack in {home} is already running (restarting any service that "
                "died)")
     else:
-        home = launcher.preflight(args.home, not args.no_proxy, args.proxy_port)
+        # a port held by what an interrupted start left is checked by `up` once that is stopped
+        early_port = args.proxy_port if _state(args.home) is None else None
+        home = launcher.preflight(args.home, not args.no_proxy, early_port)
         _print(f"starting the embedded stack in {home}")
     try:
         if running:

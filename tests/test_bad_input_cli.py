@@ -422,8 +422,8 @@ def test_interrupted_stack_up_leaves_nothing_for_stack_down_to_miss(roomy_tmp):
         out, _ = proc.communicate(timeout=120)
         context = f"{how} after {delay:.2f} s (seed {seed}):\n{out}"
         print(
-            f"{how} after {delay:.2f} s: exit {proc.returncode}, left running "
-            f"{len(_leftovers(home))} process(es) for `stack down`"
+            f"{how} after {delay:.2f} s: exit {proc.returncode}, left "
+            f"{len(_leftovers(home))} process(es) running"
         )
         assert "Traceback" not in out, context
         if how != "SIGKILL" and proc.returncode != 0 and "stack is up" not in out:
@@ -431,6 +431,18 @@ def test_interrupted_stack_up_leaves_nothing_for_stack_down_to_miss(roomy_tmp):
             assert proc.returncode in (130, -2) and "error: interrupted" in out, context
             if "still running" not in out:
                 assert _leftovers(home) == [], context
+        if how == "SIGKILL" and i % 2:
+            # no `stack down` this time: the next `stack up` must clear what was left and start
+            up = _ok(_cli(home, "stack", "up"))
+            assert "stack is up" in up.stdout, context
+            leaders = {s["pid"] for s in _state(home).values()}
+            assert len(leaders) == 6 and None not in leaders, (context, up.stdout)
+            strays = [
+                p.pid
+                for p in psutil.process_iter()
+                if _owned_by(p, home) and os.getpgid(p.pid) not in leaders
+            ]
+            assert strays == [], (context, up.stdout)
         # every other try starts from scratch, so initdb itself gets interrupted too
         down = _cli(home, "stack", "down", *(["--purge"] if i % 2 == 0 else []))
         assert down.returncode == 0 and "Traceback" not in down.stdout + down.stderr, context

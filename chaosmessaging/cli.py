@@ -104,6 +104,10 @@ def _stack(args: argparse.Namespace) -> int:
             for e in entries:
                 mark = "up  " if e["alive"] else "DOWN"
                 _print(f"{mark} {e['name']:<10} pid {e['pid']!s:<7} {e['address']}")
+            state = _state(args.home)
+            if state is not None and state.starting:
+                _print("note: a `stack up` is in progress or was interrupted; the next "
+                       "`chaosmessaging stack up` finishes or redoes it")
         return 0 if all(e["alive"] for e in entries) else 3
     if args.stack_cmd == "stop":
         outcome = control.terminate_service(args.name, args.signal, home=args.home)

@@ -17,7 +17,7 @@ import time
 import asyncpg
 from redis.exceptions import RedisError, ResponseError
 
-from msgstack import db, metrics, streams
+from msgstack import db, metrics, mutants, streams
 from msgstack.outage import Outage, pause
 from msgstack.service import Resources
 
@@ -56,6 +56,8 @@ class Consumer:
         self.next_reclaim = 0.0  # reclaim first thing on start
         # Checking more often than entries can become idle would find nothing new.
         self.reclaim_every = min(RECLAIM_EVERY, max(s.reclaim_idle_ms / 1000, 0.1))
+        self.mutant_backoff = 0.0  # MUTANT consumer_sticky_backoff only
+        self.mutant_cache: list[bytearray] = []  # MUTANT consumer_unbounded_cache only
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("consuming stream %r as %r in group %r", self.stream, self.name, self.group)
@@ -63,8 +65,11 @@ class Consumer:
             try:
                 if not self.group_ready:
                     await self.ensure_group()
+                if self.mutant_backoff:  # MUTANT consumer_sticky_backoff: never reset
+                    await asyncio.sleep(self.mutant_backoff)
                 if time.monotonic() >= self.next_reclaim:
-                    await self.reclaim(stop)
+                    if not mutants.on("consumer_no_reclaim"):  # MUTANT: never reclaims
+                        await self.reclaim(stop)
                     await self.sample_pel()
                     self.next_reclaim = time.monotonic() + self.reclaim_every
                 reply = await self.res.redis.xreadgroup(
@@ -129,9 +134,16 @@ class Consumer:
                 await self.dead_letter(entry_id, fields, "unparsable", str(exc))
         if not good:
             return
+        if mutants.on("consumer_ack_before_record"):  # MUTANT: a kill here loses the batch
+            await self.res.redis.xack(self.stream, self.group, *[i for i, _ in good])
         recorded = await self.record_with_retry(good, stop)
         if recorded:
+            acked = time.monotonic()
             await self.res.redis.xack(self.stream, self.group, *[i for i, _ in recorded])
+            if mutants.on("consumer_sticky_backoff") and time.monotonic() - acked > 0.15:
+                self.mutant_backoff = 0.5  # MUTANT: backs off on a slow Redis, forever
+            if mutants.on("consumer_unbounded_cache"):  # MUTANT: 16 KiB kept per message
+                self.mutant_cache.extend(bytearray(16384) for _ in recorded)
             metrics.CONSUMER_DELIVERED.inc(len(recorded))
             oldest = min(e.created_at for _, e in recorded)
             metrics.CONSUMER_LAG.set(max(time.time() - oldest, 0.0))

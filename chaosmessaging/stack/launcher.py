@@ -64,8 +64,10 @@ def _pg_dsn(port: int) -> str:
     return f"postgresql://postgres@{HOST}:{port}/{DATABASE}"
 
 
-def _plan(home: Path, with_proxy: bool, proxy_port: int | None) -> dict[str, ServiceRecord]:
-    """Decide ports, commands and environments for every process."""
+def _plan(home: Path, with_proxy: bool, proxy_port: int | None,
+          env: dict[str, str] | None = None) -> dict[str, ServiceRecord]:
+    """Decide ports, commands and environments for every process (`env`: extra variables of the
+    reference services, kept in their records so a restart gets them too)."""
     logs, data = home / "logs", home / "data"
     port = {name: servers.free_port(HOST) for name in SERVICE_ORDER}
     if proxy_port is None:
@@ -106,6 +108,7 @@ def _plan(home: Path, with_proxy: bool, proxy_port: int | None) -> dict[str, Ser
         "MSGSTACK_REDIS_URL": records["redis"].address,
         "MSGSTACK_HOST": HOST,
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
     }
     for name in APP_SERVICES:
         records[name] = ServiceRecord(
@@ -127,8 +130,13 @@ def _migrate(env: dict[str, str], log: Path) -> None:
 
 
 def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
-       proxy_port: int | None = None, progress: Callable[[str], None] | None = None) -> StackState:
-    """Start the whole embedded stack and return its state (already running → returned as is)."""
+       proxy_port: int | None = None, progress: Callable[[str], None] | None = None,
+       env: dict[str, str] | None = None) -> StackState:
+    """Start the whole embedded stack and return its state (already running → returned as is).
+
+    `env` adds variables to the reference services' environment (e.g. `MSGSTACK_MUTANT` for
+    `chaosmessaging selfcheck`, `MSGSTACK_RECLAIM_IDLE_MS`); they stay in the state file so a
+    service restarted by an experiment gets them again."""
     say = progress or (lambda _msg: None)
     root = stack_home(home)
     try:
@@ -141,7 +149,7 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
         state_path(root).unlink()
     (root / "logs").mkdir(parents=True, exist_ok=True)
     (root / "data" / "redis").mkdir(parents=True, exist_ok=True)
-    records = _plan(root, with_proxy, proxy_port)
+    records = _plan(root, with_proxy, proxy_port, env)
     state = StackState(home=str(root), started_at=time.time(), services={})
     try:
         servers.init_postgres(root / "data" / "postgres")

@@ -152,3 +152,43 @@ def test_accounting_says_where_each_lost_message_was_last_seen(config, client, d
         "last seen: 1 undispatched, 1 parked, 1 dead, 1 in stream, 1 pending, 2 nowhere"
         in result["reason"]
     )
+
+
+def test_kills_reclaimed_fails_while_an_entry_pending_at_a_kill_is_not_reclaimed(
+    config, client, dsn
+):
+    stream, group = config["messaging_stream"], config["messaging_group"]
+    client.xgroup_create(stream, group, id="0", mkstream=True)
+    message_id, _ = _message(dsn, f"{_run_prefix()}/load", 1, delivered=False)
+    entry = client.xadd(stream, {"message_id": str(message_id)})
+    client.xreadgroup(group, "killed-consumer", {stream: ">"}, count=10)
+    runs.record("kills:random_kills", [{"n": 1, "t_s": 1.0, "moment": "catch-up", "down_s": 2.0}])
+    runs.record("seed:random_kills", 7)
+    runs.record(
+        "pending:random_kills#1",
+        [{"id": entry, "consumer": "killed-consumer", "message_id": str(message_id)}],
+    )
+
+    stuck = recovery.kills_reclaimed("random_kills", min_kills=1, configuration=config)
+    assert stuck["ok"] is False and stuck["seed"] == 7
+    assert "kill 1: 1 of 1 entries still pending, 1 undelivered" in stuck["reason"]
+    assert stuck["kills"][0]["still_pending"] == [entry]
+    assert recovery.kills_reclaimed("random_kills", min_kills=2, configuration=config)[
+        "reason"
+    ].startswith("only 1 of 2 kills happened")
+
+    client.xack(stream, group, entry)  # reclaimed and recorded by another consumer
+    _run(
+        _execute(
+            dsn,
+            "INSERT INTO deliveries (message_id, stream_id, consumer) VALUES ($1, $2, 'c2')",
+            message_id,
+            entry,
+        )
+    )
+    judged = recovery.kills_reclaimed("random_kills", min_kills=1, configuration=config)
+    assert judged["ok"] is True and judged["kills"][0]["reclaimed"] == 1
+    assert (
+        judged["reason"]
+        == "1 kills (seed 7): all 1 entries pending at them reclaimed and delivered"
+    )

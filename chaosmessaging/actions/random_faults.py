@@ -9,7 +9,9 @@ read -> record -> acknowledge cycle slips through it. `kill_at_random_moments` k
   somewhere inside its catch-up. Progress is read from Redis as stream time: how far (ms) the
   group's last-delivered id is behind the stream's newest id, polled every few milliseconds
   from a watcher thread that sends the signal itself (a round trip through another activity
-  would give the consumer the milliseconds it needs to finish a batch);
+  would give the consumer the milliseconds it needs to finish a batch), after a further random
+  0-100 ms: a read moves that id in one jump, so without it every kill would land right after
+  a read;
 - `busy="time"` (any service, e.g. the dispatcher or the API under load): a moment drawn
   uniformly in `[0, window_s]` after it is running again.
 
@@ -72,22 +74,42 @@ def _behind_ms(client: redis.Redis, stream: str, group: str) -> int | None:
     return max(0, newest - (_id_ms(delivered) or 0))
 
 
-def _down_times(
-    rng: random.Random, kills: int, low: float, high: float, idle_s: float
-) -> list[float]:
-    """`kills` down-times, half below the reclaim threshold and half above, shuffled."""
-    short_hi = min(high, idle_s * 0.9)
-    long_lo = max(low, idle_s * 1.1)
-    draws = []
-    for n in range(kills):
+def draws(
+    seed: int,
+    kills: int,
+    down_min_s: float,
+    down_max_s: float,
+    reclaim_idle_ms: int,
+    window_s: float,
+    jitter_ms: int = 100,
+) -> list[dict]:
+    """Everything random about a run of kills, drawn up front from `random.Random(seed)`: per
+    kill the catch-up `fraction` (5-95 %), the `jitter_s` after it in `[0, jitter_ms]` ms,
+    the `delay_s` in `[0, window_s]` and the `down_s`
+    (half shorter, half longer than the reclaim idle threshold, in a random order). The same
+    arguments give the same draws: this is what replaying a seed means. Not an activity."""
+    rng = random.Random(int(seed))
+    idle_s = int(reclaim_idle_ms) / 1000.0
+    low, high = float(down_min_s), float(down_max_s)
+    short_hi, long_lo = min(high, idle_s * 0.9), max(low, idle_s * 1.1)
+    downs = []
+    for n in range(int(kills)):
         if n % 2 == 0 and short_hi > low:
-            draws.append(rng.uniform(low, short_hi))
+            downs.append(rng.uniform(low, short_hi))
         elif long_lo < high:
-            draws.append(rng.uniform(long_lo, high))
+            downs.append(rng.uniform(long_lo, high))
         else:
-            draws.append(rng.uniform(low, high))
-    rng.shuffle(draws)
-    return [round(d, 3) for d in draws]
+            downs.append(rng.uniform(low, high))
+    rng.shuffle(downs)
+    return [
+        {
+            "fraction": round(rng.uniform(0.05, 0.95), 3),
+            "jitter_s": round(rng.uniform(0.0, int(jitter_ms) / 1000.0), 4),
+            "delay_s": round(rng.uniform(0.0, float(window_s)), 3),
+            "down_s": round(down, 3),
+        }
+        for down in downs
+    ]
 
 
 def _check(
@@ -137,7 +159,7 @@ class _Killer:
         self.fired.set()
         return True
 
-    def at_progress(self, fraction: float, deadline: float) -> None:
+    def at_progress(self, fraction: float, jitter: float, deadline: float) -> None:
         """Fire once the backlog (stream time behind) has shrunk by `fraction` of its size at the
         first poll that finds the service running; at `deadline` fire anyway."""
         start_ms = None
@@ -152,9 +174,14 @@ class _Killer:
                 if start_ms is None:
                     start_ms = behind
                     self.seen["backlog_ms"] = behind
-                if behind <= (1.0 - fraction) * start_ms and self._fire():
-                    self.seen["behind_ms"] = behind
-                    return
+                if behind <= (1.0 - fraction) * start_ms:
+                    # progress is only visible when a read moves the group's last-delivered
+                    # id: without the jitter every kill would land right after a read
+                    if self.stop.wait(jitter):
+                        return
+                    if self._fire():
+                        self.seen["behind_ms"] = behind
+                        return
             if time.monotonic() >= deadline and alive and self._fire():
                 self.seen.update(behind_ms=behind, deadline=True)
                 return
@@ -174,6 +201,7 @@ def kill_at_random_moments(
     reclaim_idle_ms: int = 5000,
     busy: str = "backlog",
     window_s: float = 3.0,
+    jitter_ms: int = 100,
     min_backlog_ms: int = 200,
     signal: str = "SIGKILL",
     label: str = "random_kills",
@@ -188,9 +216,11 @@ def kill_at_random_moments(
 
     The first kill strikes the running service within `window_s` s. Later ones, with
     `busy="backlog"` (the consumer), strike while it catches up the backlog its down-time left:
-    after it has worked off a random 5-95 % of it (a backlog under `min_backlog_ms` of stream
-    time is no catch-up: the moment is then drawn in time, as with `busy="time"`, which draws
-    it uniformly in `[0, window_s]` s after the restart, for any service). Down-times are drawn
+    after it has worked off a random 5-95 % of it, plus a random 0-`jitter_ms` ms so the
+    kill lands anywhere in the read -> record -> acknowledge cycle (a backlog under
+    `min_backlog_ms` of stream time is no catch-up: the moment is then drawn in time, as with
+    `busy="time"`, which draws it uniformly in `[0, window_s]` s after the restart, for any
+    service). Down-times are drawn
     in `[down_min_s, down_max_s]`, half shorter and half longer than `reclaim_idle_ms`.
     `seed` 0 draws a fresh seed; any other value replays a run's draws.
 
@@ -211,9 +241,9 @@ def kill_at_random_moments(
     except (StackNotRunning, KeyError) as exc:
         raise ActivityFailed(str(exc).strip("'\"")) from None
     seed = int(seed) or random.SystemRandom().randrange(1, 2**31)
-    rng = random.Random(seed)
     idle_s = int(reclaim_idle_ms) / 1000.0
-    downs = _down_times(rng, int(kills), float(down_min_s), float(down_max_s), idle_s)
+    drawn = draws(seed, kills, down_min_s, down_max_s, reclaim_idle_ms, window_s, jitter_ms)
+    downs = [d["down_s"] for d in drawn]
     logger.info(
         f"killing {name} {kills} times at random moments, seed {seed} (replay with "
         f"seed={seed}); down-times {downs} s around the reclaim threshold {idle_s:g} s"
@@ -225,8 +255,7 @@ def kill_at_random_moments(
     done: list[dict] = []
     all_pending: dict[str, dict] = {}
     for n in range(int(kills)):
-        fraction = round(rng.uniform(0.05, 0.95), 3)
-        delay = round(rng.uniform(0.0, float(window_s)), 3)
+        fraction, delay, jitter = drawn[n]["fraction"], drawn[n]["delay_s"], drawn[n]["jitter_s"]
         killer = _Killer(home, name, signum, client, stream, group, float(poll_interval))
         restarting = not load_state(home).service(name).alive()
         moment = "catch-up" if restarting and busy == "backlog" else "time"
@@ -238,7 +267,7 @@ def kill_at_random_moments(
             deadline = time.monotonic() + float(restart_timeout)
             watcher = threading.Thread(
                 target=killer.at_progress,
-                args=(fraction, deadline),
+                args=(fraction, jitter, deadline),
                 name="random-kill",
                 daemon=True,
             )
@@ -287,6 +316,7 @@ def kill_at_random_moments(
             "t_s": round(killer.seen["at"] - began, 3),
             "moment": moment,
             "fraction": fraction if moment == "catch-up" else None,
+            "jitter_s": jitter if moment == "catch-up" else None,
             "delay_s": delay if moment != "catch-up" else None,
             "backlog_ms": killer.seen.get("backlog_ms"),
             "behind_ms": killer.seen.get("behind_ms"),

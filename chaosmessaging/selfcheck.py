@@ -32,7 +32,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["Mutant", "CATALOGUE", "SELFCHECK_VARS", "register", "plan", "run", "main"]
+__all__ = [
+    "Mutant",
+    "CATALOGUE",
+    "SELFCHECK_VARS",
+    "register",
+    "plan",
+    "run",
+    "table",
+    "conclusion",
+    "main",
+]
 
 MUTANT_ENV = "MSGSTACK_MUTANT"
 
@@ -371,21 +381,29 @@ def main(
     (root / "selfcheck.json").write_text(
         json.dumps([{**asdict(r), "caught": r.verdict} for r in rows], indent=2)
     )
+    code, lines = conclusion(rows)
+    for line in ["", *lines]:
+        say(line)
+    if code:
+        say(f"journals and logs in {root}")
+    return code
+
+
+def conclusion(rows: list[Row]) -> tuple[int, list[str]]:
+    """The exit code (1 when a mutant survived or the clean stack failed) and what to say."""
     survivors = [r for r in rows if r.mutant != "clean" and not r.good]
     clean_failures = [r for r in rows if r.mutant == "clean" and not r.good]
-    say("")
+    lines = []
     if survivors:
-        say(
+        lines.append(
             f"{len(survivors)} mutant run(s) not caught: "
-            + ", ".join(f"{r.mutant} x {r.experiment}" for r in survivors)
+            + ", ".join(f"{r.mutant} x {r.experiment} ({r.actual})" for r in survivors)
         )
     if clean_failures:
-        say(
+        lines.append(
             f"the clean stack failed {len(clean_failures)} experiment(s): "
             + ", ".join(f"{r.experiment} ({r.actual})" for r in clean_failures)
         )
-    if not survivors and not clean_failures:
-        say(f"every mutant caught, the clean stack passes (journals in {root})")
-        return 0
-    say(f"journals and logs in {root}")
-    return 1
+    if survivors or clean_failures:
+        return 1, lines
+    return 0, ["every mutant caught, the clean stack passes"]

@@ -61,3 +61,24 @@ def test_kills_the_consumer_repeatedly_and_starts_it_again_each_time(embedded_st
     record = load_state(embedded_stack.home).service("consumer")
     assert record.alive() and record.pid != before  # every kill undone, the last one too
     assert faults.active(embedded_stack.home) == []
+
+
+def test_other_services_are_killed_at_moments_drawn_in_time(embedded_stack, monkeypatch):
+    monkeypatch.setenv("CHAOSMESSAGING_HOME", embedded_stack.home)
+    monkeypatch.delenv(runs.ENV, raising=False)
+    result = random_faults.kill_at_random_moments(
+        name="dispatcher",
+        kills=2,
+        seed=7,
+        down_min_s=0.1,
+        down_max_s=0.6,
+        reclaim_idle_ms=300,
+        busy="time",
+        window_s=0.3,
+        label="dispatcher_kills",
+    )
+    planned = random_faults.draws(7, 2, 0.1, 0.6, 300, 0.3)
+    assert [k["delay_s"] for k in result["kills"]] == [d["delay_s"] for d in planned]
+    assert all(k["moment"] == "time" for k in result["kills"])
+    assert load_state(embedded_stack.home).service("dispatcher").alive()
+    assert faults.active(embedded_stack.home) == []

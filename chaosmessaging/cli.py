@@ -266,6 +266,13 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _selfcheck(args: argparse.Namespace) -> int:
+    from chaosmessaging import selfcheck
+
+    return selfcheck.main(only=args.only or (), workdir=args.workdir, list_only=args.list,
+                          timeout=args.timeout, say=_print)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaosmessaging", description=__doc__)
     parser.add_argument("--home", default=None,
@@ -318,6 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
     from chaosmessaging.nightly.command import add_arguments as nightly_commands
 
     nightly_commands(sub)  # nightly, dashboard, baseline
+    check = sub.add_parser("selfcheck", help="run the experiments against deliberately broken "
+                                             "stacks (mutants) and a clean one: every mutant "
+                                             "must be caught, the clean stack must pass")
+    check.add_argument("--only", action="append", metavar="NAME",
+                       help="only these mutants and/or experiments (repeat or comma-separate; "
+                            "'clean' for the clean runs alone)")
+    check.add_argument("--list", action="store_true", help="print the mutant catalogue")
+    check.add_argument("--workdir", default=None,
+                       help="where the stacks, journals and selfcheck.json go (default: a new "
+                            "temporary directory)")
+    check.add_argument("--timeout", type=float, default=600.0,
+                       help="seconds one chaos run may take (default 600)")
+    check.set_defaults(func=_selfcheck)
     return parser
 
 

@@ -22,7 +22,7 @@ import time
 import asyncpg
 from redis.exceptions import RedisError, ResponseError
 
-from msgstack import db, health, metrics, streams
+from msgstack import db, health, metrics, mutants, streams
 from msgstack.outage import Outage, pause
 from msgstack.service import Resources
 
@@ -64,6 +64,8 @@ class Consumer:
         # last time the consumer acknowledged entries or found nothing new to read
         self.last_progress = time.monotonic()
         res.checks["progress"] = self.check_progress
+        self.mutant_backoff = 0.0  # MUTANT consumer_sticky_backoff only
+        self.mutant_cache: list[bytearray] = []  # MUTANT consumer_unbounded_cache only
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("consuming stream %r as %r in group %r", self.stream, self.name, self.group)
@@ -71,8 +73,11 @@ class Consumer:
             try:
                 if not self.group_ready:
                     await self.ensure_group()
+                if self.mutant_backoff:  # MUTANT consumer_sticky_backoff: never reset
+                    await asyncio.sleep(self.mutant_backoff)
                 if time.monotonic() >= self.next_reclaim:
-                    await self.reclaim(stop)
+                    if not mutants.on("consumer_no_reclaim"):  # MUTANT: never reclaims
+                        await self.reclaim(stop)
                     await self.sample_pel()
                     self.next_reclaim = time.monotonic() + self.reclaim_every
                 reply = await self.res.redis.xreadgroup(
@@ -167,10 +172,17 @@ class Consumer:
                 await self.dead_letter(entry_id, fields, "unparsable", str(exc))
         if not good:
             return
+        if mutants.on("consumer_ack_before_record"):  # MUTANT: a kill here loses the batch
+            await self.res.redis.xack(self.stream, self.group, *[i for i, _ in good])
         recorded = await self.record_with_retry(good, stop)
         if recorded:
+            acked = time.monotonic()
             await self.res.redis.xack(self.stream, self.group, *[i for i, _ in recorded])
             self.last_progress = time.monotonic()
+            if mutants.on("consumer_sticky_backoff") and time.monotonic() - acked > 0.15:
+                self.mutant_backoff = 0.5  # MUTANT: backs off on a slow Redis, forever
+            if mutants.on("consumer_unbounded_cache"):  # MUTANT: 16 KiB kept per message
+                self.mutant_cache.extend(bytearray(16384) for _ in recorded)
             metrics.CONSUMER_DELIVERED.inc(len(recorded))
             oldest = min(e.created_at for _, e in recorded)
             metrics.CONSUMER_LAG.set(max(time.time() - oldest, 0.0))

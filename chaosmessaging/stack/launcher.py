@@ -73,8 +73,10 @@ def _pg_dsn(port: int) -> str:
     return f"postgresql://postgres@{HOST}:{port}/{DATABASE}"
 
 
-def _plan(home: Path, with_proxy: bool, proxy_port: int | None) -> dict[str, ServiceRecord]:
-    """Decide ports, commands and environments for every process."""
+def _plan(home: Path, with_proxy: bool, proxy_port: int | None,
+          env: dict[str, str] | None = None) -> dict[str, ServiceRecord]:
+    """Decide ports, commands and environments for every process (`env`: extra variables of the
+    reference services, kept in their records so a restart gets them too)."""
     logs, data = home / "logs", home / "data"
     port = {name: servers.free_port(HOST) for name in SERVICE_ORDER}
     if proxy_port is None:
@@ -115,6 +117,7 @@ def _plan(home: Path, with_proxy: bool, proxy_port: int | None) -> dict[str, Ser
         "MSGSTACK_REDIS_URL": records["redis"].address,
         "MSGSTACK_HOST": HOST,
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
     }
     for name in APP_SERVICES:
         records[name] = ServiceRecord(
@@ -168,11 +171,14 @@ def preflight(home: str | os.PathLike | None = None, with_proxy: bool = True,
 
 
 def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
-       proxy_port: int | None = None, progress: Callable[[str], None] | None = None) -> StackState:
+       proxy_port: int | None = None, progress: Callable[[str], None] | None = None,
+       env: dict[str, str] | None = None) -> StackState:
     """Start the whole embedded stack and return its state (already running → returned as is).
 
     Holds the home's lock throughout, so a second `up` on the same home waits and then finds
-    this one's stack running."""
+    this one's stack running. `env` adds variables to the reference services' environment (e.g.
+    `MSGSTACK_MUTANT` for `chaosmessaging selfcheck`, `MSGSTACK_RECLAIM_IDLE_MS`); they stay in
+    the state file so a service restarted by an experiment gets them again."""
     _check_binaries()
     root = usable_home(home)
     with home_lock(root):
@@ -190,11 +196,11 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
             _stop_all(existing)
         if with_proxy:
             check_port(proxy_port)
-        return _start(root, with_proxy, proxy_port, say)
+        return _start(root, with_proxy, proxy_port, say, env)
 
 
 def _start(root: Path, with_proxy: bool, proxy_port: int | None,
-           say: Callable[[str], None]) -> StackState:
+           say: Callable[[str], None], env: dict[str, str] | None = None) -> StackState:
     state_path(root).unlink(missing_ok=True)
     leftovers = stop_owned(root)
     if leftovers:
@@ -204,7 +210,7 @@ def _start(root: Path, with_proxy: bool, proxy_port: int | None,
     try:
         (root / "logs").mkdir(parents=True, exist_ok=True)
         (root / "data" / "redis").mkdir(parents=True, exist_ok=True)
-        records = _plan(root, with_proxy, proxy_port)
+        records = _plan(root, with_proxy, proxy_port, env)
         save_state(state)  # from here on, `stack down` knows this home holds a stack
         servers.init_postgres(root / "data" / "postgres")
         for name in SERVICE_ORDER:

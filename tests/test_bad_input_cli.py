@@ -96,8 +96,25 @@ def roomy_tmp() -> Iterator[Path]:
     session starts (other sessions run beside us), which would cut PostgreSQL's system user off
     from a data directory inside it mid-test."""
     path = Path(tempfile.mkdtemp(prefix="cm-bad-input-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    try:
+        yield path
+    finally:
+        _stop_stacks_under(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _stop_stacks_under(path: Path) -> None:
+    """`stack down` every home under `path` that still has a process (a test failed midway)."""
+    homes = set()
+    for proc in psutil.process_iter():
+        try:
+            owner = proc.environ().get("CHAOSMESSAGING_STACK_OWNER", "")
+        except psutil.Error:
+            continue
+        if owner.startswith(str(path) + os.sep):
+            homes.add(owner)
+    for home in homes:
+        _cli(home, "stack", "down")
 
 
 # -- the state directory -------------------------------------------------------------------
@@ -244,11 +261,13 @@ def running():
 
     home = Path(tempfile.mkdtemp(prefix="cm-bad-input-stack-"))
     port = free_port()
-    _ok(_cli(home, "stack", "up", "--proxy-port", str(port)))
-    yield home, port
-    _cli(home, "stack", "down")
+    try:
+        _ok(_cli(home, "stack", "up", "--proxy-port", str(port)))
+        yield home, port
+    finally:
+        _cli(home, "stack", "down")
+        shutil.rmtree(home, ignore_errors=True)
     assert _leftovers(home) == []
-    shutil.rmtree(home, ignore_errors=True)
 
 
 def _state(home: Path) -> dict:

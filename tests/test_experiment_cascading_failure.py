@@ -65,7 +65,8 @@ def test_cascading_failure_smoke_holds_on_the_reference_stack(embedded_stack, ch
     assert recovered["worst_s"] <= config["t11_recovery_limit_s"]
     accounting = after["message-accounting-zero-loss-zero-duplicates"]
     assert accounting["lost"] == 0 and accounting["duplicated"] == 0
-    assert accounting["acknowledged"] == accounting["k6_accepted"] > 0
+    # a commit whose answer was lost with the server is stored without k6 counting its 202
+    assert accounting["acknowledged"] >= accounting["k6_accepted"] > 0
     intact = after["message-bytes-intact"]
     assert intact["messages"] == accounting["acknowledged"] and intact["corrupted"] == 0
     assert after["loads-saw-no-server-errors"]["count"] == 0

@@ -96,30 +96,30 @@ def k6_metric(summary_path: str, metric: str, stat: str = "count", default: floa
     return float(stats[stat])
 
 
-def k6_count_at_most(metric: str, max_count: float = 0, label: str = None,
+def k6_count_at_most(metric: str, at_most: float = 0, label: str = None,
                      configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
     """
     Verdict: the count of k6 counter `metric` summed over this run's loads (all, or the one
-    with `label`) is at most `max_count`, e.g. `server_errors` (answers 5xx other than 503, or
+    with `label`) is at most `at_most`, e.g. `server_errors` (answers 5xx other than 503, or
     no answer at all: the scripts count those) must stay 0 through an outage. A load that never
-    counted the metric counts 0 (k6 omits unused metrics). Figures: `count`, `max_count`,
+    counted the metric counts 0 (k6 omits unused metrics). Figures: `count`, `at_most`,
     `loads` {label: count}. Holds before the method; after it, no load fails.
     """
-    max_count = float(max_count)
-    if held := held_before_method(configuration, count=None, max_count=max_count, loads={}):
+    at_most = float(at_most)
+    if held := held_before_method(configuration, count=None, at_most=at_most, loads={}):
         return held
     loads = runs.loads(home_of(configuration), label)
     if not loads:
         return verdict(False, "no load was recorded in this run: nothing to count",
-                       count=None, max_count=max_count, loads={})
+                       count=None, at_most=at_most, loads={})
     counts = {load.get("label", load["run_id"]): k6_metric(load["summary_path"], metric,
                                                             "count", default=0)
               for load in loads}
     total = sum(counts.values())
-    ok = total <= max_count
-    reason = f"k6 {metric}: {total:g} over {len(counts)} load(s) (at most {max_count:g})"
+    ok = total <= at_most
+    reason = f"k6 {metric}: {total:g} over {len(counts)} load(s) (at most {at_most:g})"
     logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, count=total, max_count=max_count, loads=counts)
+    return verdict(ok, reason, count=total, at_most=at_most, loads=counts)
 
 
 def _load(summary_path: str) -> dict:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from chaosmessaging.config import lookup
 from chaosmessaging.stack import servers
 from chaosmessaging.stack.control import spawn, stop_owned, stop_service
 from chaosmessaging.stack.health import wait_healthy, wait_ready
@@ -45,9 +46,10 @@ __all__ = ["up", "preflight", "down", "ensure_up", "status", "StackError", "SERV
 
 HOST = "127.0.0.1"
 DATABASE = "messaging"
-SERVICE_ORDER = ["redis", "postgres", "proxy", "api", "dispatcher", "consumer"]
-APP_SERVICES = ["api", "dispatcher", "consumer"]
+SERVICE_ORDER = ["redis", "postgres", "proxy", "auth", "api", "dispatcher", "consumer"]
+APP_SERVICES = ["auth", "api", "dispatcher", "consumer"]
 DEFAULT_PROXY_PORT = 8474  # Toxiproxy's default, when free
+SEED_PASSWORD_ENV = "MSGSTACK_SEED_PASSWORD"
 
 
 class StackError(RuntimeError):
@@ -170,6 +172,26 @@ def preflight(home: str | os.PathLike | None = None, with_proxy: bool = True,
     return usable_home(home)
 
 
+def _seed_users(env: dict[str, str], log: Path) -> None:
+    """Create the load-test users experiments log in as (`messaging_loadtest_*` keys).
+
+    The password reaches the seed command through its environment only: it is not in the
+    command line, in stack.json or in any log.
+    """
+    count = str(lookup("messaging_loadtest_users"))
+    prefix = str(lookup("messaging_loadtest_prefix"))
+    password = str(lookup("messaging_loadtest_password"))
+    servers.mark_attempt(log, "seeding users")
+    with open(log, "ab") as out:
+        proc = subprocess.run([sys.executable, "-m", "msgstack", "seed-users", "--count", count,
+                               "--prefix", prefix, "--password-env", SEED_PASSWORD_ENV],
+                              env={**os.environ, **env, SEED_PASSWORD_ENV: password},
+                              stdout=out, stderr=subprocess.STDOUT, timeout=300)
+    if proc.returncode != 0:
+        raise StackError(f"seeding users failed (exit {proc.returncode}), see {log}:\n  "
+                         f"{tail(log, after=ATTEMPT_MARK)}")
+
+
 def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
        proxy_port: int | None = None, progress: Callable[[str], None] | None = None,
        env: dict[str, str] | None = None) -> StackState:
@@ -216,10 +238,12 @@ def _start(root: Path, with_proxy: bool, proxy_port: int | None,
         for name in SERVICE_ORDER:
             if name not in records:
                 continue
-            if name == "api":
+            if name == APP_SERVICES[0]:
                 servers.create_database(HOST, records["postgres"].port, DATABASE)
                 say("applying migrations")
-                _migrate(records["api"].env, root / "logs" / "migrate.log")
+                _migrate(records[name].env, root / "logs" / "migrate.log")
+                say("seeding load-test users")
+                _seed_users(records[name].env, root / "logs" / "seed.log")
             # recorded (without a pid) before it starts, and again with its pid right after;
             # in between, the OWNER_ENV mark in its environment is how `down` finds it
             state.services[name] = records[name]

@@ -29,6 +29,8 @@ class Settings:
     pool_max: int
     max_payload: int
     reclaim_idle_ms: int
+    # the consumer answers /readyz 503 when entries wait and none was acknowledged for this long
+    stall_seconds: int = 30
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int) -> int | None:
@@ -80,4 +82,5 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         pool_max=_int(env, "MSGSTACK_POOL_MAX", 20, 1),
         max_payload=_int(env, "MSGSTACK_MAX_PAYLOAD", 65536, MIN_PAYLOAD),
         reclaim_idle_ms=_int(env, "MSGSTACK_RECLAIM_IDLE_MS", 5000, 1),
+        stall_seconds=_int(env, "MSGSTACK_STALL_SECONDS", 30, 1),
     )

@@ -3,8 +3,11 @@
 `up()` starts everything on loopback ports of its own (never the machine's 5432/6379), routes the
 services' Redis and PostgreSQL traffic through the Toxiproxy-compatible fault proxy, applies the
 migrations, waits until each process is healthy and records it all in `<home>/stack.json`.
-`down()` stops exactly the processes recorded there. This module is the only place that knows the
-reference stack (`msgstack`), and only as commands to run.
+`down()` stops exactly the processes recorded there, plus any process marked as started from this
+home that the file does not list (see `control.owned_processes`): a Ctrl-C between a start and the
+write of its pid, or a corrupt state file, must not leave an orphan holding PostgreSQL's lock file.
+This module is the only place that knows the reference stack (`msgstack`), and only as commands
+to run.
 """
 
 from __future__ import annotations
@@ -12,27 +15,33 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from chaosmessaging.stack import servers
-from chaosmessaging.stack.control import spawn, stop_service
+from chaosmessaging.stack.control import spawn, stop_owned, stop_service
 from chaosmessaging.stack.health import wait_healthy, wait_ready
 from chaosmessaging.stack.state import (
+    ATTEMPT_MARK,
     ServiceRecord,
     StackNotRunning,
     StackState,
+    StackStateError,
+    home_lock,
     load_state,
     save_state,
     stack_home,
     state_path,
+    usable_home,
 )
 from chaosmessaging.util import tail
 
-__all__ = ["up", "down", "ensure_up", "status", "StackError", "SERVICE_ORDER"]
+__all__ = ["up", "preflight", "down", "ensure_up", "status", "StackError", "SERVICE_ORDER"]
 
 HOST = "127.0.0.1"
 DATABASE = "messaging"
@@ -121,12 +130,44 @@ def _plan(home: Path, with_proxy: bool, proxy_port: int | None,
 
 
 def _migrate(env: dict[str, str], log: Path) -> None:
+    servers.mark_attempt(log, "migrations")
     with open(log, "ab") as out:
         proc = subprocess.run([sys.executable, "-m", "msgstack", "migrate"],
                               env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
                               timeout=120)
     if proc.returncode != 0:
-        raise StackError(f"migrations failed (exit {proc.returncode}), see {log}:\n  {tail(log)}")
+        raise StackError(f"migrations failed (exit {proc.returncode}), see {log}:\n  "
+                         f"{tail(log, after=ATTEMPT_MARK)}")
+
+
+def check_port(port: int | None, what: str = "--proxy-port") -> None:
+    """Refuse a port outside 1-65535 or one already taken on loopback, before anything starts."""
+    if port is None:
+        return
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise StackError(f"{what} {port!r} is not a TCP port: give a number from 1 to 65535 (or "
+                         "leave it out to pick a free one)")
+    if not _port_free(port):
+        raise StackError(f"{what} {port}: port {port} on {HOST} is already in use; choose "
+                         "another (or leave it out to pick a free one)")
+
+
+def _check_binaries() -> None:
+    try:
+        servers.redis_server_binary()
+        servers.postgres_bin_dir()
+    except servers.ServerError as exc:
+        raise StackError(str(exc)) from None
+
+
+def preflight(home: str | os.PathLike | None = None, with_proxy: bool = True,
+              proxy_port: int | None = None) -> Path:
+    """Check what a fresh `up` needs before anything is created or started (the proxy port, the
+    server binaries, then the home, created here); return the home. Raises StackError/HomeError."""
+    if with_proxy:
+        check_port(proxy_port)
+    _check_binaries()
+    return usable_home(home)
 
 
 def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
@@ -134,24 +175,39 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
        env: dict[str, str] | None = None) -> StackState:
     """Start the whole embedded stack and return its state (already running → returned as is).
 
-    `env` adds variables to the reference services' environment (e.g. `MSGSTACK_MUTANT` for
-    `chaosmessaging selfcheck`, `MSGSTACK_RECLAIM_IDLE_MS`); they stay in the state file so a
-    service restarted by an experiment gets them again."""
-    say = progress or (lambda _msg: None)
-    root = stack_home(home)
-    try:
-        existing = load_state(root)
-    except StackNotRunning:
-        existing = None
-    if existing is not None:
-        if any(r.alive() for r in existing.services.values()):
+    Holds the home's lock throughout, so a second `up` on the same home waits and then finds
+    this one's stack running. `env` adds variables to the reference services' environment (e.g.
+    `MSGSTACK_MUTANT` for `chaosmessaging selfcheck`, `MSGSTACK_RECLAIM_IDLE_MS`); they stay in
+    the state file so a service restarted by an experiment gets them again."""
+    _check_binaries()
+    root = usable_home(home)
+    with home_lock(root):
+        try:
+            existing = load_state(root)
+        except StackNotRunning:
+            existing = None
+        if existing is not None and any(r.alive() for r in existing.services.values()):
+            if progress:
+                progress("already running (another start finished first): using it")
             return ensure_up(root, progress=progress)
-        state_path(root).unlink()
-    (root / "logs").mkdir(parents=True, exist_ok=True)
-    (root / "data" / "redis").mkdir(parents=True, exist_ok=True)
-    records = _plan(root, with_proxy, proxy_port, env)
+        if with_proxy:
+            check_port(proxy_port)
+        return _start(root, with_proxy, proxy_port, progress or (lambda _msg: None), env)
+
+
+def _start(root: Path, with_proxy: bool, proxy_port: int | None,
+           say: Callable[[str], None], env: dict[str, str] | None = None) -> StackState:
+    state_path(root).unlink(missing_ok=True)
+    leftovers = stop_owned(root)
+    if leftovers:
+        say(f"stopped {len(leftovers)} leftover process(es) of an interrupted start: "
+            + ", ".join(leftovers))
     state = StackState(home=str(root), started_at=time.time(), services={})
     try:
+        (root / "logs").mkdir(parents=True, exist_ok=True)
+        (root / "data" / "redis").mkdir(parents=True, exist_ok=True)
+        records = _plan(root, with_proxy, proxy_port, env)
+        save_state(state)  # from here on, `stack down` knows this home holds a stack
         servers.init_postgres(root / "data" / "postgres")
         for name in SERVICE_ORDER:
             if name not in records:
@@ -160,20 +216,42 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
                 servers.create_database(HOST, records["postgres"].port, DATABASE)
                 say("applying migrations")
                 _migrate(records["api"].env, root / "logs" / "migrate.log")
-            record = spawn(records[name])
-            state.services[name] = record
+            # recorded (without a pid) before it starts, and again with its pid right after;
+            # in between, the OWNER_ENV mark in its environment is how `down` finds it
+            state.services[name] = records[name]
+            save_state(state)
+            record = spawn(records[name], root)
             save_state(state)
             wait_healthy(record, timeout=60)
             say(f"{name:<10} pid {record.pid:<7} {record.address}")
         _wait_ready(state)
     except BaseException as exc:
-        say("start failed; stopping what was started")
-        _stop_all(state)
-        state_path(root).unlink(missing_ok=True)
-        if isinstance(exc, (servers.ServerError, StackError)):
-            raise StackError(str(exc)) from exc
+        with _no_interrupts():
+            say("interrupted; stopping what was started" if isinstance(exc, KeyboardInterrupt)
+                else "start failed; stopping what was started")
+            stopped = _stop_all(state) + stop_owned(root)
+            say("stopped: " + (", ".join(stopped) if stopped else "nothing had started"))
+            state_path(root).unlink(missing_ok=True)
+        if isinstance(exc, servers.ServerError | StackError | OSError):
+            detail = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror}: {exc}"
+            raise StackError(detail) from exc
         raise
     return state
+
+
+class _no_interrupts:
+    """Ignore SIGINT/SIGTERM while cleaning up (a second Ctrl-C must not cut the clean-up short
+    and leave orphans); restored afterwards. No-op outside the main thread."""
+
+    def __enter__(self) -> None:
+        self.saved = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, signal.SIG_IGN)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
 
 
 def _wait_ready(state: StackState) -> None:
@@ -210,15 +288,25 @@ def _stop_all(state: StackState) -> list[str]:
 
 
 def down(home: str | os.PathLike | None = None, purge: bool = False) -> list[str]:
-    """Stop every process the stack started (and nothing else); `purge` also deletes its data."""
+    """Stop every process the stack started (and nothing else); `purge` also deletes its data.
+
+    Processes the state file does not list but that carry this home's mark (an interrupted start)
+    are stopped too; a corrupt state file is set aside as `stack.json.corrupt` after that."""
     root = stack_home(home)
+    if root.exists() and not root.is_dir():
+        usable_home(root)  # raises HomeError naming the problem
+    stopped: list[str] = []
     try:
         state = load_state(root)
     except StackNotRunning:
-        stopped: list[str] = []
+        pass
+    except StackStateError:
+        path = state_path(root)
+        path.replace(path.with_name("stack.json.corrupt"))
     else:
         stopped = _stop_all(state)
         state_path(root).unlink(missing_ok=True)
+    stopped += [f"unrecorded {p}" for p in stop_owned(root)]
     if purge:
         shutil.rmtree(root / "data", ignore_errors=True)
     return stopped

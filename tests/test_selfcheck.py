@@ -99,6 +99,13 @@ def test_selfcheck_catches_a_mutant_and_passes_the_clean_stack_through_the_cli()
         assert mutant["actual"] == "deviated" and mutant["caught"] == "yes"
         assert mutant["breached"], "a breached probe names how it was caught"
         assert rows[("clean", "consumer_resilience")]["actual"] == "completed"
+        journal = json.loads(Path(rows[("clean", "consumer_resilience")]["journal"]).read_text())
+        kills = next(
+            r["output"]
+            for r in journal["run"]
+            if r["activity"]["name"] == "kill-consumer-at-random-moments"
+        )
+        assert len(kills["kills"]) == selfcheck.SELFCHECK_VARS["consumer_resilience"]["t8_kills"]
         assert "every mutant caught, the clean stack passes" in done.stdout
         assert not list(workdir.glob("*/stack.json")), "every stack is stopped"
     finally:

@@ -113,9 +113,12 @@ CATALOGUE: list[Mutant] = [
 ]
 
 # Per experiment: values passed with --var-file to every self-check run of it (clean and mutant),
-# to keep runs short where waiting longer only helps a slow-but-correct stack.
+# to keep runs short where waiting longer only helps a slow-but-correct stack, and to strike
+# often enough where a single run's random faults might miss a narrow window.
 SELFCHECK_VARS: dict[str, dict] = {
-    "consumer_resilience": {"t8_settle_timeout_s": 30},
+    # 10 random kills instead of the smoke profile's 4 (and a load long enough for them): a bug
+    # whose loss window is a few milliseconds of each batch is hit by some kills, not by every one
+    "consumer_resilience": {"t8_settle_timeout_s": 30, "t8_kills": 10, "t8_messages": 9000},
     "redis_partition": {"t9_settle_timeout_s": 30},
     "redis_latency": {"lat_settle_timeout_s": 30},
     "message_soak": {"t1_settle_timeout_s": 30},
@@ -231,7 +234,7 @@ def _run_experiment(
     ]
     overrides = SELFCHECK_VARS.get(row.experiment)
     if overrides:
-        (where / "vars.json").write_text(json.dumps(overrides))
+        (where / "vars.json").write_text(json.dumps({"configuration": overrides}))
         command += ["--var-file", str(where / "vars.json")]
     command.append(str(_experiment_path(row.experiment)))
     env = {

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -77,8 +78,9 @@ def test_a_surviving_mutant_or_a_failing_clean_stack_fails_the_selfcheck():
 
 
 @pytest.mark.slow
-def test_selfcheck_catches_a_mutant_and_passes_the_clean_stack_through_the_cli(tmp_path):
-    workdir = Path("/tmp") / f"cm-sc-{tmp_path.name[-12:]}"  # short: PostgreSQL socket paths
+def test_selfcheck_catches_a_mutant_and_passes_the_clean_stack_through_the_cli():
+    # short (PostgreSQL socket paths) and unique (another checkout may run this test too)
+    workdir = Path(tempfile.mkdtemp(prefix="cm-sc-", dir="/tmp"))
     try:
         done = subprocess.run(
             [CLI, "selfcheck", "--only", "consumer_no_reclaim", "--workdir", str(workdir)],
@@ -97,6 +99,13 @@ def test_selfcheck_catches_a_mutant_and_passes_the_clean_stack_through_the_cli(t
         assert mutant["actual"] == "deviated" and mutant["caught"] == "yes"
         assert mutant["breached"], "a breached probe names how it was caught"
         assert rows[("clean", "consumer_resilience")]["actual"] == "completed"
+        journal = json.loads(Path(rows[("clean", "consumer_resilience")]["journal"]).read_text())
+        kills = next(
+            r["output"]
+            for r in journal["run"]
+            if r["activity"]["name"] == "kill-consumer-at-random-moments"
+        )
+        assert len(kills["kills"]) == selfcheck.SELFCHECK_VARS["consumer_resilience"]["t8_kills"]
         assert "every mutant caught, the clean stack passes" in done.stdout
         assert not list(workdir.glob("*/stack.json")), "every stack is stopped"
     finally:

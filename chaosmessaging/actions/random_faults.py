@@ -10,8 +10,9 @@ read -> record -> acknowledge cycle slips through it. `kill_at_random_moments` k
   group's last-delivered id is behind the stream's newest id, polled every few milliseconds
   from a watcher thread that sends the signal itself (a round trip through another activity
   would give the consumer the milliseconds it needs to finish a batch), after a further random
-  0-30 ms (`jitter_ms`, about one batch): a read moves that id in one jump, so without it
-  every kill would land right after a read;
+  0-10 ms (`jitter_ms`, about the time one batch takes to record): a read moves that id in one
+  jump, so without it every kill would land right after a read, and with much more it would land
+  after the catch-up, on an idle consumer;
 - `busy="time"` (any service, e.g. the dispatcher or the API under load): a moment drawn
   uniformly in `[0, window_s]` after it is running again.
 
@@ -81,7 +82,7 @@ def draws(
     down_max_s: float,
     reclaim_idle_ms: int,
     window_s: float,
-    jitter_ms: int = 30,
+    jitter_ms: int = 10,
 ) -> list[dict]:
     """Everything random about a run of kills, drawn up front from `random.Random(seed)`: per
     kill the catch-up `fraction` (5-95 %), the `jitter_s` after it in `[0, jitter_ms]` ms,
@@ -201,7 +202,7 @@ def kill_at_random_moments(
     reclaim_idle_ms: int = 5000,
     busy: str = "backlog",
     window_s: float = 3.0,
-    jitter_ms: int = 30,
+    jitter_ms: int = 10,
     min_backlog_ms: int = 200,
     signal: str = "SIGKILL",
     label: str = "random_kills",

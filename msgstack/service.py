@@ -21,7 +21,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from msgstack import db, health, streams
+from msgstack import db, health, storage, streams
 from msgstack.config import Settings
 
 __all__ = ["Resources", "Worker", "build_app", "serve"]
@@ -39,6 +39,7 @@ class Resources:
     settings: Settings
     pool: asyncpg.Pool
     redis: aioredis.Redis
+    storage: storage.Storage | None = None  # the adapters over pool + redis (msgstack.storage)
 
 
 Worker = Callable[[Resources, asyncio.Event], Awaitable[None]]
@@ -63,9 +64,10 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
-        pool = await db.create_pool(settings.pg_dsn, settings.pool_max)
+        tuning = storage.load()
+        pool = await db.create_pool(settings.pg_dsn, settings.pool_max, tuning.statement_timeout_s)
         client = streams.client(settings.redis_url)
-        res = Resources(settings, pool, client)
+        res = Resources(settings, pool, client, storage.Storage.create(pool, client, tuning))
         app.state.resources = res
         stop = asyncio.Event()
         task = None

@@ -39,7 +39,7 @@ from logzero import logger
 
 from chaosmessaging import faults, runs
 from chaosmessaging.config import lookup, redact
-from chaosmessaging.stack.state import stack_home
+from chaosmessaging.util import home_of, same_process, stack_home
 
 __all__ = ["start_load", "wait_for_load", "stop_load"]
 
@@ -140,7 +140,7 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     if rate is not None and int(rate) > int(max_rate):
         raise ActivityFailed(f"rate {rate}/s exceeds max_rate {max_rate}/s")
     script_path = _resolve_script(script)
-    home = (configuration or {}).get("chaosmessaging_home")
+    home = home_of(configuration)
     run_id = run_id or f"{runs.current_run_id(home)}/{label}"
     summary = Path(summary_path) if summary_path else stack_home(home) / "load" / f"{run_id}.json"
     summary = summary.expanduser().resolve()
@@ -203,18 +203,6 @@ def _run_info(summary_path: str | None, pid: int | None, label: str | None = Non
     if pid:
         return {"pid": int(pid), "create_time": None, "summary_path": None, "run_id": None}
     raise ActivityFailed("name the load run: `summary_path` (from start_load) or `pid`")
-
-
-def _same_process(pid: int, create_time: float | None) -> psutil.Process | None:
-    try:
-        proc = psutil.Process(pid)
-        if create_time is not None and abs(proc.create_time() - create_time) > 1:
-            return None
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc
-    except psutil.Error:
-        return None
 
 
 def _figures(summary_path: str | None) -> dict:
@@ -280,7 +268,7 @@ def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
     Returns ``{"exit_code", "thresholds_ok", "summary": {messages_accepted, http_reqs, p95_ms,
     http_req_failed_rate, dropped_iterations, failed_thresholds...}, ...}``.
     """
-    home = (configuration or {}).get("chaosmessaging_home")
+    home = home_of(configuration)
     info = _run_info(summary_path, pid, label, home)
     if timeout is None:
         elapsed = time.time() - info.get("started_at", time.time())
@@ -292,7 +280,7 @@ def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
         if child is not None:
             if child.poll() is not None:
                 break
-        elif _same_process(info["pid"], info.get("create_time")) is None:
+        elif same_process(info["pid"], info.get("create_time")) is None:
             break
         if time.monotonic() >= next_report:  # long loads: show the run is alive
             next_report += PROGRESS_EVERY_S
@@ -314,7 +302,7 @@ def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
 
 def _stop(pid: int, create_time: float | None, grace: float) -> int | None:
     """SIGTERM k6's session (k6 then writes its summary), SIGKILL after `grace` seconds."""
-    proc = _same_process(pid, create_time)
+    proc = same_process(pid, create_time)
     if proc is not None:
         try:
             os.killpg(pid, signal.SIGTERM)
@@ -339,7 +327,7 @@ def stop_load(summary_path: str = None, pid: int = None, label: str = None,
 
     Returns the same shape as wait_for_load (figures of the part that ran, if k6 wrote them).
     """
-    home = (configuration or {}).get("chaosmessaging_home")
+    home = home_of(configuration)
     if not summary_path and not pid and _latest_load(label, home) is None:
         # as a rollback, "stop the load" after a run that never started one is not a failure
         logger.info("stop_load: no load was started in this run, nothing to stop")

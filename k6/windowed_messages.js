@@ -1,0 +1,48 @@
+// Message load with per-window latency/failure metrics (plan tests 10 and 13).
+//
+// POST /v1/messages at a constant arrival rate, like message_load.js, and every response also
+// lands in k6/lib/windows.js's window metrics so the verdicts can compare the p95 and error rate
+// before, during and after a fault (pool exhaustion, an online migration).
+// Env: API_URL, RUN_ID, RATE, DURATION, VUS, MAX_VUS, PAYLOAD_BYTES, TOKEN, WINDOW_S,
+// P95_MS / MAX_ERROR_RATE (optional whole-run thresholds; the window verdicts are the probes').
+import http from "k6/http";
+import { Counter } from "k6/metrics";
+import { config, thresholds } from "./lib/config.js";
+import { randomBase64, randomHex, uuidv4 } from "./lib/payload.js";
+import { recordWindow } from "./lib/windows.js";
+
+export const options = {
+  scenarios: {
+    messages: {
+      executor: "constant-arrival-rate",
+      rate: config.rate,
+      timeUnit: "1s",
+      duration: config.duration,
+      preAllocatedVUs: config.vus,
+      maxVUs: config.maxVus,
+    },
+  },
+  thresholds: thresholds(),
+  discardResponseBodies: true,
+};
+
+const accepted = new Counter("messages_accepted");
+const rejected = new Counter("messages_rejected");
+const headers = { "Content-Type": "application/json" };
+if (config.token) headers.Authorization = `Bearer ${config.token}`;
+
+export default function () {
+  const body = JSON.stringify({
+    conversation_id: uuidv4(),
+    client_msg_id: `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}`,
+    ciphertext: randomBase64(config.payloadBytes),
+  });
+  const res = http.post(`${config.apiUrl}/v1/messages`, body, {
+    headers,
+    tags: { name: "messages" },
+    timeout: "30s",
+  });
+  if (res.status === 202) accepted.add(1);
+  else rejected.add(1);
+  recordWindow(res);
+}

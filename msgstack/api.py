@@ -136,10 +136,11 @@ def _unavailable(exc: BaseException) -> JSONResponse:
         detail = str(exc)
     else:
         detail = f"postgres is unavailable ({db.describe(exc)}); retry later"
+    headers = {"Retry-After": str(retry_after)}
+    if isinstance(exc, storage.BreakerOpen):
+        headers["X-Circuit-Breaker"] = "open"  # refused at once, without trying PostgreSQL
     return JSONResponse(
-        {"error": "unavailable", "detail": detail},
-        status_code=503,
-        headers={"Retry-After": str(retry_after)},
+        {"error": "unavailable", "detail": detail}, status_code=503, headers=headers
     )
 
 

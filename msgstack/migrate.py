@@ -65,9 +65,16 @@ class Migration:
     transactional: bool
 
     def statements(self) -> list[str]:
-        """The file split into statements (for no-transaction files)."""
-        parts = re.split(r";[ \t]*$", self.sql, flags=re.MULTILINE)
-        return [p.strip() for p in parts if _has_code(p)]
+        """The file split into statements (for no-transaction files); a ``;`` at a line end
+        inside a ``$$``-quoted body (a DO block) does not end the statement."""
+        statements, current = [], ""
+        for part in re.split(r"(;[ \t]*$)", self.sql, flags=re.MULTILINE):
+            current += part
+            if part.startswith(";") and current.count("$$") % 2 == 0:
+                statements.append(current)
+                current = ""
+        statements.append(current)
+        return [p.strip() for p in statements if _has_code(p)]
 
 
 def _has_code(chunk: str) -> bool:

@@ -40,7 +40,10 @@ def _error(status: int, error: str, detail: str, retry_after: float | None = Non
 def _unavailable(dependency: str, exc: BaseException) -> JSONResponse:
     metrics.API_UNAVAILABLE.labels(dependency).inc()
     retry_after = exc.retry_after if isinstance(exc, storage.BreakerOpen) else 1.0
-    return _error(503, "unavailable", db.describe(exc), retry_after)
+    response = _error(503, "unavailable", db.describe(exc), retry_after)
+    if isinstance(exc, storage.BreakerOpen):
+        response.headers["X-Circuit-Breaker"] = "open"
+    return response
 
 
 async def publish_event(request: Request) -> JSONResponse:

@@ -195,15 +195,23 @@ def release_pool(configuration: Configuration = None, secrets: Secrets = None) -
 
 
 def _statements(sql: str) -> list[str]:
-    parts = re.split(r";[ \t]*$", sql, flags=re.MULTILINE)
-    return [p.strip() for p in parts
+    """Statements end with `;` at a line end, except inside a `$$`-quoted body (a DO block)."""
+    statements, current = [], ""
+    for part in re.split(r"(;[ \t]*$)", sql, flags=re.MULTILINE):
+        current += part
+        if part.startswith(";") and current.count("$$") % 2 == 0:
+            statements.append(current)
+            current = ""
+    statements.append(current)
+    return [p.strip() for p in statements
             if any(ln.strip() and not ln.strip().startswith("--") for ln in p.splitlines())]
 
 
 async def _run_file(dsn: str, path: Path, lock_timeout: str) -> None:
     sql = path.read_text()
     first = sql.lstrip().splitlines()[0].strip() if sql.strip() else ""
-    outside_tx = first == NO_TRANSACTION_MARKER or "CONCURRENTLY" in sql.upper()
+    code = "\n".join(ln for ln in sql.splitlines() if not ln.strip().startswith("--"))
+    outside_tx = first == NO_TRANSACTION_MARKER or "CONCURRENTLY" in code.upper()
     conn = await asyncpg.connect(dsn, timeout=10, command_timeout=None)
     try:
         await conn.execute(f"SET lock_timeout = '{lock_timeout}'")

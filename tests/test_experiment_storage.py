@@ -35,6 +35,12 @@ def _breached(journal: dict) -> list[str]:
     return [name for name, p in _after(journal).items() if p["tolerance_met"] is False]
 
 
+def _why(journal: dict, output: str) -> str:
+    """The breached verdicts with their figures, then the end of chaos's output."""
+    failed = {n: p.get("output") for n, p in _after(journal).items() if not p["tolerance_met"]}
+    return json.dumps(failed, indent=1, default=str)[:3000] + "\n" + output[-1500:]
+
+
 @contextmanager
 def _environ(**changes: str):
     saved = {k: os.environ.get(k) for k in changes}
@@ -73,7 +79,7 @@ def _run(stack, tmp_path: Path, experiment: str, *extra: str) -> tuple[int, dict
 
 def test_multi_adapter_soak_smoke_holds(embedded_stack, tmp_path):
     code, journal, output = _run(embedded_stack, tmp_path, "multi_adapter_soak")
-    assert code == 0, output[-3000:]
+    assert code == 0, _why(journal, output)
     after = _after(journal)
     assert after["cache-hit-ratio-above-limit"]["output"]["ratio"] > 0.85
     assert after["retries-below-1-percent-of-requests"]["output"]["requests"] > 0
@@ -83,7 +89,7 @@ def test_multi_adapter_soak_smoke_holds(embedded_stack, tmp_path):
 
 def test_pool_exhaustion_smoke_holds_and_releases_the_lock(embedded_stack, tmp_path):
     code, journal, output = _run(embedded_stack, tmp_path, "pool_exhaustion")
-    assert code == 0, output[-3000:]
+    assert code == 0, _why(journal, output)
     after = _after(journal)
     seen = after["pool-exhaustion-observed"]["output"]
     assert seen["max_in_use"] == seen["pool_max"] == 20 and seen["max_waiting"] > 0
@@ -94,7 +100,7 @@ def test_pool_exhaustion_smoke_holds_and_releases_the_lock(embedded_stack, tmp_p
 
 def test_migration_under_load_smoke_holds(embedded_stack, tmp_path):
     code, journal, output = _run(embedded_stack, tmp_path, "migration_under_load")
-    assert code == 0, output[-3000:]
+    assert code == 0, _why(journal, output)
     after = _after(journal)
     assert after["migration-finished-within-limit"]["output"]["seconds"] < 60
 
@@ -105,7 +111,7 @@ def test_migration_under_load_fails_with_a_blocking_index_build(embedded_stack, 
         "t13_migration": str(SUPPORT / "blocking_migration.sql")}}))
     code, journal, output = _run(embedded_stack, tmp_path, "migration_under_load",
                                  "--var-file", str(profile))
-    assert code != 0 and journal["deviated"], output[-3000:]
+    assert code != 0 and journal["deviated"], _why(journal, output)
     assert _breached(journal) == ["p95-during-migration-below-factor-of-baseline"]
     p95 = _after(journal)["p95-during-migration-below-factor-of-baseline"]["output"]
     assert p95["p95_during_ms"] > p95["limit_ms"]
@@ -116,7 +122,7 @@ def test_pool_exhaustion_fails_when_a_connection_leaks_on_an_error_path(tmp_path
     leaky = str(SUPPORT / "leaky_pool")
     with _sabotaged_stack(tmp_path_factory, "leaky-stack", PYTHONPATH=leaky) as stack:
         code, journal, output = _run(stack, tmp_path, "pool_exhaustion")
-        assert code != 0 and journal["deviated"], output[-3000:]
+        assert code != 0 and journal["deviated"], _why(journal, output)
         assert _breached(journal) == ["pool-drained-no-leak"]
         drained = _after(journal)["pool-drained-no-leak"]["output"]
         assert drained["in_use"] > 0
@@ -129,11 +135,11 @@ def test_breaker_that_never_closes_fails_t10_and_a_cache_that_expires_fails_t7(
                           MSGSTACK_CACHE_TTL_S="1") as stack:
         # T7 first: once T10 opened the breaker, it stays open for the rest of this stack's life
         code, journal, output = _run(stack, tmp_path, "multi_adapter_soak")
-        assert code != 0 and journal["deviated"], output[-3000:]
+        assert code != 0 and journal["deviated"], _why(journal, output)
         assert _breached(journal) == ["cache-hit-ratio-above-limit"]
         assert _after(journal)["cache-hit-ratio-above-limit"]["output"]["ratio"] < 0.85
 
         code, journal, output = _run(stack, tmp_path, "pool_exhaustion")
-        assert code != 0 and journal["deviated"], output[-3000:]
+        assert code != 0 and journal["deviated"], _why(journal, output)
         assert _breached(journal) == ["breaker-closed-after-load-dropped"]
         assert _after(journal)["breaker-closed-after-load-dropped"]["output"]["state"] == "open"

@@ -7,4 +7,4 @@ the consumer records each stream entry in the ``deliveries`` ledger and acknowle
 This package never imports ``chaosmessaging``: the extension talks to it over the network only.
 """
 
-SERVICES = ("api", "dispatcher", "consumer", "migrate", "seed")
+SERVICES = ("api", "dispatcher", "consumer", "migrate", "seed-messages")

@@ -1,8 +1,9 @@
-"""``python -m msgstack {api|dispatcher|consumer|migrate|seed}``: one service per OS process.
+"""``python -m msgstack {api|dispatcher|consumer|migrate|seed-messages}``: one service per
+OS process.
 
 ``migrate`` applies the pending regular migrations; ``migrate --name NNNN_name`` or
 ``migrate --file path.sql`` runs one migration (e.g. an online one, under load) and prints its
-duration; ``seed --rows N`` makes the messages table large (plan test 13).
+duration; ``seed-messages --rows N`` makes the messages table large (plan test 13).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from msgstack.config import ConfigError, load
 USAGE = (
     f"usage: python -m msgstack {{{'|'.join(SERVICES)}}}  (configured by MSGSTACK_* variables)\n"
     "       python -m msgstack migrate [--name NNNN_name | --file path.sql]\n"
-    "       python -m msgstack seed --rows N [--conversations C]"
+    "       python -m msgstack seed-messages --rows N [--conversations C]"
 )
 
 
@@ -29,7 +30,7 @@ def _tool_args(service: str, rest: list[str]) -> argparse.Namespace | None:
         group = parser.add_mutually_exclusive_group()
         group.add_argument("--name")
         group.add_argument("--file")
-    elif service == "seed":
+    elif service == "seed-messages":
         parser.add_argument("--rows", type=int, required=True)
         parser.add_argument("--conversations", type=int, default=1000)
     try:
@@ -43,8 +44,8 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     service, rest = argv[0], argv[1:]
-    args = _tool_args(service, rest) if service in ("migrate", "seed") else None
-    if (rest and args is None) or (service == "seed" and args is None):
+    args = _tool_args(service, rest) if service in ("migrate", "seed-messages") else None
+    if (rest and args is None) or (service == "seed-messages" and args is None):
         print(USAGE, file=sys.stderr)
         return 2
     logging.basicConfig(
@@ -71,14 +72,14 @@ def main(argv: list[str]) -> int:
             logging.getLogger("msgstack.migrate").error("%s", exc)
             return 1
         return 0
-    if service == "seed":
+    if service == "seed-messages":
         from msgstack.migrate import MigrationError
-        from msgstack.seed import seed
+        from msgstack.seed_messages import seed
 
         try:
             added = asyncio.run(seed(settings.pg_dsn, args.rows, args.conversations))
         except MigrationError as exc:
-            logging.getLogger("msgstack.seed").error("%s", exc)
+            logging.getLogger("msgstack.seed_messages").error("%s", exc)
             return 1
         print(json.dumps({"rows": args.rows, "added": added}))
         return 0

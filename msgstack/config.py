@@ -57,14 +57,14 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings `service` needs; raise ConfigError naming the variable to fix."""
     env = os.environ if env is None else env
     port = _int(env, "MSGSTACK_PORT", None, 1)
-    if port is None and service not in ("migrate", "seed"):
+    if port is None and service not in ("migrate", "seed-messages"):
         raise ConfigError(
             f"MSGSTACK_PORT is not set; the {service} serves /healthz, /readyz and "
             "/metrics on it: export MSGSTACK_PORT=<free port>"
         )
     redis_url = (
         env.get("MSGSTACK_REDIS_URL", "").strip()
-        if service in ("migrate", "seed")
+        if service in ("migrate", "seed-messages")
         else _required(env, "MSGSTACK_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     return Settings(

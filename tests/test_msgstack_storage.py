@@ -158,10 +158,10 @@ def test_do_blocks_stay_one_statement():
 
 
 def test_seed_grows_the_table_to_a_target_count_once(env):
-    first = _msgstack(env, "seed", "--rows", "5000")
+    first = _msgstack(env, "seed-messages", "--rows", "5000")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout.splitlines()[-1]) == {"rows": 5000, "added": 5000}
-    again = _msgstack(env, "seed", "--rows", "5000")
+    again = _msgstack(env, "seed-messages", "--rows", "5000")
     assert json.loads(again.stdout.splitlines()[-1])["added"] == 0
     count = sql(env["MSGSTACK_PG_DSN"], "SELECT count(*) FROM messages m WHERE client_msg_id "
                 "LIKE 'seed:%' AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id)")

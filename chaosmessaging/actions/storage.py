@@ -46,7 +46,7 @@ __all__ = ["exhaust_pool", "release_pool", "run_migration", "seed_table"]
 LOCK_MODES = ("SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE", "SHARE")
 NO_TRANSACTION_MARKER = "-- msgstack: no-transaction"
 DEFAULT_MIGRATE_COMMAND = [sys.executable, "-m", "msgstack", "migrate", "--name", "{name}"]
-DEFAULT_SEED_COMMAND = [sys.executable, "-m", "msgstack", "seed", "--rows", "{rows}"]
+DEFAULT_SEED_COMMAND = [sys.executable, "-m", "msgstack", "seed-messages", "--rows", "{rows}"]
 
 
 def _quote_table(table: str) -> str:
@@ -284,9 +284,10 @@ def seed_table(rows: int, command: list = None, timeout_s: float = 1800, dsn: st
                configuration: Configuration = None, secrets: Secrets = None) -> dict:
     """
     Make the table a migration works on large (plan T13: the index build must take seconds;
-    nightly millions of rows). Runs `command` (default: `python -m msgstack seed --rows {rows}`,
-    with MSGSTACK_PG_DSN set from `messaging_pg_dsn`); `rows` is the target count, so a second
-    run adds nothing. Returns `{"rows", "seconds", "output"}` (the command's last output line).
+    nightly millions of rows). Runs `command` (default:
+    `python -m msgstack seed-messages --rows {rows}`, with MSGSTACK_PG_DSN set from
+    `messaging_pg_dsn`); `rows` is the target count, so a second run adds nothing.
+    Returns `{"rows", "seconds", "output"}` (the command's last output line).
     """
     dsn = lookup("messaging_pg_dsn", configuration, secrets, dsn)
     cmd = [str(c).replace("{rows}", str(int(rows))) for c in (command or DEFAULT_SEED_COMMAND)]

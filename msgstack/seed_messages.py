@@ -1,4 +1,4 @@
-"""``python -m msgstack seed --rows N``: make the messages table large, for plan test 13.
+"""``python -m msgstack seed-messages --rows N``: make the messages table large, for plan test 13.
 
 An online migration is only tested when building its index takes real time, so the table must
 hold many rows (nightly: millions). Seeded rows are ordinary messages with a small ciphertext and
@@ -17,7 +17,7 @@ from msgstack import migrate
 
 __all__ = ["seed"]
 
-log = logging.getLogger("msgstack.seed")
+log = logging.getLogger("msgstack.seed_messages")
 
 COUNT_SQL = "SELECT coalesce(max(substr(client_msg_id, 6)::bigint), 0) FROM messages " + (
     "WHERE client_msg_id LIKE 'seed:%'"

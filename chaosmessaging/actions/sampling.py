@@ -1,7 +1,7 @@
 """Sample the services' Prometheus metrics over a run, for verdicts about a whole soak.
 
 A soak's criteria are about the run, not an instant: "consumer lag < 5 s *throughout*", "memory
-stable" (first vs last window of samples, DESIGN.md §6). `sample_metrics` scrapes each service's
+stable" (first vs last window of samples, not two points). `sample_metrics` scrapes each service's
 `/metrics` every `interval_s` seconds for `duration_s` seconds and records the series beside the
 run's facts, in `<home>/runs/<run id>.samples-<label>.json` (`samples_path`); the verdicts live in
 `chaosmessaging.probes.trends`.

@@ -1,10 +1,10 @@
 """Verdicts over the metric series `chaosmessaging.actions.sampling.sample_metrics` recorded.
 
 A soak passes on what happened during the whole run: the highest lag sample (not one reading at
-the end) and memory growth between the first and the last window of samples (DESIGN.md §6: "from
-samples over the run, not two points"). Like every verdict of this extension they hold trivially
-in the hypothesis' first pass (before the method's `mark("method")`) and, after it, fail when the
-samples are missing. Each returns a dict with `ok` and the per-service figures behind it, so the
+the end) and memory growth between the first and the last window of samples (from samples over
+the run, not two points). Like every verdict of this extension they hold trivially in the
+hypothesis' first pass (before the method's `mark("method")`) and, after it, fail when the
+samples are missing. Each returns a `Verdict` with the per-service figures behind it, so the
 journal shows why.
 """
 

@@ -1,5 +1,5 @@
-"""``python -m msgstack {api|dispatcher|consumer|migrate|seed-messages}``: one service per
-OS process.
+"""``python -m msgstack {api|auth|dispatcher|consumer|migrate|seed-users|seed-messages}``: one
+service per OS process (``migrate``, ``seed-users`` and ``seed-messages`` run once and exit).
 
 ``migrate`` applies the pending regular migrations; ``migrate --name NNNN_name`` or
 ``migrate --file path.sql`` runs one migration (e.g. an online one, under load) and prints its
@@ -15,7 +15,10 @@ import logging
 import sys
 
 from msgstack import SERVICES
+import asyncpg
+
 from msgstack.config import ConfigError, load
+from msgstack.db import describe
 
 USAGE = (
     f"usage: python -m msgstack {{{'|'.join(SERVICES)}}}  (configured by MSGSTACK_* variables)\n"
@@ -45,7 +48,9 @@ def main(argv: list[str]) -> int:
         return 2
     service, rest = argv[0], argv[1:]
     args = _tool_args(service, rest) if service in ("migrate", "seed-messages") else None
-    if (rest and args is None) or (service == "seed-messages" and args is None):
+    if service != "seed-users" and (
+        (rest and args is None) or (service == "seed-messages" and args is None)
+    ):
         print(USAGE, file=sys.stderr)
         return 2
     logging.basicConfig(
@@ -83,6 +88,8 @@ def main(argv: list[str]) -> int:
             return 1
         print(json.dumps({"rows": args.rows, "added": added}))
         return 0
+    if service == "seed-users":
+        return _seed(settings, argv[1:])
 
     from msgstack.service import build_app, serve
 
@@ -90,6 +97,10 @@ def main(argv: list[str]) -> int:
         from msgstack.api import create_app
 
         app = create_app(settings)
+    elif service == "auth":
+        from msgstack.auth import create_app as create_auth_app
+
+        app = create_auth_app(settings)
     elif service == "dispatcher":
         from msgstack import dispatcher
 
@@ -99,6 +110,24 @@ def main(argv: list[str]) -> int:
 
         app = build_app(settings, [], consumer.run)
     serve(app, settings)
+    return 0
+
+
+def _seed(settings, argv: list[str]) -> int:
+    from msgstack.seed import SeedError, parse_args, password_from_env, seed_users
+
+    log = logging.getLogger("msgstack.seed")
+    try:
+        args = parse_args(argv)
+        password = password_from_env(args.password_env)
+        result = asyncio.run(seed_users(settings, args.count, args.prefix, password))
+    except SeedError as exc:
+        log.error("%s", exc)
+        return 2
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.error("seeding failed: %s", describe(exc))
+        return 1
+    print(result.summary(args.prefix, args.count, args.password_env))
     return 0
 
 

@@ -1,5 +1,7 @@
 """The HTTP API: accept messages (message + outbox row in one transaction) and read them back.
 
+Every request but /healthz, /readyz and /metrics needs ``Authorization: Bearer <token>`` from the
+auth service (401 otherwise, 503 while Redis cannot check it; msgstack/authn.py).
 Errors are JSON ``{"error": <code>, "detail": <sentence>}``: 400 for a malformed request, 413 for
 a payload over MSGSTACK_MAX_PAYLOAD, 503 while PostgreSQL is unavailable (the pool reconnects by
 itself, so the API recovers without a restart). PostgreSQL work goes through the storage layer's
@@ -16,11 +18,12 @@ import uuid
 from typing import Any
 
 import asyncpg
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from msgstack import db, metrics, storage, storage_routes
+from msgstack import authn, db, metrics, storage, storage_routes
 from msgstack.config import MIN_PAYLOAD, Settings
 from msgstack.service import Resources, build_app
 
@@ -219,7 +222,7 @@ async def get_message(request: Request) -> JSONResponse:
 
 
 def create_app(settings: Settings):
-    """The API app (no background worker)."""
+    """The API app (no background worker); every route but health and metrics needs a token."""
     return build_app(
         settings,
         [
@@ -227,4 +230,5 @@ def create_app(settings: Settings):
             Route("/v1/messages/{message_id}", get_message, methods=["GET"]),
             *storage_routes.routes(),
         ],
+        middleware=[Middleware(authn.BearerAuth)],
     )

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 __all__ = ["ConfigError", "Settings", "load"]
 
 MIN_PAYLOAD = 1024
+# Commands that run once and exit: no HTTP port, no Redis.
+OFFLINE = ("migrate", "seed-users", "seed-messages")
+# argon2id defaults: OWASP's minimum recommendation (m=19 MiB, t=2, p=1), see docs/architecture.md.
+ARGON2_DEFAULTS = {"time_cost": 2, "memory_kib": 19456, "parallelism": 1}
 
 
 class ConfigError(ValueError):
@@ -29,6 +33,13 @@ class Settings:
     pool_max: int
     max_payload: int
     reclaim_idle_ms: int
+    redis_pool_max: int = 50
+    token_ttl: int = 3600
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19456
+    argon2_parallelism: int = 1
+    kdf_threads: int = 2
+    kdf_max_pending: int = 256
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int) -> int | None:
@@ -57,15 +68,21 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings `service` needs; raise ConfigError naming the variable to fix."""
     env = os.environ if env is None else env
     port = _int(env, "MSGSTACK_PORT", None, 1)
-    if port is None and service not in ("migrate", "seed-messages"):
+    if port is None and service not in OFFLINE:
         raise ConfigError(
             f"MSGSTACK_PORT is not set; the {service} serves /healthz, /readyz and "
             "/metrics on it: export MSGSTACK_PORT=<free port>"
         )
     redis_url = (
         env.get("MSGSTACK_REDIS_URL", "").strip()
-        if service in ("migrate", "seed-messages")
+        if service in OFFLINE
         else _required(env, "MSGSTACK_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    time_cost = _int(env, "MSGSTACK_ARGON2_TIME_COST", ARGON2_DEFAULTS["time_cost"], 1)
+    parallelism = _int(env, "MSGSTACK_ARGON2_PARALLELISM", ARGON2_DEFAULTS["parallelism"], 1)
+    # argon2 needs at least 8 KiB per lane
+    memory_kib = _int(
+        env, "MSGSTACK_ARGON2_MEMORY_KIB", ARGON2_DEFAULTS["memory_kib"], 8 * parallelism
     )
     return Settings(
         pg_dsn=_required(env, "MSGSTACK_PG_DSN", "postgresql://postgres@127.0.0.1:5432/messaging"),
@@ -80,4 +97,11 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         pool_max=_int(env, "MSGSTACK_POOL_MAX", 20, 1),
         max_payload=_int(env, "MSGSTACK_MAX_PAYLOAD", 65536, MIN_PAYLOAD),
         reclaim_idle_ms=_int(env, "MSGSTACK_RECLAIM_IDLE_MS", 5000, 1),
+        redis_pool_max=_int(env, "MSGSTACK_REDIS_POOL_MAX", 50, 2),
+        token_ttl=_int(env, "MSGSTACK_AUTH_TOKEN_TTL", 3600, 1),
+        argon2_time_cost=time_cost,
+        argon2_memory_kib=memory_kib,
+        argon2_parallelism=parallelism,
+        kdf_threads=_int(env, "MSGSTACK_AUTH_KDF_THREADS", os.cpu_count() or 1, 1),
+        kdf_max_pending=_int(env, "MSGSTACK_AUTH_KDF_MAX_PENDING", 256, 1),
     )

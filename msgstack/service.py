@@ -19,9 +19,10 @@ import asyncpg
 import redis.asyncio as aioredis
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from msgstack import db, health, storage, streams
+from msgstack import db, health, metrics, storage, streams
 from msgstack.config import Settings
 
 __all__ = ["Resources", "Worker", "build_app", "serve"]
@@ -58,7 +59,10 @@ def _worker_ended(stop: asyncio.Event, task: asyncio.Task) -> None:
 
 
 def build_app(
-    settings: Settings, routes: list[BaseRoute], worker: Worker | None = None
+    settings: Settings,
+    routes: list[BaseRoute],
+    worker: Worker | None = None,
+    middleware: list[Middleware] | None = None,
 ) -> Starlette:
     """A Starlette app serving `routes` plus /healthz, /readyz, /metrics, running `worker`."""
 
@@ -66,7 +70,12 @@ def build_app(
     async def lifespan(app: Starlette):
         tuning = storage.load()
         pool = await db.create_pool(settings.pg_dsn, settings.pool_max, tuning.statement_timeout_s)
-        client = streams.client(settings.redis_url)
+        client = streams.client(settings.redis_url, settings.redis_pool_max)
+        metrics.REDIS_POOL_MAX.set(settings.redis_pool_max)
+        metrics.REDIS_POOL_IN_USE.set_function(lambda: streams.pool_in_use(client))
+        metrics.REDIS_POOL_UTILIZATION.set_function(
+            lambda: streams.pool_in_use(client) / settings.redis_pool_max
+        )
         res = Resources(settings, pool, client, storage.Storage.create(pool, client, tuning))
         app.state.resources = res
         stop = asyncio.Event()
@@ -93,7 +102,9 @@ def build_app(
             await client.aclose()
             log.info("stopped")
 
-    return Starlette(routes=[*routes, *health.routes()], lifespan=lifespan)
+    return Starlette(
+        routes=[*routes, *health.routes()], lifespan=lifespan, middleware=middleware or []
+    )
 
 
 def serve(app: Starlette, settings: Settings) -> None:

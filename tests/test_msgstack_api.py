@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from chaosmessaging.stack import servers
@@ -39,6 +41,11 @@ class Service:
     port: int
     proc: subprocess.Popen
     log: Path
+    redis_url: str = ""
+
+    def auth(self, user: uuid.UUID | None = None) -> dict[str, str]:
+        """Authorization header of a fresh token for `user` (a new random user by default)."""
+        return bearer(self.redis_url, user)
 
     @property
     def url(self) -> str:
@@ -88,7 +95,7 @@ def start_service(name: str, env: dict[str, str], log_dir: Path, **extra: str) -
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    service = Service(name, port, proc, log)
+    service = Service(name, port, proc, log, full_env.get("MSGSTACK_REDIS_URL", ""))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -101,6 +108,18 @@ def start_service(name: str, env: dict[str, str], log_dir: Path, **extra: str) -
         time.sleep(0.05)
     service.stop(signal.SIGKILL)
     raise AssertionError(f"{name} did not answer /healthz within 20s:\n{service.log_text()}")
+
+
+def bearer(redis_url: str, user: uuid.UUID | None = None, ttl: int = 600) -> dict[str, str]:
+    """Authorization header of a token minted straight into Redis by the auth contract
+    (``auth:token:<token>`` -> user id, msgstack/authn.py), without the auth service."""
+    token = secrets.token_urlsafe(32)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set(f"auth:token:{token}", str(user or uuid.uuid4()), ex=ttl)
+    finally:
+        client.close()
+    return {"Authorization": f"Bearer {token}"}
 
 
 def migrate(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -188,7 +207,7 @@ def api(api_env, tmp_path_factory) -> Iterator[Service]:
 
 @pytest.fixture
 def client(api) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=10) as c:
+    with httpx.Client(base_url=api.url, timeout=10, headers=api.auth()) as c:
         yield c
 
 
@@ -347,7 +366,7 @@ def test_api_answers_503_while_postgres_is_down_and_recovers_by_itself(redis_ser
         assert migrate(env).returncode == 0
         service = start_service("api", env, tmp_path)
         try:
-            with httpx.Client(base_url=service.url, timeout=10) as c:
+            with httpx.Client(base_url=service.url, timeout=10, headers=service.auth()) as c:
                 assert c.post("/v1/messages", json=message()).status_code == 202
                 pg.send_signal(signal.SIGINT)
                 pg.wait(15)
@@ -381,7 +400,9 @@ def test_missing_schema_gets_503_naming_the_migrate_command(
     env = fresh_env(postgres_server, redis_server.url, migrated=False)
     service = start_service("api", env, tmp_path)
     try:
-        answer = httpx.post(f"{service.url}/v1/messages", json=message(), timeout=10)
+        answer = httpx.post(
+            f"{service.url}/v1/messages", json=message(), timeout=10, headers=service.auth()
+        )
         assert answer.status_code == 503
         assert "msgstack migrate" in answer.json()["detail"]
     finally:
@@ -408,7 +429,7 @@ def test_migrations_apply_in_order_once_even_when_run_concurrently(postgres_serv
             env["MSGSTACK_PG_DSN"], "SELECT version FROM schema_migrations ORDER BY version"
         )
     ]
-    assert versions == ["0001_initial", "0002_conversation_timeline"]
+    assert versions == ["0001_initial", "0002_conversation_timeline", "0003_users"]
     assert sum("applying 0001_initial" in out for out in outputs) == 1
     again = migrate(env)
     assert again.returncode == 0 and "up to date" in again.stderr

@@ -51,12 +51,14 @@ def private_redis(tmp_path) -> Iterator[PrivateRedis]:
     r.stop()
 
 
-def post_many(api: Service, count: int, run: str) -> list[str]:
+def post_many(api: Service, count: int, run: str, headers: dict | None = None) -> list[str]:
     """POST `count` messages (8 at a time); return the accepted ids."""
 
     def one(n: int) -> str:
         with httpx.Client(timeout=10) as c:
-            answer = c.post(f"{api.url}/v1/messages", json=message(f"{run}:{n}"))
+            answer = c.post(
+                f"{api.url}/v1/messages", json=message(f"{run}:{n}"), headers=headers or api.auth()
+            )
         assert answer.status_code == 202, answer.text
         return answer.json()["id"]
 
@@ -142,7 +144,9 @@ def test_accepted_messages_flow_through_the_stream_into_the_ledger(stack, env, r
     ((_entry_id, fields),) = r.xrange(env["MSGSTACK_STREAM"], count=1)
     r.close()
     assert set(fields) == {b"message_id", b"conversation_id", b"outbox_id", b"created_at"}
-    assert httpx.get(f"{stack['api'].url}/v1/messages/{accepted[0]}").json()["delivered"] is True
+    api = stack["api"]
+    answer = httpx.get(f"{api.url}/v1/messages/{accepted[0]}", headers=api.auth())
+    assert answer.json()["delivered"] is True
 
     wait_until(
         lambda: (
@@ -210,7 +214,8 @@ def test_redis_outage_parks_rows_degrades_readiness_and_replays_after_recovery(
     env = fresh_env(postgres_server, private_redis.url)
     stack = start_stack(env, tmp_path)
     try:
-        accepted = post_many(stack["api"], 20, "before")
+        headers = stack["api"].auth()
+        accepted = post_many(stack["api"], 20, "before", headers)
         wait_until(lambda: delivered_count(env) == 20, 15, "20 deliveries")
 
         private_redis.stop()
@@ -220,7 +225,8 @@ def test_redis_outage_parks_rows_degrades_readiness_and_replays_after_recovery(
             assert ready.json()["status"] == "degraded"
             assert ready.json()["checks"]["redis"] != "ok"
             assert ready.json()["checks"]["postgres"] == "ok"
-        accepted += post_many(stack["api"], 50, "during")  # the API needs PostgreSQL only
+        # the API needs PostgreSQL, and Redis only to check tokens it has not seen before
+        accepted += post_many(stack["api"], 50, "during", headers)
         dsn = env["MSGSTACK_PG_DSN"]
         wait_until(
             lambda: (
@@ -283,7 +289,10 @@ def test_postgres_restart_is_survived_by_every_service(redis_server, tmp_path):
         pg = servers.start_postgres(port, data)
         wait_until(
             lambda: (
-                httpx.post(f"{stack['api'].url}/v1/messages", json=message()).status_code == 202
+                httpx.post(
+                    f"{stack['api'].url}/v1/messages", json=message(), headers=stack["api"].auth()
+                ).status_code
+                == 202
             ),
             15,
             "the API back",

@@ -25,6 +25,7 @@ from chaosmessaging.util import tail
 
 __all__ = [
     "ServerError",
+    "reach_data_dir",
     "free_port",
     "wait_for_port",
     "redis_server_binary",
@@ -154,6 +155,14 @@ def pg_user() -> str | None:
     return PG_SYSTEM_USER
 
 
+def reach_data_dir(data_dir: Path, user: str | None) -> None:
+    """Before (re)starting PostgreSQL as `user`: let it reach `data_dir` again (something may
+    have taken the search bit off a parent since, e.g. pytest resets its /tmp/pytest-of-<user>
+    to 0700 whenever a session starts)."""
+    if user is not None and data_dir.exists():
+        _hand_over(data_dir, user)
+
+
 def _hand_over(path: Path, user: str | None) -> None:
     """Let `user` own `path` and traverse every parent directory up to /."""
     if user is None:
@@ -200,10 +209,16 @@ def start_postgres(port: int, data_dir: Path, host: str = "127.0.0.1",
 
 def postgres_command(port: int, data_dir: Path, host: str = "127.0.0.1",
                      max_connections: int = 200) -> list[str]:
-    """postgres command line: TCP on `host` only, durability off (test data, speed matters)."""
+    """postgres command line: TCP on `host` only, no fsync (test data, speed matters).
+
+    fsync=off survives a crash of PostgreSQL itself (the kernel still holds what was written),
+    not of the machine. synchronous_commit stays on: with it off a commit is acknowledged before
+    its WAL leaves PostgreSQL's shared memory, so a SIGKILL of the server (plan T11) loses
+    messages the API already answered 202 for — found by cascading_failure's accounting.
+    """
     return [str(postgres_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
             "-c", f"listen_addresses={host}", "-c", f"unix_socket_directories={data_dir}",
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c", "fsync=off", "-c", "full_page_writes=off",
             "-c", f"max_connections={max_connections}", "-c", "shared_buffers=64MB"]
 
 

@@ -4,7 +4,9 @@
 // (POST /v1/storage/events) or cache read (GET /v1/storage/conversations/<id>/summary over a
 // fixed set of CACHE_KEYS conversations, so a warm cache can answer). Shares default to the
 // plan's 40/30/30.
-// Env: API_URL, RUN_ID, RATE, DURATION, VUS, MAX_VUS, PAYLOAD_BYTES, TOKEN, PG_WRITE_SHARE,
+// Authentication as in lib/auth.js (setup() logs LOGIN_SESSIONS users in through AUTH_URL, or
+// TOKEN is used as is; a 401 logs in again).
+// Env: API_URL, RUN_ID, RATE, DURATION, VUS, MAX_VUS, PAYLOAD_BYTES, PG_WRITE_SHARE,
 // STREAM_SHARE (cache reads get the rest), CACHE_KEYS, P95_MS / MAX_ERROR_RATE (thresholds).
 // Per-operation Trends (`op_pg_write_duration`, `op_stream_publish_duration`,
 // `op_cache_read_duration`) and Counters (`op_*_total`) land in the summary, and per window
@@ -16,6 +18,7 @@ import { Counter, Trend } from "k6/metrics";
 import { config, envFloat, envInt, thresholds } from "./lib/config.js";
 import { randomBase64, randomHex, uuidv4 } from "./lib/payload.js";
 import { recordWindow } from "./lib/windows.js";
+import { setupTokens, withAuth } from "./lib/auth.js";
 
 export const options = {
   scenarios: {
@@ -48,39 +51,48 @@ for (const name of ["pg_write", "stream_publish", "cache_read"]) {
   ops[name] = { trend: new Trend(`op_${name}_duration`, true), count: new Counter(`op_${name}_total`) };
 }
 const accepted = new Counter("messages_accepted");
-const headers = { "Content-Type": "application/json" };
-if (config.token) headers.Authorization = `Bearer ${config.token}`;
 
-function pgWrite() {
+export function setup() {
+  return { tokens: setupTokens() };
+}
+
+function send(tokens, method, url, body, name) {
+  return withAuth(tokens, (authorization) =>
+    http.request(method, url, body, {
+      headers: { "Content-Type": "application/json", Authorization: authorization },
+      tags: { name },
+    }),
+  );
+}
+
+function pgWrite(tokens) {
   const body = JSON.stringify({
     conversation_id: keys[Math.floor(Math.random() * keys.length)] || uuidv4(),
     client_msg_id: `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}`,
     ciphertext: randomBase64(config.payloadBytes),
   });
-  const res = http.post(`${config.apiUrl}/v1/messages`, body, { headers, tags: { name: "pg_write" } });
+  const res = send(tokens, "POST", `${config.apiUrl}/v1/messages`, body, "pg_write");
   if (res.status === 202) accepted.add(1);
   return [res, 202];
 }
 
-function streamPublish() {
+function streamPublish(tokens) {
   const body = JSON.stringify({ kind: "soak", run: config.runId, n: `${__VU}-${__ITER}` });
-  const res = http.post(`${config.apiUrl}/v1/storage/events`, body, { headers, tags: { name: "stream_publish" } });
+  const res = send(tokens, "POST", `${config.apiUrl}/v1/storage/events`, body, "stream_publish");
   return [res, 202];
 }
 
-function cacheRead() {
+function cacheRead(tokens) {
   const key = keys[Math.floor(Math.random() * keys.length)];
-  const res = http.get(`${config.apiUrl}/v1/storage/conversations/${key}/summary`, {
-    headers,
-    tags: { name: "cache_read" },
-  });
+  const url = `${config.apiUrl}/v1/storage/conversations/${key}/summary`;
+  const res = send(tokens, "GET", url, null, "cache_read");
   return [res, 200];
 }
 
-export default function () {
+export default function (data) {
   const draw = Math.random();
   const name = draw < pgShare ? "pg_write" : draw < pgShare + streamShare ? "stream_publish" : "cache_read";
-  const [res, expected] = { pg_write: pgWrite, stream_publish: streamPublish, cache_read: cacheRead }[name]();
+  const [res, expected] = { pg_write: pgWrite, stream_publish: streamPublish, cache_read: cacheRead }[name](data.tokens);
   ops[name].trend.add(res.timings.duration);
   ops[name].count.add(1);
   recordWindow(res, name);

@@ -3,7 +3,9 @@
 // POST /v1/messages at a constant arrival rate, like message_load.js, and every response also
 // lands in k6/lib/windows.js's window metrics so the verdicts can compare the p95 and error rate
 // before, during and after a fault (pool exhaustion, an online migration).
-// Env: API_URL, RUN_ID, RATE, DURATION, VUS, MAX_VUS, PAYLOAD_BYTES, TOKEN, WINDOW_S,
+// Authentication as in lib/auth.js (setup() logs LOGIN_SESSIONS users in through AUTH_URL, or
+// TOKEN is used as is; a 401 logs in again).
+// Env: API_URL, RUN_ID, RATE, DURATION, VUS, MAX_VUS, PAYLOAD_BYTES, WINDOW_S,
 // P95_MS / MAX_ERROR_RATE (optional whole-run thresholds; the window verdicts are the probes'),
 // MAX_SERVER_ERRORS (threshold on `server_errors`: answers that are neither a success nor a 503,
 // i.e. 500s, hangs past the 30 s timeout, resets) and BREAKER_OPEN_P99_MS (threshold on
@@ -14,6 +16,7 @@ import { Counter, Trend } from "k6/metrics";
 import { config, envFloat, thresholds } from "./lib/config.js";
 import { randomBase64, randomHex, uuidv4 } from "./lib/payload.js";
 import { recordWindow } from "./lib/windows.js";
+import { setupTokens, withAuth } from "./lib/auth.js";
 
 export const options = {
   scenarios: {
@@ -44,20 +47,23 @@ const breakerOpen = new Trend("breaker_open_duration", true);
 
 const accepted = new Counter("messages_accepted");
 const rejected = new Counter("messages_rejected");
-const headers = { "Content-Type": "application/json" };
-if (config.token) headers.Authorization = `Bearer ${config.token}`;
+export function setup() {
+  return { tokens: setupTokens() };
+}
 
-export default function () {
+export default function (data) {
   const body = JSON.stringify({
     conversation_id: uuidv4(),
     client_msg_id: `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}`,
     ciphertext: randomBase64(config.payloadBytes),
   });
-  const res = http.post(`${config.apiUrl}/v1/messages`, body, {
-    headers,
-    tags: { name: "messages" },
-    timeout: "30s",
-  });
+  const res = withAuth(data.tokens, (authorization) =>
+    http.post(`${config.apiUrl}/v1/messages`, body, {
+      headers: { "Content-Type": "application/json", Authorization: authorization },
+      tags: { name: "messages" },
+      timeout: "30s",
+    }),
+  );
   if (res.status === 202) accepted.add(1);
   else rejected.add(1);
   serverErrors.add(res.status === 0 || (res.status >= 500 && res.status !== 503) ? 1 : 0);

@@ -35,7 +35,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging import faults, runs
+from chaosmessaging import faults, runs, targets
 from chaosmessaging.clients.http import service_url
 from chaosmessaging.clients.prometheus import scrape, select
 from chaosmessaging.config import lookup, redact
@@ -86,6 +86,7 @@ def exhaust_pool(duration_s: float, table: str = "messages",
         raise ActivityFailed(f"duration_s={duration_s:g} must be positive")
     target = _quote_table(table)
     dsn = lookup("messaging_pg_dsn", configuration, secrets, dsn)
+    targets.check(dsn, "messaging_pg_dsn", configuration, secrets)  # loopback or allowed only
     url = service_url(service, None, "/metrics", configuration, secrets)
     names = {"in_use": in_use_metric, "max": max_metric, "waiting": waiting_metric}
     before = _pool_figures(url, names)
@@ -252,6 +253,7 @@ def run_migration(migration: str, command: list = None, label: str = "migration"
     then raised.
     """
     dsn = lookup("messaging_pg_dsn", configuration, secrets, dsn)
+    targets.check(dsn, "messaging_pg_dsn", configuration, secrets)  # loopback or allowed only
     home = home_of(configuration)
     is_file = str(migration).endswith(".sql") or os.sep in str(migration)
     started, error = time.time(), None
@@ -290,6 +292,7 @@ def seed_table(rows: int, command: list = None, timeout_s: float = 1800, dsn: st
     Returns `{"rows", "seconds", "output"}` (the command's last output line).
     """
     dsn = lookup("messaging_pg_dsn", configuration, secrets, dsn)
+    targets.check(dsn, "messaging_pg_dsn", configuration, secrets)  # loopback or allowed only
     cmd = [str(c).replace("{rows}", str(int(rows))) for c in (command or DEFAULT_SEED_COMMAND)]
     t0 = time.monotonic()
     out = _run_command(cmd, {"MSGSTACK_PG_DSN": dsn}, float(timeout_s), "seed command")

@@ -117,5 +117,9 @@ def serve(app: Starlette, settings: Settings) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=3,
+        # Longer than a load client keeps an idle connection: with uvicorn's default (5 s) the
+        # server closes idle keep-alive connections just as clients reuse them, and the requests
+        # on them fail with EOF/reset (seen as server errors in pool_exhaustion at 200/s).
+        timeout_keep_alive=75,
     )
     uvicorn.Server(config).run()

@@ -13,7 +13,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -41,6 +41,8 @@ class Resources:
     pool: asyncpg.Pool
     redis: aioredis.Redis
     storage: storage.Storage | None = None  # the adapters over pool + redis (msgstack.storage)
+    # extra /readyz checks a worker adds (name -> coroutine answering "ok" or why not)
+    checks: dict[str, Callable[[], Awaitable[str]]] = field(default_factory=dict)
 
 
 Worker = Callable[[Resources, asyncio.Event], Awaitable[None]]

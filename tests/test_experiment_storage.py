@@ -1,10 +1,10 @@
 """The storage experiments (plan tests 7, 10 and 13), run by the real `chaos` CLI.
 
 Each passes in its smoke profile on a healthy embedded stack and fails on a sabotage of the
-reference stack: a PostgreSQL pool connection leaked on an error path (T10: the pool never
-drains), a circuit breaker that never closes (T10) with a cache that expires at once (T7: the hit
-ratio collapses), and a blocking migration, an index built without CONCURRENTLY (T13: p95 during
-the migration far above the baseline).
+reference stack (the selfcheck's mutants, `MSGSTACK_MUTANT`): a PostgreSQL pool connection leaked
+on an error path (T10: the pool never drains), a circuit breaker that never closes (T10) with a
+cache that expires at once (T7: the hit ratio collapses); and on a blocking migration, an index
+built without CONCURRENTLY (T13: p95 during the migration far above the baseline).
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ def test_migration_under_load_fails_with_a_blocking_index_build(embedded_stack, 
 
 def test_pool_exhaustion_fails_when_a_connection_leaks_on_an_error_path(tmp_path_factory,
                                                                          tmp_path):
-    leaky = str(SUPPORT / "leaky_pool")
-    with _sabotaged_stack(tmp_path_factory, "leaky-stack", PYTHONPATH=leaky) as stack:
+    with _sabotaged_stack(tmp_path_factory, "leaky-stack",
+                          MSGSTACK_MUTANT="storage_leak_on_error") as stack:
         code, journal, output = _run(stack, tmp_path, "pool_exhaustion")
         assert code != 0 and journal["deviated"], _why(journal, output)
         assert _breached(journal) == ["pool-drained-no-leak"]
@@ -131,8 +131,9 @@ def test_pool_exhaustion_fails_when_a_connection_leaks_on_an_error_path(tmp_path
 
 def test_breaker_that_never_closes_fails_t10_and_a_cache_that_expires_fails_t7(
         tmp_path_factory, tmp_path):
-    with _sabotaged_stack(tmp_path_factory, "stuck-stack", MSGSTACK_BREAKER_RESET_S="3600",
-                          MSGSTACK_CACHE_TTL_S="1") as stack:
+    with _sabotaged_stack(tmp_path_factory, "stuck-stack",
+                          MSGSTACK_MUTANT="storage_breaker_never_closes,"
+                                          "storage_cache_expires_at_once") as stack:
         # T7 first: once T10 opened the breaker, it stays open for the rest of this stack's life
         code, journal, output = _run(stack, tmp_path, "multi_adapter_soak")
         assert code != 0 and journal["deviated"], _why(journal, output)

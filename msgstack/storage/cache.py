@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from msgstack import streams
+from msgstack import mutants, streams
 from msgstack.storage import metrics
 from msgstack.storage.guard import Guard
 from msgstack.storage.settings import StorageSettings
@@ -50,6 +50,10 @@ class CacheAdapter:
         self._count(hit=False)
         value = await loader()
         ttl = ttl_s or self.settings.cache_ttl_s
+        if mutants.on("storage_cache_never_fills"):  # MUTANT: the loaded value is not cached
+            return value, False
+        if mutants.on("storage_cache_expires_at_once"):  # MUTANT: milliseconds for seconds
+            ttl = max(1, ttl // 1000)
         try:
             await self._redis(lambda: self.client.set(key, value, ex=ttl))
         except streams.TRANSIENT_ERRORS as exc:

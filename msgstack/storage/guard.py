@@ -31,6 +31,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from msgstack import mutants
 from msgstack.storage import metrics
 from msgstack.storage.settings import StorageSettings
 
@@ -82,7 +83,10 @@ class Guard:
         self.opened_at = 0.0
         self._factory = AsyncCircuitBreakerFactory(
             default_threshold=settings.breaker_failures,
-            default_ttl=settings.breaker_reset_s,
+            # MUTANT: a reset time of an hour, so an opened breaker never half-opens again
+            default_ttl=3600.0
+            if mutants.on("storage_breaker_never_closes")
+            else settings.breaker_reset_s,
             # purgatory: an excluded exception ends the call as a success of the dependency
             exclude=[(BaseException, lambda exc: not is_failure(exc))],
         )

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from msgstack import db
+from msgstack import db, mutants
 from msgstack.storage import metrics
 from msgstack.storage.guard import Guard
 from msgstack.storage.settings import StorageSettings
@@ -66,6 +66,10 @@ class PostgresAdapter:
 
         async def attempt() -> T:
             conn = await self._acquire()
+            if mutants.on("storage_leak_on_error"):  # MUTANT: an error skips the release
+                result = await work(conn)
+                await self.pool.release(conn)
+                return result
             try:
                 return await work(conn)
             finally:

@@ -104,6 +104,10 @@ def _stack(args: argparse.Namespace) -> int:
             for e in entries:
                 mark = "up  " if e["alive"] else "DOWN"
                 _print(f"{mark} {e['name']:<10} pid {e['pid']!s:<7} {e['address']}")
+            state = _state(args.home)
+            if state is not None and state.starting:
+                _print("note: a `stack up` is in progress or was interrupted; the next "
+                       "`chaosmessaging stack up` finishes or redoes it")
         return 0 if all(e["alive"] for e in entries) else 3
     if args.stack_cmd == "stop":
         outcome = control.terminate_service(args.name, args.signal, home=args.home)
@@ -121,15 +125,20 @@ def _stack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _running(home: str | None) -> StackState | None:
-    """The state of the stack running in `home` (at least one live process), else None."""
+def _state(home: str | None) -> StackState | None:
     from chaosmessaging.stack.state import StackNotRunning, load_state
 
     try:
-        state = load_state(home)
+        return load_state(home)
     except StackNotRunning:
         return None
-    return state if any(r.alive() for r in state.services.values()) else None
+
+
+def _running(home: str | None) -> StackState | None:
+    """The state of the stack running in `home` (started, with a live process), else None."""
+    state = _state(home)
+    alive = state is not None and any(r.alive() for r in state.services.values())
+    return state if alive and not state.starting else None
 
 
 def _running_conflicts(args: argparse.Namespace) -> str | None:
@@ -168,7 +177,9 @@ def _stack_up(args: argparse.Namespace) -> int:
         _print(f"the embedded stack in {home} is already running (restarting any service that "
                "died)")
     else:
-        home = launcher.preflight(args.home, not args.no_proxy, args.proxy_port)
+        # a port held by what an interrupted start left is checked by `up` once that is stopped
+        early_port = args.proxy_port if _state(args.home) is None else None
+        home = launcher.preflight(args.home, not args.no_proxy, early_port)
         _print(f"starting the embedded stack in {home}")
     try:
         if running:
@@ -243,7 +254,10 @@ def _init(args: argparse.Namespace) -> int:
     try:
         written = copy_bundles(args.directory, force=args.force)
     except OSError as exc:
-        raise UserError(str(exc)) from None
+        if exc.filename is None:  # our own sentence (e.g. files exist: use --force)
+            raise UserError(str(exc)) from None
+        raise UserError(f"cannot copy into {args.directory}: {exc.strerror} ({exc.filename}); "
+                        "choose a directory you can write") from None
     _print(f"copied {len(written)} files into {args.directory}: experiments/ (with profiles/) "
            "and k6/")
     _print("next: point the configuration at your platform (CHAOSMESSAGING_API_URL, "

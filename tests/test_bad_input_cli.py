@@ -96,8 +96,25 @@ def roomy_tmp() -> Iterator[Path]:
     session starts (other sessions run beside us), which would cut PostgreSQL's system user off
     from a data directory inside it mid-test."""
     path = Path(tempfile.mkdtemp(prefix="cm-bad-input-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    try:
+        yield path
+    finally:
+        _stop_stacks_under(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _stop_stacks_under(path: Path) -> None:
+    """`stack down` every home under `path` that still has a process (a test failed midway)."""
+    homes = set()
+    for proc in psutil.process_iter():
+        try:
+            owner = proc.environ().get("CHAOSMESSAGING_STACK_OWNER", "")
+        except psutil.Error:
+            continue
+        if owner.startswith(str(path) + os.sep):
+            homes.add(owner)
+    for home in homes:
+        _cli(home, "stack", "down")
 
 
 # -- the state directory -------------------------------------------------------------------
@@ -244,11 +261,13 @@ def running():
 
     home = Path(tempfile.mkdtemp(prefix="cm-bad-input-stack-"))
     port = free_port()
-    _ok(_cli(home, "stack", "up", "--proxy-port", str(port)))
-    yield home, port
-    _cli(home, "stack", "down")
+    try:
+        _ok(_cli(home, "stack", "up", "--proxy-port", str(port)))
+        yield home, port
+    finally:
+        _cli(home, "stack", "down")
+        shutil.rmtree(home, ignore_errors=True)
     assert _leftovers(home) == []
-    shutil.rmtree(home, ignore_errors=True)
 
 
 def _state(home: Path) -> dict:
@@ -422,8 +441,8 @@ def test_interrupted_stack_up_leaves_nothing_for_stack_down_to_miss(roomy_tmp):
         out, _ = proc.communicate(timeout=120)
         context = f"{how} after {delay:.2f} s (seed {seed}):\n{out}"
         print(
-            f"{how} after {delay:.2f} s: exit {proc.returncode}, left running "
-            f"{len(_leftovers(home))} process(es) for `stack down`"
+            f"{how} after {delay:.2f} s: exit {proc.returncode}, left "
+            f"{len(_leftovers(home))} process(es) running"
         )
         assert "Traceback" not in out, context
         if how != "SIGKILL" and proc.returncode != 0 and "stack is up" not in out:
@@ -431,6 +450,18 @@ def test_interrupted_stack_up_leaves_nothing_for_stack_down_to_miss(roomy_tmp):
             assert proc.returncode in (130, -2) and "error: interrupted" in out, context
             if "still running" not in out:
                 assert _leftovers(home) == [], context
+        if how == "SIGKILL" and i % 2:
+            # no `stack down` this time: the next `stack up` must clear what was left and start
+            up = _ok(_cli(home, "stack", "up"))
+            assert "stack is up" in up.stdout, context
+            leaders = {s["pid"] for s in _state(home).values()}
+            assert len(leaders) == 6 and None not in leaders, (context, up.stdout)
+            strays = [
+                p.pid
+                for p in psutil.process_iter()
+                if _owned_by(p, home) and os.getpgid(p.pid) not in leaders
+            ]
+            assert strays == [], (context, up.stdout)
         # every other try starts from scratch, so initdb itself gets interrupted too
         down = _cli(home, "stack", "down", *(["--purge"] if i % 2 == 0 else []))
         assert down.returncode == 0 and "Traceback" not in down.stdout + down.stderr, context
@@ -488,3 +519,10 @@ def test_postgres_starts_in_a_data_directory_too_deep_for_a_unix_socket(roomy_tm
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(30)
     assert not (data / "postmaster.pid").exists()
+
+
+def test_init_into_a_directory_that_cannot_be_made_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for target in (f"/proc/chaosmessaging-{os.getpid()}", str(tmp_path / "file" / "sub")):
+        proc = subprocess.run([*CLI, "init", target], capture_output=True, text=True, timeout=60)
+        _refused(proc, f"cannot copy into {target}", "choose a directory")

@@ -208,13 +208,17 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
             existing = load_state(root)
         except StackNotRunning:
             existing = None
-        if existing is not None and any(r.alive() for r in existing.services.values()):
-            if progress:
-                progress("already running (another start finished first): using it")
+        say = progress or (lambda _msg: None)
+        alive = existing is not None and any(r.alive() for r in existing.services.values())
+        if alive and not existing.starting:
+            say("already running (another start finished first): using it")
             return ensure_up(root, progress=progress)
+        if alive:  # we hold the lock, so whoever was starting it is gone
+            say("an interrupted start left processes running: stopping them first")
+            _stop_all(existing)
         if with_proxy:
             check_port(proxy_port)
-        return _start(root, with_proxy, proxy_port, progress or (lambda _msg: None), env)
+        return _start(root, with_proxy, proxy_port, say, env)
 
 
 def _start(root: Path, with_proxy: bool, proxy_port: int | None,
@@ -222,9 +226,9 @@ def _start(root: Path, with_proxy: bool, proxy_port: int | None,
     state_path(root).unlink(missing_ok=True)
     leftovers = stop_owned(root)
     if leftovers:
-        say(f"stopped {len(leftovers)} leftover process(es) of an interrupted start: "
-            + ", ".join(leftovers))
-    state = StackState(home=str(root), started_at=time.time(), services={})
+        say(f"stopped {len(leftovers)} process(es) started from this home but not listed in "
+            "stack.json (an interrupted start?): " + ", ".join(leftovers))
+    state = StackState(home=str(root), started_at=time.time(), services={}, starting=True)
     try:
         (root / "logs").mkdir(parents=True, exist_ok=True)
         (root / "data" / "redis").mkdir(parents=True, exist_ok=True)
@@ -249,8 +253,10 @@ def _start(root: Path, with_proxy: bool, proxy_port: int | None,
             wait_healthy(record, timeout=60)
             say(f"{name:<10} pid {record.pid:<7} {record.address}")
         _wait_ready(state)
+        state.starting = False
+        save_state(state)
     except BaseException as exc:
-        with _no_interrupts():
+        with _IgnoringInterrupts():
             say("interrupted; stopping what was started" if isinstance(exc, KeyboardInterrupt)
                 else "start failed; stopping what was started")
             stopped = _stop_all(state) + stop_owned(root)
@@ -263,7 +269,7 @@ def _start(root: Path, with_proxy: bool, proxy_port: int | None,
     return state
 
 
-class _no_interrupts:
+class _IgnoringInterrupts:
     """Ignore SIGINT/SIGTERM while cleaning up (a second Ctrl-C must not cut the clean-up short
     and leave orphans); restored afterwards. No-op outside the main thread."""
 
@@ -291,6 +297,8 @@ def ensure_up(home: str | os.PathLike | None = None,
     try:
         state = load_state(home)
     except StackNotRunning:
+        return up(home, progress=progress)
+    if state.starting:  # a start in progress (up waits for it) or an interrupted one (up redoes it)
         return up(home, progress=progress)
     for name in SERVICE_ORDER:
         if name in state.services and not state.services[name].alive():

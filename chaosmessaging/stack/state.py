@@ -126,6 +126,9 @@ class StackState:
     started_at: float
     services: dict[str, ServiceRecord]
     version: int = 1
+    # True from the first write of `stack up` until every service is ready: a state still
+    # "starting" when no start holds the home's lock is what an interrupted start left
+    starting: bool = False
 
     def service(self, name: str) -> ServiceRecord:
         try:
@@ -137,6 +140,7 @@ class StackState:
 
     def to_json(self) -> dict:
         return {"version": self.version, "home": self.home, "started_at": self.started_at,
+                "starting": self.starting,
                 "services": {n: asdict(s) for n, s in self.services.items()}}
 
 
@@ -154,7 +158,7 @@ def load_state(home: str | os.PathLike | None = None) -> StackState:
         raw = json.loads(path.read_text())
         services = {n: ServiceRecord(**s) for n, s in raw.get("services", {}).items()}
         return StackState(home=raw["home"], started_at=raw["started_at"], services=services,
-                          version=raw.get("version", 1))
+                          version=raw.get("version", 1), starting=bool(raw.get("starting")))
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
         raise StackStateError(

@@ -69,11 +69,23 @@ def _sabotaged_stack(tmp_path_factory, name: str, **env: str):
 
 def _run(stack, tmp_path: Path, experiment: str, *extra: str) -> tuple[int, dict, str]:
     journal = tmp_path / f"{experiment}.journal.json"
-    proc = subprocess.run([CHAOS, "--log-file", str(tmp_path / f"{experiment}.log"), "run",
-                           "--journal-path", str(journal), *extra,
-                           str(EXPERIMENTS / f"{experiment}.json")],
-                          env=chaos_env(stack), capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            CHAOS,
+            "--log-file",
+            str(tmp_path / f"{experiment}.log"),
+            "run",
+            "--journal-path",
+            str(journal),
+            *extra,
+            str(EXPERIMENTS / f"{experiment}.json"),
+        ],
+        env=chaos_env(stack),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     return proc.returncode, json.loads(journal.read_text()), proc.stdout + proc.stderr
 
 
@@ -84,7 +96,10 @@ def test_multi_adapter_soak_smoke_holds(embedded_stack, tmp_path):
     assert after["cache-hit-ratio-above-limit"]["output"]["ratio"] > 0.85
     assert after["retries-below-1-percent-of-requests"]["output"]["requests"] > 0
     assert set(after["adapter-latencies-stable"]["output"]["ops"]) == {
-        "pg_write", "stream_publish", "cache_read"}
+        "pg_write",
+        "stream_publish",
+        "cache_read",
+    }
 
 
 def test_pool_exhaustion_smoke_holds_and_releases_the_lock(embedded_stack, tmp_path):
@@ -107,20 +122,22 @@ def test_migration_under_load_smoke_holds(embedded_stack, tmp_path):
 
 def test_migration_under_load_fails_with_a_blocking_index_build(embedded_stack, tmp_path):
     profile = tmp_path / "blocking.json"
-    profile.write_text(json.dumps({"configuration": {
-        "t13_migration": str(SUPPORT / "blocking_migration.sql")}}))
-    code, journal, output = _run(embedded_stack, tmp_path, "migration_under_load",
-                                 "--var-file", str(profile))
+    profile.write_text(
+        json.dumps({"configuration": {"t13_migration": str(SUPPORT / "blocking_migration.sql")}})
+    )
+    code, journal, output = _run(
+        embedded_stack, tmp_path, "migration_under_load", "--var-file", str(profile)
+    )
     assert code != 0 and journal["deviated"], _why(journal, output)
     assert _breached(journal) == ["p95-during-migration-below-factor-of-baseline"]
     p95 = _after(journal)["p95-during-migration-below-factor-of-baseline"]["output"]
     assert p95["p95_during_ms"] > p95["limit_ms"]
 
 
-def test_pool_exhaustion_fails_when_a_connection_leaks_on_an_error_path(tmp_path_factory,
-                                                                         tmp_path):
-    with _sabotaged_stack(tmp_path_factory, "leaky-stack",
-                          MSGSTACK_MUTANT="storage_leak_on_error") as stack:
+def test_pool_exhaustion_fails_when_a_connection_leaks_on_an_error_path(tmp_path_factory, tmp_path):
+    with _sabotaged_stack(
+        tmp_path_factory, "leaky-stack", MSGSTACK_MUTANT="storage_leak_on_error"
+    ) as stack:
         code, journal, output = _run(stack, tmp_path, "pool_exhaustion")
         assert code != 0 and journal["deviated"], _why(journal, output)
         assert _breached(journal) == ["pool-drained-no-leak"]
@@ -130,10 +147,13 @@ def test_pool_exhaustion_fails_when_a_connection_leaks_on_an_error_path(tmp_path
 
 
 def test_breaker_that_never_closes_fails_t10_and_a_cache_that_expires_fails_t7(
-        tmp_path_factory, tmp_path):
-    with _sabotaged_stack(tmp_path_factory, "stuck-stack",
-                          MSGSTACK_MUTANT="storage_breaker_never_closes,"
-                                          "storage_cache_expires_at_once") as stack:
+    tmp_path_factory, tmp_path
+):
+    with _sabotaged_stack(
+        tmp_path_factory,
+        "stuck-stack",
+        MSGSTACK_MUTANT="storage_breaker_never_closes,storage_cache_expires_at_once",
+    ) as stack:
         # T7 first: once T10 opened the breaker, it stays open for the rest of this stack's life
         code, journal, output = _run(stack, tmp_path, "multi_adapter_soak")
         assert code != 0 and journal["deviated"], _why(journal, output)

@@ -19,8 +19,12 @@ from msgstack.storage import BreakerOpen, PoolExhausted, Storage, metrics
 from msgstack.storage.settings import load as load_settings
 from test_msgstack_api import fresh_env, sql
 
-FAST = {"MSGSTACK_BREAKER_FAILURES": "3", "MSGSTACK_BREAKER_RESET_S": "0.5",
-        "MSGSTACK_PG_ACQUIRE_TIMEOUT_S": "0.3", "MSGSTACK_STORAGE_BACKOFF_BASE_S": "0.001"}
+FAST = {
+    "MSGSTACK_BREAKER_FAILURES": "3",
+    "MSGSTACK_BREAKER_RESET_S": "0.5",
+    "MSGSTACK_PG_ACQUIRE_TIMEOUT_S": "0.3",
+    "MSGSTACK_STORAGE_BACKOFF_BASE_S": "0.001",
+}
 
 
 def _value(metric, **labels) -> float:
@@ -28,7 +32,8 @@ def _value(metric, **labels) -> float:
     for family in metric.collect():
         for sample in family.samples:
             if not sample.name.endswith("_created") and all(
-                    sample.labels.get(k) == v for k, v in labels.items()):
+                sample.labels.get(k) == v for k, v in labels.items()
+            ):
                 return sample.value
     return 0.0
 
@@ -129,22 +134,30 @@ def test_exhausted_pool_times_out_counts_waiters_and_errors_release_connections(
 
 
 def _msgstack(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "msgstack", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "msgstack", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_online_migration_is_not_applied_by_migrate_but_runs_by_name_again_and_again(env):
     dsn = env["MSGSTACK_PG_DSN"]
-    assert not sql(dsn, "SELECT 1 FROM pg_indexes WHERE indexname = $1",
-                   "messages_retention_size_idx")
+    assert not sql(
+        dsn, "SELECT 1 FROM pg_indexes WHERE indexname = $1", "messages_retention_size_idx"
+    )
     for _ in range(2):  # re-runnable: each run rebuilds the index
         done = _msgstack(env, "migrate", "--name", "0010_messages_retention_index")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout.splitlines()[-1])["seconds"] >= 0
-    assert sql(dsn, "SELECT 1 FROM pg_indexes WHERE indexname = $1",
-               "messages_retention_size_idx")
-    assert sql(dsn, "SELECT version FROM schema_migrations WHERE version = $1",
-               "0010_messages_retention_index")
+    assert sql(dsn, "SELECT 1 FROM pg_indexes WHERE indexname = $1", "messages_retention_size_idx")
+    assert sql(
+        dsn,
+        "SELECT version FROM schema_migrations WHERE version = $1",
+        "0010_messages_retention_index",
+    )
     unknown = _msgstack(env, "migrate", "--name", "9999_nothing")
     assert unknown.returncode == 1 and "known:" in unknown.stderr
 
@@ -163,6 +176,9 @@ def test_seed_grows_the_table_to_a_target_count_once(env):
     assert json.loads(first.stdout.splitlines()[-1]) == {"rows": 5000, "added": 5000}
     again = _msgstack(env, "seed-messages", "--rows", "5000")
     assert json.loads(again.stdout.splitlines()[-1])["added"] == 0
-    count = sql(env["MSGSTACK_PG_DSN"], "SELECT count(*) FROM messages m WHERE client_msg_id "
-                "LIKE 'seed:%' AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id)")
+    count = sql(
+        env["MSGSTACK_PG_DSN"],
+        "SELECT count(*) FROM messages m WHERE client_msg_id "
+        "LIKE 'seed:%' AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id)",
+    )
     assert count[0][0] == 5000

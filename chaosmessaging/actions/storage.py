@@ -52,8 +52,10 @@ DEFAULT_SEED_COMMAND = [sys.executable, "-m", "msgstack", "seed-messages", "--ro
 def _quote_table(table: str) -> str:
     parts = str(table).split(".")
     if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", p) for p in parts) or len(parts) > 2:
-        raise ActivityFailed(f"table {table!r} is not a plain [schema.]name; name the table the "
-                             "load writes, e.g. 'messages'")
+        raise ActivityFailed(
+            f"table {table!r} is not a plain [schema.]name; name the table the "
+            "load writes, e.g. 'messages'"
+        )
     return ".".join(f'"{p}"' for p in parts)
 
 
@@ -62,13 +64,21 @@ def _pool_figures(url: str, names: dict) -> dict:
     return {k: select(samples, name, {}) for k, name in names.items()}
 
 
-def exhaust_pool(duration_s: float, table: str = "messages",
-                 lock_mode: str = "SHARE ROW EXCLUSIVE", service: str = "api",
-                 saturate_timeout_s: float = 15.0, poll_interval_s: float = 0.25,
-                 label: str = "pool_exhaustion", in_use_metric: str = "storage_pool_in_use",
-                 max_metric: str = "storage_pool_max",
-                 waiting_metric: str = "storage_pool_waiting", dsn: str = None,
-                 configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def exhaust_pool(
+    duration_s: float,
+    table: str = "messages",
+    lock_mode: str = "SHARE ROW EXCLUSIVE",
+    service: str = "api",
+    saturate_timeout_s: float = 15.0,
+    poll_interval_s: float = 0.25,
+    label: str = "pool_exhaustion",
+    in_use_metric: str = "storage_pool_in_use",
+    max_metric: str = "storage_pool_max",
+    waiting_metric: str = "storage_pool_waiting",
+    dsn: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """
     Exhaust the application's PostgreSQL pool for `duration_s` seconds, then release it. A
     session locks `table` in `lock_mode` (writes to it wait, holding their pooled connections)
@@ -91,42 +101,81 @@ def exhaust_pool(duration_s: float, table: str = "messages",
     names = {"in_use": in_use_metric, "max": max_metric, "waiting": waiting_metric}
     before = _pool_figures(url, names)
     if before["in_use"] is None or before["max"] is None:
-        raise ActivityFailed(f"{redact(url)} exposes no {in_use_metric}/{max_metric}: the pool "
-                             "cannot be observed; pass the metric names your service exposes")
+        raise ActivityFailed(
+            f"{redact(url)} exposes no {in_use_metric}/{max_metric}: the pool "
+            "cannot be observed; pass the metric names your service exposes"
+        )
     home = home_of(configuration)
-    result = asyncio.run(_hold_lock(dsn, target, mode, duration_s, float(saturate_timeout_s),
-                                    float(poll_interval_s), url, names, home))
+    result = asyncio.run(
+        _hold_lock(
+            dsn,
+            target,
+            mode,
+            duration_s,
+            float(saturate_timeout_s),
+            float(poll_interval_s),
+            url,
+            names,
+            home,
+        )
+    )
     runs.record(label, result, home=home)
     say = logger.info if result["observed"] else logger.warning
-    say(f"pool exhaustion {'observed' if result['observed'] else 'NOT observed'}: in use max "
+    say(
+        f"pool exhaustion {'observed' if result['observed'] else 'NOT observed'}: in use max "
         f"{result['max_in_use']:g}/{result['pool_max']:g}, waiting max {result['max_waiting']:g},"
-        f" saturated {result['saturated_s']:.1f}s of {duration_s:g}s")
+        f" saturated {result['saturated_s']:.1f}s of {duration_s:g}s"
+    )
     return result
 
 
-async def _hold_lock(dsn: str, target: str, mode: str, duration_s: float, saturate_timeout: float,
-                     interval: float, url: str, names: dict, home: str | None) -> dict:
+async def _hold_lock(
+    dsn: str,
+    target: str,
+    mode: str,
+    duration_s: float,
+    saturate_timeout: float,
+    interval: float,
+    url: str,
+    names: dict,
+    home: str | None,
+) -> dict:
     try:
         conn = await asyncpg.connect(dsn, timeout=10)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        raise ActivityFailed(f"cannot connect to PostgreSQL at {redact(dsn)} to lock {target}: "
-                             f"{redact(str(error))}") from None
+        raise ActivityFailed(
+            f"cannot connect to PostgreSQL at {redact(dsn)} to lock {target}: {redact(str(error))}"
+        ) from None
     fault_id = None
-    figures = {"max_in_use": 0.0, "pool_max": 0.0, "max_waiting": 0.0, "saturated_s": 0.0,
-               "observed": False, "first_saturated_after_s": None, "samples": 0}
+    figures = {
+        "max_in_use": 0.0,
+        "pool_max": 0.0,
+        "max_waiting": 0.0,
+        "saturated_s": 0.0,
+        "observed": False,
+        "first_saturated_after_s": None,
+        "samples": 0,
+    }
     try:
-        backend = await conn.fetchrow("SELECT pg_backend_pid() AS pid, backend_start::text AS bs "
-                                      "FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+        backend = await conn.fetchrow(
+            "SELECT pg_backend_pid() AS pid, backend_start::text AS bs "
+            "FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
         tx = conn.transaction()
         await tx.start()
         await conn.execute(f"LOCK TABLE {target} IN {mode} MODE")
         started = time.time()
-        fault_id = faults.record("pg_lock", f"pg_lock:{backend['pid']}",
-                                 {"backend_pid": backend["pid"], "backend_start": backend["bs"]},
-                                 home=home, details={"table": target, "mode": mode,
-                                                     "duration_s": duration_s})
-        logger.info(f"locked {target} in {mode} mode for {duration_s:g}s (backend "
-                    f"{backend['pid']}): writes wait, holding pooled connections")
+        fault_id = faults.record(
+            "pg_lock",
+            f"pg_lock:{backend['pid']}",
+            {"backend_pid": backend["pid"], "backend_start": backend["bs"]},
+            home=home,
+            details={"table": target, "mode": mode, "duration_s": duration_s},
+        )
+        logger.info(
+            f"locked {target} in {mode} mode for {duration_s:g}s (backend "
+            f"{backend['pid']}): writes wait, holding pooled connections"
+        )
         last = time.monotonic()
         while time.time() - started < duration_s:
             await asyncio.sleep(min(interval, max(0.0, duration_s - (time.time() - started))))
@@ -136,8 +185,11 @@ async def _hold_lock(dsn: str, target: str, mode: str, duration_s: float, satura
                 logger.debug(f"pool gauges unreadable: {error}")
                 continue
             now = time.monotonic()
-            in_use, top, waiting = (seen["in_use"] or 0.0, seen["max"] or 0.0,
-                                    seen["waiting"] or 0.0)
+            in_use, top, waiting = (
+                seen["in_use"] or 0.0,
+                seen["max"] or 0.0,
+                seen["waiting"] or 0.0,
+            )
             figures["samples"] += 1
             figures["max_in_use"] = max(figures["max_in_use"], in_use)
             figures["pool_max"] = max(figures["pool_max"], top)
@@ -157,8 +209,14 @@ async def _hold_lock(dsn: str, target: str, mode: str, duration_s: float, satura
         if fault_id:
             faults.clear(fault_id, home)
     figures["saturated_s"] = round(figures["saturated_s"], 2)
-    return {**figures, "started_at": started, "ended_at": ended, "duration_s": duration_s,
-            "table": target, "lock_mode": mode}
+    return {
+        **figures,
+        "started_at": started,
+        "ended_at": ended,
+        "duration_s": duration_s,
+        "table": target,
+        "lock_mode": mode,
+    }
 
 
 def _terminate(recipe: dict, home: Path) -> dict:
@@ -167,10 +225,14 @@ def _terminate(recipe: dict, home: Path) -> dict:
     async def go() -> bool:
         conn = await asyncpg.connect(dsn, timeout=10)
         try:
-            return bool(await conn.fetchval(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE pid = $1 AND backend_start::text = $2",
-                int(recipe["backend_pid"]), str(recipe.get("backend_start"))))
+            return bool(
+                await conn.fetchval(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE pid = $1 AND backend_start::text = $2",
+                    int(recipe["backend_pid"]),
+                    str(recipe.get("backend_start")),
+                )
+            )
         finally:
             await conn.close()
 
@@ -204,8 +266,11 @@ def _statements(sql: str) -> list[str]:
             statements.append(current)
             current = ""
     statements.append(current)
-    return [p.strip() for p in statements
-            if any(ln.strip() and not ln.strip().startswith("--") for ln in p.splitlines())]
+    return [
+        p.strip()
+        for p in statements
+        if any(ln.strip() and not ln.strip().startswith("--") for ln in p.splitlines())
+    ]
 
 
 async def _run_file(dsn: str, path: Path, lock_timeout: str) -> None:
@@ -228,8 +293,14 @@ async def _run_file(dsn: str, path: Path, lock_timeout: str) -> None:
 
 def _run_command(cmd: list[str], env: dict, timeout_s: float, what: str) -> str:
     try:
-        proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True,
-                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            cmd,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         raise ActivityFailed(f"{what} did not finish within {timeout_s:g}s") from None
     except OSError as error:
@@ -240,9 +311,16 @@ def _run_command(cmd: list[str], env: dict, timeout_s: float, what: str) -> str:
     return proc.stdout
 
 
-def run_migration(migration: str, command: list = None, label: str = "migration",
-                  lock_timeout: str = "10s", timeout_s: float = 600, dsn: str = None,
-                  configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def run_migration(
+    migration: str,
+    command: list = None,
+    label: str = "migration",
+    lock_timeout: str = "10s",
+    timeout_s: float = 600,
+    dsn: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """
     Run one database migration now (meant to run under load) and time it. `migration` is a
     `.sql` file (run here over `messaging_pg_dsn`, statement by statement outside a transaction
@@ -262,19 +340,28 @@ def run_migration(migration: str, command: list = None, label: str = "migration"
         if is_file:
             path = Path(migration).expanduser()
             if not path.is_file():
-                raise ActivityFailed(f"migration file {path} does not exist (relative paths "
-                                     f"resolve against {Path.cwd()})")
+                raise ActivityFailed(
+                    f"migration file {path} does not exist (relative paths "
+                    f"resolve against {Path.cwd()})"
+                )
             asyncio.run(_run_file(dsn, path, lock_timeout))
         else:
-            cmd = [str(c).replace("{name}", str(migration))
-                   for c in (command or DEFAULT_MIGRATE_COMMAND)]
-            _run_command(cmd, {"MSGSTACK_PG_DSN": dsn}, float(timeout_s),
-                         f"migration {migration}")
+            cmd = [
+                str(c).replace("{name}", str(migration))
+                for c in (command or DEFAULT_MIGRATE_COMMAND)
+            ]
+            _run_command(cmd, {"MSGSTACK_PG_DSN": dsn}, float(timeout_s), f"migration {migration}")
     except (ActivityFailed, asyncpg.PostgresError, OSError) as exc:
         error = redact(str(exc)) or type(exc).__name__
     seconds = round(time.monotonic() - t0, 3)
-    result = {"migration": str(migration), "seconds": seconds, "ok": error is None,
-              "started_at": started, "ended_at": time.time(), "error": error}
+    result = {
+        "migration": str(migration),
+        "seconds": seconds,
+        "ok": error is None,
+        "started_at": started,
+        "ended_at": time.time(),
+        "error": error,
+    }
     runs.record(label, result, home=home)
     if error:
         raise ActivityFailed(f"migration {migration} failed after {seconds:g}s: {error}")
@@ -282,8 +369,14 @@ def run_migration(migration: str, command: list = None, label: str = "migration"
     return result
 
 
-def seed_table(rows: int, command: list = None, timeout_s: float = 1800, dsn: str = None,
-               configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def seed_table(
+    rows: int,
+    command: list = None,
+    timeout_s: float = 1800,
+    dsn: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """
     Make the table a migration works on large (plan T13: the index build must take seconds;
     nightly millions of rows). Runs `command` (default:
@@ -305,5 +398,3 @@ def seed_table(rows: int, command: list = None, timeout_s: float = 1800, dsn: st
     seconds = round(time.monotonic() - t0, 2)
     logger.info(f"seeded to {int(rows)} rows in {seconds:g}s")
     return {"rows": int(rows), "seconds": seconds, "output": parsed}
-
-

@@ -28,21 +28,29 @@ def _identities(services: list, configuration: Configuration) -> dict:
     for name in services:
         record = state.services.get(name)
         alive = record is not None and same_process(record.pid, record.create_time) is not None
-        out[name] = {"pid": record.pid if record else None,
-                     "create_time": record.create_time if record else None, "alive": alive}
+        out[name] = {
+            "pid": record.pid if record else None,
+            "create_time": record.create_time if record else None,
+            "alive": alive,
+        }
     return out
 
 
-def snapshot_pids(label: str = "pids", services: list = None,
-                  configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def snapshot_pids(
+    label: str = "pids",
+    services: list = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Record the pid and start time of each of `services` (default api, dispatcher, consumer)."""
     found = _identities(list(services or DEFAULT_SERVICES), configuration)
     runs.record(f"pids:{label}", found, home=home_of(configuration))
     return found
 
 
-def same_pids(since: str = "pids", configuration: Configuration = None,
-              secrets: Secrets = None) -> Verdict:
+def same_pids(
+    since: str = "pids", configuration: Configuration = None, secrets: Secrets = None
+) -> Verdict:
     """
     Verdict: every service recorded by `snapshot_pids(label=since)` still runs as the same
     process (same pid and start time): nothing crashed or was restarted during the method.
@@ -53,9 +61,12 @@ def same_pids(since: str = "pids", configuration: Configuration = None,
     if not before:
         return verdict(False, f"no pid snapshot {since!r}: add snapshot_pids(label={since!r})")
     now = _identities(list(before), configuration)
-    changed = sorted(n for n in before if not now[n]["alive"]
-                     or (now[n]["pid"], now[n]["create_time"])
-                     != (before[n]["pid"], before[n]["create_time"]))
+    changed = sorted(
+        n
+        for n in before
+        if not now[n]["alive"]
+        or (now[n]["pid"], now[n]["create_time"]) != (before[n]["pid"], before[n]["create_time"])
+    )
     pids = {n: v["pid"] for n, v in now.items()}
     reason = f"restarted or gone: {changed}" if changed else f"same processes: {pids}"
     return verdict(not changed, reason, changed=changed, pids=pids)

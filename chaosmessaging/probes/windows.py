@@ -25,8 +25,12 @@ from chaosmessaging import runs
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
-__all__ = ["p95_during_within", "error_rate_during_within", "p95_spiked_and_recovered",
-           "latency_stable"]
+__all__ = [
+    "p95_during_within",
+    "error_rate_during_within",
+    "p95_spiked_and_recovered",
+    "latency_stable",
+]
 
 
 def _windows(load: str, window_s: float, configuration: Configuration) -> tuple[list, str | None]:
@@ -42,8 +46,17 @@ def _windows(load: str, window_s: float, configuration: Configuration) -> tuple[
     out, i = [], 0
     while f"window_{i}_failed" in metrics or f"window_{i + 1}_failed" in metrics:
         t0 = start / 1000 + i * float(window_s)
-        out.append((t0, t0 + float(window_s), {k[len(f"window_{i}_"):]: v for k, v in
-                                                metrics.items() if k.startswith(f"window_{i}_")}))
+        out.append(
+            (
+                t0,
+                t0 + float(window_s),
+                {
+                    k[len(f"window_{i}_") :]: v
+                    for k, v in metrics.items()
+                    if k.startswith(f"window_{i}_")
+                },
+            )
+        )
         i += 1
     return out, None
 
@@ -73,9 +86,16 @@ def _prepare(load, fault_label, window_s, configuration):
     return windows, fault, None
 
 
-def p95_during_within(fault: str = "migration", load: str = "load", factor: float = 2.0,
-                      baseline_s: float = 10.0, floor_ms: float = 10.0, window_s: float = 5.0,
-                      configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+def p95_during_within(
+    fault: str = "migration",
+    load: str = "load",
+    factor: float = 2.0,
+    baseline_s: float = 10.0,
+    floor_ms: float = 10.0,
+    window_s: float = 5.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict (T13): the load's p95 while the fault/operation recorded as `fault` ran stayed below
     `factor` x the baseline p95 measured in the `baseline_s` seconds just before it (windows
@@ -89,21 +109,38 @@ def p95_during_within(fault: str = "migration", load: str = "load", factor: floa
         return verdict(False, missing)
     base, during, _ = _split(windows, seen, float(baseline_s))
     if not base or not during:
-        return verdict(False, f"not enough windows: {len(base)} baseline, {len(during)} during "
-                       f"(raise the load's lead time before {fault!r} above baseline_s)")
+        return verdict(
+            False,
+            f"not enough windows: {len(base)} baseline, {len(during)} during "
+            f"(raise the load's lead time before {fault!r} above baseline_s)",
+        )
     baseline = statistics.median(_p95(w) for w in base)
     worst = max(_p95(w) for w in during)
     limit = float(factor) * max(baseline, float(floor_ms))
-    reason = (f"p95 during {fault} {worst:.1f} ms vs baseline {baseline:.1f} ms (limit < "
-              f"{limit:.1f} ms = {float(factor):g}x max(baseline, {float(floor_ms):g}))")
+    reason = (
+        f"p95 during {fault} {worst:.1f} ms vs baseline {baseline:.1f} ms (limit < "
+        f"{limit:.1f} ms = {float(factor):g}x max(baseline, {float(floor_ms):g}))"
+    )
     logger.info(reason)
-    return verdict(worst < limit, reason, p95_during_ms=worst, p95_baseline_ms=baseline,
-                   limit_ms=limit, windows_during=len(during), windows_baseline=len(base))
+    return verdict(
+        worst < limit,
+        reason,
+        p95_during_ms=worst,
+        p95_baseline_ms=baseline,
+        limit_ms=limit,
+        windows_during=len(during),
+        windows_baseline=len(base),
+    )
 
 
-def error_rate_during_within(max_rate: float, fault: str = "migration", load: str = "load",
-                             window_s: float = 5.0, configuration: Configuration = None,
-                             secrets: Secrets = None) -> Verdict:
+def error_rate_during_within(
+    max_rate: float,
+    fault: str = "migration",
+    load: str = "load",
+    window_s: float = 5.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict (T13): the share of the load's requests that failed (outside 200..399) in the
     windows overlapping the fault/operation recorded as `fault` is below `max_rate`.
@@ -119,17 +156,28 @@ def error_rate_during_within(max_rate: float, fault: str = "migration", load: st
     if not total:
         return verdict(False, f"no request of load {load!r} during {fault!r}")
     rate = failed / total
-    return verdict(rate < float(max_rate), f"{failed:g} of {total:g} requests failed during "
-                   f"{fault} = {rate:.3%} (limit < {float(max_rate):.2%})", failed=failed,
-                   requests=total, rate=rate)
+    return verdict(
+        rate < float(max_rate),
+        f"{failed:g} of {total:g} requests failed during "
+        f"{fault} = {rate:.3%} (limit < {float(max_rate):.2%})",
+        failed=failed,
+        requests=total,
+        rate=rate,
+    )
 
 
-def p95_spiked_and_recovered(fault: str = "pool_exhaustion", load: str = "load",
-                             spike_factor: float = 2.0, recovery_factor: float = 2.0,
-                             recover_within_s: float = 20.0, baseline_s: float = 10.0,
-                             floor_ms: float = 10.0, window_s: float = 5.0,
-                             configuration: Configuration = None,
-                             secrets: Secrets = None) -> Verdict:
+def p95_spiked_and_recovered(
+    fault: str = "pool_exhaustion",
+    load: str = "load",
+    spike_factor: float = 2.0,
+    recovery_factor: float = 2.0,
+    recover_within_s: float = 20.0,
+    baseline_s: float = 10.0,
+    floor_ms: float = 10.0,
+    window_s: float = 5.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict (T10): the load's p95 spiked while the fault recorded as `fault` lasted (worst
     window >= `spike_factor` x baseline) and recovered after it: a window starting within
@@ -143,27 +191,52 @@ def p95_spiked_and_recovered(fault: str = "pool_exhaustion", load: str = "load",
         return verdict(False, missing)
     base, during, after = _split(windows, seen, float(baseline_s))
     if not base or not during or not after:
-        return verdict(False, f"not enough windows: {len(base)} before, {len(during)} during, "
-                       f"{len(after)} after {fault!r}")
+        return verdict(
+            False,
+            f"not enough windows: {len(base)} before, {len(during)} during, "
+            f"{len(after)} after {fault!r}",
+        )
     baseline = max(statistics.median(_p95(w) for w in base), float(floor_ms))
     worst = max(_p95(w) for w in during)
     calm = float(recovery_factor) * baseline
     first_ok = next((w for w in after if _p95(w) < calm), None)
     recovered_after = round(first_ok[0] - seen["ended_at"], 1) if first_ok else None
     spiked = worst >= float(spike_factor) * baseline
-    recovered = (first_ok is not None and recovered_after <= float(recover_within_s)
-                 and _p95(after[-1]) < calm)
-    reason = (f"p95 baseline {baseline:.1f} ms, worst during {fault} {worst:.1f} ms "
-              f"({'spiked' if spiked else 'no spike'}), back under {calm:.1f} ms "
-              + (f"{recovered_after:g}s after it, last window {_p95(after[-1]):.1f} ms"
-                 if first_ok else "never"))
-    return verdict(spiked and recovered, reason, p95_baseline_ms=baseline, p95_worst_ms=worst,
-                   recovered_after_s=recovered_after, p95_last_ms=_p95(after[-1]))
+    recovered = (
+        first_ok is not None
+        and recovered_after <= float(recover_within_s)
+        and _p95(after[-1]) < calm
+    )
+    reason = (
+        f"p95 baseline {baseline:.1f} ms, worst during {fault} {worst:.1f} ms "
+        f"({'spiked' if spiked else 'no spike'}), back under {calm:.1f} ms "
+        + (
+            f"{recovered_after:g}s after it, last window {_p95(after[-1]):.1f} ms"
+            if first_ok
+            else "never"
+        )
+    )
+    return verdict(
+        spiked and recovered,
+        reason,
+        p95_baseline_ms=baseline,
+        p95_worst_ms=worst,
+        recovered_after_s=recovered_after,
+        p95_last_ms=_p95(after[-1]),
+    )
 
 
-def latency_stable(ops: list, load: str = "load", windows: int = 2, max_ratio: float = 1.5,
-                   floor_ms: float = 10.0, stat: str = "p(95)", window_s: float = 5.0,
-                   configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+def latency_stable(
+    ops: list,
+    load: str = "load",
+    windows: int = 2,
+    max_ratio: float = 1.5,
+    floor_ms: float = 10.0,
+    stat: str = "p(95)",
+    window_s: float = 5.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict (T7): each operation's latency did not degrade over the soak: the `stat` (p(95),
     avg, med) of `window_<i>_<op>_duration` in the last `windows` full windows is at most
@@ -180,6 +253,7 @@ def latency_stable(ops: list, load: str = "load", windows: int = 2, max_ratio: f
         return verdict(False, f"{len(full)} windows: too few to compare {n} first with {n} last")
     figures, bad = {}, []
     for op in ops:
+
         def value(ws, op=op):
             vals = [(w[2].get(f"{op}_duration") or {}).get(stat) for w in ws]
             vals = [v for v in vals if v is not None]
@@ -191,11 +265,16 @@ def latency_stable(ops: list, load: str = "load", windows: int = 2, max_ratio: f
             figures[op] = {"first_ms": first, "last_ms": last, "ratio": None}
             continue
         ratio = max(last, float(floor_ms)) / max(first, float(floor_ms))
-        figures[op] = {"first_ms": round(first, 2), "last_ms": round(last, 2),
-                       "ratio": round(ratio, 3)}
+        figures[op] = {
+            "first_ms": round(first, 2),
+            "last_ms": round(last, 2),
+            "ratio": round(ratio, 3),
+        }
         if ratio > float(max_ratio):
             bad.append(op)
-    reason = (f"{stat} first vs last {n} window(s): " + ", ".join(
-        f"{op} {f['first_ms']}->{f['last_ms']} ms" for op, f in figures.items())
-        + (f"; degraded or missing: {bad}" if bad else f" (limit {float(max_ratio):g}x)"))
+    reason = (
+        f"{stat} first vs last {n} window(s): "
+        + ", ".join(f"{op} {f['first_ms']}->{f['last_ms']} ms" for op, f in figures.items())
+        + (f"; degraded or missing: {bad}" if bad else f" (limit {float(max_ratio):g}x)")
+    )
     return verdict(not bad, reason, ops=figures)

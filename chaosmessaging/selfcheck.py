@@ -110,6 +110,34 @@ CATALOGUE: list[Mutant] = [
         "with every message",
         ("message_soak",),
     ),
+    Mutant(
+        "storage_leak_on_error",
+        "api",
+        "the PostgreSQL adapter skips giving its pooled connection back when the work fails: "
+        "the pool never drains after timeouts",
+        ("pool_exhaustion",),
+    ),
+    Mutant(
+        "storage_breaker_never_closes",
+        "api",
+        "circuit breakers stay open for an hour: PostgreSQL answers again but the API keeps "
+        "refusing",
+        ("pool_exhaustion",),
+    ),
+    Mutant(
+        "storage_cache_never_fills",
+        "api",
+        "the cache adapter loads on a miss but never stores the value: every read goes to "
+        "PostgreSQL",
+        ("multi_adapter_soak",),
+    ),
+    Mutant(
+        "storage_cache_expires_at_once",
+        "api",
+        "cache entries live MSGSTACK_CACHE_TTL_S milliseconds (seconds were meant): the hit "
+        "ratio collapses",
+        ("multi_adapter_soak",),
+    ),
 ]
 
 # Per experiment: values passed with --var-file to every self-check run of it (clean and mutant),

@@ -9,4 +9,4 @@ service issues the bearer tokens every API request needs (msgstack/authn.py).
 This package never imports ``chaosmessaging``: the extension talks to it over the network only.
 """
 
-SERVICES = ("api", "auth", "dispatcher", "consumer", "migrate", "seed-users")
+SERVICES = ("api", "auth", "dispatcher", "consumer", "migrate", "seed-users", "seed-messages")

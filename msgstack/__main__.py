@@ -1,9 +1,16 @@
-"""``python -m msgstack {api|auth|dispatcher|consumer|migrate|seed-users}``: one service per OS
-process (``seed-users`` and ``migrate`` run once and exit)."""
+"""``python -m msgstack {api|auth|dispatcher|consumer|migrate|seed-users|seed-messages}``: one
+service per OS process (``migrate``, ``seed-users`` and ``seed-messages`` run once and exit).
+
+``migrate`` applies the pending regular migrations; ``migrate --name NNNN_name`` or
+``migrate --file path.sql`` runs one migration (e.g. an online one, under load) and prints its
+duration; ``seed-messages --rows N`` makes the messages table large (plan test 13).
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import logging
 import sys
 
@@ -13,14 +20,39 @@ import asyncpg
 from msgstack.config import ConfigError, load
 from msgstack.db import describe
 
-USAGE = f"usage: python -m msgstack {{{'|'.join(SERVICES)}}}  (configured by MSGSTACK_* variables)"
+USAGE = (
+    f"usage: python -m msgstack {{{'|'.join(SERVICES)}}}  (configured by MSGSTACK_* variables)\n"
+    "       python -m msgstack migrate [--name NNNN_name | --file path.sql]\n"
+    "       python -m msgstack seed-messages --rows N [--conversations C]"
+)
+
+
+def _tool_args(service: str, rest: list[str]) -> argparse.Namespace | None:
+    parser = argparse.ArgumentParser(prog=f"python -m msgstack {service}", add_help=False)
+    if service == "migrate":
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument("--name")
+        group.add_argument("--file")
+    elif service == "seed-messages":
+        parser.add_argument("--rows", type=int, required=True)
+        parser.add_argument("--conversations", type=int, default=1000)
+    try:
+        return parser.parse_args(rest)
+    except SystemExit:
+        return None
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in SERVICES or (len(argv) > 1 and argv[0] != "seed-users"):
+    if not argv or argv[0] not in SERVICES:
         print(USAGE, file=sys.stderr)
         return 2
-    service = argv[0]
+    service, rest = argv[0], argv[1:]
+    args = _tool_args(service, rest) if service in ("migrate", "seed-messages") else None
+    if service != "seed-users" and (
+        (rest and args is None) or (service == "seed-messages" and args is None)
+    ):
+        print(USAGE, file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -33,13 +65,28 @@ def main(argv: list[str]) -> int:
         return 2
 
     if service == "migrate":
-        from msgstack.migrate import MigrationError, apply
+        from msgstack.migrate import MigrationError, apply, apply_one, resolve
 
         try:
-            asyncio.run(apply(settings.pg_dsn))
+            if args is not None and (args.name or args.file):
+                took = asyncio.run(apply_one(settings.pg_dsn, resolve(args.name, args.file)))
+                print(json.dumps({"migration": args.name or args.file, "seconds": took}))
+            else:
+                asyncio.run(apply(settings.pg_dsn))
         except MigrationError as exc:
             logging.getLogger("msgstack.migrate").error("%s", exc)
             return 1
+        return 0
+    if service == "seed-messages":
+        from msgstack.migrate import MigrationError
+        from msgstack.seed_messages import seed
+
+        try:
+            added = asyncio.run(seed(settings.pg_dsn, args.rows, args.conversations))
+        except MigrationError as exc:
+            logging.getLogger("msgstack.seed_messages").error("%s", exc)
+            return 1
+        print(json.dumps({"rows": args.rows, "added": added}))
         return 0
     if service == "seed-users":
         return _seed(settings, argv[1:])

@@ -4,7 +4,8 @@ Every request but /healthz, /readyz and /metrics needs ``Authorization: Bearer <
 auth service (401 otherwise, 503 while Redis cannot check it; msgstack/authn.py).
 Errors are JSON ``{"error": <code>, "detail": <sentence>}``: 400 for a malformed request, 413 for
 a payload over MSGSTACK_MAX_PAYLOAD, 503 while PostgreSQL is unavailable (the pool reconnects by
-itself, so the API recovers without a restart).
+itself, so the API recovers without a restart). PostgreSQL work goes through the storage layer's
+adapter (`msgstack.storage`): while its circuit breaker is open the API answers 503 at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from msgstack import authn, db, metrics
+from msgstack import authn, db, metrics, storage, storage_routes
 from msgstack.config import MIN_PAYLOAD, Settings
 from msgstack.service import Resources, build_app
 
@@ -129,12 +130,20 @@ def _parse(body: bytes, settings: Settings) -> tuple[uuid.UUID, str, bytes]:
 
 def _unavailable(exc: BaseException) -> JSONResponse:
     metrics.API_UNAVAILABLE.labels("postgres").inc()
-    if isinstance(exc, db.SchemaMissing | db.PoolExhausted):
+    retry_after = 1
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        exc = db.SchemaMissing()
+    if isinstance(exc, storage.BreakerOpen):
+        retry_after = max(1, round(exc.retry_after))
+    if isinstance(exc, db.SchemaMissing | db.PoolExhausted | storage.BreakerOpen):
         detail = str(exc)
     else:
         detail = f"postgres is unavailable ({db.describe(exc)}); retry later"
+    headers = {"Retry-After": str(retry_after)}
+    if isinstance(exc, storage.BreakerOpen):
+        headers["X-Circuit-Breaker"] = "open"  # refused at once, without trying PostgreSQL
     return JSONResponse(
-        {"error": "unavailable", "detail": detail}, status_code=503, headers={"Retry-After": "1"}
+        {"error": "unavailable", "detail": detail}, status_code=503, headers=headers
     )
 
 
@@ -164,11 +173,13 @@ async def post_message(request: Request) -> JSONResponse:
         return existing, False
 
     try:
-        message_id, fresh = await db.retrying(res.pool, store)
+        message_id, fresh = await res.storage.postgres.run(store)
     except (db.SchemaMissing, *db.TRANSIENT_ERRORS) as exc:
         return _unavailable(exc)
     except asyncpg.SerializationError as exc:
         return JSONResponse({"error": "conflict", "detail": str(exc)}, status_code=409)
+    except asyncpg.PostgresError as exc:  # e.g. a lock timeout during a migration: not a crash
+        return _unavailable(exc)
     if fresh:
         metrics.MESSAGES_ACCEPTED.inc()
         metrics.MESSAGE_SIZE.observe(len(ciphertext))
@@ -189,8 +200,8 @@ async def get_message(request: Request) -> JSONResponse:
         return await conn.fetchrow(GET_SQL, message_id)
 
     try:
-        row = await db.retrying(res.pool, load)
-    except (db.SchemaMissing, *db.TRANSIENT_ERRORS) as exc:
+        row = await res.storage.postgres.run(load)
+    except (db.SchemaMissing, *db.TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:
         return _unavailable(exc)
     if row is None:
         return JSONResponse(
@@ -217,6 +228,7 @@ def create_app(settings: Settings):
         [
             Route("/v1/messages", post_message, methods=["POST"]),
             Route("/v1/messages/{message_id}", get_message, methods=["GET"]),
+            *storage_routes.routes(),
         ],
         middleware=[Middleware(authn.BearerAuth)],
     )

@@ -78,14 +78,20 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 
-async def create_pool(dsn: str, max_size: int) -> asyncpg.Pool:
-    """A pool that connects on demand; never fails because PostgreSQL is down right now."""
+async def create_pool(
+    dsn: str, max_size: int, command_timeout: float = COMMAND_TIMEOUT
+) -> asyncpg.Pool:
+    """A pool that connects on demand; never fails because PostgreSQL is down right now.
+
+    `max_size` is MSGSTACK_POOL_MAX (the plan uses 20); `command_timeout` bounds each statement
+    (MSGSTACK_PG_STATEMENT_TIMEOUT_S through msgstack.storage).
+    """
     return await asyncpg.create_pool(
         dsn,
         min_size=0,
         max_size=max_size,
         timeout=CONNECT_TIMEOUT,
-        command_timeout=COMMAND_TIMEOUT,
+        command_timeout=command_timeout,
         max_inactive_connection_lifetime=60.0,
     )
 

@@ -163,8 +163,12 @@ class Dispatcher:
         return len(done)
 
     async def publish(self, rows: list[asyncpg.Record]) -> list:
-        async with asyncio.timeout(PUBLISH_TIMEOUT):
-            async with self.res.redis.pipeline(transaction=False) as pipe:
+        """XADD the batch in one pipeline through the storage layer's stream adapter (timeout,
+        retries, breaker: an open breaker raises BreakerOpen, a ConnectionError, so the batch is
+        parked like for any Redis outage)."""
+
+        async def xadd_all(client) -> list:
+            async with client.pipeline(transaction=False) as pipe:
                 for r in rows:
                     pipe.xadd(
                         self.stream,
@@ -173,6 +177,8 @@ class Dispatcher:
                         ),
                     )
                 return await pipe.execute(raise_on_error=False)
+
+        return await self.res.storage.stream.run(xadd_all, timeout=PUBLISH_TIMEOUT)
 
     async def park(self, conn: asyncpg.Connection, ids: list[int], why: str, refused: bool) -> None:
         parked = await conn.fetch(PARK_SQL, ids, why, refused, MAX_REFUSED_ATTEMPTS)

@@ -6,6 +6,11 @@ leaves nothing behind. A file whose first line is ``-- msgstack: no-transaction`
 statement outside a transaction instead (needed by ``CREATE INDEX CONCURRENTLY``); such a file must
 be written to be re-runnable (IF [NOT] EXISTS) and end each statement with ``;`` at a line end.
 
+Online migrations meant to run under load (plan test 13) live in ``migrations/online/``: a plain
+``migrate`` never applies them; `apply_one` runs one by name (``migrate --name NNNN_name``) or any
+file (``migrate --file path.sql``), every time it is asked (such files are re-runnable), and
+records its version.
+
 Safe to run twice (applied versions are skipped) and concurrently: a session advisory lock lets
 one migrator work at a time. The lock is polled with ``pg_try_advisory_lock`` rather than awaited,
 because a session blocked inside a statement would hold a snapshot that CREATE INDEX CONCURRENTLY
@@ -25,11 +30,21 @@ import asyncpg
 
 from msgstack import db
 
-__all__ = ["MIGRATIONS_DIR", "Migration", "MigrationError", "apply", "discover"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "ONLINE_DIR",
+    "Migration",
+    "MigrationError",
+    "apply",
+    "apply_one",
+    "discover",
+    "resolve",
+]
 
 log = logging.getLogger("msgstack.migrate")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+ONLINE_DIR = MIGRATIONS_DIR / "online"
 NO_TRANSACTION_MARKER = "-- msgstack: no-transaction"
 LOCK_KEY = 7_236_711_524_170_621  # arbitrary, constant: "msgstack migrations"
 CONNECT_WAIT = 30.0
@@ -50,13 +65,41 @@ class Migration:
     transactional: bool
 
     def statements(self) -> list[str]:
-        """The file split into statements (for no-transaction files)."""
-        parts = re.split(r";[ \t]*$", self.sql, flags=re.MULTILINE)
-        return [p.strip() for p in parts if _has_code(p)]
+        """The file split into statements (for no-transaction files); a ``;`` at a line end
+        inside a ``$$``-quoted body (a DO block) does not end the statement."""
+        statements, current = [], ""
+        for part in re.split(r"(;[ \t]*$)", self.sql, flags=re.MULTILINE):
+            current += part
+            if part.startswith(";") and current.count("$$") % 2 == 0:
+                statements.append(current)
+                current = ""
+        statements.append(current)
+        return [p.strip() for p in statements if _has_code(p)]
 
 
 def _has_code(chunk: str) -> bool:
     return any(line.strip() and not line.strip().startswith("--") for line in chunk.splitlines())
+
+
+def _load(path: Path) -> Migration:
+    sql = path.read_text()
+    first = sql.lstrip().splitlines()[0].strip() if sql.strip() else ""
+    return Migration(path.stem, sql, first != NO_TRANSACTION_MARKER)
+
+
+def resolve(name: str | None = None, file: str | Path | None = None) -> Migration:
+    """The migration named `name` (in online/, then the regular directory) or in `file`."""
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise MigrationError(f"no migration file {path}; pass an existing .sql file")
+        return _load(path)
+    for directory in (ONLINE_DIR, MIGRATIONS_DIR):
+        path = directory / f"{name}.sql"
+        if name and path.is_file():
+            return _load(path)
+    known = sorted(p.stem for d in (ONLINE_DIR, MIGRATIONS_DIR) for p in d.glob("*.sql"))
+    raise MigrationError(f"no migration named {name!r}; known: {', '.join(known)}")
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -72,13 +115,7 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
                 "give each migration its own number"
             )
         found[match.group(1)] = path
-    migrations = []
-    for number in sorted(found):
-        path = found[number]
-        sql = path.read_text()
-        first = sql.lstrip().splitlines()[0].strip() if sql.strip() else ""
-        migrations.append(Migration(path.stem, sql, first != NO_TRANSACTION_MARKER))
-    return migrations
+    return [_load(found[number]) for number in sorted(found)]
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:
@@ -146,4 +183,41 @@ async def apply(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
 
 
 async def _record(conn: asyncpg.Connection, m: Migration) -> None:
-    await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", m.version)
+    await conn.execute(
+        "INSERT INTO schema_migrations (version) VALUES ($1) "
+        "ON CONFLICT (version) DO UPDATE SET applied_at = now()",
+        m.version,
+    )
+
+
+async def apply_one(dsn: str, migration: Migration) -> float:
+    """Run `migration` now (even if recorded before) and record it; return its seconds."""
+    conn = await _connect(dsn)
+    try:
+        await _lock(conn)
+        await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        mode = "" if migration.transactional else " (no transaction)"
+        log.info("running %s%s", migration.version, mode)
+        started = time.monotonic()
+        try:
+            if migration.transactional:
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await _record(conn, migration)
+            else:
+                for statement in migration.statements():
+                    await conn.execute(statement)
+                await _record(conn, migration)
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(
+                f"migration {migration.version} failed: {db.describe(exc)}"
+            ) from exc
+        took = time.monotonic() - started
+        log.info("ran %s in %.2fs", migration.version, took)
+        return took
+    finally:
+        await conn.close(timeout=2)

@@ -1,10 +1,11 @@
 """Deliberately broken variants of the reference stack, for `chaosmessaging selfcheck` only.
 
 `MSGSTACK_MUTANT=<name>[,<name>...]` switches on a known bug at one of a few marked points in
-the consumer and the dispatcher (search for `mutants.on(`). With the variable unset (always, in
-real use) every check is False and the services behave as documented. The catalogue of names,
-what each breaks and which experiment must catch it lives in `chaosmessaging.selfcheck`; this
-module only reads the switch, so the stack never learns about the extension.
+the consumer, the dispatcher and the storage layer (search for `mutants.on(`). With the variable
+unset (always, in real use) every check is False and the services behave as documented. The
+catalogue of names, what each breaks and which experiment must catch it lives in
+`chaosmessaging.selfcheck`; this module only reads the switch, so the stack never learns about
+the extension.
 """
 
 from __future__ import annotations

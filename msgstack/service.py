@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from msgstack import db, health, metrics, streams
+from msgstack import db, health, metrics, storage, streams
 from msgstack.config import Settings
 
 __all__ = ["Resources", "Worker", "build_app", "serve"]
@@ -40,6 +40,7 @@ class Resources:
     settings: Settings
     pool: asyncpg.Pool
     redis: aioredis.Redis
+    storage: storage.Storage | None = None  # the adapters over pool + redis (msgstack.storage)
     # extra /readyz checks a worker adds (name -> coroutine answering "ok" or why not)
     checks: dict[str, Callable[[], Awaitable[str]]] = field(default_factory=dict)
 
@@ -69,14 +70,15 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
-        pool = await db.create_pool(settings.pg_dsn, settings.pool_max)
+        tuning = storage.load()
+        pool = await db.create_pool(settings.pg_dsn, settings.pool_max, tuning.statement_timeout_s)
         client = streams.client(settings.redis_url, settings.redis_pool_max)
         metrics.REDIS_POOL_MAX.set(settings.redis_pool_max)
         metrics.REDIS_POOL_IN_USE.set_function(lambda: streams.pool_in_use(client))
         metrics.REDIS_POOL_UTILIZATION.set_function(
             lambda: streams.pool_in_use(client) / settings.redis_pool_max
         )
-        res = Resources(settings, pool, client)
+        res = Resources(settings, pool, client, storage.Storage.create(pool, client, tuning))
         app.state.resources = res
         stop = asyncio.Event()
         task = None
@@ -117,5 +119,9 @@ def serve(app: Starlette, settings: Settings) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=3,
+        # Longer than a load client keeps an idle connection: with uvicorn's default (5 s) the
+        # server closes idle keep-alive connections just as clients reuse them, and the requests
+        # on them fail with EOF/reset (seen as server errors in pool_exhaustion at 200/s).
+        timeout_keep_alive=75,
     )
     uvicorn.Server(config).run()

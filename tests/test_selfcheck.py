@@ -20,14 +20,15 @@ CLI = str(Path(sys.executable).with_name("chaosmessaging"))
 
 
 def test_every_experiment_on_main_has_at_least_two_mutants():
-    for experiment in ("consumer_resilience", "redis_partition", "redis_latency", "message_soak"):
+    for experiment in ("consumer_resilience", "redis_partition", "redis_latency", "message_soak",
+                       "pool_exhaustion", "multi_adapter_soak"):
         assert (ROOT / "experiments" / f"{experiment}.json").exists()
         catching = [m.name for m in CATALOGUE if experiment in m.experiments]
         assert len(catching) >= 2, f"{experiment}: only {catching}"
 
 
 def test_every_mutant_has_its_switch_in_the_reference_stack_and_nothing_else_does():
-    source = "".join(p.read_text() for p in (ROOT / "msgstack").glob("*.py"))
+    source = "".join(p.read_text() for p in (ROOT / "msgstack").rglob("*.py"))
     switches = set(re.findall(r'mutants\.on\("([a-z_]+)"\)', source))
     assert switches == {m.name for m in CATALOGUE}
 
@@ -45,7 +46,7 @@ def test_only_selects_a_mutant_and_the_clean_run_of_its_experiment():
         "clean",
     }
     everything = selfcheck.plan()
-    assert len([r for r in everything if r.mutant == "clean"]) == 4
+    assert len([r for r in everything if r.mutant == "clean"]) == 6
     with pytest.raises(ValueError, match="unknown mutant or experiment nope"):
         selfcheck.plan(["nope"])
 

@@ -13,6 +13,11 @@
 - `dead_letters`: growth of the dead-letter stream during a run
 - `trends`: verdicts over sampled series (maximum throughout, memory growth first vs last window)
 - `toxiproxy`: which network faults are in force
+- `storage`: the storage layer (circuit breakers, the PostgreSQL pool, errors by type, retries,
+  cache hit ratio) and verdicts about what the method changed; a migration's duration
+- `windows`: verdicts over a load's time windows (p95 and errors before, during and after a
+  fault; each operation's latency first vs last windows)
+- `process`: the stack's process identities (no crash: same pids)
 
 Probes never change the system they look at and never import the reference stack or the actions:
 they talk to any platform over its network interfaces through `chaosmessaging.clients`, with

@@ -1,0 +1,88 @@
+"""The PostgreSQL adapter: pooled work under a bounded wait, retries and a breaker.
+
+A unit of work gets a pooled connection (waiting at most ``MSGSTACK_PG_ACQUIRE_TIMEOUT_S``; a pool
+that stays exhausted raises `PoolExhausted`, a TimeoutError) and gives it back on every path,
+errors included. While work waits for a connection it counts in ``storage_pool_waiting``; the pool
+gauges (max, size, in use) are read from asyncpg's public counters at each scrape.
+Only connection-level failures are retried, and only for idempotent work: a timeout is not retried
+(another wait on a saturated pool only deepens the queue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+from msgstack import db, mutants
+from msgstack.storage import metrics
+from msgstack.storage.guard import Guard
+from msgstack.storage.settings import StorageSettings
+
+__all__ = ["PoolExhausted", "PostgresAdapter", "is_failure", "is_retryable"]
+
+T = TypeVar("T")
+
+
+class PoolExhausted(db.PoolExhausted):
+    """Every pooled connection stayed busy for the acquire timeout."""
+
+    def __init__(self, max_size: int, waited: float) -> None:
+        TimeoutError.__init__(
+            self,
+            f"all {max_size} PostgreSQL connections stayed busy for {waited:g}s; "
+            "lower the load or raise MSGSTACK_POOL_MAX",
+        )
+
+
+def is_failure(exc: BaseException) -> bool:
+    """PostgreSQL itself is in trouble (unreachable, timed out, overloaded, not migrated)."""
+    return isinstance(exc, db.TRANSIENT_ERRORS)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A connection died under the work: a fresh one may well succeed."""
+    if isinstance(exc, TimeoutError | asyncpg.UndefinedTableError):
+        return False
+    return isinstance(exc, db.TRANSIENT_ERRORS)
+
+
+class PostgresAdapter:
+    name = "postgres"
+
+    def __init__(self, pool: asyncpg.Pool, settings: StorageSettings) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.guard = Guard(self.name, settings, is_failure, is_retryable)
+        metrics.POOL_MAX.set(pool.get_max_size())
+        metrics.POOL_SIZE.set_function(pool.get_size)
+        metrics.POOL_IN_USE.set_function(lambda: pool.get_size() - pool.get_idle_size())
+
+    async def run(
+        self, work: Callable[[asyncpg.Connection], Awaitable[T]], idempotent: bool = True
+    ) -> T:
+        """Run `work(conn)` on a pooled connection (BreakerOpen, PoolExhausted or its error)."""
+
+        async def attempt() -> T:
+            conn = await self._acquire()
+            if mutants.on("storage_leak_on_error"):  # MUTANT: an error skips the release
+                result = await work(conn)
+                await self.pool.release(conn)
+                return result
+            try:
+                return await work(conn)
+            finally:
+                await self.pool.release(conn)
+
+        return await self.guard.call(attempt, retry=idempotent)
+
+    async def _acquire(self) -> asyncpg.Connection:
+        metrics.POOL_WAITING.inc()
+        try:
+            return await self.pool.acquire(timeout=self.settings.acquire_timeout_s)
+        except TimeoutError:
+            metrics.POOL_TIMEOUTS.inc()
+            raise PoolExhausted(self.pool.get_max_size(), self.settings.acquire_timeout_s) from None
+        finally:
+            metrics.POOL_WAITING.dec()

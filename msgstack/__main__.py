@@ -41,6 +41,8 @@ def main(argv: list[str]) -> int:
     from msgstack.service import build_app, serve
 
     if service == "api":
+        if settings.api_workers > 1:
+            return _serve_workers(settings)
         from msgstack.api import create_app
 
         app = create_app(settings)
@@ -53,6 +55,28 @@ def main(argv: list[str]) -> int:
 
         app = build_app(settings, [], consumer.run)
     serve(app, settings)
+    return 0
+
+
+def _serve_workers(settings) -> int:
+    """The API as uvicorn's supervisor of MSGSTACK_API_WORKERS processes on one port.
+
+    Prometheus multiprocess mode: each worker writes its samples to files in a private
+    directory and /metrics (answered by whichever worker the scrape reaches) sums them all, so a
+    probe's counters are the service's totals, not one worker's share.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from msgstack.service import serve
+
+    metrics_dir = tempfile.mkdtemp(prefix="msgstack-api-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        serve("msgstack.api:app_from_env", settings, workers=settings.api_workers)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

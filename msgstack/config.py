@@ -29,6 +29,10 @@ class Settings:
     pool_max: int
     max_payload: int
     reclaim_idle_ms: int
+    api_workers: int = 2
+    participant_channel: str = "msgstack:participants"
+    participant_cache_ttl: float = 60.0
+    participant_invalidation: bool = True
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int) -> int | None:
@@ -51,6 +55,17 @@ def _required(env: Mapping[str, str], name: str, example: str) -> str:
     if not value:
         raise ConfigError(f"{name} is not set; export it, e.g. {name}={example}")
     return value
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a switch; set it to on or off")
 
 
 def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -80,4 +95,9 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         pool_max=_int(env, "MSGSTACK_POOL_MAX", 20, 1),
         max_payload=_int(env, "MSGSTACK_MAX_PAYLOAD", 65536, MIN_PAYLOAD),
         reclaim_idle_ms=_int(env, "MSGSTACK_RECLAIM_IDLE_MS", 5000, 1),
+        api_workers=_int(env, "MSGSTACK_API_WORKERS", 2, 1),
+        participant_channel=env.get("MSGSTACK_PARTICIPANT_CHANNEL") or "msgstack:participants",
+        participant_cache_ttl=float(_int(env, "MSGSTACK_PARTICIPANT_CACHE_TTL", 60, 1)),
+        # off only to prove in tests that stale reads are caught; never in a real deployment
+        participant_invalidation=_switch(env, "MSGSTACK_PARTICIPANT_INVALIDATION", True),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -18,6 +19,7 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "PoolExhausted",
     "SchemaMissing",
+    "as_user",
     "create_pool",
     "describe",
     "retrying",
@@ -45,6 +47,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 T = TypeVar("T")
+
+SET_USER_SQL = "SELECT set_config('app.user_id', $1, true)"
 
 
 class PoolExhausted(TimeoutError):
@@ -105,6 +109,26 @@ async def retrying(
                 raise PoolExhausted(pool.get_max_size()) from exc
             raise
     raise AssertionError("unreachable")
+
+
+async def as_user(
+    pool: asyncpg.Pool,
+    user_id: uuid.UUID,
+    work: Callable[[asyncpg.Connection], Awaitable[T]],
+    attempts: int = 2,
+) -> T:
+    """Run `work` in one transaction whose acting user is `user_id` (row-level security).
+
+    ``set_config(..., true)`` is transaction-local (``SET LOCAL``), so the setting never outlives
+    the transaction and a pooled connection carries no user into the next one.
+    """
+
+    async def unit(conn: asyncpg.Connection) -> T:
+        async with conn.transaction():
+            await conn.execute(SET_USER_SQL, str(user_id))
+            return await work(conn)
+
+    return await retrying(pool, unit, attempts)
 
 
 def _full(pool: asyncpg.Pool) -> bool:

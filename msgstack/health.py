@@ -7,10 +7,12 @@ answer 503 quickly instead of hanging the probe.
 from __future__ import annotations
 
 import asyncio
+import os
 
 import asyncpg
 import redis.asyncio as aioredis
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,6 +22,7 @@ from msgstack.db import describe
 __all__ = ["check_postgres", "check_redis", "routes"]
 
 CHECK_TIMEOUT = 1.0
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 async def check_postgres(pool: asyncpg.Pool) -> str:
@@ -62,7 +65,17 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def exposition() -> bytes:
+    """The process' metrics; with several worker processes (PROMETHEUS_MULTIPROC_DIR set by
+    `python -m msgstack api`) the sum over all of them, whichever worker answers the scrape."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()
 
 
 def routes() -> list[Route]:

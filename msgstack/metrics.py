@@ -28,6 +28,34 @@ API_UNAVAILABLE = Counter(
     ["dependency"],
 )
 
+# conversations, authorization and the participant cache (API)
+CONVERSATION_VERSION_CONFLICTS = Counter(
+    "messaging_conversation_version_conflicts_total",
+    "Conversation updates refused with 409 because their version was stale",
+)
+SECURITY_DENIED = Counter(
+    "sanctum_security_denied_total",
+    "Requests refused with 403 because the acting user is not a participant",
+    ["operation"],
+)
+PARTICIPANT_CACHE_HITS = Counter(
+    "messaging_participant_cache_hits_total",
+    "Participant lookups answered from the API process' cache",
+)
+PARTICIPANT_CACHE_MISSES = Counter(
+    "messaging_participant_cache_misses_total",
+    "Participant lookups that had to query PostgreSQL",
+)
+PARTICIPANT_INVALIDATION_DELAY = Histogram(
+    "messaging_participant_invalidation_delay_seconds",
+    "Time from publishing a participant change on Redis Pub/Sub to a process dropping its entry",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+PARTICIPANT_INVALIDATIONS_PUBLISHED = Counter(
+    "messaging_participant_invalidations_published_total",
+    "Participant changes announced on Redis Pub/Sub",
+)
+
 # dispatcher
 DISPATCH_PUBLISHED = Counter(
     "messaging_dispatch_published_total", "Outbox rows published to the stream"

@@ -19,6 +19,7 @@ import asyncpg
 import redis.asyncio as aioredis
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from msgstack import db, health, streams
@@ -57,7 +58,10 @@ def _worker_ended(stop: asyncio.Event, task: asyncio.Task) -> None:
 
 
 def build_app(
-    settings: Settings, routes: list[BaseRoute], worker: Worker | None = None
+    settings: Settings,
+    routes: list[BaseRoute],
+    worker: Worker | None = None,
+    middleware: list[Middleware] | None = None,
 ) -> Starlette:
     """A Starlette app serving `routes` plus /healthz, /readyz, /metrics, running `worker`."""
 
@@ -91,13 +95,19 @@ def build_app(
             await client.aclose()
             log.info("stopped")
 
-    return Starlette(routes=[*routes, *health.routes()], lifespan=lifespan)
+    return Starlette(
+        routes=[*routes, *health.routes()], lifespan=lifespan, middleware=middleware or []
+    )
 
 
-def serve(app: Starlette, settings: Settings) -> None:
-    """Serve `app` until SIGTERM/SIGINT."""
-    config = uvicorn.Config(
-        app,
+def serve(app: Starlette | str, settings: Settings, workers: int = 1) -> None:
+    """Serve `app` until SIGTERM/SIGINT.
+
+    With `workers` > 1, `app` is the import string of an app factory ("module:function") and
+    uvicorn's supervisor (this process) runs that many worker processes on the one port; it
+    stops them on SIGTERM and replaces a worker that dies.
+    """
+    options = dict(
         host=settings.host,
         port=settings.port,
         log_level="warning",
@@ -105,4 +115,9 @@ def serve(app: Starlette, settings: Settings) -> None:
         lifespan="on",
         timeout_graceful_shutdown=3,
     )
-    uvicorn.Server(config).run()
+    if workers > 1:
+        if not isinstance(app, str):
+            raise TypeError("several workers need the app as a 'module:factory' import string")
+        uvicorn.run(app, factory=True, workers=workers, **options)
+        return
+    uvicorn.Server(uvicorn.Config(app, **options)).run()

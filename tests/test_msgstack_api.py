@@ -27,6 +27,20 @@ from chaosmessaging.stack import servers
 
 REPO = Path(__file__).resolve().parent.parent
 
+# One test identity in every test database (seeded by `fresh_env`): a user, its bearer token in
+# Redis (the auth contract: auth:token:<token> -> user id) and a conversation it participates in,
+# which `message()` posts into. Not secrets: they live in the session's private servers only.
+TEST_USER = uuid.UUID("00000000-0000-4000-8000-0000000a11ce")
+TEST_TOKEN = "test-token-of-alice"
+TEST_CONVERSATION = uuid.UUID("00000000-0000-4000-8000-00000000c0c0")
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
+# The database role each service connects as (migration 0004): never the owner, never BYPASSRLS.
+SERVICE_ROLES = {
+    "api": "msgstack_api",
+    "dispatcher": "msgstack_pipeline",
+    "consumer": "msgstack_pipeline",
+}
+
 
 # --- helpers shared with test_msgstack_pipeline.py -------------------------------------------
 
@@ -79,6 +93,8 @@ def start_service(name: str, env: dict[str, str], log_dir: Path, **extra: str) -
     port = servers.free_port()
     log = log_dir / f"{name}-{port}.log"
     full_env = {**os.environ, **env, **extra, "MSGSTACK_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    if name in SERVICE_ROLES:
+        full_env["MSGSTACK_PG_DSN"] = role_dsn(full_env["MSGSTACK_PG_DSN"], SERVICE_ROLES[name])
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "msgstack", name],
@@ -101,6 +117,36 @@ def start_service(name: str, env: dict[str, str], log_dir: Path, **extra: str) -
         time.sleep(0.05)
     service.stop(signal.SIGKILL)
     raise AssertionError(f"{name} did not answer /healthz within 20s:\n{service.log_text()}")
+
+
+def role_dsn(dsn: str, role: str) -> str:
+    """`dsn` with its user replaced by `role` (trust authentication in the test servers)."""
+    scheme, rest = dsn.split("://", 1)
+    return f"{scheme}://{role}@{rest.split('@', 1)[-1]}"
+
+
+def grant_token(redis_url: str, user: uuid.UUID, token: str, ttl: int = 3600) -> None:
+    """What a login does, per the auth contract: auth:token:<token> -> user id, with a TTL."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set(f"auth:token:{token}", str(user), ex=ttl)
+    finally:
+        client.close()
+
+
+def seed_identity(env: dict[str, str]) -> None:
+    """The test user's token and its conversation (created as the owner, bypassing the API)."""
+    grant_token(env["MSGSTACK_REDIS_URL"], TEST_USER, TEST_TOKEN)
+    sql(
+        env["MSGSTACK_PG_DSN"],
+        "WITH c AS (INSERT INTO conversations (id, title, created_by) VALUES ($1, 'tests', $2) "
+        "ON CONFLICT DO NOTHING RETURNING id) "
+        "INSERT INTO participants (conversation_id, user_id) SELECT id, $2 FROM c",
+        TEST_CONVERSATION,
+        TEST_USER,
+    )
 
 
 def migrate(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -129,6 +175,7 @@ def fresh_env(postgres_server, redis_url: str, migrated: bool = True) -> dict[st
     if migrated:
         done = migrate(env)
         assert done.returncode == 0, done.stderr
+        seed_identity(env)
     return env
 
 
@@ -149,9 +196,11 @@ def payload(size: int = 2048) -> str:
     return base64.b64encode(os.urandom(size)).decode()
 
 
-def message(client_msg_id: str | None = None, size: int = 2048) -> dict:
+def message(
+    client_msg_id: str | None = None, size: int = 2048, conversation_id: uuid.UUID | None = None
+) -> dict:
     return {
-        "conversation_id": str(uuid.uuid4()),
+        "conversation_id": str(conversation_id or TEST_CONVERSATION),
         "client_msg_id": client_msg_id or uuid.uuid4().hex,
         "ciphertext": payload(size),
     }
@@ -188,7 +237,7 @@ def api(api_env, tmp_path_factory) -> Iterator[Service]:
 
 @pytest.fixture
 def client(api) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=10) as c:
+    with httpx.Client(base_url=api.url, timeout=10, headers=AUTH) as c:
         yield c
 
 
@@ -345,9 +394,10 @@ def test_api_answers_503_while_postgres_is_down_and_recovers_by_itself(redis_ser
             "MSGSTACK_REDIS_URL": redis_server.url,
         }
         assert migrate(env).returncode == 0
+        seed_identity(env)
         service = start_service("api", env, tmp_path)
         try:
-            with httpx.Client(base_url=service.url, timeout=10) as c:
+            with httpx.Client(base_url=service.url, timeout=10, headers=AUTH) as c:
                 assert c.post("/v1/messages", json=message()).status_code == 202
                 pg.send_signal(signal.SIGINT)
                 pg.wait(15)
@@ -381,7 +431,8 @@ def test_missing_schema_gets_503_naming_the_migrate_command(
     env = fresh_env(postgres_server, redis_server.url, migrated=False)
     service = start_service("api", env, tmp_path)
     try:
-        answer = httpx.post(f"{service.url}/v1/messages", json=message(), timeout=10)
+        grant_token(env["MSGSTACK_REDIS_URL"], TEST_USER, TEST_TOKEN)
+        answer = httpx.post(f"{service.url}/v1/messages", json=message(), timeout=10, headers=AUTH)
         assert answer.status_code == 503
         assert "msgstack migrate" in answer.json()["detail"]
     finally:
@@ -408,7 +459,7 @@ def test_migrations_apply_in_order_once_even_when_run_concurrently(postgres_serv
             env["MSGSTACK_PG_DSN"], "SELECT version FROM schema_migrations ORDER BY version"
         )
     ]
-    assert versions == ["0001_initial", "0002_conversation_timeline"]
+    assert versions == ["0001_initial", "0002_conversation_timeline", "0004_conversations"]
     assert sum("applying 0001_initial" in out for out in outputs) == 1
     again = migrate(env)
     assert again.returncode == 0 and "up to date" in again.stderr

@@ -17,7 +17,17 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from test_msgstack_api import Service, fresh_env, message, migrate, sql, start_service, wait_until
+from test_msgstack_api import (
+    AUTH,
+    Service,
+    fresh_env,
+    message,
+    migrate,
+    seed_identity,
+    sql,
+    start_service,
+    wait_until,
+)
 
 from chaosmessaging.stack import servers
 
@@ -55,7 +65,7 @@ def post_many(api: Service, count: int, run: str) -> list[str]:
     """POST `count` messages (8 at a time); return the accepted ids."""
 
     def one(n: int) -> str:
-        with httpx.Client(timeout=10) as c:
+        with httpx.Client(timeout=10, headers=AUTH) as c:
             answer = c.post(f"{api.url}/v1/messages", json=message(f"{run}:{n}"))
         assert answer.status_code == 202, answer.text
         return answer.json()["id"]
@@ -142,7 +152,10 @@ def test_accepted_messages_flow_through_the_stream_into_the_ledger(stack, env, r
     ((_entry_id, fields),) = r.xrange(env["MSGSTACK_STREAM"], count=1)
     r.close()
     assert set(fields) == {b"message_id", b"conversation_id", b"outbox_id", b"created_at"}
-    assert httpx.get(f"{stack['api'].url}/v1/messages/{accepted[0]}").json()["delivered"] is True
+    assert (
+        httpx.get(f"{stack['api'].url}/v1/messages/{accepted[0]}", headers=AUTH).json()["delivered"]
+        is True
+    )
 
     wait_until(
         lambda: (
@@ -269,6 +282,7 @@ def test_postgres_restart_is_survived_by_every_service(redis_server, tmp_path):
             "MSGSTACK_DEAD_STREAM": f"pgrestart:{port}:dead",
         }
         assert migrate(env).returncode == 0
+        seed_identity(env)
         stack = start_stack(env, tmp_path)
         accepted = post_many(stack["api"], 30, "before")
         wait_until(lambda: delivered_count(env) == 30, 15, "30 deliveries")
@@ -283,7 +297,10 @@ def test_postgres_restart_is_survived_by_every_service(redis_server, tmp_path):
         pg = servers.start_postgres(port, data)
         wait_until(
             lambda: (
-                httpx.post(f"{stack['api'].url}/v1/messages", json=message()).status_code == 202
+                httpx.post(
+                    f"{stack['api'].url}/v1/messages", json=message(), headers=AUTH
+                ).status_code
+                == 202
             ),
             15,
             "the API back",

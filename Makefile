@@ -12,5 +12,7 @@ demo: bootstrap
 test:
 	./scripts/test $(PYTEST_ARGS)
 
-lint: bootstrap
-	.venv/bin/ruff check chaosmessaging msgstack tests benchmarks
+lint: bootstrap  ## fix what the test command checks: lint, format, experiments JSON style
+	.venv/bin/ruff check .
+	.venv/bin/ruff format .
+	.venv/bin/python scripts/format_experiments.py

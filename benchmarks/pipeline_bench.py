@@ -30,7 +30,7 @@ from chaoslib.exceptions import ActivityFailed
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chaosmessaging.probes._prometheus import scrape, select  # noqa: E402
+from chaosmessaging.clients.prometheus import scrape, select  # noqa: E402
 from chaosmessaging.stack import launcher  # noqa: E402
 
 

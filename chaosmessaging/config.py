@@ -23,6 +23,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaosmessaging.stack.state import StackNotRunning, load_state
+from chaosmessaging.util import home_of
 
 __all__ = ["lookup", "redact", "KEYS"]
 
@@ -68,7 +69,7 @@ def lookup(key: str, configuration: Configuration = None, secrets: Secrets = Non
     if from_stack is not None:
         service, field = from_stack
         try:
-            state = load_state((configuration or {}).get("chaosmessaging_home"))
+            state = load_state(home_of(configuration))
             record = state.services.get(service)
             if record is not None:
                 return getattr(record, field)

@@ -34,7 +34,6 @@ import importlib
 import json
 import os
 import pkgutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,7 +47,7 @@ import psutil
 from logzero import logger
 
 from chaosmessaging.config import redact
-from chaosmessaging.stack.state import stack_home
+from chaosmessaging.util import atomic_write_json, same_process, stack_home
 
 __all__ = ["Fault", "Reverter", "record", "clear", "active", "revert", "revert_all",
            "register_reverter", "ledger_path"]
@@ -73,14 +72,7 @@ class Fault:
 
     def owner_alive(self) -> bool:
         """True while the process that recorded the fault still runs (same create time)."""
-        if not self.owner_pid:
-            return False
-        try:
-            proc = psutil.Process(self.owner_pid)
-            return self.owner_create_time is None or abs(
-                proc.create_time() - self.owner_create_time) < 1
-        except psutil.Error:
-            return False
+        return same_process(self.owner_pid, self.owner_create_time) is not None
 
 
 def register_reverter(kind: str, func: Reverter) -> None:
@@ -119,10 +111,7 @@ def _read(path: Path) -> list[Fault]:
 
 
 def _write(path: Path, faults: list[Fault]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".faults.", suffix=".json")
-    with os.fdopen(fd, "w") as out:
-        json.dump({"version": 1, "faults": [asdict(f) for f in faults]}, out, indent=2)
-    os.replace(tmp, path)
+    atomic_write_json(path, {"version": 1, "faults": [asdict(f) for f in faults]})
 
 
 def _scrub(value: Any) -> Any:

@@ -13,15 +13,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from chaosmessaging.stack.state import stack_home
+from chaosmessaging.util import atomic_write_json, stack_home
 
-__all__ = ["current_run_id", "new_run", "record", "facts", "fact", "home_of", "method_started",
+__all__ = ["current_run_id", "new_run", "record", "facts", "fact", "method_started",
            "loads", "message_prefix"]
 
 ENV = "CHAOSMESSAGING_RUN_ID"
@@ -66,14 +65,7 @@ def record(key: str, value: Any, run_id: str | None = None, home: str | None = N
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() else {"run_id": run_id}
         data[key] = value
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str))
-        os.replace(tmp, path)
-
-
-def home_of(configuration: dict | None) -> str | None:
-    """The stack home an activity's configuration names (None: the default)."""
-    return (configuration or {}).get("chaosmessaging_home") or None
+        atomic_write_json(path, data)
 
 
 def method_started(home: str | None = None) -> bool:

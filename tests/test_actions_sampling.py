@@ -10,6 +10,7 @@ from support.prom_endpoints import serve_metrics
 
 from chaosmessaging import runs
 from chaosmessaging.actions import sampling
+from chaosmessaging.clients import samples
 from chaosmessaging.controls import safety
 from chaosmessaging.stack.servers import free_port
 
@@ -50,8 +51,8 @@ def test_records_every_tick_of_every_service_with_the_scraped_values(run_home, e
                                       metrics=[MEM, LAG],
                                       configuration=_config(run_home, api=api, consumer=consumer))
     assert summary["ticks"] == 6 and summary["errors"] == {"api": 0, "consumer": 0}
-    recorded = json.loads((sampling.samples_path("t", str(run_home))).read_text())
-    assert recorded == sampling.read_samples("t", str(run_home))
+    recorded = json.loads((samples.samples_path("t", str(run_home))).read_text())
+    assert recorded == samples.read_samples("t", str(run_home))
     api_series = recorded["services"]["api"]
     assert api_series[MEM] == [1000.0, 1001.0, 1002.0, 1003.0, 1004.0, 1005.0]
     assert api_series[LAG] == [None] * 6  # the api does not expose it: a gap, not an error
@@ -70,7 +71,7 @@ def test_an_unreachable_service_is_a_counted_gap_not_a_failure(run_home, endpoin
                                       services=["api", "consumer"], metrics=[MEM],
                                       configuration=_config(run_home, api=api, consumer=dead))
     assert summary["errors"] == {"api": 0, "consumer": summary["ticks"]}
-    recorded = sampling.read_samples("gap", str(run_home))
+    recorded = samples.read_samples("gap", str(run_home))
     assert recorded["services"]["consumer"][MEM] == [None] * summary["ticks"]
     assert recorded["services"]["api"][MEM] == [1.0] * summary["ticks"]
 

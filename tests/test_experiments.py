@@ -57,21 +57,39 @@ def test_every_experiment_validates(path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_smoke_profile_is_each_experiments_default_and_nightly_sets_the_same_keys():
-    smoke = json.loads((EXPERIMENTS / "profiles" / "smoke.json").read_text())["configuration"]
+def test_experiments_share_one_shape_and_nightly_sets_every_tunable():
+    """One source per value: an experiment's own values are its smoke profile, nightly.json
+    overrides exactly those keys; no env entries (lookup reads the environment); the one
+    standard control (safety net included) in every experiment; every verdict judged by `$.ok`."""
     nightly = json.loads((EXPERIMENTS / "profiles" / "nightly.json").read_text())["configuration"]
-    assert set(smoke) == set(nightly)
+    seen = set()
     for path in EXPERIMENTS.glob("*.json"):
-        config = json.loads(path.read_text())["configuration"]
-        tunables = {k: v for k, v in config.items() if not isinstance(v, dict)}
-        assert tunables, path
-        for key, value in tunables.items():
-            assert smoke.get(key) == value, f"{path.name}: {key} default differs from smoke.json"
+        experiment = json.loads(path.read_text())
+        config = experiment["configuration"]
+        assert config and all(not isinstance(v, dict) for v in config.values()), path.name
+        missing = set(config) - set(nightly)
+        assert not missing, f"{path.name}: no nightly value for {sorted(missing)}"
+        seen |= set(config)
+        assert [c["provider"]["module"] for c in experiment["controls"]] == [
+            "chaosmessaging.controls.standard"], path.name
+        assert experiment["runtime"]["rollbacks"]["strategy"] == "always", path.name
+        for probe in experiment["steady-state-hypothesis"]["probes"]:
+            tolerance = probe["tolerance"]
+            if isinstance(tolerance, dict) and tolerance.get("type") == "jsonpath" \
+                    and "expect" in tolerance:
+                assert tolerance == {"type": "jsonpath", "path": "$.ok", "expect": True}, \
+                    f"{path.name}: {probe['name']}"
+    assert set(nightly) <= seen, f"nightly.json keys no experiment uses: {set(nightly) - seen}"
+
+
+def test_experiment_files_are_in_the_projects_json_style():
+    proc = subprocess.run(["python3", str(ROOT / "scripts" / "format_experiments.py"),
+                           "--check"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_consumer_resilience_smoke_holds_on_a_healthy_pipeline(stack, chaos_run, tmp_path):
-    code, journal, output = chaos_run(EXPERIMENTS / "consumer_resilience.json",
-                                      "--var-file", str(EXPERIMENTS / "profiles" / "smoke.json"))
+    code, journal, output = chaos_run(EXPERIMENTS / "consumer_resilience.json")
     assert code == 0, output[-3000:]
     assert journal["status"] == "completed" and not journal["deviated"]
     after = _after(journal)

@@ -72,7 +72,7 @@ def test_readiness_reports_status_and_checks_of_the_configured_service(service):
     answer = http.readiness(url=f"{service.url}/readyz")
     assert answer["status_code"] == 503 and answer["ready"] is False
     assert answer["checks"]["redis"] == "connection refused"
-    assert http.service_ready(service="consumer", configuration=config) is False
+    assert http.service_ready(service="consumer", configuration=config)["ok"] is False
 
 
 def test_unreachable_service_fails_unless_told_it_may_be_down(unused_url):
@@ -83,7 +83,7 @@ def test_unreachable_service_fails_unless_told_it_may_be_down(unused_url):
         http.service_ready(configuration=config)
     down = http.readiness(unreachable_ok=True, configuration=config)
     assert down["ready"] is False and down["status_code"] == 0 and "cannot reach" in down["error"]
-    assert http.service_ready(unreachable_ok=True, configuration=config) is False
+    assert http.service_ready(unreachable_ok=True, configuration=config)["ok"] is False
 
 
 def test_wait_until_ready_measures_recovery_by_polling(service):

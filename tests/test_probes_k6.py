@@ -71,7 +71,7 @@ def crossed(tmp_path_factory, target):
 
 def test_crossed_threshold_fails_the_verdict_and_names_it(crossed):
     verdict = k6.k6_thresholds(str(crossed))
-    assert verdict["passed"] is False
+    assert verdict["ok"] is False
     assert verdict["failed"] == ["http_req_duration: p(95)<0.0001"]
     figures = verdict["metrics"]
     assert figures["http_reqs"] == 200 and figures["iterations"] == 200
@@ -84,7 +84,7 @@ def test_thresholds_that_hold_pass(tmp_path, target):
     summary = _k6_run(tmp_path, target, {"http_req_failed": ["rate<0.5"],
                                          "messages_accepted": ["count>=200"]})
     verdict = k6.k6_thresholds(str(summary))
-    assert verdict["passed"] is True and verdict["failed"] == []
+    assert verdict["ok"] is True and verdict["failed"] == []
     assert k6.k6_metric(str(summary), "messages_accepted") == 200
 
 

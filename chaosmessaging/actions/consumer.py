@@ -17,10 +17,10 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging.actions.process import record_service_fault, start_service
-from chaosmessaging.probes.recovery import snapshot_pending
-from chaosmessaging.probes.redis import pel_size
+from chaosmessaging.clients.redis import pel_count, pending_snapshot
 from chaosmessaging.stack import control
 from chaosmessaging.stack.state import load_state
+from chaosmessaging.util import home_of
 
 __all__ = ["crash_during_catch_up"]
 
@@ -36,7 +36,7 @@ def crash_during_catch_up(name: str = "consumer", min_pending: int = 1, signal: 
 
     Returns `{"killed": bool, "pending_seen": N, "pending_at_kill": {...}, "waited_s": s}`; when
     the group never reached `min_pending` the service is left running and `killed` is false."""
-    home = (configuration or {}).get("chaosmessaging_home")
+    home = home_of(configuration)
     signum = control.signal_number(signal)
     signal_name = signal_module.Signals(signum).name
     seen = threading.Event()
@@ -46,7 +46,7 @@ def crash_during_catch_up(name: str = "consumer", min_pending: int = 1, signal: 
     def watch() -> None:
         while not stop.is_set():
             try:
-                size = pel_size(configuration=configuration, secrets=secrets)
+                size = pel_count(configuration=configuration, secrets=secrets)
             except ActivityFailed as error:  # Redis hiccup: keep watching until the deadline
                 observed["error"] = str(error)
                 size = 0
@@ -83,7 +83,7 @@ def crash_during_catch_up(name: str = "consumer", min_pending: int = 1, signal: 
                 "error": observed["error"]}
     control.stop_service(name, signum, home=home)  # waits until gone, updates the state file
     record_service_fault(name, observed["pid"], signal_name, home)
-    snapshot = snapshot_pending(label=label, configuration=configuration, secrets=secrets)
+    snapshot = pending_snapshot(label=label, configuration=configuration, secrets=secrets)
     logger.info(f"{name} killed holding {snapshot['count']} unacknowledged entries "
                 f"({observed['pending']} seen just before the kill)")
     return {"killed": True, "pending_seen": observed["pending"], "pending_at_kill": snapshot,

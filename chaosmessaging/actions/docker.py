@@ -23,6 +23,7 @@ from logzero import logger
 
 from chaosmessaging import faults
 from chaosmessaging.config import redact
+from chaosmessaging.util import home_of
 
 __all__ = ["kill_container", "stop_container", "start_container", "restart_container",
            "pause_container", "unpause_container"]
@@ -73,7 +74,7 @@ def _apply(verb: str, op: Callable[[Container], object], name: str | None, label
            fault_kind: str | None = None, clears: str | None = None, **extra) -> dict:
     host = _host(docker_host, configuration)
     client = _client(host)
-    home = (configuration or {}).get("chaosmessaging_home")
+    home = home_of(configuration)
     done = []
     for container in _containers(client, name, label, max_containers):
         try:

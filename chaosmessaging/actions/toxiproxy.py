@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
@@ -21,43 +20,12 @@ from toxiproxy import Toxiproxy
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
 from chaosmessaging import faults
-from chaosmessaging.config import lookup, redact
+from chaosmessaging.clients import toxiproxy as tp
+from chaosmessaging.util import home_of
 
 __all__ = ["partition", "heal", "add_toxic", "remove_toxic", "reset", "add_latency"]
 
 PARTITION_PREFIX = "chaosmessaging_partition"
-
-
-def _api_url(configuration: Configuration, secrets: Secrets, url: str | None) -> str:
-    return lookup("toxiproxy_url", configuration, secrets, url)
-
-
-def _server(api_url: str) -> Toxiproxy:
-    """A toxiproxy-python client bound to `api_url` (the client keeps host/port class-wide)."""
-    parsed = urlparse(api_url if "://" in api_url else f"http://{api_url}")
-    if not parsed.hostname:
-        raise ActivityFailed(f"invalid toxiproxy_url {redact(api_url)!r}: expected "
-                             "http://host:port")
-    server = Toxiproxy()
-    server.update_api_consumer(parsed.hostname, parsed.port or 8474)
-    if not server.running():
-        raise ActivityFailed(f"cannot reach the Toxiproxy API at {redact(api_url)}: start the "
-                             "embedded "
-                             "stack (`chaosmessaging stack up`), run `chaosmessaging proxy serve`, "
-                             "or point toxiproxy_url at your Toxiproxy")
-    return server
-
-
-def _proxy(server: Toxiproxy, name: str, api_url: str):
-    try:
-        proxy = server.get_proxy(name)
-    except Exception as exc:  # requests errors, bad JSON
-        raise ActivityFailed(f"Toxiproxy at {redact(api_url)} failed to list proxies: "
-                             f"{redact(str(exc))}") from None
-    if proxy is None:
-        known = ", ".join(sorted(server.proxies())) or "none"
-        raise ActivityFailed(f"no proxy named {name!r} on {redact(api_url)} (known: {known})")
-    return proxy
 
 
 def _target(proxy: str) -> str:
@@ -65,7 +33,7 @@ def _target(proxy: str) -> str:
 
 
 def _home(configuration: Configuration) -> str | None:
-    return (configuration or {}).get("chaosmessaging_home")
+    return home_of(configuration)
 
 
 def add_toxic(proxy: str, type: str, attributes: dict[str, Any] = None,
@@ -75,9 +43,9 @@ def add_toxic(proxy: str, type: str, attributes: dict[str, Any] = None,
     """Add a toxic (latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data) to a
     proxy and record it as a fault. Returns the toxic as created: name, type, stream, toxicity,
     attributes."""
-    api_url = _api_url(configuration, secrets, url)
-    server = _server(api_url)
-    target = _proxy(server, proxy, api_url)
+    api_url = tp.api_url(configuration, secrets, url)
+    server = tp.server(api_url)
+    target = tp.proxy(server, proxy, api_url)
     name = name or f"{type}_{stream}"
     try:
         target.add_toxic(name=name, type=type, stream=stream, toxicity=toxicity,
@@ -105,8 +73,8 @@ def add_latency(proxy: str, latency_ms: int, jitter_ms: int = 0, stream: str = "
 def remove_toxic(proxy: str, name: str, url: str = None, configuration: Configuration = None,
                  secrets: Secrets = None) -> bool:
     """Remove one toxic from a proxy (no error if it is already gone); clears its fault."""
-    api_url = _api_url(configuration, secrets, url)
-    removed = _delete_toxic(_server(api_url), proxy, name, api_url)
+    api_url = tp.api_url(configuration, secrets, url)
+    removed = _delete_toxic(tp.server(api_url), proxy, name, api_url)
     _clear_toxic_faults(proxy, name, configuration)
     return bool(removed)
 
@@ -119,7 +87,7 @@ def _clear_toxic_faults(proxy: str, name: str, configuration: Configuration) -> 
 
 def _delete_toxic(server: Toxiproxy, proxy: str, name: str, api_url: str) -> bool | None:
     try:
-        return _proxy(server, proxy, api_url).destroy_toxic(name)
+        return tp.proxy(server, proxy, api_url).destroy_toxic(name)
     except NotFound:
         return False
 
@@ -131,9 +99,9 @@ def partition(proxy: str = "redis", mode: str = "disable", url: str = None,
     mode "disable": the proxy stops listening and drops live connections (clients see connection
     refused/reset at once). mode "timeout": a `timeout` toxic with timeout 0 on both directions
     holds all data (clients hang until their own timeouts) while connections stay open."""
-    api_url = _api_url(configuration, secrets, url)
-    server = _server(api_url)
-    target = _proxy(server, proxy, api_url)
+    api_url = tp.api_url(configuration, secrets, url)
+    server = tp.server(api_url)
+    target = tp.proxy(server, proxy, api_url)
     if mode == "disable":
         target.disable()
         faults.record("proxy_disabled", _target(proxy), {"api": api_url, "proxy": proxy},
@@ -153,9 +121,9 @@ def partition(proxy: str = "redis", mode: str = "disable", url: str = None,
 def heal(proxy: str = "redis", url: str = None, configuration: Configuration = None,
          secrets: Secrets = None) -> dict:
     """Undo `partition` (and any toxic recorded on this proxy): enable it, remove those toxics."""
-    api_url = _api_url(configuration, secrets, url)
-    server = _server(api_url)
-    target = _proxy(server, proxy, api_url)
+    api_url = tp.api_url(configuration, secrets, url)
+    server = tp.server(api_url)
+    target = tp.proxy(server, proxy, api_url)
     target.enable()
     removed = []
     for fault in faults.active(_home(configuration)):
@@ -173,8 +141,8 @@ def heal(proxy: str = "redis", url: str = None, configuration: Configuration = N
 
 def reset(url: str = None, configuration: Configuration = None, secrets: Secrets = None) -> bool:
     """Enable every proxy and remove every toxic (Toxiproxy's POST /reset); clears their faults."""
-    api_url = _api_url(configuration, secrets, url)
-    ok = _server(api_url).reset()
+    api_url = tp.api_url(configuration, secrets, url)
+    ok = tp.server(api_url).reset()
     for fault in faults.active(_home(configuration)):
         if fault.kind in ("toxic", "proxy_disabled") and fault.revert.get("api") == api_url:
             faults.clear(fault.id, home=_home(configuration))
@@ -182,13 +150,13 @@ def reset(url: str = None, configuration: Configuration = None, secrets: Secrets
 
 
 def _revert_toxic(recipe: dict, home: Path) -> dict:
-    server = _server(recipe["api"])
+    server = tp.server(recipe["api"])
     removed = _delete_toxic(server, recipe["proxy"], recipe["toxic"], recipe["api"])
     return {"proxy": recipe["proxy"], "toxic": recipe["toxic"], "removed": bool(removed)}
 
 
 def _revert_disabled(recipe: dict, home: Path) -> dict:
-    _proxy(_server(recipe["api"]), recipe["proxy"], recipe["api"]).enable()
+    tp.proxy(tp.server(recipe["api"]), recipe["proxy"], recipe["api"]).enable()
     return {"proxy": recipe["proxy"], "enabled": True}
 
 

@@ -51,6 +51,7 @@ from chaoslib.types import Activity, Configuration, Experiment, Journal, Run, Se
 from logzero import logger
 
 from chaosmessaging import faults
+from chaosmessaging.util import home_of
 
 __all__ = ["configure_control", "before_activity_control", "after_activity_control",
            "before_rollback_control", "after_experiment_control", "cleanup_control"]
@@ -76,7 +77,7 @@ def configure_control(configuration: Configuration = None, secrets: Secrets = No
     instead of going on to the next activity); with `revert_leftovers`, first revert faults that
     a crashed earlier run left (their recording process is gone), so the run starts clean."""
     global _home, _atexit_registered, _stop_signal, _rolling_back
-    _home = (configuration or {}).get("chaosmessaging_home")
+    _home = home_of(configuration)
     _stop_signal, _rolling_back = None, False
     if not _atexit_registered:
         atexit.register(_revert, "at exit")

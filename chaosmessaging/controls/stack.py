@@ -20,6 +20,8 @@ from chaoslib.exceptions import InterruptExecution
 from chaoslib.types import Configuration, Experiment, Secrets
 from logzero import logger
 
+from chaosmessaging.util import home_of
+
 __all__ = ["before_experiment_control"]
 
 
@@ -36,7 +38,7 @@ def before_experiment_control(context: Experiment, configuration: Configuration 
     if _external_target(configuration, secrets):
         logger.info("messaging_api_url is set: not starting the embedded stack")
         return
-    home = (configuration or {}).get("chaosmessaging_home")
+    home = home_of(configuration)
     try:
         from chaosmessaging.stack.launcher import ensure_up
 

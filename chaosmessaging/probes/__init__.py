@@ -1,10 +1,22 @@
-"""Probes: read-only measurements of a messaging platform, one module per target.
+"""Probes: read-only measurements and verdicts about a messaging platform, one module per target.
 
-`redis` (streams, consumer group, PEL, dead letters), `postgres` (outbox), `http` (readiness),
-`metrics` (Prometheus), `k6` (load summaries) and `accounting` (zero-loss proof of a run).
-Probes never change the system they look at, and never import the reference stack: they talk to
-any platform over its network interfaces, with addresses from `chaosmessaging.config.lookup`.
-Modules whose name starts with `_` hold shared helpers and are not scanned by `chaos discover`.
+- `redis`: streams, the consumer group's pending entries list (PEL), lag, dead letters
+- `postgres`: the outbox (backlog, parked rows, oldest undispatched) and read-only SQL
+- `http`: readiness of a service (`/readyz`, which dependency is degraded)
+- `metrics`: Prometheus values, snapshots and growth
+- `k6`: the summaries a load wrote (thresholds, figures)
+- `accounting`: the zero-loss proof of a run (every acknowledged message delivered once) and
+  delivery latency
+- `recovery`: marks, entries pending at a fault, recovery time after it
+- `dead_letters`: growth of the dead-letter stream during a run
+- `trends`: verdicts over sampled series (maximum throughout, memory growth first vs last window)
+- `toxiproxy`: which network faults are in force
+
+Probes never change the system they look at and never import the reference stack or the actions:
+they talk to any platform over its network interfaces through `chaosmessaging.clients`, with
+addresses from `chaosmessaging.config.lookup`. Every verdict answers `chaosmessaging.verdicts`'
+one shape (`{"ok", "reason", ...figures}`). Modules whose name starts with `_` are not scanned by
+`chaos discover`.
 
 Optional arguments are annotated `name: str = None` (not `str | None`) on purpose: chaoslib's
 discovery only turns plain types into "string"/"number"/... for `chaos discover` users; a union

@@ -16,10 +16,13 @@ from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.config import lookup
-from chaosmessaging.probes._clients import pg_fetch, redis_client, redis_unreachable
+from chaosmessaging.clients.postgres import pg_fetch
+from chaosmessaging.clients.redis import redis_client, redis_unreachable
 from chaosmessaging.probes.k6 import k6_metric
+from chaosmessaging.util import home_of
+from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
-__all__ = ["delivery_latency", "latency_recovered", "message_accounting", "no_message_lost"]
+__all__ = ["delivery_latency", "latency_recovered", "message_accounting"]
 
 _COUNTS = """
 SELECT count(*) AS acknowledged,
@@ -68,7 +71,7 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
                        accepted_metric: str = "messages_accepted", max_ids: int = 50,
                        check_stream: bool = False, stream_scan_max: int = 200000,
                        dsn: str = None, configuration: Configuration = None,
-                       secrets: Secrets = None) -> dict:
+                       secrets: Secrets = None) -> Verdict:
     """
     Account for every message of the load run `run_id` (messages whose `client_msg_id`
     starts with `<run_id>:`) — by default every load of the current experiment run (see
@@ -77,7 +80,7 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
     delivered. Returns
     `{"run_id", "acknowledged", "delivered", "lost", "lost_ids", "pending", "parked",
     "redelivered", "duplicated", "late", "k6_accepted", "api_acknowledged_missing",
-    "settled_s"}`:
+    "settled_s"}` with `ok` and `reason`:
     `lost` messages have no delivery (their `client_msg_id`s, at most `max_ids`, in
     `lost_ids`); `pending` of them are still undispatched in the outbox and `parked` in its
     DLQ; `redelivered` were delivered again and suppressed by idempotency; `late` were
@@ -128,11 +131,21 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
                                                  secrets) if check_stream else None),
         "settled_s": round(time.monotonic() - started, 3),
     }
-    expected = explicit or runs.method_started(runs.home_of(configuration))
+    expected = explicit or runs.method_started(home_of(configuration))
     # after a load, zero acknowledged messages is no proof of zero loss: it fails the verdict
-    result["ok"] = (missing == 0 and result["duplicated"] == 0
-                    and not result["api_acknowledged_missing"]
-                    and (counts["acknowledged"] > 0 or not expected))
+    problems = []
+    if counts["acknowledged"] == 0 and expected:
+        problems.append(f"no message of this run ('{prefix}') reached the database")
+    if missing:
+        problems.append(f"{missing} of {counts['acknowledged']} acknowledged messages lost")
+    if result["duplicated"]:
+        problems.append(f"{result['duplicated']} delivered twice")
+    if result["api_acknowledged_missing"]:
+        problems.append(f"{result['api_acknowledged_missing']} accepted by the API (k6) but "
+                        "missing from the database")
+    result = verdict(not problems, "; ".join(problems) or
+                     f"all {counts['acknowledged']} acknowledged messages delivered once",
+                     **result)
     if counts["acknowledged"] == 0 and expected:
         logger.warning(f"run {run_id}: no message has a client_msg_id starting with "
                        f"'{prefix}' — wrong run id, or the load never reached the API?")
@@ -151,7 +164,7 @@ def _scope(run_id: str | None, k6_summary_path: str | None,
     """The message prefix and k6 summaries to account for: an explicit run, or this run's loads."""
     if run_id:
         return f"{run_id}:", [k6_summary_path] if k6_summary_path else []
-    home = runs.home_of(configuration)
+    home = home_of(configuration)
     summaries = [k6_summary_path] if k6_summary_path else [
         load["summary_path"] for load in runs.loads(home) if load.get("summary_path")]
     return runs.message_prefix(None, home), summaries
@@ -173,7 +186,7 @@ def delivery_latency(label: str = None, run_id: str = None, dsn: str = None,
     of the current run (`label`), of all its loads, or of an explicit `run_id`, from the
     database clock: `{"delivered": N, "p50_ms", "p95_ms", "p99_ms"}` (nulls when none).
     """
-    prefix = f"{run_id}:" if run_id else runs.message_prefix(label, runs.home_of(configuration))
+    prefix = f"{run_id}:" if run_id else runs.message_prefix(label, home_of(configuration))
     row = pg_fetch(_LATENCY, (prefix,), dsn, configuration, secrets)[0]
     pct = list(row["pct"] or [None, None, None])
     rounded = [None if v is None else round(float(v), 2) for v in pct]
@@ -184,30 +197,32 @@ def delivery_latency(label: str = None, run_id: str = None, dsn: str = None,
 def latency_recovered(baseline: str = "baseline", degraded: str = "degraded",
                       recovered: str = "recovered", min_degradation_ms: float = 100.0,
                       recovery_factor: float = 1.5, slack_ms: float = 50.0, dsn: str = None,
-                      configuration: Configuration = None, secrets: Secrets = None) -> dict:
+                      configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
     """
     Verdict of a degrade-and-recover latency experiment over three labelled loads: delivery p95
     under the fault exceeds the baseline's by at least `min_degradation_ms` (the fault bit),
     and after it p95 is at most `baseline * recovery_factor + slack_ms`. Returns the three
     phases' figures and `ok`. Before the method ran it holds trivially (`"phase": "before"`).
     """
-    if not runs.method_started(runs.home_of(configuration)):
-        return {"ok": True, "phase": "before"}
+    if held := held_before_method(configuration):
+        return held
     phases = {name: delivery_latency(label, dsn=dsn, configuration=configuration,
                                      secrets=secrets)
               for name, label in (("baseline", baseline), ("degraded", degraded),
                                   ("recovered", recovered))}
     p95 = {name: figures["p95_ms"] for name, figures in phases.items()}
     if None in p95.values():
-        return {"ok": False, "reason": "a phase delivered no message", "phases": phases}
+        return verdict(False, "a phase delivered no message", phases=phases)
     degradation = p95["degraded"] - p95["baseline"]
     ceiling = p95["baseline"] * float(recovery_factor) + float(slack_ms)
     result = {"degradation_ms": round(degradation, 2), "recovery_ceiling_ms": round(ceiling, 2),
               "degraded_enough": degradation >= float(min_degradation_ms),
               "back_to_baseline": p95["recovered"] <= ceiling, "phases": phases}
-    result["ok"] = result["degraded_enough"] and result["back_to_baseline"]
-    logger.info(f"delivery p95 baseline {p95['baseline']} ms, degraded {p95['degraded']} ms, "
-                f"recovered {p95['recovered']} ms: {'ok' if result['ok'] else 'FAILED'}")
+    reason = (f"delivery p95 baseline {p95['baseline']} ms, degraded {p95['degraded']} ms "
+              f"(needs +{float(min_degradation_ms):g}), recovered {p95['recovered']} ms "
+              f"(ceiling {ceiling:.1f})")
+    result = verdict(result["degraded_enough"] and result["back_to_baseline"], reason, **result)
+    logger.info(f"{reason}: {'ok' if result['ok'] else 'FAILED'}")
     return result
 
 
@@ -233,18 +248,3 @@ def _stream_duplicates(prefix: str, scan_max: int, dsn: str, configuration: Conf
     if not twice:
         return 0
     return int(pg_fetch(_IN_RUN, (twice, prefix), dsn, configuration, secrets)[0][0])
-
-
-def no_message_lost(run_id: str = None, settle_timeout: float = 60.0, poll_interval: float = 1.0,
-                    k6_summary_path: str = None, accepted_metric: str = "messages_accepted",
-                    dsn: str = None, configuration: Configuration = None,
-                    secrets: Secrets = None) -> bool:
-    """
-    True when every message of run `run_id` was delivered within `settle_timeout` seconds,
-    none was delivered twice and (given a k6 summary) every accepted message is in the
-    database. See `message_accounting` for the detailed figures.
-    """
-    result = message_accounting(run_id, settle_timeout, poll_interval, None, k6_summary_path,
-                                accepted_metric, 50, dsn=dsn, configuration=configuration,
-                                secrets=secrets)
-    return result["ok"]

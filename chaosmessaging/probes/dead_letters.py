@@ -14,6 +14,8 @@ from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.probes.redis import dead_letter_count
+from chaosmessaging.util import home_of
+from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
 __all__ = ["snapshot_dead_letters", "dead_letters_not_grown"]
 
@@ -25,27 +27,28 @@ def snapshot_dead_letters(label: str = "method", dead_stream: str = None, redis_
     the run's facts under `label` and return it.
     """
     count = dead_letter_count(dead_stream, redis_url, configuration, secrets)
-    runs.record(f"dead_letters:{label}", count, home=runs.home_of(configuration))
+    runs.record(f"dead_letters:{label}", count, home=home_of(configuration))
     return count
 
 
 def dead_letters_not_grown(since: str = "method", max_growth: int = 0, dead_stream: str = None,
                            redis_url: str = None, configuration: Configuration = None,
-                           secrets: Secrets = None) -> dict:
+                           secrets: Secrets = None) -> Verdict:
     """
     Whether the dead-letter stream grew by at most `max_growth` entries since
-    `snapshot_dead_letters(label=since)`. Returns `{"ok", "before", "now", "grew"}`; holds
+    `snapshot_dead_letters(label=since)`. Verdict with `before`, `now`, `grew`; holds
     before the method ran, fails after it when the snapshot is missing.
     """
-    home = runs.home_of(configuration)
-    before = runs.fact(f"dead_letters:{since}", home=home)
+    if held := held_before_method(configuration, before=None, now=None, grew=None):
+        return held
+    before = runs.fact(f"dead_letters:{since}", home=home_of(configuration))
     if before is None:
-        started = runs.method_started(home)
-        reason = (f"no dead-letter snapshot {since!r} in this run: add "
-                  f"snapshot_dead_letters(label={since!r}) to the method") if started else None
-        return {"ok": not started, "before": None, "now": None, "grew": None, "reason": reason}
+        return verdict(False, f"no dead-letter snapshot {since!r} in this run: add "
+                       f"snapshot_dead_letters(label={since!r}) to the method",
+                       before=None, now=None, grew=None)
     now = dead_letter_count(dead_stream, redis_url, configuration, secrets)
     grew = now - int(before)
-    logger.info(f"dead-letter stream: {before} -> {now} entries since {since!r}")
-    return {"ok": grew <= int(max_growth), "before": int(before), "now": now, "grew": grew,
-            "reason": None}
+    reason = (f"dead-letter stream grew by {grew} since {since!r} ({before} -> {now}; "
+              f"at most {int(max_growth)})")
+    logger.info(reason)
+    return verdict(grew <= int(max_growth), reason, before=int(before), now=now, grew=grew)

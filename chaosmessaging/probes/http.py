@@ -13,7 +13,8 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging.config import redact
-from chaosmessaging.probes._clients import http_get, service_url
+from chaosmessaging.clients.http import http_get, service_url
+from chaosmessaging.verdicts import Verdict, verdict
 
 __all__ = ["readiness", "service_ready", "wait_until_ready"]
 
@@ -48,12 +49,18 @@ def readiness(url: str = None, service: str = "api", timeout: float = 2.0,
 
 def service_ready(url: str = None, service: str = "api", timeout: float = 2.0,
                   unreachable_ok: bool = False, configuration: Configuration = None,
-                  secrets: Secrets = None) -> bool:
+                  secrets: Secrets = None) -> Verdict:
     """
-    True when the service's `/readyz` (or `url`) answers 200. An unreachable service raises
-    an error, unless `unreachable_ok` is true (then the answer is false).
+    Verdict: the service's `/readyz` (or `url`) answers 200; the figures are `readiness`'s
+    (`status_code`, `status`, `checks`: which dependency is degraded). An unreachable service
+    raises an error, unless `unreachable_ok` is true (then the verdict is not ok).
     """
-    return readiness(url, service, timeout, unreachable_ok, configuration, secrets)["ready"]
+    seen = readiness(url, service, timeout, unreachable_ok, configuration, secrets)
+    if seen["ready"]:
+        return verdict(True, f"{service} is ready", **seen)
+    degraded = {k: v for k, v in seen["checks"].items() if v != "ok"}
+    why = seen["error"] or f"HTTP {seen['status_code']}, degraded: {degraded or 'unknown'}"
+    return verdict(False, f"{service} is not ready: {why}", **seen)
 
 
 def wait_until_ready(timeout: float = 60.0, url: str = None, service: str = "api",

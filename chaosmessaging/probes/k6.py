@@ -14,6 +14,8 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import runs
+from chaosmessaging.util import home_of
+from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
 __all__ = ["k6_metric", "k6_thresholds"]
 
@@ -21,15 +23,15 @@ _DURATION = "http_req_duration"
 
 
 def k6_thresholds(summary_path: str = None, label: str = None,
-                  configuration: Configuration = None, secrets: Secrets = None) -> dict:
+                  configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
     """
     Without `summary_path`, judges the loads of the current experiment run (all, or the one
     with `label`, see `chaosmessaging.runs`): passed when every one passed, with each load's
-    figures under `loads`. Before the method ran there is nothing to judge (passed, no loads);
+    figures under `loads`. Before the method ran there is nothing to judge (holds, no loads);
     after it, no load is a failure.
 
     Verdict of a k6 run's thresholds and its key figures, as
-    `{"passed": bool, "failed": ["http_req_duration: p(95)<100", ...], "metrics": {...}}`
+    `{"ok": bool, "reason", "failed": ["http_req_duration: p(95)<100", ...], "metrics": {...}}`
     where `metrics` holds `http_reqs` and `http_reqs_rate`, `http_req_failed_rate`,
     `p95_ms` and `p99_ms` of `http_req_duration` (null when not exported), `iterations` and
     `dropped_iterations`. Raises an error when the summary file is missing or unreadable.
@@ -51,21 +53,26 @@ def k6_thresholds(summary_path: str = None, label: str = None,
         "iterations": metrics.get("iterations", {}).get("count", 0),
         "dropped_iterations": metrics.get("dropped_iterations", {}).get("count", 0),
     }
-    return {"passed": not failed, "failed": failed, "metrics": figures}
+    reason = (f"thresholds crossed: {', '.join(failed)}" if failed else
+              f"every threshold held ({figures['http_reqs']} requests)")
+    return verdict(not failed, reason, failed=failed, metrics=figures)
 
 
-def _run_thresholds(label: str | None, configuration: Configuration) -> dict:
-    home = runs.home_of(configuration)
+def _run_thresholds(label: str | None, configuration: Configuration) -> Verdict:
+    home = home_of(configuration)
     loads = runs.loads(home, label)
     if not loads:
-        started = runs.method_started(home)
-        if started:
-            logger.warning("no load was recorded in this run: nothing proves its error rate")
-        return {"passed": not started, "failed": [], "loads": {}}
+        if held := held_before_method(configuration, failed=[], loads={}):
+            return held
+        reason = "no load was recorded in this run: nothing proves its error rate"
+        logger.warning(reason)
+        return verdict(False, reason, failed=[], loads={})
     verdicts = {load.get("label", load["run_id"]): k6_thresholds(load["summary_path"])
                 for load in loads}
     failed = [f"{name}: {f}" for name, v in verdicts.items() for f in v["failed"]]
-    return {"passed": not failed, "failed": failed, "loads": verdicts}
+    reason = (f"thresholds crossed: {', '.join(failed)}" if failed else
+              f"every threshold of {len(verdicts)} load(s) held")
+    return verdict(not failed, reason, failed=failed, loads=verdicts)
 
 
 def k6_metric(summary_path: str, metric: str, stat: str = "count", default: float = None,

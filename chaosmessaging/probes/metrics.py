@@ -15,8 +15,10 @@ from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.config import redact
-from chaosmessaging.probes._clients import service_url
-from chaosmessaging.probes._prometheus import candidates, scrape, select
+from chaosmessaging.clients.http import service_url
+from chaosmessaging.clients.prometheus import candidates, scrape, select
+from chaosmessaging.util import home_of
+from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
 __all__ = ["metric_increased", "metric_sum", "metric_value", "snapshot_metric"]
 
@@ -55,27 +57,31 @@ def snapshot_metric(label: str, name: str, labels: dict = None, url: str = None,
     value = metric_value(name, labels, url, service, default, configuration=configuration,
                          secrets=secrets)
     runs.record(f"metric:{label}", {"name": name, "labels": labels or {}, "value": value},
-                home=runs.home_of(configuration))
+                home=home_of(configuration))
     return value
 
 
 def metric_increased(since: str, name: str, labels: dict = None, url: str = None,
                      service: str = "api", min_increase: float = 1.0,
-                     configuration: Configuration = None, secrets: Secrets = None) -> bool:
+                     configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
     """
-    True when the metric grew by at least `min_increase` since the snapshot `since` (see
-    `snapshot_metric`), e.g. proof that a fault made the dispatcher park rows. Holds trivially
-    before the method ran; after it, a missing snapshot is False.
+    Verdict: the metric grew by at least `min_increase` since the snapshot `since` (see
+    `snapshot_metric`), e.g. proof that a fault made the dispatcher park rows (figures:
+    `before`, `now`, `grew`). Holds before the method ran; after it, a missing snapshot fails.
     """
-    home = runs.home_of(configuration)
-    snapshot = runs.fact(f"metric:{since}", home=home)
+    if held := held_before_method(configuration):
+        return held
+    snapshot = runs.fact(f"metric:{since}", home=home_of(configuration))
     if snapshot is None:
-        return not runs.method_started(home)
+        return verdict(False, f"no snapshot {since!r} of {name}: add snapshot_metric("
+                       f"label={since!r}) to the method", before=None, now=None, grew=None)
     now = metric_value(name, labels, url, service, default=0.0, configuration=configuration,
                        secrets=secrets)
     grew = now - float(snapshot["value"])
-    logger.info(f"{name}{labels or ''} grew by {grew:g} since {since} (need {min_increase:g})")
-    return grew >= float(min_increase)
+    reason = f"{name}{labels or ''} grew by {grew:g} since {since} (need {float(min_increase):g})"
+    logger.info(reason)
+    return verdict(grew >= float(min_increase), reason, before=float(snapshot["value"]), now=now,
+                   grew=grew)
 
 
 def metric_sum(name: str, labels: dict = None, urls: list = None, services: list = None,

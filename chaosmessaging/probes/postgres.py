@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging.probes._clients import pg_fetch
+from chaosmessaging.clients.postgres import pg_fetch
 
 __all__ = [
     "outbox_backlog",

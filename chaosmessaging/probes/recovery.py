@@ -18,20 +18,19 @@ from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.config import lookup
-from chaosmessaging.probes._clients import pg_fetch, redis_client, redis_unreachable
+from chaosmessaging.clients.postgres import pg_fetch
+from chaosmessaging.clients.redis import pending_snapshot, redis_client, redis_unreachable
 from chaosmessaging.probes.postgres import outbox_oldest_undispatched_seconds
 from chaosmessaging.probes.redis import consumer_lag, oldest_pending_idle_ms
+from chaosmessaging.util import home_of
+from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
 __all__ = ["mark", "snapshot_pending", "wait_for_recovery", "pending_reclaimed",
            "recovery_within"]
 
 
 def _home(configuration: Configuration) -> str | None:
-    return runs.home_of(configuration)
-
-
-def _method_ran(configuration: Configuration) -> bool:
-    return runs.method_started(_home(configuration))
+    return home_of(configuration)
 
 
 def mark(label: str = "method", configuration: Configuration = None,
@@ -51,30 +50,7 @@ def snapshot_pending(label: str = "at_kill", stream: str = None, group: str = No
     """Record the consumer group's pending entries (ids and message ids) under `label`.
 
     Returns `{"count": N, "consumers": {name: n}, "sample": [first ids]}`."""
-    stream = lookup("messaging_stream", configuration, secrets, stream)
-    group = lookup("messaging_group", configuration, secrets, group)
-    client, url = redis_client(None, configuration, secrets)
-    try:
-        pending = client.xpending_range(stream, group, min="-", max="+", count=max_entries)
-        entries = []
-        for item in pending:
-            found = client.xrange(stream, min=item["message_id"], max=item["message_id"])
-            message_id = found[0][1].get("message_id") if found else None
-            entries.append({"id": item["message_id"], "consumer": item["consumer"],
-                            "message_id": message_id})
-    except redis.ResponseError as error:
-        if "NOGROUP" not in str(error):
-            raise ActivityFailed(f"XPENDING {stream} {group} failed: {error}") from None
-        entries = []
-    except redis.RedisError as error:
-        raise redis_unreachable(url, error) from None
-    consumers: dict[str, int] = {}
-    for e in entries:
-        consumers[e["consumer"]] = consumers.get(e["consumer"], 0) + 1
-    runs.record(f"pending:{label}", entries, home=_home(configuration))
-    logger.info(f"{len(entries)} entries pending in {stream}/{group} at {label}")
-    return {"count": len(entries), "consumers": consumers,
-            "sample": [e["id"] for e in entries[:10]]}
+    return pending_snapshot(label, stream, group, max_entries, configuration, secrets)
 
 
 def _still_pending(entries: list[dict], stream: str, group: str, configuration: Configuration,
@@ -152,33 +128,41 @@ def wait_for_recovery(since: str = "consumer_restart", max_lag_seconds: float = 
 
 
 def recovery_within(limit_seconds: float, since: str = "consumer_restart",
-                    configuration: Configuration = None, secrets: Secrets = None) -> bool:
-    """True if the recovery measured from mark `since` took at most `limit_seconds`.
+                    configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+    """Verdict: the recovery measured from mark `since` (by `wait_for_recovery`) took at most
+    `limit_seconds` (figures: `seconds`, `recovered`, `limit_seconds`, `behind`).
 
-    Before the method ran this holds trivially; after it, no measurement means False."""
+    Holds before the method ran; after it, no measurement fails."""
+    if held := held_before_method(configuration):
+        return held
     measured = runs.fact(f"recovery:{since}", home=_home(configuration))
     if measured is None:
-        if _method_ran(configuration):
-            logger.warning(f"no recovery measured since {since!r}: did wait_for_recovery run?")
-            return False
-        return True
-    ok = bool(measured["recovered"]) and measured["seconds"] <= limit_seconds
-    verdict = "ok" if ok else "BREACHED"
-    logger.info(f"recovery {measured['seconds']}s (limit {limit_seconds}s): {verdict}")
-    return ok
+        reason = f"no recovery measured since {since!r}: did wait_for_recovery run?"
+        logger.warning(reason)
+        return verdict(False, reason, seconds=None, recovered=None,
+                       limit_seconds=float(limit_seconds))
+    ok = bool(measured["recovered"]) and measured["seconds"] <= float(limit_seconds)
+    if measured["recovered"]:
+        reason = f"recovered in {measured['seconds']} s (limit {float(limit_seconds):g} s)"
+    else:
+        reason = f"not recovered after {measured['seconds']} s; behind: {measured['behind']}"
+    logger.info(f"{reason}: {'ok' if ok else 'BREACHED'}")
+    return verdict(ok, reason, seconds=measured["seconds"], recovered=measured["recovered"],
+                   limit_seconds=float(limit_seconds), behind=measured.get("behind"))
 
 
 def pending_reclaimed(label: str = "at_kill", stream: str = None, group: str = None,
-                      configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """Check every entry pending at `label` was reclaimed: no longer pending, message delivered.
-
-    Returns `{"pending_at_fault": N, "reclaimed": M, "still_pending": [ids],
-    "undelivered": [message ids], "all_reclaimed": bool}`."""
+                      configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+    """Verdict: every entry pending at `label` was reclaimed — no longer pending, its message
+    delivered. Figures: `pending_at_fault`, `reclaimed`, `still_pending` (ids),
+    `undelivered` (message ids). Holds before the method; after it, a missing snapshot fails."""
+    if held := held_before_method(configuration, pending_at_fault=0, reclaimed=0):
+        return held
     entries = runs.fact(f"pending:{label}", home=_home(configuration))
     if entries is None:
-        ran = _method_ran(configuration)
-        return {"pending_at_fault": 0, "reclaimed": 0, "still_pending": [], "undelivered": [],
-                "all_reclaimed": not ran, "snapshot": "missing" if ran else "not yet taken"}
+        return verdict(False, f"no snapshot of the entries pending at {label!r}: did the fault "
+                       "action record one?", pending_at_fault=0, reclaimed=0, still_pending=[],
+                       undelivered=[])
     stream = lookup("messaging_stream", configuration, secrets, stream)
     group = lookup("messaging_group", configuration, secrets, group)
     still = _still_pending(entries, stream, group, configuration, secrets)
@@ -192,9 +176,10 @@ def pending_reclaimed(label: str = "at_kill", stream: str = None, group: str = N
     undelivered = [m for m in message_ids if m not in delivered]
     reclaimed = len(entries) - len(set(still) | {e["id"] for e in entries
                                                   if e.get("message_id") in undelivered})
-    result = {"pending_at_fault": len(entries), "reclaimed": reclaimed, "still_pending": still[:50],
-              "undelivered": undelivered[:50],
-              "all_reclaimed": not still and not undelivered}
-    if not result["all_reclaimed"]:
+    reason = (f"{reclaimed} of {len(entries)} entries pending at {label} reclaimed; "
+              f"{len(still)} still pending, {len(undelivered)} undelivered")
+    result = verdict(not still and not undelivered, reason, pending_at_fault=len(entries),
+                     reclaimed=reclaimed, still_pending=still[:50], undelivered=undelivered[:50])
+    if not result["ok"]:
         logger.warning(f"entries pending at {label} not reclaimed: {result}")
     return result

@@ -11,12 +11,15 @@ counted from the group's last-delivered id; on Redis 7+ its `lag` field is used 
 """
 
 import redis
-from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging.config import lookup, redact
-from chaosmessaging.probes._clients import redis_client, redis_unreachable
+from chaosmessaging.config import lookup
+from chaosmessaging.clients.redis import call as _call
+from chaosmessaging.clients.redis import group_call as _group_call
+from chaosmessaging.clients.redis import pel_count, redis_client
+from chaosmessaging.clients.redis import stream_names as _names
+from chaosmessaging.verdicts import Verdict, verdict
 
 __all__ = [
     "consumer_lag",
@@ -50,23 +53,22 @@ def pel_size(stream: str = None, group: str = None, redis_url: str = None,
     Size of the consumer group's pending entries list: entries delivered to a consumer but
     not yet acknowledged (`XPENDING` summary count). 0 when the stream or group is missing.
     """
-    stream, group = _names(stream, group, configuration, secrets)
-    client, url = redis_client(redis_url, configuration, secrets)
-    summary = _group_call(url, stream, group, client.xpending, stream, group)
-    return int(summary["pending"]) if summary else 0
+    return pel_count(stream, group, redis_url, configuration, secrets)
 
 
 def pel_size_at_most(max_entries: int, stream: str = None, group: str = None,
                      redis_url: str = None, configuration: Configuration = None,
-                     secrets: Secrets = None) -> bool:
+                     secrets: Secrets = None) -> Verdict:
     """
-    True when the consumer group's pending entries list holds at most `max_entries` entries
-    (a tolerance-friendly form of `pel_size`, so the limit can come from a profile).
+    Verdict: the consumer group's pending entries list holds at most `max_entries` entries
+    (figures: `pel_size`, `max_entries`).
     """
     size = pel_size(stream, group, redis_url, configuration, secrets)
-    if size > int(max_entries):
+    ok = size <= int(max_entries)
+    if not ok:
         logger.warning(f"PEL holds {size} entries, more than {max_entries}")
-    return size <= int(max_entries)
+    return verdict(ok, f"PEL holds {size} entries (at most {int(max_entries)})",
+                   pel_size=size, max_entries=int(max_entries))
 
 
 def oldest_pending_idle_ms(stream: str = None, group: str = None, max_scan: int = 10000,
@@ -177,36 +179,6 @@ def dead_letter_count(dead_stream: str = None, redis_url: str = None,
     dead_stream = lookup("messaging_dead_stream", configuration, secrets, dead_stream)
     client, url = redis_client(redis_url, configuration, secrets)
     return _call(url, client.xlen, dead_stream)
-
-
-def _names(stream: str, group: str, configuration: Configuration,
-           secrets: Secrets) -> tuple[str, str]:
-    return (lookup("messaging_stream", configuration, secrets, stream),
-            lookup("messaging_group", configuration, secrets, group))
-
-
-def _call(url: str, func, *args, **kwargs):
-    try:
-        return func(*args, **kwargs)
-    except (redis.ConnectionError, redis.TimeoutError) as error:
-        raise redis_unreachable(url, error) from None
-    except redis.ResponseError as error:
-        raise ActivityFailed(f"Redis at {redact(url)} refused {func.__name__}: {error}") from None
-
-
-def _group_call(url: str, stream: str, group: str, func, *args, **kwargs):
-    """`_call` where a missing stream or group is a normal state: None, with a log line."""
-    try:
-        return func(*args, **kwargs)
-    except (redis.ConnectionError, redis.TimeoutError) as error:
-        raise redis_unreachable(url, error) from None
-    except redis.ResponseError as error:
-        text = str(error)
-        if text.startswith("NOGROUP") or "no such key" in text:
-            logger.info(f"stream '{stream}' or its group '{group}' does not exist yet "
-                        f"({text}): reporting nothing pending")
-            return None
-        raise ActivityFailed(f"Redis at {redact(url)} refused {func.__name__}: {error}") from None
 
 
 def _redis_now_ms(client: redis.Redis, url: str) -> int:

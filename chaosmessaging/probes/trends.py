@@ -1,10 +1,10 @@
 """Verdicts over the metric series `chaosmessaging.actions.sampling.sample_metrics` recorded.
 
 A soak passes on what happened during the whole run: the highest lag sample (not one reading at
-the end) and memory growth between the first and the last window of samples (DESIGN.md §6: "from
-samples over the run, not two points"). Like every verdict of this extension they hold trivially
-in the hypothesis' first pass (before the method's `mark("method")`) and, after it, fail when the
-samples are missing. Each returns a dict with `ok` and the per-service figures behind it, so the
+the end) and memory growth between the first and the last window of samples (from samples over
+the run, not two points). Like every verdict of this extension they hold trivially in the
+hypothesis' first pass (before the method's `mark("method")`) and, after it, fail when the
+samples are missing. Each returns a `Verdict` with the per-service figures behind it, so the
 journal shows why.
 """
 
@@ -15,8 +15,9 @@ import math
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging import runs
-from chaosmessaging.actions.sampling import read_samples
+from chaosmessaging.clients.samples import read_samples
+from chaosmessaging.util import home_of
+from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
 __all__ = ["sampled_max_within", "memory_growth_within"]
 
@@ -24,7 +25,7 @@ MEMORY_METRIC = "process_resident_memory_bytes"
 
 
 def sampled_max_within(label: str, metric: str, limit: float, service: str = None,
-                       configuration: Configuration = None, secrets: Secrets = None) -> dict:
+                       configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
     """
     Whether every sample of `metric` recorded by `sample_metrics(label=...)` stayed strictly
     below `limit` — on `service`, or on every sampled service that exposes it (at least one
@@ -34,11 +35,12 @@ def sampled_max_within(label: str, metric: str, limit: float, service: str = Non
     reached the limit). Holds before the method; after it, missing samples fail.
     """
     limit = float(limit)
-    home = runs.home_of(configuration)
+    home = home_of(configuration)
+    if held := held_before_method(configuration, limit=limit, max=None, services={}):
+        return held
     recorded, missing = _samples(label, home)
     if recorded is None:
-        return {"ok": missing is None, "limit": limit, "max": None, "services": {},
-                "reason": missing}
+        return verdict(False, missing, limit=limit, max=None, services={})
     names = [service] if service else sorted(recorded["services"])
     figures = {}
     for name in names:
@@ -56,15 +58,15 @@ def sampled_max_within(label: str, metric: str, limit: float, service: str = Non
     if reason:
         logger.warning(reason)
     else:
-        logger.info(f"{metric} max over {label!r}: {top:g} (limit < {limit:g}) -> "
-                    f"{'ok' if ok else 'BREACHED'}")
-    return {"ok": ok, "limit": limit, "max": top, "services": figures, "reason": reason}
+        reason = f"{metric} max over {label!r}: {top:g} (limit < {limit:g})"
+        logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
+    return verdict(ok, reason, limit=limit, max=top, services=figures)
 
 
 def memory_growth_within(label: str, max_percent: float, window_fraction: float = 0.2,
                          services: list = None, metric: str = MEMORY_METRIC,
                          min_samples: int = 10, configuration: Configuration = None,
-                         secrets: Secrets = None) -> dict:
+                         secrets: Secrets = None) -> Verdict:
     """
     Whether each service's memory (`metric`, default process_resident_memory_bytes) grew by
     less than `max_percent` % between the first and the last `window_fraction` of the samples
@@ -76,14 +78,14 @@ def memory_growth_within(label: str, max_percent: float, window_fraction: float 
     """
     max_percent, fraction = float(max_percent), float(window_fraction)
     if not 0 < fraction <= 0.5:
-        return {"ok": False, "max_percent": max_percent, "services": {},
-                "reason": f"window_fraction={fraction:g} must be in (0, 0.5]: the first and last "
-                          "windows must not overlap"}
-    home = runs.home_of(configuration)
+        return verdict(False, f"window_fraction={fraction:g} must be in (0, 0.5]: the first and "
+                       "last windows must not overlap", max_percent=max_percent, services={})
+    if held := held_before_method(configuration, max_percent=max_percent, services={}):
+        return held
+    home = home_of(configuration)
     recorded, missing = _samples(label, home)
     if recorded is None:
-        return {"ok": missing is None, "max_percent": max_percent, "services": {},
-                "reason": missing}
+        return verdict(False, missing, max_percent=max_percent, services={})
     figures, problems = {}, []
     for name in services or sorted(recorded["services"]):
         values = [v for _, v in _points(recorded, name, metric)]
@@ -100,20 +102,22 @@ def memory_growth_within(label: str, max_percent: float, window_fraction: float 
         logger.info(f"{name} {metric}: {first / 2**20:.1f} MiB -> {last / 2**20:.1f} MiB "
                     f"({growth:+.1f} %, limit < {max_percent:g} %)")
     ok = not problems and bool(figures) and all(f["ok"] for f in figures.values())
-    reason = "; ".join(problems) or None
-    if reason:
+    if problems:
+        reason = "; ".join(problems)
         logger.warning(f"memory verdict {label!r}: {reason}")
-    return {"ok": ok, "max_percent": max_percent, "window_fraction": fraction,
-            "services": figures, "reason": reason}
+    else:
+        reason = "memory growth " + ", ".join(f"{n} {f['growth_percent']:+g} %"
+                                              for n, f in figures.items())
+        reason += f" (limit < {max_percent:g} %)"
+    return verdict(ok, reason, max_percent=max_percent, window_fraction=fraction,
+                   services=figures)
 
 
 def _samples(label: str, home: str | None) -> tuple[dict | None, str | None]:
-    """(recorded samples, None) or (None, why they are missing; None before the method)."""
+    """(recorded samples, None) or (None, why they are missing)."""
     recorded = read_samples(label, home)
     if recorded is not None:
         return recorded, None
-    if not runs.method_started(home):
-        return None, None
     return None, (f"no samples labelled {label!r} in this run: did the method run "
                   f"sample_metrics(label={label!r}) and did it finish?")
 

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import psutil
+from chaosmessaging.util import atomic_write_json, same_process, stack_home
 
 __all__ = ["ServiceRecord", "StackNotRunning", "StackState", "load_state", "save_state",
            "stack_home"]
@@ -32,12 +31,6 @@ __all__ = ["ServiceRecord", "StackNotRunning", "StackState", "load_state", "save
 
 class StackNotRunning(RuntimeError):
     """No embedded stack state was found where we looked."""
-
-
-def stack_home(home: str | os.PathLike | None = None) -> Path:
-    """Resolve the stack's state directory (argument, $CHAOSMESSAGING_HOME, ./.chaosmessaging)."""
-    raw = home or os.environ.get("CHAOSMESSAGING_HOME") or ".chaosmessaging"
-    return Path(raw).expanduser().resolve()
 
 
 @dataclass
@@ -60,15 +53,7 @@ class ServiceRecord:
 
     def alive(self) -> bool:
         """True if our pid still runs and is the process we started (not a reused pid)."""
-        if not self.pid:
-            return False
-        try:
-            proc = psutil.Process(self.pid)
-            if self.create_time is not None and abs(proc.create_time() - self.create_time) > 1:
-                return False
-            return proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return same_process(self.pid, self.create_time) is not None
 
 
 @dataclass
@@ -109,10 +94,4 @@ def load_state(home: str | os.PathLike | None = None) -> StackState:
 
 def save_state(state: StackState) -> Path:
     """Write the state atomically (a reader never sees half a file)."""
-    path = state_path(state.home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".stack.", suffix=".json")
-    with os.fdopen(fd, "w") as out:
-        json.dump(state.to_json(), out, indent=2)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(state_path(state.home), state.to_json())

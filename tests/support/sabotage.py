@@ -11,12 +11,13 @@ import redis
 
 from chaosmessaging import runs
 from chaosmessaging.config import lookup
+from chaosmessaging.util import home_of
 
 
 def drop_deliveries(count: int = 3, configuration: dict = None, secrets: dict = None) -> list:
     """Delete `count` delivery rows of this run's messages; return their client_msg_ids."""
     dsn = lookup("messaging_pg_dsn", configuration, secrets)
-    prefix = runs.message_prefix(None, runs.home_of(configuration))
+    prefix = runs.message_prefix(None, home_of(configuration))
 
     async def go():
         conn = await asyncpg.connect(dsn)

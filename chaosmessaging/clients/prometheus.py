@@ -1,4 +1,4 @@
-"""Reading a Prometheus `/metrics` endpoint: shared by the metrics probes and the sampler.
+"""Prometheus: read a `/metrics` endpoint (shared by the metrics probes and the sampler).
 
 Parsing uses prometheus-client's own text parser rather than regexes.
 """
@@ -7,7 +7,7 @@ from chaoslib.exceptions import ActivityFailed
 from prometheus_client.parser import text_string_to_metric_families
 
 from chaosmessaging.config import redact
-from chaosmessaging.probes._clients import http_get
+from chaosmessaging.clients.http import http_get
 
 Sample = tuple[str, dict, float]
 

@@ -1,0 +1,52 @@
+"""Where the experiments, their profiles and the k6 scripts are.
+
+An installed wheel carries them inside the package (`chaosmessaging/bundled/experiments`,
+`chaosmessaging/bundled/k6`, put there by the build from the repository's top-level
+`experiments/` and `k6/`); a source checkout or an editable install reads those top-level folders.
+`chaosmessaging init DIR` copies them into a user's repository to adapt.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+__all__ = ["BUNDLES", "bundled", "copy_bundles"]
+
+BUNDLES = ("experiments", "k6")
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def bundled(name: str) -> Path:
+    """The folder of bundle `name` ("experiments" or "k6") this installation ships."""
+    if name not in BUNDLES:
+        raise ValueError(f"unknown bundle {name!r}: one of {', '.join(BUNDLES)}")
+    for candidate in (_PACKAGE / "bundled" / name, _PACKAGE.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"this installation of chaosmessaging ships no {name}/ folder "
+                            f"(looked in {_PACKAGE / 'bundled'} and {_PACKAGE.parent}); "
+                            "reinstall it from a wheel or a source checkout")
+
+
+def copy_bundles(target: str | Path, force: bool = False) -> list[Path]:
+    """Copy every bundle into `target` (created if needed) and return the files written.
+
+    Existing files are never overwritten unless `force`: a `FileExistsError` lists them first,
+    so nothing is half-copied."""
+    target = Path(target).expanduser().resolve()
+    plan = []
+    for name in BUNDLES:
+        source = bundled(name)
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                plan.append((path, target / name / path.relative_to(source)))
+    clashes = [dst for _, dst in plan if dst.exists()]
+    if clashes and not force:
+        raise FileExistsError(
+            f"{len(clashes)} file(s) already exist in {target}, e.g. {clashes[0]}; "
+            "pass --force to overwrite them")
+    for src, dst in plan:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+    return [dst for _, dst in plan]

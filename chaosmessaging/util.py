@@ -1,0 +1,94 @@
+"""Small helpers written once for the whole package: the state directory, atomic JSON files,
+log tails, process identity and polling. Nothing here imports another chaosmessaging module.
+
+Why not a library: each is a few lines over the standard library and psutil (already a
+dependency); `filelock`/`tenacity` would add a dependency for less than they bring here
+(`runs` and `faults` already lock with `fcntl`, and our polls need a deadline, not retries).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+__all__ = ["HOME_ENV", "stack_home", "home_of", "atomic_write_json", "tail", "same_process",
+           "poll"]
+
+HOME_ENV = "CHAOSMESSAGING_HOME"
+T = TypeVar("T")
+
+
+def stack_home(home: str | os.PathLike | None = None) -> Path:
+    """The state directory: `home` if given, else `$CHAOSMESSAGING_HOME`, else
+    `./.chaosmessaging` — the one precedence order every part of the package uses."""
+    raw = home or os.environ.get(HOME_ENV) or ".chaosmessaging"
+    return Path(raw).expanduser().resolve()
+
+
+def home_of(configuration: dict | None) -> str | None:
+    """The state directory an activity's configuration names (`chaosmessaging_home`), or None
+    to let `stack_home` fall back to the environment and the default."""
+    return (configuration or {}).get("chaosmessaging_home") or None
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> Path:
+    """Write `data` as JSON to `path` so a reader never sees half a file (temp file + rename in
+    the same directory; parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out, indent=indent, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def tail(path: str | os.PathLike | None, lines: int = 15) -> str:
+    """The last `lines` lines of a log file, indented for an error message ('' if unreadable)."""
+    if not path:
+        return ""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n  ".join(text.splitlines()[-lines:])
+
+
+def same_process(pid: int | None, create_time: float | None) -> psutil.Process | None:
+    """The live process `pid` if it is the one started at `create_time` (pids are reused), else
+    None. A zombie counts as gone. `create_time` None accepts any process with that pid."""
+    if not pid:
+        return None
+    try:
+        proc = psutil.Process(int(pid))
+        if create_time is not None and abs(proc.create_time() - float(create_time)) > 1:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def poll(check: Callable[[], T], timeout: float, interval: float = 0.1) -> T | None:
+    """Call `check` every `interval` s until it returns something truthy (returned) or `timeout`
+    s passed (None). `check` runs at least once."""
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(interval)

@@ -1,0 +1,54 @@
+"""The import rules of docs/architecture.md, read from the source (AST), so a violation fails
+here rather than in a review:
+
+- actions and probes never import each other (what both need lives in `chaosmessaging.clients`);
+- the extension's activities never import the reference stack, which never imports the extension;
+- actions, probes and controls never import the embedded launcher's process code except the
+  state file (`chaosmessaging.stack.state`/`control`, which the process actions drive).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((ROOT / package.replace(".", "/")).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package,forbidden", [
+    ("chaosmessaging.actions", ("chaosmessaging.probes", "msgstack")),
+    ("chaosmessaging.probes", ("chaosmessaging.actions", "msgstack")),
+    ("chaosmessaging.clients", ("chaosmessaging.actions", "chaosmessaging.probes", "msgstack")),
+    ("chaosmessaging.controls", ("msgstack",)),
+    ("msgstack", ("chaosmessaging",)),
+])
+def test_package_never_imports(package, forbidden):
+    offenders = {f"{path.relative_to(ROOT)} imports {name}"
+                 for path in _modules(package) for name in _imports(path)
+                 if any(name == f or name.startswith(f + ".") for f in forbidden)}
+    assert not offenders, sorted(offenders)
+
+
+def test_probes_package_docstring_names_every_module():
+    package = ROOT / "chaosmessaging" / "probes"
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text()))
+    public = sorted(p.stem for p in package.glob("*.py") if not p.stem.startswith("_"))
+    missing = [name for name in public if f"`{name}`" not in doc]
+    assert not missing, f"chaosmessaging/probes/__init__.py does not describe {missing}"

@@ -59,8 +59,15 @@ def _redis_url(port: int) -> str:
     return f"redis://{HOST}:{port}/0"
 
 
-def _pg_dsn(port: int) -> str:
-    return f"postgresql://postgres@{HOST}:{port}/{DATABASE}"
+def _pg_dsn(port: int, user: str = "postgres") -> str:
+    return f"postgresql://{user}@{HOST}:{port}/{DATABASE}"
+
+
+# The database role each reference service connects as (created by msgstack's migration 0004):
+# never the tables' owner nor BYPASSRLS, so row-level security governs every query they make.
+# Migrations (and the extension's own probes, through the postgres record) use the owner.
+SERVICE_DB_ROLES = {"api": "msgstack_api", "dispatcher": "msgstack_pipeline",
+                    "consumer": "msgstack_pipeline"}
 
 
 def _plan(home: Path, with_proxy: bool, proxy_port: int | None) -> dict[str, ServiceRecord]:
@@ -107,11 +114,16 @@ def _plan(home: Path, with_proxy: bool, proxy_port: int | None) -> dict[str, Ser
         "PYTHONUNBUFFERED": "1",
     }
     for name in APP_SERVICES:
+        env = {**common, "MSGSTACK_PORT": str(port[name])}
+        if name in SERVICE_DB_ROLES:
+            env["MSGSTACK_PG_DSN"] = _pg_dsn(pg_port, SERVICE_DB_ROLES[name])
+        if name == "api":  # two worker processes: participant invalidation must cross processes
+            env["MSGSTACK_API_WORKERS"] = "2"
         records[name] = ServiceRecord(
             name=name, pid=None, host=HOST, port=port[name],
             address=f"http://{HOST}:{port[name]}",
             cmd=[sys.executable, "-m", "msgstack", name],
-            env={**common, "MSGSTACK_PORT": str(port[name])},
+            env=env,
             log=str(logs / f"{name}.log"), health="/healthz", ready="/readyz")
     return records
 
@@ -151,7 +163,9 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
             if name == "api":
                 servers.create_database(HOST, records["postgres"].port, DATABASE)
                 say("applying migrations")
-                _migrate(records["api"].env, root / "logs" / "migrate.log")
+                _migrate({**records["api"].env,
+                          "MSGSTACK_PG_DSN": records["postgres"].address},
+                         root / "logs" / "migrate.log")
             record = spawn(records[name])
             state.services[name] = record
             save_state(state)

@@ -1,4 +1,5 @@
-"""``python -m msgstack {api|dispatcher|consumer|migrate}``: one service per OS process."""
+"""``python -m msgstack {api|auth|dispatcher|consumer|migrate|seed-users}``: one service per OS
+process (``seed-users`` and ``migrate`` run once and exit)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import logging
 import sys
 
 from msgstack import SERVICES
+import asyncpg
+
 from msgstack.config import ConfigError, load
+from msgstack.db import describe
 
 USAGE = f"usage: python -m msgstack {{{'|'.join(SERVICES)}}}  (configured by MSGSTACK_* variables)"
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in SERVICES:
+    if not argv or argv[0] not in SERVICES or (len(argv) > 1 and argv[0] != "seed-users"):
         print(USAGE, file=sys.stderr)
         return 2
     service = argv[0]
@@ -37,6 +41,8 @@ def main(argv: list[str]) -> int:
             logging.getLogger("msgstack.migrate").error("%s", exc)
             return 1
         return 0
+    if service == "seed-users":
+        return _seed(settings, argv[1:])
 
     from msgstack.service import build_app, serve
 
@@ -46,6 +52,10 @@ def main(argv: list[str]) -> int:
         from msgstack.api import create_app
 
         app = create_app(settings)
+    elif service == "auth":
+        from msgstack.auth import create_app as create_auth_app
+
+        app = create_auth_app(settings)
     elif service == "dispatcher":
         from msgstack import dispatcher
 
@@ -77,6 +87,24 @@ def _serve_workers(settings) -> int:
         serve("msgstack.api:app_from_env", settings, workers=settings.api_workers)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _seed(settings, argv: list[str]) -> int:
+    from msgstack.seed import SeedError, parse_args, password_from_env, seed_users
+
+    log = logging.getLogger("msgstack.seed")
+    try:
+        args = parse_args(argv)
+        password = password_from_env(args.password_env)
+        result = asyncio.run(seed_users(settings, args.count, args.prefix, password))
+    except SeedError as exc:
+        log.error("%s", exc)
+        return 2
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.error("seeding failed: %s", describe(exc))
+        return 1
+    print(result.summary(args.prefix, args.count, args.password_env))
     return 0
 
 

@@ -1,5 +1,7 @@
 """The HTTP API: accept messages (message + outbox row in one transaction) and read them back.
 
+Every request but /healthz, /readyz and /metrics needs ``Authorization: Bearer <token>`` from the
+auth service (401 otherwise, 503 while Redis cannot check it; msgstack/authn.py).
 Errors are JSON ``{"error": <code>, "detail": <sentence>}``: 400 for a malformed request, 413 for
 a payload over MSGSTACK_MAX_PAYLOAD, 503 while PostgreSQL is unavailable (the pool reconnects by
 itself, so the API recovers without a restart).
@@ -22,8 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from msgstack import conversations, db, metrics, participants
-from msgstack.authn import TokenAuthMiddleware
+from msgstack import authn, conversations, db, metrics, participants
 from msgstack.config import MIN_PAYLOAD, Settings
 from msgstack.errors import RequestError, unavailable
 from msgstack.service import Resources, build_app
@@ -252,7 +253,7 @@ def create_app(settings: Settings):
             *conversations.routes(),
         ],
         worker=invalidations,
-        middleware=[Middleware(ServedBy), Middleware(TokenAuthMiddleware)],
+        middleware=[Middleware(ServedBy), Middleware(authn.BearerAuth)],
     )
     app.state.participant_cache = cache
     return app

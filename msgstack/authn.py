@@ -1,82 +1,231 @@
-"""Bearer-token authentication middleware (placeholder written against the issue-9 contract).
+"""Bearer tokens: the contract between the auth service, which issues them, and every other API.
 
-Contract shared with the auth service: Redis key ``auth:token:<token>`` holds the user id (uuid
-string) with a TTL. Every request except /healthz, /readyz and /metrics needs
-``Authorization: Bearer <token>``; the middleware sets ``request.state.user_id`` (uuid.UUID) or
-answers 401. (Replaced by the auth branch's module when it is merged.)
+A token is an opaque random string (``secrets.token_urlsafe(32)``, 43 characters). The auth service
+stores ``auth:token:<token>`` -> ``<user id>`` (a UUID string) in Redis with a TTL
+(``MSGSTACK_AUTH_TOKEN_TTL``); nothing else about a token is kept anywhere. Resolving a token is
+one ``GET``: it needs Redis only, never PostgreSQL, so tokens keep working while PostgreSQL is down
+and are all gone when Redis restarts empty (clients then log in again).
+
+While Redis is up every request is checked against Redis (a deleted or expired token stops working
+at once). Each process also remembers the tokens it resolved and when they expire (`TokenMemory`);
+only while Redis cannot answer does it accept a remembered, unexpired token without asking, so an
+API keeps taking messages through a Redis outage (the dispatcher parks them; plan tests 9 and 11)
+for clients it has already seen. A token it has never seen gets 503 then. After one Redis failure
+the process stops asking Redis for `REDIS_RETRY_AFTER` seconds, so an outage does not add a
+connect timeout to every request.
+
+`BearerAuth` is a plain ASGI middleware (not Starlette's ``BaseHTTPMiddleware``, which buffers
+and costs a task per request) that every API app installs. For every path except
+`EXEMPT_PATHS` it answers
+
+- 401 ``{"error": "unauthorized", "detail": ...}`` (with ``WWW-Authenticate: Bearer``) when the
+  ``Authorization: Bearer <token>`` header is missing, malformed, unknown or expired;
+- 503 ``{"error": "unavailable", ...}`` when Redis cannot answer (a dependency outage is not the
+  client's fault, so it must not read as "log in again");
+
+and otherwise sets ``request.state.user_id`` (a `uuid.UUID`) and passes the request on. Handlers
+read it with `user_id(request)`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import secrets
 import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 
+import redis.asyncio as aioredis
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from msgstack import streams
+from msgstack import metrics, streams
 
-__all__ = ["OPEN_PATHS", "TOKEN_PREFIX", "TokenAuthMiddleware"]
+__all__ = [
+    "EXEMPT_PATHS",
+    "TOKEN_PREFIX",
+    "BearerAuth",
+    "TokenMemory",
+    "new_token",
+    "resolve",
+    "store_token",
+    "token_key",
+    "user_id",
+]
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+log = logging.getLogger("msgstack.authn")
+
 TOKEN_PREFIX = "auth:token:"
-# A token seen valid is trusted for this long (never past its Redis TTL) without asking Redis
-# again, so the API keeps accepting messages through a short Redis outage (it needs PostgreSQL
-# only for that) and spares Redis one GET per request.
-TOKEN_CACHE_SECONDS = 30.0
-TOKEN_CACHE_MAX = 100_000
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# token_urlsafe's alphabet; anything else (or absurdly long) is refused without asking Redis
+_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
+REDIS_RETRY_AFTER = 1.0
+MEMORY_SIZE = 100_000
 
 
-class TokenAuthMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._seen: dict[str, tuple[uuid.UUID, float]] = {}
+def new_token() -> str:
+    """A fresh opaque token (256 random bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def token_key(token: str) -> str:
+    """The Redis key holding the user id of `token`."""
+    return f"{TOKEN_PREFIX}{token}"
+
+
+async def store_token(client: aioredis.Redis, token: str, user: uuid.UUID, ttl: int) -> None:
+    """Make `token` resolve to `user` for `ttl` seconds."""
+    await client.set(token_key(token), str(user), ex=ttl)
+
+
+async def resolve(client: aioredis.Redis, token: str) -> uuid.UUID | None:
+    """The user id `token` stands for, or None if it is unknown, expired or malformed.
+
+    Redis errors propagate (callers answer 503, not 401).
+    """
+    user, _ttl = await _lookup(client, token)
+    return user
+
+
+async def _lookup(client: aioredis.Redis, token: str) -> tuple[uuid.UUID | None, float]:
+    """(user id or None, seconds the token still lives) in one round trip."""
+    if not _TOKEN_SHAPE.match(token):
+        return None, 0.0
+    key = token_key(token)
+    async with client.pipeline(transaction=False) as pipe:
+        raw, pttl = await pipe.get(key).pttl(key).execute()
+    if raw is None:
+        return None, 0.0
+    try:
+        user = uuid.UUID(raw.decode() if isinstance(raw, bytes) else raw)
+    except ValueError:
+        log.warning("token key holds something that is not a user id; treating it as unknown")
+        return None, 0.0
+    return user, (pttl / 1000 if pttl and pttl > 0 else 0.0)
+
+
+class TokenMemory:
+    """Tokens this process resolved, with their expiry: used only while Redis cannot answer."""
+
+    def __init__(self, size: int = MEMORY_SIZE) -> None:
+        self.size = size
+        self._known: OrderedDict[str, tuple[uuid.UUID, float]] = OrderedDict()
+        self.redis_down_until = 0.0
+
+    def remember(self, token: str, user: uuid.UUID, ttl: float) -> None:
+        self._known[token] = (user, time.monotonic() + ttl)
+        self._known.move_to_end(token)
+        while len(self._known) > self.size:
+            self._known.popitem(last=False)
+
+    def forget(self, token: str) -> None:
+        self._known.pop(token, None)
+
+    def recall(self, token: str) -> uuid.UUID | None:
+        known = self._known.get(token)
+        if known is None or known[1] <= time.monotonic():
+            return None
+        return known[0]
+
+
+class RedisUnavailable(ConnectionError):
+    """Redis failed moments ago and the token is not remembered: answer 503 without asking."""
+
+
+def user_id(request: Request) -> uuid.UUID:
+    """The authenticated user of `request` (set by `BearerAuth`)."""
+    return request.state.user_id
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+def _default_redis(scope: Scope) -> aioredis.Redis:
+    return scope["app"].state.resources.redis
+
+
+class BearerAuth:
+    """ASGI middleware: authenticate every request except `EXEMPT_PATHS` (see module docstring)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        redis_of: Callable[[Scope], aioredis.Redis] = _default_redis,
+        exempt: frozenset[str] = EXEMPT_PATHS,
+    ) -> None:
+        self.app, self.redis_of, self.exempt = app, redis_of, exempt
+        self.memory = TokenMemory()
+
+    async def _authenticate(self, scope: Scope, token: str) -> uuid.UUID | None:
+        """The user of `token`; raises a Redis error only for a token this process never saw."""
+        memory = self.memory
+        if time.monotonic() >= memory.redis_down_until:
+            try:
+                user, ttl = await _lookup(self.redis_of(scope), token)
+            except streams.TRANSIENT_ERRORS:
+                memory.redis_down_until = time.monotonic() + REDIS_RETRY_AFTER
+                user = memory.recall(token)
+                if user is None:
+                    raise
+                metrics.API_TOKENS_REMEMBERED.inc()
+                return user
+            if user is None:
+                memory.forget(token)
+            else:
+                memory.remember(token, user, ttl)
+            return user
+        user = memory.recall(token)
+        if user is None:
+            raise RedisUnavailable("redis failed less than a second ago")
+        metrics.API_TOKENS_REMEMBERED.inc()
+        return user
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            await _answer(send, 401, "unauthenticated", "send Authorization: Bearer <token>")
+        token = _bearer(scope)
+        if token is None:
+            metrics.API_UNAUTHORIZED.labels("missing").inc()
+            await self._deny(scope, send, 401, "unauthorized", "send Authorization: Bearer <token>")
             return
-        token = token.strip()
-        now = time.monotonic()
-        seen = self._seen.get(token)
-        if seen is not None and seen[1] > now:
-            user = seen[0]
-        else:
-            redis = scope["app"].state.resources.redis
-            try:
-                raw, ttl = await redis.get(TOKEN_PREFIX + token), None
-                if raw is not None:
-                    ttl = await redis.ttl(TOKEN_PREFIX + token)
-            except streams.TRANSIENT_ERRORS:
-                await _answer(send, 503, "unavailable", "redis is unavailable; retry later")
-                return
-            try:
-                user = uuid.UUID(raw.decode() if isinstance(raw, bytes) else str(raw))
-            except (ValueError, AttributeError):
-                user = None
-            if raw is None or user is None:
-                await _answer(send, 401, "unauthenticated", "the token is unknown or expired")
-                return
-            if len(self._seen) >= TOKEN_CACHE_MAX:
-                self._seen.clear()
-            keep = TOKEN_CACHE_SECONDS if not ttl or ttl < 0 else min(TOKEN_CACHE_SECONDS, ttl)
-            self._seen[token] = (user, now + keep)
+        try:
+            user = await self._authenticate(scope, token)
+        except streams.TRANSIENT_ERRORS as exc:
+            metrics.API_UNAVAILABLE.labels("redis").inc()
+            detail = f"redis is unavailable ({type(exc).__name__}); cannot check the token, retry"
+            await self._deny(scope, send, 503, "unavailable", detail)
+            return
+        if user is None:
+            metrics.API_UNAUTHORIZED.labels("invalid").inc()
+            await self._deny(
+                scope, send, 401, "unauthorized", "the token is unknown or expired; log in again"
+            )
+            return
         scope.setdefault("state", {})["user_id"] = user
         await self.app(scope, receive, send)
 
-
-async def _answer(send: Send, status: int, code: str, detail: str) -> None:
-    body = json.dumps({"error": code, "detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    @staticmethod
+    async def _deny(scope: Scope, send: Send, status: int, error: str, detail: str) -> None:
+        if scope["type"] == "websocket":
+            # close before accepting: the client sees the handshake refused (403 from uvicorn)
+            await send({"type": "websocket.close", "code": 1008, "reason": error})
+            return
+        body = json.dumps({"error": error, "detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        if status == 401:
+            headers.append((b"www-authenticate", b'Bearer realm="msgstack"'))
+        else:
+            headers.append((b"retry-after", b"1"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

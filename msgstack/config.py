@@ -10,6 +10,10 @@ from dataclasses import dataclass
 __all__ = ["ConfigError", "Settings", "load"]
 
 MIN_PAYLOAD = 1024
+# Commands that run once and exit: no HTTP port, no Redis.
+OFFLINE = ("migrate", "seed-users")
+# argon2id defaults: OWASP's minimum recommendation (m=19 MiB, t=2, p=1), see docs/architecture.md.
+ARGON2_DEFAULTS = {"time_cost": 2, "memory_kib": 19456, "parallelism": 1}
 
 
 class ConfigError(ValueError):
@@ -33,6 +37,13 @@ class Settings:
     participant_channel: str = "msgstack:participants"
     participant_cache_ttl: float = 60.0
     participant_invalidation: bool = True
+    redis_pool_max: int = 50
+    token_ttl: int = 3600
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19456
+    argon2_parallelism: int = 1
+    kdf_threads: int = 2
+    kdf_max_pending: int = 256
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int) -> int | None:
@@ -72,15 +83,21 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings `service` needs; raise ConfigError naming the variable to fix."""
     env = os.environ if env is None else env
     port = _int(env, "MSGSTACK_PORT", None, 1)
-    if port is None and service != "migrate":
+    if port is None and service not in OFFLINE:
         raise ConfigError(
             f"MSGSTACK_PORT is not set; the {service} serves /healthz, /readyz and "
             "/metrics on it: export MSGSTACK_PORT=<free port>"
         )
     redis_url = (
         env.get("MSGSTACK_REDIS_URL", "").strip()
-        if service == "migrate"
+        if service in OFFLINE
         else _required(env, "MSGSTACK_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    time_cost = _int(env, "MSGSTACK_ARGON2_TIME_COST", ARGON2_DEFAULTS["time_cost"], 1)
+    parallelism = _int(env, "MSGSTACK_ARGON2_PARALLELISM", ARGON2_DEFAULTS["parallelism"], 1)
+    # argon2 needs at least 8 KiB per lane
+    memory_kib = _int(
+        env, "MSGSTACK_ARGON2_MEMORY_KIB", ARGON2_DEFAULTS["memory_kib"], 8 * parallelism
     )
     return Settings(
         pg_dsn=_required(env, "MSGSTACK_PG_DSN", "postgresql://postgres@127.0.0.1:5432/messaging"),
@@ -100,4 +117,11 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         participant_cache_ttl=float(_int(env, "MSGSTACK_PARTICIPANT_CACHE_TTL", 60, 1)),
         # off only to prove in tests that stale reads are caught; never in a real deployment
         participant_invalidation=_switch(env, "MSGSTACK_PARTICIPANT_INVALIDATION", True),
+        redis_pool_max=_int(env, "MSGSTACK_REDIS_POOL_MAX", 50, 2),
+        token_ttl=_int(env, "MSGSTACK_AUTH_TOKEN_TTL", 3600, 1),
+        argon2_time_cost=time_cost,
+        argon2_memory_kib=memory_kib,
+        argon2_parallelism=parallelism,
+        kdf_threads=_int(env, "MSGSTACK_AUTH_KDF_THREADS", os.cpu_count() or 1, 1),
+        kdf_max_pending=_int(env, "MSGSTACK_AUTH_KDF_MAX_PENDING", 256, 1),
     )

@@ -100,3 +100,52 @@ CONSUMER_DEAD_LETTERS = Counter(
     "Poison entries moved to the dead-letter stream",
     ["reason"],
 )
+
+# auth
+AUTH_LOGIN_ATTEMPTS = Counter("auth_login_attempts_total", "POST /v1/auth/login requests")
+AUTH_LOGIN_SUCCESS = Counter("auth_login_success_total", "Logins that issued a token")
+AUTH_LOGIN_FAILURES = Counter(
+    "auth_login_failures_total",
+    "Logins that issued no token, by reason (invalid_credentials, bad_request, unavailable, "
+    "overloaded)",
+    ["reason"],
+)
+AUTH_LOGIN_SUCCESS_RATE = Gauge(
+    "auth_login_success_rate",
+    "auth_login_success_total / auth_login_attempts_total since the process started "
+    "(1 before the first attempt)",
+)
+# The whole successful login: user lookup, password verification (the KDF) and token storage,
+# i.e. what a client waits for to get a token. The KDF alone is auth_password_verify_seconds.
+AUTH_TOKEN_LATENCY = Histogram(
+    "auth_token_generation_latency",
+    "Seconds from a login request's arrival to its token being stored (successful logins)",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+AUTH_VERIFY_SECONDS = Histogram(
+    "auth_password_verify_seconds",
+    "Seconds one argon2 verification took in the KDF thread pool (queueing excluded)",
+    buckets=(0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5),
+)
+AUTH_KDF_PENDING = Gauge(
+    "auth_kdf_pending", "Password verifications queued or running in the KDF thread pool"
+)
+API_UNAUTHORIZED = Counter(
+    "messaging_api_unauthorized_total",
+    "Requests refused with 401 (no bearer token, or one that does not resolve)",
+    ["reason"],
+)
+
+API_TOKENS_REMEMBERED = Counter(
+    "messaging_api_tokens_remembered_total",
+    "Requests authenticated from the process's memory of resolved tokens while Redis was down",
+)
+
+# Redis client pool of this process (set at start-up; read at scrape time)
+REDIS_POOL_IN_USE = Gauge(
+    "redis_pool_in_use_connections", "Redis connections of this process checked out right now"
+)
+REDIS_POOL_MAX = Gauge(
+    "redis_pool_max_connections",
+    "Most Redis connections this process may open (MSGSTACK_REDIS_POOL_MAX)",
+)

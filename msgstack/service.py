@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from msgstack import db, health, streams
+from msgstack import db, health, metrics, streams
 from msgstack.config import Settings
 
 __all__ = ["Resources", "Worker", "build_app", "serve"]
@@ -68,7 +68,9 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: Starlette):
         pool = await db.create_pool(settings.pg_dsn, settings.pool_max)
-        client = streams.client(settings.redis_url)
+        client = streams.client(settings.redis_url, settings.redis_pool_max)
+        metrics.REDIS_POOL_MAX.set(settings.redis_pool_max)
+        metrics.REDIS_POOL_IN_USE.set_function(lambda: streams.pool_in_use(client))
         res = Resources(settings, pool, client)
         app.state.resources = res
         stop = asyncio.Event()

@@ -15,7 +15,16 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["TRANSIENT_ERRORS", "BadEntry", "Entry", "client", "decode", "encode", "is_nogroup"]
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "BadEntry",
+    "Entry",
+    "client",
+    "decode",
+    "pool_in_use",
+    "encode",
+    "is_nogroup",
+]
 
 # Errors that mean "Redis is unreachable or restarting", not "Redis refused this command".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -26,20 +35,33 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def client(url: str) -> aioredis.Redis:
+POOL_WAIT = 2.0  # a request waits this long for a free pooled connection, then fails (503)
+
+
+def client(url: str, max_connections: int = 50) -> aioredis.Redis:
     """A Redis client that fails fast while Redis is down and reconnects by itself after.
 
     One immediate retry covers a pooled connection that died with a Redis restart; more retries
     would only hide an outage from the caller, who parks work and backs off instead.
-    The socket timeout stays above the consumer's 1 s XREADGROUP block.
+    The socket timeout stays above the consumer's 1 s XREADGROUP block. The pool is bounded
+    (MSGSTACK_REDIS_POOL_MAX): a burst waits up to POOL_WAIT for a connection instead of opening
+    connections without limit, and its use is visible on /metrics.
     """
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=POOL_WAIT,
         socket_connect_timeout=1.0,
         socket_timeout=5.0,
         retry=Retry(NoBackoff(), 1),
         health_check_interval=0,
     )
+    return aioredis.Redis.from_pool(pool)
+
+
+def pool_in_use(client: aioredis.Redis) -> int:
+    """Connections of `client`'s pool checked out right now (redis-py keeps no public count)."""
+    return len(getattr(client.connection_pool, "_in_use_connections", ()))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from chaosmessaging.stack import servers
@@ -53,6 +55,11 @@ class Service:
     port: int
     proc: subprocess.Popen
     log: Path
+    redis_url: str = ""
+
+    def auth(self, user: uuid.UUID | None = None) -> dict[str, str]:
+        """Authorization header of a fresh token for `user` (a new random user by default)."""
+        return bearer(self.redis_url, user)
 
     @property
     def url(self) -> str:
@@ -104,7 +111,7 @@ def start_service(name: str, env: dict[str, str], log_dir: Path, **extra: str) -
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    service = Service(name, port, proc, log)
+    service = Service(name, port, proc, log, full_env.get("MSGSTACK_REDIS_URL", ""))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -136,9 +143,21 @@ def grant_token(redis_url: str, user: uuid.UUID, token: str, ttl: int = 3600) ->
         client.close()
 
 
+def add_user(env: dict[str, str], user: uuid.UUID) -> None:
+    """A users row (participants reference users); no usable password: tokens are minted."""
+    sql(
+        env["MSGSTACK_PG_DSN"],
+        "INSERT INTO users (id, username, password_hash) VALUES ($1, $2, '!') "
+        "ON CONFLICT DO NOTHING",
+        user,
+        f"user-{user}",
+    )
+
+
 def seed_identity(env: dict[str, str]) -> None:
     """The test user's token and its conversation (created as the owner, bypassing the API)."""
     grant_token(env["MSGSTACK_REDIS_URL"], TEST_USER, TEST_TOKEN)
+    add_user(env, TEST_USER)
     sql(
         env["MSGSTACK_PG_DSN"],
         "WITH c AS (INSERT INTO conversations (id, title, created_by) VALUES ($1, 'tests', $2) "
@@ -147,6 +166,18 @@ def seed_identity(env: dict[str, str]) -> None:
         TEST_CONVERSATION,
         TEST_USER,
     )
+
+
+def bearer(redis_url: str, user: uuid.UUID | None = None, ttl: int = 600) -> dict[str, str]:
+    """Authorization header of a token minted straight into Redis by the auth contract
+    (``auth:token:<token>`` -> user id, msgstack/authn.py), without the auth service."""
+    token = secrets.token_urlsafe(32)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set(f"auth:token:{token}", str(user or uuid.uuid4()), ex=ttl)
+    finally:
+        client.close()
+    return {"Authorization": f"Bearer {token}"}
 
 
 def migrate(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -459,7 +490,12 @@ def test_migrations_apply_in_order_once_even_when_run_concurrently(postgres_serv
             env["MSGSTACK_PG_DSN"], "SELECT version FROM schema_migrations ORDER BY version"
         )
     ]
-    assert versions == ["0001_initial", "0002_conversation_timeline", "0004_conversations"]
+    assert versions == [
+        "0001_initial",
+        "0002_conversation_timeline",
+        "0003_users",
+        "0004_conversations",
+    ]
     assert sum("applying 0001_initial" in out for out in outputs) == 1
     again = migrate(env)
     assert again.returncode == 0 and "up to date" in again.stderr

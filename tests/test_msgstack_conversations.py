@@ -14,6 +14,7 @@ import httpx
 import pytest
 from test_msgstack_api import (
     Service,
+    add_user,
     fresh_env,
     grant_token,
     message,
@@ -27,6 +28,7 @@ class User:
         self.id = uuid.uuid4()
         self.token = f"token-{name}-{uuid.uuid4().hex}"
         grant_token(env["MSGSTACK_REDIS_URL"], self.id, self.token)
+        add_user(env, self.id)
         self.headers = {"Authorization": f"Bearer {self.token}"}
 
 

@@ -19,6 +19,7 @@ import pytest
 import redis
 from test_msgstack_api import (
     AUTH,
+    TEST_USER,
     Service,
     fresh_env,
     message,
@@ -61,11 +62,11 @@ def private_redis(tmp_path) -> Iterator[PrivateRedis]:
     r.stop()
 
 
-def post_many(api: Service, count: int, run: str) -> list[str]:
+def post_many(api: Service, count: int, run: str, headers: dict | None = None) -> list[str]:
     """POST `count` messages (8 at a time); return the accepted ids."""
 
     def one(n: int) -> str:
-        with httpx.Client(timeout=10, headers=AUTH) as c:
+        with httpx.Client(timeout=10, headers=headers or AUTH) as c:
             answer = c.post(f"{api.url}/v1/messages", json=message(f"{run}:{n}"))
         assert answer.status_code == 202, answer.text
         return answer.json()["id"]
@@ -223,7 +224,8 @@ def test_redis_outage_parks_rows_degrades_readiness_and_replays_after_recovery(
     env = fresh_env(postgres_server, private_redis.url)
     stack = start_stack(env, tmp_path)
     try:
-        accepted = post_many(stack["api"], 20, "before")
+        headers = stack["api"].auth(TEST_USER)
+        accepted = post_many(stack["api"], 20, "before", headers)
         wait_until(lambda: delivered_count(env) == 20, 15, "20 deliveries")
 
         private_redis.stop()
@@ -233,7 +235,8 @@ def test_redis_outage_parks_rows_degrades_readiness_and_replays_after_recovery(
             assert ready.json()["status"] == "degraded"
             assert ready.json()["checks"]["redis"] != "ok"
             assert ready.json()["checks"]["postgres"] == "ok"
-        accepted += post_many(stack["api"], 50, "during")  # the API needs PostgreSQL only
+        # the API needs PostgreSQL, and Redis only to check tokens it has not seen before
+        accepted += post_many(stack["api"], 50, "during", headers)
         dsn = env["MSGSTACK_PG_DSN"]
         wait_until(
             lambda: (

@@ -39,7 +39,7 @@ CREATE TABLE conversations (
 
 CREATE TABLE participants (
     conversation_id uuid NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
-    user_id         uuid NOT NULL,
+    user_id         uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     added_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (conversation_id, user_id)
 );

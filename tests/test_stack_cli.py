@@ -20,9 +20,8 @@ CLI = [sys.executable, "-m", "chaosmessaging.cli"]
 
 
 def _cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [*CLI, "--home", str(home), *args], capture_output=True, text=True, timeout=180
-    )
+    proc = subprocess.run([*CLI, "--home", str(home), *args], capture_output=True, text=True,
+                          timeout=180)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -42,11 +41,8 @@ def _status(home: Path) -> dict:
 
 
 def _post(api: str, client_id: str) -> httpx.Response:
-    body = {
-        "conversation_id": str(uuid.uuid4()),
-        "client_msg_id": client_id,
-        "ciphertext": base64.b64encode(os.urandom(1024)).decode(),
-    }
+    body = {"conversation_id": str(uuid.uuid4()), "client_msg_id": client_id,
+            "ciphertext": base64.b64encode(os.urandom(1024)).decode()}
     return httpx.post(f"{api}/v1/messages", json=body, timeout=5)
 
 
@@ -117,11 +113,8 @@ def test_down_leaves_no_process_behind(tmp_path):
     out = _cli(tmp_path, "stack", "down")
     assert "stopped:" in out.stdout
     time.sleep(0.2)
-    alive = [
-        p
-        for p in pids + children
-        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-    ]
+    alive = [p for p in pids + children
+             if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert alive == []
     assert not (tmp_path / "stack.json").exists()
     again = _cli(tmp_path, "stack", "status", check=False)

@@ -27,9 +27,7 @@ def drop_deliveries(count: int = 3, configuration: dict = None, secrets: dict = 
                 "JOIN deliveries d ON d.message_id = m.id WHERE starts_with(m.client_msg_id, $1) "
                 "ORDER BY m.created_at LIMIT $2) "
                 "RETURNING (SELECT client_msg_id FROM messages WHERE id = message_id)",
-                prefix,
-                int(count),
-            )
+                prefix, int(count))
             return [r[0] for r in rows]
         finally:
             await conn.close()
@@ -41,9 +39,8 @@ def ack_pending_without_delivery(configuration: dict = None, secrets: dict = Non
     """XACK every pending entry of the group as if the consumer had dropped its batch: the
     entries leave the PEL and any ledger row of theirs is removed (the kill may have landed
     between the ledger commit and XACK). Returns how many entries were dropped."""
-    client = redis.Redis.from_url(
-        lookup("messaging_redis_url", configuration, secrets), decode_responses=True
-    )
+    client = redis.Redis.from_url(lookup("messaging_redis_url", configuration, secrets),
+                                  decode_responses=True)
     stream = lookup("messaging_stream", configuration, secrets)
     group = lookup("messaging_group", configuration, secrets)
     ids = [p["message_id"] for p in client.xpending_range(stream, group, "-", "+", 100000)]
@@ -55,9 +52,8 @@ def ack_pending_without_delivery(configuration: dict = None, secrets: dict = Non
     async def forget():
         conn = await asyncpg.connect(dsn)
         try:
-            await conn.execute(
-                "DELETE FROM deliveries WHERE message_id = ANY($1::uuid[])", message_ids
-            )
+            await conn.execute("DELETE FROM deliveries WHERE message_id = ANY($1::uuid[])",
+                               message_ids)
         finally:
             await conn.close()
 

@@ -83,7 +83,7 @@ def acting_user(request: Request) -> uuid.UUID:
     """The token's user, set by the authentication middleware (msgstack/authn.py)."""
     user = getattr(request.state, "user_id", None)
     if not isinstance(user, uuid.UUID):  # the middleware answers 401 first; never trust a default
-        raise RequestError(401, "unauthenticated", "a valid bearer token is required")
+        raise RequestError(401, "unauthorized", "a valid bearer token is required")
     return user
 
 

@@ -79,7 +79,7 @@ def test_every_api_endpoint_needs_a_valid_token_but_health_does_not(api):
         ("POST", "/v1/messages"),
     ]:
         answer = call(api, None, method, path)
-        assert answer.status_code == 401 and answer.json()["error"] == "unauthenticated"
+        assert answer.status_code == 401 and answer.json()["error"] == "unauthorized"
     wrong = httpx.get(
         f"{api.url}/v1/conversations", headers={"Authorization": "Bearer nope"}, timeout=10
     )

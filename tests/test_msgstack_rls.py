@@ -12,7 +12,7 @@ import uuid
 
 import asyncpg
 import pytest
-from test_msgstack_api import fresh_env, role_dsn, sql
+from test_msgstack_api import add_user, fresh_env, role_dsn, sql
 
 ALICE, BOB = uuid.uuid4(), uuid.uuid4()
 A_CONV, B_CONV = uuid.uuid4(), uuid.uuid4()
@@ -23,6 +23,7 @@ def env(postgres_server, redis_server) -> dict[str, str]:
     env = fresh_env(postgres_server, redis_server.url)
     owner = env["MSGSTACK_PG_DSN"]
     for user, conv in ((ALICE, A_CONV), (BOB, B_CONV)):
+        add_user(env, user)
         sql(
             owner,
             "INSERT INTO conversations (id, title, created_by) VALUES ($1, 'x', $2)",

@@ -180,6 +180,19 @@ def bearer(redis_url: str, user: uuid.UUID | None = None, ttl: int = 600) -> dic
     return {"Authorization": f"Bearer {token}"}
 
 
+def join_test_conversation(env: dict[str, str], prefix: str) -> None:
+    """Make every seeded user `<prefix>-N` a participant of the test conversation, so messages
+    they post (the default `message()`) are allowed."""
+    seed_identity(env)
+    sql(
+        env["MSGSTACK_PG_DSN"],
+        "INSERT INTO participants (conversation_id, user_id) "
+        "SELECT $1, id FROM users WHERE starts_with(username, $2) ON CONFLICT DO NOTHING",
+        TEST_CONVERSATION,
+        f"{prefix}-",
+    )
+
+
 def migrate(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "msgstack", "migrate"],

@@ -27,11 +27,16 @@ from chaosmessaging.util import home_of
 
 __all__ = ["lookup", "redact", "KEYS"]
 
+# The embedded stack's load-test password unless CHAOSMESSAGING_LOADTEST_PASSWORD says otherwise
+# (documented in README.md). It guards throwaway users on loopback only.
+DEFAULT_LOADTEST_PASSWORD = "chaosmessaging-loadtest"
+
 # key -> (environment variable, (embedded-stack service, field) or None, static default)
 KEYS: dict[str, tuple[str, tuple[str, str] | None, str | None]] = {
     "messaging_api_url": ("CHAOSMESSAGING_API_URL", ("api", "address"), None),
     "messaging_dispatcher_url": ("CHAOSMESSAGING_DISPATCHER_URL", ("dispatcher", "address"), None),
     "messaging_consumer_url": ("CHAOSMESSAGING_CONSUMER_URL", ("consumer", "address"), None),
+    "messaging_auth_url": ("CHAOSMESSAGING_AUTH_URL", ("auth", "address"), None),
     "messaging_redis_url": ("CHAOSMESSAGING_REDIS_URL", ("redis", "address"), None),
     "messaging_pg_dsn": ("CHAOSMESSAGING_PG_DSN", ("postgres", "address"), None),
     "toxiproxy_url": ("CHAOSMESSAGING_TOXIPROXY_URL", ("proxy", "address"),
@@ -40,6 +45,13 @@ KEYS: dict[str, tuple[str, tuple[str, str] | None, str | None]] = {
     "messaging_group": ("CHAOSMESSAGING_GROUP", None, "deliveries"),
     "messaging_dead_stream": ("CHAOSMESSAGING_DEAD_STREAM", None, "messages:dead"),
     "chaosmessaging_home": ("CHAOSMESSAGING_HOME", None, None),
+    # load-test users (seeded by `stack up`; k6 logs in as <prefix>-0 .. <prefix>-<users-1>).
+    # The password is a secret: give it as a Chaos Toolkit secret or the environment variable,
+    # never in an experiment's configuration (the journal records configuration).
+    "messaging_loadtest_prefix": ("CHAOSMESSAGING_LOADTEST_PREFIX", None, "loadtest"),
+    "messaging_loadtest_users": ("CHAOSMESSAGING_LOADTEST_USERS", None, "50"),
+    "messaging_loadtest_password": ("CHAOSMESSAGING_LOADTEST_PASSWORD", None,
+                                    DEFAULT_LOADTEST_PASSWORD),
 }
 
 

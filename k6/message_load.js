@@ -3,13 +3,15 @@
 // Env (set by chaosmessaging.actions.load.start_load): API_URL, RUN_ID, RATE (messages/s),
 // DURATION (k6 duration, e.g. "30s"), VUS / MAX_VUS (pre-allocated / maximum VUs),
 // PAYLOAD_BYTES (decoded ciphertext size, default 1024), CONVERSATION_ID (default: a new one per
-// message), TOKEN (bearer token, if the API wants one), P95_MS and MAX_ERROR_RATE (thresholds).
+// message), P95_MS and MAX_ERROR_RATE (thresholds); authentication as in lib/auth.js (setup()
+// logs LOGIN_SESSIONS users in through AUTH_URL, or TOKEN is used as is; a 401 logs in again).
 // Every client_msg_id starts with "<RUN_ID>:" so accounting can select this run's messages.
 import http from "k6/http";
 import { check } from "k6";
 import { Counter } from "k6/metrics";
 import { config, thresholds } from "./lib/config.js";
 import { randomBase64, randomHex, uuidv4 } from "./lib/payload.js";
+import { setupTokens, withAuth } from "./lib/auth.js";
 
 export const options = {
   scenarios: {
@@ -29,16 +31,22 @@ export const options = {
 const accepted = new Counter("messages_accepted");
 const rejected = new Counter("messages_rejected");
 
-const headers = { "Content-Type": "application/json" };
-if (config.token) headers.Authorization = `Bearer ${config.token}`;
+export function setup() {
+  return { tokens: setupTokens() };
+}
 
-export default function () {
+export default function (data) {
   const body = JSON.stringify({
     conversation_id: config.conversationId || uuidv4(),
     client_msg_id: `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}`,
     ciphertext: randomBase64(config.payloadBytes),
   });
-  const res = http.post(`${config.apiUrl}/v1/messages`, body, { headers, tags: { name: "messages" } });
+  const res = withAuth(data.tokens, (authorization) =>
+    http.post(`${config.apiUrl}/v1/messages`, body, {
+      headers: { "Content-Type": "application/json", Authorization: authorization },
+      tags: { name: "messages" },
+    }),
+  );
   if (res.status === 202) accepted.add(1);
   else if (res.status < 200 || res.status >= 300) rejected.add(1);
   check(res, { "message accepted (202)": (r) => r.status === 202 });

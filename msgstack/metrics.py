@@ -145,6 +145,9 @@ API_TOKENS_REMEMBERED = Counter(
 REDIS_POOL_IN_USE = Gauge(
     "redis_pool_in_use_connections", "Redis connections of this process checked out right now"
 )
+REDIS_POOL_UTILIZATION = Gauge(
+    "redis_pool_utilization_ratio", "redis_pool_in_use_connections / redis_pool_max_connections"
+)
 REDIS_POOL_MAX = Gauge(
     "redis_pool_max_connections",
     "Most Redis connections this process may open (MSGSTACK_REDIS_POOL_MAX)",

@@ -71,6 +71,9 @@ def build_app(
         client = streams.client(settings.redis_url, settings.redis_pool_max)
         metrics.REDIS_POOL_MAX.set(settings.redis_pool_max)
         metrics.REDIS_POOL_IN_USE.set_function(lambda: streams.pool_in_use(client))
+        metrics.REDIS_POOL_UTILIZATION.set_function(
+            lambda: streams.pool_in_use(client) / settings.redis_pool_max
+        )
         res = Resources(settings, pool, client)
         app.state.resources = res
         stop = asyncio.Event()

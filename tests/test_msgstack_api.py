@@ -38,6 +38,7 @@ TEST_CONVERSATION = uuid.UUID("00000000-0000-4000-8000-00000000c0c0")
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 # The database role each service connects as (migration 0004): never the owner, never BYPASSRLS.
 SERVICE_ROLES = {
+    "auth": "msgstack_auth",
     "api": "msgstack_api",
     "dispatcher": "msgstack_pipeline",
     "consumer": "msgstack_pipeline",

@@ -80,9 +80,9 @@ def test_service_roles_are_neither_owner_nor_bypassrls_nor_superuser(env):
         env["MSGSTACK_PG_DSN"],
         "SELECT r.rolname, r.rolsuper, r.rolbypassrls, "
         "EXISTS (SELECT 1 FROM pg_tables t WHERE t.tableowner = r.rolname) AS owns "
-        "FROM pg_roles r WHERE r.rolname IN ('msgstack_api', 'msgstack_pipeline')",
+        "FROM pg_roles r WHERE r.rolname IN ('msgstack_api', 'msgstack_auth', 'msgstack_pipeline')",
     )
-    assert {r["rolname"] for r in rows} == {"msgstack_api", "msgstack_pipeline"}
+    assert {r["rolname"] for r in rows} == {"msgstack_api", "msgstack_auth", "msgstack_pipeline"}
     assert not any(r["rolsuper"] or r["rolbypassrls"] or r["owns"] for r in rows)
 
 

@@ -121,7 +121,10 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
 
     `rate` (per second), `duration` (k6 duration or seconds; or derived from `total_messages` /
     `rate`), `vus`/`max_vus` and every `env` entry reach the script as environment variables
-    (RATE, DURATION, VUS, MAX_VUS...), with API_URL (`messaging_api_url`) and RUN_ID (default
+    (RATE, DURATION, VUS, MAX_VUS...), with API_URL (`messaging_api_url`), AUTH_URL
+    (`messaging_auth_url`), LOGIN_PREFIX / LOGIN_USERS (`messaging_loadtest_prefix` / `_users`),
+    the password (`messaging_loadtest_password`, from secrets or the environment; only in k6's
+    process environment, never on its command line or in the journal) and RUN_ID (default
     ``<experiment run id>/<label>``; give each concurrent load its own `label`). Relative
     script paths resolve against the working directory, then its `k6/` folder (where
     `chaosmessaging init` copies them), then the k6 scripts shipped with chaosmessaging.
@@ -151,6 +154,14 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     log_path = summary.with_name(summary.stem + ".log")
 
     values = {"API_URL": url, "RUN_ID": run_id, "DURATION": f"{seconds:g}s"}
+    auth_url = lookup("messaging_auth_url", configuration, secrets, required=False)
+    if auth_url:
+        _check_target(auth_url, allow_hosts)
+        values["AUTH_URL"] = auth_url
+    values["LOGIN_PREFIX"] = str(lookup("messaging_loadtest_prefix", configuration, secrets))
+    values["LOGIN_USERS"] = str(lookup("messaging_loadtest_users", configuration, secrets))
+    # a secret: k6 reads it from its process environment, never from the command line
+    password = str(lookup("messaging_loadtest_password", configuration, secrets))
     for key, value in (("RATE", rate), ("VUS", vus), ("MAX_VUS", max_vus)):
         if value is not None:
             values[key] = str(value)
@@ -163,7 +174,8 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=script_path.parent, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "K6_NO_USAGE_REPORT": "true"})
+                                env={**os.environ, "K6_NO_USAGE_REPORT": "true",
+                                     "LOGIN_PASSWORD": password})
     _CHILDREN[proc.pid] = proc
     create_time = psutil.Process(proc.pid).create_time()
     info = {"pid": proc.pid, "create_time": create_time, "run_id": run_id,

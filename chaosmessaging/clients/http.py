@@ -15,6 +15,7 @@ STACK_HINT = "is the stack up? `chaosmessaging stack status`"
 # service name (as in the embedded stack) -> configuration key of its HTTP base URL
 SERVICE_URL_KEYS = {
     "api": "messaging_api_url",
+    "auth": "messaging_auth_url",
     "dispatcher": "messaging_dispatcher_url",
     "consumer": "messaging_consumer_url",
 }

@@ -20,7 +20,8 @@ from chaosmessaging.clients.prometheus import candidates, scrape, select
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
-__all__ = ["metric_increased", "metric_sum", "metric_value", "snapshot_metric"]
+__all__ = ["counter_ratio_at_least", "histogram_quantile_within", "metric_increased",
+           "metric_sum", "metric_value", "snapshot_metric", "snapshot_metrics"]
 
 
 def metric_value(name: str, labels: dict = None, url: str = None, service: str = "api",
@@ -98,3 +99,138 @@ def metric_sum(name: str, labels: dict = None, urls: list = None, services: list
                     for s in (services or ["api", "dispatcher", "consumer"])]
     return float(sum(metric_value(name, labels, target, default=default, timeout=timeout)
                      for target in targets))
+
+
+def snapshot_metrics(label: str, service: str = "api", prefix: str = "", url: str = None,
+                     configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """
+    Record every sample of the service's `/metrics` (or `url`) whose name starts with `prefix`
+    in the run's facts under `label`, so `histogram_quantile_within` and
+    `counter_ratio_at_least` (with `since=label`) judge only what happened after it. Returns
+    ``{"label", "samples"}`` (how many samples were recorded).
+    """
+    url = service_url(service, url, "/metrics", configuration, secrets)
+    kept = [[name, labels, value] for name, labels, value in scrape(url, 5.0)
+            if name.startswith(prefix)]
+    runs.record(f"metrics:{label}", {"url": redact(url), "samples": kept},
+                home=home_of(configuration))
+    return {"label": label, "samples": len(kept)}
+
+
+def _since(label: str, configuration: Configuration) -> list | None:
+    fact = runs.fact(f"metrics:{label}", home=home_of(configuration))
+    return None if fact is None else [(n, dict(lb), float(v)) for n, lb, v in fact["samples"]]
+
+
+def _missing_snapshot(label: str, **figures) -> Verdict:
+    return verdict(False, f"no snapshot {label!r}: add snapshot_metrics(label={label!r}) to the "
+                   "method before the load", **figures)
+
+
+def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """Prometheus' histogram_quantile: linear interpolation inside the bucket holding rank q."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    total = buckets[-1][1]
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound  # beyond the last finite bucket: its bound is all we know
+            width = count - lower_count
+            return lower_bound + (bound - lower_bound) * ((rank - lower_count) / width if width
+                                                          else 1.0)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def histogram_quantile_within(since: str, name: str, limit: float, quantile: float = 0.95,
+                              service: str = "api", labels: dict = None, url: str = None,
+                              configuration: Configuration = None,
+                              secrets: Secrets = None) -> Verdict:
+    """
+    Verdict: the `quantile` (default p95) of histogram `name` over the observations made since
+    the snapshot `since` (see `snapshot_metrics`) is at most `limit` (in the histogram's unit,
+    e.g. seconds for auth_token_generation_latency). Computed like Prometheus'
+    histogram_quantile from the bucket counts' growth, so its precision is the bucket layout's.
+    Figures: `value`, `observations`, `limit`, `quantile`. No observation since the snapshot
+    fails. Holds before the method ran.
+    """
+    limit, quantile = float(limit), float(quantile)
+    if held := held_before_method(configuration, value=None, observations=0, limit=limit,
+                                  quantile=quantile):
+        return held
+    before = _since(since, configuration)
+    if before is None:
+        return _missing_snapshot(since, value=None, observations=0, limit=limit,
+                                 quantile=quantile)
+    url = service_url(service, url, "/metrics", configuration, secrets)
+    now = scrape(url, 5.0)
+    wanted = {k: str(v) for k, v in (labels or {}).items()}
+
+    def buckets(samples: list) -> dict[float, float]:
+        out: dict[float, float] = {}
+        for s_name, s_labels, value in samples:
+            if s_name == f"{name}_bucket" and all(s_labels.get(k) == v
+                                                  for k, v in wanted.items()):
+                bound = float(s_labels["le"])
+                out[bound] = out.get(bound, 0.0) + value
+        return out
+
+    after, start = buckets(now), buckets(before)
+    if not after:
+        return verdict(False, f"histogram {name} not found at {redact(url)}", value=None,
+                       observations=0, limit=limit, quantile=quantile)
+    grown = sorted((b, c - start.get(b, 0.0)) for b, c in after.items())
+    observations = grown[-1][1]
+    value = _quantile(grown, quantile)
+    if value is None:
+        return verdict(False, f"no {name} observation since {since!r}: the load did not reach "
+                       f"{service}", value=None, observations=0, limit=limit, quantile=quantile)
+    ok = value <= limit
+    reason = (f"{name} p{quantile * 100:g} since {since!r}: {value:.4g} over "
+              f"{observations:g} observations (limit {limit:g})")
+    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
+    return verdict(ok, reason, value=value, observations=observations, limit=limit,
+                   quantile=quantile)
+
+
+def counter_ratio_at_least(since: str, numerator: str, denominator: str, min_ratio: float,
+                           service: str = "api", url: str = None,
+                           configuration: Configuration = None,
+                           secrets: Secrets = None) -> Verdict:
+    """
+    Verdict: growth of counter `numerator` divided by growth of counter `denominator` since
+    the snapshot `since` is at least `min_ratio`, e.g. auth_login_success_total /
+    auth_login_attempts_total >= 0.999. Figures: `ratio`, `numerator_grew`,
+    `denominator_grew`, `min_ratio`. A denominator that did not grow fails. Holds before the
+    method ran.
+    """
+    min_ratio = float(min_ratio)
+    figures = {"ratio": None, "numerator_grew": None, "denominator_grew": None,
+               "min_ratio": min_ratio}
+    if held := held_before_method(configuration, **figures):
+        return held
+    before = _since(since, configuration)
+    if before is None:
+        return _missing_snapshot(since, **figures)
+    url = service_url(service, url, "/metrics", configuration, secrets)
+    now = scrape(url, 5.0)
+    grew = {}
+    for key, metric in (("numerator_grew", numerator), ("denominator_grew", denominator)):
+        current = select(now, metric, {})
+        if current is None:
+            return verdict(False, f"counter {metric} not found at {redact(url)}", **figures)
+        grew[key] = current - (select(before, metric, {}) or 0.0)
+    figures.update(grew)
+    if grew["denominator_grew"] <= 0:
+        return verdict(False, f"{denominator} did not grow since {since!r}: nothing to judge",
+                       **figures)
+    ratio = grew["numerator_grew"] / grew["denominator_grew"]
+    figures["ratio"] = ratio
+    ok = ratio >= min_ratio
+    reason = (f"{numerator} / {denominator} since {since!r}: {grew['numerator_grew']:g} / "
+              f"{grew['denominator_grew']:g} = {ratio:.5f} (need >= {min_ratio:g})")
+    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
+    return verdict(ok, reason, **figures)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from chaosmessaging.config import lookup
 from chaosmessaging.stack import servers
 from chaosmessaging.stack.control import spawn, stop_service
 from chaosmessaging.stack.health import wait_healthy, wait_ready
@@ -35,9 +36,10 @@ __all__ = ["up", "down", "ensure_up", "status", "StackError", "SERVICE_ORDER"]
 
 HOST = "127.0.0.1"
 DATABASE = "messaging"
-SERVICE_ORDER = ["redis", "postgres", "proxy", "api", "dispatcher", "consumer"]
-APP_SERVICES = ["api", "dispatcher", "consumer"]
+SERVICE_ORDER = ["redis", "postgres", "proxy", "auth", "api", "dispatcher", "consumer"]
+APP_SERVICES = ["auth", "api", "dispatcher", "consumer"]
 DEFAULT_PROXY_PORT = 8474  # Toxiproxy's default, when free
+SEED_PASSWORD_ENV = "MSGSTACK_SEED_PASSWORD"
 
 
 class StackError(RuntimeError):
@@ -66,7 +68,8 @@ def _pg_dsn(port: int, user: str = "postgres") -> str:
 # The database role each reference service connects as (created by msgstack's migration 0004):
 # never the tables' owner nor BYPASSRLS, so row-level security governs every query they make.
 # Migrations (and the extension's own probes, through the postgres record) use the owner.
-SERVICE_DB_ROLES = {"api": "msgstack_api", "dispatcher": "msgstack_pipeline",
+SERVICE_DB_ROLES = {"auth": "msgstack_auth", "api": "msgstack_api",
+                    "dispatcher": "msgstack_pipeline",
                     "consumer": "msgstack_pipeline"}
 
 
@@ -138,6 +141,25 @@ def _migrate(env: dict[str, str], log: Path) -> None:
         raise StackError(f"migrations failed (exit {proc.returncode}), see {log}:\n  {tail}")
 
 
+def _seed_users(env: dict[str, str], log: Path) -> None:
+    """Create the load-test users experiments log in as (`messaging_loadtest_*` keys).
+
+    The password reaches the seed command through its environment only: it is not in the
+    command line, in stack.json or in any log.
+    """
+    count = str(lookup("messaging_loadtest_users"))
+    prefix = str(lookup("messaging_loadtest_prefix"))
+    password = str(lookup("messaging_loadtest_password"))
+    with open(log, "ab") as out:
+        proc = subprocess.run([sys.executable, "-m", "msgstack", "seed-users", "--count", count,
+                               "--prefix", prefix, "--password-env", SEED_PASSWORD_ENV],
+                              env={**os.environ, **env, SEED_PASSWORD_ENV: password},
+                              stdout=out, stderr=subprocess.STDOUT, timeout=300)
+    if proc.returncode != 0:
+        tail = "\n  ".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise StackError(f"seeding users failed (exit {proc.returncode}), see {log}:\n  {tail}")
+
+
 def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
        proxy_port: int | None = None, progress: Callable[[str], None] | None = None) -> StackState:
     """Start the whole embedded stack and return its state (already running → returned as is)."""
@@ -160,12 +182,13 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
         for name in SERVICE_ORDER:
             if name not in records:
                 continue
-            if name == "api":
+            if name == APP_SERVICES[0]:
                 servers.create_database(HOST, records["postgres"].port, DATABASE)
                 say("applying migrations")
-                _migrate({**records["api"].env,
-                          "MSGSTACK_PG_DSN": records["postgres"].address},
-                         root / "logs" / "migrate.log")
+                owner = {**records[name].env, "MSGSTACK_PG_DSN": records["postgres"].address}
+                _migrate(owner, root / "logs" / "migrate.log")
+                say("seeding load-test users")
+                _seed_users(owner, root / "logs" / "seed.log")
             record = spawn(records[name])
             state.services[name] = record
             save_state(state)

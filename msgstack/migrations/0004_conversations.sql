@@ -1,10 +1,11 @@
 -- Conversations, participants and the row-level security that authorizes every service query
 -- (docs/architecture.md, "Authorization by row-level security").
 --
--- Two login roles, neither the tables' owner (the migrator is) nor BYPASSRLS:
+-- Three login roles, none the tables' owner (the migrator is) nor BYPASSRLS:
 --   msgstack_api       the API. Each transaction names its acting user with
 --                      set_config('app.user_id', <uuid>, true); the policies below show it only
 --                      the conversations it participates in, their participants and messages.
+--   msgstack_auth      the auth service: reads users (name -> id, password hash), nothing else.
 --   msgstack_pipeline  the dispatcher and consumer, whose work crosses users by nature (every
 --                      message goes through the outbox and the deliveries ledger). Their policies
 --                      open messages/outbox/deliveries and nothing else: no grant at all on
@@ -14,7 +15,7 @@ DO $$
 DECLARE
     name text;
 BEGIN
-    FOREACH name IN ARRAY ARRAY['msgstack_api', 'msgstack_pipeline'] LOOP
+    FOREACH name IN ARRAY ARRAY['msgstack_api', 'msgstack_auth', 'msgstack_pipeline'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = name) THEN
             BEGIN
                 EXECUTE format(
@@ -124,3 +125,5 @@ GRANT SELECT ON deliveries TO msgstack_api;
 
 GRANT SELECT ON messages TO msgstack_pipeline;
 GRANT SELECT, INSERT, UPDATE ON outbox, deliveries TO msgstack_pipeline;
+
+GRANT SELECT ON users TO msgstack_auth;

@@ -59,3 +59,41 @@ def ack_pending_without_delivery(configuration: dict = None, secrets: dict = Non
 
     asyncio.run(forget())
     return client.xack(stream, group, *ids)
+
+
+BROKEN = "broken:"
+
+
+def _users_sql(query: str, configuration: dict, secrets: dict) -> int:
+    dsn = lookup("messaging_pg_dsn", configuration, secrets)
+    prefix = lookup("messaging_loadtest_prefix", configuration, secrets)
+
+    async def go():
+        conn = await asyncpg.connect(dsn)
+        try:
+            done = await conn.execute(query, f"{prefix}-", BROKEN)
+            return int(done.split()[-1])
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def corrupt_login_passwords(configuration: dict = None, secrets: dict = None) -> int:
+    """Make every load-test user's stored hash unusable: their logins start failing (401)."""
+    return _users_sql(
+        "UPDATE users SET password_hash = $2 || password_hash WHERE "
+        "starts_with(username, $1) AND NOT starts_with(password_hash, $2)",
+        configuration,
+        secrets,
+    )
+
+
+def restore_login_passwords(configuration: dict = None, secrets: dict = None) -> int:
+    """Undo corrupt_login_passwords."""
+    return _users_sql(
+        "UPDATE users SET password_hash = substr(password_hash, length($2) + 1) "
+        "WHERE starts_with(username, $1) AND starts_with(password_hash, $2)",
+        configuration,
+        secrets,
+    )

@@ -1,5 +1,5 @@
-"""``python -m msgstack {api|auth|dispatcher|consumer|migrate|seed-users}``: one service per OS
-process (``seed-users`` and ``migrate`` run once and exit)."""
+"""``python -m msgstack {api|auth|dispatcher|consumer|gateway|migrate|seed-users}``: one service
+per OS process (``seed-users`` and ``migrate`` run once and exit)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ def main(argv: list[str]) -> int:
         return 0
     if service == "seed-users":
         return _seed(settings, argv[1:])
+
+    if service == "gateway":
+        from msgstack import gateway
+
+        asyncio.run(gateway.run(settings))
+        return 0
 
     from msgstack.service import build_app, serve
 

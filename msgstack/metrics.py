@@ -152,3 +152,35 @@ REDIS_POOL_MAX = Gauge(
     "redis_pool_max_connections",
     "Most Redis connections this process may open (MSGSTACK_REDIS_POOL_MAX)",
 )
+
+# WebSocket gateway (msgstack/gateway.py)
+WS_CONNECT = Counter("ws_connect_total", "WebSocket connections accepted (after authentication)")
+WS_CLOSE = Counter(
+    "ws_close_total",
+    "WebSocket connections ended, by close code (the server's when it closed first, else the "
+    "client's; 1006 when the connection dropped without a close frame)",
+    ["code"],
+)
+WS_CONNECTIONS = Gauge("ws_connections", "WebSocket connections open right now")
+WS_FRAMES_SENT = Counter("ws_frame_sent_total", "Message frames written to WebSockets")
+WS_OVERLOAD = Counter(
+    "ws_overload_total", "Sockets closed with 1013 because their bounded send queue was full"
+)
+WS_HEARTBEAT_TERMINATE = Counter(
+    "ws_heartbeat_terminate_total", "Sockets terminated because they missed a heartbeat (ping)"
+)
+WS_AUTH_REFUSED = Counter(
+    "ws_auth_refused_total",
+    "WebSocket upgrades refused before the handshake (missing/invalid token: 401; redis: 503)",
+    ["reason"],
+)
+WS_MALFORMED = Counter(
+    "ws_malformed_frames_total", "Client frames that were not a JSON ping (socket closed 1003)"
+)
+WS_RESUME = Counter("ws_resume_total", "Connections that resumed after a seq")
+WS_RESUME_FRAMES = Counter("ws_resume_frames_total", "Frames sent while resuming (missed ones)")
+WS_E2E_LATENCY = Histogram(
+    "ws_delivery_latency_seconds",
+    "Accepted by the API -> frame written to the socket (live frames)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)

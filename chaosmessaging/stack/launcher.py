@@ -37,8 +37,9 @@ __all__ = ["up", "down", "ensure_up", "status", "StackError", "SERVICE_ORDER"]
 
 HOST = "127.0.0.1"
 DATABASE = "messaging"
-SERVICE_ORDER = ["redis", "postgres", "proxy", "auth", "api", "dispatcher", "consumer"]
-APP_SERVICES = ["auth", "api", "dispatcher", "consumer"]
+SERVICE_ORDER = ["redis", "postgres", "proxy", "auth", "api", "dispatcher", "consumer",
+                 "gateway"]
+APP_SERVICES = ["auth", "api", "dispatcher", "consumer", "gateway"]
 DEFAULT_PROXY_PORT = 8474  # Toxiproxy's default, when free
 SEED_PASSWORD_ENV = "MSGSTACK_SEED_PASSWORD"
 
@@ -71,7 +72,8 @@ def _pg_dsn(port: int, user: str = "postgres") -> str:
 # Migrations (and the extension's own probes, through the postgres record) use the owner.
 SERVICE_DB_ROLES = {"auth": "msgstack_auth", "api": "msgstack_api",
                     "dispatcher": "msgstack_pipeline",
-                    "consumer": "msgstack_pipeline"}
+                    "consumer": "msgstack_pipeline",
+                    "gateway": "msgstack_gateway"}
 
 
 def _plan(home: Path, with_proxy: bool, proxy_port: int | None) -> dict[str, ServiceRecord]:

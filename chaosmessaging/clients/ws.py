@@ -102,6 +102,7 @@ class Device:
     connected: asyncio.Event | None = None
     frames: int = 0
     closes: list[dict] = field(default_factory=list)
+    ws: object = None
 
     def __post_init__(self) -> None:
         self.name = self.name or f"{self.user}/d{self.number}"
@@ -159,6 +160,11 @@ class Fleet:
             await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
             self.ready.set()
             await self.stopping.wait()
+            # a normal goodbye (1000) from every device, then end the tasks
+            await asyncio.gather(
+                *(d.ws.close(1000, "client done") for d in self.devices if d.ws is not None),
+                return_exceptions=True,
+            )
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -186,6 +192,7 @@ class Fleet:
                     max_size=2**22,
                     max_queue=None,
                 ) as ws:
+                    d.ws = ws
                     attempt = 0
                     now = time.time()
                     self._write({"kind": "open", "device": d.name, "t": now, "after": d.last_seq})

@@ -69,6 +69,7 @@ def websocket_delivery(
     max_corrupted: int = 0,
     max_disconnects: int = 0,
     max_reconnect_s: float = None,
+    min_reconnects: int = 0,
     min_messages: int = 1,
     dsn: str = None,
     configuration: Configuration = None,
@@ -80,8 +81,9 @@ def websocket_delivery(
     conversations must reach every device of every member exactly once, byte-exact, never
     another user's device, with the p95 of accepted -> received within `p95_ms` (and at most
     `max_late` frames over `late_ms`, when given). At most `max_disconnects` sockets may be
-    closed by the server or the network, and each device must be back within `max_reconnect_s`
-    (when given). Fewer than `min_messages` acknowledged messages is a failure (no evidence).
+    closed by the server or the network, each device must be back within `max_reconnect_s`
+    (when given), and at least `min_reconnects` reconnections must have happened (proof that a
+    fault really cut the sockets). Fewer than `min_messages` acknowledged messages is a failure (no evidence).
     Figures: acknowledged, expected, received, lost, duplicated, leaked, corrupted, late,
     latency p50/p95/p99 ms, disconnects, reconnects, max reconnect seconds, examples by id.
     """
@@ -163,6 +165,11 @@ def websocket_delivery(
         problems.append(
             f"{len(disconnects)} sockets closed by the server or the network (max "
             f"{max_disconnects}), codes {close_codes}"
+        )
+    if len(reconnects) < int(min_reconnects):
+        problems.append(
+            f"only {len(reconnects)} reconnections (need {min_reconnects}): the fault did not "
+            "cut the sockets"
         )
     if (
         max_reconnect_s is not None

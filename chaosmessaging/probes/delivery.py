@@ -35,7 +35,7 @@ from chaosmessaging.config import lookup
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
-__all__ = ["websocket_delivery", "foreign_reads_denied"]
+__all__ = ["websocket_delivery", "foreign_reads_denied", "frames_steady"]
 
 EXAMPLES = 5
 
@@ -83,9 +83,10 @@ def websocket_delivery(
     `max_late` frames over `late_ms`, when given). At most `max_disconnects` sockets may be
     closed by the server or the network, each device must be back within `max_reconnect_s`
     (when given), and at least `min_reconnects` reconnections must have happened (proof that a
-    fault really cut the sockets). Fewer than `min_messages` acknowledged messages is a failure (no evidence).
-    Figures: acknowledged, expected, received, lost, duplicated, leaked, corrupted, late,
-    latency p50/p95/p99 ms, disconnects, reconnects, max reconnect seconds, examples by id.
+    fault really cut the sockets). Fewer than `min_messages` acknowledged messages is a failure
+    (no evidence). Figures: acknowledged, expected, received, lost, duplicated, leaked,
+    corrupted, late, latency p50/p95/p99 ms, disconnects, reconnects, max reconnect seconds,
+    examples by id.
     """
     if held := held_before_method(configuration):
         return held
@@ -289,3 +290,51 @@ def foreign_reads_denied(
             **figures,
         )
     return verdict(True, f"all {len(pairs)} non-participant reads answered 403", **figures)
+
+
+def frames_steady(
+    label: str = "ws",
+    windows: int = 5,
+    max_deviation_pct: float = 50.0,
+    min_frames: int = 10,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
+    """
+    Verdict: the devices `label` received frames at a steady rate (frames sent grow linearly):
+    the time from their first to their last frame is cut into `windows` equal windows and the
+    frames received in each stay within `max_deviation_pct` % of the mean per window (a stalled
+    gateway shows an empty window, a burst after a stall a full one). Fewer than `min_frames`
+    frames fails (no evidence). Figures: per-window counts, mean, worst deviation %.
+    """
+    if held := held_before_method(configuration):
+        return held
+    windows = int(windows)
+    if windows < 2:
+        raise ActivityFailed("windows must be 2 or more")
+    times = sorted(
+        f["received_at"] for f in read_frames(label, home_of(configuration)) if f["kind"] == "frame"
+    )
+    if len(times) < int(min_frames):
+        return verdict(
+            False, f"only {len(times)} frames (need {min_frames}): no evidence", frames=len(times)
+        )
+    start, span = times[0], max(times[-1] - times[0], 1e-9)
+    counts = [0] * windows
+    for t in times:
+        counts[min(windows - 1, int((t - start) / span * windows))] += 1
+    mean = len(times) / windows
+    worst = max(abs(c - mean) / mean * 100 for c in counts)
+    figures = dict(
+        frames=len(times),
+        seconds=round(span, 3),
+        counts=counts,
+        mean=round(mean, 2),
+        worst_deviation_pct=round(worst, 1),
+    )
+    ok = worst <= float(max_deviation_pct)
+    reason = (
+        f"frames per window {counts} (mean {mean:.1f}): worst deviation {worst:.0f}% "
+        f"(max {float(max_deviation_pct):g}%)"
+    )
+    return verdict(ok, reason, **figures)

@@ -94,10 +94,24 @@ def lookup(key: str, configuration: Configuration = None, secrets: Secrets = Non
         "or start the embedded stack with `chaosmessaging stack up`")
 
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@",
-                          re.IGNORECASE)
+# scheme://userinfo@ — userinfo runs to the LAST "@" of the address (a password may hold "@",
+# ":", "/" or percent-escapes; over-hiding a query's "@" is the safe side of the trade).
+_URL_USERINFO = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^\s'\"<>]*)@(?=[^@\s'\"<>/]*(?:[/?#\s'\"<>]|$))",
+    re.IGNORECASE)
+# libpq key=value DSNs and query parameters: password=..., pass=..., token=...
+_PASSWORD_PARAM = re.compile(r"(?P<key>\b(?:password|passwd|pass|pwd|token|secret)\s*=\s*)"
+                             r"(?P<value>'[^']*'|[^\s&;,'\"]+)", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    """Hide passwords embedded in URLs/DSNs (``postgresql://u:secret@h`` -> ``u:***@h``)."""
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))
+    """Hide passwords in URLs/DSNs of any scheme (``postgresql://u:secret@h`` -> ``u:***@h``,
+    ``redis://:pw@h`` -> ``:***@h``) and in ``password=...`` parameters, whatever characters the
+    password holds (``@ : / %`` and percent-escapes included)."""
+
+    def userinfo(match: re.Match) -> str:
+        user, sep, _ = match["userinfo"].partition(":")
+        return f"{match['scheme']}{user}:***@" if sep else match[0]
+
+    return _PASSWORD_PARAM.sub(lambda m: f"{m['key']}***",
+                               _URL_USERINFO.sub(userinfo, str(text)))

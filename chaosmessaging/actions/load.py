@@ -19,7 +19,6 @@ and the probes find "this run's load" when no path is given.
 """
 
 
-import ipaddress
 import json
 import math
 import os
@@ -30,17 +29,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import psutil
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging import faults, runs
+from chaosmessaging import faults, runs, targets
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.resources import bundled
-from chaosmessaging.util import home_of, same_process, stack_home
+from chaosmessaging.util import home_of, same_process, stack_home, tail
 
 __all__ = ["start_load", "wait_for_load", "stop_load"]
 
@@ -75,23 +73,13 @@ def _seconds(duration: str | int | float) -> float:
     return sum(float(n) * scale[u] for n, u in parts)
 
 
-def _check_target(url: str, allow_hosts: list[str] | str | None) -> None:
-    host = urlparse(url).hostname
-    if not host:
-        raise ActivityFailed(f"messaging_api_url {redact(url)!r} is not an http(s) URL")
-    if isinstance(allow_hosts, str):
-        allow_hosts = [h.strip() for h in allow_hosts.split(",") if h.strip()]
-    if host in (allow_hosts or []):
-        return
-    if host == "localhost":
-        return
+def _whole(value, name: str) -> int:
     try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
-    raise ActivityFailed(f"refusing to load {host}: load only targets loopback unless the host is "
-                         "listed in the allow_hosts argument (safety rule)")
+        if isinstance(value, bool) or float(value) != int(float(value)):
+            raise ValueError
+        return int(float(value))
+    except (TypeError, ValueError):
+        raise ActivityFailed(f"{name} must be a whole number, got {value!r}") from None
 
 
 def _resolve_script(script: str) -> Path:
@@ -132,13 +120,22 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     Returns ``{"pid", "run_id", "summary_path", "log_path", "duration_s"}``.
     """
     url = lookup("messaging_api_url", configuration, secrets, value=api_url)
-    _check_target(url, allow_hosts)
+    scope = {**(configuration or {}), **({"allow_hosts": allow_hosts} if allow_hosts else {})}
+    targets.check(url, "messaging_api_url", scope, secrets)
+    if rate is not None and (_whole(rate, "rate") <= 0):
+        raise ActivityFailed(f"rate must be a whole number of requests per second above 0, got "
+                             f"{rate!r}")
     if total_messages is not None:
         if not rate:
             raise ActivityFailed("total_messages needs a rate (messages per second)")
+        if _whole(total_messages, "total_messages") <= 0:
+            raise ActivityFailed(f"total_messages must be above 0, got {total_messages!r}")
         duration = f"{math.ceil(int(total_messages) / int(rate))}s"
-    duration = duration or "30s"
+    duration = "30s" if duration is None else duration
     seconds = _seconds(duration)
+    if seconds <= 0:
+        raise ActivityFailed(f"duration must be above 0 (seconds or a k6 duration such as '30s'), "
+                             f"got {duration!r}")
     if seconds > _seconds(max_duration):
         raise ActivityFailed(f"duration {duration} exceeds max_duration {max_duration}; shorten "
                              "the load or raise max_duration explicitly")
@@ -261,13 +258,6 @@ def _finish(info: dict, exit_code: int | None, home: str | None) -> dict:
             "summary": figures}
 
 
-def _log_tail(info: dict, lines: int = 15) -> str:
-    path = info.get("log_path")
-    if not path or not Path(path).exists():
-        return ""
-    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-
-
 PROGRESS_EVERY_S = 15.0
 
 
@@ -309,7 +299,7 @@ def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
     result = _finish(info, code, home)
     if code not in (None, 0, THRESHOLDS_FAILED):
         raise ActivityFailed(f"k6 failed with exit code {code} (see {info.get('log_path')}):\n"
-                             f"{_log_tail(info)}")
+                             f"{tail(info.get('log_path'))}")
     logger.info(f"load {result['run_id']} ended (exit {code}): {result['summary']}")
     return result
 

@@ -65,6 +65,10 @@ def add_latency(proxy: str, latency_ms: int, jitter_ms: int = 0, stream: str = "
                 url: str = None, configuration: Configuration = None,
                 secrets: Secrets = None) -> dict:
     """Add `latency_ms` (± `jitter_ms`) to every chunk of data on one direction of a proxy."""
+    for name, value in (("latency_ms", latency_ms), ("jitter_ms", jitter_ms)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ActivityFailed(f"{name} must be a non-negative number of milliseconds, got "
+                                 f"{value!r}")
     return add_toxic(proxy, "latency", {"latency": latency_ms, "jitter": jitter_ms}, stream,
                      name=f"latency_{stream}", url=url, configuration=configuration,
                      secrets=secrets)

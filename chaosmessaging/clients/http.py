@@ -6,6 +6,7 @@ import httpx
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
+from chaosmessaging import targets
 from chaosmessaging.config import lookup, redact
 
 __all__ = ["STACK_HINT", "SERVICE_URL_KEYS", "service_url", "http_get"]
@@ -23,9 +24,10 @@ SERVICE_URL_KEYS = {
 
 def service_url(service: str, url: str, path: str, configuration: Configuration = None,
                 secrets: Secrets = None) -> str:
-    """`url` as given, else `<base URL of service><path>` from configuration."""
+    """`url` as given, else `<base URL of service><path>` from configuration; either way a
+    host outside loopback and `allow_hosts` is refused (`chaosmessaging.targets`)."""
     if url:
-        return url
+        return targets.check(url, f"URL of {service}", configuration, secrets)
     key = SERVICE_URL_KEYS.get(service)
     if key is None:
         raise ActivityFailed(f"unknown service '{service}': use one of "
@@ -33,6 +35,7 @@ def service_url(service: str, url: str, path: str, configuration: Configuration 
     base = str(lookup(key, configuration, secrets))
     if "://" not in base:
         base = f"http://{base}"
+    targets.check(base, key, configuration, secrets)
     return base.rstrip("/") + path
 
 

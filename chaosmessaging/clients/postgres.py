@@ -14,6 +14,7 @@ import asyncpg
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
+from chaosmessaging import targets
 from chaosmessaging.clients.http import STACK_HINT
 from chaosmessaging.config import lookup, redact
 
@@ -25,6 +26,7 @@ def pg_fetch(sql: str, args: Sequence[Any] = (), dsn: str = None,
              timeout: float = 10.0) -> list[asyncpg.Record]:
     """Run one read-only query on `dsn` (or `messaging_pg_dsn`) and return its rows."""
     dsn = lookup("messaging_pg_dsn", configuration, secrets, dsn)
+    targets.check(dsn, "messaging_pg_dsn", configuration, secrets)
     return asyncio.run(_pg_fetch(dsn, sql, tuple(args), timeout))
 
 

@@ -13,7 +13,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging import runs
+from chaosmessaging import runs, targets
 from chaosmessaging.clients.http import STACK_HINT
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.util import home_of
@@ -26,6 +26,7 @@ def redis_client(url: str = None, configuration: Configuration = None,
                  secrets: Secrets = None) -> tuple[redis.Redis, str]:
     """A sync redis-py client for `url` (or `messaging_redis_url`) and the URL it uses."""
     url = lookup("messaging_redis_url", configuration, secrets, url)
+    targets.check(url, "messaging_redis_url", configuration, secrets)
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10,
                                       decode_responses=True)

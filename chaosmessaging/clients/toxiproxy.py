@@ -12,13 +12,17 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from toxiproxy import Toxiproxy
 
+from chaosmessaging import targets
 from chaosmessaging.config import lookup, redact
 
 __all__ = ["api_url", "server", "proxy"]
 
 
 def api_url(configuration: Configuration, secrets: Secrets, url: str | None) -> str:
-    return lookup("toxiproxy_url", configuration, secrets, url)
+    """The Toxiproxy API address (argument, configuration, env, embedded stack, default),
+    refused outside loopback and `allow_hosts`."""
+    found = lookup("toxiproxy_url", configuration, secrets, url)
+    return targets.check(found, "toxiproxy_url", configuration, secrets)
 
 
 def server(api_url: str) -> Toxiproxy:

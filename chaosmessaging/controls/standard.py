@@ -1,5 +1,7 @@
-"""The control every experiment of this project declares: the three below, in this order.
+"""The control every experiment of this project declares: the four below, in this order.
 
+- `chaosmessaging.controls.validation`: the experiment's values and targets are checked before
+  anything happens (a bad value is a configuration error, never a deviation);
 - `chaosmessaging.controls.stack`: bring the embedded stack up when the experiment targets it;
 - `chaosmessaging.controls.safety`: revert every recorded fault on any outcome, stop the method
   at once on SIGINT/SIGTERM;
@@ -22,13 +24,13 @@ from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging.controls import safety, stack, verdict
+from chaosmessaging.controls import safety, stack, validation, verdict
 
 __all__ = ["configure_control", "before_experiment_control", "after_experiment_control",
            "before_activity_control", "after_activity_control", "before_rollback_control",
            "cleanup_control"]
 
-BUNDLED: tuple[ModuleType, ...] = (stack, safety, verdict)
+BUNDLED: tuple[ModuleType, ...] = (validation, stack, safety, verdict)
 
 
 def _call(hook: str, **arguments: Any) -> None:

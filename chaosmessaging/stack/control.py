@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
 
 from chaosmessaging.stack.health import wait_healthy
 from chaosmessaging.stack.state import ServiceRecord, StackState, load_state, save_state
+from chaosmessaging.util import poll
 
 __all__ = ["stop_service", "start_service", "restart_service", "spawn", "signal_number"]
 
@@ -87,15 +87,13 @@ def stop_service(name: str, sig: str | int = "SIGTERM", home: str | None = None,
     _signal_group(record, signum)
     if signum in (signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP, signal.SIGHUP):
         return record
-    deadline = time.monotonic() + timeout
-    while record.alive() and time.monotonic() < deadline:
+    def gone() -> bool:
         _reap(pid)
-        time.sleep(0.05)
-    if record.alive():
+        return not record.alive()
+
+    if not poll(gone, timeout, 0.05):
         _signal_group(record, signal.SIGKILL)
-        while record.alive():
-            _reap(pid)
-            time.sleep(0.05)
+        poll(gone, 30.0, 0.05)
     _reap(pid)
     record.pid = None
     save_state(state)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 import httpx
 
 from chaosmessaging.stack.servers import ServerError, postgres_bin_dir, wait_for_port
 from chaosmessaging.stack.state import ServiceRecord
+from chaosmessaging.util import poll, tail
 
 __all__ = ["wait_healthy", "is_healthy", "wait_ready"]
 
@@ -36,21 +36,10 @@ def is_healthy(record: ServiceRecord) -> bool:
 
 def wait_healthy(record: ServiceRecord, timeout: float = 30.0) -> None:
     """Poll until `record` is healthy; raise ServerError with its log tail if it dies or hangs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if is_healthy(record):
-            return
-        if not record.alive():
-            break
-        time.sleep(0.1)
-    tail = ""
-    try:
-        with open(record.log, errors="replace") as f:
-            tail = "\n  ".join(f.read().splitlines()[-15:])
-    except OSError:
-        pass
+    if poll(lambda: is_healthy(record) or not record.alive(), timeout) and is_healthy(record):
+        return
     state = "exited" if not record.alive() else f"not healthy within {timeout:.0f}s"
-    raise ServerError(f"service {record.name} {state} (log {record.log}):\n  {tail}")
+    raise ServerError(f"service {record.name} {state} (log {record.log}):\n  {tail(record.log)}")
 
 
 def wait_ready(record: ServiceRecord, timeout: float = 60.0) -> None:
@@ -60,16 +49,18 @@ def wait_ready(record: ServiceRecord, timeout: float = 60.0) -> None:
     PostgreSQL or Redis yet would fail the first steady-state probe."""
     if record.ready is None:
         return
-    deadline = time.monotonic() + timeout
     last = "no answer"
     url = f"http://{record.host}:{record.port}{record.ready}"
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
+        nonlocal last
         try:
             answer = httpx.get(url, timeout=2.0)
-            if answer.status_code == 200:
-                return
-            last = f"{answer.status_code} {answer.text[:200]}"
         except httpx.HTTPError as error:
             last = str(error)
-        time.sleep(0.2)
-    raise ServerError(f"service {record.name} not ready within {timeout:.0f}s: {last}")
+            return False
+        last = f"{answer.status_code} {answer.text[:200]}"
+        return answer.status_code == 200
+
+    if not poll(ready, timeout, 0.2):
+        raise ServerError(f"service {record.name} not ready within {timeout:.0f}s: {last}")

@@ -31,6 +31,7 @@ from chaosmessaging.stack.state import (
     stack_home,
     state_path,
 )
+from chaosmessaging.util import tail
 
 __all__ = ["up", "down", "ensure_up", "status", "StackError", "SERVICE_ORDER"]
 
@@ -137,8 +138,7 @@ def _migrate(env: dict[str, str], log: Path) -> None:
                               env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
                               timeout=120)
     if proc.returncode != 0:
-        tail = "\n  ".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise StackError(f"migrations failed (exit {proc.returncode}), see {log}:\n  {tail}")
+        raise StackError(f"migrations failed (exit {proc.returncode}), see {log}:\n  {tail(log)}")
 
 
 def _seed_users(env: dict[str, str], log: Path) -> None:

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from chaosmessaging.util import tail
 
 __all__ = [
     "ServerError",
@@ -69,11 +70,9 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0, proc: subprocess.
                       f"{_log_tail(log)}")
 
 
-def _log_tail(log: Path | None, lines: int = 15) -> str:
-    if log is None or not log.exists():
-        return ""
-    tail = log.read_text(errors="replace").splitlines()[-lines:]
-    return f"; last lines of {log}:\n  " + "\n  ".join(tail)
+def _log_tail(log: Path | None) -> str:
+    lines = tail(log)
+    return f"; last lines of {log}:\n  {lines}" if lines else ""
 
 
 def redis_server_binary() -> str:

@@ -153,7 +153,7 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     values = {"API_URL": url, "RUN_ID": run_id, "DURATION": f"{seconds:g}s"}
     auth_url = lookup("messaging_auth_url", configuration, secrets, required=False)
     if auth_url:
-        _check_target(auth_url, allow_hosts)
+        targets.check(auth_url, "messaging_auth_url", scope, secrets)
         values["AUTH_URL"] = auth_url
     values["LOGIN_PREFIX"] = str(lookup("messaging_loadtest_prefix", configuration, secrets))
     values["LOGIN_USERS"] = str(lookup("messaging_loadtest_users", configuration, secrets))

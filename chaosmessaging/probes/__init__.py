@@ -11,6 +11,10 @@
 - `dead_letters`: growth of the dead-letter stream during a run
 - `trends`: verdicts over sampled series (maximum throughout, memory growth first vs last window)
 - `toxiproxy`: which network faults are in force
+- `authorization`: unauthorized reads refused (no leak) and stale updates conflicting, from a
+  load's own counts and the API's metrics
+- `cache`: the participant cache's hit ratio, its recovery after participant changes, and stale
+  reads judged per request after a removal
 
 Probes never change the system they look at and never import the reference stack or the actions:
 they talk to any platform over its network interfaces through `chaosmessaging.clients`, with

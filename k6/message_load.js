@@ -8,12 +8,15 @@
 // LOGIN_SESSIONS users in through AUTH_URL, or TOKEN is used as is; a 401 logs in again).
 // Only participants may post: a VU that gets 403 (it logged in again as another user after its
 // token vanished) creates a conversation of its own and posts there from then on.
-// Every client_msg_id starts with "<RUN_ID>:" so accounting can select this run's messages.
+// Every client_msg_id starts with "<RUN_ID>:" so accounting can select this run's messages; with
+// DIGEST=1 it ends with ".<sha256 of the payload>" (probes.accounting.payloads_intact).
+// server_errors counts answers that are neither success nor a 4xx nor 503, and failed requests
+// (status 0): what a service must never give, even while its dependencies are down.
 import http from "k6/http";
 import { check } from "k6";
 import { Counter } from "k6/metrics";
 import { config, thresholds } from "./lib/config.js";
-import { randomBase64, randomHex } from "./lib/payload.js";
+import { randomHex, randomPayload } from "./lib/payload.js";
 import { bearer, setupTokens, withAuth } from "./lib/auth.js";
 import { createConversationRequest, setupConversations } from "./lib/conversations.js";
 
@@ -34,6 +37,8 @@ export const options = {
 
 const accepted = new Counter("messages_accepted");
 const rejected = new Counter("messages_rejected");
+const serverErrors = new Counter("server_errors");
+const digest = __ENV.DIGEST === "1";
 
 export function setup() {
   const tokens = setupTokens();
@@ -45,10 +50,12 @@ export function setup() {
 let vuConversation = null;
 
 function post(data, conversationId) {
+  const payload = randomPayload(config.payloadBytes);
+  const suffix = digest ? `.${payload.sha256}` : "";
   const body = JSON.stringify({
     conversation_id: conversationId,
-    client_msg_id: `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}`,
-    ciphertext: randomBase64(config.payloadBytes),
+    client_msg_id: `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}${suffix}`,
+    ciphertext: payload.base64,
   });
   return withAuth(data.tokens, (authorization) =>
     http.post(`${config.apiUrl}/v1/messages`, body, {
@@ -70,5 +77,6 @@ export default function (data) {
   }
   if (res.status === 202) accepted.add(1);
   else if (res.status < 200 || res.status >= 300) rejected.add(1);
+  if (res.status === 0 || (res.status >= 500 && res.status !== 503)) serverErrors.add(1);
   check(res, { "message accepted (202)": (r) => r.status === 202 });
 }

@@ -5,7 +5,8 @@
 // MAX_ERROR_RATE (thresholds on the login requests), MAX_DROPPED_RATE (fraction of the planned
 // logins k6 may fail to start for lack of VUs: the rate must really be offered);
 // LOGIN_PASSWORD in the process environment.
-// Custom metrics: logins_ok / logins_failed (counters), login_success (rate).
+// Custom metrics: logins_ok / logins_failed (counters), login_success (rate), server_errors
+// (answers 5xx other than 503, or no answer: never acceptable, even during an outage).
 import { check } from "k6";
 import { Counter, Rate } from "k6/metrics";
 import { config, envFloat, thresholds } from "./lib/config.js";
@@ -47,6 +48,7 @@ export const options = {
 const ok = new Counter("logins_ok");
 const failed = new Counter("logins_failed");
 const success = new Rate("login_success");
+const serverErrors = new Counter("server_errors");
 
 export default function () {
   const res = loginRequest(username(__VU * 7919 + __ITER));
@@ -54,5 +56,6 @@ export default function () {
   if (good) ok.add(1);
   else failed.add(1);
   success.add(good);
+  if (res.status === 0 || (res.status >= 500 && res.status !== 503)) serverErrors.add(1);
   check(res, { "login succeeded (200 with a token)": () => good });
 }

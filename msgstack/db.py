@@ -42,6 +42,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.TooManyConnectionsError,
     asyncpg.exceptions.CrashShutdownError,
+    # asyncpg's protocol state machine, when the server vanishes mid-operation ("cannot switch
+    # to state 15; another operation is in progress"): the connection is broken, not the work.
+    # Found by plan T11 (cascading_failure): it killed the dispatcher's worker when PostgreSQL
+    # was SIGKILLed.
+    asyncpg.InternalClientError,
     # Not migrated yet: wait for `msgstack migrate` like for an outage rather than give up on work.
     asyncpg.UndefinedTableError,
 )

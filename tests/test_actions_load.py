@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,12 +21,20 @@ from chaosmessaging import faults, runs
 from chaosmessaging.actions import load
 
 
+TOKEN = "t" * 43
+
+
 class _Messages(ThreadingHTTPServer):
+    """Stands in for the API and the auth service (login answers one fixed token)."""
+
     daemon_threads = True
 
     def __init__(self, status: int) -> None:
         self.status = status
         self.bodies: list[dict] = []
+        self.conversations: list[str] = []
+        self.logins: list[str] = []
+        self.authorizations: set[str | None] = set()
         super().__init__(("127.0.0.1", 0), _Handler)
 
     @property
@@ -41,16 +50,35 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/v1/auth/login":  # message_load.js logs in during setup()
+            self.server.logins.append(json.loads(body)["username"])
+            return self._json(200, {"token": TOKEN, "token_type": "Bearer",
+                                    "user_id": str(uuid.uuid4())})
+        if self.path == "/v1/conversations":  # ... and creates the conversations it posts into
+            conversation = str(uuid.uuid4())
+            self.server.conversations.append(conversation)
+            return self._json(201, {"id": conversation})
         if self.path == "/v1/messages":
             self.server.bodies.append(json.loads(body))
+            self.server.authorizations.add(self.headers.get("Authorization"))
         self.send_response(self.server.status)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def _json(self, status: int, doc: dict) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-def _serve(status: int):
+
+def _serve(status: int, monkeypatch=None):
     server = _Messages(status)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    if monkeypatch is not None:
+        monkeypatch.setenv("CHAOSMESSAGING_AUTH_URL", server.url)
     return server
 
 
@@ -63,7 +91,7 @@ def _own_run_id(monkeypatch):
 @pytest.fixture
 def api_202(monkeypatch, tmp_path):
     monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path / "home"))
-    server = _serve(202)
+    server = _serve(202, monkeypatch)
     yield server
     server.shutdown()
     server.server_close()
@@ -85,14 +113,18 @@ def test_k6_load_sends_tagged_messages_and_reports_the_summary(api_202, tmp_path
     ids = {b["client_msg_id"] for b in api_202.bodies}
     assert len(ids) == len(api_202.bodies) and all(i.startswith("t1:") for i in ids)
     assert all(len(base64.b64decode(b["ciphertext"])) == 1024 for b in api_202.bodies)
-    assert len({b["conversation_id"] for b in api_202.bodies}) == len(api_202.bodies)
+    # each VU posts into a conversation its user created in setup()
+    assert {b["conversation_id"] for b in api_202.bodies} <= set(api_202.conversations)
     assert faults.active() == []
     assert (tmp_path / "s" / "sum.log").exists()
+    # logged in during setup() as the load-test users, then sent the token with every message
+    assert api_202.logins and all(u.startswith("loadtest-") for u in api_202.logins)
+    assert api_202.authorizations == {f"Bearer {TOKEN}"}
 
 
 def test_k6_failed_thresholds_are_reported_not_raised(monkeypatch, tmp_path):
     monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path))
-    server = _serve(503)
+    server = _serve(503, monkeypatch)
     try:
         started = load.start_load("message_load.js", rate=10, total_messages=20,
                                   api_url=server.url, env={"MAX_ERROR_RATE": 0.1,

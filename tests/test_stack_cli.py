@@ -14,6 +14,7 @@ import httpx
 import psutil
 import pytest
 
+from chaosmessaging.config import DEFAULT_LOADTEST_PASSWORD
 from chaosmessaging.stack.servers import free_port
 
 CLI = [sys.executable, "-m", "chaosmessaging.cli"]
@@ -40,10 +41,19 @@ def _status(home: Path) -> dict:
     return {e["name"]: e for e in json.loads(_cli(home, "stack", "status", "--json").stdout)}
 
 
-def _post(api: str, client_id: str) -> httpx.Response:
+def _token(home: Path) -> dict:
+    """Log in as a load-test user `stack up` seeded (default password)."""
+    auth = _status(home)["auth"]["address"]
+    answer = httpx.post(f"{auth}/v1/auth/login", timeout=10, json={
+        "username": "loadtest-0", "password": DEFAULT_LOADTEST_PASSWORD})
+    assert answer.status_code == 200, answer.text
+    return {"Authorization": f"Bearer {answer.json()['token']}"}
+
+
+def _post(api: str, client_id: str, headers: dict) -> httpx.Response:
     body = {"conversation_id": str(uuid.uuid4()), "client_msg_id": client_id,
             "ciphertext": base64.b64encode(os.urandom(1024)).decode()}
-    return httpx.post(f"{api}/v1/messages", json=body, timeout=5)
+    return httpx.post(f"{api}/v1/messages", json=body, timeout=5, headers=headers)
 
 
 def _metric(url: str, name: str) -> float:
@@ -55,7 +65,7 @@ def _metric(url: str, name: str) -> float:
 
 def test_status_reports_every_service_alive_on_private_ports(stack_home):
     status = _status(stack_home)
-    assert set(status) == {"redis", "postgres", "proxy", "api", "dispatcher", "consumer"}
+    assert set(status) == {"redis", "postgres", "proxy", "auth", "api", "dispatcher", "consumer"}
     assert all(e["alive"] and e["pid"] for e in status.values())
     assert ":6379/" not in status["redis"]["address"]
     assert ":5432/" not in status["postgres"]["address"]
@@ -65,12 +75,14 @@ def test_posted_message_is_delivered_and_counted_in_metrics(stack_home):
     status = _status(stack_home)
     api, consumer = status["api"]["address"], status["consumer"]["address"]
     before = _metric(consumer, "messaging_consumer_delivered_total")
-    answer = _post(api, f"cli-{uuid.uuid4()}")
+    headers = _token(stack_home)
+    answer = _post(api, f"cli-{uuid.uuid4()}", headers)
     assert answer.status_code == 202
     message_id = answer.json()["id"]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if httpx.get(f"{api}/v1/messages/{message_id}", timeout=5).json().get("delivered"):
+        if httpx.get(f"{api}/v1/messages/{message_id}", timeout=5,
+                     headers=headers).json().get("delivered"):
             break
         time.sleep(0.2)
     else:
@@ -86,7 +98,8 @@ def test_stop_and_restart_one_service(stack_home):
     _cli(stack_home, "stack", "restart", "api")
     status = _status(stack_home)
     assert status["consumer"]["alive"] and status["consumer"]["pid"] != old
-    assert _post(status["api"]["address"], f"cli-{uuid.uuid4()}").status_code == 202
+    assert _post(status["api"]["address"], f"cli-{uuid.uuid4()}",
+                 _token(stack_home)).status_code == 202
 
 
 def _status_allow_down(home: Path) -> dict:

@@ -3,14 +3,20 @@
 - `redis`: streams, the consumer group's pending entries list (PEL), lag, dead letters
 - `postgres`: the outbox (backlog, parked rows, oldest undispatched) and read-only SQL
 - `http`: readiness of a service (`/readyz`, which dependency is degraded)
+- `availability`: services watched through dependency outages (only 200/503, the degraded
+  dependency named, recovery time, same processes throughout)
 - `metrics`: Prometheus values, snapshots and growth
 - `k6`: the summaries a load wrote (thresholds, figures)
-- `accounting`: the zero-loss proof of a run (every acknowledged message delivered once) and
-  delivery latency
+- `accounting`: the zero-loss proof of a run (every acknowledged message delivered once),
+  payload integrity (SHA-256) and delivery latency
 - `recovery`: marks, entries pending at a fault, recovery time after it
 - `dead_letters`: growth of the dead-letter stream during a run
 - `trends`: verdicts over sampled series (maximum throughout, memory growth first vs last window)
 - `toxiproxy`: which network faults are in force
+- `authorization`: unauthorized reads refused (no leak) and stale updates conflicting, from a
+  load's own counts and the API's metrics
+- `cache`: the participant cache's hit ratio, its recovery after participant changes, and stale
+  reads judged per request after a removal
 
 Probes never change the system they look at and never import the reference stack or the actions:
 they talk to any platform over its network interfaces through `chaosmessaging.clients`, with

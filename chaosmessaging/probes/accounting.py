@@ -22,7 +22,7 @@ from chaosmessaging.probes.k6 import k6_metric
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
-__all__ = ["delivery_latency", "latency_recovered", "message_accounting"]
+__all__ = ["delivery_latency", "latency_recovered", "message_accounting", "payloads_intact"]
 
 _COUNTS = """
 SELECT count(*) AS acknowledged,
@@ -248,3 +248,50 @@ def _stream_duplicates(prefix: str, scan_max: int, dsn: str, configuration: Conf
     if not twice:
         return 0
     return int(pg_fetch(_IN_RUN, (twice, prefix), dsn, configuration, secrets)[0][0])
+
+
+# k6/message_load.js with DIGEST=1 ends each client_msg_id with ".<sha256 hex of the payload>"
+_INTACT = """
+SELECT count(*) AS messages,
+       count(*) FILTER (WHERE d.digest IS NULL) AS undigested,
+       count(*) FILTER (WHERE d.digest IS NOT NULL
+                        AND d.digest <> encode(sha256(m.ciphertext), 'hex')) AS corrupted,
+       count(*) FILTER (WHERE octet_length(m.ciphertext) <> m.size_bytes) AS size_mismatch,
+       coalesce((array_agg(m.client_msg_id ORDER BY m.created_at) FILTER (
+         WHERE d.digest <> encode(sha256(m.ciphertext), 'hex')))[1:$2], '{}') AS corrupted_ids
+FROM messages m,
+     LATERAL (SELECT substring(m.client_msg_id FROM '\\.([0-9a-f]{64})$') AS digest) d
+WHERE starts_with(m.client_msg_id, $1)
+"""
+
+
+def payloads_intact(run_id: str = None, max_ids: int = 20, dsn: str = None,
+                    configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+    """
+    Verdict: every stored message of the run (by default this experiment run's loads) holds
+    exactly the bytes the client sent: k6/message_load.js run with `DIGEST=1` ends each
+    `client_msg_id` with `.<sha256 of the payload>`, compared here with the SHA-256 of the
+    stored ciphertext (computed by PostgreSQL). Figures: `messages`, `corrupted` (ids in
+    `corrupted_ids`), `undigested` (messages without a digest: the load forgot DIGEST=1),
+    `size_mismatch`. No message, or any undigested one, fails: nothing would be proven.
+    """
+    figures = {"messages": 0, "corrupted": 0, "undigested": 0, "size_mismatch": 0,
+               "corrupted_ids": []}
+    if held := held_before_method(configuration, **figures):
+        return held
+    prefix, _ = _scope(run_id, None, configuration)
+    row = pg_fetch(_INTACT, (prefix, int(max_ids)), dsn, configuration, secrets)[0]
+    figures = {k: (list(row[k]) if k == "corrupted_ids" else int(row[k])) for k in figures}
+    problems = []
+    if figures["messages"] == 0:
+        problems.append(f"no message of this run ('{prefix}') is stored")
+    if figures["undigested"]:
+        problems.append(f"{figures['undigested']} messages carry no digest (run the load "
+                        "with DIGEST=1)")
+    if figures["corrupted"]:
+        problems.append(f"{figures['corrupted']} payloads differ from what was sent")
+    if figures["size_mismatch"]:
+        problems.append(f"{figures['size_mismatch']} size_bytes differ from the stored bytes")
+    reason = "; ".join(problems) or f"all {figures['messages']} payloads intact (SHA-256)"
+    logger.info(f"{reason} -> {'BREACHED' if problems else 'ok'}")
+    return verdict(not problems, reason, **figures)

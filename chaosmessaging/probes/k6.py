@@ -17,7 +17,7 @@ from chaosmessaging import runs
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
-__all__ = ["k6_metric", "k6_thresholds"]
+__all__ = ["k6_count_at_most", "k6_metric", "k6_thresholds"]
 
 _DURATION = "http_req_duration"
 
@@ -94,6 +94,32 @@ def k6_metric(summary_path: str, metric: str, stat: str = "count", default: floa
                              f"{sorted(k for k in stats if k != 'thresholds')}); for more "
                              "percentiles run k6 with --summary-trend-stats")
     return float(stats[stat])
+
+
+def k6_count_at_most(metric: str, at_most: float = 0, label: str = None,
+                     configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+    """
+    Verdict: the count of k6 counter `metric` summed over this run's loads (all, or the one
+    with `label`) is at most `at_most`, e.g. `server_errors` (answers 5xx other than 503, or
+    no answer at all: the scripts count those) must stay 0 through an outage. A load that never
+    counted the metric counts 0 (k6 omits unused metrics). Figures: `count`, `at_most`,
+    `loads` {label: count}. Holds before the method; after it, no load fails.
+    """
+    at_most = float(at_most)
+    if held := held_before_method(configuration, count=None, at_most=at_most, loads={}):
+        return held
+    loads = runs.loads(home_of(configuration), label)
+    if not loads:
+        return verdict(False, "no load was recorded in this run: nothing to count",
+                       count=None, at_most=at_most, loads={})
+    counts = {load.get("label", load["run_id"]): k6_metric(load["summary_path"], metric,
+                                                            "count", default=0)
+              for load in loads}
+    total = sum(counts.values())
+    ok = total <= at_most
+    reason = f"k6 {metric}: {total:g} over {len(counts)} load(s) (at most {at_most:g})"
+    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
+    return verdict(ok, reason, count=total, at_most=at_most, loads=counts)
 
 
 def _load(summary_path: str) -> dict:

@@ -107,10 +107,37 @@ def start_service(name: str, home: str | None = None, timeout: float = 30.0,
     record = state.service(name)
     if record.alive():
         return record
+    if record.health == "postgres":
+        _clear_stale_postmaster_pid(record)
     spawn(record)
     save_state(state)
     wait_healthy(record, timeout)
     return record
+
+
+def _clear_stale_postmaster_pid(record: ServiceRecord) -> None:
+    """Remove `postmaster.pid` left by a PostgreSQL that was killed (SIGKILL, plan T11).
+
+    PostgreSQL refuses to start while the pid in that file belongs to a live process, and on a
+    busy machine the dead postmaster's pid is soon reused by an unrelated one. The file is stale
+    when our recorded postmaster is gone (the caller checked) and the pid in it is not a
+    postgres running on this data directory.
+    """
+    if "-D" not in record.cmd:
+        return
+    data_dir = Path(record.cmd[record.cmd.index("-D") + 1])
+    lock = data_dir / "postmaster.pid"
+    try:
+        pid = int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+        if any(Path(arg).name == "postgres" for arg in cmdline[:1]) and str(data_dir) in cmdline:
+            return  # a real postmaster on this directory: let PostgreSQL refuse loudly
+    except psutil.Error:
+        pass
+    lock.unlink(missing_ok=True)
 
 
 def restart_service(name: str, home: str | None = None, sig: str | int = "SIGTERM",

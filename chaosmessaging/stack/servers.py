@@ -200,10 +200,16 @@ def start_postgres(port: int, data_dir: Path, host: str = "127.0.0.1",
 
 def postgres_command(port: int, data_dir: Path, host: str = "127.0.0.1",
                      max_connections: int = 200) -> list[str]:
-    """postgres command line: TCP on `host` only, durability off (test data, speed matters)."""
+    """postgres command line: TCP on `host` only, no fsync (test data, speed matters).
+
+    fsync=off survives a crash of PostgreSQL itself (the kernel still holds what was written),
+    not of the machine. synchronous_commit stays on: with it off a commit is acknowledged before
+    its WAL leaves PostgreSQL's shared memory, so a SIGKILL of the server (plan T11) loses
+    messages the API already answered 202 for — found by cascading_failure's accounting.
+    """
     return [str(postgres_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
             "-c", f"listen_addresses={host}", "-c", f"unix_socket_directories={data_dir}",
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c", "fsync=off", "-c", "full_page_writes=off",
             "-c", f"max_connections={max_connections}", "-c", "shared_buffers=64MB"]
 
 

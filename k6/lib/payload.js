@@ -1,5 +1,5 @@
 // Random identifiers and opaque "ciphertext" for message payloads.
-import { randomBytes } from "k6/crypto";
+import { randomBytes, sha256 } from "k6/crypto";
 import encoding from "k6/encoding";
 
 function hex(buffer) {
@@ -22,4 +22,11 @@ export function randomHex(bytes) {
 // `size` random bytes, base64 (std alphabet, padded) as the API expects for `ciphertext`.
 export function randomBase64(size) {
   return encoding.b64encode(randomBytes(size), "std");
+}
+
+// `size` random bytes as base64 plus their SHA-256 (hex), so a probe can prove the bytes stored
+// are the bytes sent.
+export function randomPayload(size) {
+  const bytes = randomBytes(size);
+  return { base64: encoding.b64encode(bytes, "std"), sha256: sha256(bytes, "hex") };
 }

@@ -95,7 +95,7 @@ WHERE m.id = ANY($1::uuid[])
 class Conn:
     """One accepted socket: its user, its bounded queue of pre-serialized frames, its state."""
 
-    __slots__ = ("ws", "user", "queue", "overloaded", "closing", "sent")
+    __slots__ = ("ws", "user", "queue", "overloaded", "closing", "sent", "sender")
 
     def __init__(self, ws: ServerConnection, user: uuid.UUID, queue_size: int) -> None:
         self.ws, self.user = ws, user
@@ -103,6 +103,7 @@ class Conn:
         self.overloaded = False
         self.closing = False
         self.sent = 0
+        self.sender: asyncio.Task | None = None
 
 
 class Gateway:
@@ -117,6 +118,8 @@ class Gateway:
         self.tokens = authn.TokenMemory()
         # handshake -> handler: the user and resume point process_request found for a socket
         self.accepted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # sockets the gateway decided to close, and with which code
+        self.close_codes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         # test-only sabotage switches (MSGSTACK_WS_SABOTAGE), see msgstack/config.py
         self.sabotage = settings.ws_sabotage
 
@@ -221,10 +224,17 @@ class Gateway:
             conn.queue.put_nowait(text)
         except asyncio.QueueFull:
             conn.overloaded = True
-            conn.closing = True
             metrics.WS_OVERLOAD.inc()
             log.warning("closing a socket of user %s: send queue full", conn.user)
-            asyncio.get_running_loop().create_task(conn.ws.close(CLOSE_OVERLOAD, "send queue full"))
+            if conn.sender is not None:
+                conn.sender.cancel()  # stuck writing to a client that does not read
+            self.close(conn, CLOSE_OVERLOAD, "send queue full")
+
+    def close(self, conn: Conn, code: int, reason: str) -> None:
+        """Close `conn` with `code` (recorded as the code of this socket's end)."""
+        conn.closing = True
+        self.close_codes[conn.ws] = code
+        asyncio.get_running_loop().create_task(conn.ws.close(code, reason))
 
     # ---- socket side -------------------------------------------------------------------------
 
@@ -305,7 +315,7 @@ class Gateway:
             if after is not None and "no-resume" not in self.sabotage:
                 metrics.WS_RESUME.inc()
                 await self.catch_up(conn, after, start)
-            sender = asyncio.create_task(self.send_loop(conn))
+            sender = conn.sender = asyncio.create_task(self.send_loop(conn))
             await self.receive_loop(conn)
         except ConnectionClosed:
             pass
@@ -378,13 +388,16 @@ class Gateway:
                     self.enqueue(conn, '{"type": "pong"}')
                 continue
             metrics.WS_MALFORMED.inc()
+            self.close_codes[conn.ws] = CLOSE_UNSUPPORTED
             conn.closing = True
             await conn.ws.close(CLOSE_UNSUPPORTED, 'malformed frame: send {"type": "ping"}')
             return
 
     def closed(self, ws: ServerConnection) -> None:
         proto = ws.protocol
-        if proto.close_sent is not None and (
+        if ws in self.close_codes:
+            code = self.close_codes.pop(ws)
+        elif proto.close_sent is not None and (
             proto.close_rcvd is None or proto.close_rcvd_then_sent is False
         ):
             code = proto.close_sent.code
@@ -399,6 +412,8 @@ class Gateway:
     async def shutdown(self) -> None:
         self.stopping.set()
         conns = [c for cs in self.by_user.values() for c in cs]
+        for c in conns:
+            self.close_codes[c.ws] = CLOSE_GOING_AWAY
         await asyncio.gather(
             *(c.ws.close(CLOSE_GOING_AWAY, "gateway restarting") for c in conns),
             return_exceptions=True,

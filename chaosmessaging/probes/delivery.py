@@ -233,13 +233,17 @@ def foreign_reads_denied(
     fleet = runs.fact(f"ws:{label}", home=home_of(configuration))
     if not fleet:
         return verdict(False, f"no WebSocket clients labelled {label!r} ran in this run")
+    # round-robin over the conversations, a different outsider each round
+    outsiders = {
+        c["id"]: [u for u in fleet["users"] if u not in c["members"]]
+        for c in fleet["conversations"]
+    }
+    candidates = [c for c, users in outsiders.items() if users]
     pairs = []
-    for c in fleet["conversations"]:
-        outsiders = [u for u in fleet["users"] if u not in c["members"]]
-        if outsiders:
-            pairs.append((outsiders[len(pairs) % len(outsiders)], c["id"]))
-        if len(pairs) >= int(attempts):
-            break
+    for i in range(int(attempts) if candidates else 0):
+        conversation = candidates[i % len(candidates)]
+        users = outsiders[conversation]
+        pairs.append((users[(i // len(candidates)) % len(users)], conversation))
     if not pairs:
         return verdict(True, "every user is in every conversation: nothing to deny", attempts=0)
     auth = targets.check(

@@ -109,3 +109,84 @@ def test_gateway_restart_fails_when_the_gateway_does_not_resume(
     verdict = _after(journal)["every-message-reached-every-device-across-the-restart"]["output"]
     assert verdict["ok"] is False and verdict["lost"] > 0, verdict
     assert "lost" in verdict["reason"] and verdict["examples"]["lost"]
+
+
+LARGE = ROOT / "experiments" / "large_payload.json"
+MULTI = ROOT / "experiments" / "multi_user_conversation.json"
+LONG = ROOT / "experiments" / "websocket_longevity.json"
+
+
+def test_large_payload_smoke_holds_byte_exact(embedded_stack, chaos_run):
+    config = json.loads(LARGE.read_text())["configuration"]
+    code, journal, output = chaos_run(LARGE)
+    assert code == 0, output[-3000:]
+    after = {name: p["output"] for name, p in _after(journal).items()}
+    delivery = after["every-large-message-arrived-byte-exact"]
+    assert delivery["acknowledged"] >= 0.9 * config["t5_rate"] * config["t5_duration_s"]
+    assert delivery["corrupted"] == delivery["lost"] == 0
+    assert delivery["received"] == delivery["expected"] > 0
+    sizes = after["message-size-histogram-observed-the-payloads"]
+    assert sizes["observations"] >= delivery["acknowledged"]
+    assert sizes["value"] > config["t5_payload_bytes"] / 2  # the histogram saw 64 KiB messages
+    assert after["no-payload-rejected"]["grew"] == 0
+    assert after["no-backpressure-drop"]["grew"] == 0
+    memory = after["gateway-memory-growth-within-limit"]["services"]["gateway"]
+    assert memory["first_mean_bytes"] > 10 * 2**20
+
+
+def test_large_payload_fails_on_one_corrupted_byte(embedded_stack, chaos_run, tmp_path):
+    code, journal, output = chaos_run(
+        _sabotaged(LARGE, "corrupt", tmp_path),
+        *("--var", "t5_duration_s:int=6", "--var", "t5_settle_s:int=5"),
+    )
+    assert code != 0 and journal["deviated"], output[-3000:]
+    verdict = _after(journal)["every-large-message-arrived-byte-exact"]["output"]
+    assert verdict["ok"] is False and verdict["corrupted"] == 1, verdict
+    assert verdict["examples"]["corrupted"], verdict
+
+
+def test_multi_user_conversation_smoke_holds_without_leakage(embedded_stack, chaos_run):
+    config = json.loads(MULTI.read_text())["configuration"]
+    code, journal, output = chaos_run(MULTI)
+    assert code == 0, output[-3000:]
+    after = {name: p["output"] for name, p in _after(journal).items()}
+    delivery = after["no-leak-and-every-device-got-every-message"]
+    fan_out = config["t12_participants"] * config["t12_devices_per_user"]
+    assert delivery["expected"] == delivery["acknowledged"] * fan_out
+    assert delivery["received"] == delivery["expected"] and delivery["leaked"] == 0
+    acl = after["non-participants-are-denied"]
+    assert acl["attempts"] == config["t12_acl_attempts"] == acl["denied"]
+    assert after["participant-cache-hit-ratio-above-limit"]["ratio"] >= 0.9
+
+
+def test_multi_user_conversation_fails_on_a_leaked_frame(embedded_stack, chaos_run, tmp_path):
+    code, journal, output = chaos_run(
+        _sabotaged(MULTI, "leak", tmp_path),
+        *("--var", "t12_duration_s:int=5", "--var", "t12_settle_s:int=5"),
+    )
+    assert code != 0 and journal["deviated"], output[-3000:]
+    verdict = _after(journal)["no-leak-and-every-device-got-every-message"]["output"]
+    assert verdict["ok"] is False and verdict["leaked"] == 1, verdict
+    assert "leaked" in verdict["reason"] and verdict["examples"]["leaked"]
+
+
+def test_websocket_longevity_short_run_holds(embedded_stack, chaos_run):
+    code, journal, output = chaos_run(LONG, "--var", "t14_duration_s:int=20")
+    assert code == 0, output[-3000:]
+    after = {name: p["output"] for name, p in _after(journal).items()}
+    assert after["no-disconnect-and-every-message-delivered"]["disconnects"] == 0
+    assert after["no-heartbeat-termination"]["grew"] == 0
+    steady = after["frames-arrived-at-a-steady-rate"]
+    assert len(steady["counts"]) == 5 and min(steady["counts"]) > 0
+
+
+def test_websocket_longevity_fails_when_the_server_drops_a_socket(
+    embedded_stack, chaos_run, tmp_path
+):
+    code, journal, output = chaos_run(
+        _sabotaged(LONG, "close", tmp_path), "--var", "t14_duration_s:int=10"
+    )
+    assert code != 0 and journal["deviated"], output[-3000:]
+    verdict = _after(journal)["no-disconnect-and-every-message-delivered"]["output"]
+    assert verdict["ok"] is False and verdict["disconnects"] >= 1, verdict
+    assert verdict["lost"] == 0  # the device resumed: nothing lost, but the drop is caught

@@ -6,6 +6,8 @@
 - `toxiproxy`: network partitions, latency and other toxics through the Toxiproxy API
 - `load`: k6 loads in the background (start, wait, stop)
 - `sampling`: sample the services' Prometheus metrics over a run, in the background
+- `websocket`: WebSocket devices that record every frame they receive (start, stop) and the k6
+  load that posts into their conversations
 
 Every module here is discovered automatically by `chaosmessaging.discover()`; modules that inject
 faults record them in the fault ledger (`chaosmessaging.faults`) with a recipe to revert them.

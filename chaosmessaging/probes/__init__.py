@@ -17,6 +17,9 @@
   load's own counts and the API's metrics
 - `cache`: the participant cache's hit ratio, its recovery after participant changes, and stale
   reads judged per request after a removal
+- `delivery`: client-side delivery accounting of WebSocket devices (every acknowledged message on
+  every participant's device exactly once, byte-exact, never leaked; latency, disconnects,
+  steady frame rate) and non-participant reads denied
 
 Probes never change the system they look at and never import the reference stack or the actions:
 they talk to any platform over its network interfaces through `chaosmessaging.clients`, with

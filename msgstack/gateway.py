@@ -51,7 +51,7 @@ import signal
 import time
 import uuid
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from http import HTTPStatus
 
 import asyncpg
@@ -93,13 +93,27 @@ WHERE m.id = ANY($1::uuid[])
 
 
 class Conn:
-    """One accepted socket: its user, its bounded queue of pre-serialized frames, its state."""
+    """One accepted socket: its user, its bounded queue of pre-serialized frames, its state.
 
-    __slots__ = ("ws", "user", "queue", "overloaded", "closing", "sent", "sender")
+    The sender task exists only while frames wait (an idle socket costs no task of its own)."""
+
+    __slots__ = (
+        "ws",
+        "user",
+        "pending",
+        "limit",
+        "live",
+        "overloaded",
+        "closing",
+        "sent",
+        "sender",
+    )
 
     def __init__(self, ws: ServerConnection, user: uuid.UUID, queue_size: int) -> None:
         self.ws, self.user = ws, user
-        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self.pending: deque[tuple[str, float | None]] = deque()
+        self.limit = queue_size
+        self.live = False  # set once resume caught up: queued frames may go out
         self.overloaded = False
         self.closing = False
         self.sent = 0
@@ -198,7 +212,7 @@ class Gateway:
     def fan_out(
         self, frames: list[tuple[str, uuid.UUID, frozenset[uuid.UUID], str, float]]
     ) -> None:
-        for _seq, message_id, members, text, _accepted in frames:
+        for _seq, message_id, members, text, accepted in frames:
             if message_id in self.recent:
                 continue  # re-dispatched after a Redis restart: already delivered
             self.recent[message_id] = None
@@ -206,7 +220,7 @@ class Gateway:
                 self.recent.popitem(last=False)
             for user in members:
                 for conn in self.by_user.get(user, ()):
-                    self.enqueue(conn, text)
+                    self.enqueue(conn, text, accepted)
             if "leak" in self.sabotage:  # test-only: one frame to a socket of another user
                 self._leak(members, text)
 
@@ -217,12 +231,14 @@ class Gateway:
                 self.sabotage = self.sabotage - {"leak"}
                 return
 
-    def enqueue(self, conn: Conn, text: str) -> None:
+    def enqueue(self, conn: Conn, text: str, accepted: float | None = None) -> None:
         if conn.closing:
             return
-        try:
-            conn.queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if len(conn.pending) < conn.limit:
+            conn.pending.append((text, accepted))
+            if conn.live and conn.sender is None:
+                conn.sender = asyncio.get_running_loop().create_task(self.send_loop(conn))
+        else:
             conn.overloaded = True
             metrics.WS_OVERLOAD.inc()
             log.warning("closing a socket of user %s: send queue full", conn.user)
@@ -305,7 +321,6 @@ class Gateway:
         metrics.WS_CONNECTIONS.inc()
         start = self.position  # live frames after this go to the queue from now on
         self.by_user.setdefault(user, set()).add(conn)
-        sender = None
         try:
             await ws.send(
                 json.dumps(
@@ -315,7 +330,9 @@ class Gateway:
             if after is not None and "no-resume" not in self.sabotage:
                 metrics.WS_RESUME.inc()
                 await self.catch_up(conn, after, start)
-            sender = conn.sender = asyncio.create_task(self.send_loop(conn))
+            conn.live = True
+            if conn.pending and conn.sender is None:
+                conn.sender = asyncio.create_task(self.send_loop(conn))
             await self.receive_loop(conn)
         except ConnectionClosed:
             pass
@@ -323,8 +340,9 @@ class Gateway:
             self.by_user.get(user, set()).discard(conn)
             if not self.by_user.get(user):
                 self.by_user.pop(user, None)
-            if sender is not None:
-                sender.cancel()
+            conn.closing = True
+            if conn.sender is not None:
+                conn.sender.cancel()
             metrics.WS_CONNECTIONS.dec()
 
     async def catch_up(self, conn: Conn, after: str, until: str) -> None:
@@ -350,9 +368,10 @@ class Gateway:
             cursor = entries[-1][0].decode()
 
     async def send_loop(self, conn: Conn) -> None:
+        """Write the queued frames in order; ends when the queue is empty (enqueue restarts it)."""
         try:
-            while True:
-                text = await conn.queue.get()
+            while conn.pending:
+                text, accepted = conn.pending.popleft()
                 if "corrupt" in self.sabotage:  # test-only: flip one byte of one payload
                     text = _corrupt(text)
                     self.sabotage = self.sabotage - {"corrupt"}
@@ -362,17 +381,15 @@ class Gateway:
                 await conn.ws.send(text)
                 conn.sent += 1
                 metrics.WS_FRAMES_SENT.inc()
-                try:
-                    metrics.WS_E2E_LATENCY.observe(
-                        max(0.0, time.time() - json.loads(text)["accepted_at"])
-                    )
-                except (ValueError, KeyError):
-                    pass
+                if accepted is not None:
+                    metrics.WS_E2E_LATENCY.observe(max(0.0, time.time() - accepted))
                 if "close" in self.sabotage:  # test-only: the server closes a socket
                     self.sabotage = self.sabotage - {"close"}
                     await conn.ws.close(CLOSE_GOING_AWAY, "sabotage")
         except ConnectionClosed:
             pass
+        finally:
+            conn.sender = None
 
     async def receive_loop(self, conn: Conn) -> None:
         async for raw in conn.ws:

@@ -138,6 +138,10 @@ def _clear_stale_postmaster_pid(record: ServiceRecord) -> None:
     except psutil.Error:
         pass
     lock.unlink(missing_ok=True)
+    # the Unix socket's lock file (the socket lives in the data directory) holds the same dead
+    # pid and stops the next start just the same ("lock file .s.PGSQL.<port>.lock already exists")
+    for socket_lock in data_dir.glob(".s.PGSQL.*.lock"):
+        socket_lock.unlink(missing_ok=True)
 
 
 def restart_service(name: str, home: str | None = None, sig: str | int = "SIGTERM",

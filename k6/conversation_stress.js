@@ -12,8 +12,9 @@
 // lib/auth.js (LOGIN_SESSIONS users, at least 2: each one is the intruder of the next).
 //
 // Counted: authz_attempts / authz_denied (403, correct) / authz_leaks (a 200: a leak, which fails
-// the run), stale_updates / version_conflicts (409) / stale_accepted (a stale version that got
-// 200: broken optimistic concurrency), list_leaks (a listed conversation created by someone else),
+// the run) / authz_other_answers (neither, e.g. 503 under overload), stale_updates /
+// version_conflicts (409) / stale_accepted (a stale version that got 200: broken optimistic
+// concurrency), list_leaks (a listed conversation created by someone else),
 // unexpected_responses (rate), cached_duration / miss_duration (trends, ms).
 import http from "k6/http";
 import { Counter, Rate, Trend } from "k6/metrics";
@@ -66,6 +67,7 @@ http.setResponseCallback(http.expectedStatuses(200, 201, 204, 403, 409));
 const authzAttempts = new Counter("authz_attempts");
 const authzDenied = new Counter("authz_denied");
 const authzLeaks = new Counter("authz_leaks");
+const authzOther = new Counter("authz_other_answers");
 const listLeaks = new Counter("list_leaks");
 const staleUpdates = new Counter("stale_updates");
 const conflicts = new Counter("version_conflicts");
@@ -175,7 +177,8 @@ function intrude(data) {
     { name: "intrude" });
   authzAttempts.add(1);
   if (res.status === 403) authzDenied.add(1);
-  else if (res.status === 200) {
+  else if (res.status !== 200) authzOther.add(1, { status: String(res.status) });
+  else {
     authzLeaks.add(1);
     console.warn(`AUTHZ_LEAK user=${intruder.id} read conversation=${id} of user=${victim.id}`);
   }

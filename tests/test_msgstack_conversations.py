@@ -294,3 +294,15 @@ def test_without_invalidation_a_removed_user_keeps_reading_from_a_stale_cache(
         assert any(a.status_code == 200 for a in stale)
     finally:
         api.stop()
+
+
+def test_process_metrics_cover_the_supervisor_and_both_workers(api):
+    import psutil
+
+    family = [psutil.Process(api.proc.pid), *psutil.Process(api.proc.pid).children(recursive=True)]
+    workers = {p.pid for p in family[1:]}
+    served = {call(api, None, "GET", "/healthz").headers["x-served-by"] for _ in range(30)}
+    assert {int(pid) for pid in served} <= workers and len(served) == 2
+    rss = api.metric("process_resident_memory_bytes")
+    own = sum(p.memory_info().rss for p in family)
+    assert 0.8 * own < rss < 1.2 * own  # the whole service, not the scraped worker alone

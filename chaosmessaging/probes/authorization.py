@@ -95,6 +95,7 @@ def unauthorized_access_denied(
         "denied": None,
         "leaks": None,
         "list_leaks": None,
+        "other_answers": None,
         "server_denied": None,
         "examples": [],
     }
@@ -109,6 +110,7 @@ def unauthorized_access_denied(
         denied=_count(metrics, "authz_denied"),
         leaks=_count(metrics, "authz_leaks"),
         list_leaks=_count(metrics, "list_leaks"),
+        other_answers=_count(metrics, "authz_other_answers"),
     )
     figures["server_denied"] = _grew(DENIED, since, service, url, configuration, secrets)
     if figures["leaks"] or figures["list_leaks"]:
@@ -127,8 +129,9 @@ def unauthorized_access_denied(
     if figures["denied"] < figures["attempts"]:
         return verdict(
             False,
-            f"only {figures['denied']:g} of {figures['attempts']:g} "
-            "unauthorized reads were answered 403",
+            f"only {figures['denied']:g} of {figures['attempts']:g} unauthorized reads were "
+            f"answered 403 ({figures['other_answers']:g} got neither 403 nor 200, e.g. 503 "
+            "when overloaded)",
             **figures,
         )
     if figures["server_denied"] is None:

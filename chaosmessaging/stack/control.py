@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 
+from chaosmessaging.stack import servers
 from chaosmessaging.stack.health import wait_healthy
 from chaosmessaging.stack.state import ServiceRecord, StackState, load_state, save_state
 from chaosmessaging.util import poll
@@ -116,28 +117,24 @@ def start_service(name: str, home: str | None = None, timeout: float = 30.0,
 
 
 def _clear_stale_postmaster_pid(record: ServiceRecord) -> None:
-    """Remove `postmaster.pid` left by a PostgreSQL that was killed (SIGKILL, plan T11).
+    """Make a PostgreSQL that was killed (SIGKILL, plan T11) startable again.
 
-    PostgreSQL refuses to start while the pid in that file belongs to a live process, and on a
-    busy machine the dead postmaster's pid is soon reused by an unrelated one. The file is stale
-    when our recorded postmaster is gone (the caller checked) and the pid in it is not a
-    postgres running on this data directory.
+    It leaves `postmaster.pid` and the socket's `.s.PGSQL.<port>.lock` behind, and refuses to
+    start while the pid in either belongs to a live process; on a busy machine that pid is soon
+    reused by an unrelated one. When no postgres runs on this data directory (our recorded
+    postmaster is gone, the caller checked), both files are stale and removed. The data
+    directory is also made reachable for the server's user again.
     """
     if "-D" not in record.cmd:
         return
     data_dir = Path(record.cmd[record.cmd.index("-D") + 1])
-    lock = data_dir / "postmaster.pid"
-    try:
-        pid = int(lock.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    try:
-        cmdline = psutil.Process(pid).cmdline()
-        if any(Path(arg).name == "postgres" for arg in cmdline[:1]) and str(data_dir) in cmdline:
+    servers.reach_data_dir(data_dir, record.user)
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if cmdline and Path(cmdline[0]).name == "postgres" and str(data_dir) in cmdline:
             return  # a real postmaster on this directory: let PostgreSQL refuse loudly
-    except psutil.Error:
-        pass
-    lock.unlink(missing_ok=True)
+    for lock in [data_dir / "postmaster.pid", *data_dir.glob(".s.PGSQL.*.lock")]:
+        lock.unlink(missing_ok=True)
 
 
 def restart_service(name: str, home: str | None = None, sig: str | int = "SIGTERM",

@@ -25,6 +25,7 @@ from chaosmessaging.util import tail
 
 __all__ = [
     "ServerError",
+    "reach_data_dir",
     "free_port",
     "wait_for_port",
     "redis_server_binary",
@@ -152,6 +153,14 @@ def pg_user() -> str | None:
                               "Create it "
                               "by hand or run as a normal user.") from exc
     return PG_SYSTEM_USER
+
+
+def reach_data_dir(data_dir: Path, user: str | None) -> None:
+    """Before (re)starting PostgreSQL as `user`: let it reach `data_dir` again (something may
+    have taken the search bit off a parent since, e.g. pytest resets its /tmp/pytest-of-<user>
+    to 0700 whenever a session starts)."""
+    if user is not None and data_dir.exists():
+        _hand_over(data_dir, user)
 
 
 def _hand_over(path: Path, user: str | None) -> None:

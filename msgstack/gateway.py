@@ -37,7 +37,9 @@ the ``msgstack_gateway`` role (reads messages and participants, nothing else; mi
 
 Built on the ``websockets`` library (protocol, keepalive pings, write-buffer limits, handshake
 hooks) rather than ASGI: ASGI exposes no ping/pong, so terminations for missed heartbeats could
-not be counted, and a refused handshake could only be a 403.
+not be counted, and a refused handshake could only be a 403. Compression (permessage-deflate) is
+off: ciphertext does not compress, and a deflate context per socket would cost ~40 KiB and a
+compression pass per frame per socket.
 """
 
 from __future__ import annotations
@@ -526,6 +528,9 @@ async def run(settings: Settings) -> None:
         max_size=settings.ws_max_client_frame,
         close_timeout=2,
         server_header=None,
+        # no permessage-deflate: ciphertext does not compress, and a deflate context per socket
+        # costs ~40 KiB of memory and a compression pass per frame per socket on fan-out
+        compression=None,
     ):
         log.info("listening on %s:%s (WebSocket at %s)", settings.host, settings.port, WS_PATH)
         await stop.wait()

@@ -163,6 +163,13 @@ def main() -> int:
             )
         )
         os.chmod(plan, 0o600)
+        pid = state.services["gateway"].pid
+        # idle first, on a fresh gateway: after a fan-out its heap is already grown and reused
+        results["idle"] = asyncio.run(
+            _idle(gateway, [s["token"] for s in sessions], args.idle, pid)
+        )
+        print(json.dumps(results["idle"]), flush=True)
+        proc = psutil.Process(pid)
         for connections in [int(c) for c in args.connections.split(",")]:
             ladder = (
                 [int(x) for x in args.rates.split(",")]
@@ -171,7 +178,10 @@ def main() -> int:
             )
             best = None
             for rate in ladder:
+                cpu = sum(proc.cpu_times()[:2])
                 row = _run_k6(plan, connections, rate, args.duration, home)
+                # cores the gateway used over the step (connect, post and drain included)
+                row["gateway_cpu_s"] = round(sum(proc.cpu_times()[:2]) - cpu, 2)
                 holds = (
                     row["p95_ms"] is not None
                     and row["p95_ms"] < args.p95_target

@@ -195,11 +195,6 @@ def main() -> int:
                     break
                 best = row
             results["best"][connections] = best
-        pid = state.services["gateway"].pid
-        results["idle"] = asyncio.run(
-            _idle(gateway, [s["token"] for s in sessions], args.idle, pid)
-        )
-        print(json.dumps(results["idle"]), flush=True)
     finally:
         launcher.down(home, purge=True)
         shutil.rmtree(home, ignore_errors=True)

@@ -265,8 +265,9 @@ WHERE starts_with(m.client_msg_id, $1)
 """
 
 
-def payloads_intact(run_id: str = None, max_ids: int = 20, dsn: str = None,
-                    configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+def payloads_intact(run_id: str = None, max_ids: int = 20, timeout: float = 300.0,
+                    dsn: str = None, configuration: Configuration = None,
+                    secrets: Secrets = None) -> Verdict:
     """
     Verdict: every stored message of the run (by default this experiment run's loads) holds
     exactly the bytes the client sent: k6/message_load.js run with `DIGEST=1` ends each
@@ -274,13 +275,15 @@ def payloads_intact(run_id: str = None, max_ids: int = 20, dsn: str = None,
     stored ciphertext (computed by PostgreSQL). Figures: `messages`, `corrupted` (ids in
     `corrupted_ids`), `undigested` (messages without a digest: the load forgot DIGEST=1),
     `size_mismatch`. No message, or any undigested one, fails: nothing would be proven.
+    The query reads every payload of the run: `timeout` (seconds) bounds it.
     """
     figures = {"messages": 0, "corrupted": 0, "undigested": 0, "size_mismatch": 0,
                "corrupted_ids": []}
     if held := held_before_method(configuration, **figures):
         return held
     prefix, _ = _scope(run_id, None, configuration)
-    row = pg_fetch(_INTACT, (prefix, int(max_ids)), dsn, configuration, secrets)[0]
+    row = pg_fetch(_INTACT, (prefix, int(max_ids)), dsn, configuration, secrets,
+                   timeout=float(timeout))[0]
     figures = {k: (list(row[k]) if k == "corrupted_ids" else int(row[k])) for k in figures}
     problems = []
     if figures["messages"] == 0:

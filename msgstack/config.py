@@ -44,6 +44,8 @@ class Settings:
     argon2_parallelism: int = 1
     kdf_threads: int = 2
     kdf_max_pending: int = 256
+    # the consumer answers /readyz 503 when entries wait and none was acknowledged for this long
+    stall_seconds: int = 30
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int) -> int | None:
@@ -124,4 +126,5 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         argon2_parallelism=parallelism,
         kdf_threads=_int(env, "MSGSTACK_AUTH_KDF_THREADS", os.cpu_count() or 1, 1),
         kdf_max_pending=_int(env, "MSGSTACK_AUTH_KDF_MAX_PENDING", 256, 1),
+        stall_seconds=_int(env, "MSGSTACK_STALL_SECONDS", 30, 1),
     )

@@ -1,17 +1,75 @@
 """`chaosmessaging` command line: the embedded stack, the fault proxy, fault revert, and
-`init` (copy the experiments, profiles and k6 scripts into a repository to adapt)."""
+`init` (copy the experiments, profiles and k6 scripts into a repository to adapt).
+
+A user's mistake (a bad option, a home that is a file, a corrupt state file, a server binary that
+is not there) is answered with one `error:` sentence saying what is wrong and how to fix it, and a
+non-zero exit code; never a traceback. An unexpected exception prints one line too and writes its
+traceback to a log file; `--debug` prints tracebacks instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from chaosmessaging.stack.state import StackState
+
+__all__ = ["main", "build_parser"]
+
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the message says how. `code` is the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _print(msg: str) -> None:
     print(msg, flush=True)
+
+
+def _arg_type(convert: Callable[[str], object], name: str) -> Callable[[str], object]:
+    """An argparse `type` that shows `convert`'s ValueError sentence instead of "invalid value"."""
+
+    def parse(text: str) -> object:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = name
+    return parse
+
+
+def _port(text: str) -> int:
+    from chaosmessaging.util import port_number
+
+    return port_number(text, "port")
+
+
+def _terminating_signal(text: str) -> str:
+    """A signal name that ends a process (stop/restart), as its canonical name."""
+    import signal
+
+    from chaosmessaging.stack.control import TERMINATING_SIGNALS, signal_number
+
+    name = signal.Signals(signal_number(text)).name
+    if name not in TERMINATING_SIGNALS:
+        raise ValueError(f"{name} does not stop a process; use one of "
+                         f"{', '.join(TERMINATING_SIGNALS)}")
+    return name
 
 
 def _needs_stack_extra() -> str | None:
@@ -28,47 +86,125 @@ def _needs_stack_extra() -> str | None:
 
 def _stack(args: argparse.Namespace) -> int:
     if args.stack_cmd in ("up", "start", "restart") and (why := _needs_stack_extra()):
-        _print(f"error: {why}")
-        return 1
+        raise UserError(why)
     from chaosmessaging.stack import control, launcher
-    from chaosmessaging.stack.state import StackNotRunning
+    from chaosmessaging.stack.state import usable_home
+
+    if args.stack_cmd != "up":  # `up` checks (and creates) it itself
+        usable_home(args.home, create=False, write=args.stack_cmd != "status")
+    if args.stack_cmd == "up":
+        return _stack_up(args)
+    if args.stack_cmd == "down":
+        return _stack_down(args)
+    if args.stack_cmd == "status":
+        entries = launcher.status(args.home)
+        if args.json:
+            print(json.dumps(entries, indent=2))
+        else:
+            for e in entries:
+                mark = "up  " if e["alive"] else "DOWN"
+                _print(f"{mark} {e['name']:<10} pid {e['pid']!s:<7} {e['address']}")
+        return 0 if all(e["alive"] for e in entries) else 3
+    if args.stack_cmd == "stop":
+        outcome = control.terminate_service(args.name, args.signal, home=args.home)
+        _print(f"{args.name} {outcome}")
+    elif args.stack_cmd == "start":
+        rec = control.start_service(args.name, home=args.home)
+        _print(f"{args.name} running, pid {rec.pid}")
+    elif args.stack_cmd == "restart":
+        from chaosmessaging.stack.state import load_state
+
+        old = load_state(args.home).service(args.name)
+        was = f"pid {old.pid} stopped by {args.signal}" if old.alive() else "it was not running"
+        rec = control.restart_service(args.name, home=args.home, sig=args.signal)
+        _print(f"{args.name} restarted ({was}), now pid {rec.pid}")
+    return 0
+
+
+def _running(home: str | None) -> StackState | None:
+    """The state of the stack running in `home` (at least one live process), else None."""
+    from chaosmessaging.stack.state import StackNotRunning, load_state
 
     try:
-        if args.stack_cmd == "up":
-            _print(f"starting the embedded stack in {launcher.stack_home(args.home)}")
-            state = launcher.up(args.home, with_proxy=not args.no_proxy,
-                                proxy_port=args.proxy_port, progress=lambda m: _print(f"  {m}"))
-            _print("stack is up:")
-            for entry in launcher.status(state.home):
-                _print(f"  {entry['name']:<10} {entry['address']}")
-            _print("stop it with: chaosmessaging stack down")
-        elif args.stack_cmd == "down":
-            stopped = launcher.down(args.home, purge=args.purge)
-            _print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
-        elif args.stack_cmd == "status":
-            entries = launcher.status(args.home)
-            if args.json:
-                print(json.dumps(entries, indent=2))
-            else:
-                for e in entries:
-                    mark = "up  " if e["alive"] else "DOWN"
-                    _print(f"{mark} {e['name']:<10} pid {e['pid']!s:<7} {e['address']}")
-            return 0 if all(e["alive"] for e in entries) else 3
-        elif args.stack_cmd == "stop":
-            control.stop_service(args.name, args.signal, home=args.home)
-            _print(f"{args.name} stopped ({args.signal})")
-        elif args.stack_cmd == "start":
-            rec = control.start_service(args.name, home=args.home)
-            _print(f"{args.name} running, pid {rec.pid}")
-        elif args.stack_cmd == "restart":
-            rec = control.restart_service(args.name, home=args.home, sig=args.signal)
-            _print(f"{args.name} restarted, pid {rec.pid}")
-    except StackNotRunning as exc:
-        _print(f"error: {exc}")
-        return 2
-    except (KeyError, ValueError, launcher.StackError) as exc:
-        _print(f"error: {exc.args[0] if exc.args else exc}")
-        return 1
+        state = load_state(home)
+    except StackNotRunning:
+        return None
+    return state if any(r.alive() for r in state.services.values()) else None
+
+
+def _running_conflicts(args: argparse.Namespace) -> str | None:
+    """Why `stack up`'s options cannot apply to the stack already running in the home, if so."""
+    state = _running(args.home)
+    if state is None:
+        return None
+    proxy = state.services.get("proxy")
+    asked = None
+    if args.no_proxy and proxy is not None:
+        asked = f"--no-proxy was given but it runs with the fault proxy on port {proxy.port}"
+    elif args.proxy_port is not None and proxy is None:
+        asked = f"--proxy-port {args.proxy_port} was given but it runs without the fault proxy"
+    elif args.proxy_port is not None and proxy is not None and proxy.port != args.proxy_port:
+        asked = (f"--proxy-port {args.proxy_port} was given but its fault proxy runs on port "
+                 f"{proxy.port}")
+    if asked is None:
+        return None
+    return (f"the embedded stack in {state.home} is already running and {asked}; run "
+            "`chaosmessaging stack down` first to start it with other options, or drop the option")
+
+
+def _stack_up(args: argparse.Namespace) -> int:
+    from chaosmessaging.stack import launcher
+    from chaosmessaging.stack.state import usable_home
+
+    if args.no_proxy and args.proxy_port is not None:
+        raise UserError("--proxy-port has no effect with --no-proxy (there is no proxy): give "
+                        "one or the other", code=2)
+    usable_home(args.home, create=False)
+    if why := _running_conflicts(args):
+        raise UserError(why)
+    running = _running(args.home) is not None
+    if running:
+        home = usable_home(args.home)
+        _print(f"the embedded stack in {home} is already running (restarting any service that "
+               "died)")
+    else:
+        home = launcher.preflight(args.home, not args.no_proxy, args.proxy_port)
+        _print(f"starting the embedded stack in {home}")
+    try:
+        if running:
+            state = launcher.ensure_up(home, progress=lambda m: _print(f"  {m}"))
+        else:
+            state = launcher.up(home, with_proxy=not args.no_proxy, proxy_port=args.proxy_port,
+                                progress=lambda m: _print(f"  {m}"))
+    except KeyboardInterrupt:
+        if _running(args.home):  # Ctrl-C came just after the start completed
+            raise UserError(f"interrupted after the stack came up: it is still running in "
+                            f"{home}; stop it with `chaosmessaging stack down`",
+                            code=EXIT_INTERRUPTED) from None
+        raise UserError(f"interrupted: every process this start had begun was stopped; nothing "
+                        f"runs from {home}; run `chaosmessaging stack up` again when ready",
+                        code=EXIT_INTERRUPTED) from None
+    _print("stack is up:")
+    for entry in launcher.status(state.home):
+        _print(f"  {entry['name']:<10} {entry['address']}")
+    _print("stop it with: chaosmessaging stack down")
+    return 0
+
+
+def _stack_down(args: argparse.Namespace) -> int:
+    from chaosmessaging.stack import launcher
+    from chaosmessaging.stack.state import StackNotRunning, StackStateError, load_state
+
+    try:
+        load_state(args.home)
+    except StackStateError as exc:
+        _print(f"warning: the stack state file {exc.path} is unreadable or corrupt "
+               f"({exc.detail}): stopping every process marked as started from this home "
+               "instead, and setting the file aside as stack.json.corrupt")
+    except StackNotRunning:
+        pass
+    stopped = launcher.down(args.home, purge=args.purge)
+    _print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return 0
 
 
@@ -83,8 +219,17 @@ def _proxy(args: argparse.Namespace) -> int:
 
 def _revert(args: argparse.Namespace) -> int:
     from chaosmessaging import faults
+    from chaosmessaging.stack.state import usable_home
 
-    results = faults.revert_all(args.home)
+    home = usable_home(args.home, create=False)
+    if not home.exists():
+        explicit = args.home or os.environ.get("CHAOSMESSAGING_HOME")
+        if explicit:
+            raise UserError(f"the state directory {home} does not exist, so it holds no fault "
+                            "ledger: pass the --home (or CHAOSMESSAGING_HOME) the run used")
+        _print(f"no recorded fault to revert (no state directory at {home})")
+        return 0
+    results = faults.revert_all(home)
     if not results:
         _print("no recorded fault to revert")
     for r in results:
@@ -97,9 +242,8 @@ def _init(args: argparse.Namespace) -> int:
 
     try:
         written = copy_bundles(args.directory, force=args.force)
-    except (FileExistsError, FileNotFoundError, OSError) as exc:
-        _print(f"error: {exc}")
-        return 1
+    except OSError as exc:
+        raise UserError(str(exc)) from None
     _print(f"copied {len(written)} files into {args.directory}: experiments/ (with profiles/) "
            "and k6/")
     _print("next: point the configuration at your platform (CHAOSMESSAGING_API_URL, "
@@ -108,11 +252,20 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _selfcheck(args: argparse.Namespace) -> int:
+    from chaosmessaging import selfcheck
+
+    return selfcheck.main(only=args.only or (), workdir=args.workdir, list_only=args.list,
+                          timeout=args.timeout, say=_print)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaosmessaging", description=__doc__)
     parser.add_argument("--home", default=None,
                         help="state directory of the embedded stack (default: $CHAOSMESSAGING_HOME "
                              "or ./.chaosmessaging)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show Python tracebacks (otherwise written to a log file)")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     stack = sub.add_parser("stack", help="the embedded stack (Redis, PostgreSQL, proxy, services)")
@@ -120,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_up = ssub.add_parser("up", help="start everything and print the addresses")
     p_up.add_argument("--no-proxy", action="store_true",
                       help="connect the services to Redis/PostgreSQL directly (no fault proxy)")
-    p_up.add_argument("--proxy-port", type=int, default=None,
+    p_up.add_argument("--proxy-port", type=_arg_type(_port, "port"), default=None,
                       help="fault proxy API port (default 8474 when free, else any free port)")
     p_down = ssub.add_parser("down", help="stop everything the stack started")
     p_down.add_argument("--purge", action="store_true", help="also delete the stack's data")
@@ -130,7 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     ("restart", "restart one service", "SIGTERM")):
         p = ssub.add_parser(name, help=helptext)
         p.add_argument("name")
-        p.add_argument("--signal", default=default, help=f"signal to stop with (default {default})")
+        p.add_argument("--signal", default=default,
+                       type=_arg_type(_terminating_signal, "signal"),
+                       help=f"signal to stop with: SIGTERM, SIGINT, SIGQUIT, SIGKILL or SIGABRT "
+                            f"(default {default})")
     p_start = ssub.add_parser("start", help="start one stopped service")
     p_start.add_argument("name")
     stack.set_defaults(func=_stack)
@@ -139,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     psub = proxy.add_subparsers(dest="proxy_cmd", required=True)
     serve = psub.add_parser("serve", help="run the proxy's HTTP API (Toxiproxy-compatible)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8474)
+    serve.add_argument("--port", type=_arg_type(_port, "port"), default=8474)
     serve.add_argument("--config", default=None, help="JSON file of proxies to create at start")
     proxy.set_defaults(func=_proxy)
 
@@ -151,12 +307,85 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("directory")
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
     init.set_defaults(func=_init)
+
+    from chaosmessaging.nightly.command import add_arguments as nightly_commands
+
+    nightly_commands(sub)  # nightly, dashboard, baseline
+    check = sub.add_parser("selfcheck", help="run the experiments against deliberately broken "
+                                             "stacks (mutants) and a clean one: every mutant "
+                                             "must be caught, the clean stack must pass")
+    check.add_argument("--only", action="append", metavar="NAME",
+                       help="only these mutants and/or experiments (repeat or comma-separate; "
+                            "'clean' for the clean runs alone)")
+    check.add_argument("--list", action="store_true", help="print the mutant catalogue")
+    check.add_argument("--workdir", default=None,
+                       help="where the stacks, journals and selfcheck.json go (default: a new "
+                            "temporary directory)")
+    check.add_argument("--timeout", type=float, default=600.0,
+                       help="seconds one chaos run may take (default 600)")
+    check.set_defaults(func=_selfcheck)
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is a sentence for the user (no traceback needed)."""
+    from chaosmessaging.faults import LedgerError
+    from chaosmessaging.stack.launcher import StackError
+    from chaosmessaging.stack.servers import ServerError
+    from chaosmessaging.stack.state import HomeError, StackStateError
+
+    return (StackError, ServerError, HomeError, StackStateError, LedgerError, KeyError,
+            ValueError)
+
+
+def _traceback_log(home: str | None) -> Path:
+    """Append the current exception's traceback to a log file and return its path: the home's
+    `logs/cli.log` when the home is a writable directory, else one in the temp directory."""
+    from chaosmessaging.util import stack_home
+
+    logs = stack_home(home) / "logs"
+    if not (logs.is_dir() and os.access(logs, os.W_OK)):
+        logs = Path(tempfile.gettempdir())
+    path = logs / ("cli.log" if logs.name == "logs" else f"chaosmessaging-cli-{os.getuid()}.log")
+    with open(path, "a") as out:
+        out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(sys.argv)}\n")
+        out.write(traceback.format_exc())
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        _print("error: interrupted")
+        return EXIT_INTERRUPTED
+    try:
+        return args.func(args)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(exc, KeyboardInterrupt):
+            _print("error: interrupted")
+            return EXIT_INTERRUPTED
+        if isinstance(exc, UserError):
+            _print(f"error: {exc}")
+            return exc.code
+        from chaosmessaging.stack.state import StackNotRunning
+
+        if isinstance(exc, StackNotRunning):
+            _print(f"error: {exc}")
+            return 2
+        if isinstance(exc, _user_errors()):
+            _print(f"error: {exc.args[0] if exc.args else exc}")
+            return 1
+        if not isinstance(exc, Exception):
+            raise
+        where = "" if args.debug else f"; the traceback is in {_traceback_log(args.home)}"
+        _print(f"error: unexpected {type(exc).__name__}: {exc}{where} (rerun with --debug to "
+               "see it here)")
+        return 1
 
 
 if __name__ == "__main__":

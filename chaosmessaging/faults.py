@@ -49,7 +49,7 @@ from logzero import logger
 from chaosmessaging.config import redact
 from chaosmessaging.util import atomic_write_json, same_process, stack_home
 
-__all__ = ["Fault", "Reverter", "record", "clear", "active", "revert", "revert_all",
+__all__ = ["Fault", "LedgerError", "Reverter", "record", "clear", "active", "revert", "revert_all",
            "register_reverter", "ledger_path"]
 
 #: A reverter receives the recipe and the ledger's home directory; its return value is reported.
@@ -96,18 +96,25 @@ def _locked(home: str | os.PathLike | None) -> Iterator[Path]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+class LedgerError(RuntimeError):
+    """The fault ledger cannot be read; the message names the file and what to do."""
+
+
 def _read(path: Path) -> list[Fault]:
-    if not path.exists():
-        return []
-    text = path.read_text()
-    if not text.strip():
-        return []
     try:
+        if not path.exists():
+            return []
+        text = path.read_text()
+        if not text.strip():
+            return []
         raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RuntimeError(f"the fault ledger {path} is not valid JSON ({exc}); inspect it and "
-                           "revert what it lists by hand, then delete it") from exc
-    return [Fault(**item) for item in raw.get("faults", [])]
+        return [Fault(**item) for item in raw.get("faults", [])]
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        raise LedgerError(
+            f"the fault ledger {path} is unreadable or corrupt ({detail}); faults it lists may "
+            "still be active: undo them by hand (restart the services it names, delete the "
+            "toxics on the proxy), then delete the file") from None
 
 
 def _write(path: Path, faults: list[Fault]) -> None:

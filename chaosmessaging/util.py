@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import psutil
 
 __all__ = ["HOME_ENV", "stack_home", "home_of", "atomic_write_json", "tail", "same_process",
-           "poll"]
+           "poll", "port_number"]
 
 HOME_ENV = "CHAOSMESSAGING_HOME"
 T = TypeVar("T")
@@ -54,15 +54,21 @@ def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 2
     return path
 
 
-def tail(path: str | os.PathLike | None, lines: int = 15) -> str:
-    """The last `lines` lines of a log file, indented for an error message ('' if unreadable)."""
+def tail(path: str | os.PathLike | None, lines: int = 15, after: str | None = None) -> str:
+    """The last `lines` lines of a log file, indented for an error message ('' if unreadable).
+    With `after`, only lines written after the last line starting with `after` (a marker a
+    process writes before each attempt, so an old attempt's lines never pass for this one's)."""
     if not path:
         return ""
     try:
         text = Path(path).read_text(errors="replace")
     except OSError:
         return ""
-    return "\n  ".join(text.splitlines()[-lines:])
+    rows = text.splitlines()
+    if after is not None:
+        starts = [i for i, row in enumerate(rows) if row.startswith(after)]
+        rows = rows[starts[-1] + 1:] if starts else rows
+    return "\n  ".join(rows[-lines:])
 
 
 def same_process(pid: int | None, create_time: float | None) -> psutil.Process | None:
@@ -92,3 +98,15 @@ def poll(check: Callable[[], T], timeout: float, interval: float = 0.1) -> T | N
         if time.monotonic() >= deadline:
             return None
         time.sleep(interval)
+
+
+def port_number(value: object, what: str = "port") -> int:
+    """`value` as a TCP port (1-65535), or ValueError with a sentence naming `what` is wrong."""
+    try:
+        port = int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not a number: give a TCP port from 1 to 65535") \
+            from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{what} {port} is out of range: give a TCP port from 1 to 65535")
+    return port

@@ -44,11 +44,13 @@ class Settings:
     argon2_parallelism: int = 1
     kdf_threads: int = 2
     kdf_max_pending: int = 256
+    # the consumer answers /readyz 503 when entries wait and none was acknowledged for this long
+    stall_seconds: int = 30
     ws_send_queue: int = 1000
     ws_ping_interval: float = 30.0
     ws_ping_timeout: float = 30.0
     ws_max_client_frame: int = 4096
-    # test-only sabotage of the gateway (tests/support/sabotage.py): never in a real deployment
+    # test-only gateway sabotage (tests/support/gateway_sabotage.py), never for deployments
     ws_sabotage: frozenset[str] = frozenset()
 
 
@@ -130,6 +132,7 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         argon2_parallelism=parallelism,
         kdf_threads=_int(env, "MSGSTACK_AUTH_KDF_THREADS", os.cpu_count() or 1, 1),
         kdf_max_pending=_int(env, "MSGSTACK_AUTH_KDF_MAX_PENDING", 256, 1),
+        stall_seconds=_int(env, "MSGSTACK_STALL_SECONDS", 30, 1),
         ws_send_queue=_int(env, "MSGSTACK_WS_SEND_QUEUE", 1000, 1),
         ws_ping_interval=float(_int(env, "MSGSTACK_WS_PING_INTERVAL_MS", 30000, 50)) / 1000,
         ws_ping_timeout=float(_int(env, "MSGSTACK_WS_PING_TIMEOUT_MS", 30000, 50)) / 1000,

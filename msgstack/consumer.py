@@ -5,6 +5,11 @@ committed, and a repeated entry (redelivery, re-dispatch) bumps ``redeliveries``
 row. Entries left pending by a consumer that died (any name) are taken over with XAUTOCLAIM on start
 and every few seconds. Poison entries (unparsable, or refused by the ledger more than
 MAX_DELIVERIES times) go to the dead-letter stream and are acknowledged there.
+
+Readiness reflects progress: the consumer adds a "progress" check to /readyz that fails when
+entries wait (pending, or not yet read by the group) and nothing was acknowledged for
+MSGSTACK_STALL_SECONDS; a consumer stuck on a locked table or a hung write is not ready even
+though Redis and PostgreSQL answer.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 import asyncpg
 from redis.exceptions import RedisError, ResponseError
 
-from msgstack import db, metrics, streams
+from msgstack import db, health, metrics, mutants, streams
 from msgstack.outage import Outage, pause
 from msgstack.service import Resources
 
@@ -56,6 +61,11 @@ class Consumer:
         self.next_reclaim = 0.0  # reclaim first thing on start
         # Checking more often than entries can become idle would find nothing new.
         self.reclaim_every = min(RECLAIM_EVERY, max(s.reclaim_idle_ms / 1000, 0.1))
+        # last time the consumer acknowledged entries or found nothing new to read
+        self.last_progress = time.monotonic()
+        res.checks["progress"] = self.check_progress
+        self.mutant_backoff = 0.0  # MUTANT consumer_sticky_backoff only
+        self.mutant_cache: list[bytearray] = []  # MUTANT consumer_unbounded_cache only
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("consuming stream %r as %r in group %r", self.stream, self.name, self.group)
@@ -63,8 +73,11 @@ class Consumer:
             try:
                 if not self.group_ready:
                     await self.ensure_group()
+                if self.mutant_backoff:  # MUTANT consumer_sticky_backoff: never reset
+                    await asyncio.sleep(self.mutant_backoff)
                 if time.monotonic() >= self.next_reclaim:
-                    await self.reclaim(stop)
+                    if not mutants.on("consumer_no_reclaim"):  # MUTANT: never reclaims
+                        await self.reclaim(stop)
                     await self.sample_pel()
                     self.next_reclaim = time.monotonic() + self.reclaim_every
                 reply = await self.res.redis.xreadgroup(
@@ -75,6 +88,7 @@ class Consumer:
                 if entries:
                     await self.process(entries, stop)
                 else:
+                    self.last_progress = time.monotonic()
                     metrics.CONSUMER_LAG.set(0)
             except ResponseError as exc:
                 if streams.is_nogroup(exc):
@@ -85,6 +99,35 @@ class Consumer:
             except (*streams.TRANSIENT_ERRORS, RedisError) as exc:
                 self.group_ready = False
                 await pause(stop, self.redis.failed(db.describe(exc)))
+
+    async def check_progress(self) -> str:
+        """/readyz "progress": "ok", or how many entries wait and for how long nothing was
+        acknowledged (MSGSTACK_STALL_SECONDS)."""
+        limit = self.res.settings.stall_seconds
+        quiet = time.monotonic() - self.last_progress
+        if quiet < limit:
+            return "ok"
+        try:
+            async with asyncio.timeout(health.CHECK_TIMEOUT):
+                pending, unread = await self.backlog()
+        except Exception as exc:  # noqa: BLE001 - a readiness answer, never a crash
+            return f"no progress for {quiet:.0f}s and the backlog is unknown ({db.describe(exc)})"
+        if not pending and not unread:
+            return "ok"
+        return (
+            f"stalled: {pending} pending and {'some' if unread else 'no'} unread entries, nothing "
+            f"acknowledged for {quiet:.0f}s (MSGSTACK_STALL_SECONDS={limit})"
+        )
+
+    async def backlog(self) -> tuple[int, bool]:
+        """(entries pending in the group, whether the stream holds entries it has not read)."""
+        pending = (await self.res.redis.xpending(self.stream, self.group))["pending"]
+        groups = await self.res.redis.xinfo_groups(self.stream)
+        last = next(
+            (g["last-delivered-id"] for g in groups if _text(g["name"]) == self.group), "0-0"
+        )
+        after = await self.res.redis.xrange(self.stream, min=f"({_text(last)}", count=1)
+        return int(pending), bool(after)
 
     async def ensure_group(self) -> None:
         try:
@@ -129,9 +172,17 @@ class Consumer:
                 await self.dead_letter(entry_id, fields, "unparsable", str(exc))
         if not good:
             return
+        if mutants.on("consumer_ack_before_record"):  # MUTANT: a kill here loses the batch
+            await self.res.redis.xack(self.stream, self.group, *[i for i, _ in good])
         recorded = await self.record_with_retry(good, stop)
         if recorded:
+            acked = time.monotonic()
             await self.res.redis.xack(self.stream, self.group, *[i for i, _ in recorded])
+            self.last_progress = time.monotonic()
+            if mutants.on("consumer_sticky_backoff") and time.monotonic() - acked > 0.15:
+                self.mutant_backoff = 0.5  # MUTANT: backs off on a slow Redis, forever
+            if mutants.on("consumer_unbounded_cache"):  # MUTANT: 16 KiB kept per message
+                self.mutant_cache.extend(bytearray(16384) for _ in recorded)
             metrics.CONSUMER_DELIVERED.inc(len(recorded))
             oldest = min(e.created_at for _, e in recorded)
             metrics.CONSUMER_LAG.set(max(time.time() - oldest, 0.0))
@@ -220,6 +271,10 @@ class Consumer:
             await pipe.execute()
         metrics.CONSUMER_DEAD_LETTERS.labels(reason).inc()
         log.warning("dead-lettered entry %s (%s): %s", entry_id.decode(), reason, detail)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def run(res: Resources, stop: asyncio.Event) -> None:

@@ -20,7 +20,7 @@ from datetime import timedelta
 import asyncpg
 from redis.exceptions import RedisError
 
-from msgstack import db, metrics, streams
+from msgstack import db, metrics, mutants, streams
 from msgstack.outage import Outage, pause
 from msgstack.service import Resources
 
@@ -94,6 +94,8 @@ class Dispatcher:
         self.watermark = 0
         self.next_lag = 0.0
         self.next_sweep = time.monotonic() + SWEEP_EVERY
+        # MUTANT dispatcher_slow_idle_poll: seconds where milliseconds were meant
+        self.idle_poll = 8.0 if mutants.on("dispatcher_slow_idle_poll") else IDLE_POLL
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("dispatching outbox to stream %r", self.stream)
@@ -125,7 +127,7 @@ class Dispatcher:
             if self.redis.down:
                 await pause(stop, self.redis.delay)
             elif published < BATCH:
-                await pause(stop, IDLE_POLL)
+                await pause(stop, self.idle_poll)
 
     async def dispatch_batch(self) -> int:
         """Publish one batch; return how many rows were published."""
@@ -134,9 +136,15 @@ class Dispatcher:
             if not rows:
                 return 0
             try:
+                sent = time.monotonic()
                 results = await self.publish(rows)
+                if mutants.on("dispatcher_sticky_backoff") and time.monotonic() - sent > 0.15:
+                    self.idle_poll = 1.0  # MUTANT: backs off on a slow Redis, forever
             except (*streams.TRANSIENT_ERRORS, RedisError) as exc:
                 why = db.describe(exc)
+                if mutants.on("dispatcher_mark_on_failure"):  # MUTANT: forgets the batch
+                    await conn.execute(MARK_SQL, [r["id"] for r in rows], [None] * len(rows))
+                    return 0
                 await self.park(conn, [r["id"] for r in rows], why, refused=False)
                 self.redis.failed(why)
                 return 0
@@ -190,6 +198,9 @@ class Dispatcher:
             self.redis.failed(db.describe(exc))
             return
         self.redis.recovered()
+        if mutants.on("dispatcher_no_replay"):  # MUTANT: parked rows stay parked for ever
+            self.maybe_parked = False
+            return
         status = await self.res.pool.execute(REPLAY_SQL)
         count = int(status.split()[-1])
         if count:

@@ -1,7 +1,9 @@
 """/healthz, /readyz and /metrics, served the same way by every service.
 
 Readiness checks each dependency with a short timeout so a partitioned dependency makes /readyz
-answer 503 quickly instead of hanging the probe.
+answer 503 quickly instead of hanging the probe, plus the checks a worker adds to its
+`Resources.checks` (the consumer's "progress": ready means it keeps up, not only that Redis
+answers PING).
 """
 
 from __future__ import annotations
@@ -58,8 +60,11 @@ async def healthz(request: Request) -> JSONResponse:
 
 async def readyz(request: Request) -> JSONResponse:
     res = request.app.state.resources
-    pg, rd = await asyncio.gather(check_postgres(res.pool), check_redis(res.redis))
-    checks = {"postgres": pg, "redis": rd}
+    extra = dict(res.checks)
+    pg, rd, *answers = await asyncio.gather(
+        check_postgres(res.pool), check_redis(res.redis), *(check() for check in extra.values())
+    )
+    checks = {"postgres": pg, "redis": rd, **dict(zip(extra, answers))}
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503

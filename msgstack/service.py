@@ -13,7 +13,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -40,6 +40,8 @@ class Resources:
     settings: Settings
     pool: asyncpg.Pool
     redis: aioredis.Redis
+    # extra /readyz checks a worker adds (name -> coroutine answering "ok" or why not)
+    checks: dict[str, Callable[[], Awaitable[str]]] = field(default_factory=dict)
 
 
 Worker = Callable[[Resources, asyncio.Event], Awaitable[None]]

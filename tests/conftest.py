@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,13 +59,22 @@ def redis_server(tmp_path_factory) -> Iterator[Server]:
     _stop(proc)
 
 
+def _server_dir(prefix: str) -> Path:
+    """A directory for data PostgreSQL (running as its own system user when we are root) must
+    reach: outside /tmp/pytest-of-<user>, which every pytest session starting on the machine
+    resets to 0700, cutting a running server off its files."""
+    return Path(tempfile.mkdtemp(prefix=f"chaosmessaging-{prefix}-"))
+
+
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory) -> Iterator[Server]:
+def postgres_server() -> Iterator[Server]:
     port = servers.free_port()
-    data = tmp_path_factory.mktemp("pg") / "data"
+    root = _server_dir("pg")
+    data = root / "data"
     proc = servers.start_postgres(port, data)
     yield Server("127.0.0.1", port, proc, data)
     _stop(proc, signal.SIGINT)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -89,15 +100,16 @@ SUPPORT = Path(__file__).resolve().parent / "support"
 
 
 @pytest.fixture(scope="session")
-def embedded_stack(tmp_path_factory):
+def embedded_stack():
     """One private embedded stack (Redis, PostgreSQL, fault proxy, services) for the session's
     experiment runs; each run tags its own messages, so runs do not see each other's."""
     from chaosmessaging.stack import launcher
 
-    home = tmp_path_factory.mktemp("embedded-stack")
+    home = _server_dir("stack")
     state = launcher.up(home, proxy_port=servers.free_port())
     yield state
     launcher.down(home)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def chaos_env(stack) -> dict:

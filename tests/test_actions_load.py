@@ -238,3 +238,33 @@ def test_k6_load_from_a_real_chaos_run(api_202, tmp_path):
     fact = json.loads(facts.read_text())["load:steady"]
     assert fact["summary_path"] == waited["summary_path"] and fact["exit_code"] == 0
     assert "chaosmessaging_safety_net" not in journal  # nothing was left to revert
+
+
+def test_two_k6_segments_share_one_arrival_rate(api_202, tmp_path):
+    """Scale-out: runners 1/2 and 2/2 of a 40/s load send 20/s each, 40/s together."""
+    started = [load.start_load("message_load.js", rate=40, duration="3s", segment=f"{k}/2",
+                               run_id=f"seg/{k}", label=f"seg{k}", api_url=api_202.url,
+                               summary_path=str(tmp_path / f"seg{k}.json"))
+               for k in (1, 2)]
+    results = [load.wait_for_load(summary_path=s["summary_path"], timeout=60) for s in started]
+    accepted = [r["summary"]["messages_accepted"] for r in results]
+    assert all(r["exit_code"] == 0 for r in results)
+    assert sum(accepted) == len(api_202.bodies)
+    assert 110 <= sum(accepted) <= 124, accepted  # 40/s for 3 s (k6 may add one at each end)
+    assert all(55 <= a <= 62 for a in accepted), accepted  # an equal half each
+    assert {b["client_msg_id"].split(":")[0] for b in api_202.bodies} == {"seg/1", "seg/2"}
+    summary = json.loads(Path(started[0]["summary_path"]).read_text())
+    assert "p(99)" in summary["metrics"]["http_req_duration"]  # the trends track p99 too
+
+
+@pytest.mark.parametrize("segment", ["0/2", "3/2", "half", "1/65"])
+def test_a_malformed_segment_is_refused(segment, api_202):
+    with pytest.raises(ActivityFailed, match="K/N"):
+        load.start_load("message_load.js", rate=10, duration="1s", segment=segment,
+                        api_url=api_202.url)
+
+
+def test_segment_arguments_split_the_test_without_overlap():
+    assert load._segment_args("1/2") == ["--execution-segment", "0:1/2",
+                                         "--execution-segment-sequence", "0,1/2,1"]
+    assert load._segment_args("3/3")[1] == "2/3:1"

@@ -96,6 +96,10 @@ def test_consumer_resilience_smoke_holds_on_a_healthy_pipeline(stack, chaos_run,
     reclaimed = after["entries-pending-at-kill-reclaimed"]["output"]
     assert reclaimed["pending_at_fault"] > 0, "the consumer must die holding entries"
     assert reclaimed["reclaimed"] == reclaimed["pending_at_fault"]
+    kills = after["entries-pending-at-each-random-kill-reclaimed"]["output"]
+    assert len(kills["kills"]) == 4 and kills["seed"]  # the smoke profile's random kills
+    assert all(k["reclaimed"] == k["pending_at_kill"] for k in kills["kills"])
+    assert {k["down_vs_reclaim"] for k in kills["kills"]} == {"shorter", "longer"}
     accounting = after["message-accounting-zero-loss"]["output"]
     assert accounting["lost"] == 0 and accounting["acknowledged"] == accounting["k6_accepted"] > 0
     assert faults.active(stack.home) == []
@@ -103,7 +107,8 @@ def test_consumer_resilience_smoke_holds_on_a_healthy_pipeline(stack, chaos_run,
 
 def test_consumer_resilience_fails_and_names_ids_when_deliveries_vanish(stack, chaos_run, tmp_path):
     def edit(e):
-        e["configuration"].update(t8_messages=1200, t8_kill_after_s=3, t8_down_for_s=3)
+        e["configuration"].update(t8_messages=1200, t8_kill_after_s=3, t8_down_for_s=3,
+                                  t8_kills=1)
         e["method"].append(_sabotage("drop-three-deliveries", "drop_deliveries"))
 
     code, journal, output = chaos_run(_variant(tmp_path, "consumer_resilience", edit))
@@ -120,7 +125,8 @@ def test_consumer_resilience_fails_and_names_ids_when_deliveries_vanish(stack, c
 
 def test_consumer_resilience_fails_when_pending_entries_are_dropped(stack, chaos_run, tmp_path):
     def edit(e):
-        e["configuration"].update(t8_messages=1200, t8_kill_after_s=3, t8_down_for_s=3)
+        e["configuration"].update(t8_messages=1200, t8_kill_after_s=3, t8_down_for_s=3,
+                                  t8_kills=1)
         _insert_after(e, "restart-consumer-and-kill-it-mid-batch",
                       _sabotage("ack-pending-without-delivery", "ack_pending_without_delivery"))
 

@@ -32,8 +32,11 @@ def _variant(tmp_path: Path, name: str, edit) -> Path:
 
 
 def _sabotage(name: str, func: str) -> dict:
-    return {"type": "action", "name": name,
-            "provider": {"type": "python", "module": "sabotage", "func": func, "arguments": {}}}
+    return {
+        "type": "action",
+        "name": name,
+        "provider": {"type": "python", "module": "sabotage", "func": func, "arguments": {}},
+    }
 
 
 def test_conversation_stress_smoke_holds_on_the_reference_stack(embedded_stack, chaos_run):
@@ -47,8 +50,9 @@ def test_conversation_stress_smoke_holds_on_the_reference_stack(embedded_stack, 
     assert after["participant-cache-hit-ratio-above-minimum"]["output"]["ratio"] > 0.8
 
 
-def test_conversation_stress_fails_when_a_policy_lets_everyone_read(embedded_stack, chaos_run,
-                                                                    tmp_path):
+def test_conversation_stress_fails_when_a_policy_lets_everyone_read(
+    embedded_stack, chaos_run, tmp_path
+):
     def edit(e):
         e["method"].insert(1, _sabotage("permit-every-conversation", "permit_every_conversation"))
         e["rollbacks"].append(_sabotage("restore-policy", "restore_conversation_policy"))
@@ -81,8 +85,9 @@ def api_without_invalidation(embedded_stack):
         stop_service("api", home=home, timeout=20)
         state = load_state(home)
         record = state.service("api")
-        record.env = {k: v for k, v in record.env.items()
-                      if k != "MSGSTACK_PARTICIPANT_INVALIDATION"} | extra
+        record.env = {
+            k: v for k, v in record.env.items() if k != "MSGSTACK_PARTICIPANT_INVALIDATION"
+        } | extra
         save_state(state)
         start_service("api", home=home, timeout=60)
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from chaosmessaging.stack import servers
 from test_msgstack_api import (
     Service,
     add_user,
@@ -306,3 +307,35 @@ def test_process_metrics_cover_the_supervisor_and_both_workers(api):
     rss = api.metric("process_resident_memory_bytes")
     own = sum(p.memory_info().rss for p in family)
     assert 0.8 * own < rss < 1.2 * own  # the whole service, not the scraped worker alone
+
+
+def test_with_redis_down_workers_bypass_their_caches_and_a_removal_still_holds(
+    postgres_server, tmp_path
+):
+    """No invalidation can be announced while Redis is down: each worker notices its dead
+    subscription, empties its cache and asks PostgreSQL, so the removed user is refused."""
+    from test_msgstack_pipeline import PrivateRedis
+
+    redis_server = PrivateRedis(servers.free_port(), tmp_path / "redis", None)
+    redis_server.start()
+    env = fresh_env(postgres_server, redis_server.url)
+    api = start_service("api", env, tmp_path)
+    try:
+        alice, bob = User(env, "alice"), User(env, "bob")
+        conv = create(api, alice, participants=[str(bob.id)])
+        path = f"/v1/conversations/{conv['id']}/participants"
+        read_on_every_worker(api, alice, path, 200)  # both workers know both tokens ...
+        read_on_every_worker(api, bob, path, 200)  # ... and cached the participants
+        redis_server.stop()
+        assert call(api, alice, "DELETE", f"{path}/{bob.id}").status_code == 200
+        wait_until(
+            lambda: all(call(api, bob, "GET", path).status_code == 403 for _ in range(10)),
+            5,
+            "every worker to refuse bob once its subscription is found dead",
+        )
+        after = [call(api, bob, "GET", path) for _ in range(30)]
+        assert [a.status_code for a in after] == [403] * 30
+        assert len({a.headers["x-served-by"] for a in after}) == 2
+    finally:
+        api.stop()
+        redis_server.stop()

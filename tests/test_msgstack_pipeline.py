@@ -309,7 +309,7 @@ def test_postgres_restart_is_survived_by_every_service(redis_server, tmp_path):
             "the API back",
         )
         accepted += post_many(stack["api"], 30, "after")
-        wait_until(lambda: delivered_count(env) >= 61, 20, "deliveries after the restart")
+        wait_until(lambda: delivered_count(env) >= 61, 60, "deliveries after the restart")
         assert_exactly_once(env, accepted)
         assert "postgres reconnected" in stack["dispatcher"].log_text()
         assert_no_crash(stack)

@@ -40,7 +40,8 @@ def test_missing_stream_and_group_read_as_zero_not_a_crash(names):
     assert probes.oldest_pending_idle_ms(configuration=names) == 0
     assert probes.pending_entries(configuration=names) == []
     assert probes.consumer_lag(configuration=names) == {
-        "entries": 0, "seconds": 0.0, "pending": 0, "truncated": False}
+        "entries": 0, "seconds": 0.0, "pending": 0, "truncated": False,
+        "missing": f"stream '{names['messaging_stream']}'"}
     assert probes.dead_letter_count(configuration=names) == 0
 
 
@@ -48,7 +49,8 @@ def test_existing_stream_without_group_reads_as_zero(client, names):
     _add(client, names["messaging_stream"], 3)
     assert probes.stream_length(configuration=names) == 3
     assert probes.pel_size(configuration=names) == 0
-    assert probes.consumer_lag(configuration=names)["entries"] == 0
+    lag = probes.consumer_lag(configuration=names)
+    assert lag["entries"] == 0 and lag["missing"] == f"group '{names['messaging_group']}'"
 
 
 def test_pel_and_pending_entries_follow_reads_and_acks(client, names):

@@ -94,6 +94,27 @@ def _resolve_script(script: str) -> Path:
     raise ActivityFailed(f"k6 script {script!r} not found (looked in {looked})")
 
 
+#: the summary's latency statistics: k6's default set plus p(99), which the nightly trends track
+SUMMARY_TREND_STATS = "avg,min,med,max,p(90),p(95),p(99)"
+
+
+def _segment_args(segment: str) -> list[str]:
+    """``"K/N"`` -> k6's `--execution-segment` for the K-th of N equal parts of the test, and
+    the `--execution-segment-sequence` all N runners share (so their VUs and iterations split
+    without overlap: https://grafana.com/docs/k6/latest/using-k6/k6-options/reference/)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(segment))
+    if not match or not 1 <= int(match[1]) <= int(match[2]) <= 64:
+        raise ActivityFailed(f"segment {segment!r} must be 'K/N' with 1 <= K <= N <= 64, e.g. "
+                             "'1/2' and '2/2' for two runners sharing one rate")
+    k, n = int(match[1]), int(match[2])
+
+    def point(i: int) -> str:
+        return "0" if i == 0 else "1" if i == n else f"{i}/{n}"
+
+    return ["--execution-segment", f"{point(k - 1)}:{point(k)}",
+            "--execution-segment-sequence", ",".join(point(i) for i in range(n + 1))]
+
+
 def _sidecar(summary_path: Path) -> Path:
     return summary_path.with_name(summary_path.stem + ".run.json")
 
@@ -103,7 +124,7 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
                env: dict = None, label: str = "load", summary_path: str = None,
                run_id: str = None,
                api_url: str = None, allow_hosts: list = None, max_duration: str = "2h",
-               max_rate: int = 20000, configuration: Configuration = None,
+               max_rate: int = 20000, segment: str = None, configuration: Configuration = None,
                secrets: Secrets = None) -> dict:
     """Start a k6 `script` in the background and return at once.
 
@@ -117,8 +138,11 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     script paths resolve against the working directory, then its `k6/` folder (where
     `chaosmessaging init` copies them), then the k6 scripts shipped with chaosmessaging.
     Refuses non-loopback targets unless listed in `allow_hosts`, and durations over `max_duration`.
+    `segment` ``"K/N"`` runs only the K-th of N equal k6 execution segments, so N runners (one
+    per machine, each with its own `label`) share one arrival rate: each sends `rate` / N.
     Returns ``{"pid", "run_id", "summary_path", "log_path", "duration_s"}``.
     """
+    segment_args = _segment_args(segment) if segment else []
     url = lookup("messaging_api_url", configuration, secrets, value=api_url)
     scope = {**(configuration or {}), **({"allow_hosts": allow_hosts} if allow_hosts else {})}
     targets.check(url, "messaging_api_url", scope, secrets)
@@ -163,7 +187,8 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
         if value is not None:
             values[key] = str(value)
     values.update({str(k): str(v) for k, v in (env or {}).items()})
-    cmd = [_k6_binary(), "run", "--no-usage-report", "--quiet", "--summary-export", str(summary)]
+    cmd = [_k6_binary(), "run", "--no-usage-report", "--quiet", "--summary-export", str(summary),
+           "--summary-trend-stats", SUMMARY_TREND_STATS, *segment_args]
     for key, value in values.items():
         cmd += ["-e", f"{key}={value}"]
     cmd.append(str(script_path))
@@ -177,7 +202,8 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     create_time = psutil.Process(proc.pid).create_time()
     info = {"pid": proc.pid, "create_time": create_time, "run_id": run_id,
             "summary_path": str(summary), "log_path": str(log_path), "script": str(script_path),
-            "duration_s": seconds, "started_at": time.time(), "label": label, "rate": rate}
+            "duration_s": seconds, "started_at": time.time(), "label": label, "rate": rate,
+            "segment": segment}
     _sidecar(summary).write_text(json.dumps(info, indent=2))
     runs.record(f"load:{label}", info, home=home)
     faults.record("load", f"load:{run_id}", {"pid": proc.pid, "create_time": create_time,

@@ -48,17 +48,17 @@ WITH lost AS (
   SELECT m.id, m.client_msg_id, m.created_at
   FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
   WHERE starts_with(m.client_msg_id, $1) AND d.message_id IS NULL)
-SELECT
-  (SELECT count(*) FROM lost WHERE EXISTS (
-     SELECT 1 FROM outbox o WHERE o.message_id = lost.id AND o.dispatched_at IS NULL))
-    AS pending,
-  (SELECT count(*) FROM lost WHERE EXISTS (
-     SELECT 1 FROM outbox o WHERE o.message_id = lost.id AND o.dispatched_at IS NULL
-     AND o.parked_at IS NOT NULL)) AS parked,
-  (SELECT coalesce(array_agg(client_msg_id ORDER BY created_at, client_msg_id), '{}')
-   FROM (SELECT client_msg_id, created_at FROM lost
-         ORDER BY created_at, client_msg_id LIMIT $2) AS first) AS ids
+SELECT lost.client_msg_id, o.id AS outbox_id, o.dispatched_at IS NOT NULL AS dispatched,
+       o.parked_at IS NOT NULL AS parked, o.dead_at IS NOT NULL AS dead, o.stream_id
+FROM lost LEFT JOIN LATERAL (
+  SELECT * FROM outbox WHERE outbox.message_id = lost.id ORDER BY outbox.id DESC LIMIT 1) o
+  ON true
+ORDER BY lost.created_at, lost.client_msg_id
+LIMIT $2
 """
+
+# where a lost message was last seen, in pipeline order
+PLACES = ("undispatched", "parked", "dead", "in_stream", "pending", "nowhere")
 
 
 _IN_RUN = """
@@ -70,7 +70,8 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
                        late_after_s: float = None, k6_summary_path: str = None,
                        accepted_metric: str = "messages_accepted", max_ids: int = 50,
                        check_stream: bool = False, stream_scan_max: int = 200000,
-                       dsn: str = None, configuration: Configuration = None,
+                       place_scan_max: int = 10000, dsn: str = None,
+                       configuration: Configuration = None,
                        secrets: Secrets = None) -> Verdict:
     """
     Account for every message of the load run `run_id` (messages whose `client_msg_id`
@@ -78,12 +79,18 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
     `chaosmessaging.runs`), with their k6 summaries — waiting up to `settle_timeout` seconds
     for in-flight ones to be
     delivered. Returns
-    `{"run_id", "acknowledged", "delivered", "lost", "lost_ids", "pending", "parked",
-    "redelivered", "duplicated", "late", "k6_accepted", "api_acknowledged_missing",
-    "settled_s"}` with `ok` and `reason`:
+    `{"run_id", "acknowledged", "delivered", "lost", "lost_ids", "last_seen",
+    "last_seen_ids", "pending", "parked", "dead", "redelivered", "duplicated", "late",
+    "k6_accepted", "api_acknowledged_missing", "settled_s"}` with `ok` and `reason`:
     `lost` messages have no delivery (their `client_msg_id`s, at most `max_ids`, in
-    `lost_ids`); `pending` of them are still undispatched in the outbox and `parked` in its
-    DLQ; `redelivered` were delivered again and suppressed by idempotency; `late` were
+    `lost_ids`). `last_seen` counts where each was last seen (at most `place_scan_max` looked
+    up), `last_seen_ids` lists them by place: `undispatched` (outbox row waiting),
+    `parked` (outbox DLQ), `dead` (outbox row given up on, `dead_at`), `in_stream`
+    (published, the entry in the stream but not pending in the group), `pending` (delivered
+    to a consumer, never acknowledged), `nowhere` (no outbox row, or marked dispatched but its
+    stream entry is gone or was never written). `pending` (figure) is still-in-the-outbox
+    (undispatched + parked), `parked` and `dead` repeat those places;
+    `redelivered` were delivered again and suppressed by idempotency; `late` were
     delivered more than `late_after_s` seconds after creation (null when not asked);
     `k6_accepted` is the `accepted_metric` count of the k6 summary at `k6_summary_path`
     (null without one) and `api_acknowledged_missing` how many accepted messages the database
@@ -105,9 +112,13 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
         logger.debug(f"run {run_id}: {missing} messages not delivered yet, waiting")
         time.sleep(poll_interval)
 
-    lost = {"pending": 0, "parked": 0, "ids": []}
+    places: dict[str, list[str]] = {place: [] for place in PLACES}
+    lost_ids: list[str] = []
     if missing:
-        lost = pg_fetch(_LOST, (prefix, max_ids), dsn, configuration, secrets)[0]
+        rows = pg_fetch(_LOST, (prefix, max(int(place_scan_max), int(max_ids))), dsn,
+                        configuration, secrets)
+        places = _last_seen(rows, configuration, secrets)
+        lost_ids = [row["client_msg_id"] for row in rows[: int(max_ids)]]
     duplicated = pg_fetch(_DUPLICATED, (prefix,), dsn, configuration, secrets)[0][0]
     k6_accepted = None
     if k6_summaries:
@@ -118,9 +129,12 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
         "acknowledged": counts["acknowledged"],
         "delivered": counts["delivered"],
         "lost": missing,
-        "lost_ids": list(lost["ids"]),
-        "pending": lost["pending"],
-        "parked": lost["parked"],
+        "lost_ids": lost_ids,
+        "pending": len(places["undispatched"]) + len(places["parked"]),
+        "parked": len(places["parked"]),
+        "dead": len(places["dead"]),
+        "last_seen": {place: len(ids) for place, ids in places.items()},
+        "last_seen_ids": {place: ids[: int(max_ids)] for place, ids in places.items() if ids},
         "redelivered": counts["redelivered"],
         "duplicated": int(duplicated),
         "late": None if late is None else counts["late"],
@@ -137,7 +151,10 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
     if counts["acknowledged"] == 0 and expected:
         problems.append(f"no message of this run ('{prefix}') reached the database")
     if missing:
-        problems.append(f"{missing} of {counts['acknowledged']} acknowledged messages lost")
+        seen = ", ".join(f"{n} {place.replace('_', ' ')}"
+                         for place, n in result["last_seen"].items() if n)
+        problems.append(f"{missing} of {counts['acknowledged']} acknowledged messages lost "
+                        f"(last seen: {seen})")
     if result["duplicated"]:
         problems.append(f"{result['duplicated']} delivered twice")
     if result["api_acknowledged_missing"]:
@@ -150,9 +167,10 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
         logger.warning(f"run {run_id}: no message has a client_msg_id starting with "
                        f"'{prefix}' — wrong run id, or the load never reached the API?")
     if missing:
+        seen = ", ".join(f"{n} {place}" for place, n in result["last_seen"].items() if n)
         logger.warning(f"run {run_id}: {missing} of {counts['acknowledged']} messages not "
-                       f"delivered after {settle_timeout}s ({result['pending']} still in the "
-                       f"outbox, {result['parked']} parked); lost ids: {result['lost_ids']}")
+                       f"delivered after {settle_timeout}s (last seen: {seen}); lost ids: "
+                       f"{result['lost_ids']}")
     if result["api_acknowledged_missing"]:
         logger.warning(f"run {run_id}: k6 counted {k6_accepted} accepted messages but the "
                        f"database holds {counts['acknowledged']}")
@@ -250,6 +268,47 @@ def _stream_duplicates(prefix: str, scan_max: int, dsn: str, configuration: Conf
     return int(pg_fetch(_IN_RUN, (twice, prefix), dsn, configuration, secrets)[0][0])
 
 
+def _last_seen(rows: list, configuration: Configuration,
+               secrets: Secrets) -> dict[str, list[str]]:
+    """Sort lost messages (rows of `_LOST`) by where they were last seen; published ones are
+    looked up in the stream and the group's pending entries (one pipeline)."""
+    places: dict[str, list[str]] = {place: [] for place in PLACES}
+    published = []
+    for row in rows:
+        if row["outbox_id"] is None:
+            places["nowhere"].append(row["client_msg_id"])
+        elif row["dead"]:
+            places["dead"].append(row["client_msg_id"])
+        elif not row["dispatched"]:
+            places["parked" if row["parked"] else "undispatched"].append(row["client_msg_id"])
+        elif not row["stream_id"]:
+            places["nowhere"].append(row["client_msg_id"])  # "dispatched" without an entry
+        else:
+            published.append(row)
+    if not published:
+        return places
+    stream = lookup("messaging_stream", configuration, secrets)
+    group = lookup("messaging_group", configuration, secrets)
+    client, url = redis_client(None, configuration, secrets)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for row in published:
+            pipe.xrange(stream, row["stream_id"], row["stream_id"], count=1)
+            pipe.xpending_range(stream, group, row["stream_id"], row["stream_id"], 1)
+        replies = pipe.execute(raise_on_error=False)
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise redis_unreachable(url, error) from None
+    for n, row in enumerate(published):
+        entry, pending = replies[2 * n], replies[2 * n + 1]
+        if isinstance(pending, list) and pending:
+            places["pending"].append(row["client_msg_id"])
+        elif isinstance(entry, list) and entry:
+            places["in_stream"].append(row["client_msg_id"])
+        else:
+            places["nowhere"].append(row["client_msg_id"])
+    return places
+
+
 # k6/message_load.js with DIGEST=1 ends each client_msg_id with ".<sha256 hex of the payload>"
 _INTACT = """
 SELECT count(*) AS messages,
@@ -265,8 +324,9 @@ WHERE starts_with(m.client_msg_id, $1)
 """
 
 
-def payloads_intact(run_id: str = None, max_ids: int = 20, dsn: str = None,
-                    configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+def payloads_intact(run_id: str = None, max_ids: int = 20, timeout: float = 300.0,
+                    dsn: str = None, configuration: Configuration = None,
+                    secrets: Secrets = None) -> Verdict:
     """
     Verdict: every stored message of the run (by default this experiment run's loads) holds
     exactly the bytes the client sent: k6/message_load.js run with `DIGEST=1` ends each
@@ -274,13 +334,15 @@ def payloads_intact(run_id: str = None, max_ids: int = 20, dsn: str = None,
     stored ciphertext (computed by PostgreSQL). Figures: `messages`, `corrupted` (ids in
     `corrupted_ids`), `undigested` (messages without a digest: the load forgot DIGEST=1),
     `size_mismatch`. No message, or any undigested one, fails: nothing would be proven.
+    The query reads every payload of the run: `timeout` (seconds) bounds it.
     """
     figures = {"messages": 0, "corrupted": 0, "undigested": 0, "size_mismatch": 0,
                "corrupted_ids": []}
     if held := held_before_method(configuration, **figures):
         return held
     prefix, _ = _scope(run_id, None, configuration)
-    row = pg_fetch(_INTACT, (prefix, int(max_ids)), dsn, configuration, secrets)[0]
+    row = pg_fetch(_INTACT, (prefix, int(max_ids)), dsn, configuration, secrets,
+                   timeout=float(timeout))[0]
     figures = {k: (list(row[k]) if k == "corrupted_ids" else int(row[k])) for k in figures}
     problems = []
     if figures["messages"] == 0:

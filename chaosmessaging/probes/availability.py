@@ -9,7 +9,8 @@ service reported degraded) beside the run's facts. The verdicts then judge the w
 - `degradation_reported`: between two marks (a fault and its removal), every service whose
   readiness covers the dependency answered 503 naming it (after a short detection grace);
 - `recovered_within`: after a mark (a restoration), every service answered 200 again (or, with
-  `dependency`, reported that dependency "ok") within the limit, and kept doing so.
+  `dependency`, reported that dependency "ok") within the limit, steadily (several answers in
+  a row); later relapses are reported.
 
 `snapshot_processes` / `same_processes` prove no service was restarted behind the experiment's
 back: the same pids (and start times) before and after, read from the embedded stack's state.
@@ -199,41 +200,49 @@ def degradation_reported(dependency: str, since: str, until: str, grace_s: float
 
 
 def recovered_within(since: str, limit_s: float, dependency: str = None, label: str = "watch",
-                     services: list = None, configuration: Configuration = None,
-                     secrets: Secrets = None) -> Verdict:
+                     services: list = None, stable_answers: int = 3,
+                     configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
     """
     Verdict: after mark `since` (a restoration) every service (default: every watched one) was
-    healthy again within `limit_s` seconds and stayed so until the watch ended: healthy is a
-    200 answer, or with `dependency`, an answer whose checks report that dependency "ok"
-    (e.g. PostgreSQL back while Redis is still down). Figures: `services` {name: seconds from
-    the mark to the first answer of the final healthy streak, or null}, `limit_s`, `worst_s`.
+    healthy again within `limit_s` seconds: recovered at the first of `stable_answers`
+    consecutive healthy answers (one lucky answer is not recovery). Healthy is a 200 answer, or
+    with `dependency`, an answer whose checks report that dependency "ok" (e.g. PostgreSQL back
+    while Redis is still down). Unhealthy answers after recovery are reported as `relapses`
+    (e.g. a readiness check timing out on a saturated machine), not judged here. Figures:
+    `services` {name: seconds from the mark to recovery, or null}, `relapses` {name: count},
+    `limit_s`, `worst_s`.
     """
     limit_s = float(limit_s)
-    if held := held_before_method(configuration, services={}, limit_s=limit_s, worst_s=None):
+    figures0 = {"services": {}, "relapses": {}, "limit_s": limit_s, "worst_s": None}
+    if held := held_before_method(configuration, **figures0):
         return held
     watched = _load(label, configuration)
     if watched is None:
-        return _no_watch(label, services={}, limit_s=limit_s, worst_s=None)
+        return _no_watch(label, **figures0)
     try:
         begin, _ = _window(since, None, configuration)
     except LookupError as exc:
-        return verdict(False, str(exc), services={}, limit_s=limit_s, worst_s=None)
+        return verdict(False, str(exc), **figures0)
 
     def healthy(answer: list) -> bool:
         if dependency:
             return answer[1] in (200, 503) and dependency not in answer[2]
         return answer[1] == 200
 
+    need = max(1, int(stable_answers))
     figures: dict[str, float | None] = {}
+    relapses: dict[str, int] = {}
     for service in services or sorted(watched["answers"]):
         after = [a for a in watched["answers"].get(service, []) if a[0] >= begin]
-        streak = None
-        for answer in after:
-            if healthy(answer):
-                streak = answer[0] if streak is None else streak
-            else:
-                streak = None
-        figures[service] = None if streak is None else round(streak - begin, 3)
+        marks = [healthy(a) for a in after]
+        found = None
+        for i in range(len(after)):
+            window = marks[i:i + need]
+            if window and all(window) and (len(window) == need or i + len(window) == len(after)):
+                found = i
+                break
+        figures[service] = None if found is None else round(after[found][0] - begin, 3)
+        relapses[service] = 0 if found is None else marks[found:].count(False)
     never = [s for s, v in figures.items() if v is None]
     worst = max((v for v in figures.values() if v is not None), default=None)
     what = f"{dependency} ok" if dependency else "ready (200)"
@@ -242,8 +251,11 @@ def recovered_within(since: str, limit_s: float, dependency: str = None, label: 
     else:
         ok = worst is not None and worst <= limit_s
         reason = f"every service {what} {worst:g}s after {since} at worst (limit {limit_s:g}s)"
+        if any(relapses.values()):
+            reason += f"; unhealthy answers after recovery: {relapses}"
     logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, services=figures, limit_s=limit_s, worst_s=worst)
+    return verdict(ok, reason, services=figures, relapses=relapses, limit_s=limit_s,
+                   worst_s=worst)
 
 
 def snapshot_processes(label: str = "processes", services: list = None,

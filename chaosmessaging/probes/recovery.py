@@ -26,7 +26,7 @@ from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
 __all__ = ["mark", "snapshot_pending", "wait_for_recovery", "pending_reclaimed",
-           "recovery_within"]
+           "recovery_within", "kills_reclaimed"]
 
 
 def _home(configuration: Configuration) -> str | None:
@@ -71,9 +71,18 @@ def _still_pending(entries: list[dict], stream: str, group: str, configuration: 
     return [h["message_id"] for h in hits if h["message_id"] in ids]
 
 
-def _behind_seconds(include_outbox: bool, configuration: Configuration,
-                    secrets: Secrets) -> dict:
-    """How far behind the pipeline is, in seconds, at each stage we can see."""
+_UNACCOUNTED = """
+SELECT count(*) FROM messages m
+WHERE starts_with(m.client_msg_id, $1)
+  AND m.created_at < now() - make_interval(secs => $2::float8)
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id)
+"""
+
+
+def _behind(include_outbox: bool, max_lag_seconds: float, configuration: Configuration,
+            secrets: Secrets) -> tuple[dict, str | None]:
+    """How far behind the pipeline is at each stage we can see, and why it is not caught up
+    (None when it is). A missing stream or group is not zero lag: nothing consumed it."""
     lag = consumer_lag(max_count=1, configuration=configuration, secrets=secrets)
     behind = {"undelivered_s": lag["seconds"],
               "pending_idle_s": oldest_pending_idle_ms(configuration=configuration,
@@ -81,7 +90,25 @@ def _behind_seconds(include_outbox: bool, configuration: Configuration,
     if include_outbox:
         behind["outbox_s"] = outbox_oldest_undispatched_seconds(configuration=configuration,
                                                                 secrets=secrets)
-    return behind
+    late = [k for k, v in behind.items() if v > float(max_lag_seconds)]
+    # the run's accepted messages must be accounted for too: older than the allowed lag and
+    # still without a delivery means the pipeline has not caught up, whatever Redis says
+    home = _home(configuration)
+    unaccounted = 0
+    if runs.method_started(home):
+        unaccounted = int(pg_fetch(_UNACCOUNTED, (runs.message_prefix(None, home),
+                                                  float(max_lag_seconds)),
+                                   configuration=configuration, secrets=secrets)[0][0])
+        behind["unaccounted_messages"] = unaccounted
+    if lag.get("missing"):
+        behind["missing"] = lag["missing"]
+        return behind, f"{lag['missing']} is missing: nothing is consuming"
+    if late:
+        return behind, f"behind by more than {float(max_lag_seconds):g} s at {', '.join(late)}"
+    if unaccounted:
+        return behind, (f"{unaccounted} accepted messages of this run older than "
+                        f"{float(max_lag_seconds):g} s have no delivery")
+    return behind, None
 
 
 def wait_for_recovery(since: str = "consumer_restart", max_lag_seconds: float = 2.0,
@@ -92,36 +119,43 @@ def wait_for_recovery(since: str = "consumer_restart", max_lag_seconds: float = 
     """Poll until the pipeline has caught up: the oldest entry not yet delivered to the consumer
     group and the longest-idle pending entry are both younger than `max_lag_seconds` (and, with
     `include_outbox`, the oldest undispatched outbox row too; with `reclaimed`, no entry of
-    the `snapshot_pending` taken under that label may still be pending either).
+    the `snapshot_pending` taken under that label, or those labels, comma-separated, may
+    still be pending either), AND every
+    message this run got accepted that is older than `max_lag_seconds` has a delivery.
 
-    Recovery time is measured from the mark `since` (see `mark`) and recorded as the fact
-    `recovery:<since>`. Returns `{"recovered": bool, "seconds": s, "behind": {...}}`; a timeout
-    is recorded as not recovered (the hypothesis then fails), not raised. Unreachable
-    dependencies during the wait count as not recovered yet."""
+    A missing stream or consumer group is not zero lag: it counts as not recovered (nothing
+    consumes), as do unreachable dependencies. Recovery time is measured from the mark `since`
+    (see `mark`) and recorded as the fact `recovery:<since>`. Returns `{"recovered": bool,
+    "seconds": s, "behind": {...}, "why_not": reason or null}`; a timeout is recorded as not
+    recovered (the hypothesis then fails), not raised."""
     start = runs.fact(f"mark:{since}", home=_home(configuration)) or time.time()
     deadline = time.monotonic() + float(timeout)
-    snapshot = runs.fact(f"pending:{reclaimed}", [], home=_home(configuration)) if reclaimed \
-        else []
+    # `reclaimed` may name several snapshots, comma-separated ("at_kill,random_kills")
+    snapshot = [entry for part in (reclaimed or "").split(",") if part.strip()
+                for entry in runs.fact(f"pending:{part.strip()}", [], home=_home(configuration))]
     stream = lookup("messaging_stream", configuration, secrets)
     group = lookup("messaging_group", configuration, secrets)
     behind: dict = {}
+    why = "not measured"
     recovered = False
     while time.monotonic() < deadline:
         try:
-            behind = _behind_seconds(include_outbox, configuration, secrets)
+            behind, why = _behind(include_outbox, float(max_lag_seconds), configuration,
+                                  secrets)
             still = len(_still_pending(snapshot, stream, group, configuration, secrets))
         except ActivityFailed as error:
-            behind = {"error": str(error)}
+            behind, why = {"error": str(error)}, str(error)
         else:
-            caught_up = all(v <= float(max_lag_seconds) for v in behind.values())
             if reclaimed:
                 behind[f"still_pending_from_{reclaimed}"] = still
-            if caught_up and still == 0:
+                if still and why is None:
+                    why = f"{still} entries pending at {reclaimed} are still pending"
+            if why is None:
                 recovered = True
                 break
         time.sleep(interval)
     result = {"recovered": recovered, "seconds": round(time.time() - start, 3),
-              "behind": behind}
+              "behind": behind, "why_not": None if recovered else why}
     runs.record(f"recovery:{since}", result, home=_home(configuration))
     logger.info(f"recovery since {since}: {result}")
     return result
@@ -145,7 +179,8 @@ def recovery_within(limit_seconds: float, since: str = "consumer_restart",
     if measured["recovered"]:
         reason = f"recovered in {measured['seconds']} s (limit {float(limit_seconds):g} s)"
     else:
-        reason = f"not recovered after {measured['seconds']} s; behind: {measured['behind']}"
+        why = measured.get("why_not") or f"behind: {measured['behind']}"
+        reason = f"not recovered after {measured['seconds']} s: {why}"
     logger.info(f"{reason}: {'ok' if ok else 'BREACHED'}")
     return verdict(ok, reason, seconds=measured["seconds"], recovered=measured["recovered"],
                    limit_seconds=float(limit_seconds), behind=measured.get("behind"))
@@ -182,4 +217,63 @@ def pending_reclaimed(label: str = "at_kill", stream: str = None, group: str = N
                      reclaimed=reclaimed, still_pending=still[:50], undelivered=undelivered[:50])
     if not result["ok"]:
         logger.warning(f"entries pending at {label} not reclaimed: {result}")
+    return result
+
+
+def _delivered(message_ids: list[str], configuration: Configuration,
+               secrets: Secrets) -> set[str]:
+    if not message_ids:
+        return set()
+    rows = pg_fetch("SELECT message_id::text AS id FROM deliveries "
+                    "WHERE message_id = ANY($1::uuid[])",
+                    [message_ids], configuration=configuration, secrets=secrets)
+    return {r["id"] for r in rows}
+
+
+def kills_reclaimed(label: str = "random_kills", min_kills: int = 1, stream: str = None,
+                    group: str = None, configuration: Configuration = None,
+                    secrets: Secrets = None) -> Verdict:
+    """Verdict on the kills of `actions.random_faults.kill_at_random_moments` (fact
+    `kills:<label>`): at least `min_kills` kills happened, and for each one every entry pending
+    at that kill was reclaimed (no longer pending) and its message delivered.
+
+    Figures: `seed` (replay with it), `kills` (per kill: `n`, `t_s`, `moment`, `down_s`,
+    `down_vs_reclaim`, `pending_at_kill`, `reclaimed`, `delivered`, `still_pending`,
+    `undelivered` message ids), `pending_total`. Holds before the method; after it, no
+    recorded kill fails."""
+    if held := held_before_method(configuration, kills=[]):
+        return held
+    home = _home(configuration)
+    kills = runs.fact(f"kills:{label}", home=home)
+    seed = runs.fact(f"seed:{label}", home=home)
+    if not kills:
+        return verdict(False, f"no kill recorded under {label!r}: did kill_at_random_moments "
+                       "run?", seed=seed, kills=[], pending_total=0)
+    stream = lookup("messaging_stream", configuration, secrets, stream)
+    group = lookup("messaging_group", configuration, secrets, group)
+    table, problems, total = [], [], 0
+    for kill in kills:
+        entries = runs.fact(f"pending:{label}#{kill['n']}", [], home=home)
+        still = _still_pending(entries, stream, group, configuration, secrets)
+        message_ids = [e["message_id"] for e in entries if e.get("message_id")]
+        delivered = _delivered(message_ids, configuration, secrets)
+        undelivered = [m for m in message_ids if m not in delivered]
+        total += len(entries)
+        row = {key: kill.get(key) for key in ("n", "t_s", "moment", "fraction", "backlog_ms",
+                                              "behind_ms", "down_s", "down_vs_reclaim")}
+        row.update(pending_at_kill=len(entries), reclaimed=len(entries) - len(still),
+                   delivered=len(delivered), still_pending=still[:20],
+                   undelivered=undelivered[:20])
+        table.append(row)
+        if still or undelivered:
+            problems.append(f"kill {kill['n']}: {len(still)} of {len(entries)} entries still "
+                            f"pending, {len(undelivered)} undelivered")
+    if len(kills) < int(min_kills):
+        problems.insert(0, f"only {len(kills)} of {int(min_kills)} kills happened")
+    reason = "; ".join(problems) if problems else (
+        f"{len(kills)} kills (seed {seed}): all {total} entries pending at them reclaimed and "
+        "delivered")
+    result = verdict(not problems, f"{reason} (seed {seed})" if problems else reason,
+                     seed=seed, kills=table, pending_total=total)
+    logger.info(f"{result['reason']}: {'ok' if result['ok'] else 'BREACHED'}")
     return result

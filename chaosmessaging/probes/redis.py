@@ -122,16 +122,19 @@ def consumer_lag(stream: str = None, group: str = None, max_count: int = 100000,
     `entries` not yet delivered to the group (after its last-delivered id), `seconds` the age
     of the oldest of them (from its stream id, against the Redis clock; 0 when none),
     `pending` delivered but unacknowledged entries. Counting stops at `max_count` entries
-    (then `truncated` is true). All zeros when the stream or group is missing.
+    (then `truncated` is true). All zeros when the stream or group is missing, and then
+    `missing` says which ("stream 'messages'" or "group 'deliveries'"; absent otherwise):
+    zero lag of a missing group is no evidence that anything was consumed.
     """
     stream, group = _names(stream, group, configuration, secrets)
     client, url = redis_client(redis_url, configuration, secrets)
     result = {"entries": 0, "seconds": 0.0, "pending": 0, "truncated": False}
-    groups = _group_call(url, stream, group, client.xinfo_groups, stream) or []
-    info = next((g for g in groups if g["name"] == group), None)
+    groups = _group_call(url, stream, group, client.xinfo_groups, stream)
+    info = next((g for g in groups or [] if g["name"] == group), None)
     if info is None:
-        logger.info(f"consumer group '{group}' does not exist on stream '{stream}': lag is 0")
-        return result
+        missing = f"stream '{stream}'" if groups is None else f"group '{group}'"
+        logger.info(f"{missing} does not exist: lag reads 0 (flagged as missing)")
+        return {**result, "missing": missing}
     result["pending"] = int(info["pending"])
     last_id = info["last-delivered-id"]
     first = _call(url, client.xrange, stream, f"({last_id}", "+", 1)

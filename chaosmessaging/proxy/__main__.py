@@ -12,7 +12,16 @@ import logging
 import signal
 import sys
 
+from chaosmessaging.util import port_number
+
 from .server import ProxyServerError, load_config, serve
+
+
+def _port(text: str) -> int:
+    try:
+        return port_number(text, "--port")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -20,7 +29,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m chaosmessaging.proxy",
         description="Toxiproxy-compatible fault proxy (HTTP API on host:port).")
     parser.add_argument("--host", default="127.0.0.1", help="API listen host (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8474, help="API listen port (default 8474)")
+    parser.add_argument("--port", type=_port, default=8474, help="API listen port (default 8474)")
     parser.add_argument("--config", help="JSON array of proxies to create at start "
                                          '([{"name", "listen", "upstream"}], as Toxiproxy)')
     parser.add_argument("--log-level", default="info",

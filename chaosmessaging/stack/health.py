@@ -7,7 +7,7 @@ import subprocess
 import httpx
 
 from chaosmessaging.stack.servers import ServerError, postgres_bin_dir, wait_for_port
-from chaosmessaging.stack.state import ServiceRecord
+from chaosmessaging.stack.state import ATTEMPT_MARK, ServiceRecord
 from chaosmessaging.util import poll, tail
 
 __all__ = ["wait_healthy", "is_healthy", "wait_ready"]
@@ -39,7 +39,9 @@ def wait_healthy(record: ServiceRecord, timeout: float = 30.0) -> None:
     if poll(lambda: is_healthy(record) or not record.alive(), timeout) and is_healthy(record):
         return
     state = "exited" if not record.alive() else f"not healthy within {timeout:.0f}s"
-    raise ServerError(f"service {record.name} {state} (log {record.log}):\n  {tail(record.log)}")
+    # only this attempt's lines (spawn writes the marker): an old failure must not pass for this one
+    lines = tail(record.log, after=ATTEMPT_MARK) or "(nothing logged yet)"
+    raise ServerError(f"service {record.name} {state} (log {record.log}):\n  {lines}")
 
 
 def wait_ready(record: ServiceRecord, timeout: float = 60.0) -> None:

@@ -3,8 +3,11 @@
 `up()` starts everything on loopback ports of its own (never the machine's 5432/6379), routes the
 services' Redis and PostgreSQL traffic through the Toxiproxy-compatible fault proxy, applies the
 migrations, waits until each process is healthy and records it all in `<home>/stack.json`.
-`down()` stops exactly the processes recorded there. This module is the only place that knows the
-reference stack (`msgstack`), and only as commands to run.
+`down()` stops exactly the processes recorded there, plus any process marked as started from this
+home that the file does not list (see `control.owned_processes`): a Ctrl-C between a start and the
+write of its pid, or a corrupt state file, must not leave an orphan holding PostgreSQL's lock file.
+This module is the only place that knows the reference stack (`msgstack`), and only as commands
+to run.
 """
 
 from __future__ import annotations
@@ -12,28 +15,34 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from chaosmessaging.config import lookup
 from chaosmessaging.stack import servers
-from chaosmessaging.stack.control import spawn, stop_service
+from chaosmessaging.stack.control import spawn, stop_owned, stop_service
 from chaosmessaging.stack.health import wait_healthy, wait_ready
 from chaosmessaging.stack.state import (
+    ATTEMPT_MARK,
     ServiceRecord,
     StackNotRunning,
     StackState,
+    StackStateError,
+    home_lock,
     load_state,
     save_state,
     stack_home,
     state_path,
+    usable_home,
 )
 from chaosmessaging.util import tail
 
-__all__ = ["up", "down", "ensure_up", "status", "StackError", "SERVICE_ORDER"]
+__all__ = ["up", "preflight", "down", "ensure_up", "status", "StackError", "SERVICE_ORDER"]
 
 HOST = "127.0.0.1"
 DATABASE = "messaging"
@@ -76,8 +85,10 @@ SERVICE_DB_ROLES = {"auth": "msgstack_auth", "api": "msgstack_api",
                     "gateway": "msgstack_gateway"}
 
 
-def _plan(home: Path, with_proxy: bool, proxy_port: int | None) -> dict[str, ServiceRecord]:
-    """Decide ports, commands and environments for every process."""
+def _plan(home: Path, with_proxy: bool, proxy_port: int | None,
+          env: dict[str, str] | None = None) -> dict[str, ServiceRecord]:
+    """Decide ports, commands and environments for every process (`env`: extra variables of the
+    reference services, kept in their records so a restart gets them too)."""
     logs, data = home / "logs", home / "data"
     port = {name: servers.free_port(HOST) for name in SERVICE_ORDER}
     if proxy_port is None:
@@ -118,29 +129,62 @@ def _plan(home: Path, with_proxy: bool, proxy_port: int | None) -> dict[str, Ser
         "MSGSTACK_REDIS_URL": records["redis"].address,
         "MSGSTACK_HOST": HOST,
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
     }
     for name in APP_SERVICES:
-        env = {**common, "MSGSTACK_PORT": str(port[name])}
+        service_env = {**common, "MSGSTACK_PORT": str(port[name])}
         if name in SERVICE_DB_ROLES:
-            env["MSGSTACK_PG_DSN"] = _pg_dsn(pg_port, SERVICE_DB_ROLES[name])
+            service_env["MSGSTACK_PG_DSN"] = _pg_dsn(pg_port, SERVICE_DB_ROLES[name])
         if name == "api":  # two worker processes: participant invalidation must cross processes
-            env["MSGSTACK_API_WORKERS"] = "2"
+            service_env.setdefault("MSGSTACK_API_WORKERS", "2")
         records[name] = ServiceRecord(
             name=name, pid=None, host=HOST, port=port[name],
             address=f"http://{HOST}:{port[name]}",
             cmd=[sys.executable, "-m", "msgstack", name],
-            env=env,
+            env=service_env,
             log=str(logs / f"{name}.log"), health="/healthz", ready="/readyz")
     return records
 
 
 def _migrate(env: dict[str, str], log: Path) -> None:
+    servers.mark_attempt(log, "migrations")
     with open(log, "ab") as out:
         proc = subprocess.run([sys.executable, "-m", "msgstack", "migrate"],
                               env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
                               timeout=120)
     if proc.returncode != 0:
-        raise StackError(f"migrations failed (exit {proc.returncode}), see {log}:\n  {tail(log)}")
+        raise StackError(f"migrations failed (exit {proc.returncode}), see {log}:\n  "
+                         f"{tail(log, after=ATTEMPT_MARK)}")
+
+
+def check_port(port: int | None, what: str = "--proxy-port") -> None:
+    """Refuse a port outside 1-65535 or one already taken on loopback, before anything starts."""
+    if port is None:
+        return
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise StackError(f"{what} {port!r} is not a TCP port: give a number from 1 to 65535 (or "
+                         "leave it out to pick a free one)")
+    if not _port_free(port):
+        raise StackError(f"{what} {port}: port {port} on {HOST} is already in use; choose "
+                         "another (or leave it out to pick a free one)")
+
+
+def _check_binaries() -> None:
+    try:
+        servers.redis_server_binary()
+        servers.postgres_bin_dir()
+    except servers.ServerError as exc:
+        raise StackError(str(exc)) from None
+
+
+def preflight(home: str | os.PathLike | None = None, with_proxy: bool = True,
+              proxy_port: int | None = None) -> Path:
+    """Check what a fresh `up` needs before anything is created or started (the proxy port, the
+    server binaries, then the home, created here); return the home. Raises StackError/HomeError."""
+    if with_proxy:
+        check_port(proxy_port)
+    _check_binaries()
+    return usable_home(home)
 
 
 def _seed_users(env: dict[str, str], log: Path) -> None:
@@ -152,34 +196,55 @@ def _seed_users(env: dict[str, str], log: Path) -> None:
     count = str(lookup("messaging_loadtest_users"))
     prefix = str(lookup("messaging_loadtest_prefix"))
     password = str(lookup("messaging_loadtest_password"))
+    servers.mark_attempt(log, "seeding users")
     with open(log, "ab") as out:
         proc = subprocess.run([sys.executable, "-m", "msgstack", "seed-users", "--count", count,
                                "--prefix", prefix, "--password-env", SEED_PASSWORD_ENV],
                               env={**os.environ, **env, SEED_PASSWORD_ENV: password},
                               stdout=out, stderr=subprocess.STDOUT, timeout=300)
     if proc.returncode != 0:
-        tail = "\n  ".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise StackError(f"seeding users failed (exit {proc.returncode}), see {log}:\n  {tail}")
+        raise StackError(f"seeding users failed (exit {proc.returncode}), see {log}:\n  "
+                         f"{tail(log, after=ATTEMPT_MARK)}")
 
 
 def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
-       proxy_port: int | None = None, progress: Callable[[str], None] | None = None) -> StackState:
-    """Start the whole embedded stack and return its state (already running → returned as is)."""
-    say = progress or (lambda _msg: None)
-    root = stack_home(home)
-    try:
-        existing = load_state(root)
-    except StackNotRunning:
-        existing = None
-    if existing is not None:
-        if any(r.alive() for r in existing.services.values()):
+       proxy_port: int | None = None, progress: Callable[[str], None] | None = None,
+       env: dict[str, str] | None = None) -> StackState:
+    """Start the whole embedded stack and return its state (already running → returned as is).
+
+    Holds the home's lock throughout, so a second `up` on the same home waits and then finds
+    this one's stack running. `env` adds variables to the reference services' environment (e.g.
+    `MSGSTACK_MUTANT` for `chaosmessaging selfcheck`, `MSGSTACK_RECLAIM_IDLE_MS`); they stay in
+    the state file so a service restarted by an experiment gets them again."""
+    _check_binaries()
+    root = usable_home(home)
+    with home_lock(root):
+        try:
+            existing = load_state(root)
+        except StackNotRunning:
+            existing = None
+        if existing is not None and any(r.alive() for r in existing.services.values()):
+            if progress:
+                progress("already running (another start finished first): using it")
             return ensure_up(root, progress=progress)
-        state_path(root).unlink()
-    (root / "logs").mkdir(parents=True, exist_ok=True)
-    (root / "data" / "redis").mkdir(parents=True, exist_ok=True)
-    records = _plan(root, with_proxy, proxy_port)
+        if with_proxy:
+            check_port(proxy_port)
+        return _start(root, with_proxy, proxy_port, progress or (lambda _msg: None), env)
+
+
+def _start(root: Path, with_proxy: bool, proxy_port: int | None,
+           say: Callable[[str], None], env: dict[str, str] | None = None) -> StackState:
+    state_path(root).unlink(missing_ok=True)
+    leftovers = stop_owned(root)
+    if leftovers:
+        say(f"stopped {len(leftovers)} leftover process(es) of an interrupted start: "
+            + ", ".join(leftovers))
     state = StackState(home=str(root), started_at=time.time(), services={})
     try:
+        (root / "logs").mkdir(parents=True, exist_ok=True)
+        (root / "data" / "redis").mkdir(parents=True, exist_ok=True)
+        records = _plan(root, with_proxy, proxy_port, env)
+        save_state(state)  # from here on, `stack down` knows this home holds a stack
         servers.init_postgres(root / "data" / "postgres")
         for name in SERVICE_ORDER:
             if name not in records:
@@ -191,20 +256,42 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
                 _migrate(owner, root / "logs" / "migrate.log")
                 say("seeding load-test users")
                 _seed_users(owner, root / "logs" / "seed.log")
-            record = spawn(records[name])
-            state.services[name] = record
+            # recorded (without a pid) before it starts, and again with its pid right after;
+            # in between, the OWNER_ENV mark in its environment is how `down` finds it
+            state.services[name] = records[name]
+            save_state(state)
+            record = spawn(records[name], root)
             save_state(state)
             wait_healthy(record, timeout=60)
             say(f"{name:<10} pid {record.pid:<7} {record.address}")
         _wait_ready(state)
     except BaseException as exc:
-        say("start failed; stopping what was started")
-        _stop_all(state)
-        state_path(root).unlink(missing_ok=True)
-        if isinstance(exc, (servers.ServerError, StackError)):
-            raise StackError(str(exc)) from exc
+        with _no_interrupts():
+            say("interrupted; stopping what was started" if isinstance(exc, KeyboardInterrupt)
+                else "start failed; stopping what was started")
+            stopped = _stop_all(state) + stop_owned(root)
+            say("stopped: " + (", ".join(stopped) if stopped else "nothing had started"))
+            state_path(root).unlink(missing_ok=True)
+        if isinstance(exc, servers.ServerError | StackError | OSError):
+            detail = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror}: {exc}"
+            raise StackError(detail) from exc
         raise
     return state
+
+
+class _no_interrupts:
+    """Ignore SIGINT/SIGTERM while cleaning up (a second Ctrl-C must not cut the clean-up short
+    and leave orphans); restored afterwards. No-op outside the main thread."""
+
+    def __enter__(self) -> None:
+        self.saved = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, signal.SIG_IGN)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
 
 
 def _wait_ready(state: StackState) -> None:
@@ -241,15 +328,25 @@ def _stop_all(state: StackState) -> list[str]:
 
 
 def down(home: str | os.PathLike | None = None, purge: bool = False) -> list[str]:
-    """Stop every process the stack started (and nothing else); `purge` also deletes its data."""
+    """Stop every process the stack started (and nothing else); `purge` also deletes its data.
+
+    Processes the state file does not list but that carry this home's mark (an interrupted start)
+    are stopped too; a corrupt state file is set aside as `stack.json.corrupt` after that."""
     root = stack_home(home)
+    if root.exists() and not root.is_dir():
+        usable_home(root)  # raises HomeError naming the problem
+    stopped: list[str] = []
     try:
         state = load_state(root)
     except StackNotRunning:
-        stopped: list[str] = []
+        pass
+    except StackStateError:
+        path = state_path(root)
+        path.replace(path.with_name("stack.json.corrupt"))
     else:
         stopped = _stop_all(state)
         state_path(root).unlink(missing_ok=True)
+    stopped += [f"unrecorded {p}" for p in stop_owned(root)]
     if purge:
         shutil.rmtree(root / "data", ignore_errors=True)
     return stopped

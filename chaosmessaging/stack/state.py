@@ -14,23 +14,87 @@ Shape::
 
 `address` is what a client should use; for the services behind the fault proxy it is the proxied
 address (`direct_address` then holds the server's own).
+
+The file is written *before* each process is started (its record then has no pid yet) and again
+as soon as the pid is known; every process the stack starts also carries `OWNER_ENV=<home>` in its
+environment, so `stack down` finds a process whose pid never reached the file (Ctrl-C at the wrong
+moment) or whose file is unreadable (see `chaosmessaging.stack.control.owned_processes`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from chaosmessaging.util import atomic_write_json, same_process, stack_home
 
-__all__ = ["ServiceRecord", "StackNotRunning", "StackState", "load_state", "save_state",
-           "stack_home"]
+__all__ = ["ATTEMPT_MARK", "OWNER_ENV", "HomeError", "ServiceRecord", "StackNotRunning",
+           "StackState", "StackStateError", "home_lock", "load_state", "save_state",
+           "stack_home", "usable_home"]
+
+#: Environment variable set in every process the stack starts: the home that owns it.
+OWNER_ENV = "CHAOSMESSAGING_STACK_OWNER"
+
+#: First words of the line written to a service's log before each start (see `util.tail`'s
+#: `after`): an error shows this attempt's lines, never a previous attempt's.
+ATTEMPT_MARK = "=== chaosmessaging:"
 
 
 class StackNotRunning(RuntimeError):
     """No embedded stack state was found where we looked."""
+
+
+class StackStateError(RuntimeError):
+    """`stack.json` exists but cannot be read as a stack state (the message names the file;
+    `path` and `detail` say which and why)."""
+
+    def __init__(self, message: str, path: Path, detail: str) -> None:
+        super().__init__(message)
+        self.path, self.detail = path, detail
+
+
+class HomeError(RuntimeError):
+    """The state directory cannot be used (a file, not creatable, not writable)."""
+
+
+@contextmanager
+def home_lock(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the home directory itself (flock on its descriptor: no lock file
+    to go stale; the kernel drops it when the holder dies), so two `stack up` never interleave."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def usable_home(home: str | os.PathLike | None = None, create: bool = True,
+                write: bool = True) -> Path:
+    """The state directory, checked (created when `create`; writable when `write`), or
+    HomeError saying what is wrong with it and how to fix it."""
+    root = stack_home(home)
+    hint = "pass another --home (or set CHAOSMESSAGING_HOME)"
+    if root.exists() and not root.is_dir():
+        raise HomeError(f"the state directory {root} is a file, not a directory: {hint}, or "
+                        "remove the file")
+    if not root.exists():
+        if not create:
+            return root
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HomeError(f"the state directory {root} cannot be created "
+                            f"({exc.strerror or exc}): {hint}") from None
+    if write and not os.access(root, os.W_OK | os.X_OK):
+        raise HomeError(f"the state directory {root} is not writable by this user: {hint}, or "
+                        "make it writable")
+    return root
 
 
 @dataclass
@@ -86,10 +150,17 @@ def load_state(home: str | os.PathLike | None = None) -> StackState:
     if not path.exists():
         raise StackNotRunning(f"no embedded stack found at {path}; start one with "
                               "`chaosmessaging stack up` (or set CHAOSMESSAGING_HOME)")
-    raw = json.loads(path.read_text())
-    services = {n: ServiceRecord(**s) for n, s in raw.get("services", {}).items()}
-    return StackState(home=raw["home"], started_at=raw["started_at"], services=services,
-                      version=raw.get("version", 1))
+    try:
+        raw = json.loads(path.read_text())
+        services = {n: ServiceRecord(**s) for n, s in raw.get("services", {}).items()}
+        return StackState(home=raw["home"], started_at=raw["started_at"], services=services,
+                          version=raw.get("version", 1))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        raise StackStateError(
+            f"the stack state file {path} is unreadable or corrupt ({detail}); run "
+            "`chaosmessaging stack down` to stop whatever this home started and set the file "
+            "aside, then `chaosmessaging stack up` again", path, detail) from None
 
 
 def save_state(state: StackState) -> Path:

@@ -1,0 +1,173 @@
+"""Alerts to Slack- and Discord-compatible incoming webhooks.
+
+Messages: critical failures (the plan's tests 1, 4, 8, 11 — `catalog.CRITICAL`), regressions,
+a daily summary and a weekly trend report (Sundays). Webhook URLs are secrets: they come from the
+environment (`CHAOSMESSAGING_SLACK_WEBHOOK`, `CHAOSMESSAGING_DISCORD_WEBHOOK`, each possibly a
+comma-separated list; in CI from repository secrets) and are never logged or written anywhere —
+a failed delivery is reported by channel kind and index, and the HTTP error's text (which would
+quote the URL) is dropped.
+
+Why the services' own JSON rather than apprise: apprise's Slack and Discord plugins build the
+services' fixed hosts from tokens, so they cannot be pointed at a receiver on loopback to test,
+and the two formats we need are one field each (Slack ``{"text"}``, Discord ``{"content"}``,
+which Mattermost, Rocket.Chat and similar accept too). httpx is already a dependency.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+from logzero import logger
+
+__all__ = [
+    "Channel",
+    "channels",
+    "send",
+    "critical_failures",
+    "daily_summary",
+    "regressions",
+    "weekly_report",
+    "ENV",
+]
+
+ENV = {"slack": "CHAOSMESSAGING_SLACK_WEBHOOK", "discord": "CHAOSMESSAGING_DISCORD_WEBHOOK"}
+DISCORD_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class Channel:
+    kind: str  # slack | discord
+    url: str
+
+    def __repr__(self) -> str:  # never show the URL
+        return f"Channel({self.kind})"
+
+    def payload(self, text: str) -> dict:
+        if self.kind == "discord":
+            return {
+                "content": text if len(text) <= DISCORD_LIMIT else text[: DISCORD_LIMIT - 1] + "…"
+            }
+        return {"text": text}
+
+
+def channels(environ: dict | None = None) -> list[Channel]:
+    """The webhooks configured in the environment (none: alerts are skipped)."""
+    environ = os.environ if environ is None else environ
+    found = []
+    for kind, name in ENV.items():
+        for url in (environ.get(name) or "").split(","):
+            if url.strip():
+                found.append(Channel(kind, url.strip()))
+    return found
+
+
+def send(text: str, targets: list[Channel] | None = None, timeout: float = 10.0) -> dict:
+    """Post `text` to every channel; returns ``{"sent": n, "failed": [descriptions]}``."""
+    targets = channels() if targets is None else targets
+    sent, failed = 0, []
+    with _quiet_http_logs():
+        for index, channel in enumerate(targets, 1):
+            problem = _post(index, channel, text, timeout)
+            if problem:
+                failed.append(problem)
+            else:
+                sent += 1
+    for item in failed:
+        logger.warning(f"alert not delivered: {item}")
+    return {"sent": sent, "failed": failed}
+
+
+@contextmanager
+def _quiet_http_logs():
+    """httpx logs every request's full URL at INFO (and httpcore its connection at DEBUG): the
+    webhook's token would land in the log, so both stay at WARNING while alerts are sent."""
+    quiet = [logging.getLogger(name) for name in ("httpx", "httpcore")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
+
+
+def _post(index: int, channel: Channel, text: str, timeout: float) -> str | None:
+    """Post once; None when delivered, else what went wrong (never the URL)."""
+    where = f"{channel.kind} webhook #{index}"
+    try:
+        response = httpx.post(channel.url, json=channel.payload(text), timeout=timeout)
+    except httpx.HTTPError as error:
+        return f"{where}: {type(error).__name__}"  # str(error) would quote the URL
+    return f"{where}: HTTP {response.status_code}" if response.status_code >= 300 else None
+
+
+def _link(url: str | None) -> str:
+    return f"\n{url}" if url else ""
+
+
+def critical_failures(suite: dict, dashboard_url: str | None = None) -> str | None:
+    """The alert for failed critical experiments, or None when they all passed."""
+    bad = [
+        e
+        for e in suite["experiments"]
+        if e.get("critical") and e["status"] not in ("passed", "not run")
+    ]
+    if not bad:
+        return None
+    lines = [
+        f":rotating_light: Nightly {suite['night']} ({suite['profile']}): critical test "
+        f"{'failure' if len(bad) == 1 else 'failures'}"
+    ]
+    lines += [
+        f"• {e['name']} ({e.get('plan_test') or '-'}): {e['status']} — "
+        f"{e.get('reason') or 'see the journal'}"
+        for e in bad
+    ]
+    return "\n".join(lines) + _link(dashboard_url)
+
+
+def regressions(findings: list, night: str, dashboard_url: str | None = None) -> str | None:
+    bad = [f for f in findings if f.regressed]
+    if not bad:
+        return None
+    return "\n".join(
+        [f":chart_with_upwards_trend: Nightly {night}: performance regression"]
+        + [f"• {f.reason}" for f in bad]
+    ) + _link(dashboard_url)
+
+
+def daily_summary(suite: dict, findings: list, dashboard_url: str | None = None) -> str:
+    exps = suite["experiments"]
+    passed = sum(e["status"] == "passed" for e in exps)
+    verdict = "passed" if suite.get("exit_code") == 0 else "FAILED"
+    lines = [
+        f"Nightly {suite['night']} ({suite['profile']}): {verdict} — {passed}/{len(exps)} "
+        "experiments passed"
+    ]
+    for e in exps:
+        mark = "✅" if e["status"] == "passed" else ("⚠️" if not e["blocking"] else "❌")
+        lines.append(f"{mark} {e['name']}: {e['status']} ({e.get('duration_s') or 0:.0f}s)")
+    n_reg = sum(f.regressed for f in findings)
+    lines.append(f"regressions: {n_reg}" if n_reg else "no regression")
+    return "\n".join(lines) + _link(dashboard_url)
+
+
+def weekly_report(findings: list, nights: list[str], dashboard_url: str | None = None) -> str:
+    lines = [
+        f"Weekly trend report ({nights[0] if nights else '?'} … "
+        f"{nights[-1] if nights else '?'}, {len(nights)} nights)"
+    ]
+    moved = sorted(
+        (f for f in findings if f.vs_last7_pct is not None), key=lambda f: -abs(f.vs_last7_pct)
+    )[:10]
+    lines += [
+        f"• {f.metric}: {f.vs_last7_pct:+.1f}% vs the last 7 nights"
+        + (" — REGRESSION" if f.regressed else "")
+        for f in moved
+    ]
+    return "\n".join(lines) + _link(dashboard_url)

@@ -1,0 +1,84 @@
+"""kill_at_random_moments: replayable draws, and real kills of a real embedded-stack consumer,
+each one undone before the next."""
+
+from __future__ import annotations
+
+import pytest
+from chaoslib.exceptions import ActivityFailed
+
+from chaosmessaging import faults, runs
+from chaosmessaging.actions import random_faults
+from chaosmessaging.stack.state import load_state
+
+
+def test_a_seed_replays_the_same_moments_and_down_times():
+    first = random_faults.draws(1234, 6, 1.0, 9.0, 5000, 3.0)
+    assert first == random_faults.draws(1234, 6, 1.0, 9.0, 5000, 3.0)
+    assert first != random_faults.draws(1235, 6, 1.0, 9.0, 5000, 3.0)
+    downs = [d["down_s"] for d in first]
+    # half shorter, half longer than the reclaim idle threshold (5 s), all within the bounds
+    assert sum(d < 5.0 for d in downs) == 3 and sum(d > 5.0 for d in downs) == 3
+    assert all(1.0 <= d <= 9.0 for d in downs)
+    assert all(0.05 <= d["fraction"] <= 0.95 and 0 <= d["delay_s"] <= 3.0 for d in first)
+
+
+@pytest.mark.parametrize(
+    "arguments,words",
+    [
+        ({"kills": 0}, "`kills` must be at least 1"),
+        ({"down_min_s": 5, "down_max_s": 1}, "down_min_s <= down_max_s"),
+        ({"busy": "sometimes"}, "`busy` must be one of backlog, time"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_kill(arguments, words):
+    with pytest.raises(ActivityFailed, match=words):
+        random_faults.kill_at_random_moments(**arguments)
+
+
+def test_kills_the_consumer_repeatedly_and_starts_it_again_each_time(embedded_stack, monkeypatch):
+    monkeypatch.setenv("CHAOSMESSAGING_HOME", embedded_stack.home)
+    monkeypatch.delenv(runs.ENV, raising=False)
+    before = load_state(embedded_stack.home).service("consumer").pid
+    result = random_faults.kill_at_random_moments(
+        name="consumer",
+        kills=2,
+        seed=42,
+        down_min_s=0.2,
+        down_max_s=1.0,
+        reclaim_idle_ms=500,
+        busy="backlog",
+        window_s=0.5,
+        label="test_kills",
+    )
+    assert result["seed"] == 42 and len(result["kills"]) == 2
+    planned = random_faults.draws(42, 2, 0.2, 1.0, 500, 0.5)
+    assert [k["down_s"] for k in result["kills"]] == [d["down_s"] for d in planned]
+    # no load, so no backlog: the second moment is drawn in time, not in a catch-up
+    assert [k["moment"] for k in result["kills"]] == ["time", "time"]
+    assert {k["down_vs_reclaim"] for k in result["kills"]} == {"shorter", "longer"}
+    assert runs.fact("seed:test_kills") == 42
+    assert runs.fact("kills:test_kills") == result["kills"]
+    record = load_state(embedded_stack.home).service("consumer")
+    assert record.alive() and record.pid != before  # every kill undone, the last one too
+    assert faults.active(embedded_stack.home) == []
+
+
+def test_other_services_are_killed_at_moments_drawn_in_time(embedded_stack, monkeypatch):
+    monkeypatch.setenv("CHAOSMESSAGING_HOME", embedded_stack.home)
+    monkeypatch.delenv(runs.ENV, raising=False)
+    result = random_faults.kill_at_random_moments(
+        name="dispatcher",
+        kills=2,
+        seed=7,
+        down_min_s=0.1,
+        down_max_s=0.6,
+        reclaim_idle_ms=300,
+        busy="time",
+        window_s=0.3,
+        label="dispatcher_kills",
+    )
+    planned = random_faults.draws(7, 2, 0.1, 0.6, 300, 0.3)
+    assert [k["delay_s"] for k in result["kills"]] == [d["delay_s"] for d in planned]
+    assert all(k["moment"] == "time" for k in result["kills"])
+    assert load_state(embedded_stack.home).service("dispatcher").alive()
+    assert faults.active(embedded_stack.home) == []

@@ -12,7 +12,9 @@ Protocol (docs/architecture.md, "WebSocket gateway"):
 - The server first sends ``{"type": "hello", "user_id", "cursor", "resumed_from"}``, then one text
   frame per message: ``{"type": "message", "seq", "message_id", "conversation_id",
   "client_msg_id", "accepted_at" (epoch s, when the API accepted it), "ciphertext" (base64)}``.
-  ``seq`` is the message's Redis stream entry id: frames come in ``seq`` order.
+  ``seq`` is the message's Redis stream entry id: frames come in ``seq`` order. After the frames
+  a resume owed (none on a fresh connection) comes ``{"type": "caught_up", "seq"}``: everything
+  up to ``seq`` was sent, live frames follow.
 - Client frames: ``{"type": "ping"}`` (answered ``{"type": "pong"}``) only. Anything else (binary,
   not JSON, unknown type) closes the socket with 1003 (``ws_malformed_frames_total``); the gateway
   never crashes on it.
@@ -76,6 +78,7 @@ WS_PATH = "/v1/ws"
 READ_BATCH = 500
 READ_BLOCK_MS = 1000
 CATCH_UP_CHUNK = 500
+RESUME_CONCURRENCY = 4
 RECENT_IDS = 200_000  # message ids already fanned out (re-dispatched duplicates are skipped)
 RETRY_DELAY = 0.5
 _SEQ = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -92,6 +95,9 @@ SELECT m.id, m.conversation_id, m.client_msg_id, m.ciphertext,
 FROM messages m
 WHERE m.id = ANY($1::uuid[])
 """
+
+
+MINE_SQL = "SELECT conversation_id FROM participants WHERE user_id = $1"
 
 
 class Conn:
@@ -131,6 +137,10 @@ class Gateway:
         self.position = "0-0"  # last stream entry fanned out
         self.recent: OrderedDict[uuid.UUID, None] = OrderedDict()
         self.stopping = asyncio.Event()
+        # set once the reader knows where live delivery starts: a socket registered before that
+        # would take "0-0" as its resume bound and miss (after, stream end at start]
+        self.positioned = asyncio.Event()
+        self.resume_slots = asyncio.Semaphore(RESUME_CONCURRENCY)
         self.tokens = authn.TokenMemory()
         # handshake -> handler: the user and resume point process_request found for a socket
         self.accepted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -147,6 +157,7 @@ class Gateway:
             try:
                 last = await self.redis.xrevrange(self.stream, count=1)
                 self.position = last[0][0].decode() if last else "0-0"
+                self.positioned.set()
                 log.info("reading stream %r after %s", self.stream, self.position)
                 return
             except (*streams.TRANSIENT_ERRORS, RedisError) as exc:
@@ -318,6 +329,7 @@ class Gateway:
 
     async def handle(self, ws: ServerConnection) -> None:
         user, after = self.accepted.pop(ws)
+        await self.positioned.wait()
         conn = Conn(ws, user, self.settings.ws_send_queue)
         metrics.WS_CONNECT.inc()
         metrics.WS_CONNECTIONS.inc()
@@ -332,6 +344,8 @@ class Gateway:
             if after is not None and "no-resume" not in self.sabotage:
                 metrics.WS_RESUME.inc()
                 await self.catch_up(conn, after, start)
+            # everything up to `start` is out: from here on the frames are the live ones
+            await ws.send(json.dumps({"type": "caught_up", "seq": start}))
             conn.live = True
             if conn.pending and conn.sender is None:
                 conn.sender = asyncio.create_task(self.send_loop(conn))
@@ -348,26 +362,50 @@ class Gateway:
             metrics.WS_CONNECTIONS.dec()
 
     async def catch_up(self, conn: Conn, after: str, until: str) -> None:
-        """Send the user's frames of stream entries in (after, until], in order."""
-        cursor = after
-        seen: set[uuid.UUID] = set()
-        while _seq_key(cursor) < _seq_key(until):
-            entries = await _retry(
-                lambda c=cursor: self.redis.xrange(
-                    self.stream, f"({c}", until, count=CATCH_UP_CHUNK
-                ),
-                self.stopping,
+        """Send the user's frames of stream entries in (after, until], in order.
+
+        At most RESUME_CONCURRENCY sockets catch up at once (after a restart every socket
+        resumes together; unbounded, they would exhaust the PostgreSQL pool and starve live
+        delivery), and an outage only delays a catch-up: it retries, it never drops the socket.
+        """
+        async with self.resume_slots:
+            cursor = after
+            seen: set[uuid.UUID] = set()
+            # only the entries of the user's conversations are fetched and sent: a resume after a
+            # restart costs each socket its own messages, not the whole stream's
+            rows = await self._until_done(
+                lambda: db.retrying(self.pool, lambda c: c.fetch(MINE_SQL, conn.user))
             )
-            if not entries:
-                return
-            for _seq, message_id, members, text, _accepted in await self.frames(entries):
-                if conn.user in members and message_id not in seen:
-                    seen.add(message_id)
-                    await conn.ws.send(text)
-                    conn.sent += 1
-                    metrics.WS_FRAMES_SENT.inc()
-                    metrics.WS_RESUME_FRAMES.inc()
-            cursor = entries[-1][0].decode()
+            mine = {str(r["conversation_id"]).encode() for r in rows}
+            while _seq_key(cursor) < _seq_key(until):
+                entries = await self._until_done(
+                    lambda c=cursor: self.redis.xrange(
+                        self.stream, f"({c}", until, count=CATCH_UP_CHUNK
+                    )
+                )
+                if not entries:
+                    return
+                relevant = [(i, f) for i, f in entries if (f or {}).get(b"conversation_id") in mine]
+                frames = await self._until_done(lambda r=relevant: self.frames(r))
+                for _seq, message_id, members, text, _accepted in frames:
+                    if conn.user in members and message_id not in seen:
+                        seen.add(message_id)
+                        await conn.ws.send(text)
+                        conn.sent += 1
+                        metrics.WS_FRAMES_SENT.inc()
+                        metrics.WS_RESUME_FRAMES.inc()
+                cursor = entries[-1][0].decode()
+
+    async def _until_done(self, call):
+        """`await call()` again after transient Redis/PostgreSQL errors, until stopping."""
+        while True:
+            try:
+                return await call()
+            except (*streams.TRANSIENT_ERRORS, RedisError, *db.TRANSIENT_ERRORS) as exc:
+                if self.stopping.is_set():
+                    raise
+                log.warning("resume delayed: %s", db.describe(exc))
+                await asyncio.sleep(RETRY_DELAY)
 
     async def send_loop(self, conn: Conn) -> None:
         """Write the queued frames in order; ends when the queue is empty (enqueue restarts it)."""
@@ -442,16 +480,6 @@ class Gateway:
 def _seq_key(seq: str) -> tuple[int, int]:
     ms, _, n = seq.partition("-")
     return int(ms), int(n or 0)
-
-
-async def _retry(call, stopping: asyncio.Event):
-    while True:
-        try:
-            return await call()
-        except (*streams.TRANSIENT_ERRORS, RedisError):
-            if stopping.is_set():
-                raise
-            await asyncio.sleep(RETRY_DELAY)
 
 
 def _corrupt(text: str) -> str:

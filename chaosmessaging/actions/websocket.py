@@ -215,9 +215,10 @@ def stop_clients(
     secrets: Secrets = None,
 ) -> dict:
     """
-    Let the last frames arrive (up to `settle_s` seconds, ending early once no frame arrived for
-    `quiet_s` seconds), close every device of `label` with 1000 and record a summary fact
-    (``ws:<label>:summary``). Returns devices, frames, closes and the frames file.
+    Let the last frames arrive (up to `settle_s` seconds, ending early once every device is
+    connected and caught up (resume done) and no frame arrived for `quiet_s` seconds), close
+    every device of `label` with 1000 and record a summary fact (``ws:<label>:summary``).
+    Returns devices, frames, closes and the frames file.
     """
     fleet = _FLEETS.pop(_label_ok(label), None)
     if fleet is None:
@@ -228,7 +229,8 @@ def stop_clients(
     last, last_change = -1, time.monotonic()
     while time.monotonic() < deadline and not fleet.done.is_set():
         count = sum(d.frames for d in fleet.devices)
-        if count != last:
+        online = all(d.online and d.caught_up for d in fleet.devices)
+        if count != last or not online:  # a device still reconnecting may have frames to come
             last, last_change = count, time.monotonic()
         elif time.monotonic() - last_change >= float(quiet_s):
             break

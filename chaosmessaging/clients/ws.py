@@ -103,6 +103,8 @@ class Device:
     frames: int = 0
     closes: list[dict] = field(default_factory=list)
     ws: object = None
+    online: bool = False
+    caught_up: bool = False  # the gateway said every frame owed since `after` was sent
 
     def __post_init__(self) -> None:
         self.name = self.name or f"{self.user}/d{self.number}"
@@ -193,6 +195,7 @@ class Fleet:
                     max_queue=None,
                 ) as ws:
                     d.ws = ws
+                    d.online = True
                     attempt = 0
                     now = time.time()
                     self._write({"kind": "open", "device": d.name, "t": now, "after": d.last_seq})
@@ -211,6 +214,7 @@ class Fleet:
                         async for raw in ws:
                             self._frame(d, raw)
                     finally:
+                        d.online = d.caught_up = False
                         if not self.stopping.is_set():
                             lost_at = time.time()
                             self._closed(d, ws, lost_at)
@@ -279,6 +283,9 @@ class Fleet:
         kind = doc.get("type")
         if kind == "hello":
             d.connected.set()
+            return
+        if kind == "caught_up":
+            d.caught_up = True
             return
         if kind != "message":
             return

@@ -182,6 +182,7 @@ def test_malformed_client_frames_close_1003_and_the_gateway_keeps_serving(gatewa
     async def ping() -> dict:
         async with connect(gateway.ws, additional_headers=_headers(session)) as ws:
             assert json.loads(await ws.recv())["type"] == "hello"
+            assert json.loads(await ws.recv())["type"] == "caught_up"  # nothing owed: fresh
             await ws.send(json.dumps({"type": "ping"}))
             return json.loads(await ws.recv())
 

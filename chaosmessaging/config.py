@@ -37,6 +37,7 @@ KEYS: dict[str, tuple[str, tuple[str, str] | None, str | None]] = {
     "messaging_dispatcher_url": ("CHAOSMESSAGING_DISPATCHER_URL", ("dispatcher", "address"), None),
     "messaging_consumer_url": ("CHAOSMESSAGING_CONSUMER_URL", ("consumer", "address"), None),
     "messaging_auth_url": ("CHAOSMESSAGING_AUTH_URL", ("auth", "address"), None),
+    "messaging_gateway_url": ("CHAOSMESSAGING_GATEWAY_URL", ("gateway", "address"), None),
     "messaging_redis_url": ("CHAOSMESSAGING_REDIS_URL", ("redis", "address"), None),
     "messaging_pg_dsn": ("CHAOSMESSAGING_PG_DSN", ("postgres", "address"), None),
     "toxiproxy_url": ("CHAOSMESSAGING_TOXIPROXY_URL", ("proxy", "address"),

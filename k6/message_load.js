@@ -2,9 +2,12 @@
 //
 // Env (set by chaosmessaging.actions.load.start_load): API_URL, RUN_ID, RATE (messages/s),
 // DURATION (k6 duration, e.g. "30s"), VUS / MAX_VUS (pre-allocated / maximum VUs),
-// PAYLOAD_BYTES (decoded ciphertext size, default 1024), CONVERSATION_ID (default: a new one per
-// message), P95_MS and MAX_ERROR_RATE (thresholds); authentication as in lib/auth.js (setup()
-// logs LOGIN_SESSIONS users in through AUTH_URL, or TOKEN is used as is; a 401 logs in again).
+// PAYLOAD_BYTES (decoded ciphertext size, default 1024), CONVERSATION_ID (post there; default:
+// setup() creates one conversation per logged-in user and each VU posts into its user's),
+// P95_MS and MAX_ERROR_RATE (thresholds); authentication as in lib/auth.js (setup() logs
+// LOGIN_SESSIONS users in through AUTH_URL, or TOKEN is used as is; a 401 logs in again).
+// Only participants may post: a VU that gets 403 (it logged in again as another user after its
+// token vanished) creates a conversation of its own and posts there from then on.
 // Every client_msg_id starts with "<RUN_ID>:" so accounting can select this run's messages; with
 // DIGEST=1 it ends with ".<sha256 of the payload>" (probes.accounting.payloads_intact).
 // server_errors counts answers that are neither success nor a 4xx nor 503, and failed requests
@@ -13,8 +16,9 @@ import http from "k6/http";
 import { check } from "k6";
 import { Counter } from "k6/metrics";
 import { config, thresholds } from "./lib/config.js";
-import { randomHex, randomPayload, uuidv4 } from "./lib/payload.js";
-import { setupTokens, withAuth } from "./lib/auth.js";
+import { randomHex, randomPayload } from "./lib/payload.js";
+import { bearer, setupTokens, withAuth } from "./lib/auth.js";
+import { createConversationRequest, setupConversations } from "./lib/conversations.js";
 
 export const options = {
   scenarios: {
@@ -37,23 +41,40 @@ const serverErrors = new Counter("server_errors");
 const digest = __ENV.DIGEST === "1";
 
 export function setup() {
-  return { tokens: setupTokens() };
+  const tokens = setupTokens();
+  const conversations = config.conversationId ? [config.conversationId] : setupConversations(tokens);
+  return { tokens, conversations };
 }
 
-export default function (data) {
+// This VU's conversation: its setup user's, or its own after a 403.
+let vuConversation = null;
+
+function post(data, conversationId) {
   const payload = randomPayload(config.payloadBytes);
   const suffix = digest ? `.${payload.sha256}` : "";
   const body = JSON.stringify({
-    conversation_id: config.conversationId || uuidv4(),
+    conversation_id: conversationId,
     client_msg_id: `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}${suffix}`,
     ciphertext: payload.base64,
   });
-  const res = withAuth(data.tokens, (authorization) =>
+  return withAuth(data.tokens, (authorization) =>
     http.post(`${config.apiUrl}/v1/messages`, body, {
       headers: { "Content-Type": "application/json", Authorization: authorization },
       tags: { name: "messages" },
     }),
   );
+}
+
+export default function (data) {
+  if (vuConversation === null) vuConversation = data.conversations[(__VU - 1) % data.conversations.length];
+  let res = post(data, vuConversation);
+  if (res.status === 403 && !config.conversationId) {
+    const created = createConversationRequest(bearer(data.tokens), { title: `load ${config.runId} vu ${__VU}` });
+    if (created.status === 201) {
+      vuConversation = created.json("id");
+      res = post(data, vuConversation);
+    }
+  }
   if (res.status === 202) accepted.add(1);
   else if (res.status < 200 || res.status >= 300) rejected.add(1);
   if (res.status === 0 || (res.status >= 500 && res.status !== 503)) serverErrors.add(1);

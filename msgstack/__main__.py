@@ -1,5 +1,5 @@
-"""``python -m msgstack {api|auth|dispatcher|consumer|migrate|seed-users|seed-messages}``: one
-service per OS process (``migrate``, ``seed-users`` and ``seed-messages`` run once and exit).
+"""``python -m msgstack {api|auth|dispatcher|consumer|gateway|migrate|seed-users|seed-messages}``:
+one service per OS process (``migrate``, ``seed-users`` and ``seed-messages`` run once and exit).
 
 ``migrate`` applies the pending regular migrations; ``migrate --name NNNN_name`` or
 ``migrate --file path.sql`` runs one migration (e.g. an online one, under load) and prints its
@@ -91,9 +91,17 @@ def main(argv: list[str]) -> int:
     if service == "seed-users":
         return _seed(settings, argv[1:])
 
+    if service == "gateway":
+        from msgstack import gateway
+
+        asyncio.run(gateway.run(settings))
+        return 0
+
     from msgstack.service import build_app, serve
 
     if service == "api":
+        if settings.api_workers > 1:
+            return _serve_workers(settings)
         from msgstack.api import create_app
 
         app = create_app(settings)
@@ -110,6 +118,28 @@ def main(argv: list[str]) -> int:
 
         app = build_app(settings, [], consumer.run)
     serve(app, settings)
+    return 0
+
+
+def _serve_workers(settings) -> int:
+    """The API as uvicorn's supervisor of MSGSTACK_API_WORKERS processes on one port.
+
+    Prometheus multiprocess mode: each worker writes its samples to files in a private
+    directory and /metrics (answered by whichever worker the scrape reaches) sums them all, so a
+    probe's counters are the service's totals, not one worker's share.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from msgstack.service import serve
+
+    metrics_dir = tempfile.mkdtemp(prefix="msgstack-api-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        serve("msgstack.api:app_from_env", settings, workers=settings.api_workers)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -10,10 +10,12 @@ adapter (`msgstack.storage`): while its circuit breaker is open the API answers 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
+import os
 import uuid
 from typing import Any
 
@@ -23,8 +25,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from msgstack import authn, db, metrics, storage, storage_routes
+from msgstack import authn, conversations, db, metrics, participants, storage_routes
 from msgstack.config import MIN_PAYLOAD, Settings
+from msgstack.errors import RequestError, unavailable
 from msgstack.service import Resources, build_app
 
 __all__ = ["create_app"]
@@ -34,14 +37,18 @@ log = logging.getLogger("msgstack.api")
 MAX_CLIENT_MSG_ID = 200
 # Inserting the message and its outbox row in one statement makes them one transaction in one
 # round trip; a repeated client_msg_id inserts neither and returns no row.
+# The API role may write outbox rows but never read them (row-level security), so the id comes
+# back from the messages insert.
 INSERT_SQL = """
 WITH msg AS (
     INSERT INTO messages (id, conversation_id, client_msg_id, ciphertext, size_bytes)
     VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (client_msg_id) DO NOTHING
     RETURNING id
+), box AS (
+    INSERT INTO outbox (message_id) SELECT id FROM msg
 )
-INSERT INTO outbox (message_id) SELECT id FROM msg RETURNING message_id
+SELECT id AS message_id FROM msg
 """
 EXISTING_SQL = "SELECT id FROM messages WHERE client_msg_id = $1"
 GET_SQL = """
@@ -50,17 +57,6 @@ SELECT m.id, m.conversation_id, m.client_msg_id, m.ciphertext, m.size_bytes, m.c
 FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
 WHERE m.id = $1
 """
-
-
-class RequestError(Exception):
-    """A request the API refuses; carries the HTTP status and the JSON error body."""
-
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.error, "detail": self.detail}, status_code=self.status)
 
 
 def _body_limit(settings: Settings) -> int:
@@ -128,25 +124,6 @@ def _parse(body: bytes, settings: Settings) -> tuple[uuid.UUID, str, bytes]:
     return conversation_id, client_msg_id, ciphertext
 
 
-def _unavailable(exc: BaseException) -> JSONResponse:
-    metrics.API_UNAVAILABLE.labels("postgres").inc()
-    retry_after = 1
-    if isinstance(exc, asyncpg.UndefinedTableError):
-        exc = db.SchemaMissing()
-    if isinstance(exc, storage.BreakerOpen):
-        retry_after = max(1, round(exc.retry_after))
-    if isinstance(exc, db.SchemaMissing | db.PoolExhausted | storage.BreakerOpen):
-        detail = str(exc)
-    else:
-        detail = f"postgres is unavailable ({db.describe(exc)}); retry later"
-    headers = {"Retry-After": str(retry_after)}
-    if isinstance(exc, storage.BreakerOpen):
-        headers["X-Circuit-Breaker"] = "open"  # refused at once, without trying PostgreSQL
-    return JSONResponse(
-        {"error": "unavailable", "detail": detail}, status_code=503, headers=headers
-    )
-
-
 async def post_message(request: Request) -> JSONResponse:
     res: Resources = request.app.state.resources
     try:
@@ -156,6 +133,14 @@ async def post_message(request: Request) -> JSONResponse:
         return exc.response()
     except ClientDisconnect:
         return JSONResponse({"error": "client_disconnected", "detail": ""}, status_code=400)
+    try:
+        user = conversations.acting_user(request)
+        found = await conversations.authorize(request, conversation_id, user, "post_message")
+    except RequestError as exc:
+        return exc.response()
+    except (db.SchemaMissing, *db.TRANSIENT_ERRORS) as exc:
+        return unavailable(exc)
+    headers = {conversations.CACHE_HEADER: "hit" if found.hit else "miss"}
 
     new_id = uuid.uuid4()
 
@@ -173,19 +158,27 @@ async def post_message(request: Request) -> JSONResponse:
         return existing, False
 
     try:
-        message_id, fresh = await res.storage.postgres.run(store)
+        # the storage adapter (breaker, retries, pool accounting) runs the acting user's
+        # transaction: row-level security decides, the adapter guards the dependency
+        message_id, fresh = await res.storage.postgres.run(db.as_user_unit(user, store))
     except (db.SchemaMissing, *db.TRANSIENT_ERRORS) as exc:
-        return _unavailable(exc)
+        return unavailable(exc)
+    except asyncpg.InsufficientPrivilegeError:  # removed since the cache answered: policies said no
+        return conversations.denied(conversation_id, "post_message").response()
     except asyncpg.SerializationError as exc:
         return JSONResponse({"error": "conflict", "detail": str(exc)}, status_code=409)
     except asyncpg.PostgresError as exc:  # e.g. a lock timeout during a migration: not a crash
-        return _unavailable(exc)
+        return unavailable(exc)
     if fresh:
         metrics.MESSAGES_ACCEPTED.inc()
         metrics.MESSAGE_SIZE.observe(len(ciphertext))
-        return JSONResponse({"id": str(message_id), "status": "accepted"}, status_code=202)
+        return JSONResponse(
+            {"id": str(message_id), "status": "accepted"}, status_code=202, headers=headers
+        )
     return JSONResponse(
-        {"id": str(message_id), "status": "accepted", "duplicate": True}, status_code=202
+        {"id": str(message_id), "status": "accepted", "duplicate": True},
+        status_code=202,
+        headers=headers,
     )
 
 
@@ -200,9 +193,13 @@ async def get_message(request: Request) -> JSONResponse:
         return await conn.fetchrow(GET_SQL, message_id)
 
     try:
-        row = await res.storage.postgres.run(load)
+        user = conversations.acting_user(request)
+        # Row-level security hides the messages of conversations the user is not part of.
+        row = await res.storage.postgres.run(db.as_user_unit(user, load))
+    except RequestError as exc:
+        return exc.response()
     except (db.SchemaMissing, *db.TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:
-        return _unavailable(exc)
+        return unavailable(exc)
     if row is None:
         return JSONResponse(
             {"error": "not_found", "detail": f"no message {message_id}"}, status_code=404
@@ -221,14 +218,60 @@ async def get_message(request: Request) -> JSONResponse:
     )
 
 
+class ServedBy:
+    """Adds ``X-Served-By: <pid>`` so clients can tell which worker process answered (the
+    participant-invalidation test judges reads served by another process than the removal)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.header = (b"x-served-by", str(os.getpid()).encode())
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def tagged(message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], self.header]
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
 def create_app(settings: Settings):
-    """The API app (no background worker); every route but health and metrics needs a token."""
-    return build_app(
+    """The API app: messages, conversations and participants behind token authentication, with
+    this process' participant cache and its Pub/Sub invalidation listener as background worker."""
+    cache = participants.ParticipantCache(
+        settings.participant_cache_ttl, settings.participant_invalidation
+    )
+
+    async def invalidations(res: Resources, stop: asyncio.Event) -> None:
+        await participants.listen(res.redis, settings.participant_channel, cache, stop)
+
+    app = build_app(
         settings,
         [
             Route("/v1/messages", post_message, methods=["POST"]),
             Route("/v1/messages/{message_id}", get_message, methods=["GET"]),
             *storage_routes.routes(),
+            *conversations.routes(),
         ],
-        middleware=[Middleware(authn.BearerAuth)],
+        worker=invalidations,
+        middleware=[Middleware(ServedBy), Middleware(authn.BearerAuth)],
     )
+    app.state.participant_cache = cache
+    return app
+
+
+def app_from_env():
+    """App factory for uvicorn's worker processes (`python -m msgstack api` with several
+    workers): each worker reads the same MSGSTACK_* environment."""
+    from msgstack.config import load
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s api[%(process)d] %(name)s: %(message)s",
+    )
+    return create_app(load("api"))

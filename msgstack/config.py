@@ -33,6 +33,10 @@ class Settings:
     pool_max: int
     max_payload: int
     reclaim_idle_ms: int
+    api_workers: int = 2
+    participant_channel: str = "msgstack:participants"
+    participant_cache_ttl: float = 60.0
+    participant_invalidation: bool = True
     redis_pool_max: int = 50
     token_ttl: int = 3600
     argon2_time_cost: int = 2
@@ -42,6 +46,12 @@ class Settings:
     kdf_max_pending: int = 256
     # the consumer answers /readyz 503 when entries wait and none was acknowledged for this long
     stall_seconds: int = 30
+    ws_send_queue: int = 1000
+    ws_ping_interval: float = 30.0
+    ws_ping_timeout: float = 30.0
+    ws_max_client_frame: int = 4096
+    # test-only gateway sabotage (tests/support/gateway_sabotage.py), never for deployments
+    ws_sabotage: frozenset[str] = frozenset()
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int) -> int | None:
@@ -64,6 +74,17 @@ def _required(env: Mapping[str, str], name: str, example: str) -> str:
     if not value:
         raise ConfigError(f"{name} is not set; export it, e.g. {name}={example}")
     return value
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a switch; set it to on or off")
 
 
 def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -99,6 +120,11 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         pool_max=_int(env, "MSGSTACK_POOL_MAX", 20, 1),
         max_payload=_int(env, "MSGSTACK_MAX_PAYLOAD", 65536, MIN_PAYLOAD),
         reclaim_idle_ms=_int(env, "MSGSTACK_RECLAIM_IDLE_MS", 5000, 1),
+        api_workers=_int(env, "MSGSTACK_API_WORKERS", 2, 1),
+        participant_channel=env.get("MSGSTACK_PARTICIPANT_CHANNEL") or "msgstack:participants",
+        participant_cache_ttl=float(_int(env, "MSGSTACK_PARTICIPANT_CACHE_TTL", 60, 1)),
+        # off only to prove in tests that stale reads are caught; never in a real deployment
+        participant_invalidation=_switch(env, "MSGSTACK_PARTICIPANT_INVALIDATION", True),
         redis_pool_max=_int(env, "MSGSTACK_REDIS_POOL_MAX", 50, 2),
         token_ttl=_int(env, "MSGSTACK_AUTH_TOKEN_TTL", 3600, 1),
         argon2_time_cost=time_cost,
@@ -107,4 +133,23 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         kdf_threads=_int(env, "MSGSTACK_AUTH_KDF_THREADS", os.cpu_count() or 1, 1),
         kdf_max_pending=_int(env, "MSGSTACK_AUTH_KDF_MAX_PENDING", 256, 1),
         stall_seconds=_int(env, "MSGSTACK_STALL_SECONDS", 30, 1),
+        ws_send_queue=_int(env, "MSGSTACK_WS_SEND_QUEUE", 1000, 1),
+        ws_ping_interval=float(_int(env, "MSGSTACK_WS_PING_INTERVAL_MS", 30000, 50)) / 1000,
+        ws_ping_timeout=float(_int(env, "MSGSTACK_WS_PING_TIMEOUT_MS", 30000, 50)) / 1000,
+        ws_max_client_frame=_int(env, "MSGSTACK_WS_MAX_CLIENT_FRAME", 4096, 64),
+        ws_sabotage=_sabotage(env.get("MSGSTACK_WS_SABOTAGE", "")),
     )
+
+
+WS_SABOTAGES = frozenset({"leak", "corrupt", "drop", "close", "no-resume"})
+
+
+def _sabotage(raw: str) -> frozenset[str]:
+    names = frozenset(n.strip() for n in raw.split(",") if n.strip())
+    unknown = names - WS_SABOTAGES
+    if unknown:
+        raise ConfigError(
+            f"MSGSTACK_WS_SABOTAGE={raw!r} names unknown sabotages {sorted(unknown)}; "
+            f"use any of {sorted(WS_SABOTAGES)} (tests only)"
+        )
+    return names

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -18,6 +19,8 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "PoolExhausted",
     "SchemaMissing",
+    "as_user",
+    "as_user_unit",
     "create_pool",
     "describe",
     "retrying",
@@ -50,6 +53,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 T = TypeVar("T")
+
+SET_USER_SQL = "SELECT set_config('app.user_id', $1, true)"
 
 
 class PoolExhausted(TimeoutError):
@@ -116,6 +121,35 @@ async def retrying(
                 raise PoolExhausted(pool.get_max_size()) from exc
             raise
     raise AssertionError("unreachable")
+
+
+async def as_user(
+    pool: asyncpg.Pool,
+    user_id: uuid.UUID,
+    work: Callable[[asyncpg.Connection], Awaitable[T]],
+    attempts: int = 2,
+) -> T:
+    """Run `work` in one transaction whose acting user is `user_id` (row-level security).
+
+    ``set_config(..., true)`` is transaction-local (``SET LOCAL``), so the setting never outlives
+    the transaction and a pooled connection carries no user into the next one.
+    """
+
+    return await retrying(pool, as_user_unit(user_id, work), attempts)
+
+
+def as_user_unit(
+    user_id: uuid.UUID, work: Callable[[asyncpg.Connection], Awaitable[T]]
+) -> Callable[[asyncpg.Connection], Awaitable[T]]:
+    """`work` wrapped in one transaction whose acting user is `user_id`, for a caller that
+    brings its own connection (the storage adapter's `run`)."""
+
+    async def unit(conn: asyncpg.Connection) -> T:
+        async with conn.transaction():
+            await conn.execute(SET_USER_SQL, str(user_id))
+            return await work(conn)
+
+    return unit
 
 
 def _full(pool: asyncpg.Pool) -> bool:

@@ -9,10 +9,14 @@ answers PING).
 from __future__ import annotations
 
 import asyncio
+import os
 
 import asyncpg
+import psutil
 import redis.asyncio as aioredis
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,6 +26,7 @@ from msgstack.db import describe
 __all__ = ["check_postgres", "check_redis", "routes"]
 
 CHECK_TIMEOUT = 1.0
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 async def check_postgres(pool: asyncpg.Pool) -> str:
@@ -67,7 +72,55 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def exposition() -> bytes:
+    """The process' metrics; with several worker processes (PROMETHEUS_MULTIPROC_DIR set by
+    `python -m msgstack api`) the sum over all of them, whichever worker answers the scrape."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        registry.register(ServiceProcessCollector())
+        return generate_latest(registry)
+    return generate_latest()
+
+
+class ServiceProcessCollector:
+    """The standard `process_*` metrics for a service made of a supervisor and its worker
+    processes (multiprocess mode drops the per-process collector): resident and virtual memory
+    and CPU time summed over the supervisor and all its children, start time of the supervisor.
+    So a memory verdict on the API sees the whole service, whichever worker is scraped."""
+
+    def collect(self):
+        try:
+            root = psutil.Process(os.getppid())
+            family = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        rss = vms = cpu = 0.0
+        for proc in family:
+            try:
+                with proc.oneshot():
+                    memory, times = proc.memory_info(), proc.cpu_times()
+            except psutil.Error:
+                continue  # a worker that exited meanwhile
+            rss, vms = rss + memory.rss, vms + memory.vms
+            cpu += times.user + times.system
+        yield GaugeMetricFamily(
+            "process_resident_memory_bytes", "Resident memory of the service's processes", rss
+        )
+        yield GaugeMetricFamily(
+            "process_virtual_memory_bytes", "Virtual memory of the service's processes", vms
+        )
+        yield CounterMetricFamily(
+            "process_cpu_seconds", "CPU time of the service's processes", value=cpu
+        )
+        yield GaugeMetricFamily(
+            "process_start_time_seconds",
+            "Start time of the service (its supervisor)",
+            root.create_time(),
+        )
 
 
 def routes() -> list[Route]:

@@ -28,6 +28,34 @@ API_UNAVAILABLE = Counter(
     ["dependency"],
 )
 
+# conversations, authorization and the participant cache (API)
+CONVERSATION_VERSION_CONFLICTS = Counter(
+    "messaging_conversation_version_conflicts_total",
+    "Conversation updates refused with 409 because their version was stale",
+)
+SECURITY_DENIED = Counter(
+    "sanctum_security_denied_total",
+    "Requests refused with 403 because the acting user is not a participant",
+    ["operation"],
+)
+PARTICIPANT_CACHE_HITS = Counter(
+    "messaging_participant_cache_hits_total",
+    "Participant lookups answered from the API process' cache",
+)
+PARTICIPANT_CACHE_MISSES = Counter(
+    "messaging_participant_cache_misses_total",
+    "Participant lookups that had to query PostgreSQL",
+)
+PARTICIPANT_INVALIDATION_DELAY = Histogram(
+    "messaging_participant_invalidation_delay_seconds",
+    "Time from publishing a participant change on Redis Pub/Sub to a process dropping its entry",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+PARTICIPANT_INVALIDATIONS_PUBLISHED = Counter(
+    "messaging_participant_invalidations_published_total",
+    "Participant changes announced on Redis Pub/Sub",
+)
+
 # dispatcher
 DISPATCH_PUBLISHED = Counter(
     "messaging_dispatch_published_total", "Outbox rows published to the stream"
@@ -123,4 +151,36 @@ REDIS_POOL_UTILIZATION = Gauge(
 REDIS_POOL_MAX = Gauge(
     "redis_pool_max_connections",
     "Most Redis connections this process may open (MSGSTACK_REDIS_POOL_MAX)",
+)
+
+# WebSocket gateway (msgstack/gateway.py)
+WS_CONNECT = Counter("ws_connect_total", "WebSocket connections accepted (after authentication)")
+WS_CLOSE = Counter(
+    "ws_close_total",
+    "WebSocket connections ended, by close code (the server's when it closed first, else the "
+    "client's; 1006 when the connection dropped without a close frame)",
+    ["code"],
+)
+WS_CONNECTIONS = Gauge("ws_connections", "WebSocket connections open right now")
+WS_FRAMES_SENT = Counter("ws_frame_sent_total", "Message frames written to WebSockets")
+WS_OVERLOAD = Counter(
+    "ws_overload_total", "Sockets closed with 1013 because their bounded send queue was full"
+)
+WS_HEARTBEAT_TERMINATE = Counter(
+    "ws_heartbeat_terminate_total", "Sockets terminated because they missed a heartbeat (ping)"
+)
+WS_AUTH_REFUSED = Counter(
+    "ws_auth_refused_total",
+    "WebSocket upgrades refused before the handshake (missing/invalid token: 401; redis: 503)",
+    ["reason"],
+)
+WS_MALFORMED = Counter(
+    "ws_malformed_frames_total", "Client frames that were not a JSON ping (socket closed 1003)"
+)
+WS_RESUME = Counter("ws_resume_total", "Connections that resumed after a seq")
+WS_RESUME_FRAMES = Counter("ws_resume_frames_total", "Frames sent while resuming (missed ones)")
+WS_E2E_LATENCY = Histogram(
+    "ws_delivery_latency_seconds",
+    "Accepted by the API -> frame written to the socket (live frames)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )

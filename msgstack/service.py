@@ -109,10 +109,14 @@ def build_app(
     )
 
 
-def serve(app: Starlette, settings: Settings) -> None:
-    """Serve `app` until SIGTERM/SIGINT."""
-    config = uvicorn.Config(
-        app,
+def serve(app: Starlette | str, settings: Settings, workers: int = 1) -> None:
+    """Serve `app` until SIGTERM/SIGINT.
+
+    With `workers` > 1, `app` is the import string of an app factory ("module:function") and
+    uvicorn's supervisor (this process) runs that many worker processes on the one port; it
+    stops them on SIGTERM and replaces a worker that dies.
+    """
+    options = dict(
         host=settings.host,
         port=settings.port,
         log_level="warning",
@@ -124,4 +128,9 @@ def serve(app: Starlette, settings: Settings) -> None:
         # on them fail with EOF/reset (seen as server errors in pool_exhaustion at 200/s).
         timeout_keep_alive=75,
     )
-    uvicorn.Server(config).run()
+    if workers > 1:
+        if not isinstance(app, str):
+            raise TypeError("several workers need the app as a 'module:factory' import string")
+        uvicorn.run(app, factory=True, workers=workers, **options)
+        return
+    uvicorn.Server(uvicorn.Config(app, **options)).run()

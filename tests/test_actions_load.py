@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class _Messages(ThreadingHTTPServer):
     def __init__(self, status: int) -> None:
         self.status = status
         self.bodies: list[dict] = []
+        self.conversations: list[str] = []
         self.logins: list[str] = []
         self.authorizations: set[str | None] = set()
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -50,19 +52,26 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/v1/auth/login":  # message_load.js logs in during setup()
             self.server.logins.append(json.loads(body)["username"])
-            answer = json.dumps({"token": TOKEN, "token_type": "Bearer"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-            return
+            return self._json(200, {"token": TOKEN, "token_type": "Bearer",
+                                    "user_id": str(uuid.uuid4())})
+        if self.path == "/v1/conversations":  # ... and creates the conversations it posts into
+            conversation = str(uuid.uuid4())
+            self.server.conversations.append(conversation)
+            return self._json(201, {"id": conversation})
         if self.path == "/v1/messages":
             self.server.bodies.append(json.loads(body))
             self.server.authorizations.add(self.headers.get("Authorization"))
         self.send_response(self.server.status)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def _json(self, status: int, doc: dict) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 def _serve(status: int, monkeypatch=None):
@@ -104,7 +113,8 @@ def test_k6_load_sends_tagged_messages_and_reports_the_summary(api_202, tmp_path
     ids = {b["client_msg_id"] for b in api_202.bodies}
     assert len(ids) == len(api_202.bodies) and all(i.startswith("t1:") for i in ids)
     assert all(len(base64.b64decode(b["ciphertext"])) == 1024 for b in api_202.bodies)
-    assert len({b["conversation_id"] for b in api_202.bodies}) == len(api_202.bodies)
+    # each VU posts into a conversation its user created in setup()
+    assert {b["conversation_id"] for b in api_202.bodies} <= set(api_202.conversations)
     assert faults.active() == []
     assert (tmp_path / "s" / "sum.log").exists()
     # logged in during setup() as the load-test users, then sent the token with every message

@@ -29,6 +29,21 @@ from chaosmessaging.stack import servers
 
 REPO = Path(__file__).resolve().parent.parent
 
+# One test identity in every test database (seeded by `fresh_env`): a user, its bearer token in
+# Redis (the auth contract: auth:token:<token> -> user id) and a conversation it participates in,
+# which `message()` posts into. Not secrets: they live in the session's private servers only.
+TEST_USER = uuid.UUID("00000000-0000-4000-8000-0000000a11ce")
+TEST_TOKEN = "test-token-of-alice"
+TEST_CONVERSATION = uuid.UUID("00000000-0000-4000-8000-00000000c0c0")
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
+# The database role each service connects as (migration 0004): never the owner, never BYPASSRLS.
+SERVICE_ROLES = {
+    "auth": "msgstack_auth",
+    "api": "msgstack_api",
+    "dispatcher": "msgstack_pipeline",
+    "consumer": "msgstack_pipeline",
+}
+
 
 # --- helpers shared with test_msgstack_pipeline.py -------------------------------------------
 
@@ -86,6 +101,8 @@ def start_service(name: str, env: dict[str, str], log_dir: Path, **extra: str) -
     port = servers.free_port()
     log = log_dir / f"{name}-{port}.log"
     full_env = {**os.environ, **env, **extra, "MSGSTACK_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    if name in SERVICE_ROLES:
+        full_env["MSGSTACK_PG_DSN"] = role_dsn(full_env["MSGSTACK_PG_DSN"], SERVICE_ROLES[name])
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "msgstack", name],
@@ -110,6 +127,48 @@ def start_service(name: str, env: dict[str, str], log_dir: Path, **extra: str) -
     raise AssertionError(f"{name} did not answer /healthz within 20s:\n{service.log_text()}")
 
 
+def role_dsn(dsn: str, role: str) -> str:
+    """`dsn` with its user replaced by `role` (trust authentication in the test servers)."""
+    scheme, rest = dsn.split("://", 1)
+    return f"{scheme}://{role}@{rest.split('@', 1)[-1]}"
+
+
+def grant_token(redis_url: str, user: uuid.UUID, token: str, ttl: int = 3600) -> None:
+    """What a login does, per the auth contract: auth:token:<token> -> user id, with a TTL."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set(f"auth:token:{token}", str(user), ex=ttl)
+    finally:
+        client.close()
+
+
+def add_user(env: dict[str, str], user: uuid.UUID) -> None:
+    """A users row (participants reference users); no usable password: tokens are minted."""
+    sql(
+        env["MSGSTACK_PG_DSN"],
+        "INSERT INTO users (id, username, password_hash) VALUES ($1, $2, '!') "
+        "ON CONFLICT DO NOTHING",
+        user,
+        f"user-{user}",
+    )
+
+
+def seed_identity(env: dict[str, str]) -> None:
+    """The test user's token and its conversation (created as the owner, bypassing the API)."""
+    grant_token(env["MSGSTACK_REDIS_URL"], TEST_USER, TEST_TOKEN)
+    add_user(env, TEST_USER)
+    sql(
+        env["MSGSTACK_PG_DSN"],
+        "WITH c AS (INSERT INTO conversations (id, title, created_by) VALUES ($1, 'tests', $2) "
+        "ON CONFLICT DO NOTHING RETURNING id) "
+        "INSERT INTO participants (conversation_id, user_id) SELECT id, $2 FROM c",
+        TEST_CONVERSATION,
+        TEST_USER,
+    )
+
+
 def bearer(redis_url: str, user: uuid.UUID | None = None, ttl: int = 600) -> dict[str, str]:
     """Authorization header of a token minted straight into Redis by the auth contract
     (``auth:token:<token>`` -> user id, msgstack/authn.py), without the auth service."""
@@ -120,6 +179,19 @@ def bearer(redis_url: str, user: uuid.UUID | None = None, ttl: int = 600) -> dic
     finally:
         client.close()
     return {"Authorization": f"Bearer {token}"}
+
+
+def join_test_conversation(env: dict[str, str], prefix: str) -> None:
+    """Make every seeded user `<prefix>-N` a participant of the test conversation, so messages
+    they post (the default `message()`) are allowed."""
+    seed_identity(env)
+    sql(
+        env["MSGSTACK_PG_DSN"],
+        "INSERT INTO participants (conversation_id, user_id) "
+        "SELECT $1, id FROM users WHERE starts_with(username, $2) ON CONFLICT DO NOTHING",
+        TEST_CONVERSATION,
+        f"{prefix}-",
+    )
 
 
 def migrate(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -148,6 +220,7 @@ def fresh_env(postgres_server, redis_url: str, migrated: bool = True) -> dict[st
     if migrated:
         done = migrate(env)
         assert done.returncode == 0, done.stderr
+        seed_identity(env)
     return env
 
 
@@ -168,9 +241,11 @@ def payload(size: int = 2048) -> str:
     return base64.b64encode(os.urandom(size)).decode()
 
 
-def message(client_msg_id: str | None = None, size: int = 2048) -> dict:
+def message(
+    client_msg_id: str | None = None, size: int = 2048, conversation_id: uuid.UUID | None = None
+) -> dict:
     return {
-        "conversation_id": str(uuid.uuid4()),
+        "conversation_id": str(conversation_id or TEST_CONVERSATION),
         "client_msg_id": client_msg_id or uuid.uuid4().hex,
         "ciphertext": payload(size),
     }
@@ -207,7 +282,7 @@ def api(api_env, tmp_path_factory) -> Iterator[Service]:
 
 @pytest.fixture
 def client(api) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=10, headers=api.auth()) as c:
+    with httpx.Client(base_url=api.url, timeout=10, headers=AUTH) as c:
         yield c
 
 
@@ -364,9 +439,10 @@ def test_api_answers_503_while_postgres_is_down_and_recovers_by_itself(redis_ser
             "MSGSTACK_REDIS_URL": redis_server.url,
         }
         assert migrate(env).returncode == 0
+        seed_identity(env)
         service = start_service("api", env, tmp_path)
         try:
-            with httpx.Client(base_url=service.url, timeout=10, headers=service.auth()) as c:
+            with httpx.Client(base_url=service.url, timeout=10, headers=AUTH) as c:
                 assert c.post("/v1/messages", json=message()).status_code == 202
                 pg.send_signal(signal.SIGINT)
                 pg.wait(15)
@@ -400,9 +476,8 @@ def test_missing_schema_gets_503_naming_the_migrate_command(
     env = fresh_env(postgres_server, redis_server.url, migrated=False)
     service = start_service("api", env, tmp_path)
     try:
-        answer = httpx.post(
-            f"{service.url}/v1/messages", json=message(), timeout=10, headers=service.auth()
-        )
+        grant_token(env["MSGSTACK_REDIS_URL"], TEST_USER, TEST_TOKEN)
+        answer = httpx.post(f"{service.url}/v1/messages", json=message(), timeout=10, headers=AUTH)
         assert answer.status_code == 503
         assert "msgstack migrate" in answer.json()["detail"]
     finally:
@@ -429,7 +504,12 @@ def test_migrations_apply_in_order_once_even_when_run_concurrently(postgres_serv
             env["MSGSTACK_PG_DSN"], "SELECT version FROM schema_migrations ORDER BY version"
         )
     ]
-    assert versions == ["0001_initial", "0002_conversation_timeline", "0003_users"]
+    assert versions == [
+        "0001_initial",
+        "0002_conversation_timeline",
+        "0003_users",
+        "0004_conversations",
+    ]
     assert sum("applying 0001_initial" in out for out in outputs) == 1
     again = migrate(env)
     assert again.returncode == 0 and "up to date" in again.stderr

@@ -18,7 +18,16 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import redis
-from test_msgstack_api import REPO, Service, fresh_env, message, migrate, start_service, wait_until
+from test_msgstack_api import (
+    REPO,
+    Service,
+    fresh_env,
+    join_test_conversation,
+    message,
+    migrate,
+    start_service,
+    wait_until,
+)
 
 from chaosmessaging.stack import servers
 
@@ -47,6 +56,7 @@ def env(postgres_server, redis_server) -> dict[str, str]:
     env = fresh_env(postgres_server, redis_server.url)
     done = seed(env, 3)
     assert done.returncode == 0, done.stderr
+    join_test_conversation(env, "user")
     return env
 
 
@@ -243,6 +253,7 @@ def test_postgres_down_login_answers_503_while_issued_tokens_keep_working(redis_
         }
         assert migrate(env).returncode == 0
         assert seed(env, 1).returncode == 0
+        join_test_conversation(env, "user")
         auth = start_service("auth", env, tmp_path)
         api = start_service("api", env, tmp_path)
         try:
@@ -284,6 +295,7 @@ def test_redis_down_login_503_api_keeps_known_tokens_and_all_are_gone_when_it_re
     try:
         env = fresh_env(postgres_server, f"redis://127.0.0.1:{port}/0")
         assert seed(env, 1).returncode == 0
+        join_test_conversation(env, "user")
         auth = start_service("auth", env, tmp_path)
         api = start_service("api", env, tmp_path)
         try:

@@ -17,7 +17,18 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from test_msgstack_api import Service, fresh_env, message, migrate, sql, start_service, wait_until
+from test_msgstack_api import (
+    AUTH,
+    TEST_USER,
+    Service,
+    fresh_env,
+    message,
+    migrate,
+    seed_identity,
+    sql,
+    start_service,
+    wait_until,
+)
 
 from chaosmessaging.stack import servers
 
@@ -55,10 +66,8 @@ def post_many(api: Service, count: int, run: str, headers: dict | None = None) -
     """POST `count` messages (8 at a time); return the accepted ids."""
 
     def one(n: int) -> str:
-        with httpx.Client(timeout=10) as c:
-            answer = c.post(
-                f"{api.url}/v1/messages", json=message(f"{run}:{n}"), headers=headers or api.auth()
-            )
+        with httpx.Client(timeout=10, headers=headers or AUTH) as c:
+            answer = c.post(f"{api.url}/v1/messages", json=message(f"{run}:{n}"))
         assert answer.status_code == 202, answer.text
         return answer.json()["id"]
 
@@ -144,9 +153,10 @@ def test_accepted_messages_flow_through_the_stream_into_the_ledger(stack, env, r
     ((_entry_id, fields),) = r.xrange(env["MSGSTACK_STREAM"], count=1)
     r.close()
     assert set(fields) == {b"message_id", b"conversation_id", b"outbox_id", b"created_at"}
-    api = stack["api"]
-    answer = httpx.get(f"{api.url}/v1/messages/{accepted[0]}", headers=api.auth())
-    assert answer.json()["delivered"] is True
+    assert (
+        httpx.get(f"{stack['api'].url}/v1/messages/{accepted[0]}", headers=AUTH).json()["delivered"]
+        is True
+    )
 
     wait_until(
         lambda: (
@@ -214,7 +224,7 @@ def test_redis_outage_parks_rows_degrades_readiness_and_replays_after_recovery(
     env = fresh_env(postgres_server, private_redis.url)
     stack = start_stack(env, tmp_path)
     try:
-        headers = stack["api"].auth()
+        headers = stack["api"].auth(TEST_USER)
         accepted = post_many(stack["api"], 20, "before", headers)
         wait_until(lambda: delivered_count(env) == 20, 15, "20 deliveries")
 
@@ -275,6 +285,7 @@ def test_postgres_restart_is_survived_by_every_service(redis_server, tmp_path):
             "MSGSTACK_DEAD_STREAM": f"pgrestart:{port}:dead",
         }
         assert migrate(env).returncode == 0
+        seed_identity(env)
         stack = start_stack(env, tmp_path)
         accepted = post_many(stack["api"], 30, "before")
         wait_until(lambda: delivered_count(env) == 30, 15, "30 deliveries")
@@ -290,7 +301,7 @@ def test_postgres_restart_is_survived_by_every_service(redis_server, tmp_path):
         wait_until(
             lambda: (
                 httpx.post(
-                    f"{stack['api'].url}/v1/messages", json=message(), headers=stack["api"].auth()
+                    f"{stack['api'].url}/v1/messages", json=message(), headers=AUTH
                 ).status_code
                 == 202
             ),

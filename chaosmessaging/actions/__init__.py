@@ -8,6 +8,8 @@
 - `sampling`: sample the services' Prometheus metrics over a run, in the background
 - `storage`: exhaust the application's PostgreSQL pool (with its release), run a migration under
   load (timed), seed a large table
+- `websocket`: WebSocket devices that record every frame they receive (start, stop) and the k6
+  load that posts into their conversations
 
 Every module here is discovered automatically by `chaosmessaging.discover()`; modules that inject
 faults record them in the fault ledger (`chaosmessaging.faults`) with a recipe to revert them.

@@ -12,4 +12,6 @@ from here (and from `config`, `runs`, `faults`, `verdicts`, `util`), never from 
 - `prometheus`: `scrape`, `select`, `candidates` (prometheus-client's text parser)
 - `toxiproxy`: `api_url`, `server`, `proxy` (toxiproxy-python bound to the configured API)
 - `samples`: where `actions.sampling` writes metric series and `probes.trends` reads them
+- `ws`: WebSocket devices recording every frame (`Fleet`), where `actions.websocket` writes the
+  frames and `probes.delivery` reads them (`frames_path`, `read_frames`), login
 """

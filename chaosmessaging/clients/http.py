@@ -19,6 +19,7 @@ SERVICE_URL_KEYS = {
     "auth": "messaging_auth_url",
     "dispatcher": "messaging_dispatcher_url",
     "consumer": "messaging_consumer_url",
+    "gateway": "messaging_gateway_url",
 }
 
 

@@ -18,6 +18,13 @@
 - `windows`: verdicts over a load's time windows (p95 and errors before, during and after a
   fault; each operation's latency first vs last windows)
 - `process`: the stack's process identities (no crash: same pids)
+- `authorization`: unauthorized reads refused (no leak) and stale updates conflicting, from a
+  load's own counts and the API's metrics
+- `cache`: the participant cache's hit ratio, its recovery after participant changes, and stale
+  reads judged per request after a removal
+- `delivery`: client-side delivery accounting of WebSocket devices (every acknowledged message on
+  every participant's device exactly once, byte-exact, never leaked; latency, disconnects,
+  steady frame rate) and non-participant reads denied
 
 Probes never change the system they look at and never import the reference stack or the actions:
 they talk to any platform over its network interfaces through `chaosmessaging.clients`, with

@@ -20,8 +20,8 @@ from chaosmessaging.clients.prometheus import candidates, scrape, select
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
-__all__ = ["counter_ratio_at_least", "histogram_quantile_within", "metric_increased",
-           "metric_sum", "metric_value", "snapshot_metric", "snapshot_metrics"]
+__all__ = ["counter_grew_at_most", "counter_ratio_at_least", "histogram_quantile_within",
+           "metric_increased", "metric_sum", "metric_value", "snapshot_metric", "snapshot_metrics"]
 
 
 def metric_value(name: str, labels: dict = None, url: str = None, service: str = "api",
@@ -232,5 +232,34 @@ def counter_ratio_at_least(since: str, numerator: str, denominator: str, min_rat
     ok = ratio >= min_ratio
     reason = (f"{numerator} / {denominator} since {since!r}: {grew['numerator_grew']:g} / "
               f"{grew['denominator_grew']:g} = {ratio:.5f} (need >= {min_ratio:g})")
+    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
+    return verdict(ok, reason, **figures)
+
+
+def counter_grew_at_most(since: str, name: str, max_increase: float = 0.0, labels: dict = None,
+                         service: str = "api", url: str = None,
+                         configuration: Configuration = None,
+                         secrets: Secrets = None) -> Verdict:
+    """
+    Verdict: counter `name` (samples whose labels include `labels`, summed) grew by at most
+    `max_increase` since the snapshot `since` (`snapshot_metrics`), e.g. ws_close_total
+    {"code": "1002"} stayed at 0 growth, ws_overload_total did not grow. A counter absent from
+    both scrapes counts as 0 (never incremented). Figures: `before`, `now`, `grew`,
+    `max_increase`. Holds before the method ran.
+    """
+    figures = {"before": None, "now": None, "grew": None, "max_increase": float(max_increase)}
+    if held := held_before_method(configuration, **figures):
+        return held
+    before = _since(since, configuration)
+    if before is None:
+        return _missing_snapshot(since, **figures)
+    url = service_url(service, url, "/metrics", configuration, secrets)
+    now = select(scrape(url, 5.0), name, labels or {}) or 0.0
+    then = select(before, name, labels or {}) or 0.0
+    grew = now - then
+    figures.update(before=then, now=now, grew=grew)
+    ok = grew <= float(max_increase)
+    reason = (f"{name}{labels or ''} grew by {grew:g} since {since!r} "
+              f"(max {float(max_increase):g})")
     logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
     return verdict(ok, reason, **figures)

@@ -46,8 +46,9 @@ __all__ = ["up", "preflight", "down", "ensure_up", "status", "StackError", "SERV
 
 HOST = "127.0.0.1"
 DATABASE = "messaging"
-SERVICE_ORDER = ["redis", "postgres", "proxy", "auth", "api", "dispatcher", "consumer"]
-APP_SERVICES = ["auth", "api", "dispatcher", "consumer"]
+SERVICE_ORDER = ["redis", "postgres", "proxy", "auth", "api", "dispatcher", "consumer",
+                 "gateway"]
+APP_SERVICES = ["auth", "api", "dispatcher", "consumer", "gateway"]
 DEFAULT_PROXY_PORT = 8474  # Toxiproxy's default, when free
 SEED_PASSWORD_ENV = "MSGSTACK_SEED_PASSWORD"
 
@@ -71,8 +72,17 @@ def _redis_url(port: int) -> str:
     return f"redis://{HOST}:{port}/0"
 
 
-def _pg_dsn(port: int) -> str:
-    return f"postgresql://postgres@{HOST}:{port}/{DATABASE}"
+def _pg_dsn(port: int, user: str = "postgres") -> str:
+    return f"postgresql://{user}@{HOST}:{port}/{DATABASE}"
+
+
+# The database role each reference service connects as (created by msgstack's migration 0004):
+# never the tables' owner nor BYPASSRLS, so row-level security governs every query they make.
+# Migrations (and the extension's own probes, through the postgres record) use the owner.
+SERVICE_DB_ROLES = {"auth": "msgstack_auth", "api": "msgstack_api",
+                    "dispatcher": "msgstack_pipeline",
+                    "consumer": "msgstack_pipeline",
+                    "gateway": "msgstack_gateway"}
 
 
 def _plan(home: Path, with_proxy: bool, proxy_port: int | None,
@@ -122,11 +132,16 @@ def _plan(home: Path, with_proxy: bool, proxy_port: int | None,
         **(env or {}),
     }
     for name in APP_SERVICES:
+        service_env = {**common, "MSGSTACK_PORT": str(port[name])}
+        if name in SERVICE_DB_ROLES:
+            service_env["MSGSTACK_PG_DSN"] = _pg_dsn(pg_port, SERVICE_DB_ROLES[name])
+        if name == "api":  # two worker processes: participant invalidation must cross processes
+            service_env.setdefault("MSGSTACK_API_WORKERS", "2")
         records[name] = ServiceRecord(
             name=name, pid=None, host=HOST, port=port[name],
             address=f"http://{HOST}:{port[name]}",
             cmd=[sys.executable, "-m", "msgstack", name],
-            env={**common, "MSGSTACK_PORT": str(port[name])},
+            env=service_env,
             log=str(logs / f"{name}.log"), health="/healthz", ready="/readyz")
     return records
 
@@ -241,9 +256,10 @@ def _start(root: Path, with_proxy: bool, proxy_port: int | None,
             if name == APP_SERVICES[0]:
                 servers.create_database(HOST, records["postgres"].port, DATABASE)
                 say("applying migrations")
-                _migrate(records[name].env, root / "logs" / "migrate.log")
+                owner = {**records[name].env, "MSGSTACK_PG_DSN": records["postgres"].address}
+                _migrate(owner, root / "logs" / "migrate.log")
                 say("seeding load-test users")
-                _seed_users(records[name].env, root / "logs" / "seed.log")
+                _seed_users(owner, root / "logs" / "seed.log")
             # recorded (without a pid) before it starts, and again with its pid right after;
             # in between, the OWNER_ENV mark in its environment is how `down` finds it
             state.services[name] = records[name]

@@ -9,6 +9,7 @@
 Test-only: never part of the extension or of msgstack.
 """
 
+import os
 import sys
 
 import msgstack.health as health
@@ -53,5 +54,8 @@ def _sticky_redis() -> None:
 
 if __name__ == "__main__":
     mode, name = sys.argv[1], sys.argv[2]
+    # the patches live in this process: a multi-worker API would build its app in fresh worker
+    # processes that never saw them, so the sabotaged API runs as one process
+    os.environ["MSGSTACK_API_WORKERS"] = "1"
     {"500": _five_hundred, "sticky-redis": _sticky_redis}[mode]()
     sys.exit(main([name]))

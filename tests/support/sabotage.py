@@ -97,3 +97,35 @@ def restore_login_passwords(configuration: dict = None, secrets: dict = None) ->
         configuration,
         secrets,
     )
+
+
+def permit_every_conversation(configuration: dict = None, secrets: dict = None) -> str:
+    """Replace the API role's SELECT policy on conversations with one that lets everyone read
+    every conversation: the dropped policy the T2 authorization verdict must catch.
+    Undo with `restore_conversation_policy`."""
+    return _owner_sql(
+        configuration, secrets,
+        "DROP POLICY IF EXISTS api_select ON conversations; "
+        "CREATE POLICY api_select ON conversations FOR SELECT TO msgstack_api USING (true)")
+
+
+def restore_conversation_policy(configuration: dict = None, secrets: dict = None) -> str:
+    """Put migration 0004's participant-only SELECT policy on conversations back."""
+    return _owner_sql(
+        configuration, secrets,
+        "DROP POLICY IF EXISTS api_select ON conversations; "
+        "CREATE POLICY api_select ON conversations FOR SELECT TO msgstack_api "
+        "USING (msgstack_is_participant(id))")
+
+
+def _owner_sql(configuration: dict, secrets: dict, statements: str) -> str:
+    dsn = lookup("messaging_pg_dsn", configuration, secrets)
+
+    async def go():
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.execute(statements)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())

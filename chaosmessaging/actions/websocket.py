@@ -1,0 +1,290 @@
+"""WebSocket devices that record every frame, and the message load that feeds them.
+
+`start_clients` logs the seeded load-test users in, creates conversations among them through the
+API (participants chosen round-robin), connects every user's devices to the gateway and returns
+once each device got the gateway's hello; the devices keep running in a background thread
+(`chaosmessaging.clients.ws.Fleet`), reconnect with resume after any close, and write every frame
+they receive to ``<home>/runs/<run id>.frames-<label>.jsonl``. `start_conversation_load` starts
+k6 (k6/delivery_load.js, through `actions.load.start_load`) posting into those conversations as
+their participants, each client message id ending in the payload's SHA-256 prefix so devices
+check the bytes end to end. `stop_clients` lets the last frames arrive, closes every socket with
+1000 and records a summary; the verdict is `chaosmessaging.probes.delivery.websocket_delivery`.
+
+The run fact ``ws:<label>`` holds the conversations and their members (usernames), the devices per
+user and the files, so the verdict knows which device had to receive which message. Nothing
+secret is recorded: tokens stay in memory and the password is only sent to the auth service.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+from logzero import logger
+
+from chaosmessaging import runs, targets
+from chaosmessaging.actions.load import start_load
+from chaosmessaging.clients.ws import Device, Fleet, conversation_ids, frames_path, login, ws_url
+from chaosmessaging.config import lookup
+from chaosmessaging.util import home_of, stack_home
+
+__all__ = ["start_clients", "stop_clients", "start_conversation_load"]
+
+# label -> running fleet, in this (the chaos) process
+_FLEETS: dict[str, Fleet] = {}
+MAX_DEVICES = 5000
+
+
+def _label_ok(label: str) -> str:
+    if not label or not all(c.isalnum() or c in "_.-" for c in label):
+        raise ActivityFailed(f"label {label!r} must be letters, digits, '_', '.' or '-'")
+    return label
+
+
+def start_clients(
+    users: int = 2,
+    devices_per_user: int = 1,
+    conversations: int = 1,
+    participants: int = 2,
+    label: str = "ws",
+    connect_timeout_s: float = 60.0,
+    max_duration_s: float = 3600.0,
+    ping_interval_s: float = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
+    """
+    Log in `users` load-test users (`<prefix>-0` ..), create `conversations` conversations of
+    `participants` users each (round-robin over the users), connect `devices_per_user` WebSocket
+    devices per user to the gateway (`messaging_gateway_url`) and return once all got the
+    gateway's hello. The devices then record every frame (conversation membership as the API
+    lists it to the user, payload hash, accepted -> received latency) until `stop_clients`
+    (or `max_duration_s`), reconnecting with resume after any close. `ping_interval_s` makes the
+    devices ping too (default: answer the server's pings only). Returns the devices,
+    conversations and the frames file.
+    """
+    label = _label_ok(label)
+    users, devices_per_user = int(users), int(devices_per_user)
+    conversations, participants = int(conversations), int(participants)
+    if users < 1 or devices_per_user < 1 or conversations < 1 or participants < 1:
+        raise ActivityFailed("users, devices_per_user, conversations and participants must be >= 1")
+    if participants > users:
+        raise ActivityFailed(
+            f"participants={participants} is more than users={users}: a "
+            "conversation cannot have more distinct members than there are users"
+        )
+    if users * devices_per_user > MAX_DEVICES:
+        raise ActivityFailed(f"{users * devices_per_user} devices is over {MAX_DEVICES}")
+    seeded = int(lookup("messaging_loadtest_users", configuration, secrets))
+    if users > seeded:
+        raise ActivityFailed(
+            f"users={users} but only {seeded} load-test users are seeded: start "
+            f"the stack with CHAOSMESSAGING_LOADTEST_USERS={users} or more"
+        )
+    if label in _FLEETS:
+        raise ActivityFailed(f"clients labelled {label!r} are already running: stop_clients first")
+    prefix = str(lookup("messaging_loadtest_prefix", configuration, secrets))
+    password = str(lookup("messaging_loadtest_password", configuration, secrets))
+    auth = targets.check(
+        str(lookup("messaging_auth_url", configuration, secrets)),
+        "messaging_auth_url",
+        configuration,
+        secrets,
+    )
+    api = targets.check(
+        str(lookup("messaging_api_url", configuration, secrets)),
+        "messaging_api_url",
+        configuration,
+        secrets,
+    )
+    gateway = targets.check(
+        str(lookup("messaging_gateway_url", configuration, secrets)),
+        "messaging_gateway_url",
+        configuration,
+        secrets,
+    )
+    home = home_of(configuration)
+
+    names = [f"{prefix}-{i}" for i in range(users)]
+    sessions = {}
+    try:
+        for name in names:
+            sessions[name] = login(auth, name, password)
+    except httpx.HTTPStatusError as exc:
+        raise ActivityFailed(
+            f"login as {name} failed: HTTP {exc.response.status_code} — are the "
+            "load-test users seeded with this password?"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise ActivityFailed(f"cannot reach the auth service: {exc}") from None
+
+    created = []
+    for j in range(conversations):
+        members = [names[(j * participants + k) % users] for k in range(participants)]
+        creator = sessions[members[0]]
+        body = {
+            "title": f"{label}-{j}",
+            "participants": [sessions[m]["user_id"] for m in members[1:]],
+        }
+        r = httpx.post(
+            f"{api.rstrip('/')}/v1/conversations",
+            json=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {creator['token']}"},
+        )
+        if r.status_code != 201:
+            raise ActivityFailed(
+                f"creating conversation {j} failed: HTTP {r.status_code} {r.text[:200]}"
+            )
+        created.append({"id": r.json()["id"], "members": members})
+
+    devices = []
+    for name in names:
+        mine = conversation_ids(api, sessions[name]["token"])
+        for n in range(devices_per_user):
+            devices.append(
+                Device(user=name, number=n, token=sessions[name]["token"], conversations=mine)
+            )
+
+    convo_file = (
+        stack_home(home) / "runs" / (f"{runs.current_run_id(home)}.conversations-{label}.json")
+    )
+    convo_file.parent.mkdir(parents=True, exist_ok=True)
+    convo_file.write_text(
+        json.dumps(
+            [{"id": c["id"], "poster": c["members"][0], "members": c["members"]} for c in created]
+        )
+    )
+    path = frames_path(label, home)
+    path.unlink(missing_ok=True)
+
+    def relogin(user: str) -> str:
+        return login(auth, user, password)["token"]
+
+    fleet = Fleet(
+        ws_url(gateway),
+        devices,
+        path,
+        login=relogin,
+        ping_interval=float(ping_interval_s) if ping_interval_s else None,
+    )
+    started = time.time()
+    try:
+        fleet.start(float(connect_timeout_s))
+    except TimeoutError as exc:
+        raise ActivityFailed(f"WebSocket devices could not connect to {gateway}: {exc}") from None
+    _FLEETS[label] = fleet
+    timer = threading.Timer(float(max_duration_s), fleet.stop)
+    timer.daemon = True
+    timer.start()
+    fact = {
+        "label": label,
+        "users": names,
+        "devices_per_user": devices_per_user,
+        "conversations": created,
+        "frames_path": str(path),
+        "conversations_path": str(convo_file),
+        "started_at": started,
+        "connected_at": time.time(),
+        "gateway_url": gateway,
+    }
+    runs.record(f"ws:{label}", fact, home=home)
+    logger.info(
+        f"{len(devices)} WebSocket devices of {users} users connected to {gateway} in "
+        f"{time.time() - started:.1f}s; {conversations} conversations; frames -> {path}"
+    )
+    return {
+        "devices": len(devices),
+        "users": users,
+        "conversations": len(created),
+        "frames_path": str(path),
+        "conversations_path": str(convo_file),
+        "connect_seconds": round(time.time() - started, 3),
+    }
+
+
+def stop_clients(
+    label: str = "ws",
+    settle_s: float = 5.0,
+    quiet_s: float = 1.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
+    """
+    Let the last frames arrive (up to `settle_s` seconds, ending early once every device is
+    connected and caught up (resume done) and no frame arrived for `quiet_s` seconds), close
+    every device of `label` with 1000 and record a summary fact (``ws:<label>:summary``).
+    Returns devices, frames, closes and the frames file.
+    """
+    fleet = _FLEETS.pop(_label_ok(label), None)
+    if fleet is None:
+        raise ActivityFailed(
+            f"no WebSocket clients labelled {label!r} run in this process: start_clients first"
+        )
+    deadline = time.monotonic() + float(settle_s)
+    last, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline and not fleet.done.is_set():
+        count = sum(d.frames for d in fleet.devices)
+        online = all(d.online and d.caught_up for d in fleet.devices)
+        if count != last or not online:  # a device still reconnecting may have frames to come
+            last, last_change = count, time.monotonic()
+        elif time.monotonic() - last_change >= float(quiet_s):
+            break
+        time.sleep(0.2)
+    fleet.stop(15.0)
+    summary = fleet.summary()
+    runs.record(f"ws:{label}:summary", summary, home=home_of(configuration))
+    logger.info(
+        f"WebSocket devices {label!r} stopped: {summary['frames']} frames, "
+        f"{summary['closes']} closes"
+    )
+    return summary
+
+
+def start_conversation_load(
+    label: str = "ws",
+    rate: int = 10,
+    duration: str = "20s",
+    payload_bytes: int = 1024,
+    vus: int = None,
+    max_vus: int = None,
+    load_label: str = "load",
+    p95_ms: float = None,
+    max_error_rate: float = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
+    """
+    Start k6 (k6/delivery_load.js) posting `rate` messages per second for `duration` into the
+    conversations `start_clients` created for `label`, each as one of its members, with
+    `payload_bytes` random bytes whose SHA-256 prefix ends the client message id. Runs in the
+    background like `actions.load.start_load` (same `load_label` facts, thresholds from `p95_ms`
+    and `max_error_rate`); returns its pid, run id and summary path.
+    """
+    fact = runs.fact(f"ws:{_label_ok(label)}", home=home_of(configuration))
+    if not fact:
+        raise ActivityFailed(f"no conversations for clients {label!r}: run start_clients first")
+    env = {
+        "CONVERSATIONS_FILE": fact["conversations_path"],
+        "PAYLOAD_BYTES": int(payload_bytes),
+        "LOGIN_SESSIONS": len({c["members"][0] for c in fact["conversations"]}),
+    }
+    if p95_ms is not None:
+        env["P95_MS"] = p95_ms
+    if max_error_rate is not None:
+        env["MAX_ERROR_RATE"] = max_error_rate
+    return start_load(
+        script="delivery_load.js",
+        rate=rate,
+        duration=duration,
+        vus=vus,
+        max_vus=max_vus,
+        env=env,
+        label=load_label,
+        configuration=configuration,
+        secrets=secrets,
+    )

@@ -134,12 +134,15 @@ def _serve_workers(settings) -> int:
 
     from msgstack.service import serve
 
-    metrics_dir = tempfile.mkdtemp(prefix="msgstack-api-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    shared = tempfile.mkdtemp(prefix="msgstack-api-")
+    os.makedirs(os.path.join(shared, "metrics"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(shared, "metrics")
+    # tokens any worker resolved, recalled by its siblings while Redis is down (workershare.py)
+    os.environ["MSGSTACK_WORKERS_DIR"] = shared
     try:
         serve("msgstack.api:app_from_env", settings, workers=settings.api_workers)
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(shared, ignore_errors=True)
     return 0
 
 

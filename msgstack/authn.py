@@ -42,7 +42,8 @@ import redis.asyncio as aioredis
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from msgstack import metrics, streams
+from msgstack import metrics, streams, workershare
+from msgstack.workershare import SharedTokens
 
 __all__ = [
     "EXEMPT_PATHS",
@@ -110,22 +111,31 @@ async def _lookup(client: aioredis.Redis, token: str) -> tuple[uuid.UUID | None,
 class TokenMemory:
     """Tokens this process resolved, with their expiry: used only while Redis cannot answer."""
 
-    def __init__(self, size: int = MEMORY_SIZE) -> None:
+    def __init__(self, size: int = MEMORY_SIZE, shared: SharedTokens | None = None) -> None:
         self.size = size
         self._known: OrderedDict[str, tuple[uuid.UUID, float]] = OrderedDict()
         self.redis_down_until = 0.0
+        # sibling worker processes of the same API (msgstack/workershare.py), if any
+        self.shared = shared
 
     def remember(self, token: str, user: uuid.UUID, ttl: float) -> None:
+        if self.shared is not None and token not in self._known:
+            self.shared.put(token, user, ttl)
         self._known[token] = (user, time.monotonic() + ttl)
         self._known.move_to_end(token)
         while len(self._known) > self.size:
             self._known.popitem(last=False)
 
     def forget(self, token: str) -> None:
-        self._known.pop(token, None)
+        if self._known.pop(token, None) is not None and self.shared is not None:
+            self.shared.delete(token)
 
     def recall(self, token: str) -> uuid.UUID | None:
         known = self._known.get(token)
+        if known is None and self.shared is not None:
+            sibling = self.shared.get(token)  # resolved by another worker of this API
+            if sibling is not None:
+                self._known[token] = known = (sibling[0], time.monotonic() + sibling[1])
         if known is None or known[1] <= time.monotonic():
             return None
         return known[0]
@@ -164,7 +174,7 @@ class BearerAuth:
         exempt: frozenset[str] = EXEMPT_PATHS,
     ) -> None:
         self.app, self.redis_of, self.exempt = app, redis_of, exempt
-        self.memory = TokenMemory()
+        self.memory = TokenMemory(shared=workershare.from_env())
 
     async def _authenticate(self, scope: Scope, token: str) -> uuid.UUID | None:
         """The user of `token`; raises a Redis error only for a token this process never saw."""

@@ -339,3 +339,27 @@ def test_with_redis_down_workers_bypass_their_caches_and_a_removal_still_holds(
     finally:
         api.stop()
         redis_server.stop()
+
+
+def test_a_token_one_worker_resolved_is_honoured_by_both_while_redis_is_down(
+    postgres_server, tmp_path
+):
+    from test_msgstack_pipeline import PrivateRedis
+
+    redis_server = PrivateRedis(servers.free_port(), tmp_path / "redis", None)
+    redis_server.start()
+    env = fresh_env(postgres_server, redis_server.url)
+    api = start_service("api", env, tmp_path)
+    try:
+        alice = User(env, "alice")
+        first = call(api, alice, "GET", "/v1/conversations")  # resolved by one worker only
+        assert first.status_code == 200
+        redis_server.stop()
+        answers = {}
+        for _ in range(40):
+            answer = call(api, alice, "GET", "/v1/conversations")
+            answers.setdefault(answer.headers["x-served-by"], set()).add(answer.status_code)
+        assert len(answers) == 2 and all(codes == {200} for codes in answers.values()), answers
+    finally:
+        api.stop()
+        redis_server.stop()

@@ -63,7 +63,8 @@ async def _accounting(dsn: str, run_id: str, settle: float) -> tuple[int, int]:
             row = await conn.fetchrow(
                 "SELECT count(*) AS accepted, count(d.message_id) AS delivered FROM messages m "
                 "LEFT JOIN deliveries d ON d.message_id = m.id WHERE m.client_msg_id LIKE $1",
-                f"{run_id}:%")
+                f"{run_id}:%",
+            )
             if row["accepted"] == row["delivered"] or time.monotonic() > deadline:
                 return row["accepted"], row["delivered"]
             await asyncio.sleep(0.5)
@@ -75,17 +76,33 @@ def run_rate(state, rate: int, duration: int, payload: int, out_dir: Path) -> di
     run_id = f"bench-{rate}-{uuid.uuid4().hex[:6]}"
     summary = out_dir / f"{run_id}.json"
     api = state.services["api"].address
-    env = {**os.environ, "API_URL": api, "RUN_ID": run_id, "RATE": str(rate),
-           "DURATION": f"{duration}s", "PAYLOAD_BYTES": str(payload),
-           "VUS": str(max(20, rate // 10)), "MAX_VUS": str(max(100, rate))}
+    env = {
+        **os.environ,
+        "API_URL": api,
+        "RUN_ID": run_id,
+        "RATE": str(rate),
+        "DURATION": f"{duration}s",
+        "PAYLOAD_BYTES": str(payload),
+        "VUS": str(max(20, rate // 10)),
+        "MAX_VUS": str(max(100, rate)),
+    }
     lags: list[float] = []
     stop = threading.Event()
-    sampler = threading.Thread(target=_sample_lag,
-                               args=(state.services["consumer"].address, stop, lags), daemon=True)
+    sampler = threading.Thread(
+        target=_sample_lag, args=(state.services["consumer"].address, stop, lags), daemon=True
+    )
     sampler.start()
-    cmd = [_k6(), "run", "--quiet", "--no-usage-report", "--summary-export", str(summary),
-           "--summary-trend-stats", "avg,min,med,max,p(95),p(99)",
-           str(ROOT / "k6" / "message_load.js")]
+    cmd = [
+        _k6(),
+        "run",
+        "--quiet",
+        "--no-usage-report",
+        "--summary-export",
+        str(summary),
+        "--summary-trend-stats",
+        "avg,min,med,max,p(95),p(99)",
+        str(ROOT / "k6" / "message_load.js"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 120)
     stop.set()
     sampler.join()
@@ -97,48 +114,72 @@ def run_rate(state, rate: int, duration: int, payload: int, out_dir: Path) -> di
     return {
         "rate": rate,
         "achieved_rps": metrics["http_reqs"]["rate"],
-        "p50_ms": dur["med"], "p95_ms": dur["p(95)"], "p99_ms": dur["p(99)"],
+        "p50_ms": dur["med"],
+        "p95_ms": dur["p(95)"],
+        "p99_ms": dur["p(99)"],
         "failed_rate": metrics.get("http_req_failed", {}).get("value", 0.0),
         "dropped": metrics.get("dropped_iterations", {}).get("count", 0),
         "lag_max_s": max(lags) if lags else None,
-        "accepted": accepted, "delivered": delivered,
+        "accepted": accepted,
+        "delivered": delivered,
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="250,500,750,1000",
-                        help="comma-separated arrival rates (req/s), run in order")
+    parser.add_argument(
+        "--rates",
+        default="250,500,750,1000",
+        help="comma-separated arrival rates (req/s), run in order",
+    )
     parser.add_argument("--duration", type=int, default=20, help="seconds per rate")
     parser.add_argument("--payload", type=int, default=1024, help="ciphertext bytes")
     parser.add_argument("--p95-target", type=float, default=100.0)
-    parser.add_argument("--no-proxy", action="store_true",
-                        help="services talk to Redis/PostgreSQL directly, not via the fault proxy")
+    parser.add_argument(
+        "--no-proxy",
+        action="store_true",
+        help="services talk to Redis/PostgreSQL directly, not via the fault proxy",
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="cm-bench-"))
     print(f"starting a private embedded stack in {home}", flush=True)
-    state = launcher.up(home, with_proxy=not args.no_proxy, proxy_port=launcher.servers.free_port(),
-                        progress=lambda m: print(f"  {m}", flush=True))
+    state = launcher.up(
+        home,
+        with_proxy=not args.no_proxy,
+        proxy_port=launcher.servers.free_port(),
+        progress=lambda m: print(f"  {m}", flush=True),
+    )
     results = []
     try:
-        print(f"{'rate':>6} {'rps':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'fail%':>6} "
-              f"{'drop':>5} {'lag_max':>8} {'delivered/accepted':>19}", flush=True)
+        print(
+            f"{'rate':>6} {'rps':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'fail%':>6} "
+            f"{'drop':>5} {'lag_max':>8} {'delivered/accepted':>19}",
+            flush=True,
+        )
         for rate in (int(r) for r in args.rates.split(",")):
             r = run_rate(state, rate, args.duration, args.payload, home)
             results.append(r)
             lag = f"{r['lag_max_s']:.2f}s" if r["lag_max_s"] is not None else "n/a"
-            print(f"{r['rate']:>6} {r['achieved_rps']:>8.1f} {r['p50_ms']:>7.1f} "
-                  f"{r['p95_ms']:>7.1f} {r['p99_ms']:>7.1f} {100 * r['failed_rate']:>5.2f}% "
-                  f"{r['dropped']:>5} {lag:>8} {r['delivered']:>9}/{r['accepted']:<9}", flush=True)
+            print(
+                f"{r['rate']:>6} {r['achieved_rps']:>8.1f} {r['p50_ms']:>7.1f} "
+                f"{r['p95_ms']:>7.1f} {r['p99_ms']:>7.1f} {100 * r['failed_rate']:>5.2f}% "
+                f"{r['dropped']:>5} {lag:>8} {r['delivered']:>9}/{r['accepted']:<9}",
+                flush=True,
+            )
     finally:
         launcher.down(home, purge=True)
         shutil.rmtree(home, ignore_errors=True)
-    for label, keep in (("", lambda r: True),
-                        (" and no dropped iterations", lambda r: r["dropped"] == 0)):
+    for label, keep in (
+        ("", lambda r: True),
+        (" and no dropped iterations", lambda r: r["dropped"] == 0),
+    ):
         ok = [r for r in results if r["p95_ms"] < args.p95_target and keep(r)]
         best = max(ok, key=lambda r: r["rate"], default=None)
-        found = (f"{best['rate']} req/s (achieved {best['achieved_rps']:.0f})" if best
-                 else "none of the tested rates")
+        found = (
+            f"{best['rate']} req/s (achieved {best['achieved_rps']:.0f})"
+            if best
+            else "none of the tested rates"
+        )
         print(f"highest rate holding p95 < {args.p95_target:.0f} ms{label}: {found}")
     return 0
 

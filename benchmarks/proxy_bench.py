@@ -37,6 +37,7 @@ CHUNK = 1 << 16
 
 # -- the test server (own process) ------------------------------------------------------------
 
+
 class _Echo(asyncio.Protocol):
     def connection_made(self, transport):
         self.t = transport
@@ -99,6 +100,7 @@ def _serve(ports):
 
 
 # -- measurements (this process) --------------------------------------------------------------
+
 
 def _connect(port: int) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -166,9 +168,20 @@ def main() -> int:
     server = multiprocessing.Process(target=_serve, args=(ports,), daemon=True)
     server.start()
     api_port = free_port()
-    proxy = subprocess.Popen([sys.executable, "-m", "chaosmessaging.proxy", "--host",
-                              "127.0.0.1", "--port", str(api_port), "--log-level", "warning"],
-                             cwd=Path(__file__).resolve().parents[1])
+    proxy = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chaosmessaging.proxy",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(api_port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+    )
     try:
         for port in ports:
             wait_for_port("127.0.0.1", port, what="bench server")
@@ -176,9 +189,10 @@ def main() -> int:
         proxy_cpu = psutil.Process(proxy.pid)
         proxied = []
         for name, port in zip(("echo", "sink", "source"), ports):
-            r = httpx.post(f"http://127.0.0.1:{api_port}/proxies",
-                           json={"name": name, "listen": "127.0.0.1:0",
-                                 "upstream": f"127.0.0.1:{port}"})
+            r = httpx.post(
+                f"http://127.0.0.1:{api_port}/proxies",
+                json={"name": name, "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{port}"},
+            )
             r.raise_for_status()
             proxied.append(int(r.json()["listen"].rsplit(":", 1)[1]))
 
@@ -192,8 +206,10 @@ def main() -> int:
         print(f"  added    p50 {p50 - d50:.3f}  p99 {p99 - d99:.3f}")
 
         results = {}
-        for label, func, d_port, p_port in (("upstream", _upload, ports[1], proxied[1]),
-                                            ("downstream", _download, ports[2], proxied[2])):
+        for label, func, d_port, p_port in (
+            ("upstream", _upload, ports[1], proxied[1]),
+            ("downstream", _download, ports[2], proxied[2]),
+        ):
             # Warm-up (page cache, socket buffer autotuning, allocator) on both sides, then
             # alternate direct and proxied trials and compare medians: the machine is shared, and
             # a neighbour's burst should neither land on one side only nor decide the result.
@@ -208,9 +224,11 @@ def main() -> int:
             direct, through = statistics.median(directs), statistics.median(throughs)
             results[label] = through / direct
             trials = " ".join(f"{t / d:.0%}" for d, t in zip(directs, throughs))
-            print(f"throughput {label}, {total / 1e6:.0f} MB x {args.rounds} (median MB/s): direct "
-                  f"{direct:.0f}  proxied {through:.0f}  ratio {through / direct:.0%}"
-                  f"  (trials: {trials})")
+            print(
+                f"throughput {label}, {total / 1e6:.0f} MB x {args.rounds} (median MB/s): direct "
+                f"{direct:.0f}  proxied {through:.0f}  ratio {through / direct:.0%}"
+                f"  (trials: {trials})"
+            )
             # Less noisy than the ratio on a shared machine: what the proxy itself spends.
             print(f"  proxy CPU {cpu / (total * args.rounds / 1e9):.2f} s per GB forwarded")
 

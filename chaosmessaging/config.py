@@ -40,8 +40,11 @@ KEYS: dict[str, tuple[str, tuple[str, str] | None, str | None]] = {
     "messaging_gateway_url": ("CHAOSMESSAGING_GATEWAY_URL", ("gateway", "address"), None),
     "messaging_redis_url": ("CHAOSMESSAGING_REDIS_URL", ("redis", "address"), None),
     "messaging_pg_dsn": ("CHAOSMESSAGING_PG_DSN", ("postgres", "address"), None),
-    "toxiproxy_url": ("CHAOSMESSAGING_TOXIPROXY_URL", ("proxy", "address"),
-                      "http://127.0.0.1:8474"),
+    "toxiproxy_url": (
+        "CHAOSMESSAGING_TOXIPROXY_URL",
+        ("proxy", "address"),
+        "http://127.0.0.1:8474",
+    ),
     "messaging_stream": ("CHAOSMESSAGING_STREAM", None, "messages"),
     "messaging_group": ("CHAOSMESSAGING_GROUP", None, "deliveries"),
     "messaging_dead_stream": ("CHAOSMESSAGING_DEAD_STREAM", None, "messages:dead"),
@@ -51,8 +54,11 @@ KEYS: dict[str, tuple[str, tuple[str, str] | None, str | None]] = {
     # never in an experiment's configuration (the journal records configuration).
     "messaging_loadtest_prefix": ("CHAOSMESSAGING_LOADTEST_PREFIX", None, "loadtest"),
     "messaging_loadtest_users": ("CHAOSMESSAGING_LOADTEST_USERS", None, "50"),
-    "messaging_loadtest_password": ("CHAOSMESSAGING_LOADTEST_PASSWORD", None,
-                                    DEFAULT_LOADTEST_PASSWORD),
+    "messaging_loadtest_password": (
+        "CHAOSMESSAGING_LOADTEST_PASSWORD",
+        None,
+        DEFAULT_LOADTEST_PASSWORD,
+    ),
 }
 
 
@@ -66,8 +72,13 @@ def _flatten_secrets(secrets: Secrets | None) -> dict[str, Any]:
     return flat
 
 
-def lookup(key: str, configuration: Configuration = None, secrets: Secrets = None,
-           value: Any = None, required: bool = True) -> Any:
+def lookup(
+    key: str,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    value: Any = None,
+    required: bool = True,
+) -> Any:
     """Resolve `key` as described in the module docstring; `value` is the activity's argument."""
     if value not in (None, ""):
         return value
@@ -92,17 +103,22 @@ def lookup(key: str, configuration: Configuration = None, secrets: Secrets = Non
         return default
     raise ActivityFailed(
         f"no value for '{key}': set it in the experiment's configuration, export {env_name}, "
-        "or start the embedded stack with `chaosmessaging stack up`")
+        "or start the embedded stack with `chaosmessaging stack up`"
+    )
 
 
 # scheme://userinfo@ — userinfo runs to the LAST "@" of the address (a password may hold "@",
 # ":", "/" or percent-escapes; over-hiding a query's "@" is the safe side of the trade).
 _URL_USERINFO = re.compile(
     r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^\s'\"<>]*)@(?=[^@\s'\"<>/]*(?:[/?#\s'\"<>]|$))",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 # libpq key=value DSNs and query parameters: password=..., pass=..., token=...
-_PASSWORD_PARAM = re.compile(r"(?P<key>\b(?:password|passwd|pass|pwd|token|secret)\s*=\s*)"
-                             r"(?P<value>'[^']*'|[^\s&;,'\"]+)", re.IGNORECASE)
+_PASSWORD_PARAM = re.compile(
+    r"(?P<key>\b(?:password|passwd|pass|pwd|token|secret)\s*=\s*)"
+    r"(?P<value>'[^']*'|[^\s&;,'\"]+)",
+    re.IGNORECASE,
+)
 
 
 def redact(text: str) -> str:
@@ -114,5 +130,4 @@ def redact(text: str) -> str:
         user, sep, _ = match["userinfo"].partition(":")
         return f"{match['scheme']}{user}:***@" if sep else match[0]
 
-    return _PASSWORD_PARAM.sub(lambda m: f"{m['key']}***",
-                               _URL_USERINFO.sub(userinfo, str(text)))
+    return _PASSWORD_PARAM.sub(lambda m: f"{m['key']}***", _URL_USERINFO.sub(userinfo, str(text)))

@@ -24,17 +24,26 @@ def _argument(arg: dict) -> str:
 
 
 def render() -> str:
-    lines = ["# Activities", "",
-             "Generated from `chaos discover chaosmessaging` by `python -m chaosmessaging.docs`;"
-             " do not edit by hand. Every activity also takes `configuration` and `secrets`"
-             " (see docs/architecture.md for the configuration keys).", ""]
+    lines = [
+        "# Activities",
+        "",
+        "Generated from `chaos discover chaosmessaging` by `python -m chaosmessaging.docs`;"
+        " do not edit by hand. Every activity also takes `configuration` and `secrets`"
+        " (see docs/architecture.md for the configuration keys).",
+        "",
+    ]
     activities = sorted(load_exported_activities(), key=lambda a: (a["mod"], a["name"]))
     for module, group in itertools.groupby(activities, key=lambda a: a["mod"]):
-        lines += [f"## `{module}`", "", "| type | function | arguments | what it does |",
-                  "|---|---|---|---|"]
+        lines += [
+            f"## `{module}`",
+            "",
+            "| type | function | arguments | what it does |",
+            "|---|---|---|---|",
+        ]
         for activity in group:
-            args = ", ".join(_argument(a) for a in activity.get("arguments", [])
-                             if a["name"] not in _SKIP_ARGS)
+            args = ", ".join(
+                _argument(a) for a in activity.get("arguments", []) if a["name"] not in _SKIP_ARGS
+            )
             doc = " ".join((activity.get("doc") or "").split()).replace("|", "\\|")
             lines.append(f"| {activity['type']} | `{activity['name']}` | {args} | {doc} |")
         lines.append("")

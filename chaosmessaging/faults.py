@@ -49,8 +49,18 @@ from logzero import logger
 from chaosmessaging.config import redact
 from chaosmessaging.util import atomic_write_json, same_process, stack_home
 
-__all__ = ["Fault", "LedgerError", "Reverter", "record", "clear", "active", "revert", "revert_all",
-           "register_reverter", "ledger_path"]
+__all__ = [
+    "Fault",
+    "LedgerError",
+    "Reverter",
+    "record",
+    "clear",
+    "active",
+    "revert",
+    "revert_all",
+    "register_reverter",
+    "ledger_path",
+]
 
 #: A reverter receives the recipe and the ledger's home directory; its return value is reported.
 Reverter = Callable[[dict, Path], Any]
@@ -114,7 +124,8 @@ def _read(path: Path) -> list[Fault]:
         raise LedgerError(
             f"the fault ledger {path} is unreadable or corrupt ({detail}); faults it lists may "
             "still be active: undo them by hand (restart the services it names, delete the "
-            "toxics on the proxy), then delete the file") from None
+            "toxics on the proxy), then delete the file"
+        ) from None
 
 
 def _write(path: Path, faults: list[Fault]) -> None:
@@ -132,8 +143,13 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def record(kind: str, target: str, revert: dict, home: str | os.PathLike | None = None,
-           details: dict | None = None) -> str:
+def record(
+    kind: str,
+    target: str,
+    revert: dict,
+    home: str | os.PathLike | None = None,
+    details: dict | None = None,
+) -> str:
     """Add a fault to the ledger and return its id.
 
     `revert` is the recipe; its ``"kind"`` (defaulting to `kind`) selects the reverter.
@@ -141,10 +157,17 @@ def record(kind: str, target: str, revert: dict, home: str | os.PathLike | None 
     recipe = _scrub({"kind": kind, **revert})
     now = time.time()
     me = psutil.Process()
-    fault = Fault(id=uuid.uuid4().hex[:12], kind=kind, target=target, revert=recipe, when=now,
-                  when_iso=datetime.fromtimestamp(now, UTC).isoformat(),
-                  owner_pid=me.pid, owner_create_time=me.create_time(),
-                  details=_scrub(details or {}))
+    fault = Fault(
+        id=uuid.uuid4().hex[:12],
+        kind=kind,
+        target=target,
+        revert=recipe,
+        when=now,
+        when_iso=datetime.fromtimestamp(now, UTC).isoformat(),
+        owner_pid=me.pid,
+        owner_create_time=me.create_time(),
+        details=_scrub(details or {}),
+    )
     with _locked(home) as path:
         faults = _read(path)
         faults.append(fault)
@@ -153,8 +176,9 @@ def record(kind: str, target: str, revert: dict, home: str | os.PathLike | None 
     return fault.id
 
 
-def clear(id_or_target: str, home: str | os.PathLike | None = None,
-          kind: str | None = None) -> list[Fault]:
+def clear(
+    id_or_target: str, home: str | os.PathLike | None = None, kind: str | None = None
+) -> list[Fault]:
     """Remove the fault with this id, or every fault on this target (optionally of one kind)."""
     with _locked(home) as path:
         faults = _read(path)
@@ -198,9 +222,11 @@ def revert(fault: Fault, home: str | os.PathLike | None = None) -> dict:
     result: dict[str, Any] = {"id": fault.id, "kind": fault.kind, "target": fault.target}
     func = _reverter(kind)
     if func is None:
-        result.update(status="failed",
-                      error=f"no reverter registered for fault kind {kind!r}; revert it by hand "
-                            f"({fault.revert}) then run `chaosmessaging revert` again")
+        result.update(
+            status="failed",
+            error=f"no reverter registered for fault kind {kind!r}; revert it by hand "
+            f"({fault.revert}) then run `chaosmessaging revert` again",
+        )
         return result
     try:
         result["output"] = func(dict(fault.revert), stack_home(home))

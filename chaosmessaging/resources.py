@@ -24,9 +24,11 @@ def bundled(name: str) -> Path:
     for candidate in (_PACKAGE / "bundled" / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"this installation of chaosmessaging ships no {name}/ folder "
-                            f"(looked in {_PACKAGE / 'bundled'} and {_PACKAGE.parent}); "
-                            "reinstall it from a wheel or a source checkout")
+    raise FileNotFoundError(
+        f"this installation of chaosmessaging ships no {name}/ folder "
+        f"(looked in {_PACKAGE / 'bundled'} and {_PACKAGE.parent}); "
+        "reinstall it from a wheel or a source checkout"
+    )
 
 
 def copy_bundles(target: str | Path, force: bool = False) -> list[Path]:
@@ -45,7 +47,8 @@ def copy_bundles(target: str | Path, force: bool = False) -> list[Path]:
     if clashes and not force:
         raise FileExistsError(
             f"{len(clashes)} file(s) already exist in {target}, e.g. {clashes[0]}; "
-            "pass --force to overwrite them")
+            "pass --force to overwrite them"
+        )
     for src, dst in plan:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)

@@ -20,8 +20,16 @@ from typing import Any
 
 from chaosmessaging.util import atomic_write_json, stack_home
 
-__all__ = ["current_run_id", "new_run", "record", "facts", "fact", "method_started",
-           "loads", "message_prefix"]
+__all__ = [
+    "current_run_id",
+    "new_run",
+    "record",
+    "facts",
+    "fact",
+    "method_started",
+    "loads",
+    "message_prefix",
+]
 
 ENV = "CHAOSMESSAGING_RUN_ID"
 

@@ -63,8 +63,11 @@ def host_of(target: str) -> str | None:
     if found:
         return found.group(1).split(",")[0].lower()
     if re.fullmatch(r"[\w.\-\[\]:]+", target):  # a bare host or host:port
-        return target.rsplit(":", 1)[0].strip("[]").lower() if target.count(":") == 1 \
+        return (
+            target.rsplit(":", 1)[0].strip("[]").lower()
+            if target.count(":") == 1
             else target.strip("[]").lower()
+        )
     return None
 
 
@@ -86,17 +89,21 @@ def is_allowed(host: str, allow: list[str]) -> bool:
     return False
 
 
-def check(target: str, what: str, configuration: Configuration = None,
-          secrets: Secrets = None) -> str:
+def check(
+    target: str, what: str, configuration: Configuration = None, secrets: Secrets = None
+) -> str:
     """Return `target` if its host is allowed; raise `TargetRefused` (naming `what`, the
     address with its password hidden, and how to allow it) otherwise."""
     host = host_of(target)
     if host is None:
-        raise TargetRefused(f"{what} {redact(target)!r} names no host: expected a URL such as "
-                            "http://127.0.0.1:8080 or postgresql://user@127.0.0.1:5432/db")
+        raise TargetRefused(
+            f"{what} {redact(target)!r} names no host: expected a URL such as "
+            "http://127.0.0.1:8080 or postgresql://user@127.0.0.1:5432/db"
+        )
     if not is_allowed(host, allowed_hosts(configuration, secrets)):
         raise TargetRefused(
             f"refusing {what} {redact(target)}: {host} is not loopback; chaosmessaging only "
             f"targets loopback unless the host is listed in allow_hosts (configuration key or "
-            f"{ALLOW_ENV}=host1,10.0.0.0/8)")
+            f"{ALLOW_ENV}=host1,10.0.0.0/8)"
+        )
     return target

@@ -18,8 +18,16 @@ from typing import Any, TypeVar
 
 import psutil
 
-__all__ = ["HOME_ENV", "stack_home", "home_of", "atomic_write_json", "tail", "same_process",
-           "poll", "port_number"]
+__all__ = [
+    "HOME_ENV",
+    "stack_home",
+    "home_of",
+    "atomic_write_json",
+    "tail",
+    "same_process",
+    "poll",
+    "port_number",
+]
 
 HOME_ENV = "CHAOSMESSAGING_HOME"
 T = TypeVar("T")
@@ -67,7 +75,7 @@ def tail(path: str | os.PathLike | None, lines: int = 15, after: str | None = No
     rows = text.splitlines()
     if after is not None:
         starts = [i for i, row in enumerate(rows) if row.startswith(after)]
-        rows = rows[starts[-1] + 1:] if starts else rows
+        rows = rows[starts[-1] + 1 :] if starts else rows
     return "\n  ".join(rows[-lines:])
 
 
@@ -105,8 +113,9 @@ def port_number(value: object, what: str = "port") -> int:
     try:
         port = int(str(value).strip())
     except ValueError:
-        raise ValueError(f"{what} {value!r} is not a number: give a TCP port from 1 to 65535") \
-            from None
+        raise ValueError(
+            f"{what} {value!r} is not a number: give a TCP port from 1 to 65535"
+        ) from None
     if not 1 <= port <= 65535:
         raise ValueError(f"{what} {port} is out of range: give a TCP port from 1 to 65535")
     return port

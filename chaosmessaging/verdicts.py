@@ -47,5 +47,6 @@ def held_before_method(configuration: Configuration = None, **figures: Any) -> V
     """
     if runs.method_started(home_of(configuration)):
         return None
-    return verdict(True, "holds before the method starts: nothing to judge yet", phase="before",
-                   **figures)
+    return verdict(
+        True, "holds before the method starts: nothing to judge yet", phase="before", **figures
+    )

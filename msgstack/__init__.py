@@ -11,5 +11,12 @@ This package never imports ``chaosmessaging``: the extension talks to it over th
 """
 
 SERVICES = (
-    "api", "auth", "dispatcher", "consumer", "gateway", "migrate", "seed-users", "seed-messages",
+    "api",
+    "auth",
+    "dispatcher",
+    "consumer",
+    "gateway",
+    "migrate",
+    "seed-users",
+    "seed-messages",
 )

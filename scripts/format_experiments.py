@@ -24,15 +24,18 @@ def dumps(value, indent: int = 0, used: int = 0) -> str:
     if isinstance(value, list):
         items = [inner + dumps(v, indent + 2, indent + 2) for v in value]
         return "[\n" + ",\n".join(items) + "\n" + pad + "]"
-    items = [f"{inner}{json.dumps(k)}: {dumps(v, indent + 2, indent + 4 + len(json.dumps(k)))}"
-             for k, v in value.items()]
+    items = [
+        f"{inner}{json.dumps(k)}: {dumps(v, indent + 2, indent + 4 + len(json.dumps(k)))}"
+        for k, v in value.items()
+    ]
     return "{\n" + ",\n".join(items) + "\n" + pad + "}"
 
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     files = [Path(a) for a in argv if a != "--check"] or sorted(
-        Path(__file__).resolve().parents[1].glob("experiments/**/*.json"))
+        Path(__file__).resolve().parents[1].glob("experiments/**/*.json")
+    )
     bad = []
     for path in files:
         text = path.read_text()
@@ -42,8 +45,11 @@ def main(argv: list[str]) -> int:
             if not check:
                 path.write_text(wanted)
     if check and bad:
-        print("not in the experiments' JSON style (run scripts/format_experiments.py):",
-              *map(str, bad), sep="\n  ")
+        print(
+            "not in the experiments' JSON style (run scripts/format_experiments.py):",
+            *map(str, bad),
+            sep="\n  ",
+        )
         return 1
     return 0
 

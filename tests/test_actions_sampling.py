@@ -40,16 +40,23 @@ def endpoints():
 
 
 def _config(home, **urls) -> dict:
-    return {"chaosmessaging_home": str(home),
-            **{f"messaging_{name}_url": url for name, url in urls.items()}}
+    return {
+        "chaosmessaging_home": str(home),
+        **{f"messaging_{name}_url": url for name, url in urls.items()},
+    }
 
 
 def test_records_every_tick_of_every_service_with_the_scraped_values(run_home, endpoints):
     api = endpoints({MEM: lambda n: 1000.0 + n})
     consumer = endpoints({MEM: lambda n: 5000.0, LAG: lambda n: 0.5 * n})
-    summary = sampling.sample_metrics(1.0, interval_s=0.2, label="t", services=["api", "consumer"],
-                                      metrics=[MEM, LAG],
-                                      configuration=_config(run_home, api=api, consumer=consumer))
+    summary = sampling.sample_metrics(
+        1.0,
+        interval_s=0.2,
+        label="t",
+        services=["api", "consumer"],
+        metrics=[MEM, LAG],
+        configuration=_config(run_home, api=api, consumer=consumer),
+    )
     assert summary["ticks"] == 6 and summary["errors"] == {"api": 0, "consumer": 0}
     recorded = json.loads((samples.samples_path("t", str(run_home))).read_text())
     assert recorded == samples.read_samples("t", str(run_home))
@@ -59,17 +66,28 @@ def test_records_every_tick_of_every_service_with_the_scraped_values(run_home, e
     assert recorded["services"]["consumer"][LAG] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
     times = api_series["t"]
     assert times == sorted(times) and 0.9 < times[-1] < 1.5
-    assert summary["figures"]["consumer"][LAG] == {"count": 6, "min": 0.0, "mean": 1.25,
-                                                    "max": 2.5, "first": 0.0, "last": 2.5}
+    assert summary["figures"]["consumer"][LAG] == {
+        "count": 6,
+        "min": 0.0,
+        "mean": 1.25,
+        "max": 2.5,
+        "first": 0.0,
+        "last": 2.5,
+    }
     assert summary["figures"]["api"][LAG] == {"count": 0}
 
 
 def test_an_unreachable_service_is_a_counted_gap_not_a_failure(run_home, endpoints):
     api = endpoints({MEM: lambda n: 1.0})
     dead = f"http://127.0.0.1:{free_port()}"
-    summary = sampling.sample_metrics(0.4, interval_s=0.2, label="gap",
-                                      services=["api", "consumer"], metrics=[MEM],
-                                      configuration=_config(run_home, api=api, consumer=dead))
+    summary = sampling.sample_metrics(
+        0.4,
+        interval_s=0.2,
+        label="gap",
+        services=["api", "consumer"],
+        metrics=[MEM],
+        configuration=_config(run_home, api=api, consumer=dead),
+    )
     assert summary["errors"] == {"api": 0, "consumer": summary["ticks"]}
     recorded = samples.read_samples("gap", str(run_home))
     assert recorded["services"]["consumer"][MEM] == [None] * summary["ticks"]
@@ -80,19 +98,27 @@ def test_stops_at_once_when_the_safety_net_saw_an_interruption(run_home, endpoin
     api = endpoints({MEM: lambda n: 1.0})
     monkeypatch.setattr(safety, "_stop_signal", signal.SIGTERM)
     started = time.monotonic()
-    summary = sampling.sample_metrics(60, interval_s=0.5, services=["api"], metrics=[MEM],
-                                      configuration=_config(run_home, api=api))
+    summary = sampling.sample_metrics(
+        60,
+        interval_s=0.5,
+        services=["api"],
+        metrics=[MEM],
+        configuration=_config(run_home, api=api),
+    )
     assert time.monotonic() - started < 5
     assert summary["ticks"] == 1 and summary["interrupted"] is True
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"duration_s": 10, "interval_s": 0.1}, "below 0.2"),
-    ({"duration_s": 3600, "interval_s": 0.2, "max_samples": 1000}, "max_samples"),
-    ({"duration_s": 0, "interval_s": 1}, "positive"),
-    ({"duration_s": 1, "label": "../x"}, "label"),
-    ({"duration_s": 1, "services": ["websocket"]}, "unknown service"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"duration_s": 10, "interval_s": 0.1}, "below 0.2"),
+        ({"duration_s": 3600, "interval_s": 0.2, "max_samples": 1000}, "max_samples"),
+        ({"duration_s": 0, "interval_s": 1}, "positive"),
+        ({"duration_s": 1, "label": "../x"}, "label"),
+        ({"duration_s": 1, "services": ["websocket"]}, "unknown service"),
+    ],
+)
 def test_refuses_unbounded_or_malformed_sampling_before_scraping(run_home, kwargs, message):
     with pytest.raises(ActivityFailed, match=message):
         sampling.sample_metrics(configuration=_config(run_home), **kwargs)

@@ -19,13 +19,24 @@ from chaosmessaging.stack.servers import free_port
 @pytest.fixture()
 def setup(redis_server, tmp_path):
     listen = free_port()
-    config = [{"name": "redis", "listen": f"127.0.0.1:{listen}",
-               "upstream": f"{redis_server.host}:{redis_server.port}", "enabled": True}]
+    config = [
+        {
+            "name": "redis",
+            "listen": f"127.0.0.1:{listen}",
+            "upstream": f"{redis_server.host}:{redis_server.port}",
+            "enabled": True,
+        }
+    ]
     with BackgroundProxyServer(config=config) as proxy:
         configuration = {"toxiproxy_url": proxy.url, "chaosmessaging_home": str(tmp_path)}
         # no client-side retries: each failure should surface at once
-        client = redis.Redis(host="127.0.0.1", port=listen, socket_timeout=1,
-                             socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=listen,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )
         yield configuration, client, tmp_path
 
 
@@ -76,8 +87,9 @@ def test_latency_toxic_slows_redis_and_revert_all_removes_it(setup):
 
 def test_remove_toxic_clears_only_its_fault(setup):
     configuration, _, home = setup
-    tp.add_toxic("redis", "latency", {"latency": 10}, stream="upstream",
-                 configuration=configuration)
+    tp.add_toxic(
+        "redis", "latency", {"latency": 10}, stream="upstream", configuration=configuration
+    )
     tp.add_toxic("redis", "bandwidth", {"rate": 1000}, configuration=configuration)
     assert tp.remove_toxic("redis", "latency_upstream", configuration=configuration)
     remaining = [f.revert["toxic"] for f in faults.active(home)]

@@ -32,17 +32,23 @@ def _modules(package: str) -> list[Path]:
     return sorted((ROOT / package.replace(".", "/")).rglob("*.py"))
 
 
-@pytest.mark.parametrize("package,forbidden", [
-    ("chaosmessaging.actions", ("chaosmessaging.probes", "msgstack")),
-    ("chaosmessaging.probes", ("chaosmessaging.actions", "msgstack")),
-    ("chaosmessaging.clients", ("chaosmessaging.actions", "chaosmessaging.probes", "msgstack")),
-    ("chaosmessaging.controls", ("msgstack",)),
-    ("msgstack", ("chaosmessaging",)),
-])
+@pytest.mark.parametrize(
+    "package,forbidden",
+    [
+        ("chaosmessaging.actions", ("chaosmessaging.probes", "msgstack")),
+        ("chaosmessaging.probes", ("chaosmessaging.actions", "msgstack")),
+        ("chaosmessaging.clients", ("chaosmessaging.actions", "chaosmessaging.probes", "msgstack")),
+        ("chaosmessaging.controls", ("msgstack",)),
+        ("msgstack", ("chaosmessaging",)),
+    ],
+)
 def test_package_never_imports(package, forbidden):
-    offenders = {f"{path.relative_to(ROOT)} imports {name}"
-                 for path in _modules(package) for name in _imports(path)
-                 if any(name == f or name.startswith(f + ".") for f in forbidden)}
+    offenders = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in _modules(package)
+        for name in _imports(path)
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    }
     assert not offenders, sorted(offenders)
 
 

@@ -20,7 +20,7 @@ CHAOS = str(Path(sys.executable).parent / "chaos")
 
 # A tiny extension for the experiment: starts a real victim process and records it as a fault
 # whose revert kills it (a stand-in for any fault: what matters is that the reverter runs).
-VICTIM_MODULE = textwrap.dedent('''
+VICTIM_MODULE = textwrap.dedent("""
     import os, signal, subprocess, time
     from chaosmessaging import faults
 
@@ -46,22 +46,33 @@ VICTIM_MODULE = textwrap.dedent('''
         open(marker, "w").write("blocking")
         time.sleep(seconds)
         return "slept"
-''')
+""")
 
 
 def _experiment(pidfile: Path, with_safety: bool) -> dict:
-    controls = [{"name": "chaosmessaging-safety",
-                 "provider": {"type": "python", "module": "chaosmessaging.controls.safety"}}]
+    controls = [
+        {
+            "name": "chaosmessaging-safety",
+            "provider": {"type": "python", "module": "chaosmessaging.controls.safety"},
+        }
+    ]
     experiment = {
         "version": "1.0.0",
         "title": "victim is cleaned up on interruption",
         "description": "starts a fault then waits long enough to be interrupted",
-        "method": [{
-            "type": "action", "name": "start-victim",
-            "provider": {"type": "python", "module": "victim_actions", "func": "start_victim",
-                         "arguments": {"pidfile": str(pidfile)}},
-            "pauses": {"after": 60},
-        }],
+        "method": [
+            {
+                "type": "action",
+                "name": "start-victim",
+                "provider": {
+                    "type": "python",
+                    "module": "victim_actions",
+                    "func": "start_victim",
+                    "arguments": {"pidfile": str(pidfile)},
+                },
+                "pauses": {"after": 60},
+            }
+        ],
     }
     if with_safety:
         experiment["controls"] = controls
@@ -74,11 +85,24 @@ def _run_and_interrupt(tmp_path: Path, sig: int, with_safety: bool = True) -> tu
     exp = tmp_path / "experiment.json"
     exp.write_text(json.dumps(_experiment(pidfile, with_safety)))
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "CHAOSMESSAGING_HOME": str(tmp_path / "home")}
-    chaos = subprocess.Popen([CHAOS, "--no-version-check", "--settings", str(tmp_path / "s.yaml"),
-                              "--log-file", str(tmp_path / "chaos.log"), "run", "--journal-path",
-                              str(tmp_path / "journal.json"), str(exp)],
-                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    chaos = subprocess.Popen(
+        [
+            CHAOS,
+            "--no-version-check",
+            "--settings",
+            str(tmp_path / "s.yaml"),
+            "--log-file",
+            str(tmp_path / "chaos.log"),
+            "run",
+            "--journal-path",
+            str(tmp_path / "journal.json"),
+            str(exp),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while not (pidfile.exists() and faults.active(tmp_path / "home")):
@@ -123,6 +147,7 @@ def test_without_the_control_the_fault_stays_and_revert_all_undoes_it(tmp_path):
         sys.path.insert(0, str(tmp_path))
         try:
             import victim_actions  # noqa: F401  (registers its reverter, as chaos did)
+
             [result] = faults.revert_all(tmp_path / "home")
         finally:
             sys.path.remove(str(tmp_path))
@@ -140,39 +165,81 @@ def test_without_the_control_the_fault_stays_and_revert_all_undoes_it(tmp_path):
 
 # --- interruption while an activity blocks: the run stops there, injects nothing more ---------
 
+
 def _blocking_experiment(tmp_path: Path, blocker_type: str, pause_after: int) -> dict:
     def victim(name: str, pidfile: str) -> dict:
-        return {"type": "action", "name": name,
-                "provider": {"type": "python", "module": "victim_actions", "func": "start_victim",
-                             "arguments": {"pidfile": str(tmp_path / pidfile)}}}
+        return {
+            "type": "action",
+            "name": name,
+            "provider": {
+                "type": "python",
+                "module": "victim_actions",
+                "func": "start_victim",
+                "arguments": {"pidfile": str(tmp_path / pidfile)},
+            },
+        }
 
-    blocker = {"type": blocker_type, "name": "block-60s",
-               "provider": {"type": "python", "module": "victim_actions", "func": "block",
-                            "arguments": {"marker": str(tmp_path / "blocking"), "seconds": 60}}}
+    blocker = {
+        "type": blocker_type,
+        "name": "block-60s",
+        "provider": {
+            "type": "python",
+            "module": "victim_actions",
+            "func": "block",
+            "arguments": {"marker": str(tmp_path / "blocking"), "seconds": 60},
+        },
+    }
     if pause_after:
         blocker["pauses"] = {"after": pause_after}
     return {
-        "version": "1.0.0", "title": "an interrupted run stops at once",
+        "version": "1.0.0",
+        "title": "an interrupted run stops at once",
         "description": "a fault, a long blocking activity, then a second fault never injected",
-        "controls": [{"name": "chaosmessaging-safety",
-                      "provider": {"type": "python", "module": "chaosmessaging.controls.safety"}}],
-        "method": [victim("first-fault", "victim1.pid"), blocker,
-                   victim("second-fault", "victim2.pid")],
+        "controls": [
+            {
+                "name": "chaosmessaging-safety",
+                "provider": {"type": "python", "module": "chaosmessaging.controls.safety"},
+            }
+        ],
+        "method": [
+            victim("first-fault", "victim1.pid"),
+            blocker,
+            victim("second-fault", "victim2.pid"),
+        ],
     }
 
 
-def _start_chaos(tmp_path: Path, experiment: dict, env: dict | None = None,
-                 run_args: tuple[str, ...] = ()) -> subprocess.Popen:
+def _start_chaos(
+    tmp_path: Path, experiment: dict, env: dict | None = None, run_args: tuple[str, ...] = ()
+) -> subprocess.Popen:
     (tmp_path / "victim_actions.py").write_text(VICTIM_MODULE)
     exp = tmp_path / "experiment.json"
     exp.write_text(json.dumps(experiment))
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "CHAOSMESSAGING_HOME": str(tmp_path / "home"),
-           **(env or {})}
-    return subprocess.Popen([CHAOS, "--no-version-check", "--settings", str(tmp_path / "s.yaml"),
-                             "--log-file", str(tmp_path / "chaos.log"), "run", *run_args,
-                             "--journal-path", str(tmp_path / "journal.json"), str(exp)],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path),
+        "CHAOSMESSAGING_HOME": str(tmp_path / "home"),
+        **(env or {}),
+    }
+    return subprocess.Popen(
+        [
+            CHAOS,
+            "--no-version-check",
+            "--settings",
+            str(tmp_path / "s.yaml"),
+            "--log-file",
+            str(tmp_path / "chaos.log"),
+            "run",
+            *run_args,
+            "--journal-path",
+            str(tmp_path / "journal.json"),
+            str(exp),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _wait_for(path: Path, chaos: subprocess.Popen, timeout: float = 30) -> None:
@@ -191,8 +258,11 @@ def _kill_leftovers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize("blocker_type,pause_after", [("action", 0), ("probe", 60)],
-                         ids=["action", "probe-with-pause-after"])
+@pytest.mark.parametrize(
+    "blocker_type,pause_after",
+    [("action", 0), ("probe", 60)],
+    ids=["action", "probe-with-pause-after"],
+)
 def test_signal_during_blocking_activity_stops_the_run(tmp_path, sig, blocker_type, pause_after):
     chaos = _start_chaos(tmp_path, _blocking_experiment(tmp_path, blocker_type, pause_after))
     try:
@@ -224,8 +294,11 @@ def test_signal_during_blocking_activity_stops_the_run(tmp_path, sig, blocker_ty
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_second_signal_during_the_revert_does_not_cut_it_short(tmp_path, second):
     marker = tmp_path / "reverting"
-    chaos = _start_chaos(tmp_path, _blocking_experiment(tmp_path, "action", 0),
-                         env={"VICTIM_REVERT_MARKER": str(marker)})
+    chaos = _start_chaos(
+        tmp_path,
+        _blocking_experiment(tmp_path, "action", 0),
+        env={"VICTIM_REVERT_MARKER": str(marker)},
+    )
     try:
         _wait_for(tmp_path / "blocking", chaos)
         victim = int((tmp_path / "victim1.pid").read_text())
@@ -249,10 +322,17 @@ def test_second_signal_during_the_revert_does_not_cut_it_short(tmp_path, second)
 def test_rollbacks_still_run_after_an_interruption_when_asked(tmp_path):
     # the control refuses new method activities once interrupted, never the rollbacks
     experiment = _blocking_experiment(tmp_path, "action", 0)
-    experiment["rollbacks"] = [{
-        "type": "action", "name": "note-rollback",
-        "provider": {"type": "process", "path": "touch",
-                     "arguments": [str(tmp_path / "rolled-back")]}}]
+    experiment["rollbacks"] = [
+        {
+            "type": "action",
+            "name": "note-rollback",
+            "provider": {
+                "type": "process",
+                "path": "touch",
+                "arguments": [str(tmp_path / "rolled-back")],
+            },
+        }
+    ]
     chaos = _start_chaos(tmp_path, experiment, run_args=("--rollback-strategy", "always"))
     try:
         _wait_for(tmp_path / "blocking", chaos)

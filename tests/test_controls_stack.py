@@ -37,8 +37,9 @@ def test_external_target_starts_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv("CHAOSMESSAGING_API_URL", raising=False)
     home = tmp_path / "home"
     stack_control.before_experiment_control(
-        {}, configuration={"chaosmessaging_home": str(home),
-                           "messaging_api_url": "http://127.0.0.1:9"})
+        {},
+        configuration={"chaosmessaging_home": str(home), "messaging_api_url": "http://127.0.0.1:9"},
+    )
     assert not home.exists()
     monkeypatch.setenv("CHAOSMESSAGING_API_URL", "http://127.0.0.1:9")
     stack_control.before_experiment_control({}, configuration={"chaosmessaging_home": str(home)})
@@ -49,7 +50,9 @@ def test_a_stack_that_cannot_start_interrupts_the_run_with_a_reason(tmp_path, mo
     monkeypatch.delenv("CHAOSMESSAGING_API_URL", raising=False)
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
-    with pytest.raises(InterruptExecution, match="could not start the embedded stack .*"
-                                                 "chaosmessaging stack up"):
+    with pytest.raises(
+        InterruptExecution, match="could not start the embedded stack .*chaosmessaging stack up"
+    ):
         stack_control.before_experiment_control(
-            {}, configuration={"chaosmessaging_home": str(not_a_dir)})
+            {}, configuration={"chaosmessaging_home": str(not_a_dir)}
+        )

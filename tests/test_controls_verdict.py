@@ -10,17 +10,40 @@ CHAOS = str(Path(sys.executable).with_name("chaos"))
 
 def _experiment(tmp_path: Path, exists: Path, with_control: bool) -> Path:
     experiment = {
-        "version": "1.0.0", "title": "t", "description": "d",
-        "steady-state-hypothesis": {"title": "a file exists", "probes": [{
-            "type": "probe", "name": "file-exists", "tolerance": True,
-            "provider": {"type": "python", "module": "os.path", "func": "exists",
-                         "arguments": {"path": str(exists)}}}]},
-        "method": [{"type": "action", "name": "noop",
-                    "provider": {"type": "python", "module": "os", "func": "getpid"}}],
+        "version": "1.0.0",
+        "title": "t",
+        "description": "d",
+        "steady-state-hypothesis": {
+            "title": "a file exists",
+            "probes": [
+                {
+                    "type": "probe",
+                    "name": "file-exists",
+                    "tolerance": True,
+                    "provider": {
+                        "type": "python",
+                        "module": "os.path",
+                        "func": "exists",
+                        "arguments": {"path": str(exists)},
+                    },
+                }
+            ],
+        },
+        "method": [
+            {
+                "type": "action",
+                "name": "noop",
+                "provider": {"type": "python", "module": "os", "func": "getpid"},
+            }
+        ],
     }
     if with_control:
-        experiment["controls"] = [{"name": "verdict", "provider": {
-            "type": "python", "module": "chaosmessaging.controls.verdict"}}]
+        experiment["controls"] = [
+            {
+                "name": "verdict",
+                "provider": {"type": "python", "module": "chaosmessaging.controls.verdict"},
+            }
+        ]
     path = tmp_path / "e.json"
     path.write_text(json.dumps(experiment))
     return path
@@ -28,8 +51,12 @@ def _experiment(tmp_path: Path, exists: Path, with_control: bool) -> Path:
 
 def _run(tmp_path: Path, experiment: Path) -> tuple[int, dict]:
     journal = tmp_path / "j.json"
-    proc = subprocess.run([CHAOS, "--no-log-file", "run", "--journal-path", str(journal),
-                           str(experiment)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [CHAOS, "--no-log-file", "run", "--journal-path", str(journal), str(experiment)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return proc.returncode, json.loads(journal.read_text())
 
 

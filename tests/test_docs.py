@@ -9,8 +9,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "activities.md"
 
 
 def test_activity_reference_is_up_to_date():
-    assert DOC.read_text() == render(), \
+    assert DOC.read_text() == render(), (
         "docs/activities.md is stale: python -m chaosmessaging.docs > docs/activities.md"
+    )
 
 
 def test_reference_lists_every_experiment_activity():
@@ -19,7 +20,10 @@ def test_reference_lists_every_experiment_activity():
     text = DOC.read_text()
     for path in (DOC.parents[1] / "experiments").glob("*.json"):
         experiment = json.loads(path.read_text())
-        activities = (experiment["method"] + experiment.get("rollbacks", [])
-                      + experiment["steady-state-hypothesis"]["probes"])
+        activities = (
+            experiment["method"]
+            + experiment.get("rollbacks", [])
+            + experiment["steady-state-hypothesis"]["probes"]
+        )
         for activity in activities:
             assert f"`{activity['provider']['func']}`" in text, (path.name, activity["name"])

@@ -25,8 +25,9 @@ def test_message_soak_smoke_holds_and_the_journal_shows_the_sampled_figures(stac
     code, journal, output = chaos_run(EXPERIMENT)
     assert code == 0, output[-3000:]
     assert journal["status"] == "completed" and not journal["deviated"]
-    after = {p["activity"]["name"]: p["output"]
-             for p in journal["steady_states"]["after"]["probes"]}
+    after = {
+        p["activity"]["name"]: p["output"] for p in journal["steady_states"]["after"]["probes"]
+    }
     run = {r["activity"]["name"]: r for r in journal["run"]}
 
     sampled = run["sample-metrics-during-load"]["output"]
@@ -34,8 +35,10 @@ def test_message_soak_smoke_holds_and_the_journal_shows_the_sampled_figures(stac
     assert sampled["ticks"] == expected_ticks
     assert sampled["errors"] == {"api": 0, "dispatcher": 0, "consumer": 0}
 
-    for probe, service in (("consumer-lag-below-limit-throughout", "consumer"),
-                           ("dispatch-lag-below-limit-throughout", "dispatcher")):
+    for probe, service in (
+        ("consumer-lag-below-limit-throughout", "consumer"),
+        ("dispatch-lag-below-limit-throughout", "dispatcher"),
+    ):
         figures = after[probe]["services"][service]
         assert figures["samples"] == expected_ticks
         assert 0 <= figures["max"] < config["t1_max_lag_s"] and figures["over_limit"] == 0
@@ -61,11 +64,20 @@ def test_message_soak_fails_when_the_memory_limit_is_below_what_the_run_measured
     # a short healthy run judged with "no growth at all" (a service's RSS grows while a load
     # warms it up; a negative limit would be refused as a configuration error): proves
     # memory-stable is evaluated on the run's samples and fails the run
-    code, journal, output = chaos_run(EXPERIMENT, "--var", "t1_duration_s:int=8",
-                                      "--var", "t1_sample_interval_s:float=0.5",
-                                      "--var", "t1_max_memory_growth_pct:float=0")
+    code, journal, output = chaos_run(
+        EXPERIMENT,
+        "--var",
+        "t1_duration_s:int=8",
+        "--var",
+        "t1_sample_interval_s:float=0.5",
+        "--var",
+        "t1_max_memory_growth_pct:float=0",
+    )
     assert code != 0 and journal["deviated"], output[-3000:]
-    memory = next(p for p in journal["steady_states"]["after"]["probes"]
-                  if p["activity"]["name"] == "memory-stable")
+    memory = next(
+        p
+        for p in journal["steady_states"]["after"]["probes"]
+        if p["activity"]["name"] == "memory-stable"
+    )
     assert memory["tolerance_met"] is False
     assert memory["output"]["ok"] is False and len(memory["output"]["services"]) == 3

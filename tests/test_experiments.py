@@ -41,8 +41,11 @@ def _variant(tmp_path: Path, name: str, edit) -> Path:
 
 
 def _sabotage(name: str, func: str) -> dict:
-    return {"type": "action", "name": name,
-            "provider": {"type": "python", "module": "sabotage", "func": func, "arguments": {}}}
+    return {
+        "type": "action",
+        "name": name,
+        "provider": {"type": "python", "module": "sabotage", "func": func, "arguments": {}},
+    }
 
 
 def _insert_after(experiment: dict, activity: str, new: dict) -> None:
@@ -52,8 +55,9 @@ def _insert_after(experiment: dict, activity: str, new: dict) -> None:
 
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.json")), ids=lambda p: p.stem)
 def test_every_experiment_validates(path):
-    proc = subprocess.run([CHAOS, "--no-log-file", "validate", str(path)], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [CHAOS, "--no-log-file", "validate", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -71,20 +75,29 @@ def test_experiments_share_one_shape_and_nightly_sets_every_tunable():
         assert not missing, f"{path.name}: no nightly value for {sorted(missing)}"
         seen |= set(config)
         assert [c["provider"]["module"] for c in experiment["controls"]] == [
-            "chaosmessaging.controls.standard"], path.name
+            "chaosmessaging.controls.standard"
+        ], path.name
         assert experiment["runtime"]["rollbacks"]["strategy"] == "always", path.name
         for probe in experiment["steady-state-hypothesis"]["probes"]:
             tolerance = probe["tolerance"]
-            if isinstance(tolerance, dict) and tolerance.get("type") == "jsonpath" \
-                    and "expect" in tolerance:
-                assert tolerance == {"type": "jsonpath", "path": "$.ok", "expect": True}, \
+            if (
+                isinstance(tolerance, dict)
+                and tolerance.get("type") == "jsonpath"
+                and "expect" in tolerance
+            ):
+                assert tolerance == {"type": "jsonpath", "path": "$.ok", "expect": True}, (
                     f"{path.name}: {probe['name']}"
+                )
     assert set(nightly) <= seen, f"nightly.json keys no experiment uses: {set(nightly) - seen}"
 
 
 def test_experiment_files_are_in_the_projects_json_style():
-    proc = subprocess.run(["python3", str(ROOT / "scripts" / "format_experiments.py"),
-                           "--check"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["python3", str(ROOT / "scripts" / "format_experiments.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -107,15 +120,15 @@ def test_consumer_resilience_smoke_holds_on_a_healthy_pipeline(stack, chaos_run,
 
 def test_consumer_resilience_fails_and_names_ids_when_deliveries_vanish(stack, chaos_run, tmp_path):
     def edit(e):
-        e["configuration"].update(t8_messages=1200, t8_kill_after_s=3, t8_down_for_s=3,
-                                  t8_kills=1)
+        e["configuration"].update(t8_messages=1200, t8_kill_after_s=3, t8_down_for_s=3, t8_kills=1)
         e["method"].append(_sabotage("drop-three-deliveries", "drop_deliveries"))
 
     code, journal, output = chaos_run(_variant(tmp_path, "consumer_resilience", edit))
     assert code != 0
     assert journal["deviated"]
-    dropped = next(r["output"] for r in journal["run"]
-                   if r["activity"]["name"] == "drop-three-deliveries")
+    dropped = next(
+        r["output"] for r in journal["run"] if r["activity"]["name"] == "drop-three-deliveries"
+    )
     assert len(dropped) == 3
     accounting = _after(journal)["message-accounting-zero-loss"]
     assert accounting["tolerance_met"] is False
@@ -125,10 +138,12 @@ def test_consumer_resilience_fails_and_names_ids_when_deliveries_vanish(stack, c
 
 def test_consumer_resilience_fails_when_pending_entries_are_dropped(stack, chaos_run, tmp_path):
     def edit(e):
-        e["configuration"].update(t8_messages=1200, t8_kill_after_s=3, t8_down_for_s=3,
-                                  t8_kills=1)
-        _insert_after(e, "restart-consumer-and-kill-it-mid-batch",
-                      _sabotage("ack-pending-without-delivery", "ack_pending_without_delivery"))
+        e["configuration"].update(t8_messages=1200, t8_kill_after_s=3, t8_down_for_s=3, t8_kills=1)
+        _insert_after(
+            e,
+            "restart-consumer-and-kill-it-mid-batch",
+            _sabotage("ack-pending-without-delivery", "ack_pending_without_delivery"),
+        )
 
     code, journal, output = chaos_run(_variant(tmp_path, "consumer_resilience", edit))
     assert code != 0 and journal["deviated"]
@@ -166,11 +181,21 @@ def test_redis_latency_smoke_sees_p95_degrade_and_recover(chaos_run):
 def test_interrupted_partition_run_leaves_no_fault_behind(stack, tmp_path):
     """SIGINT while Redis is partitioned: the run stops and the proxy is enabled again."""
     env = chaos_env(stack)
-    proc = subprocess.Popen([CHAOS, "--log-file", str(tmp_path / "chaos.log"), "run",
-                             "--journal-path", str(tmp_path / "j.json"),
-                             str(EXPERIMENTS / "redis_partition.json")],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            CHAOS,
+            "--log-file",
+            str(tmp_path / "chaos.log"),
+            "run",
+            "--journal-path",
+            str(tmp_path / "j.json"),
+            str(EXPERIMENTS / "redis_partition.json"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if any(f.kind == "proxy_disabled" for f in faults.active(stack.home)):
@@ -186,5 +211,8 @@ def test_interrupted_partition_run_leaves_no_fault_behind(stack, tmp_path):
     assert faults.active(stack.home) == []
     proxy = httpx.get(f"{stack.services['proxy'].address}/proxies/redis", timeout=5).json()
     assert proxy["enabled"] is True
-    assert not [pid for pid in k6_pids if psutil.pid_exists(pid)
-                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not [
+        pid
+        for pid in k6_pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]

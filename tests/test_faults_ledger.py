@@ -26,9 +26,12 @@ def _wait_for_pid(pidfile, timeout: float = 5.0) -> int:
 def test_revert_all_restarts_a_pidfile_process_by_running_its_command(tmp_path):
     pidfile = tmp_path / "svc.pid"
     command = [sys.executable, "-c", "import time; time.sleep(300)", "ledger-test"]
-    fid = faults.record("process_down", f"pidfile:{pidfile}",
-                        {"command": command, "pidfile": str(pidfile), "cwd": str(tmp_path)},
-                        home=tmp_path)
+    fid = faults.record(
+        "process_down",
+        f"pidfile:{pidfile}",
+        {"command": command, "pidfile": str(pidfile), "cwd": str(tmp_path)},
+        home=tmp_path,
+    )
     assert not pidfile.exists()
 
     [result] = faults.revert_all(tmp_path)
@@ -57,8 +60,12 @@ def test_clear_by_id_target_and_kind(tmp_path):
 
 
 def test_no_credentials_are_written(tmp_path):
-    faults.record("toxic", "proxy:pg", {"api": "http://admin:s3cret@127.0.0.1:8474",
-                                        "dsn": ["postgresql://u:pw@h/db"]}, home=tmp_path)
+    faults.record(
+        "toxic",
+        "proxy:pg",
+        {"api": "http://admin:s3cret@127.0.0.1:8474", "dsn": ["postgresql://u:pw@h/db"]},
+        home=tmp_path,
+    )
     text = (tmp_path / "faults.json").read_text()
     assert "s3cret" not in text and ":pw@" not in text
     assert "http://admin:***@127.0.0.1:8474" in text
@@ -84,13 +91,16 @@ def test_failing_reverter_keeps_the_fault(tmp_path):
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
-    writer = ("import sys\n"
-              "from chaosmessaging import faults\n"
-              "for i in range(40):\n"
-              "    faults.record('load', f'load:{sys.argv[1]}-{i}', {'pid': i},\n"
-              "                  home=sys.argv[2])\n")
-    procs = [subprocess.Popen([sys.executable, "-c", writer, str(n), str(tmp_path)])
-             for n in range(4)]
+    writer = (
+        "import sys\n"
+        "from chaosmessaging import faults\n"
+        "for i in range(40):\n"
+        "    faults.record('load', f'load:{sys.argv[1]}-{i}', {'pid': i},\n"
+        "                  home=sys.argv[2])\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", writer, str(n), str(tmp_path)]) for n in range(4)
+    ]
     assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
     targets = {f.target for f in faults.active(tmp_path)}
     assert len(targets) == 160
@@ -100,13 +110,16 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 def test_mine_only_leaves_faults_of_another_live_run(tmp_path):
     calls = []
     faults.register_reverter("noted", lambda recipe, home: calls.append(recipe["n"]))
-    holder = ("import sys, time\n"
-              "from chaosmessaging import faults\n"
-              "faults.record('noted', 'other', {'n': 'other'}, home=sys.argv[1])\n"
-              "print('ready', flush=True)\n"
-              "time.sleep(60)\n")
-    other = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path)],
-                             stdout=subprocess.PIPE, text=True)
+    holder = (
+        "import sys, time\n"
+        "from chaosmessaging import faults\n"
+        "faults.record('noted', 'other', {'n': 'other'}, home=sys.argv[1])\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", holder, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert other.stdout.readline().strip() == "ready"
         faults.record("noted", "mine", {"n": "mine"}, home=tmp_path)

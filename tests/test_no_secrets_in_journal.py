@@ -16,7 +16,9 @@ SECRET = "s3cr3t-Pa55"
 def test_failed_activities_redact_passwords_from_configuration(tmp_path):
     dead = free_port()
     experiment = {
-        "version": "1.0.0", "title": "secrets stay secret", "description": "d",
+        "version": "1.0.0",
+        "title": "secrets stay secret",
+        "description": "d",
         "configuration": {
             "chaosmessaging_home": str(tmp_path / "home"),
             "messaging_pg_dsn": {"type": "env", "key": "CHAOSMESSAGING_PG_DSN"},
@@ -24,25 +26,52 @@ def test_failed_activities_redact_passwords_from_configuration(tmp_path):
             "toxiproxy_url": {"type": "env", "key": "CHAOSMESSAGING_TOXIPROXY_URL"},
         },
         "method": [
-            {"type": "probe", "name": "outbox", "provider": {
-                "type": "python", "module": "chaosmessaging.probes.postgres",
-                "func": "outbox_backlog"}},
-            {"type": "probe", "name": "pel", "provider": {
-                "type": "python", "module": "chaosmessaging.probes.redis", "func": "pel_size"}},
-            {"type": "action", "name": "latency", "provider": {
-                "type": "python", "module": "chaosmessaging.actions.toxiproxy",
-                "func": "add_latency", "arguments": {"proxy": "redis", "latency_ms": 10}}},
+            {
+                "type": "probe",
+                "name": "outbox",
+                "provider": {
+                    "type": "python",
+                    "module": "chaosmessaging.probes.postgres",
+                    "func": "outbox_backlog",
+                },
+            },
+            {
+                "type": "probe",
+                "name": "pel",
+                "provider": {
+                    "type": "python",
+                    "module": "chaosmessaging.probes.redis",
+                    "func": "pel_size",
+                },
+            },
+            {
+                "type": "action",
+                "name": "latency",
+                "provider": {
+                    "type": "python",
+                    "module": "chaosmessaging.actions.toxiproxy",
+                    "func": "add_latency",
+                    "arguments": {"proxy": "redis", "latency_ms": 10},
+                },
+            },
         ],
     }
     path = tmp_path / "e.json"
     path.write_text(json.dumps(experiment))
-    env = {**os.environ,
-           "CHAOSMESSAGING_PG_DSN": f"postgresql://app:{SECRET}@127.0.0.1:{dead}/messaging",
-           "CHAOSMESSAGING_REDIS_URL": f"redis://:{SECRET}@127.0.0.1:{dead}/0",
-           "CHAOSMESSAGING_TOXIPROXY_URL": f"http://admin:{SECRET}@127.0.0.1:{dead}"}
+    env = {
+        **os.environ,
+        "CHAOSMESSAGING_PG_DSN": f"postgresql://app:{SECRET}@127.0.0.1:{dead}/messaging",
+        "CHAOSMESSAGING_REDIS_URL": f"redis://:{SECRET}@127.0.0.1:{dead}/0",
+        "CHAOSMESSAGING_TOXIPROXY_URL": f"http://admin:{SECRET}@127.0.0.1:{dead}",
+    }
     journal, log = tmp_path / "journal.json", tmp_path / "chaos.log"
-    subprocess.run([CHAOS, "--log-file", str(log), "run", "--journal-path", str(journal),
-                    str(path)], env=env, capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        [CHAOS, "--log-file", str(log), "run", "--journal-path", str(journal), str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     text = journal.read_text()
     outputs = [r["exception"] for r in json.loads(text)["run"] if r.get("exception")]
     assert len(outputs) == 3, "each activity should have failed (unreachable targets)"

@@ -25,16 +25,21 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out),
-                    str(ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return next(out.glob("chaosmessaging-*.whl"))
 
 
 def test_wheel_ships_experiments_profiles_and_k6_and_a_light_base_install(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        metadata = Parser().parsestr(archive.read(next(
-            n for n in names if n.endswith(".dist-info/METADATA"))).decode())
+        metadata = Parser().parsestr(
+            archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        )
     for experiment in ROOT.glob("experiments/*.json"):
         assert f"chaosmessaging/bundled/experiments/{experiment.name}" in names
     assert "chaosmessaging/bundled/experiments/profiles/nightly.json" in names
@@ -50,21 +55,43 @@ def test_fresh_virtualenv_discovers_inits_and_runs_an_experiment(wheel, tmp_path
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     bin_dir = venv / "bin"
-    subprocess.run([str(bin_dir / "pip"), "install", "--quiet", "--disable-pip-version-check",
-                    f"{wheel}[stack]"], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            str(bin_dir / "pip"),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"{wheel}[stack]",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     work = tmp_path / "user-repo"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "CHAOSMESSAGING_HOME")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "VIRTUAL_ENV", "CHAOSMESSAGING_HOME")
+    }
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["CHAOSMESSAGING_HOME"] = str(tmp_path / "home")
 
     def run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(list(argv), cwd=work, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            list(argv), cwd=work, env=env, capture_output=True, text=True, timeout=timeout
+        )
 
-    discovered = run(str(bin_dir / "chaos"), "--no-log-file", "discover", "--no-system-info",
-                     "--no-install", "--discovery-path", "discovery.json", "chaosmessaging")
+    discovered = run(
+        str(bin_dir / "chaos"),
+        "--no-log-file",
+        "discover",
+        "--no-system-info",
+        "--no-install",
+        "--discovery-path",
+        "discovery.json",
+        "chaosmessaging",
+    )
     assert discovered.returncode == 0, discovered.stdout + discovered.stderr
     activities = json.loads((work / "discovery.json").read_text())["activities"]
     names = {(a["type"], a["name"]) for a in activities}
@@ -76,17 +103,32 @@ def test_fresh_virtualenv_discovers_inits_and_runs_an_experiment(wheel, tmp_path
     assert (work / "experiments" / "redis_latency.json").is_file()
     assert (work / "k6" / "message_load.js").is_file()
 
-    up = run(str(bin_dir / "chaosmessaging"), "stack", "up", "--proxy-port", str(free_port()),
-             timeout=300)
+    up = run(
+        str(bin_dir / "chaosmessaging"),
+        "stack",
+        "up",
+        "--proxy-port",
+        str(free_port()),
+        timeout=300,
+    )
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        status = json.loads(run(str(bin_dir / "chaosmessaging"), "stack", "status",
-                                "--json").stdout)
+        status = json.loads(
+            run(str(bin_dir / "chaosmessaging"), "stack", "status", "--json").stdout
+        )
         api = next(s for s in status if s["name"] == "api")
         # the reference services run from the installed wheel, not from this checkout
         assert psutil.Process(api["pid"]).cmdline()[0].startswith(str(venv))
-        result = run(str(bin_dir / "chaos"), "--log-file", "chaos.log", "run", "--journal-path",
-                     "journal.json", "experiments/redis_latency.json", timeout=600)
+        result = run(
+            str(bin_dir / "chaos"),
+            "--log-file",
+            "chaos.log",
+            "run",
+            "--journal-path",
+            "journal.json",
+            "experiments/redis_latency.json",
+            timeout=600,
+        )
         journal = json.loads((work / "journal.json").read_text())
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
         assert journal["status"] == "completed" and not journal["deviated"]

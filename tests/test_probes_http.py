@@ -24,10 +24,12 @@ class _Service:
             def do_GET(self):
                 if self.path == "/readyz":
                     status = 200 if service.ready else 503
-                    body = (b'{"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}}'
-                            if service.ready else
-                            b'{"status": "degraded", "checks": {"postgres": "ok", '
-                            b'"redis": "connection refused"}}')
+                    body = (
+                        b'{"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}}'
+                        if service.ready
+                        else b'{"status": "degraded", "checks": {"postgres": "ok", '
+                        b'"redis": "connection refused"}}'
+                    )
                     kind = "application/json"
                 elif self.path == "/metrics":
                     status, body, kind = 200, generate_latest(service.registry), "text/plain"
@@ -66,8 +68,12 @@ def unused_url():
 def test_readiness_reports_status_and_checks_of_the_configured_service(service):
     config = {"messaging_consumer_url": service.url}
     assert http.readiness(service="consumer", configuration=config) == {
-        "status_code": 200, "ready": True, "status": "ok",
-        "checks": {"postgres": "ok", "redis": "ok"}, "error": None}
+        "status_code": 200,
+        "ready": True,
+        "status": "ok",
+        "checks": {"postgres": "ok", "redis": "ok"},
+        "error": None,
+    }
     service.ready = False
     answer = http.readiness(url=f"{service.url}/readyz")
     assert answer["status_code"] == 503 and answer["ready"] is False
@@ -89,8 +95,9 @@ def test_unreachable_service_fails_unless_told_it_may_be_down(unused_url):
 def test_wait_until_ready_measures_recovery_by_polling(service):
     service.ready = False
     threading.Timer(0.6, lambda: setattr(service, "ready", True)).start()
-    waited = http.wait_until_ready(timeout=5, interval=0.1,
-                                   configuration={"messaging_api_url": service.url})
+    waited = http.wait_until_ready(
+        timeout=5, interval=0.1, configuration={"messaging_api_url": service.url}
+    )
     assert waited["ready"] is True and 0.5 <= waited["waited_s"] < 3
     assert waited["attempts"] >= 3
 
@@ -111,8 +118,9 @@ def metered(service):
     closes.labels(code="1000").inc(3)
     closes.labels(code="1011").inc(2)
     Gauge("messaging_consumer_pel_size", "pel", registry=service.registry).set(4)
-    sizes = Histogram("messaging_message_size_bytes", "size", buckets=(1024, 65536),
-                      registry=service.registry)
+    sizes = Histogram(
+        "messaging_message_size_bytes", "size", buckets=(1024, 65536), registry=service.registry
+    )
     for size in (512, 2048, 4096):
         sizes.observe(size)
     return service
@@ -126,10 +134,16 @@ def test_metric_value_reads_counters_gauges_histograms_and_labels(metered):
     assert metrics.metric_value("ws_close_total", {"code": 1011}, configuration=config) == 2
     assert metrics.metric_value("ws_close_total", configuration=config) == 5
     assert metrics.metric_value("messaging_message_size_bytes_count", configuration=config) == 3
-    assert metrics.metric_value("messaging_message_size_bytes_sum", configuration=config) \
+    assert (
+        metrics.metric_value("messaging_message_size_bytes_sum", configuration=config)
         == 512 + 2048 + 4096
-    assert metrics.metric_value("messaging_message_size_bytes_bucket", {"le": "1024.0"},
-                                url=f"{metered.url}/metrics") == 1
+    )
+    assert (
+        metrics.metric_value(
+            "messaging_message_size_bytes_bucket", {"le": "1024.0"}, url=f"{metered.url}/metrics"
+        )
+        == 1
+    )
 
 
 def test_missing_metric_names_close_matches_unless_a_default_is_given(metered):
@@ -147,10 +161,15 @@ def test_metric_sum_adds_a_metric_across_services(metered):
         Counter("messaging_consumer_delivered", "d", registry=other.registry).inc(5)
         urls = [f"{metered.url}/metrics", f"{other.url}/metrics"]
         assert metrics.metric_sum("messaging_consumer_delivered_total", urls=urls) == 12
-        config = {"messaging_api_url": metered.url, "messaging_consumer_url": other.url,
-                  "messaging_dispatcher_url": other.url}
-        assert metrics.metric_sum("ws_close_total", services=["api", "consumer"],
-                                  configuration=config) == 5
+        config = {
+            "messaging_api_url": metered.url,
+            "messaging_consumer_url": other.url,
+            "messaging_dispatcher_url": other.url,
+        }
+        assert (
+            metrics.metric_sum("ws_close_total", services=["api", "consumer"], configuration=config)
+            == 5
+        )
     finally:
         other.close()
 

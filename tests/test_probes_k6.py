@@ -53,11 +53,27 @@ def _k6_run(tmp_path: Path, target: str, thresholds: dict) -> Path:
     script = tmp_path / "load.js"
     script.write_text(_SCRIPT)
     summary = tmp_path / "summary.json"
-    env = dict(os.environ, TARGET=target, THRESHOLDS=json.dumps(thresholds),
-               K6_NO_USAGE_REPORT="true")
-    done = subprocess.run([K6, "run", "--quiet", "--no-color", "--summary-export", str(summary),
-                           "--summary-trend-stats", "avg,p(95),p(99)", str(script)],
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    env = dict(
+        os.environ, TARGET=target, THRESHOLDS=json.dumps(thresholds), K6_NO_USAGE_REPORT="true"
+    )
+    done = subprocess.run(
+        [
+            K6,
+            "run",
+            "--quiet",
+            "--no-color",
+            "--summary-export",
+            str(summary),
+            "--summary-trend-stats",
+            "avg,p(95),p(99)",
+            str(script),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode in (0, 99), done.stderr  # 99: thresholds crossed
     return summary
 
@@ -65,8 +81,11 @@ def _k6_run(tmp_path: Path, target: str, thresholds: dict) -> Path:
 @pytest.fixture(scope="module")
 def crossed(tmp_path_factory, target):
     # one threshold that holds and one no real request can meet
-    return _k6_run(tmp_path_factory.mktemp("k6"), target, {
-        "http_req_failed": ["rate<0.5"], "http_req_duration": ["p(95)<0.0001"]})
+    return _k6_run(
+        tmp_path_factory.mktemp("k6"),
+        target,
+        {"http_req_failed": ["rate<0.5"], "http_req_duration": ["p(95)<0.0001"]},
+    )
 
 
 def test_crossed_threshold_fails_the_verdict_and_names_it(crossed):
@@ -81,8 +100,9 @@ def test_crossed_threshold_fails_the_verdict_and_names_it(crossed):
 
 
 def test_thresholds_that_hold_pass(tmp_path, target):
-    summary = _k6_run(tmp_path, target, {"http_req_failed": ["rate<0.5"],
-                                         "messages_accepted": ["count>=200"]})
+    summary = _k6_run(
+        tmp_path, target, {"http_req_failed": ["rate<0.5"], "messages_accepted": ["count>=200"]}
+    )
     verdict = k6.k6_thresholds(str(summary))
     assert verdict["ok"] is True and verdict["failed"] == []
     assert k6.k6_metric(str(summary), "messages_accepted") == 200

@@ -57,8 +57,9 @@ async def _create_schema(dsn: str) -> None:
             if "no-transaction" in text.split("\n", 1)[0]:
                 # CREATE INDEX CONCURRENTLY cannot share a transaction: one statement at a time
                 for statement in re.split(r";\s*\n", text):
-                    code = "\n".join(line for line in statement.splitlines()
-                                     if not line.strip().startswith("--"))
+                    code = "\n".join(
+                        line for line in statement.splitlines() if not line.strip().startswith("--")
+                    )
                     if code.strip():
                         await conn.execute(code)
             else:
@@ -81,26 +82,58 @@ def config(dsn):
     return {"messaging_pg_dsn": dsn}
 
 
-def _message(dsn, run, n, *, delivered=True, dispatched=True, parked=False, redeliveries=0,
-             delivery_delay_s=0.0):
+def _message(
+    dsn,
+    run,
+    n,
+    *,
+    delivered=True,
+    dispatched=True,
+    parked=False,
+    redeliveries=0,
+    delivery_delay_s=0.0,
+):
     """One message of `run` with its outbox row and (optionally) its delivery."""
     message_id = uuid.uuid4()
     client_msg_id = f"{run}:{n}"
-    _run(_execute(dsn, "INSERT INTO messages (id, conversation_id, client_msg_id, ciphertext, "
-                  "size_bytes) VALUES ($1, $2, $3, $4, 4)",
-                  message_id, uuid.uuid4(), client_msg_id, b"abcd"))
-    _run(_execute(dsn, "INSERT INTO outbox (message_id, dispatched_at, parked_at) VALUES "
-                  "($1, CASE WHEN $2 THEN now() END, CASE WHEN $3 THEN now() END)",
-                  message_id, dispatched, parked))
+    _run(
+        _execute(
+            dsn,
+            "INSERT INTO messages (id, conversation_id, client_msg_id, ciphertext, "
+            "size_bytes) VALUES ($1, $2, $3, $4, 4)",
+            message_id,
+            uuid.uuid4(),
+            client_msg_id,
+            b"abcd",
+        )
+    )
+    _run(
+        _execute(
+            dsn,
+            "INSERT INTO outbox (message_id, dispatched_at, parked_at) VALUES "
+            "($1, CASE WHEN $2 THEN now() END, CASE WHEN $3 THEN now() END)",
+            message_id,
+            dispatched,
+            parked,
+        )
+    )
     if delivered:
         _deliver(dsn, message_id, redeliveries, delivery_delay_s)
     return message_id, client_msg_id
 
 
 def _deliver(dsn, message_id, redeliveries=0, delay_s=0.0):
-    _run(_execute(dsn, "INSERT INTO deliveries (message_id, stream_id, consumer, delivered_at, "
-                  "redeliveries) SELECT id, '1-0', 'c1', created_at + make_interval(secs => $3),"
-                  " $2 FROM messages WHERE id = $1", message_id, redeliveries, float(delay_s)))
+    _run(
+        _execute(
+            dsn,
+            "INSERT INTO deliveries (message_id, stream_id, consumer, delivered_at, "
+            "redeliveries) SELECT id, '1-0', 'c1', created_at + make_interval(secs => $3),"
+            " $2 FROM messages WHERE id = $1",
+            message_id,
+            redeliveries,
+            float(delay_s),
+        )
+    )
 
 
 def _run_id():
@@ -150,8 +183,9 @@ def test_accounting_reports_a_missing_delivery_as_lost_by_id(dsn, config):
     run = _run_id()
     ids = [_message(dsn, run, n, redeliveries=2 if n == 0 else 0) for n in range(5)]
     _run(_execute(dsn, "DELETE FROM deliveries WHERE message_id = $1", ids[3][0]))
-    result = accounting.message_accounting(run, settle_timeout=0.3, poll_interval=0.1,
-                                           configuration=config)
+    result = accounting.message_accounting(
+        run, settle_timeout=0.3, poll_interval=0.1, configuration=config
+    )
     assert result["acknowledged"] == 5 and result["delivered"] == 4
     assert result["lost"] == 1 and result["lost_ids"] == [ids[3][1]]
     assert result["pending"] == 0 and result["parked"] == 0
@@ -175,8 +209,9 @@ def test_accounting_waits_for_in_flight_messages_to_settle(dsn, config):
     _message(dsn, run, 1)
     late_id, _ = _message(dsn, run, 2, delivered=False)
     threading.Timer(1.0, _deliver, args=(dsn, late_id)).start()
-    result = accounting.message_accounting(run, settle_timeout=10, poll_interval=0.2,
-                                           configuration=config)
+    result = accounting.message_accounting(
+        run, settle_timeout=10, poll_interval=0.2, configuration=config
+    )
     assert result["lost"] == 0 and result["delivered"] == 2
     assert 0.9 <= result["settled_s"] < 5
 
@@ -186,8 +221,7 @@ def test_accounting_splits_lost_into_pending_and_parked_outbox_rows(dsn, config)
     _message(dsn, run, 1, delivered=False, dispatched=False)
     _message(dsn, run, 2, delivered=False, dispatched=False, parked=True)
     _message(dsn, run, 3, delivered=False)  # dispatched, never delivered
-    result = accounting.message_accounting(run, settle_timeout=0, max_ids=2,
-                                           configuration=config)
+    result = accounting.message_accounting(run, settle_timeout=0, max_ids=2, configuration=config)
     assert result["lost"] == 3 and result["pending"] == 2 and result["parked"] == 1
     assert result["lost_ids"] == [f"{run}:1", f"{run}:2"]
 
@@ -198,21 +232,20 @@ def test_accounting_counts_late_deliveries_and_api_acknowledged_missing(dsn, con
     _message(dsn, run, 2, delivery_delay_s=12)
     summary = tmp_path / "summary.json"
     summary.write_text(json.dumps({"metrics": {"messages_accepted": {"count": 5, "rate": 1.0}}}))
-    result = accounting.message_accounting(run, settle_timeout=0, late_after_s=5,
-                                           k6_summary_path=str(summary), configuration=config)
+    result = accounting.message_accounting(
+        run, settle_timeout=0, late_after_s=5, k6_summary_path=str(summary), configuration=config
+    )
     assert result["late"] == 1
     assert result["k6_accepted"] == 5 and result["api_acknowledged_missing"] == 3
     assert result["ok"] is False and "3 accepted by the API" in result["reason"]
 
 
 def test_accounting_of_an_unknown_run_is_empty_not_an_error(config):
-    result = accounting.message_accounting("no-such-run", settle_timeout=0,
-                                           configuration=config)
+    result = accounting.message_accounting("no-such-run", settle_timeout=0, configuration=config)
     assert result["acknowledged"] == 0 and result["lost"] == 0 and result["lost_ids"] == []
 
 
-def test_accounting_cross_checks_the_stream_for_messages_published_twice(dsn, config,
-                                                                          redis_server):
+def test_accounting_cross_checks_the_stream_for_messages_published_twice(dsn, config, redis_server):
     run = _run_id()
     twice, _ = _message(dsn, run, 1)
     once, _ = _message(dsn, run, 2)
@@ -223,12 +256,20 @@ def test_accounting_cross_checks_the_stream_for_messages_published_twice(dsn, co
         client.xadd(stream, {"message_id": str(message_id)})
     client.close()
     checked = dict(config, messaging_redis_url=redis_server.url, messaging_stream=stream)
-    result = accounting.message_accounting(run, settle_timeout=0, check_stream=True,
-                                           configuration=checked)
+    result = accounting.message_accounting(
+        run, settle_timeout=0, check_stream=True, configuration=checked
+    )
     assert result["stream_duplicates"] == 1 and result["lost"] == 0
     # a scan bounded before the second copy cannot see it
-    assert accounting.message_accounting(run, settle_timeout=0, check_stream=True,
-                                         stream_scan_max=2, configuration=checked)[
-        "stream_duplicates"] == 0
-    assert accounting.message_accounting(run, settle_timeout=0, configuration=config)[
-        "stream_duplicates"] is None
+    assert (
+        accounting.message_accounting(
+            run, settle_timeout=0, check_stream=True, stream_scan_max=2, configuration=checked
+        )["stream_duplicates"]
+        == 0
+    )
+    assert (
+        accounting.message_accounting(run, settle_timeout=0, configuration=config)[
+            "stream_duplicates"
+        ]
+        is None
+    )

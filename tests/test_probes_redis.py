@@ -22,8 +22,12 @@ def client(redis_server):
 def names(redis_server):
     """Unique stream/group names per test, given to the probes through configuration."""
     tag = uuid.uuid4().hex[:8]
-    return {"messaging_redis_url": redis_server.url, "messaging_stream": f"s-{tag}",
-            "messaging_group": f"g-{tag}", "messaging_dead_stream": f"s-{tag}:dead"}
+    return {
+        "messaging_redis_url": redis_server.url,
+        "messaging_stream": f"s-{tag}",
+        "messaging_group": f"g-{tag}",
+        "messaging_dead_stream": f"s-{tag}:dead",
+    }
 
 
 def _add(client, stream, count, first_ms=None, step_ms=1):
@@ -40,8 +44,12 @@ def test_missing_stream_and_group_read_as_zero_not_a_crash(names):
     assert probes.oldest_pending_idle_ms(configuration=names) == 0
     assert probes.pending_entries(configuration=names) == []
     assert probes.consumer_lag(configuration=names) == {
-        "entries": 0, "seconds": 0.0, "pending": 0, "truncated": False,
-        "missing": f"stream '{names['messaging_stream']}'"}
+        "entries": 0,
+        "seconds": 0.0,
+        "pending": 0,
+        "truncated": False,
+        "missing": f"stream '{names['messaging_stream']}'",
+    }
     assert probes.dead_letter_count(configuration=names) == 0
 
 
@@ -67,8 +75,7 @@ def test_pel_and_pending_entries_follow_reads_and_acks(client, names):
     assert [e["id"] for e in entries] == ids[1:3]
     assert [e["consumer"] for e in entries] == ["c1", "c2"]
     assert all(e["deliveries"] == 1 and e["idle_ms"] >= 0 for e in entries)
-    assert [e["id"] for e in probes.pending_entries(consumer="c2", configuration=names)] \
-        == [ids[2]]
+    assert [e["id"] for e in probes.pending_entries(consumer="c2", configuration=names)] == [ids[2]]
     assert probes.pending_entries(count=1, configuration=names)[0]["id"] == ids[1]
 
 
@@ -99,7 +106,11 @@ def test_consumer_lag_counts_undelivered_entries_and_their_age(client, names):
 
     client.xreadgroup(group, "c1", {stream: ">"}, count=10)
     assert probes.consumer_lag(configuration=names) == {
-        "entries": 0, "seconds": 0.0, "pending": 5, "truncated": False}
+        "entries": 0,
+        "seconds": 0.0,
+        "pending": 5,
+        "truncated": False,
+    }
 
 
 def test_consumer_lag_pages_through_long_backlogs_and_stops_at_max_count(client, names):
@@ -119,14 +130,19 @@ def test_dead_letter_count_reads_the_dead_stream(client, names):
     for _ in range(2):
         client.xadd(names["messaging_dead_stream"], {"message_id": "m", "reason": "poison"})
     assert probes.dead_letter_count(configuration=names) == 2
-    assert probes.dead_letter_count(dead_stream="nope-" + uuid.uuid4().hex,
-                                    configuration=names) == 0
+    assert (
+        probes.dead_letter_count(dead_stream="nope-" + uuid.uuid4().hex, configuration=names) == 0
+    )
 
 
 def test_unreachable_redis_raises_an_actionable_error_without_the_password():
     url = f"redis://:hunter2@127.0.0.1:{servers.free_port()}/0"
-    for probe in (probes.stream_length, probes.pel_size, probes.consumer_lag,
-                  probes.dead_letter_count):
+    for probe in (
+        probes.stream_length,
+        probes.pel_size,
+        probes.consumer_lag,
+        probes.dead_letter_count,
+    ):
         with pytest.raises(ActivityFailed) as failure:
             probe(configuration={"messaging_redis_url": url})
         message = str(failure.value)

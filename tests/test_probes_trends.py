@@ -32,8 +32,14 @@ def _sample(home: str, label: str, **series_per_service) -> dict:
             url, stop = serve_metrics(series)
             stops.append(stop)
             config[f"messaging_{service}_url"] = url
-        sample_metrics(2.0, interval_s=0.2, label=label, services=list(series_per_service),
-                       metrics=[MEM, LAG], configuration=config)
+        sample_metrics(
+            2.0,
+            interval_s=0.2,
+            label=label,
+            services=list(series_per_service),
+            metrics=[MEM, LAG],
+            configuration=config,
+        )
     finally:
         for stop in stops:
             stop()
@@ -53,9 +59,12 @@ def test_verdicts_hold_trivially_before_the_method_and_fail_without_samples_afte
 
 
 def test_flat_memory_and_low_lag_pass_with_per_service_figures(home):
-    config = _sample(home, "calm",
-                     api={MEM: lambda n: 100 * MIB + (n % 2) * MIB},  # noise, no trend
-                     consumer={MEM: lambda n: 80 * MIB, LAG: lambda n: 0.1 * (n % 3)})
+    config = _sample(
+        home,
+        "calm",
+        api={MEM: lambda n: 100 * MIB + (n % 2) * MIB},  # noise, no trend
+        consumer={MEM: lambda n: 80 * MIB, LAG: lambda n: 0.1 * (n % 3)},
+    )
     lag = trends.sampled_max_within("calm", LAG, 5, service="consumer", configuration=config)
     assert lag["ok"] is True and lag["max"] == pytest.approx(0.2)
     assert lag["services"]["consumer"]["samples"] == 11
@@ -67,8 +76,9 @@ def test_flat_memory_and_low_lag_pass_with_per_service_figures(home):
 
 
 def test_a_single_lag_sample_over_the_limit_fails_and_says_when(home):
-    config = _sample(home, "spike", consumer={MEM: lambda n: MIB,
-                                              LAG: lambda n: 6.0 if n == 7 else 0.2})
+    config = _sample(
+        home, "spike", consumer={MEM: lambda n: MIB, LAG: lambda n: 6.0 if n == 7 else 0.2}
+    )
     lag = trends.sampled_max_within("spike", LAG, 5, service="consumer", configuration=config)
     assert lag["ok"] is False and lag["max"] == 6.0
     figures = lag["services"]["consumer"]
@@ -79,8 +89,12 @@ def test_a_single_lag_sample_over_the_limit_fails_and_says_when(home):
 
 def test_memory_growing_beyond_the_limit_fails_naming_the_service(home):
     # +5 % of the start per sample: windows of 2 samples, means 1.025 -> 1.475 (+43.9 %)
-    config = _sample(home, "leak", api={MEM: lambda n: 100 * MIB},
-                     dispatcher={MEM: lambda n: 100 * MIB * (1 + 0.05 * n)})
+    config = _sample(
+        home,
+        "leak",
+        api={MEM: lambda n: 100 * MIB},
+        dispatcher={MEM: lambda n: 100 * MIB * (1 + 0.05 * n)},
+    )
     memory = trends.memory_growth_within("leak", 10, configuration=config)
     assert memory["ok"] is False
     assert memory["services"]["api"]["ok"] is True
@@ -102,8 +116,11 @@ def test_missing_metric_too_few_samples_or_bad_window_fail_with_a_reason(home):
 
 
 def test_dead_letter_stream_growth_is_judged_from_the_method_snapshot(home, redis_server):
-    config = {"chaosmessaging_home": home, "messaging_redis_url": redis_server.url,
-              "messaging_dead_stream": f"dead-{time.monotonic_ns()}"}
+    config = {
+        "chaosmessaging_home": home,
+        "messaging_redis_url": redis_server.url,
+        "messaging_dead_stream": f"dead-{time.monotonic_ns()}",
+    }
     client = redis.Redis.from_url(redis_server.url)
     client.xadd(config["messaging_dead_stream"], {"reason": "old poison"})
     assert dead_letters.dead_letters_not_grown("soak", configuration=config)["ok"] is True
@@ -112,10 +129,16 @@ def test_dead_letter_stream_growth_is_judged_from_the_method_snapshot(home, redi
     assert dead_letters.snapshot_dead_letters("soak", configuration=config) == 1
     held = dead_letters.dead_letters_not_grown("soak", configuration=config)
     assert {k: held[k] for k in ("ok", "before", "now", "grew")} == {
-        "ok": True, "before": 1, "now": 1, "grew": 0}
+        "ok": True,
+        "before": 1,
+        "now": 1,
+        "grew": 0,
+    }
     assert "grew by 0" in held["reason"]
     client.xadd(config["messaging_dead_stream"], {"reason": "new poison"})
     grown = dead_letters.dead_letters_not_grown("soak", configuration=config)
     assert grown["ok"] is False and grown["grew"] == 1
-    assert dead_letters.dead_letters_not_grown("soak", max_growth=1,
-                                               configuration=config)["ok"] is True
+    assert (
+        dead_letters.dead_letters_not_grown("soak", max_growth=1, configuration=config)["ok"]
+        is True
+    )

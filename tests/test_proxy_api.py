@@ -51,8 +51,14 @@ def test_version_answers_json(api: httpx.Client) -> None:
 
 
 def test_create_proxy_returns_201_with_bound_listen_address(api, redis_server) -> None:
-    r = api.post("/proxies", json={"name": "redis", "listen": "127.0.0.1:0",
-                                   "upstream": f"127.0.0.1:{redis_server.port}"})
+    r = api.post(
+        "/proxies",
+        json={
+            "name": "redis",
+            "listen": "127.0.0.1:0",
+            "upstream": f"127.0.0.1:{redis_server.port}",
+        },
+    )
     assert r.status_code == 201
     body = r.json()
     assert set(body) == {"name", "listen", "upstream", "enabled", "toxics"}
@@ -72,10 +78,13 @@ def test_create_duplicate_proxy_is_409(api) -> None:
     assert r.json() == {"error": "proxy already exists", "status": 409}
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"upstream": "127.0.0.1:1"}, "missing required field: name"),
-    ({"name": "x"}, "missing required field: upstream"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"upstream": "127.0.0.1:1"}, "missing required field: name"),
+        ({"name": "x"}, "missing required field: upstream"),
+    ],
+)
 def test_create_proxy_without_required_field_is_400(api, body, message) -> None:
     r = api.post("/proxies", json=body)
     assert r.status_code == 400
@@ -90,9 +99,13 @@ def test_create_proxy_with_bad_json_or_address_is_400(api) -> None:
 
 
 def test_unknown_proxy_and_toxic_are_404(api) -> None:
-    for method, path in [("GET", "/proxies/nope"), ("DELETE", "/proxies/nope"),
-                         ("POST", "/proxies/nope"), ("GET", "/proxies/nope/toxics"),
-                         ("POST", "/proxies/nope/toxics")]:
+    for method, path in [
+        ("GET", "/proxies/nope"),
+        ("DELETE", "/proxies/nope"),
+        ("POST", "/proxies/nope"),
+        ("GET", "/proxies/nope/toxics"),
+        ("POST", "/proxies/nope/toxics"),
+    ]:
         r = api.request(method, path, json={})
         assert r.status_code == 404, (method, path)
         assert r.json() == {"error": "proxy not found", "status": 404}
@@ -107,20 +120,33 @@ def test_toxic_lifecycle_defaults_update_and_delete(api) -> None:
     api.post("/proxies", json={"name": "p", "upstream": "127.0.0.1:1"})
     r = api.post("/proxies/p/toxics", json={"type": "latency", "attributes": {"latency": 100}})
     assert r.status_code == 200
-    assert r.json() == {"name": "latency_downstream", "type": "latency", "stream": "downstream",
-                        "toxicity": 1.0, "attributes": {"latency": 100, "jitter": 0}}
-    r = api.post("/proxies/p/toxics", json={"type": "latency", "stream": "upstream",
-                                            "name": "slow", "toxicity": 0.5})
+    assert r.json() == {
+        "name": "latency_downstream",
+        "type": "latency",
+        "stream": "downstream",
+        "toxicity": 1.0,
+        "attributes": {"latency": 100, "jitter": 0},
+    }
+    r = api.post(
+        "/proxies/p/toxics",
+        json={"type": "latency", "stream": "upstream", "name": "slow", "toxicity": 0.5},
+    )
     assert r.json()["name"] == "slow" and r.json()["toxicity"] == 0.5
     assert [t["name"] for t in api.get("/proxies/p/toxics").json()] == [
-        "latency_downstream", "slow"]
+        "latency_downstream",
+        "slow",
+    ]
     assert len(api.get("/proxies/p").json()["toxics"]) == 2
 
     r = api.post("/proxies/p/toxics/slow", json={"attributes": {"jitter": 5}, "toxicity": 1})
     assert r.status_code == 200
     assert r.json()["attributes"] == {"latency": 0, "jitter": 5} and r.json()["toxicity"] == 1
-    assert api.patch("/proxies/p/toxics/slow",
-                     json={"attributes": {"latency": 7}}).json()["attributes"]["latency"] == 7
+    assert (
+        api.patch("/proxies/p/toxics/slow", json={"attributes": {"latency": 7}}).json()[
+            "attributes"
+        ]["latency"]
+        == 7
+    )
     assert api.get("/proxies/p/toxics/slow").json()["attributes"] == {"latency": 7, "jitter": 5}
 
     assert api.delete("/proxies/p/toxics/slow").status_code == 204
@@ -136,18 +162,28 @@ def test_toxic_errors_match_toxiproxy(api) -> None:
     r = api.post("/proxies/p/toxics", json={"type": "teleport"})
     assert r.json() == {"error": "invalid toxic type", "status": 400}
     r = api.post("/proxies/p/toxics", json={"type": "latency", "stream": "sideways"})
-    assert r.json() == {"error": "stream was invalid, can be either upstream or downstream",
-                        "status": 400}
-    r = api.post("/proxies/p/toxics", json={"type": "latency", "name": "l",
-                                            "attributes": {"latency": "fast"}})
+    assert r.json() == {
+        "error": "stream was invalid, can be either upstream or downstream",
+        "status": 400,
+    }
+    r = api.post(
+        "/proxies/p/toxics",
+        json={"type": "latency", "name": "l", "attributes": {"latency": "fast"}},
+    )
     assert r.status_code == 400 and r.json()["error"].startswith("bad request body")
 
 
 def test_every_documented_toxic_type_is_accepted(api) -> None:
     api.post("/proxies", json={"name": "p", "upstream": "127.0.0.1:1"})
-    expected = {"latency": {"latency", "jitter"}, "bandwidth": {"rate"}, "slow_close": {"delay"},
-                "timeout": {"timeout"}, "reset_peer": {"timeout"},
-                "slicer": {"average_size", "size_variation", "delay"}, "limit_data": {"bytes"}}
+    expected = {
+        "latency": {"latency", "jitter"},
+        "bandwidth": {"rate"},
+        "slow_close": {"delay"},
+        "timeout": {"timeout"},
+        "reset_peer": {"timeout"},
+        "slicer": {"average_size", "size_variation", "delay"},
+        "limit_data": {"bytes"},
+    }
     for toxic_type, attributes in expected.items():
         r = api.post("/proxies/p/toxics", json={"type": toxic_type})
         assert r.status_code == 200, r.text
@@ -179,8 +215,10 @@ def test_delete_proxy_is_204_and_closes_listener(api) -> None:
 
 def test_populate_creates_keeps_unchanged_and_replaces_changed(api) -> None:
     ports = [servers.free_port() for _ in range(2)]
-    wanted = [{"name": "redis", "listen": f"127.0.0.1:{ports[0]}", "upstream": "127.0.0.1:1"},
-              {"name": "postgres", "listen": f"127.0.0.1:{ports[1]}", "upstream": "127.0.0.1:2"}]
+    wanted = [
+        {"name": "redis", "listen": f"127.0.0.1:{ports[0]}", "upstream": "127.0.0.1:1"},
+        {"name": "postgres", "listen": f"127.0.0.1:{ports[1]}", "upstream": "127.0.0.1:2"},
+    ]
     r = api.post("/populate", json=wanted)
     assert r.status_code == 201
     assert [p["name"] for p in r.json()["proxies"]] == ["redis", "postgres"]
@@ -192,14 +230,13 @@ def test_populate_creates_keeps_unchanged_and_replaces_changed(api) -> None:
     r = api.post("/populate", json=wanted)
     assert r.status_code == 201
     by_name = {p["name"]: p for p in r.json()["proxies"]}
-    assert len(by_name["redis"]["toxics"]) == 1       # unchanged: kept with its toxics
-    assert by_name["postgres"]["toxics"] == []        # changed: replaced
+    assert len(by_name["redis"]["toxics"]) == 1  # unchanged: kept with its toxics
+    assert by_name["postgres"]["toxics"] == []  # changed: replaced
     assert by_name["postgres"]["upstream"] == "127.0.0.1:3"
 
 
 def test_populate_rejects_bad_input_without_changing_anything(api) -> None:
-    r = api.post("/populate", json=[{"name": "ok", "upstream": "127.0.0.1:1"},
-                                    {"name": "bad"}])
+    r = api.post("/populate", json=[{"name": "ok", "upstream": "127.0.0.1:1"}, {"name": "bad"}])
     assert r.status_code == 400
     assert r.json()["error"] == "missing required field: upstream at proxy 2"
     assert api.get("/proxies").json() == {}
@@ -245,8 +282,15 @@ def test_toxiproxy_python_client_works_unchanged(proxy_server, redis_server) -> 
     assert _connectable(proxy.listen)
 
     port = servers.free_port()
-    created = toxiproxy.populate([{"name": "extra", "listen": f"127.0.0.1:{port}",
-                                   "upstream": f"127.0.0.1:{redis_server.port}"}])
+    created = toxiproxy.populate(
+        [
+            {
+                "name": "extra",
+                "listen": f"127.0.0.1:{port}",
+                "upstream": f"127.0.0.1:{redis_server.port}",
+            }
+        ]
+    )
     assert [p.name for p in created] == ["extra"]
     assert set(toxiproxy.proxies()) == {"redis", "extra"}
 
@@ -259,16 +303,37 @@ def test_toxiproxy_python_client_works_unchanged(proxy_server, redis_server) -> 
 
 
 def _start_cli(port: int, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "chaosmessaging.proxy", "--host", "127.0.0.1",
-                             "--port", str(port), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chaosmessaging.proxy",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_cli_loads_config_and_stops_cleanly_on_sigterm(tmp_path, redis_server) -> None:
     api_port, listen_port = servers.free_port(), servers.free_port()
     config = tmp_path / "proxies.json"
-    config.write_text(json.dumps([{"name": "redis", "listen": f"127.0.0.1:{listen_port}",
-                                   "upstream": f"127.0.0.1:{redis_server.port}"}]))
+    config.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "redis",
+                    "listen": f"127.0.0.1:{listen_port}",
+                    "upstream": f"127.0.0.1:{redis_server.port}",
+                }
+            ]
+        )
+    )
     proc = _start_cli(api_port, "--config", str(config))
     try:
         servers.wait_for_port("127.0.0.1", api_port, timeout=15, proc=proc, what="fault proxy")

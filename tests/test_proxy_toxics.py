@@ -190,8 +190,12 @@ def test_limit_data_closes_after_n_bytes(api, echo) -> None:
 
 def test_slicer_delivers_data_intact_in_many_slices(api, echo) -> None:
     address = _proxy(api, "echo", echo.port)
-    _toxic(api, "echo", type="slicer",
-           attributes={"average_size": 100, "size_variation": 50, "delay": 2000})
+    _toxic(
+        api,
+        "echo",
+        type="slicer",
+        attributes={"average_size": 100, "size_variation": 50, "delay": 2000},
+    )
     payload = bytes(range(256)) * 20  # 5120 bytes -> ~51 slices, 2 ms apart
     with _connect(address) as s:
         s.sendall(payload)
@@ -266,8 +270,7 @@ def test_redis_through_the_proxy_with_and_without_latency(api, redis_server) -> 
         assert 0.07 <= time.perf_counter() - start <= 0.2
         _toxic(api, "redis", type="reset_peer")
         with pytest.raises(redis.ConnectionError):
-            redis.Redis(host=host, port=port, socket_timeout=5,
-                        retry=None).ping()
+            redis.Redis(host=host, port=port, socket_timeout=5, retry=None).ping()
     finally:
         client.close()
 
@@ -302,9 +305,25 @@ def test_psql_through_the_proxy(api, postgres_server) -> None:
     psql = servers.postgres_bin_dir() / "psql"
     if not psql.exists():
         pytest.skip(f"no psql at {psql}")
-    out = subprocess.run([str(psql), "-h", host, "-p", str(port), "-U", "postgres", "-d",
-                          "postgres", "-tAc", "SELECT 'through proxy'"],
-                         check=False, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [
+            str(psql),
+            "-h",
+            host,
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-tAc",
+            "SELECT 'through proxy'",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "through proxy"
 

@@ -20,8 +20,14 @@ CLI = str(Path(sys.executable).with_name("chaosmessaging"))
 
 
 def test_every_experiment_on_main_has_at_least_two_mutants():
-    for experiment in ("consumer_resilience", "redis_partition", "redis_latency", "message_soak",
-                       "pool_exhaustion", "multi_adapter_soak"):
+    for experiment in (
+        "consumer_resilience",
+        "redis_partition",
+        "redis_latency",
+        "message_soak",
+        "pool_exhaustion",
+        "multi_adapter_soak",
+    ):
         assert (ROOT / "experiments" / f"{experiment}.json").exists()
         catching = [m.name for m in CATALOGUE if experiment in m.experiments]
         assert len(catching) >= 2, f"{experiment}: only {catching}"

@@ -21,8 +21,12 @@ def test_private_redis_answers_and_supports_streams(redis_server):
 def test_private_postgres_answers_on_loopback(postgres_server):
     servers.create_database(postgres_server.host, postgres_server.port, "probe_db")
     psql = str(servers.postgres_bin_dir() / "psql")
-    out = subprocess.run([psql, postgres_server.dsn("probe_db"), "-tAc", "select 40 + 2"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [psql, postgres_server.dsn("probe_db"), "-tAc", "select 40 + 2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "42"
     assert postgres_server.port != 5432
 

@@ -21,8 +21,9 @@ CLI = [sys.executable, "-m", "chaosmessaging.cli"]
 
 
 def _cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*CLI, "--home", str(home), *args], capture_output=True, text=True,
-                          timeout=180)
+    proc = subprocess.run(
+        [*CLI, "--home", str(home), *args], capture_output=True, text=True, timeout=180
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -44,15 +45,21 @@ def _status(home: Path) -> dict:
 def _token(home: Path) -> dict:
     """Log in as a load-test user `stack up` seeded (default password)."""
     auth = _status(home)["auth"]["address"]
-    answer = httpx.post(f"{auth}/v1/auth/login", timeout=10, json={
-        "username": "loadtest-0", "password": DEFAULT_LOADTEST_PASSWORD})
+    answer = httpx.post(
+        f"{auth}/v1/auth/login",
+        timeout=10,
+        json={"username": "loadtest-0", "password": DEFAULT_LOADTEST_PASSWORD},
+    )
     assert answer.status_code == 200, answer.text
     return {"Authorization": f"Bearer {answer.json()['token']}"}
 
 
 def _post(api: str, client_id: str, headers: dict) -> httpx.Response:
-    body = {"conversation_id": str(uuid.uuid4()), "client_msg_id": client_id,
-            "ciphertext": base64.b64encode(os.urandom(1024)).decode()}
+    body = {
+        "conversation_id": str(uuid.uuid4()),
+        "client_msg_id": client_id,
+        "ciphertext": base64.b64encode(os.urandom(1024)).decode(),
+    }
     return httpx.post(f"{api}/v1/messages", json=body, timeout=5, headers=headers)
 
 
@@ -81,8 +88,11 @@ def test_posted_message_is_delivered_and_counted_in_metrics(stack_home):
     message_id = answer.json()["id"]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if httpx.get(f"{api}/v1/messages/{message_id}", timeout=5,
-                     headers=headers).json().get("delivered"):
+        if (
+            httpx.get(f"{api}/v1/messages/{message_id}", timeout=5, headers=headers)
+            .json()
+            .get("delivered")
+        ):
             break
         time.sleep(0.2)
     else:
@@ -98,8 +108,10 @@ def test_stop_and_restart_one_service(stack_home):
     _cli(stack_home, "stack", "restart", "api")
     status = _status(stack_home)
     assert status["consumer"]["alive"] and status["consumer"]["pid"] != old
-    assert _post(status["api"]["address"], f"cli-{uuid.uuid4()}",
-                 _token(stack_home)).status_code == 202
+    assert (
+        _post(status["api"]["address"], f"cli-{uuid.uuid4()}", _token(stack_home)).status_code
+        == 202
+    )
 
 
 def _status_allow_down(home: Path) -> dict:
@@ -126,8 +138,11 @@ def test_down_leaves_no_process_behind(tmp_path):
     out = _cli(tmp_path, "stack", "down")
     assert "stopped:" in out.stdout
     time.sleep(0.2)
-    alive = [p for p in pids + children
-             if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    alive = [
+        p
+        for p in pids + children
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
     assert alive == []
     assert not (tmp_path / "stack.json").exists()
     again = _cli(tmp_path, "stack", "status", check=False)

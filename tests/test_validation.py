@@ -40,23 +40,31 @@ def test_every_experiment_is_valid_in_both_profiles():
         assert configuration_errors(experiment, merged) == [], path.name
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    ({"t9_rate": "fast"}, "rate must be a whole number, got t9_rate='fast'"),
-    ({"t9_rate": -5}, "rate must be greater than 0, got t9_rate=-5"),
-    ({"t9_rate": 0}, "rate must be greater than 0, got t9_rate=0"),
-    ({"t9_messages": 2.5}, "total_messages must be a whole number"),
-    ({"t9_settle_timeout_s": "90s"}, "settle_timeout must be a number, got t9_settle_timeout_s="),
-    ({"t9_partition_after_s": "soon"}, "pause before must be a non-negative number"),
-    ({"t9_recovery_limit_s": -1}, "limit_seconds must be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        ({"t9_rate": "fast"}, "rate must be a whole number, got t9_rate='fast'"),
+        ({"t9_rate": -5}, "rate must be greater than 0, got t9_rate=-5"),
+        ({"t9_rate": 0}, "rate must be greater than 0, got t9_rate=0"),
+        ({"t9_messages": 2.5}, "total_messages must be a whole number"),
+        (
+            {"t9_settle_timeout_s": "90s"},
+            "settle_timeout must be a number, got t9_settle_timeout_s=",
+        ),
+        ({"t9_partition_after_s": "soon"}, "pause before must be a non-negative number"),
+        ({"t9_recovery_limit_s": -1}, "limit_seconds must be greater than 0"),
+    ],
+)
 def test_bad_values_are_named_with_the_parameter(overrides, expected):
     errors = _errors("redis_partition", **overrides)
     assert any(expected in e for e in errors), errors
 
 
 def test_negative_latency_zero_duration_and_undefined_keys_are_errors():
-    assert any("latency_ms must not be negative" in e
-               for e in _errors("redis_latency", lat_latency_ms=-200))
+    assert any(
+        "latency_ms must not be negative" in e
+        for e in _errors("redis_latency", lat_latency_ms=-200)
+    )
     soak = _experiment("message_soak")
     load = next(a for a in soak["method"] if a["name"] == "start-message-load")
     load["provider"]["arguments"]["duration"] = 0
@@ -70,17 +78,24 @@ def test_negative_latency_zero_duration_and_undefined_keys_are_errors():
 
 def test_configured_target_outside_loopback_is_an_error_unless_allowed(monkeypatch):
     monkeypatch.setenv("CHAOSMESSAGING_API_URL", "http://10.255.255.1:8080")
-    assert any("messaging_api_url points at 10.255.255.1" in e
-               for e in _errors("redis_latency"))
+    assert any("messaging_api_url points at 10.255.255.1" in e for e in _errors("redis_latency"))
     assert _errors("redis_latency", allow_hosts="10.0.0.0/8") == []
 
 
-@pytest.mark.parametrize("target,allowed", [
-    ("http://127.0.0.1:1/x", True), ("http://localhost:1", True), ("http://[::1]:1", True),
-    ("postgresql://u:p@127.0.0.2:5432/db", True), ("host=/tmp/sock dbname=x", True),
-    ("http://10.1.2.3:8080", False), ("redis://:pw@example.com:6379/0", False),
-    ("host=10.0.0.5 user=app dbname=x", False), ("postgresql://u@db.internal/x", False),
-])
+@pytest.mark.parametrize(
+    "target,allowed",
+    [
+        ("http://127.0.0.1:1/x", True),
+        ("http://localhost:1", True),
+        ("http://[::1]:1", True),
+        ("postgresql://u:p@127.0.0.2:5432/db", True),
+        ("host=/tmp/sock dbname=x", True),
+        ("http://10.1.2.3:8080", False),
+        ("redis://:pw@example.com:6379/0", False),
+        ("host=10.0.0.5 user=app dbname=x", False),
+        ("postgresql://u@db.internal/x", False),
+    ],
+)
 def test_target_check(target, allowed, monkeypatch):
     monkeypatch.delenv(targets.ALLOW_ENV, raising=False)
     if allowed:
@@ -101,7 +116,7 @@ def test_passwords_with_special_characters_never_show(scheme, password):
     assert redact(f"redis://:{password}@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
 
 
-AUDIT = textwrap.dedent('''
+AUDIT = textwrap.dedent("""
     import os, sys, ipaddress
     _log = os.environ["CONNECT_LOG"]
     def _hook(event, args):
@@ -116,7 +131,7 @@ AUDIT = textwrap.dedent('''
             except ValueError:
                 pass
     sys.addaudithook(_hook)
-''')
+""")
 
 
 @pytest.mark.slow
@@ -128,17 +143,35 @@ def test_bad_value_or_foreign_target_stops_the_run_before_any_socket_or_fault(tm
     (tmp_path / "site" / "sitecustomize.py").write_text(AUDIT)
     connects = tmp_path / "connects.log"
     home = tmp_path / "home"
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "CONNECT_LOG": str(connects),
-           "CHAOSMESSAGING_HOME": str(home)}
-    cases = [(["--var", "t9_rate:str=fast"], {}, "t9_rate='fast'"),
-             ([], {"CHAOSMESSAGING_API_URL": "http://10.255.255.1:8080"}, "10.255.255.1")]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path / "site"),
+        "CONNECT_LOG": str(connects),
+        "CHAOSMESSAGING_HOME": str(home),
+    }
+    cases = [
+        (["--var", "t9_rate:str=fast"], {}, "t9_rate='fast'"),
+        ([], {"CHAOSMESSAGING_API_URL": "http://10.255.255.1:8080"}, "10.255.255.1"),
+    ]
     for extra, more_env, named in cases:
         journal = tmp_path / "journal.json"
-        proc = subprocess.run([CHAOS, "--log-file", str(tmp_path / "chaos.log"), "run",
-                               "--journal-path", str(journal), *extra,
-                               str(EXPERIMENTS / "redis_partition.json")],
-                              env={**env, **more_env}, capture_output=True, text=True,
-                              timeout=120, cwd=tmp_path)
+        proc = subprocess.run(
+            [
+                CHAOS,
+                "--log-file",
+                str(tmp_path / "chaos.log"),
+                "run",
+                "--journal-path",
+                str(journal),
+                *extra,
+                str(EXPERIMENTS / "redis_partition.json"),
+            ],
+            env={**env, **more_env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
         assert proc.returncode == 1, proc.stdout + proc.stderr
         data = json.loads(journal.read_text())
         assert data["status"] == "failed" and data["deviated"] is False
@@ -148,8 +181,10 @@ def test_bad_value_or_foreign_target_stops_the_run_before_any_socket_or_fault(tm
         assert data["rollbacks"] == []
         assert "configuration error" in (tmp_path / "chaos.log").read_text()
         assert not (home / "stack.json").exists(), "no stack may start on a configuration error"
-        assert not (home / "faults.json").exists() or json.loads(
-            (home / "faults.json").read_text())["faults"] == []
+        assert (
+            not (home / "faults.json").exists()
+            or json.loads((home / "faults.json").read_text())["faults"] == []
+        )
     seen = connects.read_text().split() if connects.exists() else []
     assert "10.255.255.1" not in seen, seen
 

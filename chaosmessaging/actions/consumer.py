@@ -25,10 +25,16 @@ from chaosmessaging.util import home_of
 __all__ = ["crash_during_catch_up"]
 
 
-def crash_during_catch_up(name: str = "consumer", min_pending: int = 1, signal: str = "SIGKILL",
-                          timeout: float = 30.0, poll_interval: float = 0.002,
-                          label: str = "at_kill", configuration: Configuration = None,
-                          secrets: Secrets = None) -> dict:
+def crash_during_catch_up(
+    name: str = "consumer",
+    min_pending: int = 1,
+    signal: str = "SIGKILL",
+    timeout: float = 30.0,
+    poll_interval: float = 0.002,
+    label: str = "at_kill",
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Start embedded-stack service `name` and send it `signal` (default SIGKILL) as soon as the
     consumer group holds at least `min_pending` unacknowledged entries (polled every
     `poll_interval` s, up to `timeout` s). The entries pending at the kill are recorded under
@@ -66,8 +72,7 @@ def crash_during_catch_up(name: str = "consumer", min_pending: int = 1, signal: 
     watcher.start()
     try:
         try:
-            start_service(name=name, timeout=timeout, configuration=configuration,
-                          secrets=secrets)
+            start_service(name=name, timeout=timeout, configuration=configuration, secrets=secrets)
         except ActivityFailed:
             if not seen.is_set():  # it failed on its own, not because we killed it mid-start
                 raise
@@ -77,14 +82,21 @@ def crash_during_catch_up(name: str = "consumer", min_pending: int = 1, signal: 
         watcher.join(5)
     waited = round(time.monotonic() - started, 3)
     if not seen.is_set():
-        logger.warning(f"{name} never held {min_pending} pending entries within {timeout}s "
-                       "(no backlog to catch up?): not killed")
-        return {"killed": False, "pending_seen": 0, "waited_s": waited,
-                "error": observed["error"]}
+        logger.warning(
+            f"{name} never held {min_pending} pending entries within {timeout}s "
+            "(no backlog to catch up?): not killed"
+        )
+        return {"killed": False, "pending_seen": 0, "waited_s": waited, "error": observed["error"]}
     control.stop_service(name, signum, home=home)  # waits until gone, updates the state file
     record_service_fault(name, observed["pid"], signal_name, home)
     snapshot = pending_snapshot(label=label, configuration=configuration, secrets=secrets)
-    logger.info(f"{name} killed holding {snapshot['count']} unacknowledged entries "
-                f"({observed['pending']} seen just before the kill)")
-    return {"killed": True, "pending_seen": observed["pending"], "pending_at_kill": snapshot,
-            "waited_s": waited}
+    logger.info(
+        f"{name} killed holding {snapshot['count']} unacknowledged entries "
+        f"({observed['pending']} seen just before the kill)"
+    )
+    return {
+        "killed": True,
+        "pending_seen": observed["pending"],
+        "pending_at_kill": snapshot,
+        "waited_s": waited,
+    }

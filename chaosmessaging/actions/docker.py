@@ -9,7 +9,6 @@ Pauses are recorded in the fault ledger as ``container_paused`` (reverted by unp
 stops as ``container_stopped`` (reverted by starting the container again).
 """
 
-
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +24,14 @@ from chaosmessaging import faults
 from chaosmessaging.config import redact
 from chaosmessaging.util import home_of
 
-__all__ = ["kill_container", "stop_container", "start_container", "restart_container",
-           "pause_container", "unpause_container"]
+__all__ = [
+    "kill_container",
+    "stop_container",
+    "start_container",
+    "restart_container",
+    "pause_container",
+    "unpause_container",
+]
 
 
 def _host(docker_host: str | None, configuration: Configuration) -> str | None:
@@ -41,16 +46,20 @@ def _client(docker_host: str | None, timeout: float = 30) -> docker.DockerClient
         return docker.from_env(environment=environment, timeout=int(timeout))
     except DockerException as exc:
         shown = redact(docker_host or "unset, i.e. unix:///var/run/docker.sock")
-        raise ActivityFailed(f"cannot reach the Docker engine (DOCKER_HOST={shown}): {exc}; start "
-                             "Docker or point DOCKER_HOST (or the docker_host argument) at a "
-                             "running engine") from None
+        raise ActivityFailed(
+            f"cannot reach the Docker engine (DOCKER_HOST={shown}): {exc}; start "
+            "Docker or point DOCKER_HOST (or the docker_host argument) at a "
+            "running engine"
+        ) from None
 
 
-def _containers(client: docker.DockerClient, name: str | None, label: str | None,
-                max_containers: int) -> list[Container]:
+def _containers(
+    client: docker.DockerClient, name: str | None, label: str | None, max_containers: int
+) -> list[Container]:
     if bool(name) == bool(label):
-        raise ActivityFailed("name exactly one target: `name` (container name or id) or `label` "
-                             "(key=value)")
+        raise ActivityFailed(
+            "name exactly one target: `name` (container name or id) or `label` (key=value)"
+        )
     try:
         if name:
             return [client.containers.get(name)]
@@ -63,15 +72,26 @@ def _containers(client: docker.DockerClient, name: str | None, label: str | None
         raise ActivityFailed(f"no container carries the label {label!r}")
     if len(found) > max_containers:
         names = ", ".join(c.name for c in found[:10])
-        raise ActivityFailed(f"{len(found)} containers carry {label!r} but max_containers is "
-                             f"{max_containers} ({names}); narrow the label or raise "
-                             "max_containers")
+        raise ActivityFailed(
+            f"{len(found)} containers carry {label!r} but max_containers is "
+            f"{max_containers} ({names}); narrow the label or raise "
+            "max_containers"
+        )
     return found
 
 
-def _apply(verb: str, op: Callable[[Container], object], name: str | None, label: str | None,
-           max_containers: int, docker_host: str | None, configuration: Configuration,
-           fault_kind: str | None = None, clears: str | None = None, **extra) -> dict:
+def _apply(
+    verb: str,
+    op: Callable[[Container], object],
+    name: str | None,
+    label: str | None,
+    max_containers: int,
+    docker_host: str | None,
+    configuration: Configuration,
+    fault_kind: str | None = None,
+    clears: str | None = None,
+    **extra,
+) -> dict:
     host = _host(docker_host, configuration)
     client = _client(host)
     home = home_of(configuration)
@@ -83,9 +103,13 @@ def _apply(verb: str, op: Callable[[Container], object], name: str | None, label
             raise ActivityFailed(f"could not {verb} container {container.name}: {exc}") from None
         target = f"container:{container.name}"
         if fault_kind:
-            faults.record(fault_kind, target, {"container": container.id,
-                                               "name": container.name, "docker_host": host},
-                          home=home, details={"action": verb, **extra})
+            faults.record(
+                fault_kind,
+                target,
+                {"container": container.id, "name": container.name, "docker_host": host},
+                home=home,
+                details={"action": verb, **extra},
+            )
         if clears:
             faults.clear(target, home, kind=clears)
         done.append(container.name)
@@ -93,76 +117,159 @@ def _apply(verb: str, op: Callable[[Container], object], name: str | None, label
     return {"containers": done, "action": verb, **extra}
 
 
-def kill_container(name: str = None, label: str = None, signal: str = "SIGKILL",
-                   max_containers: int = 1, docker_host: str = None,
-                   configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def kill_container(
+    name: str = None,
+    label: str = None,
+    signal: str = "SIGKILL",
+    max_containers: int = 1,
+    docker_host: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Send `signal` (default SIGKILL) to the container named `name` or those carrying `label`.
 
     Recorded as a fault reverted by starting the container. Returns
     ``{"containers": [names], "action": "kill", "signal": ...}``.
     """
-    return _apply("kill", lambda c: c.kill(signal=signal), name, label, max_containers,
-                  docker_host, configuration, fault_kind="container_stopped", signal=signal)
+    return _apply(
+        "kill",
+        lambda c: c.kill(signal=signal),
+        name,
+        label,
+        max_containers,
+        docker_host,
+        configuration,
+        fault_kind="container_stopped",
+        signal=signal,
+    )
 
 
-def stop_container(name: str = None, label: str = None, timeout: int = 10,
-                   max_containers: int = 1, docker_host: str = None,
-                   configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def stop_container(
+    name: str = None,
+    label: str = None,
+    timeout: int = 10,
+    max_containers: int = 1,
+    docker_host: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Stop containers gracefully (SIGTERM, then SIGKILL after `timeout` seconds).
 
     Recorded as a fault reverted by starting the container. Returns
     ``{"containers": [names], "action": "stop"}``.
     """
-    return _apply("stop", lambda c: c.stop(timeout=timeout), name, label, max_containers,
-                  docker_host, configuration, fault_kind="container_stopped")
+    return _apply(
+        "stop",
+        lambda c: c.stop(timeout=timeout),
+        name,
+        label,
+        max_containers,
+        docker_host,
+        configuration,
+        fault_kind="container_stopped",
+    )
 
 
-def start_container(name: str = None, label: str = None, max_containers: int = 1,
-                    docker_host: str = None, configuration: Configuration = None,
-                    secrets: Secrets = None) -> dict:
+def start_container(
+    name: str = None,
+    label: str = None,
+    max_containers: int = 1,
+    docker_host: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Start stopped containers and clear their ``container_stopped`` faults.
 
     Returns ``{"containers": [names], "action": "start"}``.
     """
-    return _apply("start", lambda c: c.start(), name, label, max_containers, docker_host,
-                  configuration, clears="container_stopped")
+    return _apply(
+        "start",
+        lambda c: c.start(),
+        name,
+        label,
+        max_containers,
+        docker_host,
+        configuration,
+        clears="container_stopped",
+    )
 
 
-def restart_container(name: str = None, label: str = None, timeout: int = 10,
-                      max_containers: int = 1, docker_host: str = None,
-                      configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def restart_container(
+    name: str = None,
+    label: str = None,
+    timeout: int = 10,
+    max_containers: int = 1,
+    docker_host: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Restart containers (stop with `timeout`, then start); clears their stopped faults.
 
     Returns ``{"containers": [names], "action": "restart"}``.
     """
-    return _apply("restart", lambda c: c.restart(timeout=timeout), name, label, max_containers,
-                  docker_host, configuration, clears="container_stopped")
+    return _apply(
+        "restart",
+        lambda c: c.restart(timeout=timeout),
+        name,
+        label,
+        max_containers,
+        docker_host,
+        configuration,
+        clears="container_stopped",
+    )
 
 
-def pause_container(name: str = None, label: str = None, max_containers: int = 1,
-                    docker_host: str = None, configuration: Configuration = None,
-                    secrets: Secrets = None) -> dict:
+def pause_container(
+    name: str = None,
+    label: str = None,
+    max_containers: int = 1,
+    docker_host: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Freeze every process of the containers (cgroup freezer), as a hung host would look.
 
     Recorded as a fault reverted by unpausing.
     Returns ``{"containers": [names], "action": "pause"}``.
     """
-    return _apply("pause", lambda c: c.pause(), name, label, max_containers, docker_host,
-                  configuration, fault_kind="container_paused")
+    return _apply(
+        "pause",
+        lambda c: c.pause(),
+        name,
+        label,
+        max_containers,
+        docker_host,
+        configuration,
+        fault_kind="container_paused",
+    )
 
 
-def unpause_container(name: str = None, label: str = None, max_containers: int = 1,
-                      docker_host: str = None, configuration: Configuration = None,
-                      secrets: Secrets = None) -> dict:
+def unpause_container(
+    name: str = None,
+    label: str = None,
+    max_containers: int = 1,
+    docker_host: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Resume paused containers and clear their ``container_paused`` faults.
 
     Returns ``{"containers": [names], "action": "unpause"}``.
     """
-    return _apply("unpause", lambda c: c.unpause(), name, label, max_containers, docker_host,
-                  configuration, clears="container_paused")
+    return _apply(
+        "unpause",
+        lambda c: c.unpause(),
+        name,
+        label,
+        max_containers,
+        docker_host,
+        configuration,
+        clears="container_paused",
+    )
 
 
 # -- reverters (see chaosmessaging.faults) ---------------------------------------------------
+
 
 def _container_from(recipe: dict) -> Container:
     client = _client(recipe.get("docker_host"))

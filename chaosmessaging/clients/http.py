@@ -23,16 +23,18 @@ SERVICE_URL_KEYS = {
 }
 
 
-def service_url(service: str, url: str, path: str, configuration: Configuration = None,
-                secrets: Secrets = None) -> str:
+def service_url(
+    service: str, url: str, path: str, configuration: Configuration = None, secrets: Secrets = None
+) -> str:
     """`url` as given, else `<base URL of service><path>` from configuration; either way a
     host outside loopback and `allow_hosts` is refused (`chaosmessaging.targets`)."""
     if url:
         return targets.check(url, f"URL of {service}", configuration, secrets)
     key = SERVICE_URL_KEYS.get(service)
     if key is None:
-        raise ActivityFailed(f"unknown service '{service}': use one of "
-                             f"{sorted(SERVICE_URL_KEYS)} or pass a full url")
+        raise ActivityFailed(
+            f"unknown service '{service}': use one of {sorted(SERVICE_URL_KEYS)} or pass a full url"
+        )
     base = str(lookup(key, configuration, secrets))
     if "://" not in base:
         base = f"http://{base}"

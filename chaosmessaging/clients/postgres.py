@@ -21,9 +21,14 @@ from chaosmessaging.config import lookup, redact
 __all__ = ["pg_fetch"]
 
 
-def pg_fetch(sql: str, args: Sequence[Any] = (), dsn: str = None,
-             configuration: Configuration = None, secrets: Secrets = None,
-             timeout: float = 10.0) -> list[asyncpg.Record]:
+def pg_fetch(
+    sql: str,
+    args: Sequence[Any] = (),
+    dsn: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    timeout: float = 10.0,
+) -> list[asyncpg.Record]:
     """Run one read-only query on `dsn` (or `messaging_pg_dsn`) and return its rows."""
     dsn = lookup("messaging_pg_dsn", configuration, secrets, dsn)
     targets.check(dsn, "messaging_pg_dsn", configuration, secrets)
@@ -36,15 +41,19 @@ async def _pg_fetch(dsn: str, sql: str, args: tuple, timeout: float) -> list[asy
         conn = await asyncpg.connect(dsn, timeout=timeout)
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         reason = str(error) or type(error).__name__
-        raise ActivityFailed(f"cannot connect to PostgreSQL at {where}: {redact(reason)} — "
-                             f"check messaging_pg_dsn; {STACK_HINT}") from None
+        raise ActivityFailed(
+            f"cannot connect to PostgreSQL at {where}: {redact(reason)} — "
+            f"check messaging_pg_dsn; {STACK_HINT}"
+        ) from None
     try:
         # READ ONLY: probes (and users' own SQL through query_scalar) must never write
         async with conn.transaction(readonly=True):
             return await conn.fetch(sql, *args, timeout=timeout)
     except asyncpg.UndefinedTableError as error:
-        raise ActivityFailed(f"{error} in {where} — is this the messaging database, and has its "
-                             "schema been migrated (`python -m msgstack migrate`)?") from None
+        raise ActivityFailed(
+            f"{error} in {where} — is this the messaging database, and has its "
+            "schema been migrated (`python -m msgstack migrate`)?"
+        ) from None
     except asyncpg.ReadOnlySQLTransactionError as error:
         raise ActivityFailed(f"probes only read: {error}") from None
     except (TimeoutError, asyncpg.PostgresError) as error:

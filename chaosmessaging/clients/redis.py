@@ -18,18 +18,27 @@ from chaosmessaging.clients.http import STACK_HINT
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.util import home_of
 
-__all__ = ["redis_client", "redis_unreachable", "call", "group_call", "stream_names",
-           "pel_count", "pending_snapshot"]
+__all__ = [
+    "redis_client",
+    "redis_unreachable",
+    "call",
+    "group_call",
+    "stream_names",
+    "pel_count",
+    "pending_snapshot",
+]
 
 
-def redis_client(url: str = None, configuration: Configuration = None,
-                 secrets: Secrets = None) -> tuple[redis.Redis, str]:
+def redis_client(
+    url: str = None, configuration: Configuration = None, secrets: Secrets = None
+) -> tuple[redis.Redis, str]:
     """A sync redis-py client for `url` (or `messaging_redis_url`) and the URL it uses."""
     url = lookup("messaging_redis_url", configuration, secrets, url)
     targets.check(url, "messaging_redis_url", configuration, secrets)
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10,
-                                      decode_responses=True)
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=3, socket_timeout=10, decode_responses=True
+        )
     except ValueError as error:
         raise ActivityFailed(f"invalid Redis URL {redact(url)}: {error}") from None
     return client, url
@@ -39,11 +48,14 @@ def redis_unreachable(url: str, error: Exception) -> ActivityFailed:
     return ActivityFailed(f"cannot reach Redis at {redact(url)}: {error} — {STACK_HINT}")
 
 
-def stream_names(stream: str, group: str, configuration: Configuration,
-                 secrets: Secrets) -> tuple[str, str]:
+def stream_names(
+    stream: str, group: str, configuration: Configuration, secrets: Secrets
+) -> tuple[str, str]:
     """The stream and group to use: the arguments, else configuration, else the defaults."""
-    return (lookup("messaging_stream", configuration, secrets, stream),
-            lookup("messaging_group", configuration, secrets, group))
+    return (
+        lookup("messaging_stream", configuration, secrets, stream),
+        lookup("messaging_group", configuration, secrets, group),
+    )
 
 
 def call(url: str, func, *args, **kwargs):
@@ -65,14 +77,21 @@ def group_call(url: str, stream: str, group: str, func, *args, **kwargs):
     except redis.ResponseError as error:
         text = str(error)
         if text.startswith("NOGROUP") or "no such key" in text:
-            logger.info(f"stream '{stream}' or its group '{group}' does not exist yet "
-                        f"({text}): reporting nothing pending")
+            logger.info(
+                f"stream '{stream}' or its group '{group}' does not exist yet "
+                f"({text}): reporting nothing pending"
+            )
             return None
         raise ActivityFailed(f"Redis at {redact(url)} refused {func.__name__}: {error}") from None
 
 
-def pel_count(stream: str = None, group: str = None, redis_url: str = None,
-              configuration: Configuration = None, secrets: Secrets = None) -> int:
+def pel_count(
+    stream: str = None,
+    group: str = None,
+    redis_url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> int:
     """Entries delivered to the group but not yet acknowledged (0 when stream/group missing)."""
     stream, group = stream_names(stream, group, configuration, secrets)
     client, url = redis_client(redis_url, configuration, secrets)
@@ -80,9 +99,14 @@ def pel_count(stream: str = None, group: str = None, redis_url: str = None,
     return int(summary["pending"]) if summary else 0
 
 
-def pending_snapshot(label: str = "at_kill", stream: str = None, group: str = None,
-                     max_entries: int = 100000, configuration: Configuration = None,
-                     secrets: Secrets = None) -> dict:
+def pending_snapshot(
+    label: str = "at_kill",
+    stream: str = None,
+    group: str = None,
+    max_entries: int = 100000,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Record the group's pending entries (ids and message ids) in the run's facts under
     `pending:<label>`; return `{"count": N, "consumers": {name: n}, "sample": [first ids]}`."""
     stream, group = stream_names(stream, group, configuration, secrets)
@@ -93,8 +117,9 @@ def pending_snapshot(label: str = "at_kill", stream: str = None, group: str = No
         for item in pending:
             found = client.xrange(stream, min=item["message_id"], max=item["message_id"])
             message_id = found[0][1].get("message_id") if found else None
-            entries.append({"id": item["message_id"], "consumer": item["consumer"],
-                            "message_id": message_id})
+            entries.append(
+                {"id": item["message_id"], "consumer": item["consumer"], "message_id": message_id}
+            )
     except redis.ResponseError as error:
         if "NOGROUP" not in str(error):
             raise ActivityFailed(f"XPENDING {stream} {group} failed: {error}") from None
@@ -106,5 +131,8 @@ def pending_snapshot(label: str = "at_kill", stream: str = None, group: str = No
         consumers[e["consumer"]] = consumers.get(e["consumer"], 0) + 1
     runs.record(f"pending:{label}", entries, home=home_of(configuration))
     logger.info(f"{len(entries)} entries pending in {stream}/{group} at {label}")
-    return {"count": len(entries), "consumers": consumers,
-            "sample": [e["id"] for e in entries[:10]]}
+    return {
+        "count": len(entries),
+        "consumers": consumers,
+        "sample": [e["id"] for e in entries[:10]],
+    }

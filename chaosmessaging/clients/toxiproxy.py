@@ -29,15 +29,18 @@ def server(api_url: str) -> Toxiproxy:
     """A toxiproxy-python client bound to `api_url` (the client keeps host/port class-wide)."""
     parsed = urlparse(api_url if "://" in api_url else f"http://{api_url}")
     if not parsed.hostname:
-        raise ActivityFailed(f"invalid toxiproxy_url {redact(api_url)!r}: expected "
-                             "http://host:port")
+        raise ActivityFailed(
+            f"invalid toxiproxy_url {redact(api_url)!r}: expected http://host:port"
+        )
     server = Toxiproxy()
     server.update_api_consumer(parsed.hostname, parsed.port or 8474)
     if not server.running():
-        raise ActivityFailed(f"cannot reach the Toxiproxy API at {redact(api_url)}: start the "
-                             "embedded "
-                             "stack (`chaosmessaging stack up`), run `chaosmessaging proxy serve`, "
-                             "or point toxiproxy_url at your Toxiproxy")
+        raise ActivityFailed(
+            f"cannot reach the Toxiproxy API at {redact(api_url)}: start the "
+            "embedded "
+            "stack (`chaosmessaging stack up`), run `chaosmessaging proxy serve`, "
+            "or point toxiproxy_url at your Toxiproxy"
+        )
     return server
 
 
@@ -45,11 +48,10 @@ def proxy(server: Toxiproxy, name: str, api_url: str):
     try:
         proxy = server.get_proxy(name)
     except Exception as exc:  # requests errors, bad JSON
-        raise ActivityFailed(f"Toxiproxy at {redact(api_url)} failed to list proxies: "
-                             f"{redact(str(exc))}") from None
+        raise ActivityFailed(
+            f"Toxiproxy at {redact(api_url)} failed to list proxies: {redact(str(exc))}"
+        ) from None
     if proxy is None:
         known = ", ".join(sorted(server.proxies())) or "none"
         raise ActivityFailed(f"no proxy named {name!r} on {redact(api_url)} (known: {known})")
     return proxy
-
-

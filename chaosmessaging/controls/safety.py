@@ -53,8 +53,14 @@ from logzero import logger
 from chaosmessaging import faults
 from chaosmessaging.util import home_of
 
-__all__ = ["configure_control", "before_activity_control", "after_activity_control",
-           "before_rollback_control", "after_experiment_control", "cleanup_control"]
+__all__ = [
+    "configure_control",
+    "before_activity_control",
+    "after_activity_control",
+    "before_rollback_control",
+    "after_experiment_control",
+    "cleanup_control",
+]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: how often a pending interruption is re-raised into chaoslib's pause sleeps
@@ -71,8 +77,12 @@ _chained: dict[int, Any] = {}
 _saved_alarm: Any = None
 
 
-def configure_control(configuration: Configuration = None, secrets: Secrets = None,
-                      revert_leftovers: bool = True, **kwargs: Any) -> None:
+def configure_control(
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    revert_leftovers: bool = True,
+    **kwargs: Any,
+) -> None:
     """Remember where the ledger is, watch for SIGINT/SIGTERM (so an interrupted run stops
     instead of going on to the next activity); with `revert_leftovers`, first revert faults that
     a crashed earlier run left (their recording process is gone), so the run starts clean."""
@@ -87,37 +97,51 @@ def configure_control(configuration: Configuration = None, secrets: Secrets = No
         _revert("before the experiment (left by an earlier run)", redeliver=True)
 
 
-def before_activity_control(context: Activity, configuration: Configuration = None,
-                            secrets: Secrets = None, **kwargs: Any) -> None:
+def before_activity_control(
+    context: Activity, configuration: Configuration = None, secrets: Secrets = None, **kwargs: Any
+) -> None:
     """Refuse to start an activity (of the method or a hypothesis) once the run was interrupted."""
     if _stop_signal is not None and not _rolling_back:
-        raise InterruptExecution(f"{signal.Signals(_stop_signal).name} received: not starting "
-                                 f"{context.get('type', 'activity')} {context.get('name')!r}")
+        raise InterruptExecution(
+            f"{signal.Signals(_stop_signal).name} received: not starting "
+            f"{context.get('type', 'activity')} {context.get('name')!r}"
+        )
 
 
-def after_activity_control(context: Activity, state: Run = None,
-                           configuration: Configuration = None, secrets: Secrets = None,
-                           **kwargs: Any) -> None:
+def after_activity_control(
+    context: Activity,
+    state: Run = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    **kwargs: Any,
+) -> None:
     """Once an interrupted activity is over, end the method the way chaoslib ends interrupted
     runs, even when the activity swallowed the interruption as an ordinary failure."""
     _stop_nudging()
     if _stop_signal is not None and not _rolling_back:
-        raise InterruptExecution(f"{signal.Signals(_stop_signal).name} received during "
-                                 f"{context.get('type', 'activity')} {context.get('name')!r}: "
-                                 "stopping the run")
+        raise InterruptExecution(
+            f"{signal.Signals(_stop_signal).name} received during "
+            f"{context.get('type', 'activity')} {context.get('name')!r}: "
+            "stopping the run"
+        )
 
 
-def before_rollback_control(context: Experiment, configuration: Configuration = None,
-                            secrets: Secrets = None, **kwargs: Any) -> None:
+def before_rollback_control(
+    context: Experiment, configuration: Configuration = None, secrets: Secrets = None, **kwargs: Any
+) -> None:
     """Let the rollbacks run (when the strategy plays them) even after an interruption."""
     global _rolling_back
     _rolling_back = True
     _stop_nudging()
 
 
-def after_experiment_control(context: Experiment, state: Journal = None,
-                             configuration: Configuration = None, secrets: Secrets = None,
-                             **kwargs: Any) -> None:
+def after_experiment_control(
+    context: Experiment,
+    state: Journal = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    **kwargs: Any,
+) -> None:
     """Revert every fault still recorded once the experiment ended (any status)."""
     global _home
     _stop_nudging()
@@ -142,6 +166,7 @@ def stop_requested() -> bool:
 
 
 # --- interruption ---------------------------------------------------------------------------
+
 
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
@@ -180,8 +205,10 @@ def _on_signal(signum: int, frame: Any) -> None:
     first = _stop_signal is None
     _stop_signal = signum
     if first and not _rolling_back:
-        logger.warning(f"{signal.Signals(signum).name} received: the run stops after the current "
-                       "activity and the safety net reverts every recorded fault")
+        logger.warning(
+            f"{signal.Signals(signum).name} received: the run stops after the current "
+            "activity and the safety net reverts every recorded fault"
+        )
         _start_nudging()
     chained = _chained.get(signum)
     if callable(chained):
@@ -217,6 +244,7 @@ def _nudge(signum: int, frame: Any) -> None:
 
 # --- revert ---------------------------------------------------------------------------------
 
+
 class _HoldSignals:
     """Defer SIGINT/SIGTERM while reverting; afterwards re-deliver them (`redeliver`) or only
     log them (the run is stopping anyway)."""
@@ -233,8 +261,10 @@ class _HoldSignals:
         return self
 
     def _hold(self, signum: int, frame: Any) -> None:
-        logger.warning(f"{signal.Signals(signum).name} received while reverting faults: "
-                       "finishing the revert first")
+        logger.warning(
+            f"{signal.Signals(signum).name} received while reverting faults: "
+            "finishing the revert first"
+        )
         self.pending.append(signum)
 
     def __exit__(self, *exc: Any) -> None:
@@ -252,13 +282,16 @@ def _revert(when: str, redeliver: bool = False) -> list[dict]:
                 return []
             results = faults.revert_all(_home, mine_only=True)
     except Exception as exc:  # the safety net must never be the reason a run crashes
-        logger.error(f"safety net could not read the fault ledger: {exc}; run "
-                     "`chaosmessaging revert`")
+        logger.error(
+            f"safety net could not read the fault ledger: {exc}; run `chaosmessaging revert`"
+        )
         return []
     for r in results:
         if r["status"] == "reverted":
             logger.warning(f"safety net reverted {r['kind']} on {r['target']} {when}")
         else:
-            logger.error(f"safety net could NOT revert {r['kind']} on {r['target']}: "
-                         f"{r.get('error')}; run `chaosmessaging revert` once fixed")
+            logger.error(
+                f"safety net could NOT revert {r['kind']} on {r['target']}: "
+                f"{r.get('error')}; run `chaosmessaging revert` once fixed"
+            )
     return results

@@ -32,8 +32,9 @@ def _external_target(configuration: Configuration, secrets: Secrets) -> str | No
     return os.environ.get("CHAOSMESSAGING_API_URL") or None
 
 
-def before_experiment_control(context: Experiment, configuration: Configuration = None,
-                              secrets: Secrets = None, **kwargs: Any) -> None:
+def before_experiment_control(
+    context: Experiment, configuration: Configuration = None, secrets: Secrets = None, **kwargs: Any
+) -> None:
     """Ensure the embedded stack runs, unless the experiment targets another platform."""
     if _external_target(configuration, secrets):
         logger.info("messaging_api_url is set: not starting the embedded stack")
@@ -48,5 +49,6 @@ def before_experiment_control(context: Experiment, configuration: Configuration 
         raise InterruptExecution(
             f"could not start the embedded stack ({type(exc).__name__}: {exc}); see the logs "
             "under its home, run `chaosmessaging stack up` to diagnose, or set "
-            "messaging_api_url to target another platform") from exc
+            "messaging_api_url to target another platform"
+        ) from exc
     logger.info(f"embedded stack ready ({', '.join(sorted(state.services))}) in {state.home}")

@@ -26,9 +26,15 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosmessaging.controls import safety, stack, validation, verdict
 
-__all__ = ["configure_control", "before_experiment_control", "after_experiment_control",
-           "before_activity_control", "after_activity_control", "before_rollback_control",
-           "cleanup_control"]
+__all__ = [
+    "configure_control",
+    "before_experiment_control",
+    "after_experiment_control",
+    "before_activity_control",
+    "after_activity_control",
+    "before_rollback_control",
+    "cleanup_control",
+]
 
 BUNDLED: tuple[ModuleType, ...] = (validation, stack, safety, verdict)
 
@@ -43,44 +49,92 @@ def _call(hook: str, **arguments: Any) -> None:
         func(**{k: v for k, v in arguments.items() if takes_all or k in parameters})
 
 
-def configure_control(configuration: Configuration = None, secrets: Secrets = None,
-                      experiment: dict = None, settings: dict = None,
-                      revert_leftovers: bool = True) -> None:
+def configure_control(
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    experiment: dict = None,
+    settings: dict = None,
+    revert_leftovers: bool = True,
+) -> None:
     """`revert_leftovers`: see `chaosmessaging.controls.safety.configure_control`."""
-    _call("configure_control", configuration=configuration, secrets=secrets,
-          experiment=experiment, settings=settings, revert_leftovers=revert_leftovers)
+    _call(
+        "configure_control",
+        configuration=configuration,
+        secrets=secrets,
+        experiment=experiment,
+        settings=settings,
+        revert_leftovers=revert_leftovers,
+    )
 
 
-def before_experiment_control(context: dict, configuration: Configuration = None,
-                              secrets: Secrets = None, **kwargs: Any) -> None:
-    _call("before_experiment_control", context=context, configuration=configuration,
-          secrets=secrets, **kwargs)
+def before_experiment_control(
+    context: dict, configuration: Configuration = None, secrets: Secrets = None, **kwargs: Any
+) -> None:
+    _call(
+        "before_experiment_control",
+        context=context,
+        configuration=configuration,
+        secrets=secrets,
+        **kwargs,
+    )
 
 
-def after_experiment_control(context: dict, state: Any = None,
-                             configuration: Configuration = None, secrets: Secrets = None,
-                             **kwargs: Any) -> None:
-    _call("after_experiment_control", context=context, state=state,
-          configuration=configuration, secrets=secrets, **kwargs)
+def after_experiment_control(
+    context: dict,
+    state: Any = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    **kwargs: Any,
+) -> None:
+    _call(
+        "after_experiment_control",
+        context=context,
+        state=state,
+        configuration=configuration,
+        secrets=secrets,
+        **kwargs,
+    )
 
 
-def before_activity_control(context: dict, configuration: Configuration = None,
-                            secrets: Secrets = None, **kwargs: Any) -> None:
-    _call("before_activity_control", context=context, configuration=configuration,
-          secrets=secrets, **kwargs)
+def before_activity_control(
+    context: dict, configuration: Configuration = None, secrets: Secrets = None, **kwargs: Any
+) -> None:
+    _call(
+        "before_activity_control",
+        context=context,
+        configuration=configuration,
+        secrets=secrets,
+        **kwargs,
+    )
 
 
-def after_activity_control(context: dict, state: Any = None,
-                           configuration: Configuration = None, secrets: Secrets = None,
-                           **kwargs: Any) -> None:
-    _call("after_activity_control", context=context, state=state,
-          configuration=configuration, secrets=secrets, **kwargs)
+def after_activity_control(
+    context: dict,
+    state: Any = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    **kwargs: Any,
+) -> None:
+    _call(
+        "after_activity_control",
+        context=context,
+        state=state,
+        configuration=configuration,
+        secrets=secrets,
+        **kwargs,
+    )
 
 
-def before_rollback_control(context: dict, configuration: Configuration = None,
-                            secrets: Secrets = None, **kwargs: Any) -> None:
-    _call("before_rollback_control", context=context, configuration=configuration,
-          secrets=secrets, **kwargs)
+def before_rollback_control(
+    context: dict, configuration: Configuration = None, secrets: Secrets = None, **kwargs: Any
+) -> None:
+    _call(
+        "before_rollback_control",
+        context=context,
+        configuration=configuration,
+        secrets=secrets,
+        **kwargs,
+    )
 
 
 def cleanup_control() -> None:

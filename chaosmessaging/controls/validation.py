@@ -42,9 +42,11 @@ from chaosmessaging.config import KEYS, lookup
 __all__ = ["before_experiment_control", "after_experiment_control", "configuration_errors"]
 
 #: numeric arguments that must be strictly positive (a zero would mean "nothing", or "forever")
-POSITIVE = re.compile(r"^(rate|duration(_s)?|timeout|settle_timeout|interval(_s)?|poll_interval|"
-                      r"total_messages|limit_seconds|max_duration|max_rate|max_samples|"
-                      r"max_count|max_scan|max_entries_scan)$")
+POSITIVE = re.compile(
+    r"^(rate|duration(_s)?|timeout|settle_timeout|interval(_s)?|poll_interval|"
+    r"total_messages|limit_seconds|max_duration|max_rate|max_samples|"
+    r"max_count|max_scan|max_entries_scan)$"
+)
 _REF = re.compile(r"\$\{([^}]+)\}")
 _TARGET_KEYS = [k for k in KEYS if k.endswith(("_url", "_dsn"))]
 
@@ -67,8 +69,10 @@ def _resolve(value: Any, configuration: dict, where: str, errors: list[str]) -> 
     refs = _REF.findall(value)
     for ref in refs:
         if ref not in configuration:
-            errors.append(f"{where} uses ${{{ref}}}, which the configuration does not define "
-                          "(add it to the experiment's configuration or the profile)")
+            errors.append(
+                f"{where} uses ${{{ref}}}, which the configuration does not define "
+                "(add it to the experiment's configuration or the profile)"
+            )
     whole = _REF.fullmatch(value)
     if whole and whole.group(1) in configuration:
         return configuration[whole.group(1)]
@@ -94,8 +98,9 @@ def _number(value: Any, integer: bool) -> float | None:
     return number
 
 
-def _check_argument(name: str, annotation: Any, value: Any, raw: Any, where: str,
-                    errors: list[str]) -> None:
+def _check_argument(
+    name: str, annotation: Any, value: Any, raw: Any, where: str, errors: list[str]
+) -> None:
     if value is None:
         return
     kinds = {a for a in typing.get_args(annotation)} or {annotation}
@@ -114,8 +119,11 @@ def _check_argument(name: str, annotation: Any, value: Any, raw: Any, where: str
             errors.append(f"{where}: {name} must be greater than 0, got {shown}")
         elif number < 0:
             errors.append(f"{where}: {name} must not be negative, got {shown}")
-    elif kinds == {bool} and not isinstance(value, bool) and str(value).lower() not in (
-            "true", "false"):
+    elif (
+        kinds == {bool}
+        and not isinstance(value, bool)
+        and str(value).lower() not in ("true", "false")
+    ):
         errors.append(f"{where}: {name} must be true or false, got {shown}")
     elif kinds == {list} and not isinstance(value, list | str):
         errors.append(f"{where}: {name} must be a list, got {shown}")
@@ -127,14 +135,20 @@ def _check_argument(name: str, annotation: Any, value: Any, raw: Any, where: str
         # a duration given in seconds where a k6 duration string is also accepted
         if POSITIVE.match(name) and number <= 0:
             errors.append(f"{where}: {name} must be greater than 0, got {shown}")
-    if name in ("duration", "max_duration") and isinstance(value, str) and _number(value, False) \
-            is None and not re.fullmatch(r"(\d+(\.\d+)?(ms|s|m|h))+", value.replace(" ", "")):
-        errors.append(f"{where}: {name} must be seconds or a k6 duration such as '30s' or "
-                      f"'5m', got {shown}")
+    if (
+        name in ("duration", "max_duration")
+        and isinstance(value, str)
+        and _number(value, False) is None
+        and not re.fullmatch(r"(\d+(\.\d+)?(ms|s|m|h))+", value.replace(" ", ""))
+    ):
+        errors.append(
+            f"{where}: {name} must be seconds or a k6 duration such as '30s' or '5m', got {shown}"
+        )
 
 
-def configuration_errors(experiment: Experiment, configuration: Configuration = None,
-                         secrets: Secrets = None) -> list[str]:
+def configuration_errors(
+    experiment: Experiment, configuration: Configuration = None, secrets: Secrets = None
+) -> list[str]:
     """Every problem with the experiment's values and targets, one sentence each."""
     configuration = dict(configuration or {})
     errors: list[str] = []
@@ -144,8 +158,10 @@ def configuration_errors(experiment: Experiment, configuration: Configuration = 
             value = _resolve(pause, configuration, where, errors)
             number = _number(value, False)
             if number is None or number < 0:
-                errors.append(f"{where}: pause {moment} must be a non-negative number of "
-                              f"seconds, got {_named(value, pause)}")
+                errors.append(
+                    f"{where}: pause {moment} must be a non-negative number of "
+                    f"seconds, got {_named(value, pause)}"
+                )
         provider = activity.get("provider") or {}
         if provider.get("type") != "python":
             continue
@@ -154,16 +170,19 @@ def configuration_errors(experiment: Experiment, configuration: Configuration = 
             hints = typing.get_type_hints(func)
             parameters = inspect.signature(func).parameters
         except (ImportError, AttributeError, KeyError, TypeError, NameError) as error:
-            errors.append(f"{where}: cannot load {provider.get('module')}."
-                          f"{provider.get('func')} ({error})")
+            errors.append(
+                f"{where}: cannot load {provider.get('module')}.{provider.get('func')} ({error})"
+            )
             continue
         for name, raw in (provider.get("arguments") or {}).items():
             value = _resolve(raw, configuration, where, errors)
             if name not in parameters:
                 if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
                     known = [p for p in parameters if p not in ("configuration", "secrets")]
-                    errors.append(f"{where}: {provider['func']} takes no argument {name!r} "
-                                  f"(it takes {', '.join(known)})")
+                    errors.append(
+                        f"{where}: {provider['func']} takes no argument {name!r} "
+                        f"(it takes {', '.join(known)})"
+                    )
                 continue
             _check_argument(name, hints.get(name, Any), value, raw, where, errors)
     allow = targets.allowed_hosts(configuration, secrets)
@@ -172,33 +191,46 @@ def configuration_errors(experiment: Experiment, configuration: Configuration = 
             target = lookup(key, configuration, secrets, required=False)
         except Exception:  # an unreadable stack state is the stack control's to report
             continue
-        if target and (host := targets.host_of(str(target))) is not None \
-                and not targets.is_allowed(host, allow):
-            errors.append(f"{key} points at {host}, which is not loopback: list it in "
-                          f"allow_hosts (or {targets.ALLOW_ENV}) if you mean to test it")
+        if (
+            target
+            and (host := targets.host_of(str(target))) is not None
+            and not targets.is_allowed(host, allow)
+        ):
+            errors.append(
+                f"{key} points at {host}, which is not loopback: list it in "
+                f"allow_hosts (or {targets.ALLOW_ENV}) if you mean to test it"
+            )
     return errors
 
 
-def before_experiment_control(context: Experiment, configuration: Configuration = None,
-                              secrets: Secrets = None, **kwargs: Any) -> None:
+def before_experiment_control(
+    context: Experiment, configuration: Configuration = None, secrets: Secrets = None, **kwargs: Any
+) -> None:
     """Stop the run before anything happens when a value or a target is wrong."""
     global _errors
     _errors = configuration_errors(context, configuration, secrets)
     if _errors:
         for error in _errors:
             logger.error(f"configuration error: {error}")
-        logger.error(f"configuration error ({len(_errors)} problem(s)): nothing was run; fix the "
-                     "experiment or profile and run again")
+        logger.error(
+            f"configuration error ({len(_errors)} problem(s)): nothing was run; fix the "
+            "experiment or profile and run again"
+        )
         raise SystemExit(EXIT_WITHOUT_ROLLBACKS)
 
 
-def after_experiment_control(context: Experiment, state: Journal = None,
-                             configuration: Configuration = None, secrets: Secrets = None,
-                             **kwargs: Any) -> None:
+def after_experiment_control(
+    context: Experiment,
+    state: Journal = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    **kwargs: Any,
+) -> None:
     """Say in the journal that the run stopped on a configuration error, not a deviation."""
     if _errors and isinstance(state, dict):
         state["status"] = "failed"
         state["deviated"] = False
         state["chaosmessaging_configuration_error"] = {
             "errors": list(_errors),
-            "reason": "the experiment's configuration is invalid; nothing was run"}
+            "reason": "the experiment's configuration is invalid; nothing was run",
+        }

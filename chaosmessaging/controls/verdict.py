@@ -14,19 +14,29 @@ from logzero import logger
 __all__ = ["after_experiment_control"]
 
 
-def after_experiment_control(context: Experiment, state: Journal = None,
-                             configuration: Configuration = None, secrets: Secrets = None,
-                             **kwargs: Any) -> None:
+def after_experiment_control(
+    context: Experiment,
+    state: Journal = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    **kwargs: Any,
+) -> None:
     """Mark the journal failed when the steady state did not hold before the method."""
     before = (state or {}).get("steady_states", {}).get("before")
     if not before or before.get("steady_state_met", True):
         return
-    broken = [p["activity"]["name"] for p in before.get("probes", [])
-              if not p.get("tolerance_met", True) or p.get("status") != "succeeded"]
+    broken = [
+        p["activity"]["name"]
+        for p in before.get("probes", [])
+        if not p.get("tolerance_met", True) or p.get("status") != "succeeded"
+    ]
     state["status"] = "failed"
     state["chaosmessaging_verdict"] = {
-        "failed_before_method": True, "probes": broken,
+        "failed_before_method": True,
+        "probes": broken,
         "reason": "the system was not in its steady state before the method, so nothing was "
-                  "tested; fix the system (or the hypothesis) and run again"}
-    logger.error(f"steady state did not hold before the method ({', '.join(broken)}): "
-                 "marking the run failed")
+        "tested; fix the system (or the hypothesis) and run again",
+    }
+    logger.error(
+        f"steady state did not hold before the method ({', '.join(broken)}): marking the run failed"
+    )

@@ -66,13 +66,21 @@ SELECT count(*) FROM messages WHERE id = ANY($1::uuid[]) AND starts_with(client_
 """
 
 
-def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_interval: float = 1.0,
-                       late_after_s: float = None, k6_summary_path: str = None,
-                       accepted_metric: str = "messages_accepted", max_ids: int = 50,
-                       check_stream: bool = False, stream_scan_max: int = 200000,
-                       place_scan_max: int = 10000, dsn: str = None,
-                       configuration: Configuration = None,
-                       secrets: Secrets = None) -> Verdict:
+def message_accounting(
+    run_id: str = None,
+    settle_timeout: float = 60.0,
+    poll_interval: float = 1.0,
+    late_after_s: float = None,
+    k6_summary_path: str = None,
+    accepted_metric: str = "messages_accepted",
+    max_ids: int = 50,
+    check_stream: bool = False,
+    stream_scan_max: int = 200000,
+    place_scan_max: int = 10000,
+    dsn: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Account for every message of the load run `run_id` (messages whose `client_msg_id`
     starts with `<run_id>:`) — by default every load of the current experiment run (see
@@ -115,15 +123,17 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
     places: dict[str, list[str]] = {place: [] for place in PLACES}
     lost_ids: list[str] = []
     if missing:
-        rows = pg_fetch(_LOST, (prefix, max(int(place_scan_max), int(max_ids))), dsn,
-                        configuration, secrets)
+        rows = pg_fetch(
+            _LOST, (prefix, max(int(place_scan_max), int(max_ids))), dsn, configuration, secrets
+        )
         places = _last_seen(rows, configuration, secrets)
         lost_ids = [row["client_msg_id"] for row in rows[: int(max_ids)]]
     duplicated = pg_fetch(_DUPLICATED, (prefix,), dsn, configuration, secrets)[0][0]
     k6_accepted = None
     if k6_summaries:
-        k6_accepted = sum(int(k6_metric(path, accepted_metric, "count", default=0))
-                          for path in k6_summaries)
+        k6_accepted = sum(
+            int(k6_metric(path, accepted_metric, "count", default=0)) for path in k6_summaries
+        )
     result = {
         "run_id": run_id,
         "acknowledged": counts["acknowledged"],
@@ -139,10 +149,14 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
         "duplicated": int(duplicated),
         "late": None if late is None else counts["late"],
         "k6_accepted": k6_accepted,
-        "api_acknowledged_missing": (None if k6_accepted is None
-                                     else max(0, k6_accepted - counts["acknowledged"])),
-        "stream_duplicates": (_stream_duplicates(prefix, stream_scan_max, dsn, configuration,
-                                                 secrets) if check_stream else None),
+        "api_acknowledged_missing": (
+            None if k6_accepted is None else max(0, k6_accepted - counts["acknowledged"])
+        ),
+        "stream_duplicates": (
+            _stream_duplicates(prefix, stream_scan_max, dsn, configuration, secrets)
+            if check_stream
+            else None
+        ),
         "settled_s": round(time.monotonic() - started, 3),
     }
     expected = explicit or runs.method_started(home_of(configuration))
@@ -151,40 +165,56 @@ def message_accounting(run_id: str = None, settle_timeout: float = 60.0, poll_in
     if counts["acknowledged"] == 0 and expected:
         problems.append(f"no message of this run ('{prefix}') reached the database")
     if missing:
-        seen = ", ".join(f"{n} {place.replace('_', ' ')}"
-                         for place, n in result["last_seen"].items() if n)
-        problems.append(f"{missing} of {counts['acknowledged']} acknowledged messages lost "
-                        f"(last seen: {seen})")
+        seen = ", ".join(
+            f"{n} {place.replace('_', ' ')}" for place, n in result["last_seen"].items() if n
+        )
+        problems.append(
+            f"{missing} of {counts['acknowledged']} acknowledged messages lost (last seen: {seen})"
+        )
     if result["duplicated"]:
         problems.append(f"{result['duplicated']} delivered twice")
     if result["api_acknowledged_missing"]:
-        problems.append(f"{result['api_acknowledged_missing']} accepted by the API (k6) but "
-                        "missing from the database")
-    result = verdict(not problems, "; ".join(problems) or
-                     f"all {counts['acknowledged']} acknowledged messages delivered once",
-                     **result)
+        problems.append(
+            f"{result['api_acknowledged_missing']} accepted by the API (k6) but "
+            "missing from the database"
+        )
+    result = verdict(
+        not problems,
+        "; ".join(problems) or f"all {counts['acknowledged']} acknowledged messages delivered once",
+        **result,
+    )
     if counts["acknowledged"] == 0 and expected:
-        logger.warning(f"run {run_id}: no message has a client_msg_id starting with "
-                       f"'{prefix}' — wrong run id, or the load never reached the API?")
+        logger.warning(
+            f"run {run_id}: no message has a client_msg_id starting with "
+            f"'{prefix}' — wrong run id, or the load never reached the API?"
+        )
     if missing:
         seen = ", ".join(f"{n} {place}" for place, n in result["last_seen"].items() if n)
-        logger.warning(f"run {run_id}: {missing} of {counts['acknowledged']} messages not "
-                       f"delivered after {settle_timeout}s (last seen: {seen}); lost ids: "
-                       f"{result['lost_ids']}")
+        logger.warning(
+            f"run {run_id}: {missing} of {counts['acknowledged']} messages not "
+            f"delivered after {settle_timeout}s (last seen: {seen}); lost ids: "
+            f"{result['lost_ids']}"
+        )
     if result["api_acknowledged_missing"]:
-        logger.warning(f"run {run_id}: k6 counted {k6_accepted} accepted messages but the "
-                       f"database holds {counts['acknowledged']}")
+        logger.warning(
+            f"run {run_id}: k6 counted {k6_accepted} accepted messages but the "
+            f"database holds {counts['acknowledged']}"
+        )
     return result
 
 
-def _scope(run_id: str | None, k6_summary_path: str | None,
-           configuration: Configuration) -> tuple[str, list[str]]:
+def _scope(
+    run_id: str | None, k6_summary_path: str | None, configuration: Configuration
+) -> tuple[str, list[str]]:
     """The message prefix and k6 summaries to account for: an explicit run, or this run's loads."""
     if run_id:
         return f"{run_id}:", [k6_summary_path] if k6_summary_path else []
     home = home_of(configuration)
-    summaries = [k6_summary_path] if k6_summary_path else [
-        load["summary_path"] for load in runs.loads(home) if load.get("summary_path")]
+    summaries = (
+        [k6_summary_path]
+        if k6_summary_path
+        else [load["summary_path"] for load in runs.loads(home) if load.get("summary_path")]
+    )
     return runs.message_prefix(None, home), summaries
 
 
@@ -197,8 +227,13 @@ WHERE starts_with(m.client_msg_id, $1)
 """
 
 
-def delivery_latency(label: str = None, run_id: str = None, dsn: str = None,
-                     configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def delivery_latency(
+    label: str = None,
+    run_id: str = None,
+    dsn: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """
     End-to-end delivery latency (API accepted -> delivery recorded in the ledger) of one load
     of the current run (`label`), of all its loads, or of an explicit `run_id`, from the
@@ -208,14 +243,26 @@ def delivery_latency(label: str = None, run_id: str = None, dsn: str = None,
     row = pg_fetch(_LATENCY, (prefix,), dsn, configuration, secrets)[0]
     pct = list(row["pct"] or [None, None, None])
     rounded = [None if v is None else round(float(v), 2) for v in pct]
-    return {"scope": prefix, "delivered": row["delivered"], "p50_ms": rounded[0],
-            "p95_ms": rounded[1], "p99_ms": rounded[2]}
+    return {
+        "scope": prefix,
+        "delivered": row["delivered"],
+        "p50_ms": rounded[0],
+        "p95_ms": rounded[1],
+        "p99_ms": rounded[2],
+    }
 
 
-def latency_recovered(baseline: str = "baseline", degraded: str = "degraded",
-                      recovered: str = "recovered", min_degradation_ms: float = 100.0,
-                      recovery_factor: float = 1.5, slack_ms: float = 50.0, dsn: str = None,
-                      configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+def latency_recovered(
+    baseline: str = "baseline",
+    degraded: str = "degraded",
+    recovered: str = "recovered",
+    min_degradation_ms: float = 100.0,
+    recovery_factor: float = 1.5,
+    slack_ms: float = 50.0,
+    dsn: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict of a degrade-and-recover latency experiment over three labelled loads: delivery p95
     under the fault exceeds the baseline's by at least `min_degradation_ms` (the fault bit),
@@ -224,28 +271,39 @@ def latency_recovered(baseline: str = "baseline", degraded: str = "degraded",
     """
     if held := held_before_method(configuration):
         return held
-    phases = {name: delivery_latency(label, dsn=dsn, configuration=configuration,
-                                     secrets=secrets)
-              for name, label in (("baseline", baseline), ("degraded", degraded),
-                                  ("recovered", recovered))}
+    phases = {
+        name: delivery_latency(label, dsn=dsn, configuration=configuration, secrets=secrets)
+        for name, label in (
+            ("baseline", baseline),
+            ("degraded", degraded),
+            ("recovered", recovered),
+        )
+    }
     p95 = {name: figures["p95_ms"] for name, figures in phases.items()}
     if None in p95.values():
         return verdict(False, "a phase delivered no message", phases=phases)
     degradation = p95["degraded"] - p95["baseline"]
     ceiling = p95["baseline"] * float(recovery_factor) + float(slack_ms)
-    result = {"degradation_ms": round(degradation, 2), "recovery_ceiling_ms": round(ceiling, 2),
-              "degraded_enough": degradation >= float(min_degradation_ms),
-              "back_to_baseline": p95["recovered"] <= ceiling, "phases": phases}
-    reason = (f"delivery p95 baseline {p95['baseline']} ms, degraded {p95['degraded']} ms "
-              f"(needs +{float(min_degradation_ms):g}), recovered {p95['recovered']} ms "
-              f"(ceiling {ceiling:.1f})")
+    result = {
+        "degradation_ms": round(degradation, 2),
+        "recovery_ceiling_ms": round(ceiling, 2),
+        "degraded_enough": degradation >= float(min_degradation_ms),
+        "back_to_baseline": p95["recovered"] <= ceiling,
+        "phases": phases,
+    }
+    reason = (
+        f"delivery p95 baseline {p95['baseline']} ms, degraded {p95['degraded']} ms "
+        f"(needs +{float(min_degradation_ms):g}), recovered {p95['recovered']} ms "
+        f"(ceiling {ceiling:.1f})"
+    )
     result = verdict(result["degraded_enough"] and result["back_to_baseline"], reason, **result)
     logger.info(f"{reason}: {'ok' if result['ok'] else 'FAILED'}")
     return result
 
 
-def _stream_duplicates(prefix: str, scan_max: int, dsn: str, configuration: Configuration,
-                       secrets: Secrets) -> int:
+def _stream_duplicates(
+    prefix: str, scan_max: int, dsn: str, configuration: Configuration, secrets: Secrets
+) -> int:
     """How many of the run's messages appear more than once in the (possibly trimmed) stream."""
     stream = lookup("messaging_stream", configuration, secrets)
     client, url = redis_client(None, configuration, secrets)
@@ -268,8 +326,7 @@ def _stream_duplicates(prefix: str, scan_max: int, dsn: str, configuration: Conf
     return int(pg_fetch(_IN_RUN, (twice, prefix), dsn, configuration, secrets)[0][0])
 
 
-def _last_seen(rows: list, configuration: Configuration,
-               secrets: Secrets) -> dict[str, list[str]]:
+def _last_seen(rows: list, configuration: Configuration, secrets: Secrets) -> dict[str, list[str]]:
     """Sort lost messages (rows of `_LOST`) by where they were last seen; published ones are
     looked up in the stream and the group's pending entries (one pipeline)."""
     places: dict[str, list[str]] = {place: [] for place in PLACES}
@@ -324,9 +381,14 @@ WHERE starts_with(m.client_msg_id, $1)
 """
 
 
-def payloads_intact(run_id: str = None, max_ids: int = 20, timeout: float = 300.0,
-                    dsn: str = None, configuration: Configuration = None,
-                    secrets: Secrets = None) -> Verdict:
+def payloads_intact(
+    run_id: str = None,
+    max_ids: int = 20,
+    timeout: float = 300.0,
+    dsn: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict: every stored message of the run (by default this experiment run's loads) holds
     exactly the bytes the client sent: k6/message_load.js run with `DIGEST=1` ends each
@@ -336,20 +398,27 @@ def payloads_intact(run_id: str = None, max_ids: int = 20, timeout: float = 300.
     `size_mismatch`. No message, or any undigested one, fails: nothing would be proven.
     The query reads every payload of the run: `timeout` (seconds) bounds it.
     """
-    figures = {"messages": 0, "corrupted": 0, "undigested": 0, "size_mismatch": 0,
-               "corrupted_ids": []}
+    figures = {
+        "messages": 0,
+        "corrupted": 0,
+        "undigested": 0,
+        "size_mismatch": 0,
+        "corrupted_ids": [],
+    }
     if held := held_before_method(configuration, **figures):
         return held
     prefix, _ = _scope(run_id, None, configuration)
-    row = pg_fetch(_INTACT, (prefix, int(max_ids)), dsn, configuration, secrets,
-                   timeout=float(timeout))[0]
+    row = pg_fetch(
+        _INTACT, (prefix, int(max_ids)), dsn, configuration, secrets, timeout=float(timeout)
+    )[0]
     figures = {k: (list(row[k]) if k == "corrupted_ids" else int(row[k])) for k in figures}
     problems = []
     if figures["messages"] == 0:
         problems.append(f"no message of this run ('{prefix}') is stored")
     if figures["undigested"]:
-        problems.append(f"{figures['undigested']} messages carry no digest (run the load "
-                        "with DIGEST=1)")
+        problems.append(
+            f"{figures['undigested']} messages carry no digest (run the load with DIGEST=1)"
+        )
     if figures["corrupted"]:
         problems.append(f"{figures['corrupted']} payloads differ from what was sent")
     if figures["size_mismatch"]:

@@ -52,9 +52,15 @@ def _path(label: str, home: str | None) -> Path:
     return samples_path(f"watch-{label}", home)
 
 
-def watch_services(duration_s: float, interval_s: float = 0.5, label: str = "watch",
-                   services: list = None, timeout: float = 2.0,
-                   configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def watch_services(
+    duration_s: float,
+    interval_s: float = 0.5,
+    label: str = "watch",
+    services: list = None,
+    timeout: float = 2.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """
     Ask each of `services` (default: auth, api, dispatcher, consumer) for `/readyz` every
     `interval_s` seconds for `duration_s` seconds and record every answer (epoch time, HTTP
@@ -96,8 +102,9 @@ def watch_services(duration_s: float, interval_s: float = 0.5, label: str = "wat
                 break
             time.sleep(max(0.0, next_at - time.monotonic()))
     path = _path(label, home_of(configuration))
-    atomic_write_json(path, {"label": label, "interval_s": interval_s, "answers": answers},
-                      indent=None)
+    atomic_write_json(
+        path, {"label": label, "interval_s": interval_s, "answers": answers}, indent=None
+    )
     counts = {s: _count(a) for s, a in answers.items()}
     logger.info(f"watched {services} for {duration_s:g}s: {counts}")
     return {"label": label, "ticks": tick, "path": str(path), "answers": counts}
@@ -116,12 +123,17 @@ def _load(label: str, configuration: Configuration) -> dict | None:
 
 
 def _no_watch(label: str, **figures) -> Verdict:
-    return verdict(False, f"no answers watched under {label!r}: run watch_services("
-                   f"label={label!r}) in the background during the method", **figures)
+    return verdict(
+        False,
+        f"no answers watched under {label!r}: run watch_services("
+        f"label={label!r}) in the background during the method",
+        **figures,
+    )
 
 
-def answers_only_ok_or_unavailable(label: str = "watch", configuration: Configuration = None,
-                                   secrets: Secrets = None) -> Verdict:
+def answers_only_ok_or_unavailable(
+    label: str = "watch", configuration: Configuration = None, secrets: Secrets = None
+) -> Verdict:
     """
     Verdict: every `/readyz` answer `watch_services(label)` recorded was 200 or 503 — no other
     status (a 500 is a failure to degrade gracefully) and no failed connection (a crash or a
@@ -132,9 +144,12 @@ def answers_only_ok_or_unavailable(label: str = "watch", configuration: Configur
     watched = _load(label, configuration)
     if watched is None:
         return _no_watch(label, services={}, bad=[])
-    bad = [{"service": s, "at": at, "status": status, "error": error}
-           for s, answers in watched["answers"].items()
-           for at, status, _, error in answers if status not in (200, 503)]
+    bad = [
+        {"service": s, "at": at, "status": status, "error": error}
+        for s, answers in watched["answers"].items()
+        for at, status, _, error in answers
+        if status not in (200, 503)
+    ]
     counts = {s: _count(a) for s, a in watched["answers"].items()}
     empty = [s for s, a in watched["answers"].items() if not a]
     ok = not bad and not empty
@@ -159,10 +174,16 @@ def _window(start: str, end: str | None, configuration: Configuration) -> tuple[
     return float(begin), float(finish) if finish else time.time()
 
 
-def degradation_reported(dependency: str, since: str, until: str, grace_s: float = 3.0,
-                         label: str = "watch", services: list = None,
-                         configuration: Configuration = None,
-                         secrets: Secrets = None) -> Verdict:
+def degradation_reported(
+    dependency: str,
+    since: str,
+    until: str,
+    grace_s: float = 3.0,
+    label: str = "watch",
+    services: list = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict: from `grace_s` seconds after mark `since` (the fault) until mark `until` (its
     removal), every answer of each service (default: every watched one) was 503 with
@@ -183,25 +204,38 @@ def degradation_reported(dependency: str, since: str, until: str, grace_s: float
     for service in services or sorted(watched["answers"]):
         inside = [a for a in watched["answers"].get(service, []) if begin <= a[0] <= end]
         reported = [a for a in inside if a[1] == 503 and dependency in a[2]]
-        figures[service] = {"answers": len(inside), "reported": len(reported),
-                            "not_reported": len(inside) - len(reported)}
+        figures[service] = {
+            "answers": len(inside),
+            "reported": len(reported),
+            "not_reported": len(inside) - len(reported),
+        }
         if not inside:
             problems.append(f"{service}: no answer between {since}+{grace_s:g}s and {until}")
         elif len(reported) < len(inside):
             wrong = next(a for a in inside if not (a[1] == 503 and dependency in a[2]))
-            problems.append(f"{service}: {len(inside) - len(reported)} of {len(inside)} answers "
-                            f"did not report {dependency} degraded (e.g. HTTP {wrong[1]}, "
-                            f"degraded {wrong[2]})")
+            problems.append(
+                f"{service}: {len(inside) - len(reported)} of {len(inside)} answers "
+                f"did not report {dependency} degraded (e.g. HTTP {wrong[1]}, "
+                f"degraded {wrong[2]})"
+            )
     ok = not problems
-    reason = "; ".join(problems) or (f"every service reported {dependency} degraded "
-                                     f"({since} -> {until})")
+    reason = "; ".join(problems) or (
+        f"every service reported {dependency} degraded ({since} -> {until})"
+    )
     logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
     return verdict(ok, reason, services=figures, window_s=round(end - begin, 3))
 
 
-def recovered_within(since: str, limit_s: float, dependency: str = None, label: str = "watch",
-                     services: list = None, stable_answers: int = 3,
-                     configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+def recovered_within(
+    since: str,
+    limit_s: float,
+    dependency: str = None,
+    label: str = "watch",
+    services: list = None,
+    stable_answers: int = 3,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict: after mark `since` (a restoration) every service (default: every watched one) was
     healthy again within `limit_s` seconds: recovered at the first of `stable_answers`
@@ -237,7 +271,7 @@ def recovered_within(since: str, limit_s: float, dependency: str = None, label: 
         marks = [healthy(a) for a in after]
         found = None
         for i in range(len(after)):
-            window = marks[i:i + need]
+            window = marks[i : i + need]
             if window and all(window) and (len(window) == need or i + len(window) == len(after)):
                 found = i
                 break
@@ -254,12 +288,15 @@ def recovered_within(since: str, limit_s: float, dependency: str = None, label: 
         if any(relapses.values()):
             reason += f"; unhealthy answers after recovery: {relapses}"
     logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, services=figures, relapses=relapses, limit_s=limit_s,
-                   worst_s=worst)
+    return verdict(ok, reason, services=figures, relapses=relapses, limit_s=limit_s, worst_s=worst)
 
 
-def snapshot_processes(label: str = "processes", services: list = None,
-                       configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def snapshot_processes(
+    label: str = "processes",
+    services: list = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """
     Record the pid and start time of each embedded-stack service in `services` (default: auth,
     api, dispatcher, consumer) under `label`, for `same_processes`. Returns {name: pid}.
@@ -277,8 +314,9 @@ def snapshot_processes(label: str = "processes", services: list = None,
     return {name: v["pid"] for name, v in seen.items()}
 
 
-def same_processes(since: str = "processes", configuration: Configuration = None,
-                   secrets: Secrets = None) -> Verdict:
+def same_processes(
+    since: str = "processes", configuration: Configuration = None, secrets: Secrets = None
+) -> Verdict:
     """
     Verdict: every service recorded by `snapshot_processes(label=since)` still runs as the same
     process (same pid, same start time): none crashed, none was restarted. Figures: `services`
@@ -288,22 +326,29 @@ def same_processes(since: str = "processes", configuration: Configuration = None
         return held
     before = runs.fact(f"processes:{since}", home=home_of(configuration))
     if before is None:
-        return verdict(False, f"no snapshot {since!r}: add snapshot_processes(label={since!r}) "
-                       "to the method", services={})
+        return verdict(
+            False,
+            f"no snapshot {since!r}: add snapshot_processes(label={since!r}) to the method",
+            services={},
+        )
     figures, changed = {}, []
     for name, was in before.items():
         try:
             proc = psutil.Process(was["pid"])
             alive = proc.status() != psutil.STATUS_ZOMBIE
-            same = alive and (was["create_time"] is None
-                              or abs(proc.create_time() - was["create_time"]) < 1)
+            same = alive and (
+                was["create_time"] is None or abs(proc.create_time() - was["create_time"]) < 1
+            )
         except psutil.Error:
             alive = same = False
         figures[name] = {"pid": was["pid"], "alive": alive, "same": same}
         if not same:
             changed.append(name)
     ok = not changed
-    reason = (f"{changed} crashed or were restarted" if changed
-              else f"same processes throughout: {sorted(before)}")
+    reason = (
+        f"{changed} crashed or were restarted"
+        if changed
+        else f"same processes throughout: {sorted(before)}"
+    )
     logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
     return verdict(ok, reason, services=figures)

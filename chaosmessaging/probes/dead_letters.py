@@ -20,8 +20,13 @@ from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 __all__ = ["snapshot_dead_letters", "dead_letters_not_grown"]
 
 
-def snapshot_dead_letters(label: str = "method", dead_stream: str = None, redis_url: str = None,
-                          configuration: Configuration = None, secrets: Secrets = None) -> int:
+def snapshot_dead_letters(
+    label: str = "method",
+    dead_stream: str = None,
+    redis_url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> int:
     """
     Record the dead-letter stream's length (`messaging_dead_stream` unless `dead_stream`) in
     the run's facts under `label` and return it.
@@ -31,9 +36,14 @@ def snapshot_dead_letters(label: str = "method", dead_stream: str = None, redis_
     return count
 
 
-def dead_letters_not_grown(since: str = "method", max_growth: int = 0, dead_stream: str = None,
-                           redis_url: str = None, configuration: Configuration = None,
-                           secrets: Secrets = None) -> Verdict:
+def dead_letters_not_grown(
+    since: str = "method",
+    max_growth: int = 0,
+    dead_stream: str = None,
+    redis_url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Whether the dead-letter stream grew by at most `max_growth` entries since
     `snapshot_dead_letters(label=since)`. Verdict with `before`, `now`, `grew`; holds
@@ -43,12 +53,19 @@ def dead_letters_not_grown(since: str = "method", max_growth: int = 0, dead_stre
         return held
     before = runs.fact(f"dead_letters:{since}", home=home_of(configuration))
     if before is None:
-        return verdict(False, f"no dead-letter snapshot {since!r} in this run: add "
-                       f"snapshot_dead_letters(label={since!r}) to the method",
-                       before=None, now=None, grew=None)
+        return verdict(
+            False,
+            f"no dead-letter snapshot {since!r} in this run: add "
+            f"snapshot_dead_letters(label={since!r}) to the method",
+            before=None,
+            now=None,
+            grew=None,
+        )
     now = dead_letter_count(dead_stream, redis_url, configuration, secrets)
     grew = now - int(before)
-    reason = (f"dead-letter stream grew by {grew} since {since!r} ({before} -> {now}; "
-              f"at most {int(max_growth)})")
+    reason = (
+        f"dead-letter stream grew by {grew} since {since!r} ({before} -> {now}; "
+        f"at most {int(max_growth)})"
+    )
     logger.info(reason)
     return verdict(grew <= int(max_growth), reason, before=int(before), now=now, grew=grew)

@@ -19,9 +19,14 @@ from chaosmessaging.verdicts import Verdict, verdict
 __all__ = ["readiness", "service_ready", "wait_until_ready"]
 
 
-def readiness(url: str = None, service: str = "api", timeout: float = 2.0,
-              unreachable_ok: bool = False, configuration: Configuration = None,
-              secrets: Secrets = None) -> dict:
+def readiness(
+    url: str = None,
+    service: str = "api",
+    timeout: float = 2.0,
+    unreachable_ok: bool = False,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """
     GET the service's `/readyz` (or `url`) and return
     `{"status_code": 200, "ready": true, "status": "ok", "checks": {...}, "error": null}`.
@@ -34,8 +39,7 @@ def readiness(url: str = None, service: str = "api", timeout: float = 2.0,
     except ActivityFailed as error:
         if not unreachable_ok:
             raise
-        return {"status_code": 0, "ready": False, "status": None, "checks": {},
-                "error": str(error)}
+        return {"status_code": 0, "ready": False, "status": None, "checks": {}, "error": str(error)}
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -43,13 +47,23 @@ def readiness(url: str = None, service: str = "api", timeout: float = 2.0,
     if not isinstance(body, dict):
         body = {}
     checks = body.get("checks") if isinstance(body.get("checks"), dict) else {}
-    return {"status_code": response.status_code, "ready": response.status_code == 200,
-            "status": body.get("status"), "checks": checks, "error": None}
+    return {
+        "status_code": response.status_code,
+        "ready": response.status_code == 200,
+        "status": body.get("status"),
+        "checks": checks,
+        "error": None,
+    }
 
 
-def service_ready(url: str = None, service: str = "api", timeout: float = 2.0,
-                  unreachable_ok: bool = False, configuration: Configuration = None,
-                  secrets: Secrets = None) -> Verdict:
+def service_ready(
+    url: str = None,
+    service: str = "api",
+    timeout: float = 2.0,
+    unreachable_ok: bool = False,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict: the service's `/readyz` (or `url`) answers 200; the figures are `readiness`'s
     (`status_code`, `status`, `checks`: which dependency is degraded). An unreachable service
@@ -63,9 +77,14 @@ def service_ready(url: str = None, service: str = "api", timeout: float = 2.0,
     return verdict(False, f"{service} is not ready: {why}", **seen)
 
 
-def wait_until_ready(timeout: float = 60.0, url: str = None, service: str = "api",
-                     interval: float = 0.5, configuration: Configuration = None,
-                     secrets: Secrets = None) -> dict:
+def wait_until_ready(
+    timeout: float = 60.0,
+    url: str = None,
+    service: str = "api",
+    interval: float = 0.5,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """
     Poll the service's `/readyz` (or `url`) every `interval` seconds until it answers 200,
     and return `{"ready": true, "waited_s": S, "attempts": N}`: `waited_s` is the recovery
@@ -84,6 +103,8 @@ def wait_until_ready(timeout: float = 60.0, url: str = None, service: str = "api
             return {"ready": True, "waited_s": waited, "attempts": attempts}
         last = answer["error"] or f"HTTP {answer['status_code']} checks={answer['checks']}"
         if time.monotonic() - started + interval > timeout:
-            raise ActivityFailed(f"{redact(url)} not ready after {timeout}s ({attempts} "
-                                 f"attempts); last answer: {last}")
+            raise ActivityFailed(
+                f"{redact(url)} not ready after {timeout}s ({attempts} "
+                f"attempts); last answer: {last}"
+            )
         time.sleep(interval)

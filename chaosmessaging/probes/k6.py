@@ -22,8 +22,12 @@ __all__ = ["k6_count_at_most", "k6_metric", "k6_thresholds"]
 _DURATION = "http_req_duration"
 
 
-def k6_thresholds(summary_path: str = None, label: str = None,
-                  configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+def k6_thresholds(
+    summary_path: str = None,
+    label: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Without `summary_path`, judges the loads of the current experiment run (all, or the one
     with `label`, see `chaosmessaging.runs`): passed when every one passed, with each load's
@@ -39,8 +43,12 @@ def k6_thresholds(summary_path: str = None, label: str = None,
     if summary_path is None:
         return _run_thresholds(label, configuration)
     metrics = _load(summary_path)
-    failed = sorted(f"{name}: {expression}" for name, stats in metrics.items()
-                    for expression, crossed in (stats.get("thresholds") or {}).items() if crossed)
+    failed = sorted(
+        f"{name}: {expression}"
+        for name, stats in metrics.items()
+        for expression, crossed in (stats.get("thresholds") or {}).items()
+        if crossed
+    )
     if failed:
         logger.warning(f"k6 thresholds crossed in {summary_path}: {failed}")
     duration = metrics.get(_DURATION, {})
@@ -53,8 +61,11 @@ def k6_thresholds(summary_path: str = None, label: str = None,
         "iterations": metrics.get("iterations", {}).get("count", 0),
         "dropped_iterations": metrics.get("dropped_iterations", {}).get("count", 0),
     }
-    reason = (f"thresholds crossed: {', '.join(failed)}" if failed else
-              f"every threshold held ({figures['http_reqs']} requests)")
+    reason = (
+        f"thresholds crossed: {', '.join(failed)}"
+        if failed
+        else f"every threshold held ({figures['http_reqs']} requests)"
+    )
     return verdict(not failed, reason, failed=failed, metrics=figures)
 
 
@@ -67,16 +78,26 @@ def _run_thresholds(label: str | None, configuration: Configuration) -> Verdict:
         reason = "no load was recorded in this run: nothing proves its error rate"
         logger.warning(reason)
         return verdict(False, reason, failed=[], loads={})
-    verdicts = {load.get("label", load["run_id"]): k6_thresholds(load["summary_path"])
-                for load in loads}
+    verdicts = {
+        load.get("label", load["run_id"]): k6_thresholds(load["summary_path"]) for load in loads
+    }
     failed = [f"{name}: {f}" for name, v in verdicts.items() for f in v["failed"]]
-    reason = (f"thresholds crossed: {', '.join(failed)}" if failed else
-              f"every threshold of {len(verdicts)} load(s) held")
+    reason = (
+        f"thresholds crossed: {', '.join(failed)}"
+        if failed
+        else f"every threshold of {len(verdicts)} load(s) held"
+    )
     return verdict(not failed, reason, failed=failed, loads=verdicts)
 
 
-def k6_metric(summary_path: str, metric: str, stat: str = "count", default: float = None,
-              configuration: Configuration = None, secrets: Secrets = None) -> float:
+def k6_metric(
+    summary_path: str,
+    metric: str,
+    stat: str = "count",
+    default: float = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> float:
     """
     One statistic of one metric of a k6 run, e.g. `metric="messages_accepted", stat="count"`
     or `metric="http_req_duration", stat="p(95)"` (milliseconds). A metric the run never
@@ -87,17 +108,26 @@ def k6_metric(summary_path: str, metric: str, stat: str = "count", default: floa
     if stats is None:
         if default is not None:
             return float(default)
-        raise ActivityFailed(f"k6 summary {summary_path} has no metric '{metric}' (it has "
-                             f"{sorted(metrics)}); k6 omits metrics that recorded nothing")
+        raise ActivityFailed(
+            f"k6 summary {summary_path} has no metric '{metric}' (it has "
+            f"{sorted(metrics)}); k6 omits metrics that recorded nothing"
+        )
     if stat not in stats or stat == "thresholds":
-        raise ActivityFailed(f"k6 metric '{metric}' has no statistic '{stat}' (it has "
-                             f"{sorted(k for k in stats if k != 'thresholds')}); for more "
-                             "percentiles run k6 with --summary-trend-stats")
+        raise ActivityFailed(
+            f"k6 metric '{metric}' has no statistic '{stat}' (it has "
+            f"{sorted(k for k in stats if k != 'thresholds')}); for more "
+            "percentiles run k6 with --summary-trend-stats"
+        )
     return float(stats[stat])
 
 
-def k6_count_at_most(metric: str, at_most: float = 0, label: str = None,
-                     configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+def k6_count_at_most(
+    metric: str,
+    at_most: float = 0,
+    label: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict: the count of k6 counter `metric` summed over this run's loads (all, or the one
     with `label`) is at most `at_most`, e.g. `server_errors` (answers 5xx other than 503, or
@@ -110,11 +140,19 @@ def k6_count_at_most(metric: str, at_most: float = 0, label: str = None,
         return held
     loads = runs.loads(home_of(configuration), label)
     if not loads:
-        return verdict(False, "no load was recorded in this run: nothing to count",
-                       count=None, at_most=at_most, loads={})
-    counts = {load.get("label", load["run_id"]): k6_metric(load["summary_path"], metric,
-                                                            "count", default=0)
-              for load in loads}
+        return verdict(
+            False,
+            "no load was recorded in this run: nothing to count",
+            count=None,
+            at_most=at_most,
+            loads={},
+        )
+    counts = {
+        load.get("label", load["run_id"]): k6_metric(
+            load["summary_path"], metric, "count", default=0
+        )
+        for load in loads
+    }
     total = sum(counts.values())
     ok = total <= at_most
     reason = f"k6 {metric}: {total:g} over {len(counts)} load(s) (at most {at_most:g})"
@@ -127,11 +165,14 @@ def _load(summary_path: str) -> dict:
     try:
         document = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ActivityFailed(f"no k6 summary at {path}: the load may not have finished (or "
-                             "was started without --summary-export to this path)") from None
+        raise ActivityFailed(
+            f"no k6 summary at {path}: the load may not have finished (or "
+            "was started without --summary-export to this path)"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ActivityFailed(f"cannot read k6 summary {path}: {error}; the load may still "
-                             "be writing it") from None
+        raise ActivityFailed(
+            f"cannot read k6 summary {path}: {error}; the load may still be writing it"
+        ) from None
     if not isinstance(document, dict) or not isinstance(document.get("metrics"), dict):
         raise ActivityFailed(f"{path} is not a k6 --summary-export file (no 'metrics' object)")
     return document["metrics"]

@@ -20,13 +20,28 @@ from chaosmessaging.clients.prometheus import candidates, scrape, select
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
-__all__ = ["counter_grew_at_most", "counter_ratio_at_least", "histogram_quantile_within",
-           "metric_increased", "metric_sum", "metric_value", "snapshot_metric", "snapshot_metrics"]
+__all__ = [
+    "counter_grew_at_most",
+    "counter_ratio_at_least",
+    "histogram_quantile_within",
+    "metric_increased",
+    "metric_sum",
+    "metric_value",
+    "snapshot_metric",
+    "snapshot_metrics",
+]
 
 
-def metric_value(name: str, labels: dict = None, url: str = None, service: str = "api",
-                 default: float = None, timeout: float = 5.0,
-                 configuration: Configuration = None, secrets: Secrets = None) -> float:
+def metric_value(
+    name: str,
+    labels: dict = None,
+    url: str = None,
+    service: str = "api",
+    default: float = None,
+    timeout: float = 5.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> float:
     """
     Value of the metric `name` scraped from the service's `/metrics` (or `url`), summed over
     the samples whose labels include `labels`. A missing metric raises an error naming the
@@ -42,29 +57,52 @@ def metric_value(name: str, labels: dict = None, url: str = None, service: str =
     names = sorted({s_name for s_name, _, _ in samples})
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     with_name = [s_labels for s_name, s_labels, _ in samples if s_name in candidates(name)]
-    detail = (f"labels {labels} match none of {with_name[:5]}" if with_name
-              else f"closest names: {close or 'none'}")
-    raise ActivityFailed(f"metric '{name}' not found at {redact(url)} ({detail}); pass "
-                         "`default` if its absence is expected")
+    detail = (
+        f"labels {labels} match none of {with_name[:5]}"
+        if with_name
+        else f"closest names: {close or 'none'}"
+    )
+    raise ActivityFailed(
+        f"metric '{name}' not found at {redact(url)} ({detail}); pass "
+        "`default` if its absence is expected"
+    )
 
 
-def snapshot_metric(label: str, name: str, labels: dict = None, url: str = None,
-                    service: str = "api", default: float = None,
-                    configuration: Configuration = None, secrets: Secrets = None) -> float:
+def snapshot_metric(
+    label: str,
+    name: str,
+    labels: dict = None,
+    url: str = None,
+    service: str = "api",
+    default: float = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> float:
     """
     Read `metric_value(name, labels)` now and record it in the run's facts under `label`, so a
     later `metric_increased(since=label, ...)` can judge what the method changed.
     """
-    value = metric_value(name, labels, url, service, default, configuration=configuration,
-                         secrets=secrets)
-    runs.record(f"metric:{label}", {"name": name, "labels": labels or {}, "value": value},
-                home=home_of(configuration))
+    value = metric_value(
+        name, labels, url, service, default, configuration=configuration, secrets=secrets
+    )
+    runs.record(
+        f"metric:{label}",
+        {"name": name, "labels": labels or {}, "value": value},
+        home=home_of(configuration),
+    )
     return value
 
 
-def metric_increased(since: str, name: str, labels: dict = None, url: str = None,
-                     service: str = "api", min_increase: float = 1.0,
-                     configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+def metric_increased(
+    since: str,
+    name: str,
+    labels: dict = None,
+    url: str = None,
+    service: str = "api",
+    min_increase: float = 1.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict: the metric grew by at least `min_increase` since the snapshot `since` (see
     `snapshot_metric`), e.g. proof that a fault made the dispatcher park rows (figures:
@@ -74,20 +112,34 @@ def metric_increased(since: str, name: str, labels: dict = None, url: str = None
         return held
     snapshot = runs.fact(f"metric:{since}", home=home_of(configuration))
     if snapshot is None:
-        return verdict(False, f"no snapshot {since!r} of {name}: add snapshot_metric("
-                       f"label={since!r}) to the method", before=None, now=None, grew=None)
-    now = metric_value(name, labels, url, service, default=0.0, configuration=configuration,
-                       secrets=secrets)
+        return verdict(
+            False,
+            f"no snapshot {since!r} of {name}: add snapshot_metric(label={since!r}) to the method",
+            before=None,
+            now=None,
+            grew=None,
+        )
+    now = metric_value(
+        name, labels, url, service, default=0.0, configuration=configuration, secrets=secrets
+    )
     grew = now - float(snapshot["value"])
     reason = f"{name}{labels or ''} grew by {grew:g} since {since} (need {float(min_increase):g})"
     logger.info(reason)
-    return verdict(grew >= float(min_increase), reason, before=float(snapshot["value"]), now=now,
-                   grew=grew)
+    return verdict(
+        grew >= float(min_increase), reason, before=float(snapshot["value"]), now=now, grew=grew
+    )
 
 
-def metric_sum(name: str, labels: dict = None, urls: list = None, services: list = None,
-               default: float = 0.0, timeout: float = 5.0, configuration: Configuration = None,
-               secrets: Secrets = None) -> float:
+def metric_sum(
+    name: str,
+    labels: dict = None,
+    urls: list = None,
+    services: list = None,
+    default: float = 0.0,
+    timeout: float = 5.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> float:
     """
     Sum of `metric_value(name, labels)` over several endpoints: the `/metrics` URLs in `urls`
     and/or the named `services` (default: api, dispatcher and consumer when `urls` is
@@ -95,14 +147,26 @@ def metric_sum(name: str, labels: dict = None, urls: list = None, services: list
     """
     targets = list(urls or [])
     if services or not targets:
-        targets += [service_url(s, None, "/metrics", configuration, secrets)
-                    for s in (services or ["api", "dispatcher", "consumer"])]
-    return float(sum(metric_value(name, labels, target, default=default, timeout=timeout)
-                     for target in targets))
+        targets += [
+            service_url(s, None, "/metrics", configuration, secrets)
+            for s in (services or ["api", "dispatcher", "consumer"])
+        ]
+    return float(
+        sum(
+            metric_value(name, labels, target, default=default, timeout=timeout)
+            for target in targets
+        )
+    )
 
 
-def snapshot_metrics(label: str, service: str = "api", prefix: str = "", url: str = None,
-                     configuration: Configuration = None, secrets: Secrets = None) -> dict:
+def snapshot_metrics(
+    label: str,
+    service: str = "api",
+    prefix: str = "",
+    url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """
     Record every sample of the service's `/metrics` (or `url`) whose name starts with `prefix`
     in the run's facts under `label`, so `histogram_quantile_within` and
@@ -110,10 +174,12 @@ def snapshot_metrics(label: str, service: str = "api", prefix: str = "", url: st
     ``{"label", "samples"}`` (how many samples were recorded).
     """
     url = service_url(service, url, "/metrics", configuration, secrets)
-    kept = [[name, labels, value] for name, labels, value in scrape(url, 5.0)
-            if name.startswith(prefix)]
-    runs.record(f"metrics:{label}", {"url": redact(url), "samples": kept},
-                home=home_of(configuration))
+    kept = [
+        [name, labels, value] for name, labels, value in scrape(url, 5.0) if name.startswith(prefix)
+    ]
+    runs.record(
+        f"metrics:{label}", {"url": redact(url), "samples": kept}, home=home_of(configuration)
+    )
     return {"label": label, "samples": len(kept)}
 
 
@@ -123,8 +189,12 @@ def _since(label: str, configuration: Configuration) -> list | None:
 
 
 def _missing_snapshot(label: str, **figures) -> Verdict:
-    return verdict(False, f"no snapshot {label!r}: add snapshot_metrics(label={label!r}) to the "
-                   "method before the load", **figures)
+    return verdict(
+        False,
+        f"no snapshot {label!r}: add snapshot_metrics(label={label!r}) to the "
+        "method before the load",
+        **figures,
+    )
 
 
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
@@ -139,16 +209,24 @@ def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
             if bound == float("inf"):
                 return lower_bound  # beyond the last finite bucket: its bound is all we know
             width = count - lower_count
-            return lower_bound + (bound - lower_bound) * ((rank - lower_count) / width if width
-                                                          else 1.0)
+            return lower_bound + (bound - lower_bound) * (
+                (rank - lower_count) / width if width else 1.0
+            )
         lower_bound, lower_count = bound, count
     return lower_bound
 
 
-def histogram_quantile_within(since: str, name: str, limit: float, quantile: float = 0.95,
-                              service: str = "api", labels: dict = None, url: str = None,
-                              configuration: Configuration = None,
-                              secrets: Secrets = None) -> Verdict:
+def histogram_quantile_within(
+    since: str,
+    name: str,
+    limit: float,
+    quantile: float = 0.95,
+    service: str = "api",
+    labels: dict = None,
+    url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict: the `quantile` (default p95) of histogram `name` over the observations made since
     the snapshot `since` (see `snapshot_metrics`) is at most `limit` (in the histogram's unit,
@@ -158,13 +236,13 @@ def histogram_quantile_within(since: str, name: str, limit: float, quantile: flo
     fails. Holds before the method ran.
     """
     limit, quantile = float(limit), float(quantile)
-    if held := held_before_method(configuration, value=None, observations=0, limit=limit,
-                                  quantile=quantile):
+    if held := held_before_method(
+        configuration, value=None, observations=0, limit=limit, quantile=quantile
+    ):
         return held
     before = _since(since, configuration)
     if before is None:
-        return _missing_snapshot(since, value=None, observations=0, limit=limit,
-                                 quantile=quantile)
+        return _missing_snapshot(since, value=None, observations=0, limit=limit, quantile=quantile)
     url = service_url(service, url, "/metrics", configuration, secrets)
     now = scrape(url, 5.0)
     wanted = {k: str(v) for k, v in (labels or {}).items()}
@@ -172,34 +250,54 @@ def histogram_quantile_within(since: str, name: str, limit: float, quantile: flo
     def buckets(samples: list) -> dict[float, float]:
         out: dict[float, float] = {}
         for s_name, s_labels, value in samples:
-            if s_name == f"{name}_bucket" and all(s_labels.get(k) == v
-                                                  for k, v in wanted.items()):
+            if s_name == f"{name}_bucket" and all(s_labels.get(k) == v for k, v in wanted.items()):
                 bound = float(s_labels["le"])
                 out[bound] = out.get(bound, 0.0) + value
         return out
 
     after, start = buckets(now), buckets(before)
     if not after:
-        return verdict(False, f"histogram {name} not found at {redact(url)}", value=None,
-                       observations=0, limit=limit, quantile=quantile)
+        return verdict(
+            False,
+            f"histogram {name} not found at {redact(url)}",
+            value=None,
+            observations=0,
+            limit=limit,
+            quantile=quantile,
+        )
     grown = sorted((b, c - start.get(b, 0.0)) for b, c in after.items())
     observations = grown[-1][1]
     value = _quantile(grown, quantile)
     if value is None:
-        return verdict(False, f"no {name} observation since {since!r}: the load did not reach "
-                       f"{service}", value=None, observations=0, limit=limit, quantile=quantile)
+        return verdict(
+            False,
+            f"no {name} observation since {since!r}: the load did not reach {service}",
+            value=None,
+            observations=0,
+            limit=limit,
+            quantile=quantile,
+        )
     ok = value <= limit
-    reason = (f"{name} p{quantile * 100:g} since {since!r}: {value:.4g} over "
-              f"{observations:g} observations (limit {limit:g})")
+    reason = (
+        f"{name} p{quantile * 100:g} since {since!r}: {value:.4g} over "
+        f"{observations:g} observations (limit {limit:g})"
+    )
     logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, value=value, observations=observations, limit=limit,
-                   quantile=quantile)
+    return verdict(
+        ok, reason, value=value, observations=observations, limit=limit, quantile=quantile
+    )
 
 
-def counter_ratio_at_least(since: str, numerator: str, denominator: str, min_ratio: float,
-                           service: str = "api", url: str = None,
-                           configuration: Configuration = None,
-                           secrets: Secrets = None) -> Verdict:
+def counter_ratio_at_least(
+    since: str,
+    numerator: str,
+    denominator: str,
+    min_ratio: float,
+    service: str = "api",
+    url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict: growth of counter `numerator` divided by growth of counter `denominator` since
     the snapshot `since` is at least `min_ratio`, e.g. auth_login_success_total /
@@ -208,8 +306,12 @@ def counter_ratio_at_least(since: str, numerator: str, denominator: str, min_rat
     method ran.
     """
     min_ratio = float(min_ratio)
-    figures = {"ratio": None, "numerator_grew": None, "denominator_grew": None,
-               "min_ratio": min_ratio}
+    figures = {
+        "ratio": None,
+        "numerator_grew": None,
+        "denominator_grew": None,
+        "min_ratio": min_ratio,
+    }
     if held := held_before_method(configuration, **figures):
         return held
     before = _since(since, configuration)
@@ -225,21 +327,30 @@ def counter_ratio_at_least(since: str, numerator: str, denominator: str, min_rat
         grew[key] = current - (select(before, metric, {}) or 0.0)
     figures.update(grew)
     if grew["denominator_grew"] <= 0:
-        return verdict(False, f"{denominator} did not grow since {since!r}: nothing to judge",
-                       **figures)
+        return verdict(
+            False, f"{denominator} did not grow since {since!r}: nothing to judge", **figures
+        )
     ratio = grew["numerator_grew"] / grew["denominator_grew"]
     figures["ratio"] = ratio
     ok = ratio >= min_ratio
-    reason = (f"{numerator} / {denominator} since {since!r}: {grew['numerator_grew']:g} / "
-              f"{grew['denominator_grew']:g} = {ratio:.5f} (need >= {min_ratio:g})")
+    reason = (
+        f"{numerator} / {denominator} since {since!r}: {grew['numerator_grew']:g} / "
+        f"{grew['denominator_grew']:g} = {ratio:.5f} (need >= {min_ratio:g})"
+    )
     logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
     return verdict(ok, reason, **figures)
 
 
-def counter_grew_at_most(since: str, name: str, max_increase: float = 0.0, labels: dict = None,
-                         service: str = "api", url: str = None,
-                         configuration: Configuration = None,
-                         secrets: Secrets = None) -> Verdict:
+def counter_grew_at_most(
+    since: str,
+    name: str,
+    max_increase: float = 0.0,
+    labels: dict = None,
+    service: str = "api",
+    url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict: counter `name` (samples whose labels include `labels`, summed) grew by at most
     `max_increase` since the snapshot `since` (`snapshot_metrics`), e.g. ws_close_total
@@ -259,7 +370,6 @@ def counter_grew_at_most(since: str, name: str, max_increase: float = 0.0, label
     grew = now - then
     figures.update(before=then, now=now, grew=grew)
     ok = grew <= float(max_increase)
-    reason = (f"{name}{labels or ''} grew by {grew:g} since {since!r} "
-              f"(max {float(max_increase):g})")
+    reason = f"{name}{labels or ''} grew by {grew:g} since {since!r} (max {float(max_increase):g})"
     logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
     return verdict(ok, reason, **figures)

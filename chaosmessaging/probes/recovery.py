@@ -25,16 +25,23 @@ from chaosmessaging.probes.redis import consumer_lag, oldest_pending_idle_ms
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
-__all__ = ["mark", "snapshot_pending", "wait_for_recovery", "pending_reclaimed",
-           "recovery_within", "kills_reclaimed"]
+__all__ = [
+    "mark",
+    "snapshot_pending",
+    "wait_for_recovery",
+    "pending_reclaimed",
+    "recovery_within",
+    "kills_reclaimed",
+]
 
 
 def _home(configuration: Configuration) -> str | None:
     return home_of(configuration)
 
 
-def mark(label: str = "method", configuration: Configuration = None,
-         secrets: Secrets = None) -> float:
+def mark(
+    label: str = "method", configuration: Configuration = None, secrets: Secrets = None
+) -> float:
     """Record the current time under `label` in the run's facts and return it (epoch seconds).
 
     Put `mark(label="method")` first in a method so the hypothesis knows the method ran, and a
@@ -44,17 +51,23 @@ def mark(label: str = "method", configuration: Configuration = None,
     return now
 
 
-def snapshot_pending(label: str = "at_kill", stream: str = None, group: str = None,
-                     max_entries: int = 100000, configuration: Configuration = None,
-                     secrets: Secrets = None) -> dict:
+def snapshot_pending(
+    label: str = "at_kill",
+    stream: str = None,
+    group: str = None,
+    max_entries: int = 100000,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Record the consumer group's pending entries (ids and message ids) under `label`.
 
     Returns `{"count": N, "consumers": {name: n}, "sample": [first ids]}`."""
     return pending_snapshot(label, stream, group, max_entries, configuration, secrets)
 
 
-def _still_pending(entries: list[dict], stream: str, group: str, configuration: Configuration,
-                   secrets: Secrets) -> list[str]:
+def _still_pending(
+    entries: list[dict], stream: str, group: str, configuration: Configuration, secrets: Secrets
+) -> list[str]:
     """Which of the snapshot's entries are still pending in the group (one range scan)."""
     if not entries:
         return []
@@ -62,8 +75,9 @@ def _still_pending(entries: list[dict], stream: str, group: str, configuration: 
     ordered = sorted(ids, key=lambda i: tuple(int(p) for p in i.split("-")))
     client, url = redis_client(None, configuration, secrets)
     try:
-        hits = client.xpending_range(stream, group, min=ordered[0], max=ordered[-1],
-                                     count=len(ordered) + 100000)
+        hits = client.xpending_range(
+            stream, group, min=ordered[0], max=ordered[-1], count=len(ordered) + 100000
+        )
     except redis.ResponseError:
         return []  # group gone (empty Redis): nothing can still be pending in it
     except redis.RedisError as error:
@@ -79,26 +93,35 @@ WHERE starts_with(m.client_msg_id, $1)
 """
 
 
-def _behind(include_outbox: bool, max_lag_seconds: float, configuration: Configuration,
-            secrets: Secrets) -> tuple[dict, str | None]:
+def _behind(
+    include_outbox: bool, max_lag_seconds: float, configuration: Configuration, secrets: Secrets
+) -> tuple[dict, str | None]:
     """How far behind the pipeline is at each stage we can see, and why it is not caught up
     (None when it is). A missing stream or group is not zero lag: nothing consumed it."""
     lag = consumer_lag(max_count=1, configuration=configuration, secrets=secrets)
-    behind = {"undelivered_s": lag["seconds"],
-              "pending_idle_s": oldest_pending_idle_ms(configuration=configuration,
-                                                       secrets=secrets) / 1000.0}
+    behind = {
+        "undelivered_s": lag["seconds"],
+        "pending_idle_s": oldest_pending_idle_ms(configuration=configuration, secrets=secrets)
+        / 1000.0,
+    }
     if include_outbox:
-        behind["outbox_s"] = outbox_oldest_undispatched_seconds(configuration=configuration,
-                                                                secrets=secrets)
+        behind["outbox_s"] = outbox_oldest_undispatched_seconds(
+            configuration=configuration, secrets=secrets
+        )
     late = [k for k, v in behind.items() if v > float(max_lag_seconds)]
     # the run's accepted messages must be accounted for too: older than the allowed lag and
     # still without a delivery means the pipeline has not caught up, whatever Redis says
     home = _home(configuration)
     unaccounted = 0
     if runs.method_started(home):
-        unaccounted = int(pg_fetch(_UNACCOUNTED, (runs.message_prefix(None, home),
-                                                  float(max_lag_seconds)),
-                                   configuration=configuration, secrets=secrets)[0][0])
+        unaccounted = int(
+            pg_fetch(
+                _UNACCOUNTED,
+                (runs.message_prefix(None, home), float(max_lag_seconds)),
+                configuration=configuration,
+                secrets=secrets,
+            )[0][0]
+        )
         behind["unaccounted_messages"] = unaccounted
     if lag.get("missing"):
         behind["missing"] = lag["missing"]
@@ -106,16 +129,23 @@ def _behind(include_outbox: bool, max_lag_seconds: float, configuration: Configu
     if late:
         return behind, f"behind by more than {float(max_lag_seconds):g} s at {', '.join(late)}"
     if unaccounted:
-        return behind, (f"{unaccounted} accepted messages of this run older than "
-                        f"{float(max_lag_seconds):g} s have no delivery")
+        return behind, (
+            f"{unaccounted} accepted messages of this run older than "
+            f"{float(max_lag_seconds):g} s have no delivery"
+        )
     return behind, None
 
 
-def wait_for_recovery(since: str = "consumer_restart", max_lag_seconds: float = 2.0,
-                      include_outbox: bool = False, reclaimed: str = None,
-                      timeout: float = 120.0,
-                      interval: float = 0.25, configuration: Configuration = None,
-                      secrets: Secrets = None) -> dict:
+def wait_for_recovery(
+    since: str = "consumer_restart",
+    max_lag_seconds: float = 2.0,
+    include_outbox: bool = False,
+    reclaimed: str = None,
+    timeout: float = 120.0,
+    interval: float = 0.25,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """Poll until the pipeline has caught up: the oldest entry not yet delivered to the consumer
     group and the longest-idle pending entry are both younger than `max_lag_seconds` (and, with
     `include_outbox`, the oldest undispatched outbox row too; with `reclaimed`, no entry of
@@ -131,8 +161,12 @@ def wait_for_recovery(since: str = "consumer_restart", max_lag_seconds: float = 
     start = runs.fact(f"mark:{since}", home=_home(configuration)) or time.time()
     deadline = time.monotonic() + float(timeout)
     # `reclaimed` may name several snapshots, comma-separated ("at_kill,random_kills")
-    snapshot = [entry for part in (reclaimed or "").split(",") if part.strip()
-                for entry in runs.fact(f"pending:{part.strip()}", [], home=_home(configuration))]
+    snapshot = [
+        entry
+        for part in (reclaimed or "").split(",")
+        if part.strip()
+        for entry in runs.fact(f"pending:{part.strip()}", [], home=_home(configuration))
+    ]
     stream = lookup("messaging_stream", configuration, secrets)
     group = lookup("messaging_group", configuration, secrets)
     behind: dict = {}
@@ -140,8 +174,7 @@ def wait_for_recovery(since: str = "consumer_restart", max_lag_seconds: float = 
     recovered = False
     while time.monotonic() < deadline:
         try:
-            behind, why = _behind(include_outbox, float(max_lag_seconds), configuration,
-                                  secrets)
+            behind, why = _behind(include_outbox, float(max_lag_seconds), configuration, secrets)
             still = len(_still_pending(snapshot, stream, group, configuration, secrets))
         except ActivityFailed as error:
             behind, why = {"error": str(error)}, str(error)
@@ -154,15 +187,23 @@ def wait_for_recovery(since: str = "consumer_restart", max_lag_seconds: float = 
                 recovered = True
                 break
         time.sleep(interval)
-    result = {"recovered": recovered, "seconds": round(time.time() - start, 3),
-              "behind": behind, "why_not": None if recovered else why}
+    result = {
+        "recovered": recovered,
+        "seconds": round(time.time() - start, 3),
+        "behind": behind,
+        "why_not": None if recovered else why,
+    }
     runs.record(f"recovery:{since}", result, home=_home(configuration))
     logger.info(f"recovery since {since}: {result}")
     return result
 
 
-def recovery_within(limit_seconds: float, since: str = "consumer_restart",
-                    configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+def recovery_within(
+    limit_seconds: float,
+    since: str = "consumer_restart",
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """Verdict: the recovery measured from mark `since` (by `wait_for_recovery`) took at most
     `limit_seconds` (figures: `seconds`, `recovered`, `limit_seconds`, `behind`).
 
@@ -173,8 +214,9 @@ def recovery_within(limit_seconds: float, since: str = "consumer_restart",
     if measured is None:
         reason = f"no recovery measured since {since!r}: did wait_for_recovery run?"
         logger.warning(reason)
-        return verdict(False, reason, seconds=None, recovered=None,
-                       limit_seconds=float(limit_seconds))
+        return verdict(
+            False, reason, seconds=None, recovered=None, limit_seconds=float(limit_seconds)
+        )
     ok = bool(measured["recovered"]) and measured["seconds"] <= float(limit_seconds)
     if measured["recovered"]:
         reason = f"recovered in {measured['seconds']} s (limit {float(limit_seconds):g} s)"
@@ -182,12 +224,23 @@ def recovery_within(limit_seconds: float, since: str = "consumer_restart",
         why = measured.get("why_not") or f"behind: {measured['behind']}"
         reason = f"not recovered after {measured['seconds']} s: {why}"
     logger.info(f"{reason}: {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, seconds=measured["seconds"], recovered=measured["recovered"],
-                   limit_seconds=float(limit_seconds), behind=measured.get("behind"))
+    return verdict(
+        ok,
+        reason,
+        seconds=measured["seconds"],
+        recovered=measured["recovered"],
+        limit_seconds=float(limit_seconds),
+        behind=measured.get("behind"),
+    )
 
 
-def pending_reclaimed(label: str = "at_kill", stream: str = None, group: str = None,
-                      configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+def pending_reclaimed(
+    label: str = "at_kill",
+    stream: str = None,
+    group: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """Verdict: every entry pending at `label` was reclaimed — no longer pending, its message
     delivered. Figures: `pending_at_fault`, `reclaimed`, `still_pending` (ids),
     `undelivered` (message ids). Holds before the method; after it, a missing snapshot fails."""
@@ -195,44 +248,68 @@ def pending_reclaimed(label: str = "at_kill", stream: str = None, group: str = N
         return held
     entries = runs.fact(f"pending:{label}", home=_home(configuration))
     if entries is None:
-        return verdict(False, f"no snapshot of the entries pending at {label!r}: did the fault "
-                       "action record one?", pending_at_fault=0, reclaimed=0, still_pending=[],
-                       undelivered=[])
+        return verdict(
+            False,
+            f"no snapshot of the entries pending at {label!r}: did the fault action record one?",
+            pending_at_fault=0,
+            reclaimed=0,
+            still_pending=[],
+            undelivered=[],
+        )
     stream = lookup("messaging_stream", configuration, secrets, stream)
     group = lookup("messaging_group", configuration, secrets, group)
     still = _still_pending(entries, stream, group, configuration, secrets)
     message_ids = [e["message_id"] for e in entries if e.get("message_id")]
     delivered = set()
     if message_ids:
-        rows = pg_fetch("SELECT message_id::text AS id FROM deliveries "
-                        "WHERE message_id = ANY($1::uuid[])",
-                        [message_ids], configuration=configuration, secrets=secrets)
+        rows = pg_fetch(
+            "SELECT message_id::text AS id FROM deliveries WHERE message_id = ANY($1::uuid[])",
+            [message_ids],
+            configuration=configuration,
+            secrets=secrets,
+        )
         delivered = {r["id"] for r in rows}
     undelivered = [m for m in message_ids if m not in delivered]
-    reclaimed = len(entries) - len(set(still) | {e["id"] for e in entries
-                                                  if e.get("message_id") in undelivered})
-    reason = (f"{reclaimed} of {len(entries)} entries pending at {label} reclaimed; "
-              f"{len(still)} still pending, {len(undelivered)} undelivered")
-    result = verdict(not still and not undelivered, reason, pending_at_fault=len(entries),
-                     reclaimed=reclaimed, still_pending=still[:50], undelivered=undelivered[:50])
+    reclaimed = len(entries) - len(
+        set(still) | {e["id"] for e in entries if e.get("message_id") in undelivered}
+    )
+    reason = (
+        f"{reclaimed} of {len(entries)} entries pending at {label} reclaimed; "
+        f"{len(still)} still pending, {len(undelivered)} undelivered"
+    )
+    result = verdict(
+        not still and not undelivered,
+        reason,
+        pending_at_fault=len(entries),
+        reclaimed=reclaimed,
+        still_pending=still[:50],
+        undelivered=undelivered[:50],
+    )
     if not result["ok"]:
         logger.warning(f"entries pending at {label} not reclaimed: {result}")
     return result
 
 
-def _delivered(message_ids: list[str], configuration: Configuration,
-               secrets: Secrets) -> set[str]:
+def _delivered(message_ids: list[str], configuration: Configuration, secrets: Secrets) -> set[str]:
     if not message_ids:
         return set()
-    rows = pg_fetch("SELECT message_id::text AS id FROM deliveries "
-                    "WHERE message_id = ANY($1::uuid[])",
-                    [message_ids], configuration=configuration, secrets=secrets)
+    rows = pg_fetch(
+        "SELECT message_id::text AS id FROM deliveries WHERE message_id = ANY($1::uuid[])",
+        [message_ids],
+        configuration=configuration,
+        secrets=secrets,
+    )
     return {r["id"] for r in rows}
 
 
-def kills_reclaimed(label: str = "random_kills", min_kills: int = 1, stream: str = None,
-                    group: str = None, configuration: Configuration = None,
-                    secrets: Secrets = None) -> Verdict:
+def kills_reclaimed(
+    label: str = "random_kills",
+    min_kills: int = 1,
+    stream: str = None,
+    group: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """Verdict on the kills of `actions.random_faults.kill_at_random_moments` (fact
     `kills:<label>`): at least `min_kills` kills happened, and for each one every entry pending
     at that kill was reclaimed (no longer pending) and its message delivered.
@@ -247,8 +324,13 @@ def kills_reclaimed(label: str = "random_kills", min_kills: int = 1, stream: str
     kills = runs.fact(f"kills:{label}", home=home)
     seed = runs.fact(f"seed:{label}", home=home)
     if not kills:
-        return verdict(False, f"no kill recorded under {label!r}: did kill_at_random_moments "
-                       "run?", seed=seed, kills=[], pending_total=0)
+        return verdict(
+            False,
+            f"no kill recorded under {label!r}: did kill_at_random_moments run?",
+            seed=seed,
+            kills=[],
+            pending_total=0,
+        )
     stream = lookup("messaging_stream", configuration, secrets, stream)
     group = lookup("messaging_group", configuration, secrets, group)
     table, problems, total = [], [], 0
@@ -259,21 +341,48 @@ def kills_reclaimed(label: str = "random_kills", min_kills: int = 1, stream: str
         delivered = _delivered(message_ids, configuration, secrets)
         undelivered = [m for m in message_ids if m not in delivered]
         total += len(entries)
-        row = {key: kill.get(key) for key in ("n", "t_s", "moment", "fraction", "backlog_ms",
-                                              "behind_ms", "down_s", "down_vs_reclaim")}
-        row.update(pending_at_kill=len(entries), reclaimed=len(entries) - len(still),
-                   delivered=len(delivered), still_pending=still[:20],
-                   undelivered=undelivered[:20])
+        row = {
+            key: kill.get(key)
+            for key in (
+                "n",
+                "t_s",
+                "moment",
+                "fraction",
+                "backlog_ms",
+                "behind_ms",
+                "down_s",
+                "down_vs_reclaim",
+            )
+        }
+        row.update(
+            pending_at_kill=len(entries),
+            reclaimed=len(entries) - len(still),
+            delivered=len(delivered),
+            still_pending=still[:20],
+            undelivered=undelivered[:20],
+        )
         table.append(row)
         if still or undelivered:
-            problems.append(f"kill {kill['n']}: {len(still)} of {len(entries)} entries still "
-                            f"pending, {len(undelivered)} undelivered")
+            problems.append(
+                f"kill {kill['n']}: {len(still)} of {len(entries)} entries still "
+                f"pending, {len(undelivered)} undelivered"
+            )
     if len(kills) < int(min_kills):
         problems.insert(0, f"only {len(kills)} of {int(min_kills)} kills happened")
-    reason = "; ".join(problems) if problems else (
-        f"{len(kills)} kills (seed {seed}): all {total} entries pending at them reclaimed and "
-        "delivered")
-    result = verdict(not problems, f"{reason} (seed {seed})" if problems else reason,
-                     seed=seed, kills=table, pending_total=total)
+    reason = (
+        "; ".join(problems)
+        if problems
+        else (
+            f"{len(kills)} kills (seed {seed}): all {total} entries pending at them reclaimed and "
+            "delivered"
+        )
+    )
+    result = verdict(
+        not problems,
+        f"{reason} (seed {seed})" if problems else reason,
+        seed=seed,
+        kills=table,
+        pending_total=total,
+    )
     logger.info(f"{result['reason']}: {'ok' if result['ok'] else 'BREACHED'}")
     return result

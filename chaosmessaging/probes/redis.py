@@ -36,8 +36,12 @@ __all__ = [
 _SCAN_CHUNK = 1000
 
 
-def stream_length(stream: str = None, redis_url: str = None,
-                  configuration: Configuration = None, secrets: Secrets = None) -> int:
+def stream_length(
+    stream: str = None,
+    redis_url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> int:
     """
     Number of entries in the stream (`XLEN`); 0 when the stream does not exist.
     `stream` defaults to the `messaging_stream` configuration key.
@@ -47,8 +51,13 @@ def stream_length(stream: str = None, redis_url: str = None,
     return _call(url, client.xlen, stream)
 
 
-def pel_size(stream: str = None, group: str = None, redis_url: str = None,
-             configuration: Configuration = None, secrets: Secrets = None) -> int:
+def pel_size(
+    stream: str = None,
+    group: str = None,
+    redis_url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> int:
     """
     Size of the consumer group's pending entries list: entries delivered to a consumer but
     not yet acknowledged (`XPENDING` summary count). 0 when the stream or group is missing.
@@ -56,9 +65,14 @@ def pel_size(stream: str = None, group: str = None, redis_url: str = None,
     return pel_count(stream, group, redis_url, configuration, secrets)
 
 
-def pel_size_at_most(max_entries: int, stream: str = None, group: str = None,
-                     redis_url: str = None, configuration: Configuration = None,
-                     secrets: Secrets = None) -> Verdict:
+def pel_size_at_most(
+    max_entries: int,
+    stream: str = None,
+    group: str = None,
+    redis_url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Verdict: the consumer group's pending entries list holds at most `max_entries` entries
     (figures: `pel_size`, `max_entries`).
@@ -67,13 +81,22 @@ def pel_size_at_most(max_entries: int, stream: str = None, group: str = None,
     ok = size <= int(max_entries)
     if not ok:
         logger.warning(f"PEL holds {size} entries, more than {max_entries}")
-    return verdict(ok, f"PEL holds {size} entries (at most {int(max_entries)})",
-                   pel_size=size, max_entries=int(max_entries))
+    return verdict(
+        ok,
+        f"PEL holds {size} entries (at most {int(max_entries)})",
+        pel_size=size,
+        max_entries=int(max_entries),
+    )
 
 
-def oldest_pending_idle_ms(stream: str = None, group: str = None, max_scan: int = 10000,
-                           redis_url: str = None, configuration: Configuration = None,
-                           secrets: Secrets = None) -> int:
+def oldest_pending_idle_ms(
+    stream: str = None,
+    group: str = None,
+    max_scan: int = 10000,
+    redis_url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> int:
     """
     Idle time in milliseconds of the pending entry that has waited longest for an
     acknowledgement (0 when nothing is pending). Scans at most `max_scan` pending entries,
@@ -84,8 +107,9 @@ def oldest_pending_idle_ms(stream: str = None, group: str = None, max_scan: int 
     oldest, start, seen = 0, "-", 0
     while seen < max_scan:
         count = min(_SCAN_CHUNK, max_scan - seen)
-        page = _group_call(url, stream, group, client.xpending_range, stream, group,
-                           start, "+", count)
+        page = _group_call(
+            url, stream, group, client.xpending_range, stream, group, start, "+", count
+        )
         if not page:
             break
         oldest = max(oldest, *(int(e["time_since_delivered"]) for e in page))
@@ -96,9 +120,16 @@ def oldest_pending_idle_ms(stream: str = None, group: str = None, max_scan: int 
     return oldest
 
 
-def pending_entries(stream: str = None, group: str = None, count: int = 100,
-                    consumer: str = None, min_idle_ms: int = None, redis_url: str = None,
-                    configuration: Configuration = None, secrets: Secrets = None) -> list:
+def pending_entries(
+    stream: str = None,
+    group: str = None,
+    count: int = 100,
+    consumer: str = None,
+    min_idle_ms: int = None,
+    redis_url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> list:
     """
     Up to `count` pending entries of the group, oldest ids first, each as
     `{"id", "consumer", "idle_ms", "deliveries"}`; optionally only those of one `consumer`
@@ -106,16 +137,41 @@ def pending_entries(stream: str = None, group: str = None, count: int = 100,
     """
     stream, group = _names(stream, group, configuration, secrets)
     client, url = redis_client(redis_url, configuration, secrets)
-    page = _group_call(url, stream, group, client.xpending_range, stream, group, "-", "+",
-                       count, consumername=consumer, idle=min_idle_ms) or []
-    return [{"id": e["message_id"], "consumer": e["consumer"],
-             "idle_ms": int(e["time_since_delivered"]), "deliveries": int(e["times_delivered"])}
-            for e in page]
+    page = (
+        _group_call(
+            url,
+            stream,
+            group,
+            client.xpending_range,
+            stream,
+            group,
+            "-",
+            "+",
+            count,
+            consumername=consumer,
+            idle=min_idle_ms,
+        )
+        or []
+    )
+    return [
+        {
+            "id": e["message_id"],
+            "consumer": e["consumer"],
+            "idle_ms": int(e["time_since_delivered"]),
+            "deliveries": int(e["times_delivered"]),
+        }
+        for e in page
+    ]
 
 
-def consumer_lag(stream: str = None, group: str = None, max_count: int = 100000,
-                 redis_url: str = None, configuration: Configuration = None,
-                 secrets: Secrets = None) -> dict:
+def consumer_lag(
+    stream: str = None,
+    group: str = None,
+    max_count: int = 100000,
+    redis_url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
     """
     How far the consumer group is behind the stream, as
     `{"entries": N, "seconds": S, "pending": P, "truncated": bool}`:
@@ -160,21 +216,35 @@ def consumer_lag(stream: str = None, group: str = None, max_count: int = 100000,
     return result
 
 
-def consumer_lag_entries(stream: str = None, group: str = None, max_count: int = 100000,
-                         redis_url: str = None, configuration: Configuration = None,
-                         secrets: Secrets = None) -> int:
+def consumer_lag_entries(
+    stream: str = None,
+    group: str = None,
+    max_count: int = 100000,
+    redis_url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> int:
     """Number of stream entries not yet delivered to the group (see `consumer_lag`)."""
     return consumer_lag(stream, group, max_count, redis_url, configuration, secrets)["entries"]
 
 
-def consumer_lag_seconds(stream: str = None, group: str = None, redis_url: str = None,
-                         configuration: Configuration = None, secrets: Secrets = None) -> float:
+def consumer_lag_seconds(
+    stream: str = None,
+    group: str = None,
+    redis_url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> float:
     """Age in seconds of the oldest entry not yet delivered to the group (0 when none)."""
     return consumer_lag(stream, group, 1, redis_url, configuration, secrets)["seconds"]
 
 
-def dead_letter_count(dead_stream: str = None, redis_url: str = None,
-                      configuration: Configuration = None, secrets: Secrets = None) -> int:
+def dead_letter_count(
+    dead_stream: str = None,
+    redis_url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> int:
     """
     Number of entries in the dead-letter stream (poison messages the consumer gave up on);
     `dead_stream` defaults to the `messaging_dead_stream` configuration key. 0 when missing.

@@ -24,8 +24,14 @@ __all__ = ["sampled_max_within", "memory_growth_within"]
 MEMORY_METRIC = "process_resident_memory_bytes"
 
 
-def sampled_max_within(label: str, metric: str, limit: float, service: str = None,
-                       configuration: Configuration = None, secrets: Secrets = None) -> Verdict:
+def sampled_max_within(
+    label: str,
+    metric: str,
+    limit: float,
+    service: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Whether every sample of `metric` recorded by `sample_metrics(label=...)` stayed strictly
     below `limit` — on `service`, or on every sampled service that exposes it (at least one
@@ -47,12 +53,18 @@ def sampled_max_within(label: str, metric: str, limit: float, service: str = Non
         points = _points(recorded, name, metric)
         if points:
             at, top = max(points, key=lambda p: p[1])
-            figures[name] = {"samples": len(points), "max": top, "at_s": at,
-                             "over_limit": sum(1 for _, v in points if v >= limit)}
+            figures[name] = {
+                "samples": len(points),
+                "max": top,
+                "at_s": at,
+                "over_limit": sum(1 for _, v in points if v >= limit),
+            }
     reason = None
     if not figures:
-        reason = (f"no sample of {metric} on {service or 'any service'} under label {label!r} "
-                  f"(sampled: {sorted(recorded['services'])})")
+        reason = (
+            f"no sample of {metric} on {service or 'any service'} under label {label!r} "
+            f"(sampled: {sorted(recorded['services'])})"
+        )
     top = max((f["max"] for f in figures.values()), default=None)
     ok = reason is None and all(f["over_limit"] == 0 for f in figures.values())
     if reason:
@@ -63,10 +75,16 @@ def sampled_max_within(label: str, metric: str, limit: float, service: str = Non
     return verdict(ok, reason, limit=limit, max=top, services=figures)
 
 
-def memory_growth_within(label: str, max_percent: float, window_fraction: float = 0.2,
-                         services: list = None, metric: str = MEMORY_METRIC,
-                         min_samples: int = 10, configuration: Configuration = None,
-                         secrets: Secrets = None) -> Verdict:
+def memory_growth_within(
+    label: str,
+    max_percent: float,
+    window_fraction: float = 0.2,
+    services: list = None,
+    metric: str = MEMORY_METRIC,
+    min_samples: int = 10,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
     """
     Whether each service's memory (`metric`, default process_resident_memory_bytes) grew by
     less than `max_percent` % between the first and the last `window_fraction` of the samples
@@ -78,8 +96,13 @@ def memory_growth_within(label: str, max_percent: float, window_fraction: float 
     """
     max_percent, fraction = float(max_percent), float(window_fraction)
     if not 0 < fraction <= 0.5:
-        return verdict(False, f"window_fraction={fraction:g} must be in (0, 0.5]: the first and "
-                       "last windows must not overlap", max_percent=max_percent, services={})
+        return verdict(
+            False,
+            f"window_fraction={fraction:g} must be in (0, 0.5]: the first and "
+            "last windows must not overlap",
+            max_percent=max_percent,
+            services={},
+        )
     if held := held_before_method(configuration, max_percent=max_percent, services={}):
         return held
     home = home_of(configuration)
@@ -96,21 +119,28 @@ def memory_growth_within(label: str, max_percent: float, window_fraction: float 
         first = sum(values[:window]) / window
         last = sum(values[-window:]) / window
         growth = (last - first) / first * 100 if first else math.inf
-        figures[name] = {"samples": len(values), "window": window,
-                         "first_mean_bytes": round(first), "last_mean_bytes": round(last),
-                         "growth_percent": round(growth, 2), "ok": growth < max_percent}
-        logger.info(f"{name} {metric}: {first / 2**20:.1f} MiB -> {last / 2**20:.1f} MiB "
-                    f"({growth:+.1f} %, limit < {max_percent:g} %)")
+        figures[name] = {
+            "samples": len(values),
+            "window": window,
+            "first_mean_bytes": round(first),
+            "last_mean_bytes": round(last),
+            "growth_percent": round(growth, 2),
+            "ok": growth < max_percent,
+        }
+        logger.info(
+            f"{name} {metric}: {first / 2**20:.1f} MiB -> {last / 2**20:.1f} MiB "
+            f"({growth:+.1f} %, limit < {max_percent:g} %)"
+        )
     ok = not problems and bool(figures) and all(f["ok"] for f in figures.values())
     if problems:
         reason = "; ".join(problems)
         logger.warning(f"memory verdict {label!r}: {reason}")
     else:
-        reason = "memory growth " + ", ".join(f"{n} {f['growth_percent']:+g} %"
-                                              for n, f in figures.items())
+        reason = "memory growth " + ", ".join(
+            f"{n} {f['growth_percent']:+g} %" for n, f in figures.items()
+        )
         reason += f" (limit < {max_percent:g} %)"
-    return verdict(ok, reason, max_percent=max_percent, window_fraction=fraction,
-                   services=figures)
+    return verdict(ok, reason, max_percent=max_percent, window_fraction=fraction, services=figures)
 
 
 def _samples(label: str, home: str | None) -> tuple[dict | None, str | None]:
@@ -118,11 +148,16 @@ def _samples(label: str, home: str | None) -> tuple[dict | None, str | None]:
     recorded = read_samples(label, home)
     if recorded is not None:
         return recorded, None
-    return None, (f"no samples labelled {label!r} in this run: did the method run "
-                  f"sample_metrics(label={label!r}) and did it finish?")
+    return None, (
+        f"no samples labelled {label!r} in this run: did the method run "
+        f"sample_metrics(label={label!r}) and did it finish?"
+    )
 
 
 def _points(recorded: dict, service: str, metric: str) -> list[tuple[float, float]]:
     series = recorded["services"].get(service) or {}
-    return [(t, float(v)) for t, v in zip(series.get("t", []), series.get(metric, []),
-                                          strict=False) if v is not None]
+    return [
+        (t, float(v))
+        for t, v in zip(series.get("t", []), series.get(metric, []), strict=False)
+        if v is not None
+    ]

@@ -27,13 +27,18 @@ def _port(text: str) -> int:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m chaosmessaging.proxy",
-        description="Toxiproxy-compatible fault proxy (HTTP API on host:port).")
+        description="Toxiproxy-compatible fault proxy (HTTP API on host:port).",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="API listen host (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8474, help="API listen port (default 8474)")
-    parser.add_argument("--config", help="JSON array of proxies to create at start "
-                                         '([{"name", "listen", "upstream"}], as Toxiproxy)')
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--config",
+        help="JSON array of proxies to create at start "
+        '([{"name", "listen", "upstream"}], as Toxiproxy)',
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     return parser.parse_args(argv)
 
 
@@ -48,8 +53,9 @@ async def _main(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         asyncio.run(_main(args))
     except ProxyServerError as exc:

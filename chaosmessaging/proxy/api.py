@@ -133,8 +133,7 @@ def create_app(collection: ProxyCollection) -> Starlette:
         Route("/proxies/{proxy}/toxics", _guarded(toxic_index), methods=["GET"]),
         Route("/proxies/{proxy}/toxics", _guarded(toxic_create), methods=["POST"]),
         Route("/proxies/{proxy}/toxics/{toxic}", _guarded(toxic_show), methods=["GET"]),
-        Route("/proxies/{proxy}/toxics/{toxic}", _guarded(toxic_update),
-              methods=["POST", "PATCH"]),
+        Route("/proxies/{proxy}/toxics/{toxic}", _guarded(toxic_update), methods=["POST", "PATCH"]),
         Route("/proxies/{proxy}/toxics/{toxic}", _guarded(toxic_delete), methods=["DELETE"]),
         Route("/version", _guarded(version), methods=["GET"]),
     ]

@@ -129,8 +129,12 @@ class Link:
         try:
             await loop.create_connection(lambda: _UpstreamSide(self), host, port)
         except OSError as exc:
-            log.warning("proxy %s: cannot connect to upstream %s: %s",
-                        self.proxy.name, self.proxy.upstream, exc)
+            log.warning(
+                "proxy %s: cannot connect to upstream %s: %s",
+                self.proxy.name,
+                self.proxy.upstream,
+                exc,
+            )
             self.close()
 
     def attach_server(self, server: asyncio.Transport) -> None:
@@ -185,8 +189,8 @@ class _Direction:
         self._queue: deque[tuple[float, bytes | None]] = deque()
         self._queued = 0
         self._task: asyncio.Task | None = None
-        self._data = asyncio.Event()      # new data or a toxic change: the pump looks again
-        self._changed = asyncio.Event()   # a toxic change: interruptible sleeps look again
+        self._data = asyncio.Event()  # new data or a toxic change: the pump looks again
+        self._changed = asyncio.Event()  # a toxic change: interruptible sleeps look again
         self._writable = asyncio.Event()
         self._writable.set()
         self._paused: set[str] = set()
@@ -319,8 +323,7 @@ class _Direction:
             deadline = due if deadline is None else min(deadline, due)
         return deadline
 
-    async def _through(self, toxics: list[Toxic], index: int, data: bytes,
-                       arrival: float) -> None:
+    async def _through(self, toxics: list[Toxic], index: int, data: bytes, arrival: float) -> None:
         if index == len(toxics):
             await self._write(data)
             return
@@ -364,6 +367,7 @@ class _Direction:
 
 # -- what each toxic does to one chunk: an async generator of the pieces to pass on ----------
 
+
 async def _latency(d: _Direction, t: Toxic, data: bytes, arrival: float) -> AsyncIterator[bytes]:
     delay = t.attributes["latency"]
     jitter = t.attributes["jitter"]
@@ -382,7 +386,7 @@ async def _bandwidth(d: _Direction, t: Toxic, data: bytes, arrival: float) -> As
         return
     slice_size = max(1, rate // 10)  # 100 ms worth, as Toxiproxy does for large chunks
     for start in range(0, len(data), slice_size):
-        piece = data[start:start + slice_size]
+        piece = data[start : start + slice_size]
         # A running "free at" time rather than per-piece sleeps, so timer slack does not add up.
         free_at = max(time.monotonic(), d.state("bandwidth", t)) + len(piece) / rate
         d.set_state("bandwidth", t, free_at)
@@ -401,8 +405,7 @@ async def _timeout(d: _Direction, t: Toxic, data: bytes, arrival: float) -> Asyn
     yield  # pragma: no cover - makes this an async generator
 
 
-async def _reset_peer(d: _Direction, t: Toxic, data: bytes,
-                      arrival: float) -> AsyncIterator[bytes]:
+async def _reset_peer(d: _Direction, t: Toxic, data: bytes, arrival: float) -> AsyncIterator[bytes]:
     await asyncio.sleep(t.attributes["timeout"] / 1000)
     raise _CloseLink(reset=True)
     yield  # pragma: no cover - makes this an async generator
@@ -418,15 +421,14 @@ async def _slicer(d: _Direction, t: Toxic, data: bytes, arrival: float) -> Async
     start = 0
     while start < len(data):
         size = average + (random.randint(-variation, variation) if variation else 0)
-        piece = data[start:start + max(1, size)]
+        piece = data[start : start + max(1, size)]
         start += len(piece)
         yield piece
         if delay > 0 and start < len(data):
             await asyncio.sleep(delay)
 
 
-async def _limit_data(d: _Direction, t: Toxic, data: bytes,
-                      arrival: float) -> AsyncIterator[bytes]:
+async def _limit_data(d: _Direction, t: Toxic, data: bytes, arrival: float) -> AsyncIterator[bytes]:
     limit = t.attributes["bytes"]
     sent = int(d.state("limit_data", t))
     remaining = max(0, limit - sent)
@@ -450,6 +452,7 @@ _ACTIONS = {
 
 
 # -- the asyncio protocols of the two sockets ----------------------------------------------
+
 
 class _Side(asyncio.BufferedProtocol):
     """Reads straight into a reusable buffer and hands the bytes to its direction.

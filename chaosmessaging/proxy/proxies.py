@@ -65,8 +65,13 @@ class Proxy:
         self._server: asyncio.Server | None = None
 
     def to_json(self) -> dict:
-        return {"name": self.name, "listen": self.listen, "upstream": self.upstream,
-                "enabled": self.enabled, "toxics": [t.to_json() for t in self.toxics]}
+        return {
+            "name": self.name,
+            "listen": self.listen,
+            "upstream": self.upstream,
+            "enabled": self.enabled,
+            "toxics": [t.to_json() for t in self.toxics],
+        }
 
     def upstream_address(self) -> tuple[str, int]:
         return split_address(self.upstream, "upstream")
@@ -77,8 +82,9 @@ class Proxy:
         host, port = split_address(self.listen, "listen")
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                           flags=socket.AI_PASSIVE)
+            infos = await loop.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
             # One socket, IPv4 first: "localhost:0" must not become two listeners on two ports.
             family, kind, proto, _, sockaddr = min(infos, key=lambda i: i[0] != socket.AF_INET)
             sock = socket.socket(family, kind, proto)
@@ -90,8 +96,7 @@ class Proxy:
                 raise
         except OSError as exc:
             raise ApiError(f"listen tcp {self.listen}: {exc.strerror or exc}", 500) from exc
-        self._server = await loop.create_server(lambda: ClientSide(self), sock=sock,
-                                                backlog=512)
+        self._server = await loop.create_server(lambda: ClientSide(self), sock=sock, backlog=512)
         bound = sock.getsockname()
         self.listen = _join_address(bound[0], bound[1])
         self.enabled = True

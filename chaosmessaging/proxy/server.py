@@ -42,9 +42,11 @@ def load_config(path: str | Path) -> list[dict]:
     except ValueError as exc:
         raise ProxyServerError(f"proxy config {path} is not valid JSON: {exc}") from exc
     if not isinstance(data, list):
-        raise ProxyServerError(f"proxy config {path} must be a JSON array of proxies "
-                               '(e.g. [{"name": "redis", "listen": "127.0.0.1:26379", '
-                               '"upstream": "127.0.0.1:6379"}])')
+        raise ProxyServerError(
+            f"proxy config {path} must be a JSON array of proxies "
+            '(e.g. [{"name": "redis", "listen": "127.0.0.1:26379", '
+            '"upstream": "127.0.0.1:6379"}])'
+        )
     return data
 
 
@@ -56,15 +58,22 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ProxyServerError(f"the fault proxy API cannot listen on {host}:{port}: "
-                               f"{exc.strerror or exc}; choose another --port or stop what "
-                               "holds this one") from exc
+        raise ProxyServerError(
+            f"the fault proxy API cannot listen on {host}:{port}: "
+            f"{exc.strerror or exc}; choose another --port or stop what "
+            "holds this one"
+        ) from exc
     return sock
 
 
-async def serve(host: str = "127.0.0.1", port: int = 8474, config: list[dict] | None = None,
-                *, stop: asyncio.Event | None = None,
-                on_ready: Callable[[str, int], None] | None = None) -> None:
+async def serve(
+    host: str = "127.0.0.1",
+    port: int = 8474,
+    config: list[dict] | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[str, int], None] | None = None,
+) -> None:
     """Serve the Toxiproxy API on host:port until `stop` is set (forever if None).
 
     `config` proxies are created before the API accepts requests. `on_ready(host, port)` is
@@ -78,8 +87,11 @@ async def serve(host: str = "127.0.0.1", port: int = 8474, config: list[dict] | 
             raise ProxyServerError(f"invalid proxy config: {exc.message}") from exc
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(collection), log_level="warning",
-                                           access_log=False, lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(collection), log_level="warning", access_log=False, lifespan="off"
+        )
+    )
     # Signals are ours (see __main__): uvicorn must neither install handlers nor re-raise them.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
@@ -87,8 +99,9 @@ async def serve(host: str = "127.0.0.1", port: int = 8474, config: list[dict] | 
         while not server.started:
             if serving.done():
                 serving.result()
-                raise ProxyServerError(f"the fault proxy API on {host}:{bound_port} "
-                                       "stopped while starting")
+                raise ProxyServerError(
+                    f"the fault proxy API on {host}:{bound_port} stopped while starting"
+                )
             await asyncio.sleep(0.01)
         log.info("fault proxy API listening on http://%s:%d", host, bound_port)
         if on_ready is not None:
@@ -112,8 +125,9 @@ class BackgroundProxyServer:
     ...     httpx.post(f"{proxy.url}/proxies", json={...})
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0,
-                 config: list[dict] | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, config: list[dict] | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.config = config
@@ -152,8 +166,7 @@ class BackgroundProxyServer:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            await serve(self.host, self.port, self.config, stop=self._stop,
-                        on_ready=self._on_ready)
+            await serve(self.host, self.port, self.config, stop=self._stop, on_ready=self._on_ready)
 
         try:
             asyncio.run(main())

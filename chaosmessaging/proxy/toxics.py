@@ -53,8 +53,13 @@ class Toxic:
     uid: int = field(default_factory=lambda: next(_uids), compare=False)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "type": self.type, "stream": self.stream,
-                "toxicity": self.toxicity, "attributes": dict(self.attributes)}
+        return {
+            "name": self.name,
+            "type": self.type,
+            "stream": self.stream,
+            "toxicity": self.toxicity,
+            "attributes": dict(self.attributes),
+        }
 
 
 def new_toxic(body: object) -> Toxic:
@@ -75,8 +80,9 @@ def new_toxic(body: object) -> Toxic:
     toxicity = _toxicity(body.get("toxicity", 1.0))
     attributes = dict(TOXIC_TYPES[toxic_type])
     attributes.update(_attributes(toxic_type, body.get("attributes")))
-    return Toxic(name=name, type=toxic_type, stream=stream, toxicity=toxicity,
-                 attributes=attributes)
+    return Toxic(
+        name=name, type=toxic_type, stream=stream, toxicity=toxicity, attributes=attributes
+    )
 
 
 def update_toxic(old: Toxic, body: object) -> Toxic:
@@ -86,8 +92,9 @@ def update_toxic(old: Toxic, body: object) -> Toxic:
     attributes = dict(old.attributes)
     attributes.update(_attributes(old.type, body.get("attributes")))
     toxicity = _toxicity(body["toxicity"]) if "toxicity" in body else old.toxicity
-    return Toxic(name=old.name, type=old.type, stream=old.stream, toxicity=toxicity,
-                 attributes=attributes)
+    return Toxic(
+        name=old.name, type=old.type, stream=old.stream, toxicity=toxicity, attributes=attributes
+    )
 
 
 def _toxicity(value: object) -> float:
@@ -108,9 +115,14 @@ def _attributes(toxic_type: str, raw: object) -> dict[str, int]:
     for key, value in raw.items():
         if key not in known:
             continue
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not math.isfinite(value) or value != int(value)):
-            raise bad_request(f"attribute {key!r} of a {toxic_type} toxic must be an integer, "
-                              f"got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value != int(value)
+        ):
+            raise bad_request(
+                f"attribute {key!r} of a {toxic_type} toxic must be an integer, got {value!r}"
+            )
         result[key] = int(value)
     return result

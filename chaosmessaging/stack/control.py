@@ -34,9 +34,17 @@ from chaosmessaging.stack.state import (
 )
 from chaosmessaging.util import poll
 
-__all__ = ["stop_service", "start_service", "restart_service", "spawn", "signal_number",
-           "owned_processes", "stop_owned", "terminate_service",
-           "TERMINATING_SIGNALS"]
+__all__ = [
+    "stop_service",
+    "start_service",
+    "restart_service",
+    "spawn",
+    "signal_number",
+    "owned_processes",
+    "stop_owned",
+    "terminate_service",
+    "TERMINATING_SIGNALS",
+]
 
 # PostgreSQL: SIGINT is "fast shutdown" (SIGTERM waits for clients to leave).
 _GRACEFUL = {"postgres": signal.SIGINT}
@@ -50,13 +58,16 @@ def signal_number(sig: str | int) -> int:
     if isinstance(sig, int) or str(sig).strip().isdigit():
         number = int(sig)
         if number == 0:
-            raise ValueError("signal 0 sends nothing (it only checks that a process exists): "
-                             "use a name such as SIGTERM or SIGKILL")
+            raise ValueError(
+                "signal 0 sends nothing (it only checks that a process exists): "
+                "use a name such as SIGTERM or SIGKILL"
+            )
         try:
             return int(signal.Signals(number))
         except ValueError:
-            raise ValueError(f"{number} is not a signal on this system (use a name such as "
-                             "SIGTERM or SIGKILL)") from None
+            raise ValueError(
+                f"{number} is not a signal on this system (use a name such as SIGTERM or SIGKILL)"
+            ) from None
     name = str(sig).strip().upper()
     name = name if name.startswith("SIG") else f"SIG{name}"
     member = getattr(signal.Signals, name, None) if name.isidentifier() else None
@@ -75,9 +86,15 @@ def spawn(record: ServiceRecord, home: str | os.PathLike | None = None) -> Servi
     with open(log, "ab") as out:
         # the record holds only the variables we set (no secrets from the caller's environment)
         env = {**os.environ, **record.env, OWNER_ENV: owner}
-        proc = subprocess.Popen(record.cmd, env=env, user=record.user,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            record.cmd,
+            env=env,
+            user=record.user,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     record.pid = proc.pid
     try:
         record.create_time = psutil.Process(proc.pid).create_time()
@@ -91,8 +108,11 @@ def owned_processes(home: str | os.PathLike | None = None) -> list[psutil.Proces
     (`OWNER_ENV`), whatever the state file says; this process excluded."""
     owner = str(stack_home(home))
     # servers started before the mark existed are still known by their data/config paths
-    by_argv = {("-D", f"{owner}/data/postgres"), ("--dir", f"{owner}/data/redis"),
-               ("--config", f"{owner}/proxy.json")}
+    by_argv = {
+        ("-D", f"{owner}/data/postgres"),
+        ("--dir", f"{owner}/data/redis"),
+        ("--config", f"{owner}/proxy.json"),
+    }
     found = []
     for proc in psutil.process_iter(["pid"]):
         if proc.pid == os.getpid():
@@ -101,8 +121,7 @@ def owned_processes(home: str | os.PathLike | None = None) -> list[psutil.Proces
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
             argv = proc.cmdline()
-            if (proc.environ().get(OWNER_ENV) == owner
-                    or by_argv.intersection(zip(argv, argv[1:]))):
+            if proc.environ().get(OWNER_ENV) == owner or by_argv.intersection(zip(argv, argv[1:])):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
@@ -176,8 +195,13 @@ def _signal_group(record: ServiceRecord, sig: int) -> None:
         os.kill(record.pid, sig)
 
 
-def stop_service(name: str, sig: str | int = "SIGTERM", home: str | None = None,
-                 timeout: float = 15.0, state: StackState | None = None) -> ServiceRecord:
+def stop_service(
+    name: str,
+    sig: str | int = "SIGTERM",
+    home: str | None = None,
+    timeout: float = 15.0,
+    state: StackState | None = None,
+) -> ServiceRecord:
     """Send `sig` to service `name`; for terminating signals wait until it is gone.
 
     SIGKILL is what a crash looks like; SIGTERM asks for a graceful stop and escalates to SIGKILL
@@ -196,6 +220,7 @@ def stop_service(name: str, sig: str | int = "SIGTERM", home: str | None = None,
     _signal_group(record, signum)
     if signum in (signal.SIGSTOP, signal.SIGCONT, signal.SIGTSTP, signal.SIGHUP):
         return record
+
     def gone() -> bool:
         _reap(pid)
         return not record.alive()
@@ -209,16 +234,22 @@ def stop_service(name: str, sig: str | int = "SIGTERM", home: str | None = None,
     return record
 
 
-def terminate_service(name: str, sig: str | int = "SIGTERM", home: str | None = None,
-                      timeout: float = 15.0, state: StackState | None = None) -> str:
+def terminate_service(
+    name: str,
+    sig: str | int = "SIGTERM",
+    home: str | None = None,
+    timeout: float = 15.0,
+    state: StackState | None = None,
+) -> str:
     """Stop service `name` with a terminating signal (`TERMINATING_SIGNALS`) and say what really
     happened: "stopped by SIGTERM", "did not exit within 15 s of SIGTERM: killed with SIGKILL",
     "was not running". Raises ValueError for a signal that does not end a process."""
     signum = signal_number(sig)
     signame = signal.Signals(signum).name
     if signame not in TERMINATING_SIGNALS:
-        raise ValueError(f"{signame} does not end a process; use one of "
-                         f"{', '.join(TERMINATING_SIGNALS)}")
+        raise ValueError(
+            f"{signame} does not end a process; use one of {', '.join(TERMINATING_SIGNALS)}"
+        )
     state = state or load_state(home)
     record = state.service(name)
     if not record.alive():
@@ -234,8 +265,9 @@ def terminate_service(name: str, sig: str | int = "SIGTERM", home: str | None = 
     return f"stopped by {label} in {took:.1f} s"
 
 
-def start_service(name: str, home: str | None = None, timeout: float = 30.0,
-                  state: StackState | None = None) -> ServiceRecord:
+def start_service(
+    name: str, home: str | None = None, timeout: float = 30.0, state: StackState | None = None
+) -> ServiceRecord:
     """Start service `name` again with its recorded command; no-op if it already runs."""
     state = state or load_state(home)
     record = state.service(name)
@@ -270,8 +302,9 @@ def _clear_stale_postmaster_pid(record: ServiceRecord) -> None:
         lock.unlink(missing_ok=True)
 
 
-def restart_service(name: str, home: str | None = None, sig: str | int = "SIGTERM",
-                    timeout: float = 30.0) -> ServiceRecord:
+def restart_service(
+    name: str, home: str | None = None, sig: str | int = "SIGTERM", timeout: float = 30.0
+) -> ServiceRecord:
     """Stop (with a terminating `sig`, see `terminate_service`) then start service `name`."""
     state = load_state(home)
     terminate_service(name, sig, state=state, timeout=timeout)

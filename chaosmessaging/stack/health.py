@@ -18,8 +18,18 @@ def is_healthy(record: ServiceRecord) -> bool:
     if not record.alive():
         return False
     if record.health == "postgres":
-        cmd = [str(postgres_bin_dir() / "pg_isready"), "-h", record.host, "-p", str(record.port),
-               "-U", "postgres", "-q", "-t", "1"]
+        cmd = [
+            str(postgres_bin_dir() / "pg_isready"),
+            "-h",
+            record.host,
+            "-p",
+            str(record.port),
+            "-U",
+            "postgres",
+            "-q",
+            "-t",
+            "1",
+        ]
         return subprocess.run(cmd).returncode == 0
     if record.health.startswith("/"):
         try:

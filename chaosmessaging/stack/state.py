@@ -33,9 +33,20 @@ from pathlib import Path
 
 from chaosmessaging.util import atomic_write_json, same_process, stack_home
 
-__all__ = ["ATTEMPT_MARK", "OWNER_ENV", "HomeError", "ServiceRecord", "StackNotRunning",
-           "StackState", "StackStateError", "home_lock", "load_state", "save_state",
-           "stack_home", "usable_home"]
+__all__ = [
+    "ATTEMPT_MARK",
+    "OWNER_ENV",
+    "HomeError",
+    "ServiceRecord",
+    "StackNotRunning",
+    "StackState",
+    "StackStateError",
+    "home_lock",
+    "load_state",
+    "save_state",
+    "stack_home",
+    "usable_home",
+]
 
 #: Environment variable set in every process the stack starts: the home that owns it.
 OWNER_ENV = "CHAOSMESSAGING_STACK_OWNER"
@@ -74,26 +85,30 @@ def home_lock(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def usable_home(home: str | os.PathLike | None = None, create: bool = True,
-                write: bool = True) -> Path:
+def usable_home(
+    home: str | os.PathLike | None = None, create: bool = True, write: bool = True
+) -> Path:
     """The state directory, checked (created when `create`; writable when `write`), or
     HomeError saying what is wrong with it and how to fix it."""
     root = stack_home(home)
     hint = "pass another --home (or set CHAOSMESSAGING_HOME)"
     if root.exists() and not root.is_dir():
-        raise HomeError(f"the state directory {root} is a file, not a directory: {hint}, or "
-                        "remove the file")
+        raise HomeError(
+            f"the state directory {root} is a file, not a directory: {hint}, or remove the file"
+        )
     if not root.exists():
         if not create:
             return root
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise HomeError(f"the state directory {root} cannot be created "
-                            f"({exc.strerror or exc}): {hint}") from None
+            raise HomeError(
+                f"the state directory {root} cannot be created ({exc.strerror or exc}): {hint}"
+            ) from None
     if write and not os.access(root, os.W_OK | os.X_OK):
-        raise HomeError(f"the state directory {root} is not writable by this user: {hint}, or "
-                        "make it writable")
+        raise HomeError(
+            f"the state directory {root} is not writable by this user: {hint}, or make it writable"
+        )
     return root
 
 
@@ -135,13 +150,18 @@ class StackState:
             return self.services[name]
         except KeyError:
             known = ", ".join(sorted(self.services)) or "none"
-            raise KeyError(f"no service named {name!r} in the embedded stack "
-                           f"(known: {known})") from None
+            raise KeyError(
+                f"no service named {name!r} in the embedded stack (known: {known})"
+            ) from None
 
     def to_json(self) -> dict:
-        return {"version": self.version, "home": self.home, "started_at": self.started_at,
-                "starting": self.starting,
-                "services": {n: asdict(s) for n, s in self.services.items()}}
+        return {
+            "version": self.version,
+            "home": self.home,
+            "started_at": self.started_at,
+            "starting": self.starting,
+            "services": {n: asdict(s) for n, s in self.services.items()},
+        }
 
 
 def state_path(home: str | os.PathLike | None = None) -> Path:
@@ -152,19 +172,29 @@ def load_state(home: str | os.PathLike | None = None) -> StackState:
     """Read the stack state, or raise StackNotRunning with how to start it."""
     path = state_path(home)
     if not path.exists():
-        raise StackNotRunning(f"no embedded stack found at {path}; start one with "
-                              "`chaosmessaging stack up` (or set CHAOSMESSAGING_HOME)")
+        raise StackNotRunning(
+            f"no embedded stack found at {path}; start one with "
+            "`chaosmessaging stack up` (or set CHAOSMESSAGING_HOME)"
+        )
     try:
         raw = json.loads(path.read_text())
         services = {n: ServiceRecord(**s) for n, s in raw.get("services", {}).items()}
-        return StackState(home=raw["home"], started_at=raw["started_at"], services=services,
-                          version=raw.get("version", 1), starting=bool(raw.get("starting")))
+        return StackState(
+            home=raw["home"],
+            started_at=raw["started_at"],
+            services=services,
+            version=raw.get("version", 1),
+            starting=bool(raw.get("starting")),
+        )
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
         raise StackStateError(
             f"the stack state file {path} is unreadable or corrupt ({detail}); run "
             "`chaosmessaging stack down` to stop whatever this home started and set the file "
-            "aside, then `chaosmessaging stack up` again", path, detail) from None
+            "aside, then `chaosmessaging stack up` again",
+            path,
+            detail,
+        ) from None
 
 
 def save_state(state: StackState) -> Path:

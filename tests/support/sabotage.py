@@ -27,7 +27,9 @@ def drop_deliveries(count: int = 3, configuration: dict = None, secrets: dict = 
                 "JOIN deliveries d ON d.message_id = m.id WHERE starts_with(m.client_msg_id, $1) "
                 "ORDER BY m.created_at LIMIT $2) "
                 "RETURNING (SELECT client_msg_id FROM messages WHERE id = message_id)",
-                prefix, int(count))
+                prefix,
+                int(count),
+            )
             return [r[0] for r in rows]
         finally:
             await conn.close()
@@ -39,8 +41,9 @@ def ack_pending_without_delivery(configuration: dict = None, secrets: dict = Non
     """XACK every pending entry of the group as if the consumer had dropped its batch: the
     entries leave the PEL and any ledger row of theirs is removed (the kill may have landed
     between the ledger commit and XACK). Returns how many entries were dropped."""
-    client = redis.Redis.from_url(lookup("messaging_redis_url", configuration, secrets),
-                                  decode_responses=True)
+    client = redis.Redis.from_url(
+        lookup("messaging_redis_url", configuration, secrets), decode_responses=True
+    )
     stream = lookup("messaging_stream", configuration, secrets)
     group = lookup("messaging_group", configuration, secrets)
     ids = [p["message_id"] for p in client.xpending_range(stream, group, "-", "+", 100000)]
@@ -52,8 +55,9 @@ def ack_pending_without_delivery(configuration: dict = None, secrets: dict = Non
     async def forget():
         conn = await asyncpg.connect(dsn)
         try:
-            await conn.execute("DELETE FROM deliveries WHERE message_id = ANY($1::uuid[])",
-                               message_ids)
+            await conn.execute(
+                "DELETE FROM deliveries WHERE message_id = ANY($1::uuid[])", message_ids
+            )
         finally:
             await conn.close()
 
@@ -104,18 +108,22 @@ def permit_every_conversation(configuration: dict = None, secrets: dict = None) 
     every conversation: the dropped policy the T2 authorization verdict must catch.
     Undo with `restore_conversation_policy`."""
     return _owner_sql(
-        configuration, secrets,
+        configuration,
+        secrets,
         "DROP POLICY IF EXISTS api_select ON conversations; "
-        "CREATE POLICY api_select ON conversations FOR SELECT TO msgstack_api USING (true)")
+        "CREATE POLICY api_select ON conversations FOR SELECT TO msgstack_api USING (true)",
+    )
 
 
 def restore_conversation_policy(configuration: dict = None, secrets: dict = None) -> str:
     """Put migration 0004's participant-only SELECT policy on conversations back."""
     return _owner_sql(
-        configuration, secrets,
+        configuration,
+        secrets,
         "DROP POLICY IF EXISTS api_select ON conversations; "
         "CREATE POLICY api_select ON conversations FOR SELECT TO msgstack_api "
-        "USING (msgstack_is_participant(id))")
+        "USING (msgstack_is_participant(id))",
+    )
 
 
 def _owner_sql(configuration: dict, secrets: dict, statements: str) -> str:

@@ -16,9 +16,10 @@ import http from "k6/http";
 import { check } from "k6";
 import { Counter, Trend } from "k6/metrics";
 import { config, envFloat, envInt, thresholds } from "./lib/config.js";
-import { randomBase64, randomHex, uuidv4 } from "./lib/payload.js";
+import { randomBase64, randomHex } from "./lib/payload.js";
 import { recordWindow } from "./lib/windows.js";
-import { setupTokens, withAuth } from "./lib/auth.js";
+import { bearer, setupTokens, withAuth } from "./lib/auth.js";
+import { adoptOwnConversation, setupConversations, vuConversation } from "./lib/conversations.js";
 
 export const options = {
   scenarios: {
@@ -52,8 +53,10 @@ for (const name of ["pg_write", "stream_publish", "cache_read"]) {
 }
 const accepted = new Counter("messages_accepted");
 
+// Only participants may post: setup() creates one conversation per logged-in user.
 export function setup() {
-  return { tokens: setupTokens() };
+  const tokens = setupTokens();
+  return { tokens, conversations: setupConversations(tokens) };
 }
 
 function send(tokens, method, url, body, name) {
@@ -65,13 +68,21 @@ function send(tokens, method, url, body, name) {
   );
 }
 
-function pgWrite(tokens) {
-  const body = JSON.stringify({
-    conversation_id: keys[Math.floor(Math.random() * keys.length)] || uuidv4(),
-    client_msg_id: `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}`,
-    ciphertext: randomBase64(config.payloadBytes),
-  });
-  const res = send(tokens, "POST", `${config.apiUrl}/v1/messages`, body, "pg_write");
+function pgWrite(data) {
+  const write = () =>
+    send(
+      data.tokens,
+      "POST",
+      `${config.apiUrl}/v1/messages`,
+      JSON.stringify({
+        conversation_id: vuConversation(data),
+        client_msg_id: `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}`,
+        ciphertext: randomBase64(config.payloadBytes),
+      }),
+      "pg_write",
+    );
+  let res = write();
+  if (res.status === 403 && adoptOwnConversation(bearer(data.tokens))) res = write();
   if (res.status === 202) accepted.add(1);
   return [res, 202];
 }
@@ -92,7 +103,8 @@ function cacheRead(tokens) {
 export default function (data) {
   const draw = Math.random();
   const name = draw < pgShare ? "pg_write" : draw < pgShare + streamShare ? "stream_publish" : "cache_read";
-  const [res, expected] = { pg_write: pgWrite, stream_publish: streamPublish, cache_read: cacheRead }[name](data.tokens);
+  const run = { pg_write: () => pgWrite(data), stream_publish: () => streamPublish(data.tokens), cache_read: () => cacheRead(data.tokens) };
+  const [res, expected] = run[name]();
   ops[name].trend.add(res.timings.duration);
   ops[name].count.add(1);
   recordWindow(res, name);

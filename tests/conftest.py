@@ -117,9 +117,21 @@ def embedded_stack():
     shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_run_id_leaks():
+    """In-process tests start runs (`runs.new_run` exports CHAOSMESSAGING_RUN_ID): without this,
+    a later `chaos` child of the same worker would inherit a finished run whose method already
+    started, and its verdicts would skip the "holds before the method" rule."""
+    os.environ.pop("CHAOSMESSAGING_RUN_ID", None)
+    yield
+    os.environ.pop("CHAOSMESSAGING_RUN_ID", None)
+
+
 def chaos_env(stack) -> dict:
     """Environment of a `chaos` process aimed at `stack` (test-only activities importable)."""
-    return {**os.environ, "CHAOSMESSAGING_HOME": stack.home, "PYTHONPATH": str(SUPPORT)}
+    env = {**os.environ, "CHAOSMESSAGING_HOME": stack.home, "PYTHONPATH": str(SUPPORT)}
+    env.pop("CHAOSMESSAGING_RUN_ID", None)
+    return env
 
 
 @pytest.fixture

@@ -107,7 +107,9 @@ def test_pool_exhaustion_smoke_holds_and_releases_the_lock(embedded_stack, tmp_p
     assert code == 0, _why(journal, output)
     after = _after(journal)
     seen = after["pool-exhaustion-observed"]["output"]
-    assert seen["max_in_use"] == seen["pool_max"] == 20 and seen["max_waiting"] > 0
+    # each API worker process has its own pool of 20 (MSGSTACK_POOL_MAX); the gauges sum them
+    assert seen["max_in_use"] == seen["pool_max"] and seen["pool_max"] % 20 == 0
+    assert seen["pool_max"] >= 20 and seen["max_waiting"] > 0
     assert after["breaker-opened"]["output"]["opened"] >= 1
     assert after["breaker-closed-after-load-dropped"]["output"]["state"] == "closed"
     assert faults.active(embedded_stack.home) == []

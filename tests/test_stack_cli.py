@@ -14,6 +14,8 @@ import httpx
 import psutil
 import pytest
 
+from chaosmessaging.stack.launcher import SERVICE_ORDER
+
 from chaosmessaging.config import DEFAULT_LOADTEST_PASSWORD
 from chaosmessaging.stack.servers import free_port
 
@@ -55,8 +57,13 @@ def _token(home: Path) -> dict:
 
 
 def _post(api: str, client_id: str, headers: dict) -> httpx.Response:
+    """Post a message into a new conversation of the token's user (only participants may post)."""
+    created = httpx.post(
+        f"{api}/v1/conversations", json={"title": "cli"}, timeout=5, headers=headers
+    )
+    assert created.status_code == 201, created.text
     body = {
-        "conversation_id": str(uuid.uuid4()),
+        "conversation_id": created.json()["id"],
         "client_msg_id": client_id,
         "ciphertext": base64.b64encode(os.urandom(1024)).decode(),
     }
@@ -72,7 +79,7 @@ def _metric(url: str, name: str) -> float:
 
 def test_status_reports_every_service_alive_on_private_ports(stack_home):
     status = _status(stack_home)
-    assert set(status) == {"redis", "postgres", "proxy", "auth", "api", "dispatcher", "consumer"}
+    assert set(status) == set(SERVICE_ORDER)
     assert all(e["alive"] and e["pid"] for e in status.values())
     assert ":6379/" not in status["redis"]["address"]
     assert ":5432/" not in status["postgres"]["address"]

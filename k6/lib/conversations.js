@@ -43,3 +43,20 @@ export function request(method, path, authorization, body, tags) {
     responseType: "text",
   });
 }
+
+// This VU's conversation: the one setup() created for the VU's user (index-aligned with the
+// tokens), or, after a 403 (the VU logged in again as another user), one of its own.
+let vuConversationId = null;
+
+export function vuConversation(data) {
+  if (vuConversationId === null) vuConversationId = data.conversations[(__VU - 1) % data.conversations.length];
+  return vuConversationId;
+}
+
+// Create a conversation for the VU's current user and post there from now on (true on success).
+export function adoptOwnConversation(authorization) {
+  const created = createConversationRequest(authorization, { title: `load ${config.runId} vu ${__VU}` });
+  if (created.status !== 201) return false;
+  vuConversationId = created.json("id");
+  return true;
+}

@@ -56,8 +56,13 @@ class PostgresAdapter:
         self.settings = settings
         self.guard = Guard(self.name, settings, is_failure, is_retryable)
         metrics.POOL_MAX.set(pool.get_max_size())
-        metrics.POOL_SIZE.set_function(pool.get_size)
-        metrics.POOL_IN_USE.set_function(lambda: pool.get_size() - pool.get_idle_size())
+        # set on every acquire and release rather than by set_function: the API runs several
+        # worker processes with Prometheus multiprocess mode, which exports no callback gauges
+        self._gauge_pool()
+
+    def _gauge_pool(self) -> None:
+        metrics.POOL_SIZE.set(self.pool.get_size())
+        metrics.POOL_IN_USE.set(self.pool.get_size() - self.pool.get_idle_size())
 
     async def run(
         self, work: Callable[[asyncpg.Connection], Awaitable[T]], idempotent: bool = True
@@ -66,14 +71,17 @@ class PostgresAdapter:
 
         async def attempt() -> T:
             conn = await self._acquire()
+            self._gauge_pool()
             if mutants.on("storage_leak_on_error"):  # MUTANT: an error skips the release
                 result = await work(conn)
                 await self.pool.release(conn)
+                self._gauge_pool()
                 return result
             try:
                 return await work(conn)
             finally:
                 await self.pool.release(conn)
+                self._gauge_pool()
 
         return await self.guard.call(attempt, retry=idempotent)
 

@@ -165,4 +165,6 @@ def test_breaker_that_never_closes_fails_t10_and_a_cache_that_expires_fails_t7(
         code, journal, output = _run(stack, tmp_path, "pool_exhaustion")
         assert code != 0 and journal["deviated"], _why(journal, output)
         assert _breached(journal) == ["breaker-closed-after-load-dropped"]
-        assert _after(journal)["breaker-closed-after-load-dropped"]["output"]["state"] == "open"
+        # never closed: open, or half-open while a trial is under way (never "closed")
+        state = _after(journal)["breaker-closed-after-load-dropped"]["output"]["state"]
+        assert state in ("open", "half_open")

@@ -60,7 +60,8 @@ class ParticipantCache:
     def __init__(self, ttl: float, invalidation: bool = True) -> None:
         self.ttl = ttl
         self.invalidation = invalidation
-        # Without invalidation (a sabotage for tests) the cache trusts itself, online or not.
+        # Without invalidation (a sabotage for tests: the writer forgets to tell the other
+        # processes, the bug plan test 3 exists to find) the cache trusts itself, online or not.
         self.online = not invalidation
         self._entries: dict[uuid.UUID, tuple[frozenset[uuid.UUID], float]] = {}
         self._generations: dict[uuid.UUID, int] = {}
@@ -88,8 +89,6 @@ class ParticipantCache:
             self._entries[conversation_id] = (members, time.monotonic() + self.ttl)
 
     def drop(self, conversation_id: uuid.UUID) -> None:
-        if not self.invalidation:
-            return
         self._entries.pop(conversation_id, None)
         if len(self._generations) >= MAX_GENERATIONS:
             self.clear()
@@ -139,9 +138,9 @@ async def announce(
     Returns False when Redis could not be told; the other processes' subscriptions are then
     down as well (same Redis), so they answer from PostgreSQL until they resubscribe and clear.
     """
-    if not cache.invalidation:
-        return True
     cache.drop(conversation_id)
+    if not cache.invalidation:
+        return True  # the sabotage: only the writing process forgets its entry
     try:
         await client.publish(channel, _message(conversation_id))
     except streams.TRANSIENT_ERRORS as exc:

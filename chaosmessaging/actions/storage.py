@@ -191,6 +191,10 @@ async def _hold_lock(
                 seen["waiting"] or 0.0,
             )
             figures["samples"] += 1
+            logger.debug(
+                f"pool at {time.time() - started:.2f}s: in use {in_use:g}/{top:g}, "
+                f"waiting {waiting:g}"
+            )
             figures["max_in_use"] = max(figures["max_in_use"], in_use)
             figures["pool_max"] = max(figures["pool_max"], top)
             figures["max_waiting"] = max(figures["max_waiting"], waiting)

@@ -220,11 +220,27 @@ async def authorize(
     request: Request, conversation_id: uuid.UUID, user: uuid.UUID, operation: str
 ) -> participants.Lookup:
     """The participants of the conversation if `user` is one; else RequestError 403/404."""
-    pool = _resources(request).pool
-    found = await _cache(request).lookup(pool, conversation_id, user)
+    res = _resources(request)
+    found = await _cache(request).lookup(_runner(res), conversation_id, user)
     if not found.allows(user):
-        raise await _missing_or_forbidden(pool, conversation_id, user, operation)
+        raise await _missing_or_forbidden(res.pool, conversation_id, user, operation)
     return found
+
+
+def _runner(res) -> participants.Runner:
+    """How a participant lookup reaches PostgreSQL: through the storage adapter (bounded wait,
+    retries, the circuit breaker: refused at once while it is open) when the app has one."""
+    storage = getattr(res, "storage", None)
+    if storage is None:
+        return lambda unit: db.retrying(res.pool, unit)
+
+    async def run(unit):
+        try:
+            return await storage.postgres.run(unit)
+        except asyncpg.UndefinedTableError as exc:
+            raise db.SchemaMissing() from exc
+
+    return run
 
 
 def _cache_headers(found: participants.Lookup) -> dict[str, str]:

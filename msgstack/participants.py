@@ -25,7 +25,9 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -40,6 +42,8 @@ PING_INTERVAL = 1.0  # how often the subscription proves it is alive
 PING_DEADLINE = 3.0  # no message or pong for this long: treat the subscription as down
 RETRY_DELAY = 0.5
 MAX_GENERATIONS = 100_000
+# runs a unit of work on a pooled connection (the storage adapter's `run`, or `db.retrying`)
+Runner = Callable[[Callable[[asyncpg.Connection], Awaitable[Any]]], Awaitable[Any]]
 MEMBERS_SQL = "SELECT user_id FROM participants WHERE conversation_id = $1"
 
 
@@ -102,10 +106,11 @@ class ParticipantCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def lookup(
-        self, pool: asyncpg.Pool, conversation_id: uuid.UUID, user_id: uuid.UUID
-    ) -> Lookup:
-        """Participants of `conversation_id` from the cache, else from PostgreSQL as `user_id`.
+    async def lookup(self, run: Runner, conversation_id: uuid.UUID, user_id: uuid.UUID) -> Lookup:
+        """Participants of `conversation_id` from the cache, else from PostgreSQL as `user_id`
+        (`run` executes a unit of work on a pooled connection: the API passes its storage
+        adapter's, so a miss waits no longer than the adapter's bounded acquire and is refused
+        at once while its circuit breaker is open).
 
         Only a load by a participant is stored: under row-level security anyone else sees no
         participant at all, and that empty answer is about the viewer, not the conversation.
@@ -120,7 +125,7 @@ class ParticipantCache:
         async def load(conn: asyncpg.Connection) -> list[asyncpg.Record]:
             return await conn.fetch(MEMBERS_SQL, conversation_id)
 
-        members = frozenset(r["user_id"] for r in await db.as_user(pool, user_id, load))
+        members = frozenset(r["user_id"] for r in await run(db.as_user_unit(user_id, load)))
         if user_id in members:
             self.put(conversation_id, members, token)
         return Lookup(members, False)

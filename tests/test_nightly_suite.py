@@ -308,3 +308,29 @@ def test_each_experiment_folder_holds_only_its_own_runs_facts(suite_env, tmp_pat
     for exp in (first, second):
         facts = list((tmp_path / "results" / "2026-11-07" / exp.name / "facts").glob("*.json"))
         assert [f.stem for f in facts] == exp.run_ids
+
+
+def test_a_runs_other_files_are_neither_run_ids_nor_run_facts(tmp_path):
+    """The WebSocket actions keep `<run id>.conversations-<label>.json` (a list) beside the run
+    facts: it must not pass for a run of its own, nor break the night's figures."""
+    from chaosmessaging.nightly import collect
+
+    runs_dir = tmp_path / "home" / "runs"
+    runs_dir.mkdir(parents=True)
+    run_id = "run-20261205T085336-30be28"
+    (runs_dir / f"{run_id}.json").write_text(json.dumps({"recovery:t8": {"seconds": 1.5}}))
+    (runs_dir / f"{run_id}.conversations-t4.json").write_text(json.dumps([{"id": "c1"}]))
+    (runs_dir / f"{run_id}.samples-soak.json").write_text(json.dumps({"samples": []}))
+    assert collect.known_runs(tmp_path / "home") == {run_id}
+
+    night = tmp_path / "night"
+    (night / "mixed_load" / "facts").mkdir(parents=True)
+    (night / "suite.json").write_text(
+        json.dumps({"experiments": [{"name": "mixed_load", "status": "passed", "duration_s": 3}]})
+    )
+    facts = night / "mixed_load" / "facts"
+    (facts / f"{run_id}.json").write_text((runs_dir / f"{run_id}.json").read_text())
+    (facts / f"{run_id}.conversations-t4.json").write_text(json.dumps([{"id": "c1"}]))
+    figures = history.night_figures(night)
+    assert figures["mixed_load.passed"] == 1.0
+    assert figures["mixed_load.recovery_t8_s"] == 1.5

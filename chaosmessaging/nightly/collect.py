@@ -225,7 +225,9 @@ def known_runs(home: str | Path) -> set[str]:
     picks exactly the runs that are new: run ids are unique per `chaos run`)."""
     runs_dir = stack_home(home) / "runs"
     return (
-        {p.stem for p in runs_dir.glob("*.json") if ".samples-" not in p.name}
+        # `<run id>.json` only: a run's other files (`<run id>.samples-<label>.json`,
+        # `<run id>.conversations-<label>.json`) carry a dot in their stem
+        {p.stem for p in runs_dir.glob("*.json") if "." not in p.stem}
         if runs_dir.is_dir()
         else set()
     )

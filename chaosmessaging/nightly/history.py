@@ -95,7 +95,8 @@ def night_figures(results_dir: str | Path) -> dict[str, float]:
             except (ValueError, OSError):
                 continue
         for facts in sorted(folder.glob("facts/*.json")):
-            for key, value in json.loads(facts.read_text()).items():
+            doc = json.loads(facts.read_text())
+            for key, value in doc.items() if isinstance(doc, dict) else ():
                 if (
                     key.startswith("recovery:")
                     and isinstance(value, dict)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -49,8 +50,31 @@ class ServerError(RuntimeError):
     """A private server could not be found, initialised or started."""
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """Ask the kernel for a free TCP port on `host`."""
+    """A free TCP port on `host`, below the kernel's ephemeral range when there is room.
+
+    A port the kernel hands out for bind(0) comes from the ephemeral range, the same range it
+    draws the local ports of outgoing connections from: between our choice and the server's own
+    bind (seconds, while a stack starts), any client on the machine may take it ("Address
+    already in use"). Ports below that range are only ever taken by listeners that ask for them.
+    """
+    low, _ = _ephemeral_range()
+    if low > 11000:
+        for port in random.sample(range(10000, low), 50):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]

@@ -2,9 +2,12 @@
 
 An experiment that passes proves something only if it would fail against a broken platform. The
 self-check starts private embedded stacks whose reference services carry one deliberate,
-realistic bug each (a *mutant*: `MSGSTACK_MUTANT=<name>` switches it on at a marked point in
-`msgstack/consumer.py` or `msgstack/dispatcher.py`), runs the experiment(s) meant to catch it
-through the real `chaos run`, and runs the same experiments against a clean stack. It prints a
+realistic bug each (a *mutant*: `MSGSTACK_MUTANT=<name>` switches it on at a marked point of the
+reference services, `mutants.on("<name>")`; a few are the gateway's fault switches that the tests
+use too, `MSGSTACK_WS_SABOTAGE`, named in the mutant's `env`), runs the experiment(s) meant to
+catch it through the real `chaos run`, and runs the same experiments against a clean stack. The
+mutant's environment reaches every service of its stack and the `chaos run` itself (so commands
+the experiment starts, such as the migration runner, carry the bug too). It prints a
 table (mutant, experiment, expected, actual, caught) and fails when a mutant survives (its run
 did not end "deviated") or the clean stack fails an experiment.
 
@@ -13,10 +16,11 @@ registers its own mutants with `register(Mutant(...))` (and adds the matching sw
 reference stack). `SELFCHECK_VARS` shortens waits that only matter for a slow but correct stack
 (settle timeouts), per experiment, for every run, clean or mutant alike.
 
-Runs one experiment at a time (each starts its own load); a full pass takes about 15-25 minutes on
-a 2-core machine, so it belongs to the weekly workflow:
-`chaosmessaging selfcheck` (all), `chaosmessaging selfcheck --only consumer_no_reclaim` (one
-mutant and the clean run of its experiment), `chaosmessaging selfcheck --list`.
+Runs one experiment at a time (each starts its own load); a full pass (31 mutants, 16 clean runs)
+takes about an hour on a 2-core machine, so it belongs to the weekly workflow, one job per
+experiment: `chaosmessaging selfcheck` (all), `chaosmessaging selfcheck --only mixed_load` (an
+experiment's mutants and its clean run), `--only consumer_no_reclaim` (one mutant and the clean
+run of its experiment), `chaosmessaging selfcheck --list`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ __all__ = [
 ]
 
 MUTANT_ENV = "MSGSTACK_MUTANT"
+WS_SABOTAGE_ENV = "MSGSTACK_WS_SABOTAGE"
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,12 @@ class Mutant:
     service: str  # where the bug lives
     bug: str  # what is broken, one sentence
     experiments: tuple[str, ...]  # experiment file names (without .json) that must deviate
+    # the environment switching it on; None: MSGSTACK_MUTANT=<name>. A one-shot gateway switch
+    # (MSGSTACK_WS_SABOTAGE) strikes once per stack, so such a mutant names one experiment.
+    env: dict[str, str] | None = None
+
+    def environment(self) -> dict[str, str]:
+        return dict(self.env) if self.env is not None else {MUTANT_ENV: self.name}
 
 
 CATALOGUE: list[Mutant] = [
@@ -138,6 +149,140 @@ CATALOGUE: list[Mutant] = [
         "ratio collapses",
         ("multi_adapter_soak",),
     ),
+    Mutant(
+        "conversations_last_write_wins",
+        "api",
+        "updates a conversation without comparing its version: a stale update silently "
+        "overwrites a newer one (no 409)",
+        ("conversation_stress",),
+    ),
+    Mutant(
+        "participants_cache_never_fills",
+        "api",
+        "the participant cache loads on a miss but never stores: every authorization goes to "
+        "PostgreSQL",
+        ("conversation_stress", "multi_user_conversation"),
+    ),
+    Mutant(
+        "participants_no_invalidation",
+        "api",
+        "a participant change drops the writer's own cache entry but never tells the other API "
+        "processes: they keep authorizing a removed user",
+        ("participant_invalidation",),
+    ),
+    Mutant(
+        "participants_slow_invalidation",
+        "api",
+        "the invalidation subscriber naps 300 ms between messages: invalidations queue up and "
+        "are applied late",
+        ("participant_invalidation",),
+    ),
+    Mutant(
+        "auth_unbounded_audit_log",
+        "auth",
+        "keeps 256 KiB of every login in an audit list that is never trimmed: memory grows with "
+        "every login",
+        ("sustained_login",),
+    ),
+    Mutant(
+        "auth_leaks_redis_connection",
+        "auth",
+        "checks a Redis connection out per login and never gives it back: the pool runs dry",
+        ("sustained_login",),
+    ),
+    Mutant(
+        "health_500_when_degraded",
+        "every service",
+        "the readiness handler fails with 500 when a dependency is down, instead of a 503 "
+        "saying which one",
+        ("cascading_failure",),
+    ),
+    Mutant(
+        "health_sticky_redis",
+        "every service",
+        "once a Redis check failed, readiness reports Redis down for ever: no recovery after "
+        "Redis comes back empty",
+        ("cascading_failure",),
+    ),
+    Mutant(
+        "migrate_strips_concurrently",
+        "migrate",
+        "the migration runner drops CONCURRENTLY from index builds: the build locks the table "
+        "against writes",
+        ("migration_under_load",),
+    ),
+    Mutant(
+        "migrate_volatile_default",
+        "migrate",
+        "the new column's default is computed per row (volatile): PostgreSQL rewrites the whole "
+        "table under an exclusive lock",
+        ("migration_under_load",),
+    ),
+    Mutant(
+        "gateway_drops_a_frame",
+        "gateway",
+        "loses one frame on its way to a socket, silently (MSGSTACK_WS_SABOTAGE=drop)",
+        ("mixed_load",),
+        {"MSGSTACK_WS_SABOTAGE": "drop"},
+    ),
+    Mutant(
+        "gateway_flush_interval_in_s",
+        "gateway",
+        "waits 4 s before flushing a socket's queue (a 4 ms batching delay read as seconds): "
+        "end-to-end latency in seconds",
+        ("mixed_load",),
+    ),
+    Mutant(
+        "gateway_corrupts_a_byte",
+        "gateway",
+        "flips one byte of one payload on its way out (MSGSTACK_WS_SABOTAGE=corrupt)",
+        ("large_payload",),
+        {"MSGSTACK_WS_SABOTAGE": "corrupt"},
+    ),
+    Mutant(
+        "api_payload_limit_in_kb",
+        "api",
+        "takes the 64 KiB payload limit as 64 kB (64000 bytes): the largest legal messages are "
+        "refused with 413",
+        ("large_payload",),
+    ),
+    Mutant(
+        "gateway_leaks_a_frame",
+        "gateway",
+        "sends one frame to a socket of a user outside the conversation "
+        "(MSGSTACK_WS_SABOTAGE=leak)",
+        ("multi_user_conversation",),
+        {"MSGSTACK_WS_SABOTAGE": "leak"},
+    ),
+    Mutant(
+        "gateway_closes_a_socket",
+        "gateway",
+        "closes a healthy client's socket after a frame (MSGSTACK_WS_SABOTAGE=close)",
+        ("websocket_longevity",),
+        {"MSGSTACK_WS_SABOTAGE": "close"},
+    ),
+    Mutant(
+        "gateway_keeps_sent_frames",
+        "gateway",
+        "keeps 256 KiB of every frame it sent in a buffer that is never trimmed: memory grows "
+        "with every frame",
+        ("websocket_longevity",),
+    ),
+    Mutant(
+        "gateway_no_resume",
+        "gateway",
+        "ignores a reconnecting client's resume point: what it missed while away is never sent "
+        "(MSGSTACK_WS_SABOTAGE=no-resume)",
+        ("gateway_restart",),
+        {"MSGSTACK_WS_SABOTAGE": "no-resume"},
+    ),
+    Mutant(
+        "gateway_resume_skips_one",
+        "gateway",
+        "resumes one frame too late (an off-by-one on the resume point): each reconnecting "
+        "socket misses one message",
+        ("gateway_restart",),
+    ),
 ]
 
 # Per experiment: values passed with --var-file to every self-check run of it (clean and mutant),
@@ -212,6 +357,10 @@ def plan(only: Iterable[str] = (), catalogue: list[Mutant] | None = None) -> lis
     return rows
 
 
+def _mutant(name: str) -> Mutant:
+    return next(m for m in CATALOGUE if m.name == name)
+
+
 def _chaos() -> str:
     sibling = Path(sys.executable).with_name("chaos")
     return str(sibling) if sibling.exists() else (shutil.which("chaos") or "chaos")
@@ -268,9 +417,11 @@ def _run_experiment(
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("CHAOSMESSAGING_RUN_ID", "CHAOSMESSAGING_API_URL", MUTANT_ENV)
+        if k not in ("CHAOSMESSAGING_RUN_ID", "CHAOSMESSAGING_API_URL", MUTANT_ENV, WS_SABOTAGE_ENV)
     }
     env["CHAOSMESSAGING_HOME"] = str(home)
+    if row.mutant != "clean":  # commands the experiment runs (a migration) carry the bug too
+        env.update(_mutant(row.mutant).environment())
     started = time.monotonic()
     proc = subprocess.Popen(
         command,
@@ -327,7 +478,7 @@ def run(
     done = 0
     for mutant, group in groups.items():
         home = workdir / ("clean" if mutant == "clean" else f"m-{mutant}")
-        env = {} if mutant == "clean" else {MUTANT_ENV: mutant}
+        env = {} if mutant == "clean" else _mutant(mutant).environment()
         say(f"== {mutant}: starting a private embedded stack in {home}")
         try:
             launcher.up(

@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from msgstack import authn, conversations, db, metrics, participants, storage_routes
+from msgstack import authn, conversations, db, metrics, mutants, participants, storage_routes
 from msgstack.config import MIN_PAYLOAD, Settings
 from msgstack.errors import RequestError, unavailable
 from msgstack.service import Resources, build_app
@@ -111,10 +111,11 @@ def _parse(body: bytes, settings: Settings) -> tuple[uuid.UUID, str, bytes]:
         ciphertext = base64.b64decode(_field(doc, "ciphertext"), validate=True)
     except (binascii.Error, ValueError):
         raise RequestError(400, "invalid_field", "ciphertext must be standard base64") from None
-    if len(ciphertext) > settings.max_payload:
-        raise _too_large(
-            f"ciphertext is {len(ciphertext)} bytes, over the {settings.max_payload}-byte limit"
-        )
+    limit = settings.max_payload
+    if mutants.on("api_payload_limit_in_kb"):  # MUTANT: 64 KiB read as 64 kB (64000 bytes)
+        limit = limit // 1024 * 1000
+    if len(ciphertext) > limit:
+        raise _too_large(f"ciphertext is {len(ciphertext)} bytes, over the {limit}-byte limit")
     if len(ciphertext) < MIN_PAYLOAD:
         raise RequestError(
             400,
@@ -244,7 +245,8 @@ def create_app(settings: Settings):
     """The API app: messages, conversations and participants behind token authentication, with
     this process' participant cache and its Pub/Sub invalidation listener as background worker."""
     cache = participants.ParticipantCache(
-        settings.participant_cache_ttl, settings.participant_invalidation
+        settings.participant_cache_ttl,
+        not mutants.on("participants_no_invalidation"),  # MUTANT: other processes never told
     )
 
     async def invalidations(res: Resources, stop: asyncio.Event) -> None:

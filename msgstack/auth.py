@@ -26,7 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from msgstack import authn, db, metrics, passwords, streams
+from msgstack import authn, db, metrics, mutants, passwords, streams
 from msgstack.config import Settings
 from msgstack.service import Resources, build_app
 
@@ -38,6 +38,7 @@ MAX_BODY = 4096
 MAX_USERNAME = 150
 MAX_PASSWORD = 1024
 USER_SQL = "SELECT id, password_hash FROM users WHERE username = $1"
+_MUTANT_KEPT: list = []  # what the auth_* mutants hold on to (selfcheck only; empty in real use)
 
 
 class _LoginError(Exception):
@@ -182,8 +183,12 @@ class _Login:
         token = authn.new_token()
         try:
             await authn.store_token(res.redis, token, row["id"], self.settings.token_ttl)
+            if mutants.on("auth_leaks_redis_connection"):  # MUTANT: checked out, never released
+                _MUTANT_KEPT.append(await res.redis.connection_pool.get_connection("PING"))
         except streams.TRANSIENT_ERRORS as exc:
             raise _unavailable("redis", exc) from None
+        if mutants.on("auth_unbounded_audit_log"):  # MUTANT: 256 KiB kept per login
+            _MUTANT_KEPT.append(token.encode().ljust(256 * 1024, b"."))
         metrics.AUTH_TOKEN_LATENCY.observe(time.perf_counter() - started)
         return JSONResponse(
             {

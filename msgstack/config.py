@@ -36,7 +36,6 @@ class Settings:
     api_workers: int = 2
     participant_channel: str = "msgstack:participants"
     participant_cache_ttl: float = 60.0
-    participant_invalidation: bool = True
     redis_pool_max: int = 50
     token_ttl: int = 3600
     argon2_time_cost: int = 2
@@ -74,17 +73,6 @@ def _required(env: Mapping[str, str], name: str, example: str) -> str:
     if not value:
         raise ConfigError(f"{name} is not set; export it, e.g. {name}={example}")
     return value
-
-
-def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if raw == "":
-        return default
-    if raw in ("1", "on", "true", "yes"):
-        return True
-    if raw in ("0", "off", "false", "no"):
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a switch; set it to on or off")
 
 
 def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -125,7 +113,6 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         participant_cache_ttl=float(_int(env, "MSGSTACK_PARTICIPANT_CACHE_TTL", 60, 1)),
         # off (the writer drops only its own entry, other processes are never told) only to prove
         # in tests that stale reads are caught; never in a real deployment
-        participant_invalidation=_switch(env, "MSGSTACK_PARTICIPANT_INVALIDATION", True),
         redis_pool_max=_int(env, "MSGSTACK_REDIS_POOL_MAX", 50, 2),
         token_ttl=_int(env, "MSGSTACK_AUTH_TOKEN_TTL", 3600, 1),
         argon2_time_cost=time_cost,

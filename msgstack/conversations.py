@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from msgstack import db, metrics, participants
+from msgstack import db, metrics, mutants, participants
 from msgstack.errors import RequestError, error, unavailable
 
 __all__ = ["acting_user", "authorize", "routes"]
@@ -64,6 +64,8 @@ SET title = coalesce($3, c.title), metadata = coalesce($4::jsonb, c.metadata),
 WHERE c.id = $1 AND c.version = $2
 RETURNING {COLUMNS}
 """
+# the conversations_last_write_wins mutant (selfcheck): the version is taken, never compared
+UPDATE_IGNORING_VERSION = UPDATE_CONVERSATION.replace("c.version = $2", "$2::bigint IS NOT NULL")
 CURRENT_VERSION = "SELECT version FROM conversations WHERE id = $1"
 DELETE_CONVERSATION = "DELETE FROM conversations WHERE id = $1 RETURNING id"
 EXISTS = "SELECT msgstack_conversation_exists($1)"
@@ -362,7 +364,10 @@ async def update_conversation(request: Request) -> Response:
     pool = _resources(request).pool
 
     async def update(conn: asyncpg.Connection) -> tuple[asyncpg.Record | None, int | None]:
-        row = await conn.fetchrow(UPDATE_CONVERSATION, conversation_id, version, title, metadata)
+        sql = UPDATE_CONVERSATION
+        if mutants.on("conversations_last_write_wins"):  # MUTANT: stale updates overwrite
+            sql = UPDATE_IGNORING_VERSION
+        row = await conn.fetchrow(sql, conversation_id, version, title, metadata)
         if row is not None:
             return row, None
         return None, await conn.fetchval(CURRENT_VERSION, conversation_id)

@@ -67,7 +67,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from msgstack import authn, db, health, metrics, streams
+from msgstack import authn, db, health, metrics, mutants, streams
 from msgstack.config import Settings
 
 __all__ = ["Gateway", "run"]
@@ -79,6 +79,7 @@ READ_BATCH = 500
 READ_BLOCK_MS = 1000
 CATCH_UP_CHUNK = 500
 RESUME_CONCURRENCY = 4
+_MUTANT_KEPT: list = []  # what gateway_keeps_sent_frames holds on to (selfcheck only)
 RECENT_IDS = 200_000  # message ids already fanned out (re-dispatched duplicates are skipped)
 RETRY_DELAY = 0.5
 _SEQ = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -377,6 +378,7 @@ class Gateway:
                 lambda: db.retrying(self.pool, lambda c: c.fetch(MINE_SQL, conn.user))
             )
             mine = {str(r["conversation_id"]).encode() for r in rows}
+            skip_one = mutants.on("gateway_resume_skips_one")  # MUTANT: off by one on resume
             while _seq_key(cursor) < _seq_key(until):
                 entries = await self._until_done(
                     lambda c=cursor: self.redis.xrange(
@@ -390,6 +392,9 @@ class Gateway:
                 for _seq, message_id, members, text, _accepted in frames:
                     if conn.user in members and message_id not in seen:
                         seen.add(message_id)
+                        if skip_one:
+                            skip_one = False
+                            continue
                         await conn.ws.send(text)
                         conn.sent += 1
                         metrics.WS_FRAMES_SENT.inc()
@@ -410,6 +415,8 @@ class Gateway:
     async def send_loop(self, conn: Conn) -> None:
         """Write the queued frames in order; ends when the queue is empty (enqueue restarts it)."""
         try:
+            if mutants.on("gateway_flush_interval_in_s"):  # MUTANT: a 4 ms flush delay read as s
+                await asyncio.sleep(4.0)
             while conn.pending:
                 text, accepted = conn.pending.popleft()
                 if "corrupt" in self.sabotage:  # test-only: flip one byte of one payload
@@ -421,6 +428,8 @@ class Gateway:
                 await conn.ws.send(text)
                 conn.sent += 1
                 metrics.WS_FRAMES_SENT.inc()
+                if mutants.on("gateway_keeps_sent_frames"):  # MUTANT: 256 KiB kept per frame
+                    _MUTANT_KEPT.append(text.encode().ljust(256 * 1024, b" "))
                 if accepted is not None:
                     metrics.WS_E2E_LATENCY.observe(max(0.0, time.time() - accepted))
                 if "close" in self.sabotage:  # test-only: the server closes a socket

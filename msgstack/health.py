@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from msgstack import mutants
 from msgstack.db import describe
 
 __all__ = ["check_postgres", "check_redis", "routes"]
@@ -42,16 +43,24 @@ async def check_postgres(pool: asyncpg.Pool) -> str:
         return describe(exc)
 
 
+_redis_lost: list[str] = []  # only for the health_sticky_redis mutant
+
+
 async def check_redis(client: aioredis.Redis) -> str:
     """ "ok", or why Redis cannot answer PING right now."""
+    if _redis_lost and mutants.on("health_sticky_redis"):  # MUTANT: never re-checks
+        return _redis_lost[0]
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             await client.ping()
         return "ok"
     except TimeoutError:
-        return f"timeout after {CHECK_TIMEOUT:.0f}s"
+        answer = f"timeout after {CHECK_TIMEOUT:.0f}s"
     except Exception as exc:  # noqa: BLE001
-        return describe(exc)
+        answer = describe(exc)
+    if mutants.on("health_sticky_redis") and not _redis_lost:
+        _redis_lost.append(f"{answer} (MUTANT: stuck)")
+    return answer
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -66,8 +75,11 @@ async def readyz(request: Request) -> JSONResponse:
     )
     checks = {"postgres": pg, "redis": rd, **dict(zip(extra, answers))}
     ok = all(v == "ok" for v in checks.values())
+    status = 200 if ok else 503
+    if not ok and mutants.on("health_500_when_degraded"):  # MUTANT: a degraded check raises
+        status = 500
     return JSONResponse(
-        {"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503
+        {"status": "ok" if ok else "degraded", "checks": checks}, status_code=status
     )
 
 

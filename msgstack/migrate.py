@@ -28,7 +28,7 @@ from pathlib import Path
 
 import asyncpg
 
-from msgstack import db
+from msgstack import db, mutants
 
 __all__ = [
     "MIGRATIONS_DIR",
@@ -74,7 +74,15 @@ class Migration:
                 statements.append(current)
                 current = ""
         statements.append(current)
-        return [p.strip() for p in statements if _has_code(p)]
+        out = [p.strip() for p in statements if _has_code(p)]
+        if mutants.on("migrate_strips_concurrently"):  # MUTANT: the index build blocks writes
+            out = [s.replace(" CONCURRENTLY", "") for s in out]
+        if mutants.on("migrate_volatile_default"):  # MUTANT: a per-row default rewrites the table
+            out = [
+                s.replace("DEFAULT 'standard'", "DEFAULT ('standard' || left(random()::text, 0))")
+                for s in out
+            ]
+        return out
 
 
 def _has_code(chunk: str) -> bool:

@@ -1,7 +1,7 @@
 """Deliberately broken variants of the reference stack, for `chaosmessaging selfcheck` only.
 
-`MSGSTACK_MUTANT=<name>[,<name>...]` switches on a known bug at one of a few marked points in
-the consumer, the dispatcher and the storage layer (search for `mutants.on(`). With the variable
+`MSGSTACK_MUTANT=<name>[,<name>...]` switches on a known bug at one of the marked points of the
+services, the storage layer and the migration runner (search for `mutants.on(`). With the variable
 unset (always, in real use) every check is False and the services behave as documented. The
 catalogue of names, what each breaks and which experiment must catch it lives in
 `chaosmessaging.selfcheck`; this module only reads the switch, so the stack never learns about

@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from msgstack import db, metrics, streams
+from msgstack import db, metrics, mutants, streams
 
 __all__ = ["Lookup", "ParticipantCache", "announce", "listen"]
 
@@ -64,8 +64,8 @@ class ParticipantCache:
     def __init__(self, ttl: float, invalidation: bool = True) -> None:
         self.ttl = ttl
         self.invalidation = invalidation
-        # Without invalidation (a sabotage for tests: the writer forgets to tell the other
-        # processes, the bug plan test 3 exists to find) the cache trusts itself, online or not.
+        # Without invalidation (the participants_no_invalidation mutant: the writer forgets to
+        # tell the other processes, the bug plan test 3 exists to find) the cache trusts itself.
         self.online = not invalidation
         self._entries: dict[uuid.UUID, tuple[frozenset[uuid.UUID], float]] = {}
         self._generations: dict[uuid.UUID, int] = {}
@@ -89,6 +89,8 @@ class ParticipantCache:
     def put(
         self, conversation_id: uuid.UUID, members: frozenset[uuid.UUID], token: tuple[int, int]
     ) -> None:
+        if mutants.on("participants_cache_never_fills"):  # MUTANT: every read is a miss
+            return
         if self.online and token == self.token(conversation_id):
             self._entries[conversation_id] = (members, time.monotonic() + self.ttl)
 
@@ -145,7 +147,7 @@ async def announce(
     """
     cache.drop(conversation_id)
     if not cache.invalidation:
-        return True  # the sabotage: only the writing process forgets its entry
+        return True  # the mutant: only the writing process forgets its entry
     try:
         await client.publish(channel, _message(conversation_id))
     except streams.TRANSIENT_ERRORS as exc:
@@ -172,7 +174,7 @@ async def listen(
 ) -> None:
     """Apply invalidations until `stop`; while unsubscribed, keep the cache empty and bypassed."""
     if not cache.invalidation:
-        log.warning("participant cache invalidation is OFF (MSGSTACK_PARTICIPANT_INVALIDATION)")
+        log.warning("participant cache invalidation is OFF (mutant participants_no_invalidation)")
         await stop.wait()
         return
     while not stop.is_set():
@@ -192,6 +194,8 @@ async def listen(
                         cache.online = True
                         log.info("participant invalidations subscribed on %r", channel)
                     elif kind == "message":
+                        if mutants.on("participants_slow_invalidation"):  # MUTANT: naps
+                            await asyncio.sleep(0.3)
                         _apply(cache, message["data"])
                 if now >= next_ping:
                     await pubsub.ping()

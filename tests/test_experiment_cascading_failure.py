@@ -1,10 +1,10 @@
 """experiments/cascading_failure.json (plan T11), smoke profile, through the real `chaos` CLI
 against the session's embedded stack: PostgreSQL then Redis killed and restored under mixed load.
 It holds on the reference stack, and fails when one service answers 500 instead of 503, or never
-recovers after Redis comes back empty (tests/support/broken_service.py replaces that service)."""
+recovers after Redis comes back empty (that service restarted with the selfcheck's mutant,
+`MSGSTACK_MUTANT`, health_500_when_degraded or health_sticky_redis)."""
 
 import json
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,7 +16,6 @@ from chaosmessaging.stack.state import load_state, save_state
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "experiments" / "cascading_failure.json"
-BROKEN = Path(__file__).resolve().parent / "support" / "broken_service.py"
 # a shorter timeline for the runs that only need the verdicts to fail
 SHORT = ["--var", "t11_kill_pg_after_s:int=4", "--var", "t11_pg_alone_s:int=5",
          "--var", "t11_both_down_s:int=4", "--var", "t11_redis_alone_s:int=4",
@@ -30,11 +29,11 @@ def _after(journal: dict) -> dict:
 
 
 @contextmanager
-def broken(stack, service: str, mode: str):
-    """Run `service` of the session stack as tests/support/broken_service.py `mode` meanwhile."""
+def broken(stack, service: str, mutant: str):
+    """Run `service` of the session stack with `mutant` switched on (MSGSTACK_MUTANT) meanwhile."""
     state = load_state(stack.home)
-    original = list(state.service(service).cmd)
-    state.service(service).cmd = [sys.executable, str(BROKEN), mode, service]
+    original = dict(state.service(service).env)
+    state.service(service).env = {**original, "MSGSTACK_MUTANT": mutant}
     save_state(state)
     control.stop_service(service, "SIGTERM", state=state)
     control.start_service(service, state=state, timeout=60)
@@ -42,7 +41,7 @@ def broken(stack, service: str, mode: str):
         yield
     finally:
         state = load_state(stack.home)
-        state.service(service).cmd = original
+        state.service(service).env = original
         save_state(state)
         control.stop_service(service, "SIGTERM", state=state)
         control.start_service(service, state=state, timeout=60)
@@ -76,7 +75,7 @@ def test_cascading_failure_smoke_holds_on_the_reference_stack(embedded_stack, ch
 def test_cascading_failure_fails_when_a_service_answers_500_during_the_outage(
     embedded_stack, chaos_run
 ):
-    with broken(embedded_stack, "api", "500"):
+    with broken(embedded_stack, "api", "health_500_when_degraded"):
         code, journal, output = chaos_run(EXPERIMENT, *SHORT, timeout=400)
     assert code != 0 and journal["deviated"], output[-4000:]
     answers = _after(journal)["readiness-answers-only-200-or-503"]
@@ -88,7 +87,7 @@ def test_cascading_failure_fails_when_a_service_answers_500_during_the_outage(
 def test_cascading_failure_fails_when_a_service_never_recovers_after_redis_returns_empty(
     embedded_stack, chaos_run, tmp_path
 ):
-    with broken(embedded_stack, "dispatcher", "sticky-redis"):
+    with broken(embedded_stack, "dispatcher", "health_sticky_redis"):
         experiment = json.loads(EXPERIMENT.read_text())
         # judge recovery first: the other verdicts would stop the hypothesis earlier
         probes = experiment["steady-state-hypothesis"]["probes"]

@@ -77,21 +77,19 @@ def test_participant_invalidation_smoke_holds_on_the_reference_stack(embedded_st
 
 @pytest.fixture
 def api_without_invalidation(embedded_stack):
-    """The embedded stack's API restarted with MSGSTACK_PARTICIPANT_INVALIDATION=off (the
-    sabotage), and restarted as it was afterwards."""
+    """The embedded stack's API restarted with the participants_no_invalidation mutant
+    (MSGSTACK_MUTANT), and restarted as it was afterwards."""
     home = embedded_stack.home
 
     def restart(extra: dict) -> None:
         stop_service("api", home=home, timeout=20)
         state = load_state(home)
         record = state.service("api")
-        record.env = {
-            k: v for k, v in record.env.items() if k != "MSGSTACK_PARTICIPANT_INVALIDATION"
-        } | extra
+        record.env = {k: v for k, v in record.env.items() if k != "MSGSTACK_MUTANT"} | extra
         save_state(state)
         start_service("api", home=home, timeout=60)
 
-    restart({"MSGSTACK_PARTICIPANT_INVALIDATION": "off"})
+    restart({"MSGSTACK_MUTANT": "participants_no_invalidation"})
     try:
         yield
     finally:

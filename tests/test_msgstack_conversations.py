@@ -277,12 +277,12 @@ def test_a_removal_reaches_every_worker_before_the_next_read(api, alice, bob):
 def test_without_invalidation_a_removed_user_keeps_reading_from_a_stale_cache(
     env, alice, bob, tmp_path
 ):
-    """Sabotage (MSGSTACK_PARTICIPANT_INVALIDATION=off): the stale read T3 must catch."""
+    """Mutant participants_no_invalidation: the stale read T3 must catch."""
     api = start_service(
         "api",
         env,
         tmp_path,
-        MSGSTACK_PARTICIPANT_INVALIDATION="off",
+        MSGSTACK_MUTANT="participants_no_invalidation",
         MSGSTACK_PARTICIPANT_CHANNEL="conv-test-off",
     )
     try:

@@ -93,6 +93,29 @@ def test_a_new_experiment_file_is_discovered_with_no_edit(suite_env):
     assert catalog.profile_values("nightly", exps)[0] == exps / "profiles" / "nightly.json"
 
 
+def test_a_profile_is_a_name_or_a_path_and_a_bad_one_is_named(tmp_path):
+    exps = tmp_path / "experiments"
+    (exps / "profiles").mkdir(parents=True)
+    (exps / "profiles" / "nightly.json").write_text('{"configuration": {"t1_rate": 500}}')
+    short = tmp_path / "elsewhere" / "nightly-short.json"
+    short.parent.mkdir()
+    short.write_text('{"configuration": {"t1_rate": 500, "t1_duration_s": 180}}')
+    assert catalog.profile_values(str(short), exps) == (
+        short,
+        {"t1_rate": 500, "t1_duration_s": 180},
+    )
+    with pytest.raises(ValueError, match="does not exist .*one of: nightly"):
+        catalog.profile_values("nightlyy", exps)
+    with pytest.raises(ValueError, match="missing.json does not exist"):
+        catalog.profile_values(str(tmp_path / "missing.json"), exps)
+    short.write_text("{not json")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        catalog.profile_values(str(short), exps)
+    short.write_text("[1]")
+    with pytest.raises(ValueError, match="must be an object"):
+        catalog.profile_values(str(short), exps)
+
+
 def test_the_plans_chaos_tests_continue_on_error_and_critical_tests_are_marked():
     by_name = {e.name: e for e in catalog.discover()}
     assert not by_name["consumer_resilience"].blocking  # T8, in the plan's chaos_tests job

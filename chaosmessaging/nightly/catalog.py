@@ -15,6 +15,7 @@ An experiment may also opt in by tag: ``"tags": ["continue-on-error"]`` or ``["c
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -135,15 +136,25 @@ def discover(directory: str | Path | None = None, only: list[str] | None = None)
 
 def profile_values(profile: str, directory: str | Path | None = None) -> tuple[Path | None, dict]:
     """The var file of `profile` and its configuration values. The experiments' own values ARE
-    the smoke profile (no var file); any other profile is `experiments/profiles/<profile>.json`."""
+    the smoke profile (no var file); a name is `experiments/profiles/<profile>.json`, a path
+    (ending in .json or holding a directory) is that file, e.g. a shortened copy of nightly."""
     if profile == "smoke":
         return None, {}
     directory = Path(directory) if directory else experiments_dir()
-    path = directory / "profiles" / f"{profile}.json"
+    named = directory / "profiles" / f"{profile}.json"
+    is_path = profile.endswith(".json") or "/" in profile or os.sep in profile
+    path = Path(profile).expanduser() if is_path else named
     if not path.is_file():
         raise ValueError(
-            f"profile {profile!r}: {path} does not exist (profiles: smoke, "
-            + ", ".join(p.stem for p in sorted(path.parent.glob("*.json")))
+            f"profile {profile!r}: {path} does not exist (give smoke, a path to a profile "
+            "file, or one of: "
+            + ", ".join(p.stem for p in sorted(named.parent.glob("*.json")))
             + ")"
         )
-    return path, dict(json.loads(path.read_text()).get("configuration", {}))
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"profile {path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("configuration", {}), dict):
+        raise ValueError(f'profile {path} must be an object {{"configuration": {{...}}}}')
+    return path, dict(doc.get("configuration", {}))

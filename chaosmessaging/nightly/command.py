@@ -28,7 +28,8 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--profile",
         default="smoke",
-        help="smoke (the experiments' own values) or a file of experiments/profiles/",
+        help="smoke (the experiments' own values), a profile name of experiments/profiles/ "
+        "(nightly) or a path to a profile file",
     )
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
     p.add_argument(

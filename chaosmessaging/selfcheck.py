@@ -223,7 +223,7 @@ CATALOGUE: list[Mutant] = [
         "gateway",
         "loses one frame on its way to a socket, silently (MSGSTACK_WS_SABOTAGE=drop)",
         ("mixed_load",),
-        {"MSGSTACK_WS_SABOTAGE": "drop"},
+        {WS_SABOTAGE_ENV: "drop"},
     ),
     Mutant(
         "gateway_flush_interval_in_s",
@@ -237,7 +237,7 @@ CATALOGUE: list[Mutant] = [
         "gateway",
         "flips one byte of one payload on its way out (MSGSTACK_WS_SABOTAGE=corrupt)",
         ("large_payload",),
-        {"MSGSTACK_WS_SABOTAGE": "corrupt"},
+        {WS_SABOTAGE_ENV: "corrupt"},
     ),
     Mutant(
         "api_payload_limit_in_kb",
@@ -252,14 +252,14 @@ CATALOGUE: list[Mutant] = [
         "sends one frame to a socket of a user outside the conversation "
         "(MSGSTACK_WS_SABOTAGE=leak)",
         ("multi_user_conversation",),
-        {"MSGSTACK_WS_SABOTAGE": "leak"},
+        {WS_SABOTAGE_ENV: "leak"},
     ),
     Mutant(
         "gateway_closes_a_socket",
         "gateway",
         "closes a healthy client's socket after a frame (MSGSTACK_WS_SABOTAGE=close)",
         ("websocket_longevity",),
-        {"MSGSTACK_WS_SABOTAGE": "close"},
+        {WS_SABOTAGE_ENV: "close"},
     ),
     Mutant(
         "gateway_keeps_sent_frames",
@@ -274,7 +274,7 @@ CATALOGUE: list[Mutant] = [
         "ignores a reconnecting client's resume point: what it missed while away is never sent "
         "(MSGSTACK_WS_SABOTAGE=no-resume)",
         ("gateway_restart",),
-        {"MSGSTACK_WS_SABOTAGE": "no-resume"},
+        {WS_SABOTAGE_ENV: "no-resume"},
     ),
     Mutant(
         "gateway_resume_skips_one",

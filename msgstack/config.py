@@ -111,8 +111,6 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         api_workers=_int(env, "MSGSTACK_API_WORKERS", 2, 1),
         participant_channel=env.get("MSGSTACK_PARTICIPANT_CHANNEL") or "msgstack:participants",
         participant_cache_ttl=float(_int(env, "MSGSTACK_PARTICIPANT_CACHE_TTL", 60, 1)),
-        # off (the writer drops only its own entry, other processes are never told) only to prove
-        # in tests that stale reads are caught; never in a real deployment
         redis_pool_max=_int(env, "MSGSTACK_REDIS_POOL_MAX", 50, 2),
         token_ttl=_int(env, "MSGSTACK_AUTH_TOKEN_TTL", 3600, 1),
         argon2_time_cost=time_cost,

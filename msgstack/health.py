@@ -43,13 +43,14 @@ async def check_postgres(pool: asyncpg.Pool) -> str:
         return describe(exc)
 
 
-_redis_lost: list[str] = []  # only for the health_sticky_redis mutant
+_stuck_redis: str | None = None  # only ever set by the health_sticky_redis mutant
 
 
 async def check_redis(client: aioredis.Redis) -> str:
     """ "ok", or why Redis cannot answer PING right now."""
-    if _redis_lost and mutants.on("health_sticky_redis"):  # MUTANT: never re-checks
-        return _redis_lost[0]
+    global _stuck_redis
+    if _stuck_redis is not None:
+        return _stuck_redis
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             await client.ping()
@@ -58,8 +59,8 @@ async def check_redis(client: aioredis.Redis) -> str:
         answer = f"timeout after {CHECK_TIMEOUT:.0f}s"
     except Exception as exc:  # noqa: BLE001
         answer = describe(exc)
-    if mutants.on("health_sticky_redis") and not _redis_lost:
-        _redis_lost.append(f"{answer} (MUTANT: stuck)")
+    if mutants.on("health_sticky_redis"):  # MUTANT: the first failure sticks, never re-checked
+        _stuck_redis = f"{answer} (MUTANT: stuck)"
     return answer
 
 

@@ -155,6 +155,7 @@ def profile_values(profile: str, directory: str | Path | None = None) -> tuple[P
         doc = json.loads(path.read_text())
     except ValueError as exc:
         raise ValueError(f"profile {path} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("configuration", {}), dict):
+    values = doc.get("configuration", {}) if isinstance(doc, dict) else None
+    if not isinstance(values, dict):
         raise ValueError(f'profile {path} must be an object {{"configuration": {{...}}}}')
-    return path, dict(doc.get("configuration", {}))
+    return path, dict(values)

@@ -239,9 +239,16 @@ def _stack_down(args: argparse.Namespace) -> int:
         )
     except StackNotRunning:
         pass
-    stopped = launcher.down(args.home, purge=args.purge)
-    _print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
-    return 0
+    report = launcher.down_report(args.home, purge=args.purge)
+    _print("stopped: " + (", ".join(report.stopped) if report.stopped else "nothing was running"))
+    for refusal in report.refused:
+        _print(f"error: not stopped: {refusal}")
+    if args.purge:
+        if report.purge_refused:
+            _print(f"error: --purge: {report.purge_refused}")
+        else:
+            _print("deleted: " + (", ".join(report.deleted) or "nothing (no stack data here)"))
+    return 1 if report.refused or report.purge_refused else 0
 
 
 def _proxy(args: argparse.Namespace) -> int:

@@ -52,6 +52,7 @@ from chaosmessaging.util import atomic_write_json, same_process, stack_home
 __all__ = [
     "Fault",
     "LedgerError",
+    "Refused",
     "Reverter",
     "record",
     "clear",
@@ -108,6 +109,12 @@ def _locked(home: str | os.PathLike | None) -> Iterator[Path]:
 
 class LedgerError(RuntimeError):
     """The fault ledger cannot be read; the message names the file and what to do."""
+
+
+class Refused(RuntimeError):
+    """Raised by a reverter that will not act: the record names a live process this toolkit
+    cannot prove it started (no start time, no owner marker). The fault is reported "refused"
+    with the sentence and dropped from the ledger: it can never be reverted safely."""
 
 
 def _read(path: Path) -> list[Fault]:
@@ -232,6 +239,10 @@ def revert(fault: Fault, home: str | os.PathLike | None = None) -> dict:
         result["output"] = func(dict(fault.revert), stack_home(home))
         result["status"] = "reverted"
         clear(fault.id, home)
+    except Refused as exc:
+        result.update(status="refused", error=str(exc))
+        clear(fault.id, home)
+        logger.error(f"not reverting fault {fault.id} ({fault.kind} on {fault.target}): {exc}")
     except Exception as exc:
         result.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         logger.error(f"could not revert fault {fault.id} ({fault.kind} on {fault.target}): {exc}")

@@ -25,11 +25,16 @@ __all__ = [
     "atomic_write_json",
     "tail",
     "same_process",
+    "OWNER_ENV",
+    "our_process",
     "poll",
     "port_number",
 ]
 
 HOME_ENV = "CHAOSMESSAGING_HOME"
+#: Environment variable set in every process this toolkit starts (stack services, k6): the home
+#: that owns it. With the pid and the start time, it is how a process is proven ours.
+OWNER_ENV = "CHAOSMESSAGING_STACK_OWNER"
 T = TypeVar("T")
 
 
@@ -81,18 +86,61 @@ def tail(path: str | os.PathLike | None, lines: int = 15, after: str | None = No
 
 def same_process(pid: int | None, create_time: float | None) -> psutil.Process | None:
     """The live process `pid` if it is the one started at `create_time` (pids are reused), else
-    None. A zombie counts as gone. `create_time` None accepts any process with that pid."""
-    if not pid:
+    None. A zombie counts as gone. A record without a start time proves nothing: None."""
+    if not pid or create_time is None:
         return None
     try:
         proc = psutil.Process(int(pid))
-        if create_time is not None and abs(proc.create_time() - float(create_time)) > 1:
+        if abs(proc.create_time() - float(create_time)) > 1:
             return None
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
         return proc
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError, TypeError):
         return None
+
+
+def our_process(
+    pid: int | None, create_time: float | None, owner: str | os.PathLike | None
+) -> tuple[psutil.Process | None, str | None]:
+    """Whether the process recorded as (`pid`, `create_time`) and started with
+    `OWNER_ENV=owner` is running and provably ours.
+
+    Returns ``(process, None)`` when pid, start time and owner marker all match;
+    ``(None, None)`` when the recorded process is gone (no such pid, a zombie, or the pid now
+    belongs to a process started at another time); ``(None, reason)`` when a live process holds
+    the pid but cannot be proven ours (the record has no start time, the process does not carry
+    our owner marker, or its environment cannot be read): it must never be signalled."""
+    if not pid:
+        return None, None
+    try:
+        proc = psutil.Process(int(pid))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None, None
+        if create_time is None:
+            return None, (
+                f"the record of pid {pid} has no start time, so the process now holding that "
+                f"pid ({proc.name()}) cannot be proven to be the one this toolkit started: not "
+                "signalled; stop it yourself if it is yours"
+            )
+        if abs(proc.create_time() - float(create_time)) > 1:
+            return None, None
+        if owner is None:
+            return None, f"pid {pid} has no recorded owner: not signalled"
+        marker = proc.environ().get(OWNER_ENV)
+    except (psutil.NoSuchProcess, ValueError, TypeError):
+        return None, None
+    except psutil.AccessDenied:
+        return None, (
+            f"cannot read the environment of pid {pid} to check its owner marker "
+            f"({OWNER_ENV}): not signalled"
+        )
+    if marker != str(owner):
+        return None, (
+            f"pid {pid} ({proc.name()}) does not carry this home's owner marker "
+            f"({OWNER_ENV}={owner}; it has {marker or 'none'}): not signalled"
+        )
+    return proc, None
 
 
 def poll(check: Callable[[], T], timeout: float, interval: float = 0.1) -> T | None:

@@ -37,7 +37,7 @@ from logzero import logger
 from chaosmessaging import faults, runs, targets
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.resources import bundled
-from chaosmessaging.util import home_of, same_process, stack_home, tail
+from chaosmessaging.util import OWNER_ENV, home_of, our_process, same_process, stack_home, tail
 
 __all__ = ["start_load", "wait_for_load", "stop_load"]
 
@@ -237,13 +237,19 @@ def start_load(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "K6_NO_USAGE_REPORT": "true", "LOGIN_PASSWORD": password},
+            env={
+                **os.environ,
+                "K6_NO_USAGE_REPORT": "true",
+                "LOGIN_PASSWORD": password,
+                OWNER_ENV: _owner(home),
+            },
         )
     _CHILDREN[proc.pid] = proc
     create_time = psutil.Process(proc.pid).create_time()
     info = {
         "pid": proc.pid,
         "create_time": create_time,
+        "owner": _owner(home),
         "run_id": run_id,
         "summary_path": str(summary),
         "log_path": str(log_path),
@@ -259,7 +265,12 @@ def start_load(
     faults.record(
         "load",
         f"load:{run_id}",
-        {"pid": proc.pid, "create_time": create_time, "summary_path": str(summary)},
+        {
+            "pid": proc.pid,
+            "create_time": create_time,
+            "owner": _owner(home),
+            "summary_path": str(summary),
+        },
         home=home,
         details={"script": str(script_path), "rate": rate, "duration_s": seconds},
     )
@@ -303,6 +314,10 @@ def _run_info(
             )
         return json.loads(sidecar.read_text())
     if pid:
+        for key, fact in runs.facts(home=home).items():
+            if key.startswith("load:") and isinstance(fact, dict) and fact.get("pid") == int(pid):
+                return fact  # started by this run: its start time and owner are known
+        # a bare pid proves nothing: `_stop` refuses to signal it (no start time)
         return {"pid": int(pid), "create_time": None, "summary_path": None, "run_id": None}
     raise ActivityFailed("name the load run: `summary_path` (from start_load) or `pid`")
 
@@ -418,20 +433,32 @@ def wait_for_load(
     return result
 
 
-def _stop(pid: int, create_time: float | None, grace: float) -> int | None:
-    """SIGTERM k6's session (k6 then writes its summary), SIGKILL after `grace` seconds."""
-    proc = same_process(pid, create_time)
+def _signal_k6(proc: psutil.Process, sig: int) -> None:
+    """Signal k6's session when it leads it (start_load starts it in one), else k6 alone."""
+    try:
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, sig)
+            return
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.send_signal(sig)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def _stop(pid: int, create_time: float | None, grace: float, owner: str | None) -> int | None:
+    """SIGTERM k6's session (k6 then writes its summary), SIGKILL after `grace` seconds; only
+    when pid, start time and owner marker prove it is the k6 start_load started (else
+    `faults.Refused`, nothing sent)."""
+    proc, why = our_process(pid, create_time, owner)
+    if why:
+        raise faults.Refused(f"k6 load: {why}")
     if proc is not None:
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            proc.terminate()
+        _signal_k6(proc, signal.SIGTERM)
         _, alive = psutil.wait_procs([proc], timeout=grace)
         for p in alive:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                p.kill()
+            _signal_k6(p, signal.SIGKILL)
             p.wait(5)
     child = _CHILDREN.get(pid)
     return child.wait(5) if child is not None else None
@@ -456,14 +483,23 @@ def stop_load(
         logger.info("stop_load: no load was started in this run, nothing to stop")
         return {"pid": None, "run_id": None, "exit_code": None, "stopped": False}
     info = _run_info(summary_path, pid, label, home)
-    code = _stop(info["pid"], info.get("create_time"), grace)
+    try:
+        code = _stop(info["pid"], info.get("create_time"), grace, info.get("owner") or _owner(home))
+    except faults.Refused as exc:
+        raise ActivityFailed(str(exc)) from None
     return _finish(info, code, home)
 
 
+def _owner(home: str | os.PathLike | None) -> str:
+    """The owner marker k6 carries: the run's home."""
+    return str(stack_home(home))
+
+
 def _revert_load(recipe: dict, home: Path) -> dict:
+    owner = recipe.get("owner") or _owner(home)
     return {
         "stopped": recipe["pid"],
-        "exit_code": _stop(int(recipe["pid"]), recipe.get("create_time"), 10.0),
+        "exit_code": _stop(int(recipe["pid"]), recipe.get("create_time"), 10.0, owner),
     }
 
 

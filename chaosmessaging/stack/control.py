@@ -1,8 +1,11 @@
 """Start, stop and restart one process of the embedded stack, from its state file.
 
 Every process was started by the launcher in a session of its own, so a signal goes to the whole
-process group (PostgreSQL's backends included) and never to anything we did not start: the pid
-must still belong to the process recorded in `stack.json` (same create time).
+process group (PostgreSQL's backends included) and never to anything we did not start: a process
+is ours only when its pid, its start time and its owner marker (`OWNER_ENV`) all match the record
+in `stack.json`, and a group is signalled only when that process leads it (we created it). A record
+that cannot be proven ours (no start time, another owner) is refused with `NotOurProcess`, never
+signalled.
 
 Every process also carries `OWNER_ENV=<home>` in its environment: `owned_processes(home)` finds
 them by that mark alone, which is how `stack down` stops a process whose pid never reached the
@@ -44,7 +47,13 @@ __all__ = [
     "stop_owned",
     "terminate_service",
     "TERMINATING_SIGNALS",
+    "NotOurProcess",
 ]
+
+
+class NotOurProcess(ValueError):
+    """A record names a live process this toolkit cannot prove it started: nothing was sent."""
+
 
 # PostgreSQL: SIGINT is "fast shutdown" (SIGTERM waits for clients to leave).
 _GRACEFUL = {"postgres": signal.SIGINT}
@@ -96,6 +105,7 @@ def spawn(record: ServiceRecord, home: str | os.PathLike | None = None) -> Servi
             start_new_session=True,
         )
     record.pid = proc.pid
+    record.owner = owner
     try:
         record.create_time = psutil.Process(proc.pid).create_time()
     except psutil.NoSuchProcess:  # exited at once: the health check reports it with its log
@@ -107,12 +117,6 @@ def owned_processes(home: str | os.PathLike | None = None) -> list[psutil.Proces
     """Every live process whose environment marks it as started by the stack in `home`
     (`OWNER_ENV`), whatever the state file says; this process excluded."""
     owner = str(stack_home(home))
-    # servers started before the mark existed are still known by their data/config paths
-    by_argv = {
-        ("-D", f"{owner}/data/postgres"),
-        ("--dir", f"{owner}/data/redis"),
-        ("--config", f"{owner}/proxy.json"),
-    }
     found = []
     for proc in psutil.process_iter(["pid"]):
         if proc.pid == os.getpid():
@@ -120,8 +124,7 @@ def owned_processes(home: str | os.PathLike | None = None) -> list[psutil.Proces
         try:
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            argv = proc.cmdline()
-            if proc.environ().get(OWNER_ENV) == owner or by_argv.intersection(zip(argv, argv[1:])):
+            if proc.environ().get(OWNER_ENV) == owner:
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
@@ -187,12 +190,23 @@ def _reap(pid: int) -> None:
 
 
 def _signal_group(record: ServiceRecord, sig: int) -> None:
+    """Signal the recorded process, proven ours just before; its whole group only when it leads
+    it (spawn starts each in a session of its own), never a group we did not create."""
+    proc, why = record.identity()
+    if proc is None:
+        if why:
+            raise NotOurProcess(f"{record.name}: {why}")
+        return
     try:
-        os.killpg(record.pid, sig)
+        if os.getpgid(record.pid) == record.pid:
+            try:
+                os.killpg(record.pid, sig)
+                return
+            except PermissionError:
+                pass
+        os.kill(record.pid, sig)
     except ProcessLookupError:
         pass
-    except PermissionError:
-        os.kill(record.pid, sig)
 
 
 def stop_service(
@@ -212,7 +226,10 @@ def stop_service(
     signum = signal_number(sig)
     if signum == signal.SIGTERM:
         signum = _GRACEFUL.get(name, signal.SIGTERM)
-    if not record.alive():
+    proc, why = record.identity()
+    if why:
+        raise NotOurProcess(f"{name}: {why}")
+    if proc is None:
         record.pid = None
         save_state(state)
         return record
@@ -227,7 +244,11 @@ def stop_service(
 
     if not poll(gone, timeout, 0.05):
         _signal_group(record, signal.SIGKILL)
-        poll(gone, 30.0, 0.05)
+        if not poll(gone, 30.0, 0.05):
+            raise NotOurProcess(
+                f"{name} (pid {pid}) still runs 30 s after SIGKILL (a process in "
+                "uninterruptible sleep?); it was not stopped"
+            )
     _reap(pid)
     record.pid = None
     save_state(state)
@@ -253,7 +274,7 @@ def terminate_service(
     state = state or load_state(home)
     record = state.service(name)
     if not record.alive():
-        stop_service(name, signum, state=state, timeout=timeout)
+        stop_service(name, signum, state=state, timeout=timeout)  # refuses a process not ours
         return "was not running"
     sent = _GRACEFUL.get(name, signum) if signum == signal.SIGTERM else signum
     started = time.monotonic()

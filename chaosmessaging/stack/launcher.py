@@ -21,20 +21,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaosmessaging.config import lookup
 from chaosmessaging.stack import servers
-from chaosmessaging.stack.control import spawn, stop_owned, stop_service
+from chaosmessaging.stack.control import NotOurProcess, spawn, stop_owned, stop_service
 from chaosmessaging.stack.health import wait_healthy, wait_ready
 from chaosmessaging.stack.state import (
     ATTEMPT_MARK,
+    HOME_MARKER,
     ServiceRecord,
     StackNotRunning,
     StackState,
     StackStateError,
     home_lock,
+    is_marked_home,
     load_state,
+    mark_home,
     save_state,
     stack_home,
     state_path,
@@ -42,7 +46,17 @@ from chaosmessaging.stack.state import (
 )
 from chaosmessaging.util import tail
 
-__all__ = ["up", "preflight", "down", "ensure_up", "status", "StackError", "SERVICE_ORDER"]
+__all__ = [
+    "up",
+    "preflight",
+    "down",
+    "down_report",
+    "DownReport",
+    "ensure_up",
+    "status",
+    "StackError",
+    "SERVICE_ORDER",
+]
 
 HOST = "127.0.0.1"
 DATABASE = "messaging"
@@ -319,6 +333,7 @@ def _start(
     env: dict[str, str] | None = None,
 ) -> StackState:
     state_path(root).unlink(missing_ok=True)
+    mark_home(root)
     leftovers = stop_owned(root)
     if leftovers:
         say(
@@ -411,25 +426,62 @@ def ensure_up(
     return state
 
 
-def _stop_all(state: StackState) -> list[str]:
+def _stop_all(state: StackState, refused: list[str] | None = None) -> list[str]:
+    """Stop every recorded service that is provably ours; a record naming a live process that
+    is not (no start time, another owner) is never signalled: its sentence goes to `refused`."""
     stopped = []
     for name in reversed(SERVICE_ORDER):
         record = state.services.get(name)
-        if record is not None and record.alive():
-            stop_service(name, "SIGTERM", state=state, timeout=20)
-            stopped.append(name)
+        if record is None:
+            continue
+        proc, why = record.identity()
+        if why:
+            if refused is not None:
+                refused.append(f"{name}: {why}")
+            continue
+        if proc is not None:
+            try:
+                stop_service(name, "SIGTERM", state=state, timeout=20)
+                stopped.append(name)
+            except NotOurProcess as exc:
+                if refused is None:
+                    raise
+                refused.append(str(exc))
     return stopped
 
 
-def down(home: str | os.PathLike | None = None, purge: bool = False) -> list[str]:
-    """Stop every process the stack started (and nothing else); `purge` also deletes its data.
+#: what `--purge` deletes: only what `stack up` creates in a home
+PURGED = ("data/redis", "data/postgres", "proxy.json")
 
-    Processes the state file does not list but that carry this home's mark (an interrupted start)
-    are stopped too; a corrupt state file is set aside as `stack.json.corrupt` after that."""
+
+@dataclass
+class DownReport:
+    """What `down_report` really did."""
+
+    stopped: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # records not provably ours: not signalled
+    deleted: list[str] = field(default_factory=list)
+    purge_refused: str | None = None  # why --purge deleted nothing
+
+
+def down(home: str | os.PathLike | None = None, purge: bool = False) -> list[str]:
+    """Stop every process the stack started (and nothing else); `purge` also deletes its data
+    (only in a home that carries our marker). Returns what was stopped; see `down_report`."""
+    return down_report(home, purge).stopped
+
+
+def down_report(home: str | os.PathLike | None = None, purge: bool = False) -> DownReport:
+    """Stop every process the stack started, and nothing else; say what really happened.
+
+    A recorded process is stopped only when its pid, start time and owner marker match; processes
+    the state file does not list but that carry this home's owner marker (an interrupted start)
+    are stopped too; a corrupt state file is set aside as `stack.json.corrupt` after that. With
+    `purge`, what `stack up` created (`PURGED`) is deleted, only when the home carries the marker
+    file `stack up` writes (`HOME_MARKER`): a folder that never held a stack is never touched."""
     root = stack_home(home)
     if root.exists() and not root.is_dir():
         usable_home(root)  # raises HomeError naming the problem
-    stopped: list[str] = []
+    report = DownReport()
     try:
         state = load_state(root)
     except StackNotRunning:
@@ -438,12 +490,35 @@ def down(home: str | os.PathLike | None = None, purge: bool = False) -> list[str
         path = state_path(root)
         path.replace(path.with_name("stack.json.corrupt"))
     else:
-        stopped = _stop_all(state)
-        state_path(root).unlink(missing_ok=True)
-    stopped += [f"unrecorded {p}" for p in stop_owned(root)]
+        report.stopped = _stop_all(state, report.refused)
+        if not report.refused:
+            state_path(root).unlink(missing_ok=True)
+    report.stopped += [f"unrecorded {p}" for p in stop_owned(root)]
     if purge:
-        shutil.rmtree(root / "data", ignore_errors=True)
-    return stopped
+        present = [name for name in PURGED if (root / name).exists()]
+        if present and not is_marked_home(root):
+            report.purge_refused = (
+                f"{root} does not carry the marker file {HOME_MARKER} that `stack up` writes, so "
+                f"it never held a stack started by chaosmessaging: nothing was deleted "
+                f"(it holds {', '.join(present)}); check --home, or delete by hand"
+            )
+        elif present and report.refused:
+            report.purge_refused = (
+                "some recorded processes could not be proven ours and were not stopped: "
+                "nothing was deleted"
+            )
+        else:
+            for name in present:
+                target = root / name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    target.unlink(missing_ok=True)
+                report.deleted.append(str(target))
+            data = root / "data"
+            if data.is_dir() and not data.is_symlink() and not any(data.iterdir()):
+                data.rmdir()
+    return report
 
 
 def status(home: str | os.PathLike | None = None) -> list[dict]:

@@ -31,10 +31,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from chaosmessaging.util import atomic_write_json, same_process, stack_home
+from chaosmessaging.util import OWNER_ENV, atomic_write_json, our_process, stack_home
 
 __all__ = [
     "ATTEMPT_MARK",
+    "HOME_MARKER",
     "OWNER_ENV",
     "HomeError",
     "ServiceRecord",
@@ -42,14 +43,17 @@ __all__ = [
     "StackState",
     "StackStateError",
     "home_lock",
+    "is_marked_home",
+    "mark_home",
     "load_state",
     "save_state",
     "stack_home",
     "usable_home",
 ]
 
-#: Environment variable set in every process the stack starts: the home that owns it.
-OWNER_ENV = "CHAOSMESSAGING_STACK_OWNER"
+#: Marker file written in a home when this toolkit creates it or starts a stack in it: `stack
+#: down --purge` deletes data only in a directory that carries it.
+HOME_MARKER = ".chaosmessaging-home"
 
 #: First words of the line written to a service's log before each start (see `util.tail`'s
 #: `after`): an error shows this attempt's lines, never a previous attempt's.
@@ -101,6 +105,7 @@ def usable_home(
             return root
         try:
             root.mkdir(parents=True, exist_ok=True)
+            mark_home(root)
         except OSError as exc:
             raise HomeError(
                 f"the state directory {root} cannot be created ({exc.strerror or exc}): {hint}"
@@ -110,6 +115,21 @@ def usable_home(
             f"the state directory {root} is not writable by this user: {hint}, or make it writable"
         )
     return root
+
+
+def mark_home(root: str | os.PathLike) -> Path:
+    """Write the marker saying this toolkit owns `root` (see `HOME_MARKER`)."""
+    marker = Path(root) / HOME_MARKER
+    if not marker.exists():
+        marker.write_text(
+            "This directory is a chaosmessaging state directory: `chaosmessaging stack down "
+            "--purge` may delete the data/ it created here.\n"
+        )
+    return marker
+
+
+def is_marked_home(root: str | os.PathLike) -> bool:
+    return (Path(root) / HOME_MARKER).is_file()
 
 
 @dataclass
@@ -129,10 +149,24 @@ class ServiceRecord:
     health: str = "tcp"
     # HTTP path answering 200 once its dependencies are reachable (None: alive is ready)
     ready: str | None = None
+    # the home in its OWNER_ENV marker (records written before this field: the log's home)
+    owner: str | None = None
+
+    def owner_home(self) -> str | None:
+        if self.owner:
+            return self.owner
+        return str(Path(self.log).resolve().parent.parent) if self.log else None
 
     def alive(self) -> bool:
-        """True if our pid still runs and is the process we started (not a reused pid)."""
-        return same_process(self.pid, self.create_time) is not None
+        """True if our pid still runs and is provably the process we started: same pid, same
+        start time, our owner marker (never a reused pid, never someone else's process)."""
+        return self.identity()[0] is not None
+
+    def identity(self):  # -> tuple[psutil.Process | None, str | None], see util.our_process
+        """`util.our_process` for this record: (process, None) when alive and ours, (None,
+        None) when gone, (None, reason) when a live process holds the pid but is not provably
+        ours (never signal it)."""
+        return our_process(self.pid, self.create_time, self.owner_home())
 
 
 @dataclass

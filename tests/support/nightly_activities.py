@@ -11,10 +11,14 @@ import time
 import psutil
 
 from chaosmessaging import faults
+from chaosmessaging.util import OWNER_ENV, stack_home
 
 
 def hold_fault(seconds: float = 60.0, pidfile: str = "") -> int:
-    proc = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    home = os.environ.get("CHAOSMESSAGING_HOME")
+    # marked like every process the toolkit starts, so the ledger's reverter may stop it
+    env = {**os.environ, OWNER_ENV: str(stack_home(home))}
+    proc = subprocess.Popen(["sleep", "600"], start_new_session=True, env=env)
     if pidfile:
         with open(pidfile, "w") as out:
             out.write(str(proc.pid))
@@ -26,7 +30,7 @@ def hold_fault(seconds: float = 60.0, pidfile: str = "") -> int:
             "create_time": psutil.Process(proc.pid).create_time(),
             "summary_path": "",
         },
-        home=os.environ.get("CHAOSMESSAGING_HOME"),
+        home=home,
     )
     time.sleep(float(seconds))
     return proc.pid

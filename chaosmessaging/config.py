@@ -25,7 +25,7 @@ from chaoslib.types import Configuration, Secrets
 from chaosmessaging.stack.state import StackNotRunning, load_state
 from chaosmessaging.util import home_of
 
-__all__ = ["lookup", "redact", "KEYS"]
+__all__ = ["lookup", "source_of", "redact", "KEYS", "TARGET_KEYS"]
 
 # The embedded stack's load-test password unless CHAOSMESSAGING_LOADTEST_PASSWORD says otherwise
 # (documented in README.md). It guards throwaway users on loopback only.
@@ -62,6 +62,10 @@ KEYS: dict[str, tuple[str, tuple[str, str] | None, str | None]] = {
 }
 
 
+#: the addresses of the platform under test (each checked against the allow-list)
+TARGET_KEYS = [k for k in KEYS if k.endswith(("_url", "_dsn"))]
+
+
 def _flatten_secrets(secrets: Secrets | None) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in (secrets or {}).items():
@@ -72,6 +76,45 @@ def _flatten_secrets(secrets: Secrets | None) -> dict[str, Any]:
     return flat
 
 
+def _find(
+    key: str, configuration: Configuration = None, secrets: Secrets = None, value: Any = None
+) -> tuple[Any, str | None]:
+    """(value, where it came from) for `key`, following the module docstring's order; the
+    source is "argument", "secrets", "configuration", "environment <VAR>", "embedded stack
+    <home>", "default" or None (no value)."""
+    if value not in (None, ""):
+        return value, "argument"
+    flat = _flatten_secrets(secrets)
+    if flat.get(key) not in (None, ""):
+        return flat[key], "secrets"
+    if (configuration or {}).get(key) not in (None, ""):
+        return configuration[key], "configuration"
+    env_name, from_stack, default = KEYS.get(key, (key.upper(), None, None))
+    if os.environ.get(env_name):
+        return os.environ[env_name], f"environment {env_name}"
+    if from_stack is not None:
+        service, field = from_stack
+        try:
+            state = load_state(home_of(configuration))
+            record = state.services.get(service)
+            if record is not None:
+                return getattr(record, field), f"embedded stack {state.home}"
+        except StackNotRunning:
+            pass
+    if default is not None:
+        return default, "default"
+    return None, None
+
+
+#: where a value counts as set by the user (not a fallback)
+EXPLICIT_SOURCES = ("argument", "secrets", "configuration", "environment")
+
+
+def source_of(key: str, configuration: Configuration = None, secrets: Secrets = None) -> str | None:
+    """Where `lookup` would take `key` from (see `_find`), or None when nothing gives it."""
+    return _find(key, configuration, secrets)[1]
+
+
 def lookup(
     key: str,
     configuration: Configuration = None,
@@ -80,27 +123,10 @@ def lookup(
     required: bool = True,
 ) -> Any:
     """Resolve `key` as described in the module docstring; `value` is the activity's argument."""
-    if value not in (None, ""):
-        return value
-    flat = _flatten_secrets(secrets)
-    if flat.get(key) not in (None, ""):
-        return flat[key]
-    if (configuration or {}).get(key) not in (None, ""):
-        return configuration[key]
-    env_name, from_stack, default = KEYS.get(key, (key.upper(), None, None))
-    if os.environ.get(env_name):
-        return os.environ[env_name]
-    if from_stack is not None:
-        service, field = from_stack
-        try:
-            state = load_state(home_of(configuration))
-            record = state.services.get(service)
-            if record is not None:
-                return getattr(record, field)
-        except StackNotRunning:
-            pass
-    if default is not None or not required:
-        return default
+    found, source = _find(key, configuration, secrets, value)
+    if source is not None or not required:
+        return found
+    env_name = KEYS.get(key, (key.upper(),))[0]
     raise ActivityFailed(
         f"no value for '{key}': set it in the experiment's configuration, export {env_name}, "
         "or start the embedded stack with `chaosmessaging stack up`"

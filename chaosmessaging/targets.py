@@ -22,9 +22,18 @@ from urllib.parse import unquote, urlsplit
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging.config import redact
+from chaosmessaging.config import lookup, redact
 
-__all__ = ["ALLOW_ENV", "TargetRefused", "allowed_hosts", "host_of", "check", "is_allowed"]
+__all__ = [
+    "ALLOW_ENV",
+    "TargetRefused",
+    "allowed_hosts",
+    "allow_list_errors",
+    "host_of",
+    "check",
+    "is_allowed",
+    "resolve",
+]
 
 ALLOW_ENV = "CHAOSMESSAGING_ALLOW_HOSTS"
 _KV_HOST = re.compile(r"(?:^|\s)(?:host|hostaddr)\s*=\s*'?([^\s']+)")
@@ -107,3 +116,50 @@ def check(
             f"{ALLOW_ENV}=host1,10.0.0.0/8)"
         )
     return target
+
+
+def resolve(
+    key: str,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    value: object = None,
+    required: bool = True,
+    what: str | None = None,
+) -> str | None:
+    """The address `key` resolves to (`chaosmessaging.config.lookup`: the activity's `value`,
+    secrets, configuration, environment, embedded stack, default), checked against the
+    allow-list in the same call (`check`, naming `what`, default the key). None only when not
+    `required` and nothing gives it."""
+    found = lookup(key, configuration, secrets, value=value, required=required)
+    if found in (None, ""):
+        return None
+    return check(str(found), what or key, configuration, secrets)
+
+
+_LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
+
+
+def allow_list_errors(configuration: Configuration = None, secrets: Secrets = None) -> list[str]:
+    """One sentence per `allow_hosts` entry that is neither a host name, an IP address nor a
+    CIDR network (e.g. `10.0.0.0/33`, `10.0.0/8`, `http://db:5432`): such an entry allows
+    nothing, silently."""
+    errors = []
+    for entry in allowed_hosts(configuration, secrets):
+        looks_ip = "/" in entry or re.fullmatch(r"[\d.]+", entry) or ":" in entry
+        if looks_ip and "://" not in entry:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+                continue
+            except ValueError as exc:
+                errors.append(
+                    f"allow_hosts entry {entry!r} is not a valid IP address or CIDR network "
+                    f"({exc}): write e.g. 10.0.0.0/8, 192.168.1.20 or a host name"
+                )
+                continue
+        if not _HOST_NAME.match(entry):
+            errors.append(
+                f"allow_hosts entry {entry!r} is not a host name, IP address or CIDR network: "
+                "list bare hosts (db.internal, 10.0.0.5, 10.0.0.0/8), no scheme, port or path"
+            )
+    return errors

@@ -53,6 +53,9 @@ def add_toxic(
     api_url = tp.api_url(configuration, secrets, url)
     server = tp.server(api_url)
     target = tp.proxy(server, proxy, api_url)
+    if stream not in ("upstream", "downstream"):
+        raise ActivityFailed(f"stream {stream!r} must be 'upstream' or 'downstream'")
+    tp.check_fronts(target, proxy, api_url, configuration, secrets)
     name = name or f"{type}_{stream}"
     try:
         target.add_toxic(
@@ -148,6 +151,7 @@ def partition(
     api_url = tp.api_url(configuration, secrets, url)
     server = tp.server(api_url)
     target = tp.proxy(server, proxy, api_url)
+    tp.check_fronts(target, proxy, api_url, configuration, secrets)
     if mode == "disable":
         target.disable()
         faults.record(

@@ -52,3 +52,6 @@ def before_experiment_control(
             "messaging_api_url to target another platform"
         ) from exc
     logger.info(f"embedded stack ready ({', '.join(sorted(state.services))}) in {state.home}")
+    from chaosmessaging.controls.validation import _log_targets
+
+    _log_targets(configuration, secrets)  # now with the stack's own addresses

@@ -37,9 +37,15 @@ from chaoslib.types import Configuration, Experiment, Journal, Secrets
 from logzero import logger
 
 from chaosmessaging import targets
-from chaosmessaging.config import KEYS, lookup
+from chaosmessaging.config import EXPLICIT_SOURCES, KEYS, TARGET_KEYS, _find, lookup, redact
 
-__all__ = ["before_experiment_control", "after_experiment_control", "configuration_errors"]
+__all__ = [
+    "before_experiment_control",
+    "after_experiment_control",
+    "configuration_errors",
+    "target_errors",
+    "resolved_targets",
+]
 
 #: numeric arguments that must be strictly positive (a zero would mean "nothing", or "forever")
 POSITIVE = re.compile(
@@ -48,7 +54,8 @@ POSITIVE = re.compile(
     r"max_count|max_scan|max_entries_scan)$"
 )
 _REF = re.compile(r"\$\{([^}]+)\}")
-_TARGET_KEYS = [k for k in KEYS if k.endswith(("_url", "_dsn"))]
+_TARGET_KEYS = TARGET_KEYS
+_HTTP_KEYS = [k for k in TARGET_KEYS if k.endswith("_url") and k != "messaging_redis_url"]
 
 #: chaoslib's code for "stop now, play no rollback" (chaoslib.exit)
 EXIT_WITHOUT_ROLLBACKS = 30
@@ -203,12 +210,129 @@ def configuration_errors(
     return errors
 
 
+def resolved_targets(
+    configuration: Configuration = None, secrets: Secrets = None
+) -> list[tuple[str, str | None, str | None]]:
+    """(key, address with passwords hidden, where it came from) for every target key. A key the
+    embedded stack will give once the stack control starts it reads "embedded stack (to be
+    started)"."""
+    rows = []
+    for key in _TARGET_KEYS:
+        try:
+            value, source = _find(key, configuration, secrets)
+        except Exception as exc:  # an unreadable stack state is the stack control's to report
+            value, source = None, f"unreadable ({type(exc).__name__})"
+        if source is None and KEYS[key][1] is not None and not _external(configuration, secrets):
+            source = "embedded stack (to be started)"
+        rows.append((key, redact(str(value)) if value not in (None, "") else None, source))
+    return rows
+
+
+def _external(configuration: Configuration, secrets: Secrets) -> bool:
+    """True when the run targets the user's platform (the stack control starts no stack)."""
+    _, source = _find("messaging_api_url", configuration, secrets)
+    return bool(source and source.startswith(EXPLICIT_SOURCES))
+
+
+def _uses_proxy(experiment: Experiment) -> bool:
+    for activity in _activities(experiment):
+        module = str((activity.get("provider") or {}).get("module", ""))
+        if module.endswith((".toxiproxy", ".random_faults")):
+            return True
+    return False
+
+
+def _shape_errors(key: str, value: str) -> list[str]:
+    """What is wrong with the form of a target address (the user's words, the key named)."""
+    from urllib.parse import urlsplit
+
+    shown = redact(value)
+    if key in _HTTP_KEYS:
+        if "://" not in value:
+            return [
+                f"{key} {shown!r} has no scheme: write http://host:port (the probes would add "
+                "http://, k6 would not, and the load would fail mid-run)"
+            ]
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https"):
+            return [f"{key} {shown!r} has scheme {parts.scheme!r}: use http:// or https://"]
+        if parts.path not in ("", "/") or parts.query:
+            return [
+                f"{key} {shown!r} has a path ({parts.path or '?' + parts.query}): give the "
+                "service's base URL, http://host:port; every probe adds its own path"
+            ]
+    elif key == "messaging_redis_url" and "://" in value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            return [f"{key} {shown!r} has scheme {parts.scheme!r}: use redis:// or rediss://"]
+    elif key == "messaging_pg_dsn" and "://" in value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres"):
+            return [f"{key} {shown!r} has scheme {parts.scheme!r}: use postgresql://"]
+    if "://" in value:
+        try:
+            port = urlsplit(value).port
+        except ValueError:
+            return [f"{key} {shown!r} has a port that is not a number from 1 to 65535"]
+        if port == 0:
+            return [f"{key} {shown!r} has port 0, which no server listens on: give 1-65535"]
+    return []
+
+
+def target_errors(
+    experiment: Experiment, configuration: Configuration = None, secrets: Secrets = None
+) -> list[str]:
+    """A run's targets come from one source: all set explicitly (argument, secrets,
+    configuration, environment) or all from one embedded stack. A half-configured platform
+    (some addresses set, others falling back to the stack or a default, e.g. the Toxiproxy URL
+    to http://127.0.0.1:8474, another stack's proxy) is an error naming the missing keys. Also
+    checks each address's form (`_shape_errors`) and the allow-list's entries."""
+    errors = list(targets.allow_list_errors(configuration, secrets))
+    rows = resolved_targets(configuration, secrets)
+    explicit = [k for k, v, src in rows if v and src and src.startswith(EXPLICIT_SOURCES)]
+    fallback = [
+        (k, src)
+        for k, v, src in rows
+        if src
+        and (v or src.startswith("embedded stack"))
+        and not src.startswith(EXPLICIT_SOURCES)
+        and (k != "toxiproxy_url" or _uses_proxy(experiment))
+    ]
+    if explicit and fallback:
+        missing = ", ".join(
+            f"{k} ({KEYS[k][0]}; would fall back to the "
+            f"{f'default {KEYS[k][2]}' if src == 'default' else src})"
+            for k, src in fallback
+        )
+        errors.append(
+            f"the platform under test is half-configured: {', '.join(explicit)} set explicitly "
+            f"but not {missing}. A run's targets come from one source: set these too, or unset "
+            "the others to run against the embedded stack alone"
+        )
+    for key in _TARGET_KEYS:
+        try:
+            value, source = _find(key, configuration, secrets)
+        except Exception:
+            continue
+        if value not in (None, "") and source and source.startswith(EXPLICIT_SOURCES):
+            errors += _shape_errors(key, str(value))
+    return errors
+
+
+def _log_targets(configuration: Configuration, secrets: Secrets) -> None:
+    logger.info("targets of this run (key, address, source):")
+    for key, value, source in resolved_targets(configuration, secrets):
+        logger.info(f"  {key:<26} {value or '-':<44} {source or 'not set'}")
+
+
 def before_experiment_control(
     context: Experiment, configuration: Configuration = None, secrets: Secrets = None, **kwargs: Any
 ) -> None:
     """Stop the run before anything happens when a value or a target is wrong."""
     global _errors
     _errors = configuration_errors(context, configuration, secrets)
+    _errors += target_errors(context, configuration, secrets)
+    _log_targets(configuration, secrets)
     if _errors:
         for error in _errors:
             logger.error(f"configuration error: {error}")

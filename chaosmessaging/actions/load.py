@@ -34,7 +34,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging import faults, runs, targets
+from chaosmessaging import faults, rig, runs, targets
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.resources import bundled
 from chaosmessaging.util import OWNER_ENV, home_of, our_process, same_process, stack_home, tail
@@ -84,19 +84,77 @@ def _whole(value, name: str) -> int:
         raise ActivityFailed(f"{name} must be a whole number, got {value!r}") from None
 
 
-def _resolve_script(script: str) -> Path:
-    path = Path(script).expanduser()
-    shipped = bundled("k6")
-    candidates = (
-        [path]
-        if path.is_absolute()
-        else [Path.cwd() / path, Path.cwd() / "k6" / path, shipped / path, shipped / path.name]
-    )
+def _resolve_script(script: str, base: Path | None = None) -> Path:
+    """The k6 script to run. A path (with a folder, or absolute) is taken as given: relative to
+    the experiment file's folder `base` first, then the working directory, and never replaced by
+    a shipped script of the same name. A bare name is looked up beside the experiment (its own
+    folder, `k6/` in it, then `../k6/`, where `chaosmessaging init` copies the scripts), then in
+    the working directory and its `k6/`, then among the scripts shipped with chaosmessaging."""
+    path = Path(str(script)).expanduser()
+    base = rig.experiment_dir() if base is None else base
+    roots = [r for r in (base, Path.cwd()) if r is not None]
+    if path.is_absolute():
+        candidates = [path]
+    elif len(path.parts) > 1:  # an explicit path: never fall back to another file
+        candidates = [root / path for root in roots]
+    else:
+        shipped = bundled("k6")
+        candidates = []
+        if base is not None:
+            candidates += [base / path, base / "k6" / path, base.parent / "k6" / path]
+        candidates += [Path.cwd() / path, Path.cwd() / "k6" / path, shipped / path]
+    seen: list[Path] = []
     for candidate in candidates:
+        if candidate not in seen:
+            seen.append(candidate)
         if candidate.is_file():
             return candidate.resolve()
-    looked = ", ".join(map(str, candidates))
+    looked = ", ".join(map(str, seen))
     raise ActivityFailed(f"k6 script {script!r} not found (looked in {looked})")
+
+
+def _limits_start_load(
+    arguments: dict, configuration: Configuration = None, secrets: Secrets = None
+) -> list[str]:
+    """What start_load would refuse mid-run, checked before the steady state: the script
+    resolves, the duration parses and fits max_duration, the rate fits max_rate, the segment
+    is well formed, the API URL has a scheme."""
+    errors = []
+    try:
+        _resolve_script(arguments.get("script", "message_load.js"))
+    except ActivityFailed as exc:
+        errors.append(str(exc))
+    try:
+        if arguments.get("segment"):
+            _segment_args(arguments["segment"])
+        duration = arguments.get("duration")
+        rate, total = arguments.get("rate"), arguments.get("total_messages")
+        if total is not None and rate:
+            duration = f"{math.ceil(int(total) / int(rate))}s"
+        if duration is not None:
+            seconds = _seconds(duration)
+            limit = arguments.get("max_duration", "2h")
+            if seconds > _seconds(limit):
+                errors.append(
+                    f"duration {duration} exceeds max_duration {limit}: shorten the load or "
+                    "raise max_duration"
+                )
+        max_rate = arguments.get("max_rate", 20000)
+        if rate is not None and int(rate) > int(max_rate):
+            errors.append(f"rate {rate}/s exceeds max_rate {max_rate}/s")
+    except (ActivityFailed, ValueError, TypeError) as exc:
+        errors.append(str(exc))
+    api = arguments.get("api_url")
+    if api and "://" not in str(api):
+        errors.append(
+            f"api_url {api!r} has no scheme: write http://host:port (k6 does not add one)"
+        )
+    return errors
+
+
+#: activity -> the check of its values against its real limits (run by the validation control
+#: before the steady state; see `chaosmessaging.controls.validation`)
+LIMITS = {"start_load": _limits_start_load}
 
 
 #: the summary's latency statistics: k6's default set plus p(99), which the nightly trends track
@@ -157,9 +215,10 @@ def start_load(
     (`messaging_auth_url`), LOGIN_PREFIX / LOGIN_USERS (`messaging_loadtest_prefix` / `_users`),
     the password (`messaging_loadtest_password`, from secrets or the environment; only in k6's
     process environment, never on its command line or in the journal) and RUN_ID (default
-    ``<experiment run id>/<label>``; give each concurrent load its own `label`). Relative
-    script paths resolve against the working directory, then its `k6/` folder (where
-    `chaosmessaging init` copies them), then the k6 scripts shipped with chaosmessaging.
+    ``<experiment run id>/<label>``; give each concurrent load its own `label`). A bare script
+    name is looked up beside the experiment file (its folder, `k6/`, `../k6/`), then in the
+    working directory (and `k6/`), then among the shipped scripts; a script path (with a folder)
+    resolves against the experiment's folder, then the working directory, never elsewhere.
     Refuses non-loopback targets unless listed in `allow_hosts`, and durations over `max_duration`.
     `segment` ``"K/N"`` runs only the K-th of N equal k6 execution segments, so N runners (one
     per machine, each with its own `label`) share one arrival rate: each sends `rate` / N.
@@ -379,6 +438,10 @@ def _finish(info: dict, exit_code: int | None, home: str | None) -> dict:
 PROGRESS_EVERY_S = 15.0
 
 
+def _refused(log: str) -> bool:
+    return bool(re.search(r"login as \S+ failed: HTTP 40[13]|\b401\b.*login|login.*\b401\b", log))
+
+
 def wait_for_load(
     summary_path: str = None,
     pid: int = None,
@@ -425,9 +488,11 @@ def wait_for_load(
     code = _exit_code(info["pid"])
     result = _finish(info, code, home)
     if code not in (None, 0, THRESHOLDS_FAILED):
-        raise ActivityFailed(
-            f"k6 failed with exit code {code} (see {info.get('log_path')}):\n"
-            f"{tail(info.get('log_path'))}"
+        log = tail(info.get("log_path"))
+        refused = " (a login was refused: check the load-test credentials)" if _refused(log) else ""
+        # k6 itself failed (not a threshold): the rig, never the system under test
+        raise rig.RigFailure(
+            f"k6 failed with exit code {code}{refused} (see {info.get('log_path')}):\n{log}"
         )
     logger.info(f"load {result['run_id']} ended (exit {code}): {result['summary']}")
     return result

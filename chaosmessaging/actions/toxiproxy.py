@@ -211,6 +211,32 @@ def reset(url: str = None, configuration: Configuration = None, secrets: Secrets
     return ok
 
 
+def _limits_toxic(
+    arguments: dict, configuration: Configuration = None, secrets: Secrets = None
+) -> list[str]:
+    stream = arguments.get("stream", "downstream")
+    if stream not in ("upstream", "downstream"):
+        return [f"stream {stream!r} must be 'upstream' or 'downstream'"]
+    return []
+
+
+def _limits_partition(
+    arguments: dict, configuration: Configuration = None, secrets: Secrets = None
+) -> list[str]:
+    mode = arguments.get("mode", "disable")
+    if mode not in ("disable", "timeout"):
+        return [f"partition mode {mode!r} must be 'disable' or 'timeout'"]
+    return []
+
+
+#: activity -> the check of its values against its real limits (validation control)
+LIMITS = {
+    "add_toxic": _limits_toxic,
+    "add_latency": _limits_toxic,
+    "partition": _limits_partition,
+}
+
+
 def _revert_toxic(recipe: dict, home: Path) -> dict:
     server = tp.server(recipe["api"])
     removed = _delete_toxic(server, recipe["proxy"], recipe["toxic"], recipe["api"])

@@ -45,6 +45,50 @@ def _label_ok(label: str) -> str:
     return label
 
 
+def _limits_start_clients(
+    arguments: dict, configuration: Configuration = None, secrets: Secrets = None
+) -> list[str]:
+    """The fleet's caps, checked before the steady state (start_clients refuses the same)."""
+    try:
+        users = int(arguments.get("users", 2))
+        devices = int(arguments.get("devices_per_user", 1))
+        participants = int(arguments.get("participants", 2))
+    except (TypeError, ValueError):
+        return []  # the type check names it
+    errors = []
+    if users * devices > MAX_DEVICES:
+        errors.append(
+            f"users={users} x devices_per_user={devices} = {users * devices} devices is over "
+            f"the fleet's cap of {MAX_DEVICES}"
+        )
+    if participants > users:
+        errors.append(f"participants={participants} is more than users={users}")
+    return errors
+
+
+def _preflight_start_clients(
+    arguments: dict, configuration: Configuration = None, secrets: Secrets = None
+) -> list[str]:
+    """What depends on the platform this run targets: enough seeded load-test users."""
+    seeded = lookup("messaging_loadtest_users", configuration, secrets)
+    try:
+        users = int(arguments.get("users", 2))
+    except (TypeError, ValueError):
+        return []
+    if str(seeded).strip().isdigit() and users > int(seeded):
+        return [
+            f"users={users} but only {seeded} load-test users are seeded: start the stack with "
+            f"CHAOSMESSAGING_LOADTEST_USERS={users} or more (messaging_loadtest_users)"
+        ]
+    return []
+
+
+#: activity -> the check of its values against its real limits (validation control)
+LIMITS = {"start_clients": _limits_start_clients}
+#: activity -> the check against the platform the run targets (validation control, at run start)
+PREFLIGHT = {"start_clients": _preflight_start_clients}
+
+
 def start_clients(
     users: int = 2,
     devices_per_user: int = 1,

@@ -3,11 +3,14 @@
 - `chaosmessaging.controls.validation`: the experiment's values and targets are checked before
   anything happens (a bad value is a configuration error, never a deviation);
 - `chaosmessaging.controls.stack`: bring the embedded stack up when the experiment targets it;
+- `chaosmessaging.controls.rig`: one real load-test login before the steady state; a rig failure
+  (a load that did not start or died, a refused login) stops the method before the next fault and
+  ends the run as a rig failure, never a deviation;
 - `chaosmessaging.controls.safety`: revert every recorded fault on any outcome, stop the method
   at once on SIGINT/SIGTERM;
 - `chaosmessaging.controls.verdict`: a steady state broken before the method fails the run.
 
-One entry in an experiment instead of three keeps the safety net impossible to forget::
+One entry in an experiment instead of five keeps the safety net impossible to forget::
 
     "controls": [{"name": "chaosmessaging",
                   "provider": {"type": "python", "module": "chaosmessaging.controls.standard"}}]
@@ -24,7 +27,7 @@ from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging.controls import safety, stack, validation, verdict
+from chaosmessaging.controls import rig, safety, stack, validation, verdict
 
 __all__ = [
     "configure_control",
@@ -36,7 +39,7 @@ __all__ = [
     "cleanup_control",
 ]
 
-BUNDLED: tuple[ModuleType, ...] = (validation, stack, safety, verdict)
+BUNDLED: tuple[ModuleType, ...] = (validation, stack, rig, safety, verdict)
 
 
 def _call(hook: str, **arguments: Any) -> None:

@@ -31,6 +31,7 @@ import inspect
 import math
 import re
 import typing
+from pathlib import Path
 from typing import Any
 
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
@@ -45,6 +46,8 @@ __all__ = [
     "configuration_errors",
     "target_errors",
     "resolved_targets",
+    "invocation_errors",
+    "setting_errors",
 ]
 
 #: numeric arguments that must be strictly positive (a zero would mean "nothing", or "forever")
@@ -153,6 +156,29 @@ def _check_argument(
         )
 
 
+def _limit_errors(
+    provider: dict, configuration: dict, secrets: Secrets, where: str, table: str = "LIMITS"
+) -> list[str]:
+    """The activity's own check of its values against its real limits (enums, caps, maxima,
+    scripts that must exist): its module's `LIMITS[func](arguments, configuration, secrets)`.
+    Skipped while an argument still holds an unresolved `${key}` (reported above)."""
+    module = importlib.import_module(provider["module"])
+    check = (getattr(module, table, None) or {}).get(provider["func"])
+    if check is None:
+        return []
+    arguments = {}
+    for name, raw in (provider.get("arguments") or {}).items():
+        value = _resolve(raw, configuration, where, [])
+        if isinstance(value, str) and _REF.search(value):
+            return []
+        arguments[name] = value
+    try:
+        found = check(arguments, configuration, secrets)
+    except Exception as exc:  # a check must never crash the run: report it as it is
+        found = [f"could not check the values ({type(exc).__name__}: {exc})"]
+    return [f"{where}: {sentence}" for sentence in found]
+
+
 def configuration_errors(
     experiment: Experiment, configuration: Configuration = None, secrets: Secrets = None
 ) -> list[str]:
@@ -192,6 +218,7 @@ def configuration_errors(
                     )
                 continue
             _check_argument(name, hints.get(name, Any), value, raw, where, errors)
+        errors += _limit_errors(provider, configuration, secrets, where)
     allow = targets.allowed_hosts(configuration, secrets)
     for key in _TARGET_KEYS:
         try:
@@ -319,6 +346,95 @@ def target_errors(
     return errors
 
 
+def preflight_errors(
+    experiment: Experiment, configuration: Configuration = None, secrets: Secrets = None
+) -> list[str]:
+    """Each activity's checks against the platform this run targets (its module's `PREFLIGHT`,
+    e.g. enough seeded load-test users for a device fleet), when the run starts."""
+    configuration = dict(configuration or {})
+    errors = []
+    for activity in _activities(experiment):
+        provider = activity.get("provider") or {}
+        if provider.get("type") != "python":
+            continue
+        where = f"{activity.get('type')} '{activity.get('name')}'"
+        try:
+            errors += _limit_errors(provider, configuration, secrets, where, "PREFLIGHT")
+        except (ImportError, KeyError):
+            continue  # configuration_errors names a module that cannot be loaded
+    return errors
+
+
+def invocation_errors(experiment: Experiment, argv: list[str] | None = None) -> list[str]:
+    """What the `chaos run` command line asked for that would silently not happen: a
+    `--var-file` that is not valid JSON/YAML or not an object (Chaos Toolkit logs one error and
+    runs with the experiment's own values: smoke values for the nightly experiments), and a
+    `--var` key the experiment's configuration does not define (a misspelt key is ignored)."""
+    import difflib
+    import json
+
+    from chaosmessaging import rig
+
+    arguments = rig.chaos_run_arguments(argv)
+    if arguments is None:
+        return []
+    errors = []
+    for path in arguments.get("var_file") or ():
+        suffix = Path(str(path)).suffix.lower()
+        if suffix not in (".json", ".yaml", ".yml"):
+            continue
+        try:
+            text = Path(str(path)).read_text()
+            if not text.strip():
+                continue
+            if suffix == ".json":
+                data = json.loads(text)
+            else:
+                import yaml
+
+                data = yaml.safe_load(text)
+        except (OSError, UnicodeDecodeError, ValueError, Exception) as exc:
+            errors.append(
+                f"--var-file {path} cannot be read as {suffix[1:].upper()} ({exc}); Chaos Toolkit "
+                "would only log this and run with the experiment's own values, so nothing was run"
+            )
+            continue
+        if not isinstance(data, dict):
+            errors.append(
+                f"--var-file {path} holds a {type(data).__name__}, not an object with "
+                '"configuration" and/or "secrets": nothing was run'
+            )
+    known = sorted((experiment.get("configuration") or {}).keys())
+    for key in arguments.get("var") or {}:
+        if key in known or key in KEYS:
+            continue
+        close = difflib.get_close_matches(key, known + list(KEYS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        errors.append(
+            f"--var {key}: the experiment's configuration has no key {key!r}, so the value would "
+            f"be ignored{hint}"
+        )
+    return errors
+
+
+def setting_errors(configuration: Configuration = None, secrets: Secrets = None) -> list[str]:
+    """Settings that are not addresses, reported against what the user set (the variable or
+    key), before anything starts."""
+    errors = []
+    try:
+        value, source = _find("messaging_loadtest_users", configuration, secrets)
+    except Exception:
+        return errors
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        where = source if source and source != "default" else "the default"
+        errors.append(
+            f"messaging_loadtest_users={value!r} (from {where}) must be a whole number of "
+            "load-test users above 0, e.g. CHAOSMESSAGING_LOADTEST_USERS=50"
+        )
+    return errors
+
+
 def _log_targets(configuration: Configuration, secrets: Secrets) -> None:
     logger.info("targets of this run (key, address, source):")
     for key, value, source in resolved_targets(configuration, secrets):
@@ -332,6 +448,10 @@ def before_experiment_control(
     global _errors
     _errors = configuration_errors(context, configuration, secrets)
     _errors += target_errors(context, configuration, secrets)
+    _errors += setting_errors(configuration, secrets)
+    if not any("messaging_loadtest_users" in e for e in _errors):
+        _errors += preflight_errors(context, configuration, secrets)
+    _errors += invocation_errors(context)
     _log_targets(configuration, secrets)
     if _errors:
         for error in _errors:

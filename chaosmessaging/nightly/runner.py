@@ -368,6 +368,16 @@ def _judge(result: ExperimentResult, journal: Path) -> None:
             if ok
             else ("failed" if doc.get("status") in ("completed", "failed") else "error")
         )
+    for field, what in (
+        ("chaosmessaging_rig_failure", "rig failure (not the system)"),
+        ("chaosmessaging_configuration_error", "configuration error (nothing was run)"),
+    ):
+        ended = doc.get(field)
+        if isinstance(ended, dict) and result.status != "interrupted":
+            # never blame the system for the rig or for the experiment's own configuration
+            result.status = "error"
+            first = (ended.get("failures") or ended.get("errors") or [""])[0]
+            reason = f"{what}: {str(first).splitlines()[0] if first else ended.get('reason')}"
     if result.leftover_faults:
         ok = False
         result.status = "failed" if result.status == "passed" else result.status

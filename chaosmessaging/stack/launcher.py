@@ -253,7 +253,19 @@ def preflight(
     if with_proxy:
         check_port(proxy_port)
     _check_binaries()
+    _check_loadtest_users()
     return usable_home(home)
+
+
+def _check_loadtest_users() -> None:
+    """The seeded users' count, named as the user set it, before anything starts."""
+    users = str(lookup("messaging_loadtest_users")).strip()
+    if not users.isdigit() or not 1 <= int(users) <= 100000:
+        raise StackError(
+            f"CHAOSMESSAGING_LOADTEST_USERS={users!r} must be a whole number of load-test "
+            "users from 1 to 100000 (the users `stack up` seeds for k6 to log in as); nothing "
+            "was started"
+        )
 
 
 def _seed_users(env: dict[str, str], log: Path) -> None:
@@ -306,6 +318,7 @@ def up(
     `MSGSTACK_MUTANT` for `chaosmessaging selfcheck`, `MSGSTACK_RECLAIM_IDLE_MS`); they stay in
     the state file so a service restarted by an experiment gets them again."""
     _check_binaries()
+    _check_loadtest_users()
     root = usable_home(home)
     with home_lock(root):
         try:

@@ -368,11 +368,11 @@ def _judge(result: ExperimentResult, journal: Path) -> None:
             if ok
             else ("failed" if doc.get("status") in ("completed", "failed") else "error")
         )
-    for field, what in (
+    for ending, what in (
         ("chaosmessaging_rig_failure", "rig failure (not the system)"),
         ("chaosmessaging_configuration_error", "configuration error (nothing was run)"),
     ):
-        ended = doc.get(field)
+        ended = doc.get(ending)
         if isinstance(ended, dict) and result.status != "interrupted":
             # never blame the system for the rig or for the experiment's own configuration
             result.status = "error"

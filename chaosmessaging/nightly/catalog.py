@@ -92,8 +92,13 @@ def discover(directory: str | Path | None = None, only: list[str] | None = None)
     the named ones (file names without `.json`) and fails on a name that does not exist."""
     directory = Path(directory) if directory else experiments_dir()
     entries = []
+    if not directory.is_dir():
+        raise FileNotFoundError(f"the experiments folder {directory} does not exist")
     for path in sorted(directory.glob("*.json")):
-        doc = json.loads(path.read_text())
+        try:
+            doc = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc})") from None
         if not isinstance(doc, dict) or "method" not in doc:
             continue  # not an experiment
         name = path.stem

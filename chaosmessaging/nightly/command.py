@@ -3,7 +3,10 @@
 `nightly` runs the suite into one results folder, appends the night's figures to the history,
 renders the night's dashboard and the index across nights, and sends the alerts; its exit code
 is the suite's (0: every blocking experiment passed; 1: one failed; 130: interrupted).
-`baseline` judges the history (plan test 15; the weekly job) and exits 1 on a regression.
+`baseline` judges the history (plan test 15; the weekly job) and exits 1 on a regression,
+`EXIT_NOT_ENOUGH_HISTORY` (4) when the history holds too few nights to judge, 2 when the history
+file is missing or unreadable. Every input of `nightly` is checked before the first experiment
+runs; a late error (the coverage gate, an alert) never loses the night's history and dashboard.
 """
 
 from __future__ import annotations
@@ -15,7 +18,55 @@ import os
 from pathlib import Path
 
 
-__all__ = ["nightly", "render", "baseline", "add_arguments"]
+__all__ = ["nightly", "render", "baseline", "add_arguments", "EXIT_NOT_ENOUGH_HISTORY"]
+
+#: `baseline`: the history holds fewer nights than a trend needs (not a pass, not a regression)
+EXIT_NOT_ENOUGH_HISTORY = 4
+
+
+def _read_json(path: Path, what: str) -> object:
+    """The JSON in `path`, or ValueError naming the file and what is wrong with it."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"{what} {path} is a directory, not a file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} {path} cannot be read ({exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"{what} {path} is not valid JSON ({exc})") from None
+
+
+def _input_errors(args: argparse.Namespace) -> list[str]:
+    """Every nightly input that would fail late, checked before the first experiment."""
+    errors = []
+    if args.experiments and not Path(args.experiments).is_dir():
+        errors.append(
+            f"--experiments {args.experiments} is not a folder: give the folder holding the "
+            "experiments (default ./experiments)"
+        )
+    if args.coverage:
+        try:
+            doc = _read_json(Path(args.coverage), "--coverage file")
+            float(doc["totals"]["percent_covered"])  # type: ignore[index]
+        except ValueError as exc:
+            errors.append(str(exc))
+        except (KeyError, TypeError):
+            errors.append(
+                f"--coverage file {args.coverage} has no totals.percent_covered: give the JSON "
+                "report of pytest-cov (--cov-report=json)"
+            )
+    if args.history and Path(args.history).exists():
+        try:
+            doc = _read_json(Path(args.history), "--history file")
+            if not isinstance(doc, dict) or not isinstance(doc.get("nights", []), list):
+                errors.append(f"--history file {args.history} is not a nightly history")
+        except ValueError as exc:
+            errors.append(str(exc))
+    if args.results and Path(args.results).exists() and not Path(args.results).is_dir():
+        errors.append(f"--results {args.results} is a file, not a folder")
+    return errors
 
 
 def _print(msg: str) -> None:
@@ -82,6 +133,11 @@ def _history_path(args: argparse.Namespace, results: Path) -> Path:
 def nightly(args: argparse.Namespace) -> int:
     from chaosmessaging.nightly import alerts, catalog, dashboard, history, runner
 
+    problems = _input_errors(args)
+    if problems:
+        for problem in problems:
+            _print(f"error: {problem}")
+        return 2
     try:
         entries = catalog.discover(args.experiments, args.only)
         catalog.profile_values(args.profile, args.experiments)
@@ -104,16 +160,33 @@ def nightly(args: argparse.Namespace) -> int:
     data = suite.to_json()
     figures = history.night_figures(results)
     exit_code = suite.exit_code()
+    late: list[str] = []  # errors after the suite ran: reported, never losing the night
+
+    def step(what: str, action):  # noqa: ANN001, ANN202 - a local helper
+        try:
+            return action()
+        except Exception as exc:
+            late.append(f"{what} failed: {type(exc).__name__}: {exc}")
+            _print(f"error: {late[-1]}")
+            return None
+
     if args.coverage:
-        gate = history.coverage_gate(args.coverage)
-        figures["suite.coverage_pct"] = gate["measured_pct"]
-        exit_code = history.apply_gate(results, gate) if exit_code != 130 else exit_code
-        _print(gate["reason"])
+        gate = step("the coverage gate", lambda: history.coverage_gate(args.coverage))
+        if gate is not None:
+            figures["suite.coverage_pct"] = gate["measured_pct"]
+            exit_code = history.apply_gate(results, gate) if exit_code != 130 else exit_code
+            _print(gate["reason"])
     hist_path = _history_path(args, results.resolve())
-    hist = history.append(hist_path, suite.night, args.profile, figures, suite.git_sha)
-    findings = history.judge(hist, args.profile)
-    page = dashboard.render_night(results, hist_path)
-    index = dashboard.render_index(results.resolve().parent, hist_path, args.profile)
+    hist = step(
+        f"appending to the history {hist_path}",
+        lambda: history.append(hist_path, suite.night, args.profile, figures, suite.git_sha),
+    )
+    findings = step("judging the history", lambda: history.judge(hist, args.profile)) or []
+    page = step("the night's dashboard", lambda: dashboard.render_night(results, hist_path))
+    index = step(
+        "the index of nights",
+        lambda: dashboard.render_index(results.resolve().parent, hist_path, args.profile),
+    )
     _print(f"dashboard: {page}\nindex:     {index}")
     if not args.no_alerts and alerts.channels():
         url = os.environ.get("CHAOSMESSAGING_DASHBOARD_URL")
@@ -128,6 +201,8 @@ def nightly(args: argparse.Namespace) -> int:
         mark = "ok  " if exp.status == "passed" else ("warn" if not exp.blocking else "FAIL")
         _print(f"{mark} {exp.name:<28} {exp.status:<11} {exp.duration_s or 0:>6.0f}s {exp.reason}")
     wall = (suite.ended_at or suite.started_at) - suite.started_at
+    if late and exit_code == 0:
+        exit_code = 1  # the experiments passed, but the night's record is incomplete
     _print(f"suite {'passed' if exit_code == 0 else 'FAILED'} in {wall:.0f}s (exit {exit_code})")
     return exit_code
 
@@ -136,6 +211,21 @@ def render(args: argparse.Namespace) -> int:
     from chaosmessaging.nightly import dashboard
 
     folder = Path(args.results)
+    if not folder.is_dir():
+        _print(f"error: {folder} is not a folder of nightly results (it does not exist)")
+        return 2
+    if (folder / "suite.json").exists():
+        try:
+            _read_json(folder / "suite.json", "the night's suite file")
+        except ValueError as exc:
+            _print(f"error: {exc}")
+            return 2
+    elif not list(folder.glob("*/suite.json")):
+        _print(
+            f"error: {folder} holds no nightly results (no suite.json in it or in a night's "
+            "folder under it): give a night's folder or the root holding the nights"
+        )
+        return 2
     if (folder / "suite.json").exists():
         hist = Path(args.history) if args.history else folder.resolve().parent / "history.json"
         _print(str(dashboard.render_night(folder, hist)))
@@ -148,8 +238,30 @@ def render(args: argparse.Namespace) -> int:
 def baseline(args: argparse.Namespace) -> int:
     from chaosmessaging.nightly import alerts, history
 
-    hist = history.load(args.history)
+    from chaosmessaging.nightly.trends import CONSECUTIVE
+
+    path = Path(args.history)
+    if not path.is_file():
+        _print(
+            f"error: the history file {path} does not exist: pass the history.json the nightly "
+            "job appends to (--history); nothing was judged"
+        )
+        return 2
+    try:
+        hist = _read_json(path, "the history file")
+        if not isinstance(hist, dict):
+            raise ValueError(f"the history file {path} is not a nightly history")
+    except ValueError as exc:
+        _print(f"error: {exc}")
+        return 2
     nights, _ = history.series(hist, args.profile)
+    needed = CONSECUTIVE + 2
+    if len(nights) < needed:
+        _print(
+            f"not enough history ({len(nights)} of {needed} nights of profile {args.profile} in "
+            f"{path}): nothing judged, no regression can be ruled out"
+        )
+        return EXIT_NOT_ENOUGH_HISTORY
     findings = history.judge(hist, args.profile)
     for f in findings:
         if f.regressed or f.vs_last7_pct is not None:

@@ -113,7 +113,10 @@ def night_figures(results_dir: str | Path) -> dict[str, float]:
 def load(path: str | Path) -> dict:
     path = Path(path)
     if path.exists():
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"the history file {path} is not valid JSON ({exc})") from None
     return {"version": 1, "nights": []}
 
 

@@ -227,7 +227,22 @@ def _stack_up(args: argparse.Namespace) -> int:
 
 def _stack_down(args: argparse.Namespace) -> int:
     from chaosmessaging.stack import launcher
-    from chaosmessaging.stack.state import StackNotRunning, StackStateError, load_state
+    from chaosmessaging.stack.state import (
+        StackNotRunning,
+        StackStateError,
+        active_users,
+        load_state,
+    )
+
+    users = active_users(args.home)
+    if users:
+        listed = "; ".join(f"{u.get('what')} (pid {u.get('pid')})" for u in users)
+        if not args.force:
+            raise UserError(
+                f"the stack is in use by {listed}: stopping it now would break that run "
+                "mid-method; wait for it to end, or pass --force"
+            )
+        _print(f"warning: stopping the stack while it is in use by {listed} (--force)")
 
     try:
         load_state(args.home)
@@ -348,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_down = ssub.add_parser("down", help="stop everything the stack started")
     p_down.add_argument("--purge", action="store_true", help="also delete the stack's data")
+    p_down.add_argument(
+        "--force", action="store_true", help="stop it even while a chaos run is using it"
+    )
     p_status = ssub.add_parser("status", help="each service's pid, address and liveness")
     p_status.add_argument("--json", action="store_true")
     for name, helptext, default in (

@@ -170,3 +170,37 @@ def test_stop_load_refuses_a_bare_pid_it_did_not_start(tmp_path, bystanders):
     with pytest.raises(ActivityFailed, match="no start time"):
         stop_load(pid=victim.pid, configuration={"chaosmessaging_home": str(tmp_path)})
     assert _running(victim)
+
+
+def test_stack_down_refuses_while_a_run_uses_the_stack_unless_forced(tmp_path):
+    home = usable_home(tmp_path / "home")
+    ready = tmp_path / "ready"
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, pathlib\n"
+            "from chaosmessaging.stack.state import register_user\n"
+            "register_user(sys.argv[1], \"chaos run of 'T8'\")\n"
+            "pathlib.Path(sys.argv[2]).touch()\n"
+            "time.sleep(60)\n",
+            str(home),
+            str(ready),
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc = _cli(home, "stack", "down")
+        assert proc.returncode == 1, proc.stdout
+        assert "in use by chaos run of 'T8'" in proc.stdout and "--force" in proc.stdout
+        assert _running(run)
+        forced = _cli(home, "stack", "down", "--force")
+        assert forced.returncode == 0, forced.stdout
+        assert "warning: stopping the stack while it is in use" in forced.stdout
+    finally:
+        run.kill()
+        run.wait()
+    # a run that is gone no longer counts
+    assert _cli(home, "stack", "down").returncode == 0

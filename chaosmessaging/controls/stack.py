@@ -22,7 +22,10 @@ from logzero import logger
 
 from chaosmessaging.util import home_of
 
-__all__ = ["before_experiment_control"]
+__all__ = ["before_experiment_control", "after_experiment_control", "cleanup_control"]
+
+#: the home of the stack this run noted it uses (so `stack down` warns while it runs)
+_using: str | None = None
 
 
 def _external_target(configuration: Configuration, secrets: Secrets) -> str | None:
@@ -52,6 +55,29 @@ def before_experiment_control(
             "messaging_api_url to target another platform"
         ) from exc
     logger.info(f"embedded stack ready ({', '.join(sorted(state.services))}) in {state.home}")
+    from chaosmessaging.stack.state import register_user
+
+    global _using
+    _using = state.home
+    register_user(state.home, f"chaos run of {context.get('title', 'an experiment')!r}")
     from chaosmessaging.controls.validation import _log_targets
 
     _log_targets(configuration, secrets)  # now with the stack's own addresses
+
+
+def _release() -> None:
+    global _using
+    if _using is not None:
+        from chaosmessaging.stack.state import unregister_user
+
+        unregister_user(_using)
+        _using = None
+
+
+def after_experiment_control(context: Experiment, **kwargs: Any) -> None:
+    """The run no longer uses the stack."""
+    _release()
+
+
+def cleanup_control(**kwargs: Any) -> None:
+    _release()

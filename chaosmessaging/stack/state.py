@@ -44,6 +44,9 @@ __all__ = [
     "StackStateError",
     "home_lock",
     "is_marked_home",
+    "active_users",
+    "register_user",
+    "unregister_user",
     "mark_home",
     "load_state",
     "save_state",
@@ -234,3 +237,49 @@ def load_state(home: str | os.PathLike | None = None) -> StackState:
 def save_state(state: StackState) -> Path:
     """Write the state atomically (a reader never sees half a file)."""
     return atomic_write_json(state_path(state.home), state.to_json())
+
+
+# --- runs using the stack -------------------------------------------------------------------
+
+
+def _users_dir(home: str | os.PathLike | None) -> Path:
+    return stack_home(home) / "users"
+
+
+def register_user(home: str | os.PathLike | None, what: str) -> Path:
+    """Note that this process (a chaos run) uses the stack in `home`, so `stack down` warns
+    first; `unregister_user` removes the note (a dead process's note is ignored)."""
+    import time
+
+    import psutil
+
+    me = psutil.Process()
+    path = _users_dir(home) / f"{me.pid}.json"
+    atomic_write_json(
+        path,
+        {"pid": me.pid, "create_time": me.create_time(), "what": what, "since": time.time()},
+    )
+    return path
+
+
+def unregister_user(home: str | os.PathLike | None) -> None:
+    (_users_dir(home) / f"{os.getpid()}.json").unlink(missing_ok=True)
+
+
+def active_users(home: str | os.PathLike | None) -> list[dict]:
+    """The live processes (other than this one) that noted they use the stack in `home`."""
+    from chaosmessaging.util import same_process
+
+    found = []
+    for path in sorted(_users_dir(home).glob("*.json")):
+        try:
+            user = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if user.get("pid") == os.getpid():
+            continue
+        if same_process(user.get("pid"), user.get("create_time")) is None:
+            path.unlink(missing_ok=True)  # its process is gone
+            continue
+        found.append(user)
+    return found

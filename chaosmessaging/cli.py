@@ -183,6 +183,7 @@ def _stack_up(args: argparse.Namespace) -> int:
             code=2,
         )
     usable_home(args.home, create=False)
+    settings = launcher.Settings.from_environment()  # the launcher reads no configuration
     if why := _running_conflicts(args):
         raise UserError(why)
     running = _running(args.home) is not None
@@ -194,7 +195,7 @@ def _stack_up(args: argparse.Namespace) -> int:
     else:
         # a port held by what an interrupted start left is checked by `up` once that is stopped
         early_port = args.proxy_port if _state(args.home) is None else None
-        home = launcher.preflight(args.home, not args.no_proxy, early_port)
+        home = launcher.preflight(args.home, not args.no_proxy, early_port, settings)
         _print(f"starting the embedded stack in {home}")
     try:
         if running:
@@ -205,6 +206,7 @@ def _stack_up(args: argparse.Namespace) -> int:
                 with_proxy=not args.no_proxy,
                 proxy_port=args.proxy_port,
                 progress=lambda m: _print(f"  {m}"),
+                settings=settings,
             )
     except KeyboardInterrupt:
         if _running(args.home):  # Ctrl-C came just after the start completed

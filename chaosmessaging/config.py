@@ -22,14 +22,14 @@ from typing import Any
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging.stack.state import StackNotRunning, load_state
+from chaosmessaging.stack.state import LOADTEST_SETTINGS, StackNotRunning, load_state
 from chaosmessaging.util import home_of
 
 __all__ = ["lookup", "source_of", "redact", "KEYS", "TARGET_KEYS"]
 
 # The embedded stack's load-test password unless CHAOSMESSAGING_LOADTEST_PASSWORD says otherwise
 # (documented in README.md). It guards throwaway users on loopback only.
-DEFAULT_LOADTEST_PASSWORD = "chaosmessaging-loadtest"
+DEFAULT_LOADTEST_PASSWORD = LOADTEST_SETTINGS["password"][1]
 
 # key -> (environment variable, (embedded-stack service, field) or None, static default)
 KEYS: dict[str, tuple[str, tuple[str, str] | None, str | None]] = {
@@ -52,13 +52,10 @@ KEYS: dict[str, tuple[str, tuple[str, str] | None, str | None]] = {
     # load-test users (seeded by `stack up`; k6 logs in as <prefix>-0 .. <prefix>-<users-1>).
     # The password is a secret: give it as a Chaos Toolkit secret or the environment variable,
     # never in an experiment's configuration (the journal records configuration).
-    "messaging_loadtest_prefix": ("CHAOSMESSAGING_LOADTEST_PREFIX", None, "loadtest"),
-    "messaging_loadtest_users": ("CHAOSMESSAGING_LOADTEST_USERS", None, "50"),
-    "messaging_loadtest_password": (
-        "CHAOSMESSAGING_LOADTEST_PASSWORD",
-        None,
-        DEFAULT_LOADTEST_PASSWORD,
-    ),
+    **{
+        f"messaging_loadtest_{name}": (env, None, default)
+        for name, (env, default) in LOADTEST_SETTINGS.items()
+    },
 }
 
 

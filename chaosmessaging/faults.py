@@ -6,20 +6,22 @@ safety-net control or `chaosmessaging revert` in another shell can undo whatever
 crash, a Ctrl-C or a forgotten rollback.
 
 A fault's *revert recipe* is plain data (``{"kind": "process_down", "service": "consumer"}``), never
-code: a reverter registered for the recipe's kind turns it back into an action. Modules register
-their reverters with `register_reverter` when imported; `revert_all` imports every module of
-`chaosmessaging.actions` when it meets a kind nobody registered yet (the ledger may be read by a
-process, such as the CLI, that never imported the action which recorded the fault).
+code; the record also names its *reverter*, the function that turns the recipe back into an
+action, as ``"module:function"`` (always a `chaosmessaging` module), so reading the ledger depends
+on no import side effect: any process (the CLI, another shell) imports that one function.
+Records written before the field existed are read through `REVERTERS` (recipe kind ->
+``"module:function"``); `register_reverter` remains for kinds defined outside this package.
 
-Recipes in use (``kind`` -> fields; registered by the module named):
+Recipes in use (``kind`` -> fields; reverter):
 
 - ``process_down`` -> ``service`` (embedded stack) or ``command``, ``pidfile``, ``cwd``: start it
   (`actions.process`); ``process_paused`` -> ``service``: SIGCONT (`actions.process`)
 - ``container_stopped`` / ``container_paused`` -> ``container``, ``name``, ``docker_host``: start /
   unpause (`actions.docker`)
-- ``load`` -> ``pid``, ``create_time``, ``summary_path``: stop k6 (`actions.load`)
+- ``load`` -> ``pid``, ``create_time``, ``owner``, ``summary_path``: stop k6 (`actions.load`)
 - ``toxic`` -> ``proxy``, ``toxic``, ``api``: delete it; ``proxy_disabled`` -> ``proxy``, ``api``:
   enable it (`actions.toxiproxy`)
+- ``pg_lock`` -> end the locking session (`actions.storage`)
 
 Two processes may write at once (a chaos run and the CLI), so every read-modify-write holds an
 exclusive `fcntl` lock on `<home>/faults.lock`; the JSON file itself is replaced atomically.
@@ -33,7 +35,6 @@ import fcntl
 import importlib
 import json
 import os
-import pkgutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -61,12 +62,25 @@ __all__ = [
     "revert_all",
     "register_reverter",
     "ledger_path",
+    "REVERTERS",
 ]
 
 #: A reverter receives the recipe and the ledger's home directory; its return value is reported.
 Reverter = Callable[[dict, Path], Any]
 
 _REVERTERS: dict[str, Reverter] = {}
+
+#: recipe kind -> its reverter, for records that do not name one (written before the field)
+REVERTERS: dict[str, str] = {
+    "process_down": "chaosmessaging.actions.process:_revert_process_down",
+    "process_paused": "chaosmessaging.actions.process:_revert_process_paused",
+    "container_stopped": "chaosmessaging.actions.docker:_revert_stopped",
+    "container_paused": "chaosmessaging.actions.docker:_revert_paused",
+    "load": "chaosmessaging.actions.load:_revert_load",
+    "toxic": "chaosmessaging.actions.toxiproxy:_revert_toxic",
+    "proxy_disabled": "chaosmessaging.actions.toxiproxy:_revert_disabled",
+    "pg_lock": "chaosmessaging.actions.storage:_terminate",
+}
 
 
 @dataclass
@@ -80,6 +94,8 @@ class Fault:
     owner_pid: int | None = None
     owner_create_time: float | None = None
     details: dict = field(default_factory=dict)
+    #: "module:function" that reverts the recipe (None: found by kind, see `REVERTERS`)
+    reverter: str | None = None
 
     def owner_alive(self) -> bool:
         """True while the process that recorded the fault still runs (same create time)."""
@@ -156,12 +172,18 @@ def record(
     revert: dict,
     home: str | os.PathLike | None = None,
     details: dict | None = None,
+    reverter: Reverter | str | None = None,
 ) -> str:
     """Add a fault to the ledger and return its id.
 
-    `revert` is the recipe; its ``"kind"`` (defaulting to `kind`) selects the reverter.
+    `revert` is the recipe; `reverter` the function that reverts it (a function of a
+    `chaosmessaging` module, or its ``"module:function"``; default: `REVERTERS` for the recipe's
+    ``"kind"``, itself defaulting to `kind`), recorded by name.
     """
     recipe = _scrub({"kind": kind, **revert})
+    if callable(reverter):
+        reverter = f"{reverter.__module__}:{reverter.__qualname__}"
+    reverter = reverter or REVERTERS.get(recipe["kind"])
     now = time.time()
     me = psutil.Process()
     fault = Fault(
@@ -174,6 +196,7 @@ def record(
         owner_pid=me.pid,
         owner_create_time=me.create_time(),
         details=_scrub(details or {}),
+        reverter=reverter,
     )
     with _locked(home) as path:
         faults = _read(path)
@@ -207,19 +230,26 @@ def active(home: str | os.PathLike | None = None) -> list[Fault]:
         return _read(path)
 
 
-def _import_action_modules() -> None:
-    from chaosmessaging import actions
+def _named(name: str) -> Reverter:
+    """The function ``"module:function"`` names; only `chaosmessaging` modules (the ledger is a
+    plain file: it must not be a way to run any code)."""
+    module, _, func = name.partition(":")
+    if not (module == "chaosmessaging" or module.startswith("chaosmessaging.")) or not func:
+        raise LookupError(f"reverter {name!r} is not a chaosmessaging function")
+    target: Any = importlib.import_module(module)
+    for part in func.split("."):
+        target = getattr(target, part)
+    return target
 
-    for mod in pkgutil.iter_modules(actions.__path__):
+
+def _reverter(fault: Fault) -> Reverter | None:
+    kind = fault.revert.get("kind", fault.kind)
+    name = fault.reverter or REVERTERS.get(kind)
+    if name:
         try:
-            importlib.import_module(f"{actions.__name__}.{mod.name}")
-        except Exception as exc:  # a broken optional module must not block other reverts
-            logger.warning(f"could not import chaosmessaging.actions.{mod.name}: {exc}")
-
-
-def _reverter(kind: str) -> Reverter | None:
-    if kind not in _REVERTERS:
-        _import_action_modules()
+            return _named(name)
+        except (ImportError, AttributeError, LookupError) as exc:
+            logger.warning(f"reverter {name} of fault {fault.id} cannot be loaded: {exc}")
     return _REVERTERS.get(kind)
 
 
@@ -227,7 +257,7 @@ def revert(fault: Fault, home: str | os.PathLike | None = None) -> dict:
     """Revert one fault and clear it from the ledger if that worked; never raises."""
     kind = fault.revert.get("kind", fault.kind)
     result: dict[str, Any] = {"id": fault.id, "kind": fault.kind, "target": fault.target}
-    func = _reverter(kind)
+    func = _reverter(fault)
     if func is None:
         result.update(
             status="failed",

@@ -128,6 +128,11 @@ def our_process(
         if owner is None:
             return None, f"pid {pid} has no recorded owner: not signalled"
         marker = proc.environ().get(OWNER_ENV)
+        for _ in range(5):  # a process in the middle of exec shows no environment for an instant
+            if marker == str(owner):
+                break
+            time.sleep(0.02)
+            marker = proc.environ().get(OWNER_ENV)
     except (psutil.NoSuchProcess, ValueError, TypeError):
         return None, None
     except psutil.AccessDenied:

@@ -58,3 +58,20 @@ def test_probes_package_docstring_names_every_module():
     public = sorted(p.stem for p in package.glob("*.py") if not p.stem.startswith("_"))
     missing = [name for name in public if f"`{name}`" not in doc]
     assert not missing, f"chaosmessaging/probes/__init__.py does not describe {missing}"
+
+
+def test_the_embedded_stack_never_imports_the_configuration_module():
+    """Wiring runs downhill: `config` reads the stack's state file; the launcher is given its
+    settings (`launcher.Settings`) and never imports `config` back."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in _modules("chaosmessaging.stack")
+        if any(name.startswith("chaosmessaging.config") for name in _imports(path))
+    ]
+    assert offenders == []
+
+
+def test_the_fault_ledger_imports_no_action_module():
+    """A fault record names its reverter; the ledger needs no import side effect."""
+    imports = _imports(ROOT / "chaosmessaging" / "faults.py")
+    assert not [name for name in imports if name.startswith("chaosmessaging.actions")]

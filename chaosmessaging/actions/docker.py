@@ -291,7 +291,3 @@ def _revert_stopped(recipe: dict, home: Path) -> dict:
     if container.status != "running":
         container.start()
     return {"started": container.name}
-
-
-faults.register_reverter("container_paused", _revert_paused)
-faults.register_reverter("container_stopped", _revert_stopped)

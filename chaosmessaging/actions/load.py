@@ -225,9 +225,8 @@ def start_load(
     Returns ``{"pid", "run_id", "summary_path", "log_path", "duration_s"}``.
     """
     segment_args = _segment_args(segment) if segment else []
-    url = lookup("messaging_api_url", configuration, secrets, value=api_url)
     scope = {**(configuration or {}), **({"allow_hosts": allow_hosts} if allow_hosts else {})}
-    targets.check(url, "messaging_api_url", scope, secrets)
+    url = targets.resolve("messaging_api_url", scope, secrets, value=api_url)
     if rate is not None and (_whole(rate, "rate") <= 0):
         raise ActivityFailed(
             f"rate must be a whole number of requests per second above 0, got {rate!r}"
@@ -261,9 +260,8 @@ def start_load(
     log_path = summary.with_name(summary.stem + ".log")
 
     values = {"API_URL": url, "RUN_ID": run_id, "DURATION": f"{seconds:g}s"}
-    auth_url = lookup("messaging_auth_url", configuration, secrets, required=False)
+    auth_url = targets.resolve("messaging_auth_url", scope, secrets, required=False)
     if auth_url:
-        targets.check(auth_url, "messaging_auth_url", scope, secrets)
         values["AUTH_URL"] = auth_url
     values["LOGIN_PREFIX"] = str(lookup("messaging_loadtest_prefix", configuration, secrets))
     values["LOGIN_USERS"] = str(lookup("messaging_loadtest_users", configuration, secrets))
@@ -566,6 +564,3 @@ def _revert_load(recipe: dict, home: Path) -> dict:
         "stopped": recipe["pid"],
         "exit_code": _stop(int(recipe["pid"]), recipe.get("create_time"), 10.0, owner),
     }
-
-
-faults.register_reverter("load", _revert_load)

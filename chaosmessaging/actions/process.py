@@ -332,7 +332,3 @@ def _revert_process_paused(recipe: dict, home: Path) -> dict:
 
     record = control.stop_service(recipe["service"], "SIGCONT", home=str(home))
     return {"resumed": record.pid}
-
-
-faults.register_reverter("process_down", _revert_process_down)
-faults.register_reverter("process_paused", _revert_process_paused)

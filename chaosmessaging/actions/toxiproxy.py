@@ -246,7 +246,3 @@ def _revert_toxic(recipe: dict, home: Path) -> dict:
 def _revert_disabled(recipe: dict, home: Path) -> dict:
     tp.proxy(tp.server(recipe["api"]), recipe["proxy"], recipe["api"]).enable()
     return {"proxy": recipe["proxy"], "enabled": True}
-
-
-faults.register_reverter("toxic", _revert_toxic)
-faults.register_reverter("proxy_disabled", _revert_disabled)

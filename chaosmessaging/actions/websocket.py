@@ -133,24 +133,9 @@ def start_clients(
         raise ActivityFailed(f"clients labelled {label!r} are already running: stop_clients first")
     prefix = str(lookup("messaging_loadtest_prefix", configuration, secrets))
     password = str(lookup("messaging_loadtest_password", configuration, secrets))
-    auth = targets.check(
-        str(lookup("messaging_auth_url", configuration, secrets)),
-        "messaging_auth_url",
-        configuration,
-        secrets,
-    )
-    api = targets.check(
-        str(lookup("messaging_api_url", configuration, secrets)),
-        "messaging_api_url",
-        configuration,
-        secrets,
-    )
-    gateway = targets.check(
-        str(lookup("messaging_gateway_url", configuration, secrets)),
-        "messaging_gateway_url",
-        configuration,
-        secrets,
-    )
+    auth = targets.resolve("messaging_auth_url", configuration, secrets)
+    api = targets.resolve("messaging_api_url", configuration, secrets)
+    gateway = targets.resolve("messaging_gateway_url", configuration, secrets)
     home = home_of(configuration)
 
     names = [f"{prefix}-{i}" for i in range(users)]

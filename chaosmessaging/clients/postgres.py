@@ -16,7 +16,7 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosmessaging import targets
 from chaosmessaging.clients.http import STACK_HINT
-from chaosmessaging.config import lookup, redact
+from chaosmessaging.config import redact
 
 __all__ = ["pg_fetch"]
 
@@ -30,8 +30,7 @@ def pg_fetch(
     timeout: float = 10.0,
 ) -> list[asyncpg.Record]:
     """Run one read-only query on `dsn` (or `messaging_pg_dsn`) and return its rows."""
-    dsn = lookup("messaging_pg_dsn", configuration, secrets, dsn)
-    targets.check(dsn, "messaging_pg_dsn", configuration, secrets)
+    dsn = targets.resolve("messaging_pg_dsn", configuration, secrets, dsn)
     return asyncio.run(_pg_fetch(dsn, sql, tuple(args), timeout))
 
 

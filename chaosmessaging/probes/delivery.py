@@ -246,18 +246,8 @@ def foreign_reads_denied(
         pairs.append((users[(i // len(candidates)) % len(users)], conversation))
     if not pairs:
         return verdict(True, "every user is in every conversation: nothing to deny", attempts=0)
-    auth = targets.check(
-        str(lookup("messaging_auth_url", configuration, secrets)),
-        "messaging_auth_url",
-        configuration,
-        secrets,
-    )
-    api = targets.check(
-        str(lookup("messaging_api_url", configuration, secrets)),
-        "messaging_api_url",
-        configuration,
-        secrets,
-    )
+    auth = targets.resolve("messaging_auth_url", configuration, secrets)
+    api = targets.resolve("messaging_api_url", configuration, secrets)
     password = str(lookup("messaging_loadtest_password", configuration, secrets))
     statuses: Counter = Counter()
     leaks = []

@@ -107,9 +107,17 @@ def spawn(record: ServiceRecord, home: str | os.PathLike | None = None) -> Servi
     record.pid = proc.pid
     record.owner = owner
     try:
-        record.create_time = psutil.Process(proc.pid).create_time()
+        started = psutil.Process(proc.pid)
+        record.create_time = started.create_time()
     except psutil.NoSuchProcess:  # exited at once: the health check reports it with its log
         record.create_time = None
+        return record
+    try:
+        # the kernel publishes the new environment a moment after exec: wait until our owner
+        # marker is visible, so the first identity check never reads an empty environment
+        poll(lambda: started.environ().get(OWNER_ENV) == owner, 5.0, 0.01)
+    except psutil.Error:  # exited meanwhile, or not readable: the health check tells
+        pass
     return record
 
 

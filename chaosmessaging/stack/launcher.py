@@ -24,13 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaosmessaging.config import lookup
 from chaosmessaging.stack import servers
 from chaosmessaging.stack.control import NotOurProcess, spawn, stop_owned, stop_service
 from chaosmessaging.stack.health import wait_healthy, wait_ready
 from chaosmessaging.stack.state import (
     ATTEMPT_MARK,
     HOME_MARKER,
+    LOADTEST_SETTINGS,
     ServiceRecord,
     StackNotRunning,
     StackState,
@@ -56,6 +56,7 @@ __all__ = [
     "status",
     "StackError",
     "SERVICE_ORDER",
+    "Settings",
 ]
 
 HOST = "127.0.0.1"
@@ -68,6 +69,27 @@ SEED_PASSWORD_ENV = "MSGSTACK_SEED_PASSWORD"
 
 class StackError(RuntimeError):
     """The embedded stack could not be started; everything it had started is stopped again."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the launcher is told rather than looks up: the load-test users it seeds. Callers
+    build it (`from_environment` reads the variables of `LOADTEST_SETTINGS`); the launcher
+    imports no configuration module."""
+
+    loadtest_prefix: str = LOADTEST_SETTINGS["prefix"][1]
+    loadtest_users: str = LOADTEST_SETTINGS["users"][1]
+    loadtest_password: str = LOADTEST_SETTINGS["password"][1]
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        return cls(
+            **{
+                f"loadtest_{name}": environ.get(env) or default
+                for name, (env, default) in LOADTEST_SETTINGS.items()
+            }
+        )
 
 
 def _port_free(port: int) -> bool:
@@ -246,20 +268,23 @@ def _check_binaries() -> None:
 
 
 def preflight(
-    home: str | os.PathLike | None = None, with_proxy: bool = True, proxy_port: int | None = None
+    home: str | os.PathLike | None = None,
+    with_proxy: bool = True,
+    proxy_port: int | None = None,
+    settings: Settings | None = None,
 ) -> Path:
     """Check what a fresh `up` needs before anything is created or started (the proxy port, the
     server binaries, then the home, created here); return the home. Raises StackError/HomeError."""
     if with_proxy:
         check_port(proxy_port)
     _check_binaries()
-    _check_loadtest_users()
+    _check_loadtest_users(settings or Settings.from_environment())
     return usable_home(home)
 
 
-def _check_loadtest_users() -> None:
+def _check_loadtest_users(settings: Settings) -> None:
     """The seeded users' count, named as the user set it, before anything starts."""
-    users = str(lookup("messaging_loadtest_users")).strip()
+    users = str(settings.loadtest_users).strip()
     if not users.isdigit() or not 1 <= int(users) <= 100000:
         raise StackError(
             f"CHAOSMESSAGING_LOADTEST_USERS={users!r} must be a whole number of load-test "
@@ -268,15 +293,14 @@ def _check_loadtest_users() -> None:
         )
 
 
-def _seed_users(env: dict[str, str], log: Path) -> None:
+def _seed_users(env: dict[str, str], log: Path, settings: Settings) -> None:
     """Create the load-test users experiments log in as (`messaging_loadtest_*` keys).
 
     The password reaches the seed command through its environment only: it is not in the
     command line, in stack.json or in any log.
     """
-    count = str(lookup("messaging_loadtest_users"))
-    prefix = str(lookup("messaging_loadtest_prefix"))
-    password = str(lookup("messaging_loadtest_password"))
+    count, prefix = str(settings.loadtest_users), str(settings.loadtest_prefix)
+    password = str(settings.loadtest_password)
     servers.mark_attempt(log, "seeding users")
     with open(log, "ab") as out:
         proc = subprocess.run(
@@ -310,15 +334,18 @@ def up(
     proxy_port: int | None = None,
     progress: Callable[[str], None] | None = None,
     env: dict[str, str] | None = None,
+    settings: Settings | None = None,
 ) -> StackState:
     """Start the whole embedded stack and return its state (already running → returned as is).
 
     Holds the home's lock throughout, so a second `up` on the same home waits and then finds
     this one's stack running. `env` adds variables to the reference services' environment (e.g.
     `MSGSTACK_MUTANT` for `chaosmessaging selfcheck`, `MSGSTACK_RECLAIM_IDLE_MS`); they stay in
-    the state file so a service restarted by an experiment gets them again."""
+    the state file so a service restarted by an experiment gets them again. `settings`: the
+    load-test users to seed (default `Settings.from_environment()`)."""
+    settings = settings or Settings.from_environment()
     _check_binaries()
-    _check_loadtest_users()
+    _check_loadtest_users(settings)
     root = usable_home(home)
     with home_lock(root):
         try:
@@ -335,7 +362,7 @@ def up(
             _stop_all(existing)
         if with_proxy:
             check_port(proxy_port)
-        return _start(root, with_proxy, proxy_port, say, env)
+        return _start(root, with_proxy, proxy_port, say, env, settings)
 
 
 def _start(
@@ -344,7 +371,9 @@ def _start(
     proxy_port: int | None,
     say: Callable[[str], None],
     env: dict[str, str] | None = None,
+    settings: Settings | None = None,
 ) -> StackState:
+    settings = settings or Settings.from_environment()
     state_path(root).unlink(missing_ok=True)
     mark_home(root)
     leftovers = stop_owned(root)
@@ -369,7 +398,7 @@ def _start(
                 owner = {**records[name].env, "MSGSTACK_PG_DSN": records["postgres"].address}
                 _migrate(owner, root / "logs" / "migrate.log")
                 say("seeding load-test users")
-                _seed_users(owner, root / "logs" / "seed.log")
+                _seed_users(owner, root / "logs" / "seed.log", settings)
             # recorded (without a pid) before it starts, and again with its pid right after;
             # in between, the OWNER_ENV mark in its environment is how `down` finds it
             state.services[name] = records[name]

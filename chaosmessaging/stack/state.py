@@ -36,6 +36,7 @@ from chaosmessaging.util import OWNER_ENV, atomic_write_json, our_process, stack
 __all__ = [
     "ATTEMPT_MARK",
     "HOME_MARKER",
+    "LOADTEST_SETTINGS",
     "OWNER_ENV",
     "HomeError",
     "ServiceRecord",
@@ -53,6 +54,15 @@ __all__ = [
     "stack_home",
     "usable_home",
 ]
+
+#: The load-test users `stack up` seeds: setting -> (environment variable, default). The
+#: embedded stack's password guards throwaway users on loopback only (documented in README.md);
+#: `chaosmessaging.config` reads the same variables for the `messaging_loadtest_*` keys.
+LOADTEST_SETTINGS = {
+    "prefix": ("CHAOSMESSAGING_LOADTEST_PREFIX", "loadtest"),
+    "users": ("CHAOSMESSAGING_LOADTEST_USERS", "50"),
+    "password": ("CHAOSMESSAGING_LOADTEST_PASSWORD", "chaosmessaging-loadtest"),
+}
 
 #: Marker file written in a home when this toolkit creates it or starts a stack in it: `stack
 #: down --purge` deletes data only in a directory that carries it.

@@ -189,3 +189,11 @@ def test_resolve_looks_up_and_checks_in_one_call(clean_env):
     with pytest.raises(targets.TargetRefused, match="messaging_api_url"):
         targets.resolve("messaging_api_url", {"messaging_api_url": "http://10.9.9.9:80"})
     assert targets.resolve("messaging_api_url", {}, required=False) is None
+
+
+def test_rediss_to_a_plain_redis_says_the_server_has_no_tls(redis_server):
+    from chaosmessaging.clients import redis as redis_client
+
+    client, url = redis_client.redis_client(f"rediss://{redis_server.host}:{redis_server.port}/0")
+    with pytest.raises(ActivityFailed, match="does not speak TLS.*use redis://"):
+        redis_client.call(url, client.ping)

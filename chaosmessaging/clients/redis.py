@@ -43,7 +43,27 @@ def redis_client(
     return client, url
 
 
+def _speaks_plain_redis(url: str) -> bool:
+    """True when the server of a rediss:// URL answers a plain-text PING (it has no TLS)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 6379), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            answer = sock.recv(64)
+    except (OSError, ValueError):
+        return False
+    return answer.startswith((b"+PONG", b"-NOAUTH", b"-ERR"))
+
+
 def redis_unreachable(url: str, error: Exception) -> ActivityFailed:
+    if str(url).lower().startswith("rediss://") and _speaks_plain_redis(url):
+        return ActivityFailed(
+            f"Redis at {redact(url)} does not speak TLS ({error}): rediss:// asks for TLS, but "
+            "this server answers in plain text; use redis:// for it, or enable TLS on the server"
+        )
     return ActivityFailed(f"cannot reach Redis at {redact(url)}: {error} — {STACK_HINT}")
 
 

@@ -242,3 +242,20 @@ def test_loadtest_users_that_is_not_a_number_is_named_by_its_variable(monkeypatc
     assert proc.returncode == 1 and "CHAOSMESSAGING_LOADTEST_USERS='abc'" in proc.stdout
     assert "--count" not in proc.stdout + proc.stderr
     assert not (tmp_path / "h" / "stack.json").exists()
+
+
+@pytest.mark.parametrize(
+    "code,log,rig_failed",
+    [
+        (0, "", False),
+        (99, "thresholds on metrics 'http_req_failed' have been crossed", False),
+        (107, "Error: login as loadtest-0 failed: HTTP 401", True),
+        (107, "ReferenceError: fooo is not defined at file:///k6/message_load.js:12", True),
+        (107, "Error: login as loadtest-0 failed: HTTP 503", False),  # the system failed it
+        (107, "request failed: dial tcp 127.0.0.1:8081: connect: connection refused", False),
+    ],
+)
+def test_a_k6_failure_is_the_rigs_only_when_the_system_did_not_cause_it(code, log, rig_failed):
+    from chaosmessaging.actions.load import is_rig_failure
+
+    assert is_rig_failure(code, log) is rig_failed

@@ -440,6 +440,26 @@ def _refused(log: str) -> bool:
     return bool(re.search(r"login as \S+ failed: HTTP 40[13]|\b401\b.*login|login.*\b401\b", log))
 
 
+#: what in k6's log says the *system* failed it (answers 5xx, refused or dropped connections)
+_SYSTEM_FAILED = re.compile(
+    r"HTTP 5\d\d|status(?: code)?:? 5\d\d|connection refused|connection reset|"
+    r"unexpected EOF|request timeout|i/o timeout",
+    re.IGNORECASE,
+)
+
+
+def is_rig_failure(exit_code: int | None, log: str) -> bool:
+    """Whether k6 ending with `exit_code` is a failure of the rig (our script, our options, our
+    credentials) rather than of the system: 0 and 99 (thresholds) are verdicts, a log showing
+    the system answering 5xx or dropping connections is the system's failure; a refused login
+    (401/403) and anything else (a script error, a bad option) is the rig's."""
+    if exit_code in (None, 0, THRESHOLDS_FAILED):
+        return False
+    if _refused(log):
+        return True
+    return not _SYSTEM_FAILED.search(log)
+
+
 def wait_for_load(
     summary_path: str = None,
     pid: int = None,
@@ -488,10 +508,10 @@ def wait_for_load(
     if code not in (None, 0, THRESHOLDS_FAILED):
         log = tail(info.get("log_path"))
         refused = " (a login was refused: check the load-test credentials)" if _refused(log) else ""
-        # k6 itself failed (not a threshold): the rig, never the system under test
-        raise rig.RigFailure(
-            f"k6 failed with exit code {code}{refused} (see {info.get('log_path')}):\n{log}"
-        )
+        message = f"k6 failed with exit code {code}{refused} (see {info.get('log_path')}):\n{log}"
+        if is_rig_failure(code, log):  # our script, options or credentials: never the system
+            raise rig.RigFailure(message)
+        raise ActivityFailed(message)
     logger.info(f"load {result['run_id']} ended (exit {code}): {result['summary']}")
     return result
 

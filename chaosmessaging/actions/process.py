@@ -157,7 +157,10 @@ def kill_service(
                 "it with the start_service action or `chaosmessaging stack up`"
             )
         pid = record.pid
-        control.stop_service(name, signum, home=home, timeout=grace)
+        try:
+            control.stop_service(name, signum, home=home, timeout=grace)
+        except control.NotOurProcess as exc:
+            raise ActivityFailed(str(exc)) from None
         paused = signum in (_signal.SIGSTOP, _signal.SIGTSTP)
         fault_id = record_service_fault(name, pid, signame, home, paused=paused)
         logger.info(f"sent {signame} to embedded service {name} (pid {pid})")
@@ -330,5 +333,8 @@ def _revert_process_down(recipe: dict, home: Path) -> dict:
 def _revert_process_paused(recipe: dict, home: Path) -> dict:
     from chaosmessaging.stack import control
 
-    record = control.stop_service(recipe["service"], "SIGCONT", home=str(home))
+    try:
+        record = control.stop_service(recipe["service"], "SIGCONT", home=str(home))
+    except control.NotOurProcess as exc:
+        raise faults.Refused(str(exc)) from None
     return {"resumed": record.pid}

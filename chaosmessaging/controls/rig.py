@@ -107,8 +107,8 @@ def dead_loads(configuration: Configuration = None) -> list[str]:
             continue
         child = load._CHILDREN.get(fact.get("pid"))
         code = child.poll() if child is not None else None
-        if code is None or code in (0, load.THRESHOLDS_FAILED):
-            continue
+        if not load.is_rig_failure(code, tail(fact.get("log_path"), 40)):
+            continue  # still running, a verdict (0, 99), or the system failed it: not the rig
         ran = time.time() - float(fact.get("started_at") or time.time())
         found.append(
             f"the k6 load {fact.get('label')!r} ({fact.get('script')}) ended with exit code "

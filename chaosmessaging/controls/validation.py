@@ -264,7 +264,7 @@ def _external(configuration: Configuration, secrets: Secrets) -> bool:
 def _uses_proxy(experiment: Experiment) -> bool:
     for activity in _activities(experiment):
         module = str((activity.get("provider") or {}).get("module", ""))
-        if module.endswith((".toxiproxy", ".random_faults")):
+        if module.endswith(".toxiproxy"):
             return True
     return False
 

@@ -59,11 +59,17 @@ class Arm:
 class Trigger:
     """Kills `service` through `backend` with `signal` when the armed condition holds."""
 
+    #: how long a "the service runs" answer is reused: asking a container engine or an API
+    #: server takes tens of milliseconds, far longer than the poll interval, and a consumer
+    #: works off a batch in less (a stale "runs" only costs a kill that finds nothing to kill)
+    ALIVE_TTL_S = 0.2
+
     def __init__(
         self, backend: Backend, service: str, signal: str, poll_interval: float = 0.003
     ) -> None:
         self.backend, self.service, self.signal = backend, service, signal
         self.poll_interval = float(poll_interval)
+        self._alive: tuple[float, bool] = (0.0, False)
         self._armed: Arm | None = None
         self._wake = threading.Condition()
         self._closed = False
@@ -93,17 +99,25 @@ class Trigger:
         with self._wake:
             self._armed = None
 
-    def running(self) -> bool:
+    def running(self, fresh: bool = True) -> bool:
+        """Whether an instance of the service runs (`fresh=False`: an answer up to
+        `ALIVE_TTL_S` old will do)."""
+        at, alive = self._alive
+        if not fresh and time.monotonic() - at < self.ALIVE_TTL_S:
+            return alive
         try:
-            return any(i.alive for i in self.backend.instances(self.service))
+            alive = any(i.alive for i in self.backend.instances(self.service))
         except BackendError:
-            return False
+            alive = False
+        self._alive = (time.monotonic(), alive)
+        return alive
 
     def _fire(self, arm: Arm) -> bool:
         try:
             arm.killed = self.backend.kill(self.service, self.signal)
         except BackendError as error:  # not running after all (exited on its own?)
             arm.seen["error"] = str(error)
+            self._alive = (0.0, False)
             return False
         arm.seen["at"] = time.time()
         arm.fired.set()
@@ -125,7 +139,7 @@ class Trigger:
     def _watch(self, arm: Arm) -> bool:
         """Poll until `arm` fired (True) or was replaced or disarmed (False)."""
         while self._armed is arm and not self._closed:
-            alive = self.running()
+            alive = self.running(fresh=False)
             try:
                 figure = arm.condition(alive)
             except Exception as error:  # a Redis hiccup: keep watching until the deadline

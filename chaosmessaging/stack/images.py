@@ -16,6 +16,7 @@ Nothing here starts a container; `chaosmessaging.stack.containers` does.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -116,6 +117,15 @@ def base_rootfs(log: Path | None = None) -> tuple[Path, float]:
     target = cache_dir() / f"msgstack-base-{key}.tar"
     if target.exists():
         return target, 0.0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two builds at once: the second waits, then reuses
+        if target.exists():
+            return target, 0.0
+        return target, _build_rootfs(target, pins, log)
+
+
+def _build_rootfs(target: Path, pins: list[str], log: Path | None) -> float:
     if os.geteuid() != 0:
         raise ImageError("building the base image needs root (mmdebstrap makes device nodes)")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +174,7 @@ def base_rootfs(log: Path | None = None) -> tuple[Path, float]:
             log,
         )
         partial.replace(target)
-    return target, time.monotonic() - started
+    return time.monotonic() - started
 
 
 def base_image(client, log: Path | None = None) -> tuple[str, dict]:

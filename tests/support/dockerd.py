@@ -101,7 +101,7 @@ def start_engine(timeout: float = 60.0) -> Engine:
     if os.geteuid() != 0:
         raise Unavailable("dockerd needs root (this test session runs as a normal user)")
     if shutil.which("dockerd") is None:
-        raise Unavailable("no dockerd binary: install Debian's docker.io (apt-get install docker.io)")
+        raise Unavailable("no dockerd binary: install docker.io (apt-get install docker.io)")
     if shutil.which("mmdebstrap") is None:
         raise Unavailable("no mmdebstrap to build the image offline (apt-get install mmdebstrap)")
     # short: a Unix socket path must fit in 108 bytes

@@ -165,6 +165,13 @@ def _running_conflicts(args: argparse.Namespace) -> str | None:
             f"--proxy-port {args.proxy_port} was given but its fault proxy runs on port "
             f"{proxy.port}"
         )
+    in_containers = any(r.backend == "docker" for r in state.services.values())
+    if asked is None and bool(getattr(args, "docker", False)) != in_containers:
+        asked = (
+            "--docker was given but its services run as processes"
+            if not in_containers
+            else "it runs its services as containers but --docker was not given"
+        )
     if asked is None:
         return None
     return (

@@ -156,6 +156,38 @@ def test_a_container_kill_changes_its_identity_and_start_waits_until_ready(
     assert faults.active(docker_stack.home) == []
 
 
+def _kills_record(journal: dict) -> dict:
+    """The random kills of a consumer_resilience run as the report shows them: per kill its
+    moment, the entries pending, the identity killed; the identity after; the accounting."""
+    outputs = [r.get("output") for r in journal.get("run", [])]
+    random_kills = next((o for o in outputs if isinstance(o, dict) and "seed" in o), {})
+    catch_up = next((o for o in outputs if isinstance(o, dict) and "pending_seen" in o), {})
+    after = _after(journal) if journal.get("steady_states", {}).get("after") else {}
+    accounting = (after.get("message-accounting-zero-loss") or {}).get("output") or {}
+    kills = random_kills.get("kills") or []
+    return {
+        "backend": random_kills.get("backend"),
+        "seed": random_kills.get("seed"),
+        "kills": [
+            {key: k.get(key) for key in ("n", "moment", "pending_at_kill", "down_s")}
+            | {"killed": [(i["name"], i["started_at"]) for i in k["killed"]]}
+            for k in kills
+        ],
+        "identity_after": [
+            (i["name"], i["started_at"]) for i in (kills[-1].get("identities_after", []))
+        ]
+        if kills
+        else [],
+        "catch_up_kill": {
+            "pending_seen": catch_up.get("pending_seen"),
+            "killed": [(i["name"], i["started_at"]) for i in catch_up.get("identities", [])],
+        },
+        "accounting": {
+            key: accounting.get(key) for key in ("acknowledged", "k6_accepted", "lost", "reason")
+        },
+    }
+
+
 def test_consumer_resilience_on_containers(docker_stack, target_env, tmp_path):
     # a container takes seconds longer than a process to start and be ready, so the smoke
     # profile's four random kills outlast its 40 s load: a longer load (same rate, same
@@ -167,6 +199,7 @@ def test_consumer_resilience_on_containers(docker_stack, target_env, tmp_path):
         "--var",
         "t8_messages:int=8000",
     )
+    print(f"consumer_resilience on containers: {json.dumps(_kills_record(journal))}")
     assert code == 0, output[-3000:]
     assert journal["status"] == "completed" and not journal["deviated"]
     after = _after(journal)
@@ -178,30 +211,14 @@ def test_consumer_resilience_on_containers(docker_stack, target_env, tmp_path):
     accounting = after["message-accounting-zero-loss"]["output"]
     assert accounting["lost"] == 0 and accounting["acknowledged"] == accounting["k6_accepted"] > 0
     # every kill was a container kill: the identities recorded are the consumer's container
-    method = _method(journal)
-    random_kills = next(r["output"] for r in method.values() if "seed" in (r.get("output") or {}))
-    assert random_kills["backend"] == "docker"
-    killed = [i for k in random_kills["kills"] for i in k["killed"]]
-    assert killed and {i["backend"] for i in killed} == {"docker"}
-    assert len({i["started_at"] for i in killed}) == len(killed)  # a new incarnation each time
-    record = {
-        "kills": [
-            {
-                key: k.get(key)
-                for key in ("n", "moment", "pending_at_kill", "down_s", "down_vs_reclaim")
-            }
-            | {"killed": [(i["name"], i["started_at"]) for i in k["killed"]]}
-            for k in random_kills["kills"]
-        ],
-        "identity_after": [
-            (i["name"], i["started_at"]) for i in random_kills["kills"][-1]["identities_after"]
-        ],
-        "accounting": {
-            key: accounting.get(key)
-            for key in ("acknowledged", "k6_accepted", "lost", "duplicated")
-        },
+    record = _kills_record(journal)
+    assert record["backend"] == "docker"
+    killed = [i for k in record["kills"] for i in k["killed"]]
+    assert killed and all(name.endswith("-consumer") for name, _ in killed)
+    assert len({started for _, started in killed}) == len(killed)  # a new incarnation each time
+    assert record["identity_after"] and record["identity_after"][0][1] not in {
+        started for _, started in killed
     }
-    print(f"consumer_resilience on containers: {json.dumps(record)}")
     assert faults.active(docker_stack.home) == []
 
 

@@ -241,7 +241,9 @@ class DockerBackend:
                 + (f" in project {self.project}" if self.project else "")
             )
             raise TargetNotFound(
-                f"no container {where} on the Docker engine at {redact(self.host or 'default')}"
+                f"no container {where} on the Docker engine at {redact(self.host or 'default')}; "
+                f"if {service} runs elsewhere, say so per service (target_backends, e.g. "
+                f"CHAOSMESSAGING_TARGET_BACKENDS={service}=process)"
             )
         if instance is not None:
             found = [c for c in found if c.id.startswith(str(instance)) or c.name == instance]

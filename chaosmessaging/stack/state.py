@@ -164,6 +164,10 @@ class ServiceRecord:
     ready: str | None = None
     # the home in its OWNER_ENV marker (records written before this field: the log's home)
     owner: str | None = None
+    # the target backend that reaches it (chaosmessaging.backends): "process" (None) or "docker"
+    # for a service `stack up --docker` runs as a container, with that backend's settings
+    backend: str | None = None
+    docker: dict | None = None
 
     def owner_home(self) -> str | None:
         if self.owner:
@@ -172,7 +176,12 @@ class ServiceRecord:
 
     def alive(self) -> bool:
         """True if our pid still runs and is provably the process we started: same pid, same
-        start time, our owner marker (never a reused pid, never someone else's process)."""
+        start time, our owner marker (never a reused pid, never someone else's process); for a
+        service run as a container, if its container runs."""
+        if self.backend == "docker":
+            from chaosmessaging.stack.containers import running
+
+            return running(self)
         return self.identity()[0] is not None
 
     def identity(self):  # -> tuple[psutil.Process | None, str | None], see util.our_process

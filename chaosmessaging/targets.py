@@ -55,6 +55,8 @@ def host_of(target: str) -> str | None:
     target = str(target).strip()
     if "://" in target:
         parts = urlsplit(target)
+        if parts.scheme in ("unix", "http+unix", "npipe"):  # a local socket (e.g. docker_host)
+            return (parts.netloc + parts.path) or None
         if parts.hostname:
             return unquote(parts.hostname).lower()
         query_host = re.search(r"[?&]host=([^&]+)", parts.query or "")

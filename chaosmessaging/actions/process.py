@@ -1,9 +1,11 @@
-"""Kill, start and restart processes: embedded-stack services, pidfile targets, or cmdline matches.
+"""Kill, start and restart services (through their target backend), pidfile targets, or cmdline
+matches.
 
 Three ways to name a target, exactly one per call:
 
-- `name`: a service of the embedded stack (`stack.json`); signals go to its process group through
-  `chaosmessaging.stack.control`, which also knows how to start it again;
+- `name`: a service, reached through the target backend configuration chooses for it
+  (`chaosmessaging.backends`: the embedded stack's process group, Docker containers, Kubernetes
+  pods); start and restart return once it is ready again;
 - `pidfile`: a file holding the pid of any process (e.g. a staging service on this host);
 - `match`: a regular expression searched in each process's command line (psutil). Refused when it
   matches more than `max_processes` processes, and never applied to this process or its parents.
@@ -24,8 +26,9 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import faults
+from chaosmessaging.backends import Backend, Identity, backend_for, backend_from
+from chaosmessaging.backends.process import ProcessBackend
 from chaosmessaging.stack.control import signal_number
-from chaosmessaging.stack.state import StackNotRunning, load_state
 from chaosmessaging.util import home_of
 
 __all__ = ["kill_service", "start_service", "restart_service"]
@@ -105,17 +108,39 @@ def _processes(pidfile: str | None, match: str | None, max_processes: int) -> li
 
 
 def record_service_fault(
-    name: str, pid: int | None, signame: str, home: str | None, paused: bool = False
+    name: str,
+    killed: list[Identity] | int | None,
+    signame: str,
+    home: str | None,
+    paused: bool = False,
+    backend: Backend | None = None,
 ) -> str:
-    """Record that embedded-stack service `name` was taken down (or paused) by a signal; the
-    revert recipe starts (or resumes) it. Not an activity: shared by the actions that kill."""
+    """Record that service `name` was taken down (or paused) by a signal; the revert recipe
+    starts (or resumes) it through the same target backend. Not an activity: shared by the
+    actions that kill."""
+    recipe: dict = {"service": name}
+    if backend is not None and backend.name != "process":
+        recipe["backend"] = backend.describe()
+    if isinstance(killed, list):
+        details = {"instances": [i.to_json() for i in killed], "signal": signame}
+        if backend is None or backend.name == "process":
+            details["pid"] = int(killed[0].instance) if killed and killed[0].instance else None
+    else:
+        details = {"pid": killed, "signal": signame}
     return faults.record(
         "process_paused" if paused else "process_down",
         f"service:{name}",
-        {"service": name},
+        recipe,
         home=home,
-        details={"pid": pid, "signal": signame},
+        details=details,
     )
+
+
+def _instance_ids(backend: Backend, found: list[Identity]) -> list:
+    """Pids as numbers for the process backend (as before), container/pod ids otherwise."""
+    if backend.name == "process":
+        return [int(i.instance) for i in found if i.instance]
+    return [i.instance for i in found]
 
 
 def _pid_target(pidfile: str | None, match: str | None) -> str:
@@ -145,26 +170,18 @@ def kill_service(
     signame = _signal.Signals(signum).name
     home = _home(configuration)
     if name:
-        from chaosmessaging.stack import control
-
-        try:
-            record = load_state(home).service(name)
-        except (StackNotRunning, KeyError) as exc:
-            raise ActivityFailed(str(exc).strip("'\"")) from None
-        if not record.alive():
-            raise ActivityFailed(
-                f"service {name!r} of the embedded stack is not running; start "
-                "it with the start_service action or `chaosmessaging stack up`"
-            )
-        pid = record.pid
-        control.stop_service(name, signum, home=home, timeout=grace)
+        backend = backend_for(name, configuration, secrets)
+        killed = backend.kill(name, signame, grace=grace)
         paused = signum in (_signal.SIGSTOP, _signal.SIGTSTP)
-        fault_id = record_service_fault(name, pid, signame, home, paused=paused)
-        logger.info(f"sent {signame} to embedded service {name} (pid {pid})")
+        fault_id = record_service_fault(name, killed, signame, home, paused=paused, backend=backend)
+        ids = _instance_ids(backend, killed)
+        logger.info(f"sent {signame} to {name} through the {backend.name} backend ({ids})")
         return {
-            "killed": [pid],
+            "killed": ids,
             "signal": signame,
             "target": f"service:{name}",
+            "backend": backend.name,
+            "identities": [i.to_json() for i in killed],
             "fault_id": fault_id,
         }
 
@@ -227,19 +244,24 @@ def _spawn(command: list[str], pidfile: str | None, cwd: str | None) -> int:
     return proc.pid
 
 
-def _start_stack_service(name: str, home: str | None, timeout: float) -> dict:
-    from chaosmessaging.stack import control
-
-    try:
-        record = control.start_service(name, home=home, timeout=timeout)
-    except (StackNotRunning, KeyError) as exc:
-        raise ActivityFailed(str(exc).strip("'\"")) from None
-    except Exception as exc:
-        raise ActivityFailed(
-            f"service {name!r} did not come back: {exc}; see its log under <home>/logs"
-        ) from None
+def _start_stack_service(
+    name: str,
+    home: str | None,
+    timeout: float,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    backend: Backend | None = None,
+) -> dict:
+    backend = backend or backend_for(name, configuration, secrets)
+    started = backend.start(name, timeout)
     faults.clear(f"service:{name}", home)
-    return {"started": record.pid, "target": f"service:{name}", "address": record.address}
+    ids = _instance_ids(backend, started)
+    return {
+        "started": ids[0] if len(ids) == 1 else ids,
+        "target": f"service:{name}",
+        "backend": backend.name,
+        "identities": [i.to_json() for i in started],
+    }
 
 
 def start_service(
@@ -258,7 +280,7 @@ def start_service(
     """
     home = _home(configuration)
     if name:
-        return _start_stack_service(name, home, timeout)
+        return _start_stack_service(name, home, timeout, configuration, secrets)
     pid = _spawn(command, pidfile, cwd)
     target = f"pidfile:{Path(pidfile).resolve()}" if pidfile else None
     if target:
@@ -284,17 +306,18 @@ def restart_service(
     """
     home = _home(configuration)
     if name:
-        from chaosmessaging.stack import control
-
-        try:
-            old = load_state(home).service(name).pid
-            record = control.restart_service(name, home=home, sig=signal, timeout=timeout)
-        except (StackNotRunning, KeyError) as exc:
-            raise ActivityFailed(str(exc).strip("'\"")) from None
-        except Exception as exc:
-            raise ActivityFailed(f"service {name!r} did not restart: {exc}") from None
+        backend = backend_for(name, configuration, secrets)
+        old = _instance_ids(backend, [i for i in backend.instances(name) if i.alive])
+        started = backend.restart(name, signal, timeout)
         faults.clear(f"service:{name}", home)
-        return {"stopped": old, "started": record.pid, "target": f"service:{name}"}
+        new = _instance_ids(backend, started)
+        return {
+            "stopped": old[0] if len(old) == 1 else old,
+            "started": new[0] if len(new) == 1 else new,
+            "target": f"service:{name}",
+            "backend": backend.name,
+            "identities": [i.to_json() for i in started],
+        }
     if not pidfile or not command:
         raise ActivityFailed("restart needs `name`, or both `pidfile` and `command`")
     old = None
@@ -314,9 +337,16 @@ def restart_service(
 # -- reverters (see chaosmessaging.faults) ---------------------------------------------------
 
 
+def _recipe_backend(recipe: dict, home: Path) -> Backend:
+    if recipe.get("backend"):
+        return backend_from(recipe["backend"])
+    return ProcessBackend(str(home))
+
+
 def _revert_process_down(recipe: dict, home: Path) -> dict:
     if recipe.get("service"):
-        return _start_stack_service(recipe["service"], str(home), 60.0)
+        backend = _recipe_backend(recipe, home)
+        return _start_stack_service(recipe["service"], str(home), 60.0, backend=backend)
     pidfile = recipe.get("pidfile")
     if pidfile:
         try:
@@ -328,10 +358,8 @@ def _revert_process_down(recipe: dict, home: Path) -> dict:
 
 
 def _revert_process_paused(recipe: dict, home: Path) -> dict:
-    from chaosmessaging.stack import control
-
-    record = control.stop_service(recipe["service"], "SIGCONT", home=str(home))
-    return {"resumed": record.pid}
+    found = _recipe_backend(recipe, home).unpause(recipe["service"])
+    return {"resumed": [i.instance for i in found]}
 
 
 faults.register_reverter("process_down", _revert_process_down)

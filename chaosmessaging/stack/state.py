@@ -129,6 +129,10 @@ class ServiceRecord:
     health: str = "tcp"
     # HTTP path answering 200 once its dependencies are reachable (None: alive is ready)
     ready: str | None = None
+    # the target backend that reaches it (chaosmessaging.backends): "process" (None) or "docker"
+    # for a service `stack up --docker` runs as a container, with that backend's settings
+    backend: str | None = None
+    docker: dict | None = None
 
     def alive(self) -> bool:
         """True if our pid still runs and is the process we started (not a reused pid)."""

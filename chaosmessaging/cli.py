@@ -165,6 +165,13 @@ def _running_conflicts(args: argparse.Namespace) -> str | None:
             f"--proxy-port {args.proxy_port} was given but its fault proxy runs on port "
             f"{proxy.port}"
         )
+    in_containers = any(r.backend == "docker" for r in state.services.values())
+    if asked is None and bool(getattr(args, "docker", False)) != in_containers:
+        asked = (
+            "--docker was given but its services run as processes"
+            if not in_containers
+            else "it runs its services as containers but --docker was not given"
+        )
     if asked is None:
         return None
     return (
@@ -205,6 +212,8 @@ def _stack_up(args: argparse.Namespace) -> int:
                 with_proxy=not args.no_proxy,
                 proxy_port=args.proxy_port,
                 progress=lambda m: _print(f"  {m}"),
+                docker=args.docker,
+                docker_host=args.docker_host or os.environ.get("CHAOSMESSAGING_DOCKER_HOST"),
             )
     except KeyboardInterrupt:
         if _running(args.home):  # Ctrl-C came just after the start completed
@@ -338,6 +347,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=_arg_type(_port, "port"),
         default=None,
         help="fault proxy API port (default 8474 when free, else any free port)",
+    )
+    p_up.add_argument(
+        "--docker",
+        action="store_true",
+        help="run the reference services as containers on a Docker Engine (image built offline; "
+        "Redis, PostgreSQL and the fault proxy stay local processes)",
+    )
+    p_up.add_argument(
+        "--docker-host",
+        default=None,
+        help="the engine for --docker (default CHAOSMESSAGING_DOCKER_HOST, DOCKER_HOST, then "
+        "the default socket); checked against the target allow-list",
     )
     p_down = ssub.add_parser("down", help="stop everything the stack started")
     p_down.add_argument("--purge", action="store_true", help="also delete the stack's data")

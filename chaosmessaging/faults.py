@@ -13,8 +13,9 @@ process, such as the CLI, that never imported the action which recorded the faul
 
 Recipes in use (``kind`` -> fields; registered by the module named):
 
-- ``process_down`` -> ``service`` (embedded stack) or ``command``, ``pidfile``, ``cwd``: start it
-  (`actions.process`); ``process_paused`` -> ``service``: SIGCONT (`actions.process`)
+- ``process_down`` -> ``service`` (+ ``backend``, a target backend's `describe()`, when it is not
+  the embedded stack's processes) or ``command``, ``pidfile``, ``cwd``: start it, ready included
+  (`actions.process`); ``process_paused`` -> ``service`` (+ ``backend``): resume it
 - ``container_stopped`` / ``container_paused`` -> ``container``, ``name``, ``docker_host``: start /
   unpause (`actions.docker`)
 - ``load`` -> ``pid``, ``create_time``, ``summary_path``: stop k6 (`actions.load`)

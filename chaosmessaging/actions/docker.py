@@ -6,7 +6,15 @@ a loose label cannot take down a whole host. The engine is reached through the `
 the usual environment (``DOCKER_HOST``, ``DOCKER_TLS_VERIFY``...), or `docker_host` when given.
 
 Pauses are recorded in the fault ledger as ``container_paused`` (reverted by unpausing), kills and
-stops as ``container_stopped`` (reverted by starting the container again).
+stops as ``container_stopped`` (reverted by starting the container again). Starting and restarting
+return once every container is ready (`chaosmessaging.backends.docker.container_ready`: its
+readiness URL label answers 200, else Docker reports it healthy, else it runs), or fail saying so.
+
+The engine's address passes the target allow-list first (`chaosmessaging.targets`): a
+``tcp://`` engine outside loopback is refused unless its host is in ``allow_hosts``.
+
+These actions name containers the way Docker does; to reach a *service* whichever way it runs
+(process, container, pod), use `chaosmessaging.actions.process` with the `docker` target backend.
 """
 
 import os
@@ -20,9 +28,10 @@ from docker.errors import DockerException, NotFound
 from docker.models.containers import Container
 from logzero import logger
 
-from chaosmessaging import faults
+from chaosmessaging import faults, targets
+from chaosmessaging.backends.docker import container_ready
 from chaosmessaging.config import redact
-from chaosmessaging.util import home_of
+from chaosmessaging.util import home_of, poll
 
 __all__ = [
     "kill_container",
@@ -38,7 +47,14 @@ def _host(docker_host: str | None, configuration: Configuration) -> str | None:
     return docker_host or (configuration or {}).get("docker_host") or os.environ.get("DOCKER_HOST")
 
 
-def _client(docker_host: str | None, timeout: float = 30) -> docker.DockerClient:
+def _client(
+    docker_host: str | None,
+    timeout: float = 30,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> docker.DockerClient:
+    address = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    targets.check(address, "docker_host", configuration, secrets)
     environment = dict(os.environ)
     if docker_host:
         environment["DOCKER_HOST"] = docker_host
@@ -90,13 +106,16 @@ def _apply(
     configuration: Configuration,
     fault_kind: str | None = None,
     clears: str | None = None,
+    ready_timeout: float | None = None,
+    secrets: Secrets = None,
     **extra,
 ) -> dict:
     host = _host(docker_host, configuration)
-    client = _client(host)
+    client = _client(host, configuration=configuration, secrets=secrets)
     home = home_of(configuration)
     done = []
-    for container in _containers(client, name, label, max_containers):
+    found = _containers(client, name, label, max_containers)
+    for container in found:
         try:
             op(container)
         except DockerException as exc:
@@ -114,7 +133,20 @@ def _apply(
             faults.clear(target, home, kind=clears)
         done.append(container.name)
         logger.info(f"{verb} container {container.name}")
+    if ready_timeout is not None:
+        _wait_ready(found, float(ready_timeout), configuration, secrets)
     return {"containers": done, "action": verb, **extra}
+
+
+def _wait_ready(
+    found: list[Container], timeout: float, configuration: Configuration, secrets: Secrets
+) -> None:
+    if poll(lambda: all(container_ready(c, configuration, secrets) for c in found), timeout, 0.2):
+        return
+    late = [c.name for c in found if not container_ready(c, configuration, secrets)]
+    raise ActivityFailed(
+        f"containers {late} were started but not ready within {timeout:g} s; see `docker logs`"
+    )
 
 
 def kill_container(
@@ -140,6 +172,7 @@ def kill_container(
         docker_host,
         configuration,
         fault_kind="container_stopped",
+        secrets=secrets,
         signal=signal,
     )
 
@@ -167,6 +200,7 @@ def stop_container(
         docker_host,
         configuration,
         fault_kind="container_stopped",
+        secrets=secrets,
     )
 
 
@@ -175,10 +209,12 @@ def start_container(
     label: str = None,
     max_containers: int = 1,
     docker_host: str = None,
+    ready_timeout: float = 60.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
-    """Start stopped containers and clear their ``container_stopped`` faults.
+    """Start stopped containers, clear their ``container_stopped`` faults and wait up to
+    `ready_timeout` s until each is ready.
 
     Returns ``{"containers": [names], "action": "start"}``.
     """
@@ -191,6 +227,8 @@ def start_container(
         docker_host,
         configuration,
         clears="container_stopped",
+        ready_timeout=ready_timeout,
+        secrets=secrets,
     )
 
 
@@ -200,10 +238,12 @@ def restart_container(
     timeout: int = 10,
     max_containers: int = 1,
     docker_host: str = None,
+    ready_timeout: float = 60.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
-    """Restart containers (stop with `timeout`, then start); clears their stopped faults.
+    """Restart containers (stop with `timeout`, then start), clear their stopped faults and wait
+    up to `ready_timeout` s until each is ready.
 
     Returns ``{"containers": [names], "action": "restart"}``.
     """
@@ -216,6 +256,8 @@ def restart_container(
         docker_host,
         configuration,
         clears="container_stopped",
+        ready_timeout=ready_timeout,
+        secrets=secrets,
     )
 
 
@@ -241,6 +283,7 @@ def pause_container(
         docker_host,
         configuration,
         fault_kind="container_paused",
+        secrets=secrets,
     )
 
 
@@ -265,6 +308,7 @@ def unpause_container(
         docker_host,
         configuration,
         clears="container_paused",
+        secrets=secrets,
     )
 
 
@@ -290,6 +334,7 @@ def _revert_stopped(recipe: dict, home: Path) -> dict:
     container = _container_from(recipe)
     if container.status != "running":
         container.start()
+    _wait_ready([container], 60.0, {"allow_hosts": recipe.get("allow_hosts") or []}, None)
     return {"started": container.name}
 
 

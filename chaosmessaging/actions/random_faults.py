@@ -31,48 +31,25 @@ hold (`kills:<label>`): when, the moment drawn, the pending entries at the kill 
 
 from __future__ import annotations
 
-import os
 import random
 import signal as signal_module
-import threading
 import time
 
-import redis
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging import runs
-from chaosmessaging.actions.process import record_service_fault, start_service
+from chaosmessaging import faults, runs
+from chaosmessaging.actions._kill_engine import Arm, Trigger, behind_ms
+from chaosmessaging.actions.process import record_service_fault
+from chaosmessaging.backends import Backend, BackendError, backend_for
 from chaosmessaging.clients.redis import pending_snapshot, redis_client, stream_names
 from chaosmessaging.stack import control
-from chaosmessaging.stack.state import StackNotRunning, load_state
 from chaosmessaging.util import home_of
 
 __all__ = ["kill_at_random_moments"]
 
 _BUSY = ("backlog", "time")
-
-
-def _id_ms(stream_id: str | None) -> int | None:
-    return int(stream_id.split("-")[0]) if stream_id else None
-
-
-def _behind_ms(client: redis.Redis, stream: str, group: str) -> int | None:
-    """Stream time (ms) between the newest entry and the group's last-delivered one; None when
-    the stream or group is missing."""
-    try:
-        pipe = client.pipeline(transaction=False)
-        pipe.xinfo_stream(stream)
-        pipe.xinfo_groups(stream)
-        info, groups = pipe.execute()
-    except redis.ResponseError:
-        return None
-    newest = _id_ms(info.get("last-generated-id"))
-    delivered = next((g["last-delivered-id"] for g in groups if g["name"] == group), None)
-    if newest is None or delivered is None:
-        return None
-    return max(0, newest - (_id_ms(delivered) or 0))
 
 
 def draws(
@@ -131,66 +108,147 @@ def _check(
         raise ActivityFailed("kill_at_random_moments: " + "; ".join(problems))
 
 
-class _Killer:
-    """Watches the consumer group from a thread and signals the service at the drawn moment."""
+class RandomKills:
+    """The engine of `kill_at_random_moments`: one `Trigger` (one watcher thread) for the whole
+    run, armed per kill with a catch-up fraction or a delay, the service started again between
+    kills through its backend (ready included). Tests drive it without `chaos`."""
 
     def __init__(
         self,
-        home: str | None,
+        backend: Backend,
         name: str,
-        signum: int,
-        client: redis.Redis,
-        stream: str,
-        group: str,
+        signal_name: str,
+        drawn: list[dict],
+        busy: str,
+        reclaim_idle_ms: int,
+        min_backlog_ms: int,
+        restart_timeout: float,
         poll_interval: float,
+        label: str,
+        configuration: Configuration = None,
+        secrets: Secrets = None,
     ) -> None:
-        self.home, self.name, self.signum = home, name, signum
-        self.client, self.stream, self.group = client, stream, group
-        self.poll_interval = poll_interval
-        self.fired = threading.Event()
-        self.stop = threading.Event()
-        self.seen: dict = {}
+        self.backend, self.name, self.signal_name = backend, name, signal_name
+        self.drawn, self.busy, self.label = drawn, busy, label
+        self.idle_s = int(reclaim_idle_ms) / 1000.0
+        self.min_backlog_ms, self.restart_timeout = int(min_backlog_ms), float(restart_timeout)
+        self.poll_interval = float(poll_interval)
+        self.configuration, self.secrets = configuration, secrets
+        self.home = home_of(configuration)
+        self.stream, self.group = stream_names(None, None, configuration, secrets)
+        self.client, _ = redis_client(None, configuration, secrets)
+        self.done: list[dict] = []
+        self.pending: dict[str, dict] = {}
 
-    def _fire(self) -> bool:
-        record = load_state(self.home).service(self.name)
-        if not record.alive():
-            return False
-        os.killpg(record.pid, self.signum)
-        self.seen.update(pid=record.pid, at=time.time())
-        self.fired.set()
-        return True
+    def _arm(self, n: int, moment: str) -> Arm:
+        draw = self.drawn[n]
+        if moment != "catch-up":
+            at = time.monotonic() + draw["delay_s"]
+            return Arm(condition=lambda alive: alive and time.monotonic() >= at)
+        arm = Arm(
+            condition=lambda alive: None,
+            deadline=time.monotonic() + self.restart_timeout,
+            after_s=draw["jitter_s"],
+        )
+        start: dict = {}
 
-    def at_progress(self, fraction: float, jitter: float, deadline: float) -> None:
-        """Fire once the backlog (stream time behind) has shrunk by `fraction` of its size at the
-        first poll that finds the service running; at `deadline` fire anyway."""
-        start_ms = None
-        while not self.stop.is_set():
+        def caught_up(alive: bool) -> int | None:
+            behind = behind_ms(self.client, self.stream, self.group)
+            if not alive or behind is None:
+                return None
+            if "ms" not in start:
+                start["ms"] = behind
+                arm.seen["backlog_ms"] = behind
+            arm.seen["behind_ms"] = behind
+            return behind <= (1.0 - draw["fraction"]) * start["ms"] or None
+
+        arm.condition = caught_up
+        return arm
+
+    def _moment(self, restarting: bool) -> str:
+        if not (restarting and self.busy == "backlog"):
+            return "time"
+        behind = behind_ms(self.client, self.stream, self.group)
+        # nothing to catch up (the load ended?): a moment in time
+        return "catch-up" if behind is not None and behind >= self.min_backlog_ms else "time"
+
+    def _one(self, trigger: Trigger, n: int, began: float) -> None:
+        restarting = not trigger.running()
+        moment = self._moment(restarting)
+        armed = trigger.arm(self._arm(n, moment)) if moment == "catch-up" else None
+        if restarting:
+            if self.done:
+                self.done[-1]["restarted_after_s"] = round(time.time() - self.done[-1]["at"], 3)
             try:
-                behind = _behind_ms(self.client, self.stream, self.group)
-            except redis.RedisError as error:
-                self.seen["error"] = str(error)
-                behind = None
-            alive = load_state(self.home).service(self.name).alive()
-            if alive and behind is not None:
-                if start_ms is None:
-                    start_ms = behind
-                    self.seen["backlog_ms"] = behind
-                if behind <= (1.0 - fraction) * start_ms:
-                    # progress is only visible when a read moves the group's last-delivered
-                    # id: without the jitter every kill would land right after a read
-                    if self.stop.wait(jitter):
-                        return
-                    if self._fire():
-                        self.seen["behind_ms"] = behind
-                        return
-            if time.monotonic() >= deadline and alive and self._fire():
-                self.seen.update(behind_ms=behind, deadline=True)
-                return
-            time.sleep(self.poll_interval)
+                self._start()
+            except BackendError:
+                if armed is None or not armed.fired.is_set():  # failed on its own, not by our kill
+                    raise
+        if armed is None:
+            armed = trigger.arm(self._arm(n, moment))
+        armed.fired.wait(self.restart_timeout + self.drawn[n]["delay_s"])
+        trigger.disarm()
+        if not armed.fired.is_set():
+            raise ActivityFailed(
+                f"kill {n + 1} of {self.name} never fired (service not running?"
+                f"{' ' + armed.seen['error'] if 'error' in armed.seen else ''}); "
+                "see its log (<home>/logs or the container's)"
+            )
+        self._record(n, moment, armed, began)
 
-    def after_delay(self, delay: float) -> None:
-        if not self.stop.wait(delay):
-            self._fire()
+    def _record(self, n: int, moment: str, armed: Arm, began: float) -> None:
+        record_service_fault(
+            self.name, armed.killed, self.signal_name, self.home, backend=self.backend
+        )
+        snapshot = pending_snapshot(
+            label=f"{self.label}#{n + 1}", configuration=self.configuration, secrets=self.secrets
+        )
+        for entry in runs.fact(f"pending:{self.label}#{n + 1}", [], home=self.home):
+            self.pending.setdefault(entry["id"], entry)
+        draw, catch_up = self.drawn[n], moment == "catch-up"
+        kill = {
+            "n": n + 1,
+            "at": round(armed.seen["at"], 3),
+            "t_s": round(armed.seen["at"] - began, 3),
+            "moment": moment,
+            "fraction": draw["fraction"] if catch_up else None,
+            "jitter_s": draw["jitter_s"] if catch_up else None,
+            "delay_s": draw["delay_s"] if not catch_up else None,
+            "backlog_ms": armed.seen.get("backlog_ms"),
+            "behind_ms": armed.seen.get("behind_ms") if catch_up else None,
+            "pending_at_kill": snapshot["count"],
+            "pending_consumers": snapshot["consumers"],
+            "down_s": draw["down_s"],
+            "down_vs_reclaim": "shorter" if draw["down_s"] < self.idle_s else "longer",
+            "killed": [i.to_json() for i in armed.killed],
+        }
+        logger.info(
+            f"kill {n + 1}/{len(self.drawn)} of {self.name} ({moment}): {snapshot['count']} "
+            f"entries pending; down for {draw['down_s']} s ({kill['down_vs_reclaim']} than the "
+            "reclaim threshold)"
+        )
+        self.done.append(kill)
+        runs.record(f"kills:{self.label}", self.done, home=self.home)
+        runs.record(f"pending:{self.label}", list(self.pending.values()), home=self.home)
+
+    def _start(self) -> list:
+        """Start the service again (ready included) and clear its kill from the fault ledger."""
+        started = self.backend.start(self.name, self.restart_timeout)
+        faults.clear(f"service:{self.name}", self.home)
+        return started
+
+    def run(self) -> list[dict]:
+        began = time.time()
+        with Trigger(self.backend, self.name, self.signal_name, self.poll_interval) as trigger:
+            for n in range(len(self.drawn)):
+                self._one(trigger, n, began)
+                time.sleep(self.drawn[n]["down_s"])
+        # the last kill's rollback: the service runs again when the action returns
+        self.done[-1]["restarted_after_s"] = round(time.time() - self.done[-1]["at"], 3)
+        started = self._start()
+        self.done[-1]["identities_after"] = [i.to_json() for i in started]
+        runs.record(f"kills:{self.label}", self.done, home=self.home)
+        return self.done
 
 
 def kill_at_random_moments(
@@ -211,7 +269,8 @@ def kill_at_random_moments(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
-    """Kill embedded-stack service `name` (default the consumer) `kills` times with `signal`,
+    """Kill service `name` (default the consumer; through its target backend: process, Docker
+    container or Kubernetes pod) `kills` times with `signal`,
     each time at a moment drawn at random across its busy time, keep it down for a drawn
     down-time, and start it again (each kill's own rollback).
 
@@ -227,123 +286,37 @@ def kill_at_random_moments(
 
     Records per kill (fact `kills:<label>`) and returns
     `{"seed", "kills": [{"n", "at", "t_s", "moment", "fraction", "backlog_ms", "behind_ms",
-    "pending_at_kill", "pending_consumers", "down_s", "down_vs_reclaim", "restarted_after_s"}],
-    "reclaim_idle_ms"}`; the entries pending at each kill go to the facts `pending:<label>#<n>`
-    and (all kills) `pending:<label>` for `probes.recovery.kills_reclaimed`."""
+    "pending_at_kill", "pending_consumers", "down_s", "down_vs_reclaim", "restarted_after_s",
+    "killed": [identities]}], "reclaim_idle_ms"}`; the entries pending at each kill go to the
+    facts `pending:<label>#<n>` and (all kills) `pending:<label>` for
+    `probes.recovery.kills_reclaimed`."""
     _check(name, kills, down_min_s, down_max_s, busy, window_s)
-    home = home_of(configuration)
     try:
-        signum = control.signal_number(signal)
+        signal_name = signal_module.Signals(control.signal_number(signal)).name
     except ValueError as exc:
         raise ActivityFailed(f"{exc}; or give a number") from None
-    signal_name = signal_module.Signals(signum).name
-    try:
-        load_state(home).service(name)
-    except (StackNotRunning, KeyError) as exc:
-        raise ActivityFailed(str(exc).strip("'\"")) from None
+    backend = backend_for(name, configuration, secrets)
+    if not backend.instances(name):
+        raise ActivityFailed(f"no service {name!r} through the {backend.name} target backend")
     seed = int(seed) or random.SystemRandom().randrange(1, 2**31)
-    idle_s = int(reclaim_idle_ms) / 1000.0
     drawn = draws(seed, kills, down_min_s, down_max_s, reclaim_idle_ms, window_s, jitter_ms)
-    downs = [d["down_s"] for d in drawn]
     logger.info(
-        f"killing {name} {kills} times at random moments, seed {seed} (replay with "
-        f"seed={seed}); down-times {downs} s around the reclaim threshold {idle_s:g} s"
+        f"killing {name} ({backend.name}) {kills} times at random moments, seed {seed} (replay "
+        f"with seed={seed}); down-times {[d['down_s'] for d in drawn]} s around the reclaim "
+        f"threshold {int(reclaim_idle_ms) / 1000:g} s"
     )
-    runs.record(f"seed:{label}", seed, home=home)
-    stream, group = stream_names(None, None, configuration, secrets)
-    client, _ = redis_client(None, configuration, secrets)
-    began = time.time()
-    done: list[dict] = []
-    all_pending: dict[str, dict] = {}
-    for n in range(int(kills)):
-        fraction, delay, jitter = drawn[n]["fraction"], drawn[n]["delay_s"], drawn[n]["jitter_s"]
-        killer = _Killer(home, name, signum, client, stream, group, float(poll_interval))
-        restarting = not load_state(home).service(name).alive()
-        moment = "catch-up" if restarting and busy == "backlog" else "time"
-        if restarting and moment == "catch-up":
-            behind = _behind_ms(client, stream, group)
-            if behind is None or behind < int(min_backlog_ms):
-                moment = "time"  # nothing to catch up (the load ended?): a moment in time
-        if moment == "catch-up":
-            deadline = time.monotonic() + float(restart_timeout)
-            watcher = threading.Thread(
-                target=killer.at_progress,
-                args=(fraction, jitter, deadline),
-                name="random-kill",
-                daemon=True,
-            )
-        else:
-            watcher = threading.Thread(
-                target=killer.after_delay, args=(delay,), name="random-kill", daemon=True
-            )
-        if moment == "catch-up":
-            watcher.start()
-        try:
-            if restarting:
-                if done:
-                    done[-1]["restarted_after_s"] = round(time.time() - done[-1]["at"], 3)
-                try:
-                    start_service(
-                        name=name,
-                        timeout=restart_timeout,
-                        configuration=configuration,
-                        secrets=secrets,
-                    )
-                except ActivityFailed:
-                    if not killer.fired.is_set():  # it failed on its own, not by our kill
-                        raise
-            if moment != "catch-up":
-                watcher.start()
-            watcher.join(float(restart_timeout) + float(window_s))
-        finally:
-            killer.stop.set()
-            watcher.join(5)
-        if not killer.fired.is_set():
-            raise ActivityFailed(
-                f"kill {n + 1} of {name} never fired (service not running?); "
-                f"seed {seed}; see its log under <home>/logs"
-            )
-        control.stop_service(name, signum, home=home)  # waits until gone, updates the state
-        record_service_fault(name, killer.seen.get("pid"), signal_name, home)
-        snapshot = pending_snapshot(
-            label=f"{label}#{n + 1}", configuration=configuration, secrets=secrets
-        )
-        for entry in runs.fact(f"pending:{label}#{n + 1}", [], home=home):
-            all_pending.setdefault(entry["id"], entry)
-        down = downs[n]
-        kill = {
-            "n": n + 1,
-            "at": round(killer.seen["at"], 3),
-            "t_s": round(killer.seen["at"] - began, 3),
-            "moment": moment,
-            "fraction": fraction if moment == "catch-up" else None,
-            "jitter_s": jitter if moment == "catch-up" else None,
-            "delay_s": delay if moment != "catch-up" else None,
-            "backlog_ms": killer.seen.get("backlog_ms"),
-            "behind_ms": killer.seen.get("behind_ms"),
-            "pending_at_kill": snapshot["count"],
-            "pending_consumers": snapshot["consumers"],
-            "down_s": down,
-            "down_vs_reclaim": "shorter" if down < idle_s else "longer",
-        }
-        logger.info(
-            f"kill {n + 1}/{kills} of {name} ({moment}): {snapshot['count']} entries "
-            f"pending; down for {down} s ({kill['down_vs_reclaim']} than the reclaim "
-            f"threshold)"
-        )
-        done.append(kill)
-        runs.record(f"kills:{label}", done, home=home)
-        runs.record(f"pending:{label}", list(all_pending.values()), home=home)
-        time.sleep(down)
-    # the last kill's rollback: the service runs again when the action returns
-    done[-1]["restarted_after_s"] = round(time.time() - done[-1]["at"], 3)
-    start_service(name=name, timeout=restart_timeout, configuration=configuration, secrets=secrets)
-    runs.record(f"kills:{label}", done, home=home)
+    runs.record(f"seed:{label}", seed, home=home_of(configuration))
+    engine = RandomKills(
+        backend, name, signal_name, drawn, busy, reclaim_idle_ms, min_backlog_ms,
+        restart_timeout, poll_interval, label, configuration, secrets,
+    )  # fmt: skip
+    done = engine.run()
     return {
         "seed": seed,
         "service": name,
         "signal": signal_name,
         "label": label,
+        "backend": backend.name,
         "reclaim_idle_ms": int(reclaim_idle_ms),
         "kills": done,
     }

@@ -42,12 +42,13 @@ The contract every backend keeps:
   backend acts only on pids whose create time matches the stack's state; the docker backend only
   on containers matched by the label (and the owner label, when the stack started them); the
   kubernetes backend only on pods of its namespace and selector.
-- `kill(S, signal, instance)` sends a signal to every instance of S (or to the one whose
+- `kill(S, signal, instance, grace)` sends a signal to every instance of S (or to the one whose
   `Identity.instance` is `instance`) and, for a terminating signal, returns once each is gone
-  (a container exited, a pod deleted or its container restarted). It returns the identities
-  it acted on, as they were before. It does not start anything again: that is `start`'s job (a
-  supervisor that restarts on its own, Docker's restart policy or a ReplicaSet, is fine: the
-  verdicts see the new identity). SIGSTOP/SIGCONT are `pause`/`unpause`.
+  (a container exited, a pod deleted or its container restarted), waiting up to `grace` s
+  (a SIGTERM not obeyed by then is followed by SIGKILL where the platform does that itself).
+  It returns the identities it acted on, as they were before. It does not start anything
+  again: that is `start`'s job (a supervisor that restarts on its own, Docker's restart policy
+  or a ReplicaSet, is fine: the verdicts see the new identity). SIGSTOP is `pause`.
 - `stop(S, timeout)` stops gracefully (SIGTERM, SIGKILL after `timeout`); `start(S, timeout)`
   starts what is stopped and **returns only when every instance is ready** (`ready(S)`), or
   raises `BackendError` saying what it waited for; `restart(S, signal, timeout)` = kill with
@@ -169,7 +170,11 @@ class Backend(Protocol):
     def instances(self, service: str) -> list[Identity]: ...
 
     def kill(
-        self, service: str, signal: str = "SIGKILL", instance: str | None = None
+        self,
+        service: str,
+        signal: str = "SIGKILL",
+        instance: str | None = None,
+        grace: float = 10.0,
     ) -> list[Identity]: ...
 
     def stop(self, service: str, timeout: float = 10.0) -> list[Identity]: ...

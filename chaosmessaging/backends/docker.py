@@ -40,6 +40,7 @@ __all__ = [
     "DockerBackend",
     "OWNER_LABEL",
     "READY_URL_LABEL",
+    "container_ready",
     "docker_client",
 ]
 
@@ -101,6 +102,30 @@ def _setting(
     except (StackNotRunning, StackStateError):
         return None
     return (getattr(record, "docker", None) or {}).get(key) if record else None
+
+
+def container_ready(
+    container: Container, configuration: Configuration = None, secrets: Secrets = None
+) -> bool:
+    """The container runs (not paused) and answers its readiness check: the URL of its
+    `READY_URL_LABEL` label (allow-list checked) answers 200, else Docker's health status is
+    healthy, else (no check defined) running is ready."""
+    try:
+        container.reload()
+    except NotFound:
+        return False
+    state = container.attrs.get("State", {})
+    if not state.get("Running") or state.get("Paused"):
+        return False
+    url = (container.labels or {}).get(READY_URL_LABEL)
+    if url:
+        targets.check(url, "readiness URL", configuration, secrets)
+        try:
+            return httpx.get(url, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+    health = (state.get("Health") or {}).get("Status")
+    return health in (None, "healthy")
 
 
 class DockerBackend:
@@ -225,22 +250,7 @@ class DockerBackend:
         return found
 
     def _ready_one(self, container: Container) -> bool:
-        try:
-            container.reload()
-        except NotFound:
-            return False
-        state = container.attrs.get("State", {})
-        if not state.get("Running") or state.get("Paused"):
-            return False
-        url = (container.labels or {}).get(READY_URL_LABEL)
-        if url:
-            targets.check(url, "readiness URL", self._configuration, self._secrets)
-            try:
-                return httpx.get(url, timeout=2.0).status_code == 200
-            except httpx.HTTPError:
-                return False
-        health = (state.get("Health") or {}).get("Status")
-        return health in (None, "healthy")
+        return container_ready(container, self._configuration, self._secrets)
 
     def ready(self, service: str) -> bool:
         return all(self._ready_one(c) for c in self._some(service))

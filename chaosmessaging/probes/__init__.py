@@ -4,7 +4,7 @@
 - `postgres`: the outbox (backlog, parked rows, oldest undispatched) and read-only SQL
 - `http`: readiness of a service (`/readyz`, which dependency is degraded)
 - `availability`: services watched through dependency outages (only 200/503, the degraded
-  dependency named, recovery time, same processes throughout)
+  dependency named, recovery time)
 - `metrics`: Prometheus values, snapshots and growth
 - `k6`: the summaries a load wrote (thresholds, figures)
 - `accounting`: the zero-loss proof of a run (every acknowledged message delivered once),
@@ -17,7 +17,8 @@
   cache hit ratio) and verdicts about what the method changed; a migration's duration
 - `windows`: verdicts over a load's time windows (p95 and errors before, during and after a
   fault; each operation's latency first vs last windows)
-- `process`: the stack's process identities (no crash: same pids)
+- `process`: identities of the services' instances through their target backend (no crash: the
+  same processes, containers or pods throughout)
 - `authorization`: unauthorized reads refused (no leak) and stale updates conflicting, from a
   load's own counts and the API's metrics
 - `cache`: the participant cache's hit ratio, its recovery after participant changes, and stale

@@ -12,8 +12,7 @@ service reported degraded) beside the run's facts. The verdicts then judge the w
   `dependency`, reported that dependency "ok") within the limit, steadily (several answers in
   a row); later relapses are reported.
 
-`snapshot_processes` / `same_processes` prove no service was restarted behind the experiment's
-back: the same pids (and start times) before and after, read from the embedded stack's state.
+That no service was restarted behind the experiment's back is `probes.process.no_crash`'s verdict.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import re
 import time
 from pathlib import Path
 
-import psutil
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
@@ -31,7 +29,6 @@ from logzero import logger
 from chaosmessaging import runs
 from chaosmessaging.clients.http import service_url
 from chaosmessaging.clients.samples import samples_path
-from chaosmessaging.stack.state import StackNotRunning, load_state
 from chaosmessaging.util import atomic_write_json, home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
@@ -39,8 +36,6 @@ __all__ = [
     "answers_only_ok_or_unavailable",
     "degradation_reported",
     "recovered_within",
-    "same_processes",
-    "snapshot_processes",
     "watch_services",
 ]
 
@@ -289,66 +284,3 @@ def recovered_within(
             reason += f"; unhealthy answers after recovery: {relapses}"
     logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
     return verdict(ok, reason, services=figures, relapses=relapses, limit_s=limit_s, worst_s=worst)
-
-
-def snapshot_processes(
-    label: str = "processes",
-    services: list = None,
-    configuration: Configuration = None,
-    secrets: Secrets = None,
-) -> dict:
-    """
-    Record the pid and start time of each embedded-stack service in `services` (default: auth,
-    api, dispatcher, consumer) under `label`, for `same_processes`. Returns {name: pid}.
-    """
-    home = home_of(configuration)
-    try:
-        state = load_state(home)
-    except StackNotRunning as exc:
-        raise ActivityFailed(str(exc)) from None
-    seen = {}
-    for name in services or DEFAULT_SERVICES:
-        record = state.service(name)
-        seen[name] = {"pid": record.pid, "create_time": record.create_time}
-    runs.record(f"processes:{label}", seen, home=home)
-    return {name: v["pid"] for name, v in seen.items()}
-
-
-def same_processes(
-    since: str = "processes", configuration: Configuration = None, secrets: Secrets = None
-) -> Verdict:
-    """
-    Verdict: every service recorded by `snapshot_processes(label=since)` still runs as the same
-    process (same pid, same start time): none crashed, none was restarted. Figures: `services`
-    {name: {"pid", "alive", "same"}}.
-    """
-    if held := held_before_method(configuration, services={}):
-        return held
-    before = runs.fact(f"processes:{since}", home=home_of(configuration))
-    if before is None:
-        return verdict(
-            False,
-            f"no snapshot {since!r}: add snapshot_processes(label={since!r}) to the method",
-            services={},
-        )
-    figures, changed = {}, []
-    for name, was in before.items():
-        try:
-            proc = psutil.Process(was["pid"])
-            alive = proc.status() != psutil.STATUS_ZOMBIE
-            same = alive and (
-                was["create_time"] is None or abs(proc.create_time() - was["create_time"]) < 1
-            )
-        except psutil.Error:
-            alive = same = False
-        figures[name] = {"pid": was["pid"], "alive": alive, "same": same}
-        if not same:
-            changed.append(name)
-    ok = not changed
-    reason = (
-        f"{changed} crashed or were restarted"
-        if changed
-        else f"same processes throughout: {sorted(before)}"
-    )
-    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, services=figures)

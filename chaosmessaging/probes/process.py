@@ -1,72 +1,79 @@
-"""Process identity over a run: "no crash" means the same processes before and after.
+"""Identity over a run: "no crash" means every service runs as the same incarnation throughout.
 
-Reads the embedded stack's state (pid and start time per service); a service that crashed and was
-restarted (by a supervisor, a control or a person) has another pid or start time.
+One verdict for every target backend (`chaosmessaging.backends`): the embedded stack's processes
+(pid + start time), Docker containers (id + start time + restart count), Kubernetes pods (UID +
+the container's restart count). A service that crashed and was restarted (by a supervisor,
+Docker, a controller, a control or a person) has another identity.
 """
 
 from __future__ import annotations
 
-from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
+from logzero import logger
 
 from chaosmessaging import runs
-from chaosmessaging.stack.state import StackNotRunning, load_state
-from chaosmessaging.util import home_of, same_process
+from chaosmessaging.backends import Identity, identities
+from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
-__all__ = ["snapshot_pids", "same_pids"]
+__all__ = ["snapshot_identities", "no_crash"]
 
-DEFAULT_SERVICES = ("api", "dispatcher", "consumer")
-
-
-def _identities(services: list, configuration: Configuration) -> dict:
-    try:
-        state = load_state(home_of(configuration))
-    except StackNotRunning as error:
-        raise ActivityFailed(f"{error}: process identity is read from the embedded stack") from None
-    out = {}
-    for name in services:
-        record = state.services.get(name)
-        alive = record is not None and same_process(record.pid, record.create_time) is not None
-        out[name] = {
-            "pid": record.pid if record else None,
-            "create_time": record.create_time if record else None,
-            "alive": alive,
-        }
-    return out
+DEFAULT_SERVICES = ("auth", "api", "dispatcher", "consumer")
 
 
-def snapshot_pids(
-    label: str = "pids",
+def snapshot_identities(
+    label: str = "identities",
     services: list = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
-    """Record the pid and start time of each of `services` (default api, dispatcher, consumer)."""
-    found = _identities(list(services or DEFAULT_SERVICES), configuration)
-    runs.record(f"pids:{label}", found, home=home_of(configuration))
-    return found
+    """Record the identity of every instance of each of `services` (default: auth, api,
+    dispatcher, consumer), through each service's target backend, under `label` for `no_crash`.
+    Returns {service: [{"backend", "instance", "started_at", "restarts", "name", "alive"}]}."""
+    found = identities(list(services or DEFAULT_SERVICES), configuration, secrets)
+    seen = {s: [i.to_json() for i in ids] for s, ids in found.items()}
+    runs.record(f"identities:{label}", seen, home=home_of(configuration))
+    return seen
 
 
-def same_pids(
-    since: str = "pids", configuration: Configuration = None, secrets: Secrets = None
+def no_crash(
+    since: str = "identities", configuration: Configuration = None, secrets: Secrets = None
 ) -> Verdict:
     """
-    Verdict: every service recorded by `snapshot_pids(label=since)` still runs as the same
-    process (same pid and start time): nothing crashed or was restarted during the method.
+    Verdict: every instance recorded by `snapshot_identities(label=since)` still runs as the same
+    incarnation (same pid and start time; same container start and restart count; same pod UID
+    and restart count): none crashed, none was restarted. Figures: `services` {name: {"same",
+    "before": [names], "now": [names]}} and `changed` (the services that did not hold).
     """
-    if held := held_before_method(configuration):
+    if held := held_before_method(configuration, services={}, changed=[]):
         return held
-    before = runs.fact(f"pids:{since}", home=home_of(configuration))
+    before = runs.fact(f"identities:{since}", home=home_of(configuration))
     if not before:
-        return verdict(False, f"no pid snapshot {since!r}: add snapshot_pids(label={since!r})")
-    now = _identities(list(before), configuration)
-    changed = sorted(
-        n
-        for n in before
-        if not now[n]["alive"]
-        or (now[n]["pid"], now[n]["create_time"]) != (before[n]["pid"], before[n]["create_time"])
+        return verdict(
+            False,
+            f"no identity snapshot {since!r}: add snapshot_identities(label={since!r}) to the "
+            "method",
+            services={},
+            changed=[],
+        )
+    now = identities(list(before), configuration, secrets)
+    figures, changed = {}, []
+    for service, was in before.items():
+        was_ids = [Identity.from_json(w) for w in was]
+        running = {i.key for i in now[service] if i.alive}
+        same = bool(was_ids) and all(w.alive and w.key in running for w in was_ids)
+        figures[service] = {
+            "same": same,
+            "before": [w.name or w.instance for w in was_ids],
+            "now": [f"{i.name or i.instance}{'' if i.alive else ' (down)'}" for i in now[service]],
+        }
+        if not same:
+            changed.append(service)
+    ok = not changed
+    reason = (
+        f"{changed} crashed, were restarted or are gone"
+        if changed
+        else f"same incarnations throughout: {sorted(before)}"
     )
-    pids = {n: v["pid"] for n, v in now.items()}
-    reason = f"restarted or gone: {changed}" if changed else f"same processes: {pids}"
-    return verdict(not changed, reason, changed=changed, pids=pids)
+    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
+    return verdict(ok, reason, services=figures, changed=changed)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chaosmessaging.config import lookup
-from chaosmessaging.stack import servers
+from chaosmessaging.stack import containers, servers
 from chaosmessaging.stack.control import spawn, stop_owned, stop_service
 from chaosmessaging.stack.health import wait_healthy, wait_ready
 from chaosmessaging.stack.state import (
@@ -284,8 +284,14 @@ def up(
     proxy_port: int | None = None,
     progress: Callable[[str], None] | None = None,
     env: dict[str, str] | None = None,
+    docker: bool = False,
+    docker_host: str | None = None,
 ) -> StackState:
     """Start the whole embedded stack and return its state (already running → returned as is).
+
+    `docker`: run the reference services as containers on the Docker Engine at `docker_host`
+    (None: DOCKER_HOST or the default socket), from the image `stack.images` builds offline;
+    Redis, PostgreSQL and the fault proxy stay local processes (see `stack.containers`).
 
     Holds the home's lock throughout, so a second `up` on the same home waits and then finds
     this one's stack running. `env` adds variables to the reference services' environment (e.g.
@@ -308,7 +314,22 @@ def up(
             _stop_all(existing)
         if with_proxy:
             check_port(proxy_port)
-        return _start(root, with_proxy, proxy_port, say, env)
+        image = _image(docker_host, say) if docker else None
+        return _start(root, with_proxy, proxy_port, say, env, image, docker_host)
+
+
+def _image(docker_host: str | None, say: Callable[[str], None]) -> str:
+    """The reference stack's image on the engine (built offline when missing: minutes)."""
+    from chaosmessaging.backends.docker import docker_client
+    from chaosmessaging.stack import images
+
+    say("preparing the reference stack's container image (built offline when missing)")
+    try:
+        tag, timings = images.app_image(docker_client(docker_host))
+    except images.ImageError as exc:
+        raise StackError(str(exc)) from None
+    say(f"image {tag} ({', '.join(f'{k} {v:g}' for k, v in timings.items())})")
+    return tag
 
 
 def _start(
@@ -317,6 +338,8 @@ def _start(
     proxy_port: int | None,
     say: Callable[[str], None],
     env: dict[str, str] | None = None,
+    image: str | None = None,
+    docker_host: str | None = None,
 ) -> StackState:
     state_path(root).unlink(missing_ok=True)
     leftovers = stop_owned(root)
@@ -346,6 +369,12 @@ def _start(
             # in between, the OWNER_ENV mark in its environment is how `down` finds it
             state.services[name] = records[name]
             save_state(state)
+            if image is not None and name in APP_SERVICES:
+                record = containers.run(records[name], image, root, docker_host)
+                save_state(state)
+                containers.wait_healthy(record, timeout=60)
+                say(f"{name:<10} container {record.docker['container'][:12]} {record.address}")
+                continue
             record = spawn(records[name], root)
             save_state(state)
             wait_healthy(record, timeout=60)
@@ -361,6 +390,8 @@ def _start(
                 else "start failed; stopping what was started"
             )
             stopped = _stop_all(state) + stop_owned(root)
+            if image is not None:
+                stopped += containers.remove_owned(root, docker_host)
             say("stopped: " + (", ".join(stopped) if stopped else "nothing had started"))
             state_path(root).unlink(missing_ok=True)
         if isinstance(exc, servers.ServerError | StackError | OSError):
@@ -406,6 +437,9 @@ def ensure_up(
         if name in state.services and not state.services[name].alive():
             if progress:
                 progress(f"{name} was not running: starting it")
+            if state.services[name].backend == "docker":
+                containers.start(state.services[name], timeout=60)
+                continue
             start_service(name, state=state, timeout=60)
     _wait_ready(state)
     return state
@@ -415,7 +449,10 @@ def _stop_all(state: StackState) -> list[str]:
     stopped = []
     for name in reversed(SERVICE_ORDER):
         record = state.services.get(name)
-        if record is not None and record.alive():
+        if record is not None and record.backend == "docker":
+            if containers.remove(record):
+                stopped.append(f"{name} (container)")
+        elif record is not None and record.alive():
             stop_service(name, "SIGTERM", state=state, timeout=20)
             stopped.append(name)
     return stopped
@@ -439,6 +476,9 @@ def down(home: str | os.PathLike | None = None, purge: bool = False) -> list[str
         path.replace(path.with_name("stack.json.corrupt"))
     else:
         stopped = _stop_all(state)
+        hosts = {(r.docker or {}).get("docker_host") for r in state.services.values() if r.docker}
+        for host in hosts:
+            stopped += [f"unrecorded container {c}" for c in containers.remove_owned(root, host)]
         state_path(root).unlink(missing_ok=True)
     stopped += [f"unrecorded {p}" for p in stop_owned(root)]
     if purge:
@@ -450,6 +490,13 @@ def status(home: str | os.PathLike | None = None) -> list[dict]:
     """One entry per service: name, pid, address, alive."""
     state = load_state(home)
     return [
-        {"name": r.name, "pid": r.pid, "address": r.address, "alive": r.alive(), "log": r.log}
+        {
+            "name": r.name,
+            "pid": r.pid,
+            "address": r.address,
+            "alive": r.alive(),
+            "log": r.log,
+            **({"container": r.docker.get("container")} if r.docker else {}),
+        }
         for r in (state.services[n] for n in SERVICE_ORDER if n in state.services)
     ]

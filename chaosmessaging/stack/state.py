@@ -135,7 +135,12 @@ class ServiceRecord:
     docker: dict | None = None
 
     def alive(self) -> bool:
-        """True if our pid still runs and is the process we started (not a reused pid)."""
+        """True if our pid still runs and is the process we started (not a reused pid); for a
+        service run as a container, if its container runs."""
+        if self.backend == "docker":
+            from chaosmessaging.stack.containers import running
+
+            return running(self)
         return same_process(self.pid, self.create_time) is not None
 
 

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from chaosmessaging import runs
 from chaosmessaging.actions.process import kill_service, start_service
 from chaosmessaging.backends import BackendError, NotSupported, backend_for, backend_name
 from chaosmessaging.backends.kubernetes import KubernetesBackend
+from chaosmessaging.probes.process import no_crash, snapshot_identities
 from chaosmessaging.targets import TargetRefused
 
 sys.path.insert(0, str(Path(__file__).parent / "support"))
@@ -91,6 +93,19 @@ def test_stand_in_kill_service_action_reaches_pods_through_the_backend(cluster, 
     start_service(name="api", timeout=30, configuration=configuration, secrets=secrets)
     now = backend_for("api", configuration, secrets).instances("api")
     assert len(now) == 2 and not {i.instance for i in now} & {i.instance for i in before}
+
+
+def test_stand_in_no_crash_verdict_holds_then_sees_the_in_place_restart(cluster, tmp_path):
+    configuration, secrets = _settings(cluster, tmp_path, k8s_kill_mode="exec")
+    runs.new_run(str(tmp_path))
+    snapshot_identities("pods", ["api"], configuration, secrets)
+    runs.record("mark:method", 1.0, home=str(tmp_path))
+    held = no_crash("pods", configuration, secrets)
+    assert held["ok"], held["reason"]
+    kill_service(name="api", configuration=configuration, secrets=secrets)
+    start_service(name="api", timeout=30, configuration=configuration, secrets=secrets)
+    breached = no_crash("pods", configuration, secrets)
+    assert not breached["ok"] and breached["changed"] == ["api"]
 
 
 def test_stand_in_refuses_a_wrong_token_with_an_actionable_error(cluster, tmp_path):

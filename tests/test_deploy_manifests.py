@@ -38,7 +38,11 @@ def _testrun_snippets_in_docs() -> list[dict]:
     for path in docs:
         if path.exists():
             for block in re.findall(r"```yaml\n(.*?)```", path.read_text(), re.S):
-                found += [d for d in yaml.safe_load_all(block) if d and d.get("kind") == "TestRun"]
+                found += [
+                    d
+                    for d in yaml.safe_load_all(block)
+                    if isinstance(d, dict) and d.get("kind") == "TestRun"
+                ]
     return found
 
 

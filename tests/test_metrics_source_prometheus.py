@@ -231,3 +231,32 @@ def test_prometheus_url_goes_through_the_target_allow_list_before_any_call(tmp_p
     assert (
         metrics_source("api", configuration=with_selector).selector == 'namespace="chat",app="api"'
     )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_prometheus(), reason=NO_PROMETHEUS)
+def test_stack_up_with_prometheus_scrapes_the_stack_and_down_stops_it(tmp_path):
+    from chaosmessaging.stack import launcher
+
+    home = tmp_path / "stack"
+    state = launcher.up(home, proxy_port=free_port(), prometheus=True)
+    try:
+        record = state.services["prometheus"]
+        assert record.alive() and record.health == "/-/ready"
+        api = state.services["api"].address
+        for _ in range(3):
+            assert httpx.get(f"{api}/v1/conversations").status_code == 401
+        scraped = {"chaosmessaging_home": str(home)}
+        promql = {**scraped, "metrics_source": "prometheus"}  # prometheus_url from the stack
+        source = metrics_source("api", configuration=promql)
+        assert isinstance(source, PrometheusSource) and source.base_url == record.address
+        # one replica here: both roads read the same figure
+        direct = metrics.metric_value(UNAUTHORIZED, {"reason": "missing"}, configuration=scraped)
+        assert direct == 3.0
+        assert (
+            metrics.metric_value(UNAUTHORIZED, {"reason": "missing"}, configuration=promql) == 3.0
+        )
+    finally:
+        stopped = launcher.down(home)
+    assert "prometheus" in stopped
+    assert not record.alive()

@@ -260,3 +260,52 @@ def test_stack_up_with_prometheus_scrapes_the_stack_and_down_stops_it(tmp_path):
         stopped = launcher.down(home)
     assert "prometheus" in stopped
     assert not record.alive()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_prometheus(), reason=NO_PROMETHEUS)
+def test_histogram_quantile_sums_the_buckets_of_every_replica(tmp_path):
+    """Two replicas exporting one histogram (prometheus-client's own exposition): one answers in
+    10 ms, the other in 500 ms. The p95 over both is slow; a scrape of one replica says fast."""
+    from prometheus_client import CollectorRegistry, Histogram, start_http_server
+
+    ports, histograms, servers = [free_port(), free_port()], [], []
+    for port in ports:
+        registry = CollectorRegistry()
+        histograms.append(
+            Histogram("demo_latency_seconds", "demo", buckets=(0.05, 0.1, 1.0), registry=registry)
+        )
+        servers.append(start_http_server(port, addr="127.0.0.1", registry=registry))
+    prom_port = free_port()
+    proc = prometheus.start_prometheus(
+        tmp_path / "prometheus", prom_port, {"api": [f"127.0.0.1:{p}" for p in ports]}
+    )
+    try:
+        fast = {
+            "chaosmessaging_home": str(tmp_path),
+            "messaging_api_url": f"http://127.0.0.1:{ports[0]}",
+        }
+        promql = {
+            **fast,
+            "metrics_source": "prometheus",
+            "prometheus_url": f"http://127.0.0.1:{prom_port}",
+        }
+        runs.new_run(str(tmp_path))
+        metrics.snapshot_metrics("one", prefix="demo_", configuration=fast)
+        metrics.snapshot_metrics("all", prefix="demo_", configuration=promql)
+        runs.record("mark:method", time.time(), home=str(tmp_path))
+        for _ in range(50):
+            histograms[0].observe(0.01)
+            histograms[1].observe(0.5)
+        one = metrics.histogram_quantile_within(
+            "one", "demo_latency_seconds", 0.1, configuration=fast
+        )
+        both = metrics.histogram_quantile_within(
+            "all", "demo_latency_seconds", 0.1, configuration=promql
+        )
+    finally:
+        _stop(proc)
+        for server, _thread in servers:
+            server.shutdown()
+    assert one["ok"] and one["observations"] == 50 and one["value"] <= 0.05
+    assert not both["ok"] and both["observations"] == 100 and both["value"] > 0.1

@@ -49,6 +49,9 @@ KEYS: dict[str, tuple[str, tuple[str, str] | None, str | None]] = {
     # (PromQL at prometheus_url, summed over replicas; see chaosmessaging.clients.prometheus)
     "metrics_source": ("CHAOSMESSAGING_METRICS_SOURCE", None, "scrape"),
     "prometheus_url": ("CHAOSMESSAGING_PROMETHEUS_URL", ("prometheus", "address"), None),
+    "prometheus_selectors": ("CHAOSMESSAGING_PROMETHEUS_SELECTORS", None, None),
+    "prometheus_replica_labels": ("CHAOSMESSAGING_PROMETHEUS_REPLICA_LABELS", None, None),
+    "prometheus_fresh_within_s": ("CHAOSMESSAGING_PROMETHEUS_FRESH_WITHIN_S", None, None),
     "messaging_stream": ("CHAOSMESSAGING_STREAM", None, "messages"),
     "messaging_group": ("CHAOSMESSAGING_GROUP", None, "deliveries"),
     "messaging_dead_stream": ("CHAOSMESSAGING_DEAD_STREAM", None, "messages:dead"),

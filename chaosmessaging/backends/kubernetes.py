@@ -323,12 +323,20 @@ class KubernetesBackend:
             raise self._refused(f"delete pod {pod.metadata.name}", exc) from None
 
     def _wait_gone(self, service: str, before: list[Identity], timeout: float) -> None:
-        """Each pod of `before` is deleted (its UID no longer listed) or its container restarted."""
+        """Each pod of `before` is deleted (its UID no longer listed), its container no longer
+        runs (a pod still terminating after its process exited), or its container restarted."""
+
+        def running(pod) -> bool:
+            status = self._status(pod)
+            return bool(status is not None and status.state and status.state.running)
 
         def gone() -> bool:
-            now = {p.metadata.uid: self.identity(service, p) for p in self.pods(service, True)}
+            now = {p.metadata.uid: p for p in self.pods(service, terminating=True)}
             return all(
-                b.instance not in now or now[b.instance].restarts > b.restarts for b in before
+                b.instance not in now
+                or not running(now[b.instance])
+                or self.identity(service, now[b.instance]).restarts > b.restarts
+                for b in before
             )
 
         if not poll(gone, timeout, 0.1):

@@ -216,6 +216,7 @@ def _stack_up(args: argparse.Namespace) -> int:
                 settings=settings,
                 docker=args.docker,
                 docker_host=args.docker_host or os.environ.get("CHAOSMESSAGING_DOCKER_HOST"),
+                prometheus=args.prometheus,
             )
     except KeyboardInterrupt:
         if _running(args.home):  # Ctrl-C came just after the start completed
@@ -383,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the engine for --docker (default CHAOSMESSAGING_DOCKER_HOST, DOCKER_HOST, then "
         "the default socket); checked against the target allow-list",
+    )
+    p_up.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also start a private Prometheus (Debian's prometheus package) scraping every "
+        "service; metrics_source: prometheus then reads it",
     )
     p_down = ssub.add_parser("down", help="stop everything the stack started")
     p_down.add_argument("--purge", action="store_true", help="also delete the stack's data")

@@ -45,6 +45,13 @@ KEYS: dict[str, tuple[str, tuple[str, str] | None, str | None]] = {
         ("proxy", "address"),
         "http://127.0.0.1:8474",
     ),
+    # where metric verdicts and samplers read: `scrape` (each service's /metrics) or `prometheus`
+    # (PromQL at prometheus_url, summed over replicas; see chaosmessaging.clients.prometheus)
+    "metrics_source": ("CHAOSMESSAGING_METRICS_SOURCE", None, "scrape"),
+    "prometheus_url": ("CHAOSMESSAGING_PROMETHEUS_URL", ("prometheus", "address"), None),
+    "prometheus_selectors": ("CHAOSMESSAGING_PROMETHEUS_SELECTORS", None, None),
+    "prometheus_replica_labels": ("CHAOSMESSAGING_PROMETHEUS_REPLICA_LABELS", None, None),
+    "prometheus_fresh_within_s": ("CHAOSMESSAGING_PROMETHEUS_FRESH_WITHIN_S", None, None),
     "messaging_stream": ("CHAOSMESSAGING_STREAM", None, "messages"),
     "messaging_group": ("CHAOSMESSAGING_GROUP", None, "deliveries"),
     "messaging_dead_stream": ("CHAOSMESSAGING_DEAD_STREAM", None, "messages:dead"),

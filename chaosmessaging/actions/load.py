@@ -35,6 +35,7 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import faults, rig, runs, targets
+from chaosmessaging.clients.k6raw import raw_path
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.resources import bundled
 from chaosmessaging.util import OWNER_ENV, home_of, our_process, same_process, stack_home, tail
@@ -204,6 +205,7 @@ def start_load(
     max_duration: str = "2h",
     max_rate: int = 20000,
     segment: str = None,
+    raw_output: bool = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
@@ -222,6 +224,8 @@ def start_load(
     Refuses non-loopback targets unless listed in `allow_hosts`, and durations over `max_duration`.
     `segment` ``"K/N"`` runs only the K-th of N equal k6 execution segments, so N runners (one
     per machine, each with its own `label`) share one arrival rate: each sends `rate` / N.
+    `raw_output` (default: on with a `segment`) also writes every sample to
+    ``<summary>.samples.csv.gz`` so `k6_combined_thresholds` can judge the runners' merged data.
     Returns ``{"pid", "run_id", "summary_path", "log_path", "duration_s"}``.
     """
     segment_args = _segment_args(segment) if segment else []
@@ -258,6 +262,9 @@ def start_load(
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.unlink(missing_ok=True)  # a stale summary must not pass for this run's
     log_path = summary.with_name(summary.stem + ".log")
+    raw = raw_path(summary) if (segment if raw_output is None else raw_output) else None
+    if raw is not None:
+        raw.unlink(missing_ok=True)
 
     values = {"API_URL": url, "RUN_ID": run_id, "DURATION": f"{seconds:g}s"}
     auth_url = targets.resolve("messaging_auth_url", scope, secrets, required=False)
@@ -281,6 +288,7 @@ def start_load(
         "--summary-trend-stats",
         SUMMARY_TREND_STATS,
         *segment_args,
+        *(["--out", f"csv={raw}"] if raw is not None else []),
     ]
     for key, value in values.items():
         cmd += ["-e", f"{key}={value}"]
@@ -316,6 +324,7 @@ def start_load(
         "label": label,
         "rate": rate,
         "segment": segment,
+        "raw_path": str(raw) if raw is not None else None,
     }
     _sidecar(summary).write_text(json.dumps(info, indent=2))
     runs.record(f"load:{label}", info, home=home)

@@ -1,9 +1,10 @@
 """Sample the services' Prometheus metrics over a run, for verdicts about a whole soak.
 
 A soak's criteria are about the run, not an instant: "consumer lag < 5 s *throughout*", "memory
-stable" (first vs last window of samples, not two points). `sample_metrics` scrapes each service's
-`/metrics` every `interval_s` seconds for `duration_s` seconds and records the series beside the
-run's facts, in `<home>/runs/<run id>.samples-<label>.json` (`samples_path`); the verdicts live in
+stable" (first vs last window of samples, not two points). `sample_metrics` reads each service's
+metrics (its `/metrics`, or Prometheus with `metrics_source: prometheus`) every `interval_s`
+seconds for `duration_s` seconds and records the series beside the run's facts, in
+`<home>/runs/<run id>.samples-<label>.json` (`samples_path`); the verdicts live in
 `chaosmessaging.probes.trends`.
 
 It is meant to run beside the load (``"background": true`` in the method). Two consequences:
@@ -17,8 +18,9 @@ It is meant to run beside the load (``"background": true`` in the method). Two c
   writer's fact or its own, so the series goes to a file of its own, which only this action
   writes, named from the run id so the verdicts find it without a facts entry.
 
-Scraping and parsing reuse `chaosmessaging.clients.prometheus` (prometheus-client's own parser); one
-scrape per service per tick serves every metric.
+Reading reuses `chaosmessaging.clients.prometheus` (prometheus-client's own parser, or PromQL summed
+over replicas); one read per service per tick serves every metric. From Prometheus a tick takes what
+the server holds (no wait for a fresh scrape): the series' resolution is its scrape interval.
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging.clients.http import service_url
-from chaosmessaging.clients.prometheus import scrape, select
+from chaosmessaging.clients.prometheus import metrics_source, select
 from chaosmessaging.clients.samples import samples_path
 from chaosmessaging.util import atomic_write_json
 from chaosmessaging.util import home_of
@@ -93,7 +94,7 @@ def sample_metrics(
     services = list(services or DEFAULT_SERVICES)
     metrics = list(metrics or DEFAULT_METRICS)
     # resolve every address up front: a wrong service name fails now, not after 30 minutes
-    urls = {s: service_url(s, None, "/metrics", configuration, secrets) for s in services}
+    sources = {s: metrics_source(s, None, configuration, secrets) for s in services}
     home = home_of(configuration)
     path = samples_path(label, home)
 
@@ -106,10 +107,10 @@ def sample_metrics(
     )
     tick = 0
     while True:
-        for service, url in urls.items():
+        for service, source in sources.items():
             offset = round(time.monotonic() - start, 3)
             try:
-                scraped = scrape(url, min(float(timeout), max(interval_s, 1.0)))
+                scraped = source.samples(min(float(timeout), max(interval_s, 1.0)), fresh=False)
             except ActivityFailed as error:
                 if not errors[service]:
                     logger.warning(f"sampling {service}: {error} (kept as a gap)")

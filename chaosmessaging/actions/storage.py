@@ -36,8 +36,7 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import faults, runs, targets
-from chaosmessaging.clients.http import service_url
-from chaosmessaging.clients.prometheus import scrape, select
+from chaosmessaging.clients.prometheus import metrics_source, select
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.util import home_of
 
@@ -59,8 +58,9 @@ def _quote_table(table: str) -> str:
     return ".".join(f'"{p}"' for p in parts)
 
 
-def _pool_figures(url: str, names: dict) -> dict:
-    samples = scrape(url, 3.0)
+def _pool_figures(source, names: dict, fresh: bool = True) -> dict:
+    # while the lock is held, polls take what the source has (a Prometheus scrape may lag)
+    samples = source.samples(3.0, fresh=fresh)
     return {k: select(samples, name, {}) for k, name in names.items()}
 
 
@@ -96,12 +96,12 @@ def exhaust_pool(
         raise ActivityFailed(f"duration_s={duration_s:g} must be positive")
     target = _quote_table(table)
     dsn = targets.resolve("messaging_pg_dsn", configuration, secrets, dsn)  # loopback/allowed
-    url = service_url(service, None, "/metrics", configuration, secrets)
+    source = metrics_source(service, None, configuration, secrets)
     names = {"in_use": in_use_metric, "max": max_metric, "waiting": waiting_metric}
-    before = _pool_figures(url, names)
+    before = _pool_figures(source, names)
     if before["in_use"] is None or before["max"] is None:
         raise ActivityFailed(
-            f"{redact(url)} exposes no {in_use_metric}/{max_metric}: the pool "
+            f"{source.where} exposes no {in_use_metric}/{max_metric}: the pool "
             "cannot be observed; pass the metric names your service exposes"
         )
     home = home_of(configuration)
@@ -113,7 +113,7 @@ def exhaust_pool(
             duration_s,
             float(saturate_timeout_s),
             float(poll_interval_s),
-            url,
+            source,
             names,
             home,
         )
@@ -135,7 +135,7 @@ async def _hold_lock(
     duration_s: float,
     saturate_timeout: float,
     interval: float,
-    url: str,
+    source,
     names: dict,
     home: str | None,
 ) -> dict:
@@ -179,7 +179,7 @@ async def _hold_lock(
         while time.time() - started < duration_s:
             await asyncio.sleep(min(interval, max(0.0, duration_s - (time.time() - started))))
             try:
-                seen = await asyncio.to_thread(_pool_figures, url, names)
+                seen = await asyncio.to_thread(_pool_figures, source, names, False)
             except ActivityFailed as error:  # the service may be too busy to answer: a gap
                 logger.debug(f"pool gauges unreadable: {error}")
                 continue

@@ -38,6 +38,7 @@ from chaoslib.types import Configuration, Experiment, Journal, Secrets
 from logzero import logger
 
 from chaosmessaging import targets
+from chaosmessaging.clients.prometheus import SOURCES
 from chaosmessaging.config import EXPLICIT_SOURCES, KEYS, TARGET_KEYS, _find, lookup, redact
 
 __all__ = [
@@ -234,6 +235,7 @@ def configuration_errors(
                 f"{key} points at {host}, which is not loopback: list it in "
                 f"allow_hosts (or {targets.ALLOW_ENV}) if you mean to test it"
             )
+    errors += _metrics_source_errors(configuration, secrets)
     return errors
 
 
@@ -439,6 +441,22 @@ def _log_targets(configuration: Configuration, secrets: Secrets) -> None:
     logger.info("targets of this run (key, address, source):")
     for key, value, source in resolved_targets(configuration, secrets):
         logger.info(f"  {key:<26} {value or '-':<44} {source or 'not set'}")
+
+
+def _metrics_source_errors(configuration: Configuration, secrets: Secrets) -> list[str]:
+    source = str(lookup("metrics_source", configuration, secrets)).strip().lower()
+    if source not in SOURCES:
+        return [f"metrics_source {source!r} must be one of {list(SOURCES)}"]
+    try:
+        url = lookup("prometheus_url", configuration, secrets, required=False)
+    except Exception:  # an unreadable stack state is the stack control's to report
+        url = None
+    if source == "prometheus" and not url:
+        return [
+            "metrics_source is 'prometheus' but no prometheus_url is set (configuration key or "
+            "CHAOSMESSAGING_PROMETHEUS_URL, e.g. http://prometheus:9090)"
+        ]
+    return []
 
 
 def before_experiment_control(

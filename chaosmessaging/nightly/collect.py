@@ -24,8 +24,8 @@ from pathlib import Path
 from logzero import logger
 
 from chaosmessaging import faults
-from chaosmessaging.clients.http import SERVICE_URL_KEYS, service_url
-from chaosmessaging.clients.prometheus import scrape, select
+from chaosmessaging.clients.http import SERVICE_URL_KEYS
+from chaosmessaging.clients.prometheus import metrics_source, select
 from chaosmessaging.util import atomic_write_json, stack_home
 
 __all__ = ["Watcher", "collect", "known_runs", "SAMPLED", "log_offsets", "delivery_latency_series"]
@@ -116,7 +116,8 @@ class Watcher(threading.Thread):
         for service in self.services:
             scraped = None
             try:
-                scraped = scrape(service_url(service, None, "/metrics", config), 1.5)
+                source = metrics_source(service, None, config)
+                scraped = source.samples(1.5, fresh=False)
             except Exception:  # not up yet, killed by the experiment: a gap, not an error
                 self.errors += 1
             for metric in SAMPLED:

@@ -18,8 +18,7 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import runs
-from chaosmessaging.clients.http import service_url
-from chaosmessaging.clients.prometheus import scrape, select
+from chaosmessaging.clients.prometheus import metrics_source, select
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
@@ -70,7 +69,7 @@ def _grew(
     if snapshot is None:
         return None
     before = [(n, dict(lb), float(v)) for n, lb, v in snapshot["samples"]]
-    now = scrape(service_url(service, url, "/metrics", configuration, secrets), 5.0)
+    now = metrics_source(service, url, configuration, secrets).samples(5.0)
     return (select(now, name, {}) or 0.0) - (select(before, name, {}) or 0.0)
 
 

@@ -20,8 +20,7 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import runs
-from chaosmessaging.clients.http import service_url
-from chaosmessaging.clients.prometheus import scrape, select
+from chaosmessaging.clients.prometheus import metrics_source, select
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
@@ -40,12 +39,12 @@ _STALE_LINE = re.compile(
 )
 
 
-def _counts(url: str) -> tuple[float, float]:
-    samples = scrape(url, 5.0)
+def _counts(source) -> tuple[float, float]:
+    samples = source.samples(5.0)
     hits, misses = select(samples, HITS, {}), select(samples, MISSES, {})
     if hits is None or misses is None:
         raise ActivityFailed(
-            f"{HITS} / {MISSES} are not exposed at {url}: is it the API of a "
+            f"{HITS} / {MISSES} are not exposed at {source.where}: is it the API of a "
             "stack with a participant cache?"
         )
     return hits, misses
@@ -78,7 +77,7 @@ def cache_hit_ratio_at_least(
             **figures,
         )
     before = [(n, dict(lb), float(v)) for n, lb, v in snapshot["samples"]]
-    hits, misses = _counts(service_url(service, url, "/metrics", configuration, secrets))
+    hits, misses = _counts(metrics_source(service, url, configuration, secrets))
     figures["hits"] = hits - (select(before, HITS, {}) or 0.0)
     figures["misses"] = misses - (select(before, MISSES, {}) or 0.0)
     lookups = figures["hits"] + figures["misses"]
@@ -116,14 +115,14 @@ def watch_hit_ratio_recovery(
     [{"at_s", "ratio", "lookups"}...], "min_ratio", "within_s"}`` (time counted from the end of
     the wait to the end of the first window at or above `min_ratio`). Never fails by itself.
     """
-    url = service_url(service, url, "/metrics", configuration, secrets)
+    source = metrics_source(service, url, configuration, secrets)
     time.sleep(max(0.0, float(after_s)))
     started = time.monotonic()
     windows, recovered = [], None
-    hits, misses = _counts(url)
+    hits, misses = _counts(source)
     while time.monotonic() - started < float(within_s):
         time.sleep(float(window_s))
-        now_hits, now_misses = _counts(url)
+        now_hits, now_misses = _counts(source)
         lookups = (now_hits - hits) + (now_misses - misses)
         ratio = (now_hits - hits) / lookups if lookups > 0 else None
         at = round(time.monotonic() - started, 3)

@@ -14,10 +14,11 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import runs
+from chaosmessaging.clients.k6raw import combined
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
-__all__ = ["k6_count_at_most", "k6_metric", "k6_thresholds"]
+__all__ = ["k6_combined_thresholds", "k6_count_at_most", "k6_metric", "k6_thresholds"]
 
 _DURATION = "http_req_duration"
 
@@ -88,6 +89,62 @@ def _run_thresholds(label: str | None, configuration: Configuration) -> Verdict:
         else f"every threshold of {len(verdicts)} load(s) held"
     )
     return verdict(not failed, reason, failed=failed, loads=verdicts)
+
+
+def k6_combined_thresholds(
+    p95_ms: float = None,
+    max_error_rate: float = None,
+    labels: list = None,
+    raw_paths: list = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
+    """
+    Verdict of a load split across runners (k6 execution segments, `start_load(segment=...)`),
+    judged on the merged raw samples of every runner, as one k6 run would have judged the whole
+    load: p95 of `http_req_duration` over all requests at most `p95_ms`, `http_req_failed` rate
+    at most `max_error_rate` (either may be omitted). Reads the raw files of this run's loads
+    (those in `labels`, or every load that wrote one) or the given `raw_paths` (e.g. collected
+    from k6-operator runner pods). Figures: `p95_ms`, `p99_ms`, `http_reqs`,
+    `http_req_failed_rate`, `runners` (each runner's own figures) and `mean_runner_p95_ms`
+    (what averaging the runners' p95s would claim; not a percentile, never judged).
+    """
+    figures = {"p95_ms": None, "http_reqs": 0, "http_req_failed_rate": None, "runners": []}
+    if raw_paths is None:
+        loads = runs.loads(home_of(configuration))
+        raw_paths = [
+            load["raw_path"]
+            for load in loads
+            if load.get("raw_path") and (labels is None or load.get("label") in labels)
+        ]
+        if not raw_paths:
+            if held := held_before_method(configuration, **figures):
+                return held
+            return verdict(
+                False,
+                "no load of this run wrote raw samples: start each runner's load with a "
+                "segment (or raw_output: true)",
+                **figures,
+            )
+    merged = combined(raw_paths)
+    if not merged["http_reqs"]:
+        return verdict(
+            False, f"no request in the raw samples of {len(raw_paths)} runner(s)", **merged
+        )
+    breaches = []
+    if p95_ms is not None and merged["p95_ms"] > float(p95_ms):
+        breaches.append(f"p95 {merged['p95_ms']:.1f} ms > {float(p95_ms):g} ms")
+    if max_error_rate is not None and merged["http_req_failed_rate"] > float(max_error_rate):
+        breaches.append(
+            f"error rate {merged['http_req_failed_rate']:.4f} > {float(max_error_rate):g}"
+        )
+    reason = (
+        f"{len(merged['runners'])} runners, {merged['http_reqs']} requests merged: p95 "
+        f"{merged['p95_ms']:.1f} ms, error rate {merged['http_req_failed_rate']:.4f}"
+        + (f"; breached: {', '.join(breaches)}" if breaches else "")
+    )
+    (logger.warning if breaches else logger.info)(reason)
+    return verdict(not breaches, reason, **merged)
 
 
 def k6_metric(

@@ -1,4 +1,6 @@
-"""Prometheus probes: read one metric from a service's `/metrics` text exposition.
+"""Prometheus probes: read one metric of a service, from its `/metrics` text exposition or, with
+`metrics_source: prometheus`, from a Prometheus server summed over the service's replicas
+(`chaosmessaging.clients.prometheus.metrics_source`; the probes below never know which).
 
 Parsing uses prometheus-client's own text parser rather than regexes. `name` is a sample
 name as it appears in the exposition (`messaging_consumer_delivered_total`,
@@ -14,9 +16,7 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import runs
-from chaosmessaging.config import redact
-from chaosmessaging.clients.http import service_url
-from chaosmessaging.clients.prometheus import candidates, scrape, select
+from chaosmessaging.clients.prometheus import candidates, metrics_source, select
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
@@ -43,12 +43,13 @@ def metric_value(
     secrets: Secrets = None,
 ) -> float:
     """
-    Value of the metric `name` scraped from the service's `/metrics` (or `url`), summed over
-    the samples whose labels include `labels`. A missing metric raises an error naming the
-    closest metric names, unless `default` is given (then `default` is returned).
+    Value of the metric `name` read from the service's `/metrics` (or `url`; or Prometheus with
+    `metrics_source: prometheus`), summed over the samples whose labels include `labels` (and
+    over replicas). A missing metric raises an error naming the closest metric names, unless
+    `default` is given (then `default` is returned).
     """
-    url = service_url(service, url, "/metrics", configuration, secrets)
-    samples = scrape(url, timeout)
+    source = metrics_source(service, url, configuration, secrets)
+    samples = source.samples(timeout)
     value = select(samples, name, labels or {})
     if value is not None:
         return value
@@ -63,7 +64,7 @@ def metric_value(
         else f"closest names: {close or 'none'}"
     )
     raise ActivityFailed(
-        f"metric '{name}' not found at {redact(url)} ({detail}); pass "
+        f"metric '{name}' not found at {source.where} ({detail}); pass "
         "`default` if its absence is expected"
     )
 
@@ -145,16 +146,22 @@ def metric_sum(
     and/or the named `services` (default: api, dispatcher and consumer when `urls` is
     empty). A service that lacks the metric counts as `default`; an unreachable one is an error.
     """
-    targets = list(urls or [])
+    targets = [(None, u) for u in urls or []]
     if services or not targets:
-        targets += [
-            service_url(s, None, "/metrics", configuration, secrets)
-            for s in (services or ["api", "dispatcher", "consumer"])
-        ]
+        targets += [(s, None) for s in services or ["api", "dispatcher", "consumer"]]
     return float(
         sum(
-            metric_value(name, labels, target, default=default, timeout=timeout)
-            for target in targets
+            metric_value(
+                name,
+                labels,
+                target_url,
+                service=service or "api",
+                default=default,
+                timeout=timeout,
+                configuration=configuration,
+                secrets=secrets,
+            )
+            for service, target_url in targets
         )
     )
 
@@ -173,12 +180,14 @@ def snapshot_metrics(
     `counter_ratio_at_least` (with `since=label`) judge only what happened after it. Returns
     ``{"label", "samples"}`` (how many samples were recorded).
     """
-    url = service_url(service, url, "/metrics", configuration, secrets)
+    source = metrics_source(service, url, configuration, secrets)
     kept = [
-        [name, labels, value] for name, labels, value in scrape(url, 5.0) if name.startswith(prefix)
+        [name, labels, value]
+        for name, labels, value in source.samples(5.0)
+        if name.startswith(prefix)
     ]
     runs.record(
-        f"metrics:{label}", {"url": redact(url), "samples": kept}, home=home_of(configuration)
+        f"metrics:{label}", {"url": source.where, "samples": kept}, home=home_of(configuration)
     )
     return {"label": label, "samples": len(kept)}
 
@@ -243,8 +252,8 @@ def histogram_quantile_within(
     before = _since(since, configuration)
     if before is None:
         return _missing_snapshot(since, value=None, observations=0, limit=limit, quantile=quantile)
-    url = service_url(service, url, "/metrics", configuration, secrets)
-    now = scrape(url, 5.0)
+    source = metrics_source(service, url, configuration, secrets)
+    now = source.samples(5.0)
     wanted = {k: str(v) for k, v in (labels or {}).items()}
 
     def buckets(samples: list) -> dict[float, float]:
@@ -259,7 +268,7 @@ def histogram_quantile_within(
     if not after:
         return verdict(
             False,
-            f"histogram {name} not found at {redact(url)}",
+            f"histogram {name} not found at {source.where}",
             value=None,
             observations=0,
             limit=limit,
@@ -317,13 +326,13 @@ def counter_ratio_at_least(
     before = _since(since, configuration)
     if before is None:
         return _missing_snapshot(since, **figures)
-    url = service_url(service, url, "/metrics", configuration, secrets)
-    now = scrape(url, 5.0)
+    source = metrics_source(service, url, configuration, secrets)
+    now = source.samples(5.0)
     grew = {}
     for key, metric in (("numerator_grew", numerator), ("denominator_grew", denominator)):
         current = select(now, metric, {})
         if current is None:
-            return verdict(False, f"counter {metric} not found at {redact(url)}", **figures)
+            return verdict(False, f"counter {metric} not found at {source.where}", **figures)
         grew[key] = current - (select(before, metric, {}) or 0.0)
     figures.update(grew)
     if grew["denominator_grew"] <= 0:
@@ -364,8 +373,8 @@ def counter_grew_at_most(
     before = _since(since, configuration)
     if before is None:
         return _missing_snapshot(since, **figures)
-    url = service_url(service, url, "/metrics", configuration, secrets)
-    now = select(scrape(url, 5.0), name, labels or {}) or 0.0
+    source = metrics_source(service, url, configuration, secrets)
+    now = select(source.samples(5.0), name, labels or {}) or 0.0
     then = select(before, name, labels or {}) or 0.0
     grew = now - then
     figures.update(before=then, now=now, grew=grew)

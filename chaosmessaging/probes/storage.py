@@ -19,8 +19,7 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import runs
-from chaosmessaging.clients.http import service_url
-from chaosmessaging.clients.prometheus import scrape
+from chaosmessaging.clients.prometheus import metrics_source
 from chaosmessaging.util import home_of, poll
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
@@ -44,8 +43,8 @@ STATE_NAMES = {0: "closed", 1: "open", 2: "half_open"}
 
 
 def _storage_samples(service: str, configuration: Configuration, secrets: Secrets) -> list:
-    url = service_url(service, None, "/metrics", configuration, secrets)
-    return [s for s in scrape(url, 5.0) if s[0].startswith("storage_")]
+    source = metrics_source(service, None, configuration, secrets)
+    return [s for s in source.samples(5.0) if s[0].startswith("storage_")]
 
 
 def _sum(samples: list, name: str, **labels) -> float:

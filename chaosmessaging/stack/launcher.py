@@ -63,6 +63,9 @@ HOST = "127.0.0.1"
 DATABASE = "messaging"
 SERVICE_ORDER = ["redis", "postgres", "proxy", "auth", "api", "dispatcher", "consumer", "gateway"]
 APP_SERVICES = ["auth", "api", "dispatcher", "consumer", "gateway"]
+#: started only when asked (`stack up --prometheus`), after every other service
+OPTIONAL_SERVICES = ["prometheus"]
+_ORDER = SERVICE_ORDER + OPTIONAL_SERVICES
 DEFAULT_PROXY_PORT = 8474  # Toxiproxy's default, when free
 SEED_PASSWORD_ENV = "MSGSTACK_SEED_PASSWORD"
 
@@ -124,12 +127,16 @@ SERVICE_DB_ROLES = {
 
 
 def _plan(
-    home: Path, with_proxy: bool, proxy_port: int | None, env: dict[str, str] | None = None
+    home: Path,
+    with_proxy: bool,
+    proxy_port: int | None,
+    env: dict[str, str] | None = None,
+    prometheus: bool = False,
 ) -> dict[str, ServiceRecord]:
     """Decide ports, commands and environments for every process (`env`: extra variables of the
     reference services, kept in their records so a restart gets them too)."""
     logs, data = home / "logs", home / "data"
-    port = {name: servers.free_port(HOST) for name in SERVICE_ORDER}
+    port = {name: servers.free_port(HOST) for name in _ORDER}
     if proxy_port is None:
         proxy_port = DEFAULT_PROXY_PORT if _port_free(DEFAULT_PROXY_PORT) else port["proxy"]
     port["proxy"] = proxy_port
@@ -222,6 +229,22 @@ def _plan(
             log=str(logs / f"{name}.log"),
             health="/healthz",
             ready="/readyz",
+        )
+    if prometheus:  # a private Prometheus scraping every reference service (job = service)
+        from chaosmessaging.stack import prometheus as prom
+
+        config = prom.write_config(
+            home / "prometheus.json", {n: [f"{HOST}:{port[n]}"] for n in APP_SERVICES}
+        )
+        records["prometheus"] = ServiceRecord(
+            name="prometheus",
+            pid=None,
+            host=HOST,
+            port=port["prometheus"],
+            address=f"http://{HOST}:{port['prometheus']}",
+            cmd=prom.prometheus_command(config, data / "prometheus", port["prometheus"], HOST),
+            log=str(logs / "prometheus.log"),
+            health="/-/ready",
         )
     return records
 
@@ -337,8 +360,13 @@ def up(
     settings: Settings | None = None,
     docker: bool = False,
     docker_host: str | None = None,
+    prometheus: bool = False,
 ) -> StackState:
     """Start the whole embedded stack and return its state (already running → returned as is).
+
+    `prometheus`: also start a private Prometheus (Debian's package) scraping every reference
+    service every second (job = service name), recorded as the service `prometheus`, so
+    `prometheus_url` resolves to it; `stack down` stops it with the rest.
 
     `docker`: run the reference services as containers on the Docker Engine at `docker_host`
     (None: DOCKER_HOST or the default socket), from the image `stack.images` builds offline;
@@ -369,7 +397,16 @@ def up(
         if with_proxy:
             check_port(proxy_port)
         image = _image(docker_host, say) if docker else None
-        return _start(root, with_proxy, proxy_port, say, env, settings, image, docker_host)
+        if prometheus:
+            try:
+                from chaosmessaging.stack.prometheus import prometheus_binary
+
+                prometheus_binary()
+            except servers.ServerError as exc:
+                raise StackError(str(exc)) from None
+        return _start(
+            root, with_proxy, proxy_port, say, env, settings, image, docker_host, prometheus
+        )
 
 
 def _image(docker_host: str | None, say: Callable[[str], None]) -> str:
@@ -395,6 +432,7 @@ def _start(
     settings: Settings | None = None,
     image: str | None = None,
     docker_host: str | None = None,
+    prometheus: bool = False,
 ) -> StackState:
     settings = settings or Settings.from_environment()
     state_path(root).unlink(missing_ok=True)
@@ -409,10 +447,10 @@ def _start(
     try:
         (root / "logs").mkdir(parents=True, exist_ok=True)
         (root / "data" / "redis").mkdir(parents=True, exist_ok=True)
-        records = _plan(root, with_proxy, proxy_port, env)
+        records = _plan(root, with_proxy, proxy_port, env, prometheus)
         save_state(state)  # from here on, `stack down` knows this home holds a stack
         servers.init_postgres(root / "data" / "postgres")
-        for name in SERVICE_ORDER:
+        for name in _ORDER:
             if name not in records:
                 continue
             if name == APP_SERVICES[0]:
@@ -490,7 +528,7 @@ def ensure_up(
         return up(home, progress=progress)
     if state.starting:  # a start in progress (up waits for it) or an interrupted one (up redoes it)
         return up(home, progress=progress)
-    for name in SERVICE_ORDER:
+    for name in _ORDER:
         if name in state.services and not state.services[name].alive():
             if progress:
                 progress(f"{name} was not running: starting it")
@@ -506,7 +544,7 @@ def _stop_all(state: StackState, refused: list[str] | None = None) -> list[str]:
     """Stop every recorded service that is provably ours; a record naming a live process that
     is not (no start time, another owner) is never signalled: its sentence goes to `refused`."""
     stopped = []
-    for name in reversed(SERVICE_ORDER):
+    for name in reversed(_ORDER):
         record = state.services.get(name)
         if record is None:
             continue
@@ -618,5 +656,5 @@ def status(home: str | os.PathLike | None = None) -> list[dict]:
             "log": r.log,
             **({"container": r.docker.get("container")} if r.docker else {}),
         }
-        for r in (state.services[n] for n in SERVICE_ORDER if n in state.services)
+        for r in (state.services[n] for n in _ORDER if n in state.services)
     ]

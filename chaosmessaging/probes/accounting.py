@@ -14,6 +14,7 @@ import redis
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
+from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.config import lookup
 from chaosmessaging.clients.postgres import pg_fetch
@@ -66,6 +67,7 @@ SELECT count(*) FROM messages WHERE id = ANY($1::uuid[]) AND starts_with(client_
 """
 
 
+@platform_applies
 def message_accounting(
     run_id: str = None,
     settle_timeout: float = 60.0,
@@ -252,6 +254,7 @@ def delivery_latency(
     }
 
 
+@platform_applies
 def latency_recovered(
     baseline: str = "baseline",
     degraded: str = "degraded",
@@ -381,6 +384,7 @@ WHERE starts_with(m.client_msg_id, $1)
 """
 
 
+@platform_applies
 def payloads_intact(
     run_id: str = None,
     max_ids: int = 20,

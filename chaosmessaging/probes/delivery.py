@@ -27,6 +27,7 @@ import httpx
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
+from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.postgres import pg_fetch
 from chaosmessaging.clients.platform import PlatformCallFailed, PlatformClient, Session
@@ -49,6 +50,7 @@ WHERE starts_with(client_msg_id, $1) AND conversation_id = ANY($2::uuid[])
 """
 
 
+@platform_applies
 def websocket_delivery(
     label: str = "ws",
     load_label: str = None,
@@ -138,6 +140,7 @@ def _acknowledged(
     return acked, sources
 
 
+@platform_applies
 def foreign_reads_denied(
     label: str = "ws",
     attempts: int = 10,
@@ -223,6 +226,7 @@ def foreign_reads_denied(
     )
 
 
+@platform_applies
 def frames_steady(
     label: str = "ws",
     windows: int = 5,

@@ -5,7 +5,6 @@ reported "n/a" (real `chaos` CLI, private embedded stack)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from chaosmessaging.resources import bundled
 
 ROOT = Path(__file__).resolve().parents[1]
 MIXED = ROOT / "experiments" / "mixed_load.json"
-CASCADE = ROOT / "experiments" / "cascading_failure.json"
 SHORT_T4 = ("--var", "t4_duration_s:int=6", "--var", "t4_rate:int=10", "--var", "t4_settle_s:int=5")
 
 pytestmark = pytest.mark.slow
@@ -25,9 +23,7 @@ def _after(journal: dict) -> dict:
     return {p["activity"]["name"]: p["output"] for p in journal["steady_states"]["after"]["probes"]}
 
 
-def test_senders_acknowledgments_match_the_ledger_on_the_reference_stack(
-    embedded_stack, chaos_run
-):
+def test_senders_acknowledgments_match_the_ledger_on_the_reference_stack(embedded_stack, chaos_run):
     code, journal, output = chaos_run(MIXED, *SHORT_T4)
     assert code == 0, output[-3000:]
     delivery = _after(journal)["every-message-reached-every-device"]

@@ -76,6 +76,7 @@ def maps_metrics(func: Callable) -> Callable:
         from chaosmessaging.verdicts import not_applicable
 
         bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
         configuration = bound.arguments.get("configuration")
         secrets = bound.arguments.get("secrets")
         for arg in ROLE_ARGUMENTS:

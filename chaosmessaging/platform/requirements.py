@@ -317,6 +317,7 @@ def platform_applies(func: Callable) -> Callable:
         from chaosmessaging.verdicts import not_applicable
 
         bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
         configuration = bound.arguments.get("configuration")
         secrets = bound.arguments.get("secrets")
         try:

@@ -37,6 +37,7 @@ from typing import Any
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 from logzero import logger
 
+from chaosmessaging.platform import PlatformError, load_platform
 from chaosmessaging import targets
 from chaosmessaging.clients.prometheus import SOURCES
 from chaosmessaging.config import EXPLICIT_SOURCES, KEYS, TARGET_KEYS, _find, lookup, redact
@@ -236,6 +237,11 @@ def configuration_errors(
                 f"allow_hosts (or {targets.ALLOW_ENV}) if you mean to test it"
             )
     errors += _metrics_source_errors(configuration, secrets)
+    # the platform file (docs/platforms.md): a mistake there is a configuration error too
+    try:
+        load_platform(configuration=configuration, secrets=secrets)
+    except PlatformError as exc:
+        errors.extend(f"platform file {exc.path}: {line}" for line in exc.errors)
     return errors
 
 

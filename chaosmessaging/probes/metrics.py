@@ -17,6 +17,7 @@ from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.clients.prometheus import candidates, metrics_source, select
+from chaosmessaging.platform.metrics import maps_metrics, metric_name
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
@@ -48,6 +49,7 @@ def metric_value(
     over replicas). A missing metric raises an error naming the closest metric names, unless
     `default` is given (then `default` is returned).
     """
+    name = metric_name(name, configuration, secrets)
     source = metrics_source(service, url, configuration, secrets)
     samples = source.samples(timeout)
     value = select(samples, name, labels or {})
@@ -94,6 +96,7 @@ def snapshot_metric(
     return value
 
 
+@maps_metrics
 def metric_increased(
     since: str,
     name: str,
@@ -225,6 +228,7 @@ def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     return lower_bound
 
 
+@maps_metrics
 def histogram_quantile_within(
     since: str,
     name: str,
@@ -297,6 +301,7 @@ def histogram_quantile_within(
     )
 
 
+@maps_metrics
 def counter_ratio_at_least(
     since: str,
     numerator: str,
@@ -350,6 +355,7 @@ def counter_ratio_at_least(
     return verdict(ok, reason, **figures)
 
 
+@maps_metrics
 def counter_grew_at_most(
     since: str,
     name: str,

@@ -18,6 +18,7 @@ from pathlib import Path
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
+from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.prometheus import metrics_source
 from chaosmessaging.util import home_of, poll
@@ -174,6 +175,7 @@ def _delta(
     return delta, now, None
 
 
+@platform_applies
 def breaker_opened(
     since: str = "storage",
     adapter: str = "postgres",
@@ -195,6 +197,7 @@ def breaker_opened(
     )
 
 
+@platform_applies
 def breaker_never_opened(
     since: str = "storage",
     adapters: list = None,
@@ -221,6 +224,7 @@ def breaker_never_opened(
     return verdict(not bad, reason, opened=opened)
 
 
+@platform_applies
 def breaker_closed_again(
     since: str = "storage",
     adapter: str = "postgres",
@@ -265,6 +269,7 @@ def breaker_closed_again(
     )
 
 
+@platform_applies
 def errors_grew(
     since: str = "storage",
     type: str = "TimeoutError",
@@ -295,6 +300,7 @@ def _load_requests(load: str, configuration: Configuration) -> float | None:
     return json.loads(Path(path).read_text())["metrics"].get("http_reqs", {}).get("count")
 
 
+@platform_applies
 def retries_within(
     max_fraction: float,
     since: str = "storage",
@@ -323,6 +329,7 @@ def retries_within(
     )
 
 
+@platform_applies
 def cache_hit_ratio_above(
     min_ratio: float,
     since: str = "storage",
@@ -354,6 +361,7 @@ def cache_hit_ratio_above(
     )
 
 
+@platform_applies
 def pool_released(
     within_s: float = 15.0,
     service: str = "api",
@@ -387,6 +395,7 @@ def pool_released(
     return verdict(ok, reason, **last, waited_s=took)
 
 
+@platform_applies
 def pool_exhaustion_observed(
     label: str = "pool_exhaustion",
     min_saturated_s: float = 1.0,
@@ -421,6 +430,7 @@ def pool_exhaustion_observed(
     )
 
 
+@platform_applies
 def migration_within(
     limit_s: float,
     label: str = "migration",

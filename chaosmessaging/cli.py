@@ -156,7 +156,9 @@ def _running_conflicts(args: argparse.Namespace) -> str | None:
         return None
     proxy = state.services.get("proxy")
     asked = None
-    if args.no_proxy and proxy is not None:
+    if getattr(args, "platform", "reference") != state.platform:
+        asked = f"--platform {args.platform} was given but it runs the {state.platform} platform"
+    elif args.no_proxy and proxy is not None:
         asked = f"--no-proxy was given but it runs with the fault proxy on port {proxy.port}"
     elif args.proxy_port is not None and proxy is None:
         asked = f"--proxy-port {args.proxy_port} was given but it runs without the fault proxy"
@@ -182,6 +184,12 @@ def _stack_up(args: argparse.Namespace) -> int:
             "--proxy-port has no effect with --no-proxy (there is no proxy): give one or the other",
             code=2,
         )
+    if args.platform == "matrix" and args.proxy_port is not None:
+        raise UserError(
+            "--proxy-port has no effect with --platform matrix (Synapse runs without the fault "
+            "proxy): drop it",
+            code=2,
+        )
     usable_home(args.home, create=False)
     if why := _running_conflicts(args):
         raise UserError(why)
@@ -194,7 +202,8 @@ def _stack_up(args: argparse.Namespace) -> int:
     else:
         # a port held by what an interrupted start left is checked by `up` once that is stopped
         early_port = args.proxy_port if _state(args.home) is None else None
-        home = launcher.preflight(args.home, not args.no_proxy, early_port)
+        with_proxy = not args.no_proxy and args.platform == "reference"
+        home = launcher.preflight(args.home, with_proxy, early_port)
         _print(f"starting the embedded stack in {home}")
     try:
         if running:
@@ -205,6 +214,7 @@ def _stack_up(args: argparse.Namespace) -> int:
                 with_proxy=not args.no_proxy,
                 proxy_port=args.proxy_port,
                 progress=lambda m: _print(f"  {m}"),
+                platform=args.platform,
             )
     except KeyboardInterrupt:
         if _running(args.home):  # Ctrl-C came just after the start completed
@@ -338,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_arg_type(_port, "port"),
         default=None,
         help="fault proxy API port (default 8474 when free, else any free port)",
+    )
+    p_up.add_argument(
+        "--platform",
+        choices=["reference", "matrix"],
+        default="reference",
+        help="what to run: the reference services (default), or 'matrix': PostgreSQL and Matrix "
+        "Synapse with the load-test users registered (needs the [matrix] extra)",
     )
     p_down = ssub.add_parser("down", help="stop everything the stack started")
     p_down.add_argument("--purge", action="store_true", help="also delete the stack's data")

@@ -23,8 +23,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from chaosmessaging.config import lookup
-from chaosmessaging.stack import servers
+from chaosmessaging.stack import servers, synapse
 from chaosmessaging.stack.control import spawn, stop_owned, stop_service
 from chaosmessaging.stack.health import wait_healthy, wait_ready
 from chaosmessaging.stack.state import (
@@ -48,6 +50,10 @@ HOST = "127.0.0.1"
 DATABASE = "messaging"
 SERVICE_ORDER = ["redis", "postgres", "proxy", "auth", "api", "dispatcher", "consumer", "gateway"]
 APP_SERVICES = ["auth", "api", "dispatcher", "consumer", "gateway"]
+#: Every service a stack may hold, in start order: the reference stack's, then Synapse (the
+#: `matrix` platform runs PostgreSQL and Synapse only).
+ALL_SERVICES = [*SERVICE_ORDER, "synapse"]
+PLATFORMS = ("reference", "matrix")
 DEFAULT_PROXY_PORT = 8474  # Toxiproxy's default, when free
 SEED_PASSWORD_ENV = "MSGSTACK_SEED_PASSWORD"
 
@@ -190,6 +196,48 @@ def _plan(
     return records
 
 
+def _plan_matrix(home: Path) -> dict[str, ServiceRecord]:
+    """PostgreSQL (direct: no fault proxy) and Synapse on free loopback ports."""
+    logs, data = home / "logs", home / "data"
+    pg_port, port, metrics_port = (servers.free_port(HOST) for _ in range(3))
+    config = synapse.write_config(home, port, metrics_port, HOST, pg_port)
+    return {
+        "postgres": ServiceRecord(
+            name="postgres",
+            pid=None,
+            host=HOST,
+            port=pg_port,
+            address=_pg_dsn(pg_port),
+            direct_address=_pg_dsn(pg_port),
+            cmd=servers.postgres_command(pg_port, data / "postgres", HOST),
+            log=str(logs / "postgres.log"),
+            user=servers.pg_user(),
+            health="postgres",
+        ),
+        "synapse": synapse.synapse_record(
+            home, HOST, port, metrics_port, config, logs / "synapse.log"
+        ),
+    }
+
+
+def _register_matrix_users(record: ServiceRecord, home: Path, log: Path) -> int:
+    """Create `<prefix>-0 .. <prefix>-<users-1>` on Synapse with the load-test password (it
+    travels in request bodies only: never a command line, stack.json or a log)."""
+    count = int(lookup("messaging_loadtest_users"))
+    prefix = str(lookup("messaging_loadtest_prefix"))
+    password = str(lookup("messaging_loadtest_password"))
+    servers.mark_attempt(log, "registering Matrix load-test users")
+    try:
+        made = synapse.register_users(
+            record.address, home, [f"{prefix}-{i}" for i in range(count)], password
+        )
+    except (RuntimeError, httpx.HTTPError) as exc:
+        raise StackError(f"registering the Matrix load-test users failed: {exc}") from None
+    with open(log, "a") as out:
+        out.write(f"{made} created, {count - made} already there ({prefix}-0..{count - 1})\n")
+    return made
+
+
 def _migrate(env: dict[str, str], log: Path) -> None:
     servers.mark_attempt(log, "migrations")
     with open(log, "ab") as out:
@@ -284,14 +332,28 @@ def up(
     proxy_port: int | None = None,
     progress: Callable[[str], None] | None = None,
     env: dict[str, str] | None = None,
+    platform: str = "reference",
 ) -> StackState:
     """Start the whole embedded stack and return its state (already running → returned as is).
+
+    `platform` "matrix" starts PostgreSQL and Matrix Synapse instead of the reference services
+    (see `chaosmessaging.stack.synapse`).
 
     Holds the home's lock throughout, so a second `up` on the same home waits and then finds
     this one's stack running. `env` adds variables to the reference services' environment (e.g.
     `MSGSTACK_MUTANT` for `chaosmessaging selfcheck`, `MSGSTACK_RECLAIM_IDLE_MS`); they stay in
     the state file so a service restarted by an experiment gets them again."""
+    if platform not in PLATFORMS:
+        raise StackError(f"unknown platform {platform!r}: use one of {', '.join(PLATFORMS)}")
     _check_binaries()
+    if platform == "matrix":
+        try:
+            import synapse as _synapse  # noqa: F401
+        except ImportError:
+            raise StackError(
+                "Matrix Synapse is not installed: pip install 'chaosmessaging[matrix]' "
+                "(scripts/bootstrap installs it)"
+            ) from None
     root = usable_home(home)
     with home_lock(root):
         try:
@@ -301,14 +363,19 @@ def up(
         say = progress or (lambda _msg: None)
         alive = existing is not None and any(r.alive() for r in existing.services.values())
         if alive and not existing.starting:
+            if existing.platform != platform:
+                raise StackError(
+                    f"a {existing.platform} stack already runs in {root}: stop it first "
+                    "(`chaosmessaging stack down`) or use another --home"
+                )
             say("already running (another start finished first): using it")
             return ensure_up(root, progress=progress)
         if alive:  # we hold the lock, so whoever was starting it is gone
             say("an interrupted start left processes running: stopping them first")
             _stop_all(existing)
-        if with_proxy:
+        if with_proxy and platform == "reference":
             check_port(proxy_port)
-        return _start(root, with_proxy, proxy_port, say, env)
+        return _start(root, with_proxy, proxy_port, say, env, platform)
 
 
 def _start(
@@ -317,6 +384,7 @@ def _start(
     proxy_port: int | None,
     say: Callable[[str], None],
     env: dict[str, str] | None = None,
+    platform: str = "reference",
 ) -> StackState:
     state_path(root).unlink(missing_ok=True)
     leftovers = stop_owned(root)
@@ -325,16 +393,32 @@ def _start(
             f"stopped {len(leftovers)} process(es) started from this home but not listed in "
             "stack.json (an interrupted start?): " + ", ".join(leftovers)
         )
-    state = StackState(home=str(root), started_at=time.time(), services={}, starting=True)
+    state = StackState(
+        home=str(root), started_at=time.time(), services={}, starting=True, platform=platform
+    )
     try:
         (root / "logs").mkdir(parents=True, exist_ok=True)
         (root / "data" / "redis").mkdir(parents=True, exist_ok=True)
-        records = _plan(root, with_proxy, proxy_port, env)
+        if platform == "matrix":
+            records = _plan_matrix(root)
+        else:
+            records = _plan(root, with_proxy, proxy_port, env)
         save_state(state)  # from here on, `stack down` knows this home holds a stack
         servers.init_postgres(root / "data" / "postgres")
-        for name in SERVICE_ORDER:
+        for name in ALL_SERVICES:
             if name not in records:
                 continue
+            if name == "synapse":
+                servers.create_database(
+                    HOST, records["postgres"].port, synapse.DATABASE, synapse.DATABASE_OPTIONS
+                )
+                say("generating Synapse's signing key")
+                config = Path(records[name].cmd[-1])
+                servers.mark_attempt(Path(records[name].log), "synapse --generate-keys")
+                try:
+                    synapse.generate_keys(config, Path(records[name].log))
+                except RuntimeError as exc:
+                    raise StackError(str(exc)) from None
             if name == APP_SERVICES[0]:
                 servers.create_database(HOST, records["postgres"].port, DATABASE)
                 say("applying migrations")
@@ -348,8 +432,12 @@ def _start(
             save_state(state)
             record = spawn(records[name], root)
             save_state(state)
-            wait_healthy(record, timeout=60)
+            wait_healthy(record, timeout=120 if name == "synapse" else 60)
             say(f"{name:<10} pid {record.pid:<7} {record.address}")
+            if name == "synapse":
+                wait_ready(record, timeout=120)
+                say("registering Matrix load-test users")
+                _register_matrix_users(record, root, root / "logs" / "register.log")
         _wait_ready(state)
         state.starting = False
         save_state(state)
@@ -401,8 +489,8 @@ def ensure_up(
     except StackNotRunning:
         return up(home, progress=progress)
     if state.starting:  # a start in progress (up waits for it) or an interrupted one (up redoes it)
-        return up(home, progress=progress)
-    for name in SERVICE_ORDER:
+        return up(home, progress=progress, platform=state.platform)
+    for name in ALL_SERVICES:
         if name in state.services and not state.services[name].alive():
             if progress:
                 progress(f"{name} was not running: starting it")
@@ -413,7 +501,7 @@ def ensure_up(
 
 def _stop_all(state: StackState) -> list[str]:
     stopped = []
-    for name in reversed(SERVICE_ORDER):
+    for name in reversed(ALL_SERVICES):
         record = state.services.get(name)
         if record is not None and record.alive():
             stop_service(name, "SIGTERM", state=state, timeout=20)
@@ -451,5 +539,5 @@ def status(home: str | os.PathLike | None = None) -> list[dict]:
     state = load_state(home)
     return [
         {"name": r.name, "pid": r.pid, "address": r.address, "alive": r.alive(), "log": r.log}
-        for r in (state.services[n] for n in SERVICE_ORDER if n in state.services)
+        for r in (state.services[n] for n in ALL_SERVICES if n in state.services)
     ]

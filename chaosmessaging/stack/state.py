@@ -129,6 +129,8 @@ class ServiceRecord:
     health: str = "tcp"
     # HTTP path answering 200 once its dependencies are reachable (None: alive is ready)
     ready: str | None = None
+    # Prometheus exposition URL when it is not `<address>/metrics` (Synapse: its metrics listener)
+    metrics_address: str | None = None
 
     def alive(self) -> bool:
         """True if our pid still runs and is the process we started (not a reused pid)."""
@@ -144,6 +146,8 @@ class StackState:
     # True from the first write of `stack up` until every service is ready: a state still
     # "starting" when no start holds the home's lock is what an interrupted start left
     starting: bool = False
+    # which platform the stack runs: "reference" (msgstack) or "matrix" (Synapse)
+    platform: str = "reference"
 
     def service(self, name: str) -> ServiceRecord:
         try:
@@ -160,6 +164,7 @@ class StackState:
             "home": self.home,
             "started_at": self.started_at,
             "starting": self.starting,
+            "platform": self.platform,
             "services": {n: asdict(s) for n, s in self.services.items()},
         }
 
@@ -185,6 +190,7 @@ def load_state(home: str | os.PathLike | None = None) -> StackState:
             services=services,
             version=raw.get("version", 1),
             starting=bool(raw.get("starting")),
+            platform=raw.get("platform", "reference"),
         )
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"

@@ -129,7 +129,7 @@ class ServiceRecord:
     health: str = "tcp"
     # HTTP path answering 200 once its dependencies are reachable (None: alive is ready)
     ready: str | None = None
-    # Prometheus exposition URL when it is not `<address>/metrics` (Synapse: its metrics listener)
+    # base URL of a separate metrics listener (Synapse: serves /_synapse/metrics there)
     metrics_address: str | None = None
 
     def alive(self) -> bool:

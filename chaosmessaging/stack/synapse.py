@@ -190,7 +190,7 @@ def synapse_record(
         log=str(log),
         health="/health",
         ready="/_matrix/client/versions",
-        metrics_address=f"http://{host}:{metrics_port}/_synapse/metrics",
+        metrics_address=f"http://{host}:{metrics_port}",  # path: /_synapse/metrics
     )
 
 

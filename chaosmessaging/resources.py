@@ -1,8 +1,8 @@
 """Where the experiments, their profiles and the k6 scripts are.
 
-An installed wheel carries them inside the package (`chaosmessaging/bundled/experiments`,
-`chaosmessaging/bundled/k6`, put there by the build from the repository's top-level
-`experiments/` and `k6/`); a source checkout or an editable install reads those top-level folders.
+An installed wheel carries them inside the package (`chaosmessaging/bundled/experiments`, `k6`,
+`platforms`, put there by the build from the repository's top-level `experiments/`, `k6/` and
+`platforms/`); a source checkout or an editable install reads those top-level folders.
 `chaosmessaging init DIR` copies them into a user's repository to adapt.
 """
 
@@ -14,13 +14,15 @@ from pathlib import Path
 __all__ = ["BUNDLES", "bundled", "copy_bundles"]
 
 BUNDLES = ("experiments", "k6")
+# shipped like the bundles, but `init` copies a platform file only when asked (`--platform`)
+_SHIPPED = (*BUNDLES, "platforms")
 _PACKAGE = Path(__file__).resolve().parent
 
 
 def bundled(name: str) -> Path:
-    """The folder of bundle `name` ("experiments" or "k6") this installation ships."""
-    if name not in BUNDLES:
-        raise ValueError(f"unknown bundle {name!r}: one of {', '.join(BUNDLES)}")
+    """The folder of bundle `name` ("experiments", "k6" or "platforms") this installation ships."""
+    if name not in _SHIPPED:
+        raise ValueError(f"unknown bundle {name!r}: one of {', '.join(_SHIPPED)}")
     for candidate in (_PACKAGE / "bundled" / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate

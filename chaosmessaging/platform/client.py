@@ -137,12 +137,21 @@ class PlatformClient:
         t0 = time.perf_counter()
         try:
             answer = await self.http.request(
-                request.method, request.url, params=request.params or None,
-                headers=request.headers, json=request.json,
-            )  # fmt: skip
+                request.method,
+                request.url,
+                params=request.params or None,
+                headers=request.headers,
+                json=request.json,
+            )
         except httpx.HTTPError as exc:
-            return Reply("login", None, "no_answer", started=started,
-                         elapsed_s=time.perf_counter() - t0, error=type(exc).__name__)  # fmt: skip
+            return Reply(
+                "login",
+                None,
+                "no_answer",
+                started=started,
+                elapsed_s=time.perf_counter() - t0,
+                error=type(exc).__name__,
+            )
         elapsed = time.perf_counter() - t0
         outcome = classify(op, answer.status_code)
         if outcome != "ok":

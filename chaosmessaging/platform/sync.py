@@ -3,7 +3,8 @@
 A `SyncDevice` loops: GET the file's `delivery.sync.path` with `since_param` = the last
 `next_batch` (none on the first request: the initial sync, whose events are history and only set
 the position) and `timeout_param` = how long the server may hold the request. In each answer,
-`conversations` selects ``{conversation_id: room}`` and `events` (relative to one room) its
+`conversations` selects one or more ``{conversation_id: room}`` objects (Matrix:
+``$.rooms["join","leave"]``) and `events` (relative to one room) its
 events; every event whose `frame.kind` is the message kind is recorded as a `Received` (which
 conversation, the platform's id, the client id the sender put in, payload length and SHA-256 of
 the decoded bytes, the receive time). A request that fails (no answer or a status other than
@@ -98,9 +99,7 @@ class SyncDevice:
         sync = self.channel
         values = {"me": self.session.user_id, "device": self.session.device}
         params = render(sync.query, values, "delivery.sync.query")
-        params = {
-            k: v if isinstance(v, str | int | float) else _json(v) for k, v in params.items()
-        }
+        params = {k: v if isinstance(v, str | int | float) else _json(v) for k, v in params.items()}
         if self.since is not None:
             params[sync.since_param] = self.since
         if sync.timeout_param is not None:
@@ -140,8 +139,15 @@ class SyncDevice:
     def _record(self, body: dict, now: float, initial: bool) -> None:
         sync = self.channel
         frame = sync.frame
-        rooms = find_one(sync.conversations, body) or {}
-        for conversation_id, room in rooms.items():
+        # every object `conversations` selects (Matrix: joined rooms, and rooms just left, whose
+        # timeline runs up to the leave/kick)
+        pairs = [
+            (cid, room)
+            for rooms in find_all(sync.conversations, body)
+            if isinstance(rooms, dict)
+            for cid, room in rooms.items()
+        ]
+        for conversation_id, room in pairs:
             if isinstance(room, dict) and (room.get("timeline") or {}).get("limited"):
                 self.gaps += 0 if initial else 1
             for event in find_all(sync.events, room):

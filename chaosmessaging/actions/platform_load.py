@@ -108,6 +108,7 @@ def start_platform_messages(
     settle_s: float = 15.0,
     removals: int = 0,
     max_inflight: int = 256,
+    payload_headroom_bytes: int = 1024,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
@@ -116,7 +117,9 @@ def start_platform_messages(
     bytes are sent at `rate` per second for `duration_s` into `conversations` conversations of
     `participants` members; `removals` members are removed along the way (T3). After the load,
     up to `settle_s` for the last deliveries. `payload_bytes` 0 takes the largest payload the
-    platform accepted (`find_largest_payload` earlier in the run). Judge with
+    platform accepted (`find_largest_payload` earlier in the run) less `payload_headroom_bytes`
+    (a platform that limits the whole event, like Matrix, counts its envelope too, which grows
+    under concurrent sends: more parent events). Judge with
     `chaosmessaging.probes.platform_results.platform_delivery`."""
     if label in _THREADS and _THREADS[label].is_alive():
         raise ActivityFailed(f"a platform run labelled {label!r} is already running")
@@ -128,7 +131,9 @@ def start_platform_messages(
         )
     if int(payload_bytes) == 0:
         found = runs.fact("platform:largest", home=home_of(configuration)) or {}
-        payload_bytes = found.get("largest_accepted_bytes") or 0
+        payload_bytes = max(
+            0, (found.get("largest_accepted_bytes") or 0) - int(payload_headroom_bytes)
+        )
         if not payload_bytes:
             raise ActivityFailed(
                 "payload_bytes 0 means the largest accepted payload, but find_largest_payload "

@@ -319,14 +319,16 @@ def platform_outage(
     down_mark: str = "fault",
     up_mark: str = "restored",
     recovery_s: float = 60.0,
+    allowed_answers: list = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> Verdict:
     """
     What the platform answered while a dependency was down, from the sends of run `label`:
     the statuses of sends started between the marks `down_mark` and `up_mark` (no answer
-    counted as "none"), and the recovery time: from `up_mark` to the first acknowledged send
-    after it, which must be within `recovery_s` and followed by no failure. (Loss is judged by
+    counted as "none"), each of which must be one of `allowed_answers` when given (plan T11:
+    "503"), and the recovery time: from `up_mark` to the first acknowledged send after it,
+    which must be within `recovery_s` and followed by no failure. (Loss is judged by
     `platform_delivery` on the same run.)
     """
     if held := held_before_method(configuration):
@@ -361,6 +363,15 @@ def platform_outage(
         "sends_after_restore": len(after),
         "load_ended_after_restore_s": None if last_send is None else round(last_send - up, 2),
     }
+    if allowed_answers is not None:
+        allowed = {str(a) for a in allowed_answers} | {"200"}
+        other = {k: v for k, v in answers.items() if k not in allowed}
+        if other:
+            return verdict(
+                False,
+                f"answers during the outage outside {sorted(allowed)}: {other}",
+                **figures,
+            )
     if first_ok is None:
         return verdict(False, "no send was acknowledged after the restoration", **figures)
     if recovered_s > float(recovery_s):

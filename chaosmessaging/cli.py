@@ -286,8 +286,19 @@ def _revert(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from chaosmessaging.resources import copy_bundles
+    from chaosmessaging.resources import copy_bundles, copy_platform_template
 
+    if args.platform:
+        try:
+            template = copy_platform_template(args.directory, force=args.force)
+        except FileExistsError as exc:
+            raise UserError(str(exc)) from None
+        _print(
+            f"copied the platform template to {template}: describe your platform there "
+            f"(docs/platforms.md), then `chaosmessaging check-platform --platform {template}`"
+        )
+        if (Path(args.directory) / "experiments").is_dir():
+            return 0
     try:
         written = copy_bundles(args.directory, force=args.force)
     except OSError as exc:
@@ -305,6 +316,54 @@ def _init(args: argparse.Namespace) -> int:
         "CHAOSMESSAGING_REDIS_URL, CHAOSMESSAGING_PG_DSN, ...) or start the embedded stack, "
         f"then `cd {args.directory} && chaos run experiments/consumer_resilience.json`"
     )
+    return 0
+
+
+def _check_platform(args: argparse.Namespace) -> int:
+    from chaosmessaging.platform import load_platform
+    from chaosmessaging.platform.check import (
+        experiment_rows,
+        format_table,
+        live_checks,
+    )
+    from chaosmessaging.resources import bundled
+
+    configuration = {"chaosmessaging_home": args.home} if args.home else {}
+    if args.platform:
+        configuration["platform"] = args.platform
+    platform = load_platform(configuration=configuration)
+    folder = Path(args.experiments) if args.experiments else bundled("experiments")
+    available = {p.stem: p for p in sorted(folder.glob("*.json"))}
+    only = [n.strip() for item in args.only or [] for n in item.split(",") if n.strip()]
+    unknown = [n for n in only if n.removesuffix(".json") not in available]
+    if unknown:
+        raise UserError(
+            f"unknown experiment(s) {', '.join(unknown)}: one of {', '.join(available)}"
+        )
+    chosen = [available[n.removesuffix(".json")] for n in only] or list(available.values())
+    _print(f"platform {platform.name!r} ({getattr(platform, '_source', '')})")
+    checks, live = live_checks(platform, configuration) if not args.offline else ([], {})
+    for c in checks:
+        _print(f"  {'ok  ' if c.ok else 'FAIL'} {c.check}: {c.detail}")
+    rows = [
+        row for path in chosen for row in experiment_rows(path, platform, configuration, None, live)
+    ]
+    _print(format_table(rows))
+    runs = [r for r in rows if r.criterion == "(run)"]
+    blocked = [r.experiment for r in runs if r.status.state != "runnable"]
+    na = sum(r.status.state == "n/a" for r in rows if r.criterion != "(run)")
+    _print(
+        f"{len(runs) - len(blocked)} of {len(runs)} experiments can run; "
+        f"{na} criteria do not apply to this platform"
+        + (f"; cannot run: {', '.join(blocked)}" if blocked else "")
+    )
+    failed_live = [c.check for c in checks if not c.ok]
+    if failed_live:
+        _print(f"error: live checks failed: {', '.join(failed_live)}")
+        return 1
+    if only and blocked:
+        _print(f"error: requested experiment(s) cannot run: {', '.join(blocked)}")
+        return 1
     return 0
 
 
@@ -393,7 +452,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.add_argument("directory")
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
+    init.add_argument(
+        "--platform",
+        action="store_true",
+        help="copy a platform file template (platform.yaml) to describe your own platform",
+    )
     init.set_defaults(func=_init)
+
+    cp = sub.add_parser(
+        "check-platform",
+        help="which experiments and criteria can run against a platform (read-only checks, "
+        "one login, one conversation round trip)",
+    )
+    cp.add_argument("--platform", metavar="FILE", help="the platform file (default: configured)")
+    cp.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="only these experiments (repeat or comma-separate); exit 1 if one cannot run",
+    )
+    cp.add_argument("--experiments", metavar="DIR", help="the experiments folder to judge")
+    cp.add_argument(
+        "--offline", action="store_true", help="judge the file alone: no request to the platform"
+    )
+    cp.set_defaults(func=_check_platform)
 
     from chaosmessaging.nightly.command import add_arguments as nightly_commands
 

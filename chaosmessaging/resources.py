@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-__all__ = ["BUNDLES", "bundled", "copy_bundles"]
+__all__ = ["BUNDLES", "bundled", "copy_bundles", "copy_platform_template"]
 
 BUNDLES = ("experiments", "k6")
 # shipped like the bundles, but `init` copies a platform file only when asked (`--platform`)
@@ -55,3 +55,14 @@ def copy_bundles(target: str | Path, force: bool = False) -> list[Path]:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
     return [dst for _, dst in plan]
+
+
+def copy_platform_template(target: str | Path, force: bool = False) -> Path:
+    """Copy the commented platform file template to `target`/platform.yaml (never over an
+    existing file unless `force`) and return its path."""
+    dst = Path(target).expanduser().resolve() / "platform.yaml"
+    if dst.exists() and not force:
+        raise FileExistsError(f"{dst} already exists; pass --force to overwrite it")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(bundled("platforms") / "template.yaml", dst)
+    return dst

@@ -21,7 +21,9 @@ from chaoslib.types import Configuration
 from chaosmessaging import runs
 from chaosmessaging.util import home_of
 
-__all__ = ["Verdict", "verdict", "held_before_method"]
+__all__ = ["Verdict", "verdict", "held_before_method", "not_applicable", "NOT_APPLICABLE"]
+
+NOT_APPLICABLE = "n/a"
 
 
 class Verdict(TypedDict):
@@ -35,6 +37,13 @@ class Verdict(TypedDict):
 def verdict(ok: bool, reason: str, **figures: Any) -> Verdict:
     """A verdict: `{"ok": ok, "reason": reason, **figures}` (`ok` coerced to a real bool)."""
     return {"ok": bool(ok), "reason": str(reason), **figures}  # type: ignore[typeddict-item]
+
+
+def not_applicable(why: str, **figures: Any) -> Verdict:
+    """A criterion that does not apply to this platform (its platform file says it has no such
+    thing): it holds (the run is not failed by it) and says so, ``"applies": false``, so the
+    journal, the nightly suite and the dashboard report it as "n/a: <why>", never as passed."""
+    return verdict(True, f"{NOT_APPLICABLE}: {why}", applies=False, **figures)
 
 
 def held_before_method(configuration: Configuration = None, **figures: Any) -> Verdict | None:

@@ -1,4 +1,5 @@
-// Message load: POST /v1/messages at a constant arrival rate.
+// Message load: the platform's send operation (reference: POST /v1/messages) at a constant
+// arrival rate; login, conversations and send come from the platform file (lib/platform.js).
 //
 // Env (set by chaosmessaging.actions.load.start_load): API_URL, RUN_ID, RATE (messages/s),
 // DURATION (k6 duration, e.g. "30s"), VUS / MAX_VUS (pre-allocated / maximum VUs),
@@ -12,13 +13,13 @@
 // DIGEST=1 it ends with ".<sha256 of the payload>" (probes.accounting.payloads_intact).
 // server_errors counts answers that are neither success nor a 4xx nor 503, and failed requests
 // (status 0): what a service must never give, even while its dependencies are down.
-import http from "k6/http";
 import { check } from "k6";
 import { Counter } from "k6/metrics";
 import { config, thresholds } from "./lib/config.js";
 import { randomHex, randomPayload } from "./lib/payload.js";
-import { bearer, setupTokens, withAuth } from "./lib/auth.js";
+import { setupTokens, token, withToken } from "./lib/auth.js";
 import { createConversationRequest, setupConversations } from "./lib/conversations.js";
+import * as platform from "./lib/platform.js";
 
 export const options = {
   scenarios: {
@@ -52,31 +53,24 @@ let vuConversation = null;
 function post(data, conversationId) {
   const payload = randomPayload(config.payloadBytes);
   const suffix = digest ? `.${payload.sha256}` : "";
-  const body = JSON.stringify({
-    conversation_id: conversationId,
-    client_msg_id: `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}${suffix}`,
-    ciphertext: payload.base64,
-  });
-  return withAuth(data.tokens, (authorization) =>
-    http.post(`${config.apiUrl}/v1/messages`, body, {
-      headers: { "Content-Type": "application/json", Authorization: authorization },
-      tags: { name: "messages" },
-    }),
+  const clientMsgId = `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}${suffix}`;
+  return withToken(data.tokens, "send", (t) =>
+    platform.sendRequest(t, conversationId, clientMsgId, payload.base64, { tags: { name: "messages" } }),
   );
 }
 
 export default function (data) {
   if (vuConversation === null) vuConversation = data.conversations[(__VU - 1) % data.conversations.length];
   let res = post(data, vuConversation);
-  if (res.status === 403 && !config.conversationId) {
-    const created = createConversationRequest(bearer(data.tokens), { title: `load ${config.runId} vu ${__VU}` });
-    if (created.status === 201) {
-      vuConversation = created.json("id");
+  if (platform.outcome("send", res.status) === "forbidden" && !config.conversationId) {
+    const created = createConversationRequest(token(data.tokens), { title: `load ${config.runId} vu ${__VU}` });
+    if (platform.isOk("conversations.create", created)) {
+      vuConversation = platform.extract("conversations.create", created, "id");
       res = post(data, vuConversation);
     }
   }
-  if (res.status === 202) accepted.add(1);
+  if (platform.isOk("send", res)) accepted.add(1);
   else if (res.status < 200 || res.status >= 300) rejected.add(1);
   if (res.status === 0 || (res.status >= 500 && res.status !== 503)) serverErrors.add(1);
-  check(res, { "message accepted (202)": (r) => r.status === 202 });
+  check(res, { "message accepted": (r) => platform.isOk("send", r) });
 }

@@ -1,7 +1,8 @@
 // Multi-adapter soak (plan test 7): one arrival rate split across the storage adapters.
 //
-// Each iteration draws an operation: PostgreSQL write (POST /v1/messages), stream publish
-// (POST /v1/storage/events) or cache read (GET /v1/storage/conversations/<id>/summary over a
+// Each iteration draws an operation of the platform file: PostgreSQL write (`send`; reference:
+// POST /v1/messages), stream publish (`endpoints.storage_event`: POST /v1/storage/events) or
+// cache read (`endpoints.storage_summary`: GET /v1/storage/conversations/<key>/summary over a
 // fixed set of CACHE_KEYS conversations, so a warm cache can answer). Shares default to the
 // plan's 40/30/30.
 // Authentication as in lib/auth.js (setup() logs LOGIN_SESSIONS users in through AUTH_URL, or
@@ -12,14 +13,14 @@
 // `op_cache_read_duration`) and Counters (`op_*_total`) land in the summary, and per window
 // (WINDOW_S, k6/lib/windows.js; set WINDOW_OPS=pg_write,stream_publish,cache_read) so a verdict
 // can compare each adapter's latency in the first and the last windows.
-import http from "k6/http";
 import { check } from "k6";
 import { Counter, Trend } from "k6/metrics";
 import { config, envFloat, envInt, thresholds } from "./lib/config.js";
 import { randomBase64, randomHex } from "./lib/payload.js";
 import { recordWindow } from "./lib/windows.js";
-import { bearer, setupTokens, withAuth } from "./lib/auth.js";
+import { setupTokens, token, withToken } from "./lib/auth.js";
 import { adoptOwnConversation, setupConversations, vuConversation } from "./lib/conversations.js";
+import * as platform from "./lib/platform.js";
 
 export const options = {
   scenarios: {
@@ -59,54 +60,49 @@ export function setup() {
   return { tokens, conversations: setupConversations(tokens) };
 }
 
-function send(tokens, method, url, body, name) {
-  return withAuth(tokens, (authorization) =>
-    http.request(method, url, body, {
-      headers: { "Content-Type": "application/json", Authorization: authorization },
-      tags: { name },
-    }),
-  );
+// Operation `where` of the platform file (send, endpoints.*), tagged `name`.
+function send(tokens, where, values, name) {
+  return withToken(tokens, where, (t) => platform.request(where, values, t, { tags: { name } }));
 }
 
 function pgWrite(data) {
   const write = () =>
     send(
       data.tokens,
-      "POST",
-      `${config.apiUrl}/v1/messages`,
-      JSON.stringify({
+      "send",
+      {
         conversation_id: vuConversation(data),
         client_msg_id: `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}`,
+        txn_id: `${config.runId}-${__VU}-${__ITER}-${randomHex(4)}`.replace(/[^A-Za-z0-9._-]/g, "_"),
         ciphertext: randomBase64(config.payloadBytes),
-      }),
+      },
       "pg_write",
     );
   let res = write();
-  if (res.status === 403 && adoptOwnConversation(bearer(data.tokens))) res = write();
-  if (res.status === 202) accepted.add(1);
-  return [res, 202];
+  if (platform.outcome("send", res.status) === "forbidden" && adoptOwnConversation(token(data.tokens))) {
+    res = write();
+  }
+  if (platform.isOk("send", res)) accepted.add(1);
+  return [res, "send"];
 }
 
 function streamPublish(tokens) {
-  const body = JSON.stringify({ kind: "soak", run: config.runId, n: `${__VU}-${__ITER}` });
-  const res = send(tokens, "POST", `${config.apiUrl}/v1/storage/events`, body, "stream_publish");
-  return [res, 202];
+  const values = { kind: "soak", run: config.runId, n: `${__VU}-${__ITER}` };
+  return [send(tokens, "endpoints.storage_event", values, "stream_publish"), "endpoints.storage_event"];
 }
 
 function cacheRead(tokens) {
   const key = keys[Math.floor(Math.random() * keys.length)];
-  const url = `${config.apiUrl}/v1/storage/conversations/${key}/summary`;
-  const res = send(tokens, "GET", url, null, "cache_read");
-  return [res, 200];
+  return [send(tokens, "endpoints.storage_summary", { key }, "cache_read"), "endpoints.storage_summary"];
 }
 
 export default function (data) {
   const draw = Math.random();
   const name = draw < pgShare ? "pg_write" : draw < pgShare + streamShare ? "stream_publish" : "cache_read";
   const run = { pg_write: () => pgWrite(data), stream_publish: () => streamPublish(data.tokens), cache_read: () => cacheRead(data.tokens) };
-  const [res, expected] = run[name]();
+  const [res, where] = run[name]();
   ops[name].trend.add(res.timings.duration);
   ops[name].count.add(1);
   recordWindow(res, name);
-  check(res, { [`${name} answered ${expected}`]: (r) => r.status === expected });
+  check(res, { [`${name} answered ${platform.statuses(where, "ok").join("/")}`]: (r) => platform.isOk(where, r) });
 }

@@ -11,13 +11,13 @@
 // i.e. 500s, hangs past the 30 s timeout, resets) and BREAKER_OPEN_P99_MS (threshold on
 // `breaker_open_duration`: the time of 503s the API refused at once because a circuit breaker
 // was open, marked by its `X-Circuit-Breaker: open` header).
-import http from "k6/http";
 import { Counter, Trend } from "k6/metrics";
 import { config, envFloat, thresholds } from "./lib/config.js";
 import { randomBase64, randomHex } from "./lib/payload.js";
 import { recordWindow } from "./lib/windows.js";
-import { bearer, setupTokens, withAuth } from "./lib/auth.js";
+import { setupTokens, token, withToken } from "./lib/auth.js";
 import { adoptOwnConversation, setupConversations, vuConversation } from "./lib/conversations.js";
+import * as platform from "./lib/platform.js";
 
 export const options = {
   scenarios: {
@@ -55,14 +55,9 @@ export function setup() {
 }
 
 function post(data) {
-  const body = JSON.stringify({
-    conversation_id: vuConversation(data),
-    client_msg_id: `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}`,
-    ciphertext: randomBase64(config.payloadBytes),
-  });
-  return withAuth(data.tokens, (authorization) =>
-    http.post(`${config.apiUrl}/v1/messages`, body, {
-      headers: { "Content-Type": "application/json", Authorization: authorization },
+  const clientMsgId = `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}`;
+  return withToken(data.tokens, "send", (t) =>
+    platform.sendRequest(t, vuConversation(data), clientMsgId, randomBase64(config.payloadBytes), {
       tags: { name: "messages" },
       timeout: "30s",
     }),
@@ -71,8 +66,10 @@ function post(data) {
 
 export default function (data) {
   let res = post(data);
-  if (res.status === 403 && adoptOwnConversation(bearer(data.tokens))) res = post(data);
-  if (res.status === 202) accepted.add(1);
+  if (platform.outcome("send", res.status) === "forbidden" && adoptOwnConversation(token(data.tokens))) {
+    res = post(data);
+  }
+  if (platform.isOk("send", res)) accepted.add(1);
   else rejected.add(1);
   serverErrors.add(res.status === 0 || (res.status >= 500 && res.status !== 503) ? 1 : 0);
   if (res.status === 503 && res.headers["X-Circuit-Breaker"] === "open") {

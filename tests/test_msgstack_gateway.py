@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chaosmessaging.clients.prometheus import scrape, select
-from chaosmessaging.clients.ws import login
+from chaosmessaging.clients.platform import login
 from chaosmessaging.config import DEFAULT_LOADTEST_PASSWORD
 from chaosmessaging.stack import servers
 

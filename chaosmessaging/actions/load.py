@@ -36,6 +36,7 @@ from logzero import logger
 
 from chaosmessaging import faults, runs, targets
 from chaosmessaging.config import lookup, redact
+from chaosmessaging.platform import PlatformError, write_resolved
 from chaosmessaging.resources import bundled
 from chaosmessaging.util import home_of, same_process, stack_home, tail
 
@@ -126,6 +127,22 @@ def _segment_args(segment: str) -> list[str]:
     ]
 
 
+def _platform_json(summary: Path, configuration: Configuration, secrets: Secrets) -> Path:
+    """The run's platform file, validated and normalized, as JSON for k6 (lib/platform.js);
+    every service address k6 may reach passes the target check first."""
+    try:
+        path = write_resolved(
+            summary.with_name(summary.stem + ".platform.json"),
+            configuration=configuration,
+            secrets=secrets,
+        )
+    except PlatformError as exc:
+        raise ActivityFailed(str(exc)) from None
+    for name, service in json.loads(path.read_text())["services"].items():
+        targets.check(service["url"], f"services.{name}.url", configuration, secrets)
+    return path
+
+
 def _sidecar(summary_path: Path) -> Path:
     return summary_path.with_name(summary_path.stem + ".run.json")
 
@@ -206,6 +223,9 @@ def start_load(
     if auth_url:
         targets.check(auth_url, "messaging_auth_url", scope, secrets)
         values["AUTH_URL"] = auth_url
+    # the platform file, with this load's API address (an explicit api_url wins), for k6
+    scoped = {**(configuration or {}), "messaging_api_url": url}
+    values["PLATFORM_FILE"] = str(_platform_json(summary, scoped, secrets))
     values["LOGIN_PREFIX"] = str(lookup("messaging_loadtest_prefix", configuration, secrets))
     values["LOGIN_USERS"] = str(lookup("messaging_loadtest_users", configuration, secrets))
     # a secret: k6 reads it from its process environment, never from the command line

@@ -17,20 +17,20 @@ secret is recorded: tokens stay in memory and the password is only sent to the a
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
-import httpx
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging import runs, targets
+from chaosmessaging import runs
 from chaosmessaging.actions.load import start_load
-from chaosmessaging.clients.ws import Device, Fleet, conversation_ids, frames_path, login, ws_url
+from chaosmessaging.clients.devices import FleetPlan, start_fleet
+from chaosmessaging.clients.ws import Fleet
 from chaosmessaging.config import lookup
-from chaosmessaging.util import home_of, stack_home
+from chaosmessaging.platform import Platform, PlatformError, load_platform
+from chaosmessaging.util import home_of
 
 __all__ = ["start_clients", "stop_clients", "start_conversation_load"]
 
@@ -59,11 +59,12 @@ def start_clients(
 ) -> dict:
     """
     Log in `users` load-test users (`<prefix>-0` ..), create `conversations` conversations of
-    `participants` users each (round-robin over the users), connect `devices_per_user` WebSocket
-    devices per user to the gateway (`messaging_gateway_url`) and return once all got the
-    gateway's hello. The devices then record every frame (conversation membership as the API
-    lists it to the user, payload hash, accepted -> received latency) until `stop_clients`
-    (or `max_duration_s`), reconnecting with resume after any close. `ping_interval_s` makes the
+    `participants` users each (round-robin over the users), connect `devices_per_user` devices
+    per user to the platform's delivery channel (the platform file's `delivery:`; reference: the
+    gateway's WebSocket) and return once all are connected (reference: got the hello). The
+    devices then record every message (conversation membership as the platform lists it to the
+    user, payload hash, accepted -> received latency) until `stop_clients` (or
+    `max_duration_s`), reconnecting with resume after any close. `ping_interval_s` makes the
     devices ping too (default: answer the server's pings only). Returns the devices,
     conversations and the frames file.
     """
@@ -87,124 +88,46 @@ def start_clients(
         )
     if label in _FLEETS:
         raise ActivityFailed(f"clients labelled {label!r} are already running: stop_clients first")
-    prefix = str(lookup("messaging_loadtest_prefix", configuration, secrets))
+    plan = FleetPlan(
+        users=users,
+        devices_per_user=devices_per_user,
+        conversations=conversations,
+        participants=participants,
+        label=label,
+        connect_timeout_s=float(connect_timeout_s),
+        ping_interval_s=float(ping_interval_s) if ping_interval_s else None,
+        prefix=str(lookup("messaging_loadtest_prefix", configuration, secrets)),
+    )
     password = str(lookup("messaging_loadtest_password", configuration, secrets))
-    auth = targets.check(
-        str(lookup("messaging_auth_url", configuration, secrets)),
-        "messaging_auth_url",
-        configuration,
-        secrets,
-    )
-    api = targets.check(
-        str(lookup("messaging_api_url", configuration, secrets)),
-        "messaging_api_url",
-        configuration,
-        secrets,
-    )
-    gateway = targets.check(
-        str(lookup("messaging_gateway_url", configuration, secrets)),
-        "messaging_gateway_url",
-        configuration,
-        secrets,
-    )
+    platform = _platform(configuration, secrets)
     home = home_of(configuration)
-
-    names = [f"{prefix}-{i}" for i in range(users)]
-    sessions = {}
-    try:
-        for name in names:
-            sessions[name] = login(auth, name, password)
-    except httpx.HTTPStatusError as exc:
-        raise ActivityFailed(
-            f"login as {name} failed: HTTP {exc.response.status_code} — are the "
-            "load-test users seeded with this password?"
-        ) from None
-    except httpx.HTTPError as exc:
-        raise ActivityFailed(f"cannot reach the auth service: {exc}") from None
-
-    created = []
-    for j in range(conversations):
-        members = [names[(j * participants + k) % users] for k in range(participants)]
-        creator = sessions[members[0]]
-        body = {
-            "title": f"{label}-{j}",
-            "participants": [sessions[m]["user_id"] for m in members[1:]],
-        }
-        r = httpx.post(
-            f"{api.rstrip('/')}/v1/conversations",
-            json=body,
-            timeout=10,
-            headers={"Authorization": f"Bearer {creator['token']}"},
-        )
-        if r.status_code != 201:
-            raise ActivityFailed(
-                f"creating conversation {j} failed: HTTP {r.status_code} {r.text[:200]}"
-            )
-        created.append({"id": r.json()["id"], "members": members})
-
-    devices = []
-    for name in names:
-        mine = conversation_ids(api, sessions[name]["token"])
-        for n in range(devices_per_user):
-            devices.append(
-                Device(user=name, number=n, token=sessions[name]["token"], conversations=mine)
-            )
-
-    convo_file = (
-        stack_home(home) / "runs" / (f"{runs.current_run_id(home)}.conversations-{label}.json")
-    )
-    convo_file.parent.mkdir(parents=True, exist_ok=True)
-    convo_file.write_text(
-        json.dumps(
-            [{"id": c["id"], "poster": c["members"][0], "members": c["members"]} for c in created]
-        )
-    )
-    path = frames_path(label, home)
-    path.unlink(missing_ok=True)
-
-    def relogin(user: str) -> str:
-        return login(auth, user, password)["token"]
-
-    fleet = Fleet(
-        ws_url(gateway),
-        devices,
-        path,
-        login=relogin,
-        ping_interval=float(ping_interval_s) if ping_interval_s else None,
-    )
-    started = time.time()
-    try:
-        fleet.start(float(connect_timeout_s))
-    except TimeoutError as exc:
-        raise ActivityFailed(f"WebSocket devices could not connect to {gateway}: {exc}") from None
+    fleet, fact = start_fleet(platform, plan, password, home, configuration, secrets)
     _FLEETS[label] = fleet
     timer = threading.Timer(float(max_duration_s), fleet.stop)
     timer.daemon = True
     timer.start()
-    fact = {
-        "label": label,
-        "users": names,
-        "devices_per_user": devices_per_user,
-        "conversations": created,
-        "frames_path": str(path),
-        "conversations_path": str(convo_file),
-        "started_at": started,
-        "connected_at": time.time(),
-        "gateway_url": gateway,
-    }
     runs.record(f"ws:{label}", fact, home=home)
+    connect_s = fact["connected_at"] - fact["started_at"]
     logger.info(
-        f"{len(devices)} WebSocket devices of {users} users connected to {gateway} in "
-        f"{time.time() - started:.1f}s; {conversations} conversations; frames -> {path}"
+        f"{len(fleet.devices)} devices of {users} users connected to {fact['gateway_url']} "
+        f"({platform.name}, {fact['delivery']}) in {connect_s:.1f}s; {conversations} "
+        f"conversations; frames -> {fact['frames_path']}"
     )
     return {
-        "devices": len(devices),
+        "devices": len(fleet.devices),
         "users": users,
-        "conversations": len(created),
-        "frames_path": str(path),
-        "conversations_path": str(convo_file),
-        "connect_seconds": round(time.time() - started, 3),
+        "conversations": len(fact["conversations"]),
+        "frames_path": fact["frames_path"],
+        "conversations_path": fact["conversations_path"],
+        "connect_seconds": round(connect_s, 3),
     }
+
+
+def _platform(configuration: Configuration, secrets: Secrets) -> Platform:
+    try:
+        return load_platform(configuration=configuration, secrets=secrets)
+    except PlatformError as exc:
+        raise ActivityFailed(str(exc)) from None
 
 
 def stop_clients(

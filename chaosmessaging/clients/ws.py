@@ -1,8 +1,12 @@
-"""WebSocket devices that account for every frame they receive (client-side delivery accounting).
+"""Devices that account for every message they receive (client-side delivery accounting).
 
-A *fleet* is a set of devices (user x device number) connected to the gateway's ``/v1/ws`` with
-their user's bearer token. Each device checks every message frame the moment it arrives and writes
-one JSON line per frame to the run's frames file (`frames_path`):
+A *fleet* is a set of devices (user x device number) connected to the platform's delivery channel
+as the platform file describes it (`delivery:`): a WebSocket (this module's own loop: path, how
+the token is sent, which frame says ready / caught up, how to resume, where each fact is in a
+frame), or another channel through a registered driver (`clients.drivers`: HTTP long-poll
+``sync``, ``sse``). Whatever the channel, each message becomes a normalized record
+(`drivers.normalize`) that the fleet checks the moment it arrives and writes as one JSON line to
+the run's frames file (`frames_path`):
 
     {"kind": "frame", "device", "user", "seq", "message_id", "conversation_id", "client_msg_id",
      "accepted_at", "received_at", "latency_s", "sha256", "hash_ok", "mine"}
@@ -16,8 +20,8 @@ one JSON line per frame to the run's frames file (`frames_path`):
 
 Connection events are lines too: ``{"kind": "open"|"close"|"reconnect", "device", "t", ...}``
 (a close records its code, reason and who closed; a reconnect how long the device was without a
-socket). A device whose socket ends for any reason but `stop()` reconnects with ``after=<seq of the
-last frame it saw>`` (resume), logging in again on 401.
+socket). A device whose socket ends for any reason but `stop()` reconnects with the platform's
+resume parameter (reference: ``after=<seq of the last frame it saw>``), logging in again on 401.
 
 The fleet runs on its own asyncio loop in a daemon thread, so a Chaos Toolkit action can start it
 and return while the experiment injects faults (`chaosmessaging.actions.websocket`). Only that
@@ -28,20 +32,21 @@ per-frame facts from many sockets (k6's VUs cannot write files).
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
-import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chaosmessaging import runs
+from chaosmessaging.clients.drivers import is_message, normalize, runner_for
+from chaosmessaging.platform.schema import Platform, SendAs, WebSocketDelivery
+from chaosmessaging.platform.templates import find_one
 from chaosmessaging.util import stack_home
 
 __all__ = ["Device", "Fleet", "frames_path", "read_frames", "ws_url", "HASH_CHARS"]
@@ -71,8 +76,8 @@ def read_frames(label: str, home: str | None = None, run_id: str | None = None) 
     return out
 
 
-def ws_url(base: str) -> str:
-    """http(s)://host:port -> ws(s)://host:port/v1/ws."""
+def ws_url(base: str, path: str = "/v1/ws") -> str:
+    """http(s)://host:port -> ws(s)://host:port<path> (the reference gateway's /v1/ws)."""
     base = base.rstrip("/")
     if base.startswith("https://"):
         base = "wss://" + base[len("https://") :]
@@ -80,7 +85,13 @@ def ws_url(base: str) -> str:
         base = "ws://" + base[len("http://") :]
     elif "://" not in base:
         base = "ws://" + base
-    return base if base.endswith("/v1/ws") else base + "/v1/ws"
+    return base if base.endswith(path) else base + path
+
+
+def _reference_file() -> Path:
+    from chaosmessaging.resources import bundled
+
+    return bundled("platforms") / "reference.yaml"
 
 
 def sent_hash(client_msg_id: str) -> str | None:
@@ -120,7 +131,24 @@ class Fleet:
         path: Path,
         login=None,
         ping_interval: float | None = None,
+        channel: WebSocketDelivery | None = None,
+        send_as: SendAs | None = None,
+        delivery: str = "websocket",
+        platform: Platform | None = None,
     ) -> None:
+        """`channel` and `send_as`: the platform file's WebSocket and token mapping (default:
+        the reference platform's); `delivery`: another channel, whose registered driver runs
+        each device instead of the WebSocket loop (it reads its settings from `platform`)."""
+        if delivery == "websocket" and (channel is None or send_as is None):
+            from chaosmessaging.platform import load_platform
+
+            reference = load_platform(_reference_file())
+            channel = channel or reference.delivery.websocket
+            send_as = send_as or reference.login.send_as
+        self.platform = platform
+        self.channel = channel
+        self.send_as = (channel.auth if channel else None) or send_as
+        self.driver = runner_for(delivery)
         self.url = url
         self.devices = devices
         self.path = path
@@ -157,7 +185,8 @@ class Fleet:
             tasks = []
             for d in self.devices:
                 d.connected = asyncio.Event()
-                tasks.append(asyncio.create_task(self._device(d)))
+                run = self._device if self.driver is None else self.driver
+                tasks.append(asyncio.create_task(run(self, d) if self.driver else run(d)))
             waiter = asyncio.create_task(self._all_connected())
             await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
             self.ready.set()
@@ -179,15 +208,31 @@ class Fleet:
     def _write(self, doc: dict) -> None:
         self.out.write(json.dumps(doc, separators=(",", ":")) + "\n")
 
+    def record_event(self, d: Device, kind: str, **facts) -> None:
+        """A connection event of device `d` (open, close, reconnect, error, refused)."""
+        self._write({"kind": kind, "device": d.name, "t": facts.pop("t", time.time()), **facts})
+
+    def _connect_args(self, d: Device) -> tuple[str, dict]:
+        params, headers = [], {}
+        resume = self.channel.resume
+        if resume is not None and d.last_seq:
+            params.append((resume.query, str(d.last_seq)))
+        if self.send_as.header:
+            headers[self.send_as.header] = self.send_as.format.replace("{token}", d.token)
+        else:
+            params.append((self.send_as.query, d.token))
+        query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params)
+        return self.url + (("&" if "?" in self.url else "?") + query if query else ""), headers
+
     async def _device(self, d: Device) -> None:
         attempt = 0
         lost_at: float | None = None
         while not self.stopping.is_set():
-            url = self.url + (f"?after={d.last_seq}" if d.last_seq else "")
+            url, headers = self._connect_args(d)
             try:
                 async with connect(
                     url,
-                    additional_headers={"Authorization": f"Bearer {d.token}"},
+                    additional_headers=headers,
                     open_timeout=OPEN_TIMEOUT,
                     ping_interval=self.ping_interval,
                     close_timeout=2,
@@ -197,6 +242,8 @@ class Fleet:
                     d.ws = ws
                     d.online = True
                     attempt = 0
+                    if self.channel.ready_kind is None:
+                        d.connected.set()
                     now = time.time()
                     self._write({"kind": "open", "device": d.name, "t": now, "after": d.last_seq})
                     if lost_at is not None:
@@ -280,34 +327,40 @@ class Fleet:
         except ValueError:
             self._write({"kind": "bad", "device": d.name, "t": received, "why": "not JSON"})
             return
-        kind = doc.get("type")
-        if kind == "hello":
+        frame, channel = self.channel.frame, self.channel
+        kind = find_one(frame.kind, doc) if frame.kind else None
+        if kind is not None and kind == channel.ready_kind:
             d.connected.set()
             return
-        if kind == "caught_up":
+        if kind is not None and kind == channel.caught_up_kind:
             d.caught_up = True
             return
-        if kind != "message":
+        if not is_message(frame, doc):
             return
-        try:
-            payload = base64.b64decode(doc["ciphertext"], validate=True)
-            digest = hashlib.sha256(payload).hexdigest()
-        except (KeyError, ValueError, TypeError):
-            digest = None
-        expected = sent_hash(str(doc.get("client_msg_id", "")))
-        accepted = doc.get("accepted_at")
+        if channel.resume is not None:
+            position = find_one(channel.resume.source, doc)
+            if position:
+                d.last_seq = position
+        self.record_message(d, normalize(frame, doc), received)
+
+    def record_message(self, d: Device, record: dict, received: float) -> None:
+        """Check one normalized message record (`drivers.normalize`) device `d` received at
+        `received` and write its frame line: hash against the sender's, latency, membership."""
+        payload = record.get("payload")
+        digest = hashlib.sha256(payload).hexdigest() if payload is not None else None
+        expected = sent_hash(str(record.get("client_msg_id") or ""))
+        accepted = record.get("accepted_at")
         d.frames += 1
-        if doc.get("seq"):
-            d.last_seq = doc["seq"]
+        conversation = record.get("conversation_id")
         self._write(
             {
                 "kind": "frame",
                 "device": d.name,
                 "user": d.user,
-                "seq": doc.get("seq"),
-                "message_id": doc.get("message_id"),
-                "conversation_id": doc.get("conversation_id"),
-                "client_msg_id": doc.get("client_msg_id"),
+                "seq": record.get("seq"),
+                "message_id": record.get("message_id"),
+                "conversation_id": conversation,
+                "client_msg_id": record.get("client_msg_id"),
                 "accepted_at": accepted,
                 "received_at": received,
                 "latency_s": round(received - accepted, 6)
@@ -317,7 +370,7 @@ class Fleet:
                 "hash_ok": None
                 if expected is None
                 else digest is not None and digest.startswith(expected),
-                "mine": doc.get("conversation_id") in d.conversations,
+                "mine": conversation in d.conversations,
             }
         )
 
@@ -350,36 +403,3 @@ class Fleet:
             "started_at": self.started_at,
             "stopped_at": self.stopped_at,
         }
-
-
-def login(auth_url: str, username: str, password: str, timeout: float = 10.0) -> dict:
-    """POST /v1/auth/login -> {"token", "user_id", ...}; raises httpx.HTTPStatusError."""
-    r = httpx.post(
-        f"{auth_url.rstrip('/')}/v1/auth/login",
-        json={"username": username, "password": password},
-        timeout=timeout,
-    )
-    r.raise_for_status()
-    return r.json()
-
-
-def conversation_ids(api_url: str, token: str, timeout: float = 10.0) -> frozenset[str]:
-    """Every conversation the token's user participates in, as the API lists them (all pages)."""
-    found: set[str] = set()
-    cursor = None
-    for _ in range(1000):
-        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
-        r = httpx.get(
-            f"{api_url.rstrip('/')}/v1/conversations",
-            params=params,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-        )
-        r.raise_for_status()
-        doc = r.json()
-        items = doc.get("conversations", doc.get("items", []))
-        found.update(str(uuid.UUID(c["id"])) for c in items)
-        cursor = doc.get("next_cursor")
-        if not cursor:
-            break
-    return frozenset(found)

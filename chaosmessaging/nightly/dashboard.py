@@ -181,10 +181,21 @@ def _timeseries(folder: Path, exp: dict) -> go.Figure | None:
     return fig
 
 
+_NA_ATTR = " data-applies='false'"
+_NA_STYLE = "color:#666"
+
+
+def _verdict_cell(c: dict) -> str:
+    if c.get("applies") is False:  # the platform has no such thing: neither met nor failed
+        return f"<td class='na' style='{_NA_STYLE}'>n/a</td>"
+    return f"<td class='{'ok' if c['ok'] else 'bad'}'>{'met' if c['ok'] else 'NOT MET'}</td>"
+
+
 def _criteria_table(exp: dict) -> str:
     rows = "".join(
-        f"<tr class='criterion' data-ok='{str(c['ok']).lower()}'><td>{_esc(c['name'])}</td>"
-        f"<td class='{'ok' if c['ok'] else 'bad'}'>{'met' if c['ok'] else 'NOT MET'}</td>"
+        f"<tr class='criterion' data-ok='{str(c['ok']).lower()}'"
+        f"{_NA_ATTR if c.get('applies') is False else ''}>"
+        f"<td>{_esc(c['name'])}</td>{_verdict_cell(c)}"
         f"<td>{_figs(c.get('measured', {}))}</td><td>{_figs(c.get('threshold', {}))}</td>"
         f"<td>{_esc(c.get('reason', ''))}</td></tr>"
         for c in exp.get("criteria", [])

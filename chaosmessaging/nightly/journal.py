@@ -27,7 +27,7 @@ def _numbers(output: Any) -> dict[str, Any]:
     return {
         k: v
         for k, v in output.items()
-        if k not in ("ok", "reason")
+        if k not in ("ok", "reason", "applies")
         and isinstance(v, int | float | bool | str)
         and not (isinstance(v, str) and len(v) > 80)
     }
@@ -35,7 +35,9 @@ def _numbers(output: Any) -> dict[str, Any]:
 
 def criteria(journal: dict) -> list[dict]:
     """One entry per steady-state probe (the hypothesis' last pass, else its first):
-    ``{"name", "ok", "reason", "measured": {...}, "threshold": {...}, "tolerance", "phase"}``."""
+    ``{"name", "ok", "applies", "reason", "measured": {...}, "threshold": {...}, "tolerance",
+    "phase"}``; `applies` is False for a criterion that does not apply to the platform
+    (`verdicts.not_applicable`: reported "n/a" with its reason, never as passed or failed)."""
     states = journal.get("steady_states") or {}
     out = []
     for phase in ("after", "before"):
@@ -53,6 +55,7 @@ def criteria(journal: dict) -> list[dict]:
                 {
                     "name": activity.get("name", "?"),
                     "ok": bool(probe.get("tolerance_met")),
+                    "applies": not (isinstance(output, dict) and output.get("applies") is False),
                     "reason": reason,
                     "measured": {k: v for k, v in figures.items() if not THRESHOLD_NAME.search(k)},
                     "threshold": {k: v for k, v in figures.items() if THRESHOLD_NAME.search(k)},

@@ -184,6 +184,7 @@ class Send(Operation):
     ``{ciphertext}`` (the payload, encoded per `payload_encoding`) are filled per message."""
 
     payload_encoding: Literal["base64", "text"] = "base64"
+    min_payload_bytes: int | None = Field(None, gt=0)
     max_payload_bytes: int | None = Field(None, gt=0)
 
 

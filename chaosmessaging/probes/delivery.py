@@ -21,19 +21,22 @@ answer must be 403 (a 200 is a leak).
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 import httpx
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging import runs, targets
+from chaosmessaging import runs
 from chaosmessaging.clients.postgres import pg_fetch
-from chaosmessaging.clients.ws import login, read_frames
+from chaosmessaging.clients.platform import PlatformCallFailed, PlatformClient, Session
+from chaosmessaging.clients.ws import read_frames
+from chaosmessaging.evidence.acks import read_acks
+from chaosmessaging.evidence.delivery import account
+from chaosmessaging.platform import PlatformError, load_platform
 from chaosmessaging.config import lookup
 from chaosmessaging.util import home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, held_before_method, not_applicable, verdict
 
 __all__ = ["websocket_delivery", "foreign_reads_denied", "frames_steady"]
 
@@ -44,17 +47,6 @@ SELECT id::text AS id, conversation_id::text AS conversation_id, client_msg_id
 FROM messages
 WHERE starts_with(client_msg_id, $1) AND conversation_id = ANY($2::uuid[])
 """
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def websocket_delivery(
@@ -98,122 +90,52 @@ def websocket_delivery(
             f"no WebSocket clients labelled {label!r} ran in this run (start_clients missing?)",
         )
     members = {c["id"]: c["members"] for c in fleet["conversations"]}
-    devices_of = {
-        u: [f"{u}/d{n}" for n in range(int(fleet["devices_per_user"]))] for u in fleet["users"]
-    }
-    user_of = {d: u for u, ds in devices_of.items() for d in ds}
+    acked, sources = _acknowledged(members, load_label, dsn, home, configuration, secrets)
+    return account(
+        fleet,
+        read_frames(label, home),
+        acked,
+        p95_ms=float(p95_ms),
+        late_ms=late_ms,
+        max_late=max_late,
+        max_lost=int(max_lost),
+        max_duplicated=int(max_duplicated),
+        max_leaked=int(max_leaked),
+        max_corrupted=int(max_corrupted),
+        max_disconnects=int(max_disconnects),
+        max_reconnect_s=max_reconnect_s,
+        min_reconnects=int(min_reconnects),
+        min_messages=int(min_messages),
+        evidence=sources,
+    )
+
+
+def _acknowledged(
+    members: dict, load_label: str | None, dsn: str | None, home, configuration, secrets
+) -> tuple[dict[str, str], dict]:
+    """{message id: conversation id} of every message acknowledged in the run's conversations:
+    what the senders saw accepted (client side, every platform), joined with the server-side
+    ledger where the platform file describes one (a message the server committed whose answer
+    the sender never got must be delivered too)."""
     prefix = runs.message_prefix(load_label, home)
-    rows = pg_fetch(_ACKED, (prefix, list(members)), dsn, configuration, secrets, timeout=30)
-    acked = {r["id"]: r["conversation_id"] for r in rows}
-
-    lines = read_frames(label, home)
-    frames = [x for x in lines if x.get("kind") == "frame"]
-    counts: Counter = Counter((f["message_id"], f["device"]) for f in frames)
-    first: dict[tuple[str, str], float] = {}
-    leaked, corrupted, unknown, late = [], [], [], []
-    late_s = None if late_ms is None else float(late_ms) / 1000
-    for f in frames:
-        key = (f["message_id"], f["device"])
-        if f.get("latency_s") is not None and key not in first:
-            first[key] = f["latency_s"]
-        user = user_of.get(f["device"], f.get("user"))
-        if not f.get("mine") or user not in members.get(f["conversation_id"], ()):
-            leaked.append(f"{f['message_id']} -> {f['device']}")
-        if f.get("hash_ok") is False:
-            corrupted.append(f"{f['message_id']} @ {f['device']}")
-        if f["message_id"] not in acked and f["conversation_id"] in members:
-            unknown.append(f["message_id"])
-        if late_s is not None and f.get("latency_s") is not None and f["latency_s"] > late_s:
-            late.append(f"{f['message_id']} @ {f['device']} ({_ms(f['latency_s'])} ms)")
-
-    expected, lost = 0, []
-    for message_id, conversation in acked.items():
-        for user in members.get(conversation, ()):
-            for device in devices_of.get(user, ()):
-                expected += 1
-                if counts[(message_id, device)] == 0:
-                    lost.append(f"{message_id} -> {device}")
-    duplicated = [f"{m} -> {d} x{n}" for (m, d), n in counts.items() if n > 1]
-    latencies = [first[k] for k in first if k[0] in acked]
-    p50, p95, p99 = (_pct(latencies, q) for q in (0.5, 0.95, 0.99))
-    closes = [x for x in lines if x.get("kind") == "close"]
-    disconnects = [c for c in closes if c.get("by") in ("server", "network")]
-    reconnects = [x["seconds"] for x in lines if x.get("kind") == "reconnect"]
-    max_reconnect = max(reconnects) if reconnects else None
-    close_codes = dict(Counter(str(c.get("code")) for c in closes))
-
-    problems = []
-    if len(acked) < int(min_messages):
-        problems.append(
-            f"only {len(acked)} acknowledged messages (need {min_messages}): no evidence"
-        )
-    checks = [
-        ("lost", lost, max_lost),
-        ("duplicated", duplicated, max_duplicated),
-        ("leaked", leaked, max_leaked),
-        ("corrupted", corrupted, max_corrupted),
-    ]
-    for name, items, limit in checks:
-        if len(items) > int(limit):
-            problems.append(f"{len(items)} {name} (max {limit}), e.g. {items[:EXAMPLES]}")
-    if max_late is not None and len(late) > int(max_late):
-        problems.append(
-            f"{len(late)} frames later than {late_ms} ms (max {max_late}), e.g. {late[:EXAMPLES]}"
-        )
-    if p95 is not None and p95 * 1000 > float(p95_ms):
-        problems.append(f"latency p95 {_ms(p95)} ms over {p95_ms} ms")
-    if len(disconnects) > int(max_disconnects):
-        problems.append(
-            f"{len(disconnects)} sockets closed by the server or the network (max "
-            f"{max_disconnects}), codes {close_codes}"
-        )
-    if len(reconnects) < int(min_reconnects):
-        problems.append(
-            f"only {len(reconnects)} reconnections (need {min_reconnects}): the fault did not "
-            "cut the sockets"
-        )
-    if (
-        max_reconnect_s is not None
-        and max_reconnect is not None
-        and max_reconnect > float(max_reconnect_s)
-    ):
-        problems.append(
-            f"a device was without a socket for {max_reconnect:.2f}s (max {max_reconnect_s}s)"
-        )
-    figures = dict(
-        acknowledged=len(acked),
-        devices=len(user_of),
-        expected=expected,
-        received=len(frames),
-        lost=len(lost),
-        duplicated=len(duplicated),
-        leaked=len(leaked),
-        corrupted=len(corrupted),
-        late=len(late),
-        unacknowledged_frames=len(set(unknown)),
-        p50_ms=_ms(p50),
-        p95_ms=_ms(p95),
-        p99_ms=_ms(p99),
-        disconnects=len(disconnects),
-        close_codes=close_codes,
-        reconnects=len(reconnects),
-        max_reconnect_s=None if max_reconnect is None else round(max_reconnect, 3),
-        examples={
-            "lost": lost[:EXAMPLES],
-            "duplicated": duplicated[:EXAMPLES],
-            "leaked": leaked[:EXAMPLES],
-            "corrupted": corrupted[:EXAMPLES],
-        },
-    )
-    if problems:
-        return verdict(False, "; ".join(problems), **figures)
-    return verdict(
-        True,
-        f"all {len(acked)} acknowledged messages reached all {expected} "
-        f"(message, device) pairs exactly once, byte-exact, none leaked; p95 "
-        f"{_ms(p95)} ms; {len(disconnects)} disconnects",
-        **figures,
-    )
+    acked = {
+        m: a["conversation_id"]
+        for m, a in read_acks(home, load_label).items()
+        if a.get("conversation_id") in members
+        and str(a.get("client_msg_id", "")).startswith(prefix)
+    }
+    sources = {"senders": len(acked)}
+    try:
+        platform = load_platform(configuration=configuration, secrets=secrets)
+    except PlatformError as exc:
+        raise ActivityFailed(str(exc)) from None
+    if platform.evidence is not None and platform.evidence.sql is not None:
+        rows = pg_fetch(_ACKED, (prefix, list(members)), dsn, configuration, secrets, timeout=30)
+        ledger = {r["id"]: r["conversation_id"] for r in rows}
+        sources["ledger"] = len(ledger)
+        sources["ledger_only"] = len(set(ledger) - set(acked))
+        acked.update(ledger)
+    return acked, sources
 
 
 def foreign_reads_denied(
@@ -246,37 +168,37 @@ def foreign_reads_denied(
         pairs.append((users[(i // len(candidates)) % len(users)], conversation))
     if not pairs:
         return verdict(True, "every user is in every conversation: nothing to deny", attempts=0)
-    auth = targets.check(
-        str(lookup("messaging_auth_url", configuration, secrets)),
-        "messaging_auth_url",
-        configuration,
-        secrets,
-    )
-    api = targets.check(
-        str(lookup("messaging_api_url", configuration, secrets)),
-        "messaging_api_url",
-        configuration,
-        secrets,
-    )
+    try:
+        platform = load_platform(configuration=configuration, secrets=secrets)
+    except PlatformError as exc:
+        raise ActivityFailed(str(exc)) from None
+    read = platform.conversations.get
+    if read is None or not read.forbidden:
+        return not_applicable(
+            "the platform file describes no conversations.get with a 'forbidden' status",
+            attempts=0,
+        )
+    client = PlatformClient(platform, configuration, secrets)
     password = str(lookup("messaging_loadtest_password", configuration, secrets))
     statuses: Counter = Counter()
     leaks = []
-    tokens: dict[str, str] = {}
+    sessions: dict[str, Session] = {}
     try:
         for user, conversation in pairs:
-            if user not in tokens:
-                tokens[user] = login(auth, user, password)["token"]
-            r = httpx.get(
-                f"{api.rstrip('/')}/v1/conversations/{conversation}",
-                timeout=10,
-                headers={"Authorization": f"Bearer {tokens[user]}"},
+            if user not in sessions:
+                sessions[user] = client.login(user, password, fleet["users"].index(user))
+            r = client.call(
+                "conversations.get",
+                read,
+                {"conversation_id": conversation, "user_id": sessions[user].user_id},
+                sessions[user].token,
             )
             statuses[r.status_code] += 1
-            if 200 <= r.status_code < 300:
+            if r.status_code in read.ok:
                 leaks.append(f"{user} read {conversation}")
-    except httpx.HTTPError as exc:
-        raise ActivityFailed(f"cannot ask the API as a run user: {exc}") from None
-    denied = statuses.get(403, 0)
+    except (httpx.HTTPError, PlatformCallFailed) as exc:
+        raise ActivityFailed(f"cannot ask the platform as a run user: {exc}") from None
+    denied = sum(statuses.get(code, 0) for code in read.forbidden)
     figures = dict(
         attempts=len(pairs),
         denied=denied,
@@ -285,15 +207,20 @@ def foreign_reads_denied(
     )
     if leaks:
         return verdict(
-            False, f"{len(leaks)} reads by non-participants answered 2xx: {leaks[:5]}", **figures
+            False,
+            f"{len(leaks)} reads by non-participants answered {read.ok}: {leaks[:5]}",
+            **figures,
         )
     if denied != len(pairs):
         return verdict(
             False,
-            f"only {denied} of {len(pairs)} non-participant reads answered 403: {dict(statuses)}",
+            f"only {denied} of {len(pairs)} non-participant reads answered {read.forbidden}: "
+            f"{dict(statuses)}",
             **figures,
         )
-    return verdict(True, f"all {len(pairs)} non-participant reads answered 403", **figures)
+    return verdict(
+        True, f"all {len(pairs)} non-participant reads answered {read.forbidden}", **figures
+    )
 
 
 def frames_steady(

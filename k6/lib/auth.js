@@ -1,19 +1,19 @@
-// Login helpers: get bearer tokens from the auth service (POST /v1/auth/login) and keep using
-// them, logging in again when the API answers 401 (tokens vanish when Redis restarts empty).
+// Login helpers: get tokens the way the platform file says (lib/platform.js: login.request, the
+// token's JSONPath, how it is sent) and keep using them, logging in again when the platform
+// answers "unauthorized" (reference: tokens vanish when Redis restarts empty).
 //
-// Env: AUTH_URL (auth service base URL), LOGIN_PREFIX / LOGIN_USERS (users <prefix>-0 ..
+// Env: LOGIN_PREFIX / LOGIN_USERS (users named by login.username, e.g. <prefix>-0 ..
 // <prefix>-<users-1>, as seeded by `python -m msgstack seed-users`), LOGIN_SESSIONS (how many of
 // them setup() logs in, default min(LOGIN_USERS, 10)), TOKEN (use this token, log in never).
 // The password comes from LOGIN_PASSWORD in k6's *process* environment (start_load sets it
 // there, never as `-e` on the command line) and is never logged or put in a tag.
-import http from "k6/http";
 import { Counter } from "k6/metrics";
 import { envInt, envStr } from "./config.js";
+import * as platform from "./platform.js";
 
 const users = envInt("LOGIN_USERS", 1);
 
 export const authConfig = {
-  authUrl: envStr("AUTH_URL", "http://127.0.0.1:8081").replace(/\/+$/, ""),
   prefix: envStr("LOGIN_PREFIX", "loadtest"),
   users: users,
   sessions: Math.max(1, Math.min(users, envInt("LOGIN_SESSIONS", 10))),
@@ -24,7 +24,7 @@ const relogins = new Counter("auth_relogins");
 
 // The n-th load-test user (wraps around the seeded ones).
 export function username(n) {
-  return `${authConfig.prefix}-${n % authConfig.users}`;
+  return platform.username(authConfig.prefix, n % authConfig.users);
 }
 
 function password() {
@@ -33,25 +33,18 @@ function password() {
   return value;
 }
 
-// One login request; returns the k6 response (status 200 carries the token in its JSON).
+// One login request; returns the k6 response (a success carries the token).
 export function loginRequest(user, pass, tags) {
-  const body = JSON.stringify({ username: user, password: pass === undefined ? password() : pass });
-  return http.post(`${authConfig.authUrl}/v1/auth/login`, body, {
-    headers: { "Content-Type": "application/json" },
+  const n = parseInt(String(user).split("-").pop(), 10);
+  return platform.loginRequest(user, pass === undefined ? password() : pass, Number.isNaN(n) ? 0 : n, {
     tags: Object.assign({ name: "login" }, tags || {}),
-    responseType: "text",
   });
 }
 
 // The token of a successful login, or null (the status tells why).
 export function login(user, pass) {
-  const res = loginRequest(user, pass);
-  if (res.status !== 200) return null;
-  try {
-    return res.json("token") || null;
-  } catch (_e) {
-    return null;
-  }
+  const s = platform.session(loginRequest(user, pass));
+  return s ? s.token : null;
 }
 
 // For setup(): log `count` users in (default LOGIN_SESSIONS); throws if any login fails, so a
@@ -62,10 +55,11 @@ export function setupTokens(count) {
   const tokens = [];
   for (let i = 0; i < n; i++) {
     const res = loginRequest(username(i));
-    if (res.status !== 200) {
-      throw new Error(`login as ${username(i)} at ${authConfig.authUrl} failed: HTTP ${res.status}`);
+    const s = platform.session(res);
+    if (!s) {
+      throw new Error(`login as ${username(i)} on ${platform.platform.name} failed: HTTP ${res.status}`);
     }
-    tokens.push(res.json("token"));
+    tokens.push(s.token);
   }
   return tokens;
 }
@@ -73,22 +67,41 @@ export function setupTokens(count) {
 // This VU's token: one of setup()'s at first, its own after a re-login.
 let vuToken = null;
 
-export function bearer(tokens) {
+export function token(tokens) {
   if (vuToken === null) vuToken = tokens[(__VU - 1) % tokens.length];
-  return `Bearer ${vuToken}`;
+  return vuToken;
 }
 
-// Send `request(authorizationHeader)`; on 401 log in again once (as this VU's user) and retry.
-// During an auth outage the re-login fails and the 401 is returned as is.
+// The token as the platform sends it in a header (reference: "Bearer <token>"), for requests a
+// script builds itself.
+export function bearer(tokens) {
+  const sendAs = platform.platform.login.send_as;
+  return sendAs.header ? sendAs.format.replace("{token}", token(tokens)) : token(tokens);
+}
+
+// Log in again as this VU's user (true when a fresh token replaced the old one).
+function relogin() {
+  if (authConfig.token) return false;
+  const fresh = login(username(__VU - 1));
+  if (!fresh) return false;
+  relogins.add(1);
+  vuToken = fresh;
+  return true;
+}
+
+// Send `request(token)` (a platform.request of operation `where`); when the platform answers
+// "unauthorized", log in again once (as this VU's user) and retry. During an auth outage the
+// re-login fails and the first answer is returned as is.
+export function withToken(tokens, where, request) {
+  let res = request(token(tokens));
+  if (platform.outcome(where, res.status) === "unauthorized" && relogin()) res = request(token(tokens));
+  return res;
+}
+
+// Like withToken for requests a script builds itself: `request(authorizationHeaderValue)`,
+// logging in again on a 401.
 export function withAuth(tokens, request) {
   let res = request(bearer(tokens));
-  if (res.status === 401 && !authConfig.token) {
-    const fresh = login(username(__VU - 1));
-    if (fresh) {
-      relogins.add(1);
-      vuToken = fresh;
-      res = request(bearer(tokens));
-    }
-  }
+  if (res.status === 401 && relogin()) res = request(bearer(tokens));
   return res;
 }

@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,8 @@ class SyncDevice:
     gaps: int = 0  # answers saying events were left out (Matrix: timeline.limited)
     since: str | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    # called with (conversation_id, event, received_at, initial) for every message event
+    on_message: Callable[[str, dict, float, bool], None] | None = None
 
     @property
     def channel(self) -> SyncDelivery:
@@ -154,6 +157,8 @@ class SyncDevice:
                 facts = _frame_facts(frame, event) if isinstance(event, dict) else None
                 if facts is None:
                     continue
+                if self.on_message is not None:
+                    self.on_message(str(conversation_id), event, now, initial)
                 msg_id, client_id, payload = facts
                 self.received.append(
                     Received(

@@ -131,7 +131,7 @@ class PlatformClient:
         user = render(login.username, {"prefix": prefix, "n": n}, "login.username")
         op = login.request
         request = render_request(
-            self.platform, op, {"user": user, "password": password, "device": device}
+            self.platform, op, {"user": user, "password": password, "n": n, "device_id": device}
         )
         started = time.time()
         t0 = time.perf_counter()

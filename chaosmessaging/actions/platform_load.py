@@ -109,13 +109,16 @@ def start_platform_messages(
     removals: int = 0,
     max_inflight: int = 256,
     payload_headroom_bytes: int = 1024,
+    setup_timeout_s: float = 900.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
-    """Start a message run on the platform and return at once: every user's devices (each a
-    login) receive through the file's delivery channel while messages of `payload_bytes` random
-    bytes are sent at `rate` per second for `duration_s` into `conversations` conversations of
-    `participants` members; `removals` members are removed along the way (T3). After the load,
+    """Start a message run on the platform and return as soon as its load starts (logins,
+    conversations and every device's first sync done, within `setup_timeout_s`), so a fault
+    injected next hits the load, not the set-up. Every user's devices (each a login) receive
+    through the file's delivery channel while messages of `payload_bytes` random bytes are sent
+    at `rate` per second for `duration_s` into `conversations` conversations of `participants`
+    members; `removals` members are removed along the way (T3). After the load,
     up to `settle_s` for the last deliveries. `payload_bytes` 0 takes the largest payload the
     platform accepted (`find_largest_payload` earlier in the run) less `payload_headroom_bytes`
     (a platform that limits the whole event, like Matrix, counts its envelope too, which grows
@@ -159,6 +162,8 @@ def start_platform_messages(
         memory_metric=_memory_metric(platform),
     )
     _ERRORS.pop(label, None)
+    loading = threading.Event()
+    spec.on_load_start = loading.set
 
     def work() -> None:
         try:
@@ -168,8 +173,14 @@ def start_platform_messages(
             _ERRORS[label] = exc
 
     thread = threading.Thread(target=work, name=f"platform-{label}", daemon=True)
+    started = time.time()
     _THREADS[label] = thread
     thread.start()
+    while not loading.wait(0.2):
+        if not thread.is_alive():
+            raise _rig(label, _ERRORS.pop(label, RuntimeError("the run ended before its load")))
+        if time.time() - started > float(setup_timeout_s):
+            raise _rig(label, TimeoutError(f"set-up not done within {setup_timeout_s:g}s"))
     runs.record(f"platform-started:{label}", time.time(), home=home_of(configuration))
     logger.info(
         f"platform run {label}: {users} users x {devices_per_user} devices, {rate}/s for "

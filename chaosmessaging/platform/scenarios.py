@@ -179,6 +179,8 @@ class MessageRunSpec:
     metrics_url: str | None = None  # Prometheus exposition to sample RSS from
     memory_metric: str | None = "process_resident_memory_bytes"
     extra: dict[str, Any] = field(default_factory=dict)
+    # called once, when the devices are synced and the first send is about to start
+    on_load_start: Any = None
 
 
 @dataclass
@@ -328,6 +330,8 @@ async def run_messages(platform: Platform, spec: MessageRunSpec) -> dict:
         pending: list[asyncio.Task] = []
         t0 = time.perf_counter()
         load_started = time.time()
+        if spec.on_load_start is not None:
+            spec.on_load_start()
         for i in range(total):
             delay = t0 + i / spec.rate - time.perf_counter()
             if delay > 0:
@@ -430,7 +434,7 @@ async def run_messages(platform: Platform, spec: MessageRunSpec) -> dict:
         "spec": {
             k: v
             for k, v in spec.__dict__.items()
-            if k not in ("password", "extra", "metrics_url", "memory_metric")
+            if k not in ("password", "extra", "metrics_url", "memory_metric", "on_load_start")
         },
         "setup_s": round(setup_s, 2),
         "load_s": round(load_s, 2),

@@ -156,7 +156,9 @@ def _running_conflicts(args: argparse.Namespace) -> str | None:
         return None
     proxy = state.services.get("proxy")
     asked = None
-    if args.no_proxy and proxy is not None:
+    if getattr(args, "platform", "reference") != state.platform:
+        asked = f"--platform {args.platform} was given but it runs the {state.platform} platform"
+    elif args.no_proxy and proxy is not None:
         asked = f"--no-proxy was given but it runs with the fault proxy on port {proxy.port}"
     elif args.proxy_port is not None and proxy is None:
         asked = f"--proxy-port {args.proxy_port} was given but it runs without the fault proxy"
@@ -189,6 +191,12 @@ def _stack_up(args: argparse.Namespace) -> int:
             "--proxy-port has no effect with --no-proxy (there is no proxy): give one or the other",
             code=2,
         )
+    if args.platform == "matrix" and args.proxy_port is not None:
+        raise UserError(
+            "--proxy-port has no effect with --platform matrix (Synapse runs without the fault "
+            "proxy): drop it",
+            code=2,
+        )
     usable_home(args.home, create=False)
     settings = launcher.Settings.from_environment()  # the launcher reads no configuration
     if why := _running_conflicts(args):
@@ -202,7 +210,8 @@ def _stack_up(args: argparse.Namespace) -> int:
     else:
         # a port held by what an interrupted start left is checked by `up` once that is stopped
         early_port = args.proxy_port if _state(args.home) is None else None
-        home = launcher.preflight(args.home, not args.no_proxy, early_port, settings)
+        with_proxy = not args.no_proxy and args.platform == "reference"
+        home = launcher.preflight(args.home, with_proxy, early_port, settings)
         _print(f"starting the embedded stack in {home}")
     try:
         if running:
@@ -217,6 +226,7 @@ def _stack_up(args: argparse.Namespace) -> int:
                 docker=args.docker,
                 docker_host=args.docker_host or os.environ.get("CHAOSMESSAGING_DOCKER_HOST"),
                 prometheus=args.prometheus,
+                platform=args.platform,
             )
     except KeyboardInterrupt:
         if _running(args.home):  # Ctrl-C came just after the start completed
@@ -449,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also start a private Prometheus (Debian's prometheus package) scraping every "
         "service; metrics_source: prometheus then reads it",
+    )
+    p_up.add_argument(
+        "--platform",
+        choices=["reference", "matrix"],
+        default="reference",
+        help="what to run: the reference services (default), or 'matrix': PostgreSQL and Matrix "
+        "Synapse with the load-test users registered (needs the [matrix] extra)",
     )
     p_down = ssub.add_parser("down", help="stop everything the stack started")
     p_down.add_argument("--purge", action="store_true", help="also delete the stack's data")

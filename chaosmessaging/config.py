@@ -52,6 +52,13 @@ KEYS: dict[str, tuple[str, tuple[str, str] | None, str | None]] = {
     "prometheus_selectors": ("CHAOSMESSAGING_PROMETHEUS_SELECTORS", None, None),
     "prometheus_replica_labels": ("CHAOSMESSAGING_PROMETHEUS_REPLICA_LABELS", None, None),
     "prometheus_fresh_within_s": ("CHAOSMESSAGING_PROMETHEUS_FRESH_WITHIN_S", None, None),
+    # Matrix Synapse (`chaosmessaging stack up --platform matrix`): client API and metrics listener
+    "matrix_url": ("CHAOSMESSAGING_MATRIX_URL", ("synapse", "address"), None),
+    "matrix_metrics_url": (
+        "CHAOSMESSAGING_MATRIX_METRICS_URL",
+        ("synapse", "metrics_address"),
+        None,
+    ),
     "messaging_stream": ("CHAOSMESSAGING_STREAM", None, "messages"),
     "messaging_group": ("CHAOSMESSAGING_GROUP", None, "deliveries"),
     "messaging_dead_stream": ("CHAOSMESSAGING_DEAD_STREAM", None, "messages:dead"),

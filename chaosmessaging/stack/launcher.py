@@ -24,7 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaosmessaging.stack import containers, servers
+import httpx
+
+from chaosmessaging.config import lookup
+from chaosmessaging.stack import containers, servers, synapse
 from chaosmessaging.stack.control import NotOurProcess, spawn, stop_owned, stop_service
 from chaosmessaging.stack.health import wait_healthy, wait_ready
 from chaosmessaging.stack.state import (
@@ -65,7 +68,11 @@ SERVICE_ORDER = ["redis", "postgres", "proxy", "auth", "api", "dispatcher", "con
 APP_SERVICES = ["auth", "api", "dispatcher", "consumer", "gateway"]
 #: started only when asked (`stack up --prometheus`), after every other service
 OPTIONAL_SERVICES = ["prometheus"]
-_ORDER = SERVICE_ORDER + OPTIONAL_SERVICES
+#: Every service a stack may hold, in start order: the reference stack's, then Synapse (the
+#: `matrix` platform runs PostgreSQL and Synapse only), then the optional ones.
+ALL_SERVICES = [*SERVICE_ORDER, "synapse", *OPTIONAL_SERVICES]
+_ORDER = ALL_SERVICES
+PLATFORMS = ("reference", "matrix")
 DEFAULT_PROXY_PORT = 8474  # Toxiproxy's default, when free
 SEED_PASSWORD_ENV = "MSGSTACK_SEED_PASSWORD"
 
@@ -249,6 +256,48 @@ def _plan(
     return records
 
 
+def _plan_matrix(home: Path) -> dict[str, ServiceRecord]:
+    """PostgreSQL (direct: no fault proxy) and Synapse on free loopback ports."""
+    logs, data = home / "logs", home / "data"
+    pg_port, port, metrics_port = (servers.free_port(HOST) for _ in range(3))
+    config = synapse.write_config(home, port, metrics_port, HOST, pg_port)
+    return {
+        "postgres": ServiceRecord(
+            name="postgres",
+            pid=None,
+            host=HOST,
+            port=pg_port,
+            address=_pg_dsn(pg_port),
+            direct_address=_pg_dsn(pg_port),
+            cmd=servers.postgres_command(pg_port, data / "postgres", HOST),
+            log=str(logs / "postgres.log"),
+            user=servers.pg_user(),
+            health="postgres",
+        ),
+        "synapse": synapse.synapse_record(
+            home, HOST, port, metrics_port, config, logs / "synapse.log"
+        ),
+    }
+
+
+def _register_matrix_users(record: ServiceRecord, home: Path, log: Path) -> int:
+    """Create `<prefix>-0 .. <prefix>-<users-1>` on Synapse with the load-test password (it
+    travels in request bodies only: never a command line, stack.json or a log)."""
+    count = int(lookup("messaging_loadtest_users"))
+    prefix = str(lookup("messaging_loadtest_prefix"))
+    password = str(lookup("messaging_loadtest_password"))
+    servers.mark_attempt(log, "registering Matrix load-test users")
+    try:
+        made = synapse.register_users(
+            record.address, home, [f"{prefix}-{i}" for i in range(count)], password
+        )
+    except (RuntimeError, httpx.HTTPError) as exc:
+        raise StackError(f"registering the Matrix load-test users failed: {exc}") from None
+    with open(log, "a") as out:
+        out.write(f"{made} created, {count - made} already there ({prefix}-0..{count - 1})\n")
+    return made
+
+
 def _migrate(env: dict[str, str], log: Path) -> None:
     servers.mark_attempt(log, "migrations")
     with open(log, "ab") as out:
@@ -361,6 +410,7 @@ def up(
     docker: bool = False,
     docker_host: str | None = None,
     prometheus: bool = False,
+    platform: str = "reference",
 ) -> StackState:
     """Start the whole embedded stack and return its state (already running → returned as is).
 
@@ -372,13 +422,26 @@ def up(
     (None: DOCKER_HOST or the default socket), from the image `stack.images` builds offline;
     Redis, PostgreSQL and the fault proxy stay local processes (see `stack.containers`).
 
+    `platform` "matrix" starts PostgreSQL and Matrix Synapse instead of the reference services
+    (see `chaosmessaging.stack.synapse`).
+
     Holds the home's lock throughout, so a second `up` on the same home waits and then finds
     this one's stack running. `env` adds variables to the reference services' environment (e.g.
     `MSGSTACK_MUTANT` for `chaosmessaging selfcheck`, `MSGSTACK_RECLAIM_IDLE_MS`); they stay in
     the state file so a service restarted by an experiment gets them again. `settings`: the
     load-test users to seed (default `Settings.from_environment()`)."""
     settings = settings or Settings.from_environment()
+    if platform not in PLATFORMS:
+        raise StackError(f"unknown platform {platform!r}: use one of {', '.join(PLATFORMS)}")
     _check_binaries()
+    if platform == "matrix":
+        try:
+            import synapse as _synapse  # noqa: F401
+        except ImportError:
+            raise StackError(
+                "Matrix Synapse is not installed: pip install 'chaosmessaging[matrix]' "
+                "(scripts/bootstrap installs it)"
+            ) from None
     _check_loadtest_users(settings)
     root = usable_home(home)
     with home_lock(root):
@@ -389,12 +452,17 @@ def up(
         say = progress or (lambda _msg: None)
         alive = existing is not None and any(r.alive() for r in existing.services.values())
         if alive and not existing.starting:
+            if existing.platform != platform:
+                raise StackError(
+                    f"a {existing.platform} stack already runs in {root}: stop it first "
+                    "(`chaosmessaging stack down`) or use another --home"
+                )
             say("already running (another start finished first): using it")
             return ensure_up(root, progress=progress)
         if alive:  # we hold the lock, so whoever was starting it is gone
             say("an interrupted start left processes running: stopping them first")
             _stop_all(existing)
-        if with_proxy:
+        if with_proxy and platform == "reference":
             check_port(proxy_port)
         image = _image(docker_host, say) if docker else None
         if prometheus:
@@ -405,7 +473,16 @@ def up(
             except servers.ServerError as exc:
                 raise StackError(str(exc)) from None
         return _start(
-            root, with_proxy, proxy_port, say, env, settings, image, docker_host, prometheus
+            root,
+            with_proxy,
+            proxy_port,
+            say,
+            env,
+            settings,
+            image,
+            docker_host,
+            prometheus,
+            platform,
         )
 
 
@@ -433,6 +510,7 @@ def _start(
     image: str | None = None,
     docker_host: str | None = None,
     prometheus: bool = False,
+    platform: str = "reference",
 ) -> StackState:
     settings = settings or Settings.from_environment()
     state_path(root).unlink(missing_ok=True)
@@ -443,16 +521,32 @@ def _start(
             f"stopped {len(leftovers)} process(es) started from this home but not listed in "
             "stack.json (an interrupted start?): " + ", ".join(leftovers)
         )
-    state = StackState(home=str(root), started_at=time.time(), services={}, starting=True)
+    state = StackState(
+        home=str(root), started_at=time.time(), services={}, starting=True, platform=platform
+    )
     try:
         (root / "logs").mkdir(parents=True, exist_ok=True)
         (root / "data" / "redis").mkdir(parents=True, exist_ok=True)
-        records = _plan(root, with_proxy, proxy_port, env, prometheus)
+        if platform == "matrix":
+            records = _plan_matrix(root)
+        else:
+            records = _plan(root, with_proxy, proxy_port, env, prometheus)
         save_state(state)  # from here on, `stack down` knows this home holds a stack
         servers.init_postgres(root / "data" / "postgres")
-        for name in _ORDER:
+        for name in ALL_SERVICES:
             if name not in records:
                 continue
+            if name == "synapse":
+                servers.create_database(
+                    HOST, records["postgres"].port, synapse.DATABASE, synapse.DATABASE_OPTIONS
+                )
+                say("generating Synapse's signing key")
+                config = Path(records[name].cmd[-1])
+                servers.mark_attempt(Path(records[name].log), "synapse --generate-keys")
+                try:
+                    synapse.generate_keys(config, Path(records[name].log))
+                except RuntimeError as exc:
+                    raise StackError(str(exc)) from None
             if name == APP_SERVICES[0]:
                 servers.create_database(HOST, records["postgres"].port, DATABASE)
                 say("applying migrations")
@@ -472,8 +566,12 @@ def _start(
                 continue
             record = spawn(records[name], root)
             save_state(state)
-            wait_healthy(record, timeout=60)
+            wait_healthy(record, timeout=120 if name == "synapse" else 60)
             say(f"{name:<10} pid {record.pid:<7} {record.address}")
+            if name == "synapse":
+                wait_ready(record, timeout=120)
+                say("registering Matrix load-test users")
+                _register_matrix_users(record, root, root / "logs" / "register.log")
         _wait_ready(state)
         state.starting = False
         save_state(state)
@@ -527,8 +625,8 @@ def ensure_up(
     except StackNotRunning:
         return up(home, progress=progress)
     if state.starting:  # a start in progress (up waits for it) or an interrupted one (up redoes it)
-        return up(home, progress=progress)
-    for name in _ORDER:
+        return up(home, progress=progress, platform=state.platform)
+    for name in ALL_SERVICES:
         if name in state.services and not state.services[name].alive():
             if progress:
                 progress(f"{name} was not running: starting it")
@@ -544,7 +642,7 @@ def _stop_all(state: StackState, refused: list[str] | None = None) -> list[str]:
     """Stop every recorded service that is provably ours; a record naming a live process that
     is not (no start time, another owner) is never signalled: its sentence goes to `refused`."""
     stopped = []
-    for name in reversed(_ORDER):
+    for name in reversed(ALL_SERVICES):
         record = state.services.get(name)
         if record is None:
             continue

@@ -381,8 +381,9 @@ def _wait_pg_ready(host: str, port: int, proc: subprocess.Popen, log: Path) -> N
     raise ServerError(f"postgres on {host}:{port} not ready within 30s{_log_tail(log)}")
 
 
-def create_database(host: str, port: int, name: str) -> None:
-    """CREATE DATABASE `name` if it does not exist yet (as the trust-auth superuser)."""
+def create_database(host: str, port: int, name: str, options: str = "") -> None:
+    """CREATE DATABASE `name` if it does not exist yet (as the trust-auth superuser); `options`
+    follow the name (e.g. Synapse's `LC_COLLATE 'C' ... TEMPLATE template0`)."""
     psql = str(postgres_bin_dir() / "psql")
     base = [psql, "-h", host, "-p", str(port), "-U", "postgres", "-d", "postgres", "-tAq", "-c"]
     exists = subprocess.run(
@@ -393,6 +394,7 @@ def create_database(host: str, port: int, name: str) -> None:
     if exists.returncode != 0:
         raise ServerError(f"cannot query postgres on {host}:{port}: {exists.stderr.strip()}")
     if exists.stdout.strip() != "1":
-        made = subprocess.run(base + [f'CREATE DATABASE "{name}"'], capture_output=True, text=True)
+        create = f'CREATE DATABASE "{name}" {options}'.strip()
+        made = subprocess.run(base + [create], capture_output=True, text=True)
         if made.returncode != 0:
             raise ServerError(f"CREATE DATABASE {name} failed: {made.stderr.strip()}")

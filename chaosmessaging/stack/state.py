@@ -174,6 +174,9 @@ class ServiceRecord:
             return self.owner
         return str(Path(self.log).resolve().parent.parent) if self.log else None
 
+    # base URL of a separate metrics listener (Synapse: serves /_synapse/metrics there)
+    metrics_address: str | None = None
+
     def alive(self) -> bool:
         """True if our pid still runs and is provably the process we started: same pid, same
         start time, our owner marker (never a reused pid, never someone else's process); for a
@@ -200,6 +203,8 @@ class StackState:
     # True from the first write of `stack up` until every service is ready: a state still
     # "starting" when no start holds the home's lock is what an interrupted start left
     starting: bool = False
+    # which platform the stack runs: "reference" (msgstack) or "matrix" (Synapse)
+    platform: str = "reference"
 
     def service(self, name: str) -> ServiceRecord:
         try:
@@ -216,6 +221,7 @@ class StackState:
             "home": self.home,
             "started_at": self.started_at,
             "starting": self.starting,
+            "platform": self.platform,
             "services": {n: asdict(s) for n, s in self.services.items()},
         }
 
@@ -241,6 +247,7 @@ def load_state(home: str | os.PathLike | None = None) -> StackState:
             services=services,
             version=raw.get("version", 1),
             starting=bool(raw.get("starting")),
+            platform=raw.get("platform", "reference"),
         )
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"

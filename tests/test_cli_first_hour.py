@@ -45,7 +45,12 @@ def test_every_option_and_argument_has_help():
 
 @pytest.mark.parametrize(
     ("module", "extra"),
-    [("plotly", "nightly"), ("ruptures", "nightly"), ("starlette", "stack"), ("pypandoc", "report")],
+    [
+        ("plotly", "nightly"),
+        ("ruptures", "nightly"),
+        ("starlette", "stack"),
+        ("pypandoc", "report"),
+    ],
 )
 def test_a_missing_module_names_the_extra_that_brings_it(module, extra):
     said = cli._missing_extra(ModuleNotFoundError(f"No module named '{module}'", name=module))

@@ -1,11 +1,13 @@
-"""The control every experiment of this project declares: the four below, in this order.
+"""The control every experiment of this project declares: the five below, in this order.
 
 - `chaosmessaging.controls.validation`: the experiment's values and targets are checked before
   anything happens (a bad value is a configuration error, never a deviation);
 - `chaosmessaging.controls.stack`: bring the embedded stack up when the experiment targets it;
 - `chaosmessaging.controls.safety`: revert every recorded fault on any outcome, stop the method
   at once on SIGINT/SIGTERM;
-- `chaosmessaging.controls.verdict`: a steady state broken before the method fails the run.
+- `chaosmessaging.controls.verdict`: a steady state broken before the method fails the run;
+- `chaosmessaging.controls.report`: the run's fault windows and load phases written into the
+  journal for `chaos report` (after safety's reverts, so every window is closed).
 
 One entry in an experiment instead of three keeps the safety net impossible to forget::
 
@@ -24,7 +26,7 @@ from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging.controls import safety, stack, validation, verdict
+from chaosmessaging.controls import report, safety, stack, validation, verdict
 
 __all__ = [
     "configure_control",
@@ -36,7 +38,7 @@ __all__ = [
     "cleanup_control",
 ]
 
-BUNDLED: tuple[ModuleType, ...] = (validation, stack, safety, verdict)
+BUNDLED: tuple[ModuleType, ...] = (validation, stack, safety, verdict, report)
 
 
 def _call(hook: str, **arguments: Any) -> None:

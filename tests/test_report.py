@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 CHAOS = str(Path(sys.executable).with_name("chaos"))
 
 
@@ -101,6 +103,7 @@ def heal(target):
 """
 
 
+@pytest.mark.slow
 def test_our_journal_reports_each_verdict_with_its_reason_offline_and_ungarbled(tmp_path):
     """A real `chaos run` of an experiment with this project's controls (two `$.ok` tolerances,
     the pattern pandoc read as TeX math), a fault recorded in the ledger by the method and

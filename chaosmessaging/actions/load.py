@@ -37,6 +37,7 @@ from logzero import logger
 from chaosmessaging import faults, runs, targets
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.resources import bundled
+from chaosmessaging.stack import pinning
 from chaosmessaging.util import home_of, same_process, stack_home, tail
 
 __all__ = ["start_load", "wait_for_load", "stop_load"]
@@ -229,6 +230,10 @@ def start_load(
         cmd += ["-e", f"{key}={value}"]
     cmd.append(str(script_path))
 
+    try:
+        pin = pinning.pin_child(pinning.K6_CPUS)  # CHAOSMESSAGING_K6_CPUS: k6 on its own cores
+    except ValueError as exc:
+        raise ActivityFailed(str(exc)) from None
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd,
@@ -238,6 +243,7 @@ def start_load(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, "K6_NO_USAGE_REPORT": "true", "LOGIN_PASSWORD": password},
+            preexec_fn=pin,
         )
     _CHILDREN[proc.pid] = proc
     create_time = psutil.Process(proc.pid).create_time()

@@ -12,7 +12,8 @@ docs/performance.md):
 - ``MSGSTACK_GC_GEN0_THRESHOLD`` (default 7000): allocations between young collections (CPython's
   default is 700); the older generations keep CPython's thresholds.
 
-``msgstack_gc_seconds_total{generation}`` counts the time spent in collections (gc.callbacks).
+``msgstack_gc_seconds_total{generation}`` counts the CPU time spent in collections (gc.callbacks,
+the collecting thread's CPU clock, so preemption on a busy machine does not inflate it).
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ _started: list[float] = []
 
 def _on_gc(phase: str, info: dict) -> None:
     if phase == "start":
-        _started.append(time.perf_counter())
+        _started.append(time.thread_time())
     elif _started:
         metrics.GC_SECONDS.labels(str(info.get("generation", "?"))).inc(
-            time.perf_counter() - _started.pop()
+            time.thread_time() - _started.pop()
         )
 
 

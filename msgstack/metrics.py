@@ -188,6 +188,6 @@ WS_E2E_LATENCY = Histogram(
 # the process itself (msgstack/gctune.py)
 GC_SECONDS = Counter(
     "msgstack_gc_seconds_total",
-    "Time the Python garbage collector spent in collections, by generation",
+    "CPU time the Python garbage collector spent in collections, by generation",
     ["generation"],
 )

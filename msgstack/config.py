@@ -38,6 +38,9 @@ class Settings:
     participant_cache_ttl: float = 60.0
     redis_pool_max: int = 50
     token_ttl: int = 3600
+    # how long an API process trusts a token it checked against Redis without asking again:
+    # the bound on how late a logout or expiry takes effect (0: ask Redis on every request)
+    token_cache_s: float = 0.0
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19456
     argon2_parallelism: int = 1
@@ -113,6 +116,7 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         participant_cache_ttl=float(_int(env, "MSGSTACK_PARTICIPANT_CACHE_TTL", 60, 1)),
         redis_pool_max=_int(env, "MSGSTACK_REDIS_POOL_MAX", 50, 2),
         token_ttl=_int(env, "MSGSTACK_AUTH_TOKEN_TTL", 3600, 1),
+        token_cache_s=_int(env, "MSGSTACK_AUTH_TOKEN_CACHE_MS", 0, 0) / 1000,
         argon2_time_cost=time_cost,
         argon2_memory_kib=memory_kib,
         argon2_parallelism=parallelism,

@@ -1,6 +1,7 @@
 """Conversations and participants: the API's CRUD endpoints, authorized by row-level security.
 
-Every query runs in a transaction whose acting user is the token's user (`db.as_user`), and no
+Every query runs in a transaction whose acting user is the token's user (`db.as_user_unit`, run by
+the storage layer's PostgreSQL adapter: bounded wait, retries, the circuit breaker), and no
 query filters on "may this user see it": the policies of migration 0004 do. A request about a
 conversation first asks the participant cache (`participants.py`) whether the user participates;
 the answer decides 403 early and is then re-checked by the policies on the query itself.
@@ -198,15 +199,24 @@ def _cache(request: Request) -> participants.ParticipantCache:
     return request.app.state.participant_cache
 
 
+async def _as_user(res, user: uuid.UUID, work, idempotent: bool = True):
+    """`work(conn)` in one transaction whose acting user is `user`, through the storage adapter
+    (idempotent work is retried on a fresh connection; SchemaMissing before migrations)."""
+    try:
+        return await res.storage.postgres.run(db.as_user_unit(user, work), idempotent=idempotent)
+    except asyncpg.UndefinedTableError as exc:
+        raise db.SchemaMissing() from exc
+
+
 async def _missing_or_forbidden(
-    pool: asyncpg.Pool, conversation_id: uuid.UUID, user: uuid.UUID, operation: str
+    res, conversation_id: uuid.UUID, user: uuid.UUID, operation: str
 ) -> RequestError:
     """404 when the conversation does not exist, else 403 (and count the denial)."""
 
     async def exists(conn: asyncpg.Connection) -> bool:
         return await conn.fetchval(EXISTS, conversation_id)
 
-    if not await db.as_user(pool, user, exists):
+    if not await _as_user(res, user, exists):
         return RequestError(404, "not_found", f"no conversation {conversation_id}")
     return denied(conversation_id, operation)
 
@@ -225,20 +235,17 @@ async def authorize(
     res = _resources(request)
     found = await _cache(request).lookup(_runner(res), conversation_id, user)
     if not found.allows(user):
-        raise await _missing_or_forbidden(res.pool, conversation_id, user, operation)
+        raise await _missing_or_forbidden(res, conversation_id, user, operation)
     return found
 
 
 def _runner(res) -> participants.Runner:
     """How a participant lookup reaches PostgreSQL: through the storage adapter (bounded wait,
-    retries, the circuit breaker: refused at once while it is open) when the app has one."""
-    storage = getattr(res, "storage", None)
-    if storage is None:
-        return lambda unit: db.retrying(res.pool, unit)
+    retries, the circuit breaker: refused at once while it is open)."""
 
     async def run(unit):
         try:
-            return await storage.postgres.run(unit)
+            return await res.storage.postgres.run(unit)
         except asyncpg.UndefinedTableError as exc:
             raise db.SchemaMissing() from exc
 
@@ -303,7 +310,7 @@ async def create_conversation(request: Request) -> Response:
         return await conn.fetchrow(GET_CONVERSATION, conversation_id)
 
     try:
-        row = await db.as_user(_resources(request).pool, user, create, attempts=1)
+        row = await _as_user(_resources(request), user, create, idempotent=False)
     except asyncpg.ForeignKeyViolationError:
         raise RequestError(400, "unknown_user", "a participant is not a known user") from None
     unique = frozenset(members)
@@ -323,7 +330,7 @@ async def list_conversations(request: Request) -> Response:
     async def page(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         return await conn.fetch(LIST_CONVERSATIONS, after, after_id, limit + 1)
 
-    rows = await db.as_user(_resources(request).pool, user, page)
+    rows = await _as_user(_resources(request), user, page)
     more = len(rows) > limit
     rows = rows[:limit]
     cursor = _next_cursor(rows[-1]["added_at"], rows[-1]["id"]) if more else None
@@ -335,14 +342,14 @@ async def get_conversation(request: Request) -> Response:
     """GET /v1/conversations/{id}: row-level security alone decides (no cache)."""
     user = acting_user(request)
     conversation_id = _path_uuid(request, "conversation_id", "conversation")
-    pool = _resources(request).pool
+    res = _resources(request)
 
     async def load(conn: asyncpg.Connection) -> asyncpg.Record | None:
         return await conn.fetchrow(GET_CONVERSATION, conversation_id)
 
-    row = await db.as_user(pool, user, load)
+    row = await _as_user(res, user, load)
     if row is None:
-        raise await _missing_or_forbidden(pool, conversation_id, user, "get")
+        raise await _missing_or_forbidden(res, conversation_id, user, "get")
     return JSONResponse(_render(row))
 
 
@@ -361,7 +368,7 @@ async def update_conversation(request: Request) -> Response:
     if title is None and metadata is None:
         raise RequestError(400, "missing_field", "give title and/or metadata to update")
     found = await authorize(request, conversation_id, user, "update")
-    pool = _resources(request).pool
+    res = _resources(request)
 
     async def update(conn: asyncpg.Connection) -> tuple[asyncpg.Record | None, int | None]:
         sql = UPDATE_CONVERSATION
@@ -372,12 +379,12 @@ async def update_conversation(request: Request) -> Response:
             return row, None
         return None, await conn.fetchval(CURRENT_VERSION, conversation_id)
 
-    row, current = await db.as_user(pool, user, update, attempts=1)
+    row, current = await _as_user(res, user, update, idempotent=False)
     headers = _cache_headers(found)
     if row is not None:
         return JSONResponse(_render(row), headers=headers)
     if current is None:  # removed or deleted since the cache answered: the policies said no
-        raise await _missing_or_forbidden(pool, conversation_id, user, "update")
+        raise await _missing_or_forbidden(res, conversation_id, user, "update")
     metrics.CONVERSATION_VERSION_CONFLICTS.inc()
     return JSONResponse(
         {
@@ -396,13 +403,13 @@ async def delete_conversation(request: Request) -> Response:
     user = acting_user(request)
     conversation_id = _path_uuid(request, "conversation_id", "conversation")
     found = await authorize(request, conversation_id, user, "delete")
-    pool = _resources(request).pool
+    res = _resources(request)
 
     async def delete(conn: asyncpg.Connection) -> uuid.UUID | None:
         return await conn.fetchval(DELETE_CONVERSATION, conversation_id)
 
-    if await db.as_user(pool, user, delete) is None:
-        raise await _missing_or_forbidden(pool, conversation_id, user, "delete")
+    if await _as_user(res, user, delete) is None:
+        raise await _missing_or_forbidden(res, conversation_id, user, "delete")
     await _announce(request, conversation_id)
     return Response(status_code=204, headers=_cache_headers(found))
 
@@ -432,13 +439,13 @@ async def add_participant(request: Request) -> Response:
         raise RequestError(400, "missing_field", "field 'user_id' is required")
     added = _uuid_field(doc["user_id"], "user_id")
     found = await authorize(request, conversation_id, user, "add_participant")
-    pool = _resources(request).pool
+    res = _resources(request)
 
     async def add(conn: asyncpg.Connection) -> asyncpg.Record | None:
         return await conn.fetchrow(ADD_PARTICIPANT, conversation_id, added)
 
     try:
-        row = await db.as_user(pool, user, add)
+        row = await _as_user(res, user, add)
     except asyncpg.InsufficientPrivilegeError:  # removed since the cache answered
         raise denied(conversation_id, "add_participant") from None
     except asyncpg.ForeignKeyViolationError:
@@ -459,12 +466,12 @@ async def remove_participant(request: Request) -> Response:
     conversation_id = _path_uuid(request, "conversation_id", "conversation")
     removed = _path_uuid(request, "user_id", "user")
     found = await authorize(request, conversation_id, user, "remove_participant")
-    pool = _resources(request).pool
+    res = _resources(request)
 
     async def remove(conn: asyncpg.Connection) -> uuid.UUID | None:
         return await conn.fetchval(REMOVE_PARTICIPANT, conversation_id, removed)
 
-    if await db.as_user(pool, user, remove, attempts=1) is None:
+    if await _as_user(res, user, remove, idempotent=False) is None:
         return error(
             404, "not_found", f"{removed} is not a participant of conversation {conversation_id}"
         )

@@ -98,7 +98,19 @@ async def create_pool(
         timeout=CONNECT_TIMEOUT,
         command_timeout=command_timeout,
         max_inactive_connection_lifetime=60.0,
+        reset=_keep_session,
     )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A released connection needs no reset query: nothing session-level outlives our work.
+
+    asyncpg's default reset sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``
+    on every release, one round trip per unit of work. The services never take advisory locks,
+    declare cursors, LISTEN or SET a session variable on a pooled connection: the acting user is
+    set with ``set_config(..., true)``, local to its transaction. An open transaction (work
+    cancelled halfway) is still rolled back: asyncpg does that before calling this hook.
+    """
 
 
 async def retrying(

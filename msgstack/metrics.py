@@ -184,3 +184,10 @@ WS_E2E_LATENCY = Histogram(
     "Accepted by the API -> frame written to the socket (live frames)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+
+# the process itself (msgstack/gctune.py)
+GC_SECONDS = Counter(
+    "msgstack_gc_seconds_total",
+    "CPU time the Python garbage collector spent in collections, by generation",
+    ["generation"],
+)

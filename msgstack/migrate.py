@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -198,11 +199,44 @@ async def _record(conn: asyncpg.Connection, m: Migration) -> None:
     )
 
 
+NICE_ENV = "MSGSTACK_MIGRATE_NICE"
+
+
+async def pace(conn: asyncpg.Connection, nice: int) -> bool:
+    """Lower the CPU priority of `conn`'s server process to `nice` (1..19), so an online
+    migration (an index build over millions of rows) takes the CPU the services leave idle
+    instead of an equal share of it. Works when PostgreSQL runs on this machine and this
+    process may renice its backend (same user, or root: the embedded stack); otherwise logs
+    why and returns False (the migration runs unpaced)."""
+    pid = await conn.fetchval("SELECT pg_backend_pid()")
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except OSError as exc:  # another host (no such pid here) or not ours to renice
+        log.warning("cannot pace the migration (renice backend %s): %s", pid, exc)
+        return False
+    log.info("migration backend %s runs at nice %d (%s)", pid, nice, NICE_ENV)
+    return True
+
+
+def _nice() -> int | None:
+    raw = os.environ.get(NICE_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 19:
+        raise MigrationError(f"{NICE_ENV}={raw!r}: give a niceness 1..19, or unset it")
+    return int(raw)
+
+
 async def apply_one(dsn: str, migration: Migration) -> float:
-    """Run `migration` now (even if recorded before) and record it; return its seconds."""
+    """Run `migration` now (even if recorded before) and record it; return its seconds.
+
+    With MSGSTACK_MIGRATE_NICE set, its server process runs at that niceness (`pace`)."""
+    nice = _nice()
     conn = await _connect(dsn)
     try:
         await _lock(conn)
+        if nice is not None:
+            await pace(conn, nice)
         await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("

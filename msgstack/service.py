@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from msgstack import db, health, metrics, storage, streams
+from msgstack import db, gctune, health, metrics, storage, streams
 from msgstack.config import Settings
 
 __all__ = ["Resources", "Worker", "build_app", "serve"]
@@ -70,6 +70,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
+        gctune.install(os.environ)
         tuning = storage.load()
         pool = await db.create_pool(settings.pg_dsn, settings.pool_max, tuning.statement_timeout_s)
         client = streams.client(settings.redis_url, settings.redis_pool_max)
@@ -85,6 +86,7 @@ def build_app(
         if worker is not None:
             task = asyncio.create_task(worker(res, stop))
             task.add_done_callback(lambda t: _worker_ended(stop, t))
+        gctune.after_start(os.environ)
         log.info("listening on %s:%s", settings.host, settings.port)
         try:
             yield

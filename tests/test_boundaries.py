@@ -75,3 +75,53 @@ def test_the_fault_ledger_imports_no_action_module():
     """A fault record names its reverter; the ledger needs no import side effect."""
     imports = _imports(ROOT / "chaosmessaging" / "faults.py")
     assert not [name for name in imports if name.startswith("chaosmessaging.actions")]
+
+
+# The raw-pool road: PostgreSQL work that bypasses the storage adapter (msgstack/storage/, its
+# bounded wait, retries, breaker and pool accounting). Only the storage layer and db.py (which
+# creates the pools) may take it, plus the places listed here, which still do (issue 20, item 1:
+# the pipeline services and the readiness checks are not moved yet). The list may only shrink.
+RAW_POOL_CALLS = {"acquire", "fetch", "fetchrow", "fetchval", "execute", "executemany"}
+RAW_DB_ROADS = {"as_user", "retrying"}
+RAW_POOL_ALLOWED = {
+    "msgstack/consumer.py": 1,
+    "msgstack/dispatcher.py": 5,
+    "msgstack/gateway.py": 2,
+    "msgstack/health.py": 1,  # /readyz asks the pool itself whether PostgreSQL answers
+}
+
+
+def _raw_pool_uses(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        owner, name = node.func.value, node.func.attr
+        on_pool = (isinstance(owner, ast.Attribute) and owner.attr == "pool") or (
+            isinstance(owner, ast.Name) and owner.id == "pool"
+        )
+        if (on_pool and name in RAW_POOL_CALLS) or (
+            isinstance(owner, ast.Name) and owner.id == "db" and name in RAW_DB_ROADS
+        ):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node.func)}")
+    return found
+
+
+def test_msgstack_reaches_postgresql_through_the_storage_adapters():
+    uses: dict[str, list[str]] = {}
+    for path in _modules("msgstack"):
+        relative = str(path.relative_to(ROOT))
+        if relative.startswith("msgstack/storage/") or relative == "msgstack/db.py":
+            continue
+        found = _raw_pool_uses(path)
+        if found:
+            uses[relative] = found
+    unexpected = {
+        name: found for name, found in uses.items() if len(found) > RAW_POOL_ALLOWED.get(name, 0)
+    }
+    assert not unexpected, (
+        "PostgreSQL work outside the storage layer (use res.storage.postgres.run, with "
+        f"db.as_user_unit for the acting user's transaction): {unexpected}"
+    )
+    # the detector sees what it must: the known remaining raw roads are still found
+    assert {name: len(found) for name, found in uses.items()} == RAW_POOL_ALLOWED, uses

@@ -344,3 +344,39 @@ def test_redis_down_login_503_api_keeps_known_tokens_and_all_are_gone_when_it_re
         if rd.poll() is None:
             rd.kill()
             rd.wait(10)
+
+
+def test_the_token_cache_lets_a_logout_or_expiry_take_effect_within_its_bound(
+    auth, env, tmp_path_factory
+):
+    """MSGSTACK_AUTH_TOKEN_CACHE_MS: a token checked moments ago is accepted without asking Redis
+    (served from the cache right after its key went), and every request later than the bound
+    after the key was deleted (logout) or expired is refused."""
+    bound = 0.7
+    api = start_service(
+        "api", env, tmp_path_factory.mktemp("api-token-cache"), MSGSTACK_AUTH_TOKEN_CACHE_MS="700"
+    )
+    r = redis.Redis.from_url(env["MSGSTACK_REDIS_URL"])
+    try:
+        for revoke in ("logout", "expiry"):
+            token = login(auth, "user-2").json()["token"]
+            with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=10) as client:
+                post = lambda: client.post(f"{api.url}/v1/messages", json=message())  # noqa: E731
+                assert post().status_code == 202
+                if revoke == "logout":
+                    r.delete(f"auth:token:{token}")
+                else:
+                    r.pexpire(f"auth:token:{token}", 1)
+                revoked = time.monotonic()
+                assert post().status_code == 202  # the same worker, within the bound: cached
+                seen = []
+                while time.monotonic() - revoked < bound + 1.0:
+                    sent = time.monotonic() - revoked
+                    seen.append((sent, post().status_code))
+                    time.sleep(0.05)
+            assert {status for _, status in seen} <= {202, 401}, seen
+            late = [status for at, status in seen if at >= bound]
+            assert late and set(late) == {401}, (revoke, seen)
+    finally:
+        r.close()
+        api.stop()

@@ -115,6 +115,43 @@ def test_api_role_cannot_write_into_or_move_rows_to_anothers_conversation(env):
     assert [r["id"] for r in changed] == [A_CONV] and deleted == []
 
 
+def test_the_api_one_statement_write_is_judged_as_its_acting_user_and_leaves_no_user_behind(env):
+    """msgstack.api.WRITE_SQL carries the acting user inside the insert statement (no explicit
+    transaction): a participant's message goes in with its outbox row, a non-participant's is
+    refused by the policy, and the setting does not outlive the statement on the connection."""
+    from msgstack.api import WRITE_SQL
+
+    async def run():
+        conn = await asyncpg.connect(role_dsn(env["MSGSTACK_PG_DSN"], "msgstack_api"))
+        try:
+            mine = uuid.uuid4()
+            written = await conn.fetchval(
+                WRITE_SQL, mine, A_CONV, f"one-statement-{mine}", b"x" * 8, 8, str(ALICE)
+            )
+            after = await conn.fetchval("SELECT current_setting('app.user_id', true)")
+            again = await conn.fetchval(
+                WRITE_SQL, uuid.uuid4(), A_CONV, f"one-statement-{mine}", b"x" * 8, 8, str(ALICE)
+            )
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetchval(
+                    WRITE_SQL, uuid.uuid4(), B_CONV, "one-statement-intruder", b"x", 1, str(ALICE)
+                )
+            nobody = await conn.fetchval("SELECT count(*) FROM messages")
+            return mine, written, after, again, nobody
+        finally:
+            await conn.close()
+
+    mine, written, after, again, nobody = asyncio.run(run())
+    assert written == mine
+    assert again is None  # a repeated client_msg_id inserts nothing
+    assert after in (None, "")  # no acting user left on the connection
+    assert nobody == 0  # outside the statement, no user: row-level security shows nothing
+    owner = env["MSGSTACK_PG_DSN"]
+    assert sql(owner, "SELECT count(*) AS n FROM outbox WHERE message_id = $1", mine)[0]["n"] == 1
+    intruder = "SELECT count(*) AS n FROM messages WHERE client_msg_id = 'one-statement-intruder'"
+    assert sql(owner, intruder)[0]["n"] == 0
+
+
 def test_pipeline_role_sees_every_message_but_no_conversation(env):
     dsn = env["MSGSTACK_PG_DSN"]
     seen = {r["conv"] for r in as_user(dsn, "msgstack_pipeline", None, UNFILTERED["messages"])}

@@ -39,6 +39,7 @@ from chaosmessaging.clients.k6raw import raw_path
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.platform import PlatformError, write_resolved
 from chaosmessaging.resources import bundled
+from chaosmessaging.stack import pinning
 from chaosmessaging.util import OWNER_ENV, home_of, our_process, same_process, stack_home, tail
 
 __all__ = ["start_load", "wait_for_load", "stop_load"]
@@ -314,6 +315,10 @@ def start_load(
         cmd += ["-e", f"{key}={value}"]
     cmd.append(str(script_path))
 
+    try:
+        pin = pinning.pin_child(pinning.K6_CPUS)  # CHAOSMESSAGING_K6_CPUS: k6 on its own cores
+    except ValueError as exc:
+        raise ActivityFailed(str(exc)) from None
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd,
@@ -328,6 +333,7 @@ def start_load(
                 "LOGIN_PASSWORD": password,
                 OWNER_ENV: _owner(home),
             },
+            preexec_fn=pin,
         )
     _CHILDREN[proc.pid] = proc
     create_time = psutil.Process(proc.pid).create_time()

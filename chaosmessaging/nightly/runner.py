@@ -210,7 +210,7 @@ def run_suite(
     total = len(entries)
     try:
         if stop_stack and any(e.uses_stack for e in entries):
-            _start_stack(home, progress)
+            _start_stack(home, progress, needs_proxy(entries))
         for index, (entry, result) in enumerate(zip(entries, suite.experiments), 1):
             result.expected_s = round(expected_seconds(entry, values, history), 1)
             _write(suite, results)
@@ -254,15 +254,48 @@ def run_suite(
     return suite
 
 
-def _start_stack(home: Path, progress: Callable[[str], None]) -> None:
+# The network-fault actions: only an experiment using them needs the fault proxy on the path.
+NETWORK_FAULT_MODULE = "chaosmessaging.actions.toxiproxy"
+PROXY_ENV = "CHAOSMESSAGING_PROXY"  # "auto" (default) or "always"
+
+
+def needs_proxy(entries: list[Entry]) -> bool:
+    """Whether the suite's stack routes Redis/PostgreSQL traffic through the fault proxy.
+
+    The proxy costs CPU on every query and command it relays (benchmarks/pipeline_bench.py:
+    about a tenth of the stack's CPU per message), so a suite none of whose experiments injects
+    a network fault (uses `chaosmessaging.actions.toxiproxy`) runs the stack without it.
+    ``CHAOSMESSAGING_PROXY=always`` keeps it on the path regardless. An experiment that tries to
+    inject a network fault on a stack without the proxy fails loudly (no proxy answers), it never
+    passes without its fault.
+    """
+    if os.environ.get(PROXY_ENV, "auto").strip().lower() == "always":
+        return True
+    for entry in entries:
+        try:
+            if NETWORK_FAULT_MODULE in Path(entry.path).read_text():
+                return True
+        except OSError:
+            return True  # cannot tell: keep the proxy
+    return False
+
+
+def _start_stack(home: Path, progress: Callable[[str], None], with_proxy: bool = True) -> None:
     """Start the embedded stack once for the whole suite, its fault proxy's API on a free port:
     the default 8474 may be taken between the check and the bind by another stack on the same
-    machine (parallel CI jobs, other users), which would leave ours without a proxy."""
+    machine (parallel CI jobs, other users), which would leave ours without a proxy. Without
+    `with_proxy` the services talk to Redis and PostgreSQL directly (`needs_proxy`)."""
     from chaosmessaging.stack import launcher, servers
 
-    progress(f"starting the embedded stack in {home}")
+    route = "through the fault proxy" if with_proxy else "direct (no network fault in this suite)"
+    progress(f"starting the embedded stack in {home}, Redis/PostgreSQL traffic {route}")
     try:
-        launcher.up(home, proxy_port=servers.free_port(), progress=lambda m: progress(f"  {m}"))
+        launcher.up(
+            home,
+            with_proxy=with_proxy,
+            proxy_port=servers.free_port(),
+            progress=lambda m: progress(f"  {m}"),
+        )
     except Exception as error:  # each experiment's stack control tries again and reports
         progress(f"the embedded stack did not start ({type(error).__name__}: {error})")
 

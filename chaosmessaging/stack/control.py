@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from chaosmessaging.stack import servers
+from chaosmessaging.stack import pinning, servers
 from chaosmessaging.stack.health import wait_healthy
 from chaosmessaging.stack.servers import mark_attempt
 from chaosmessaging.stack.state import (
@@ -103,6 +103,8 @@ def spawn(record: ServiceRecord, home: str | os.PathLike | None = None) -> Servi
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # CHAOSMESSAGING_STACK_CPUS: the process and all it forks stay on that CPU set
+            preexec_fn=pinning.pin_child(pinning.STACK_CPUS),
         )
     record.pid = proc.pid
     record.owner = owner

@@ -17,7 +17,9 @@ reset time, so `storage_circuit_breaker_state` shows ``open`` until traffic come
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -91,6 +93,18 @@ class Guard:
             exclude=[(BaseException, lambda exc: not is_failure(exc))],
         )
         self._factory.add_listener(self._on_event)
+        self._breaker = None  # purgatory's breaker, fetched once (its state lives in the factory)
+        # the retry policy, built once; copied only when an operation actually failed
+        self._retrying = AsyncRetrying(
+            stop=stop_after_attempt(max(settings.attempts - 1, 1)),
+            # its n-th wait follows the operation's (n+1)-th try: random(0, min(max, base * 2**n))
+            wait=wait_random_exponential(
+                multiplier=2 * settings.backoff_base_s, max=settings.backoff_max_s
+            ),
+            retry=retry_if_exception(is_retryable),
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
         for label, _ in STATES.values():
             metrics.TRANSITIONS.labels(adapter, label)  # exported at 0 from the start
         metrics.BREAKER_STATE.labels(adapter).set(0)
@@ -116,7 +130,9 @@ class Guard:
         """
         started = time.perf_counter()
         try:
-            breaker = await self._factory.get_breaker(self.adapter)
+            breaker = self._breaker
+            if breaker is None:
+                breaker = self._breaker = await self._factory.get_breaker(self.adapter)
             try:
                 async with breaker:
                     return await self._tries(operation, retry)
@@ -133,17 +149,20 @@ class Guard:
             metrics.LATENCY.labels(self.adapter).observe(time.perf_counter() - started)
 
     async def _tries(self, operation: Callable[[], Awaitable[T]], retry: bool) -> T:
-        attempts = self.settings.attempts if retry else 1
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_random_exponential(
-                multiplier=self.settings.backoff_base_s, max=self.settings.backoff_max_s
-            ),
-            retry=retry_if_exception(self.is_retryable),
-            before_sleep=self._count_retry,
-            reraise=True,
+        """The first try straight away (no per-call objects on the path that succeeds); after a
+        retryable failure, the remaining tries under the prebuilt policy, each after its
+        jittered wait (the first wait is the policy's first: random(0, min(max, base)))."""
+        try:
+            return await operation()
+        except Exception as exc:
+            if not retry or self.settings.attempts < 2 or not self.is_retryable(exc):
+                raise
+            log.debug("%s retry 1 after %s", self.adapter, error_type(exc))
+        metrics.RETRIES.labels(self.adapter).inc()
+        await asyncio.sleep(
+            random.uniform(0, min(self.settings.backoff_max_s, self.settings.backoff_base_s))
         )
-        async for attempt in retrying:
+        async for attempt in self._retrying.copy():
             with attempt:
                 return await operation()
         raise AssertionError("unreachable: tenacity reraises the last error")

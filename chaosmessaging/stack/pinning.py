@@ -1,0 +1,66 @@
+"""CPU sets for the load generator and the stack, by configuration.
+
+On a small machine k6 and the stack it measures compete for the same cores; pinning them to
+separate CPU sets (or k6 to a core of its own) makes a run's figures say what the stack does,
+not who won the scheduler. Two variables, both optional, in the environment of the process that
+starts them (`chaosmessaging stack up` / the nightly runner / the benchmarks):
+
+- ``CHAOSMESSAGING_STACK_CPUS``: the CPU set of every process the embedded stack starts (Redis,
+  PostgreSQL, the fault proxy, the reference services and their children);
+- ``CHAOSMESSAGING_K6_CPUS``: the CPU set of every k6 run (`start_load`, the benchmarks).
+
+A CPU set is a list of CPU numbers and ranges as `taskset -c` takes it: ``0``, ``1``, ``0-1``,
+``0,2-3``. Unset (the default) leaves scheduling to the kernel. Pinning uses
+`os.sched_setaffinity` in the child before it runs (Linux); a CPU this process may not use is a
+configuration error naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+__all__ = ["K6_CPUS", "STACK_CPUS", "cpus_from_env", "parse_cpus", "pin_child"]
+
+K6_CPUS = "CHAOSMESSAGING_K6_CPUS"
+STACK_CPUS = "CHAOSMESSAGING_STACK_CPUS"
+
+
+def parse_cpus(raw: str, variable: str) -> set[int]:
+    """The CPU numbers `raw` lists ("0,2-3"); ValueError naming `variable` when malformed or
+    outside the CPUs this process may use."""
+    cpus: set[int] = set()
+    try:
+        for part in (p.strip() for p in raw.split(",") if p.strip()):
+            low, _, high = part.partition("-")
+            first, last = int(low), int(high or low)
+            if first < 0 or last < first:
+                raise ValueError(part)
+            cpus.update(range(first, last + 1))
+    except ValueError:
+        raise ValueError(
+            f"{variable}={raw!r} is not a CPU list; write CPU numbers and ranges as taskset -c "
+            "takes them, e.g. 0 or 0-1 or 0,2-3"
+        ) from None
+    allowed = os.sched_getaffinity(0)
+    if not cpus or not cpus <= allowed:
+        raise ValueError(
+            f"{variable}={raw!r} names CPUs this process may not use; choose among "
+            f"{sorted(allowed)}"
+        )
+    return cpus
+
+
+def cpus_from_env(variable: str, env: dict[str, str] | None = None) -> set[int] | None:
+    """The CPU set `variable` configures, or None when it is unset or empty."""
+    raw = (os.environ if env is None else env).get(variable, "").strip()
+    return parse_cpus(raw, variable) if raw else None
+
+
+def pin_child(variable: str) -> Callable[[], None] | None:
+    """A `preexec_fn` pinning a child process to the CPU set `variable` configures (None when
+    unset), checked now so a bad value fails before anything starts."""
+    cpus = cpus_from_env(variable)
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)

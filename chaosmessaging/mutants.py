@@ -49,6 +49,13 @@ CATALOGUE: list[Mutant] = [
         ("consumer_resilience",),
     ),
     Mutant(
+        "consumer_dead_letters_on_lost_connection",
+        "consumer",
+        "takes a lost or refused PostgreSQL connection for a bad batch and dead-letters it "
+        "(timeouts are retried): a batch held while PostgreSQL is down is lost",
+        ("cascading_failure",),
+    ),
+    Mutant(
         "dispatcher_mark_on_failure",
         "dispatcher",
         "marks an outbox batch dispatched when XADD failed: rows written during a Redis "
@@ -181,8 +188,8 @@ CATALOGUE: list[Mutant] = [
     Mutant(
         "health_memo_postgres_ok",
         "every service",
-        "readiness trusts a successful PostgreSQL check for 2 s without asking again (failures "
-        "are re-checked): /readyz says 200 for up to 2 s after the database died",
+        "readiness trusts a successful PostgreSQL check for 3 s without asking again (failures "
+        "are re-checked): /readyz says 200 for up to 3 s after the database died",
         ("cascading_failure",),
     ),
     Mutant(

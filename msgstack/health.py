@@ -37,8 +37,8 @@ _postgres_ok_at = 0.0  # only ever read by the health_memo_postgres_ok mutant
 async def check_postgres(pool: asyncpg.Pool) -> str:
     """ "ok", or why PostgreSQL cannot answer a trivial query right now."""
     global _postgres_ok_at
-    # MUTANT: a success is trusted for 2 s without asking (failures are always re-checked)
-    if mutants.on("health_memo_postgres_ok") and time.monotonic() - _postgres_ok_at < 2.0:
+    # MUTANT: a success is trusted for 3 s without asking (failures are always re-checked)
+    if mutants.on("health_memo_postgres_ok") and time.monotonic() - _postgres_ok_at < 3.0:
         return "ok"
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):

@@ -7,7 +7,7 @@ service reported degraded) beside the run's facts. The verdicts then judge the w
 - `answers_only_ok_or_unavailable`: every answer was 200 or 503 — never another 5xx, never a
   refused connection or a timeout (a crashed or hung service);
 - `degradation_reported`: between two marks (a fault and its removal), every service whose
-  readiness covers the dependency answered 503 naming it (after a short detection grace);
+  readiness covers the dependency answered 503 naming it (after one sampling interval of grace);
 - `recovered_within`: after a mark (a restoration), every service answered 200 again (or, with
   `dependency`, reported that dependency "ok") within the limit, steadily (several answers in
   a row); later relapses are reported.
@@ -178,17 +178,21 @@ def degradation_reported(
     dependency: str,
     since: str,
     until: str,
-    grace_s: float = 3.0,
+    grace_s: float = None,
     label: str = "watch",
     services: list = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> Verdict:
     """
-    Verdict: from `grace_s` seconds after mark `since` (the fault) until mark `until` (its
-    removal), every answer of each service (default: every watched one) was 503 with
-    `dependency` among the degraded checks, and there was at least one such answer per service.
-    Figures: `services` {name: {"answers", "reported", "not_reported"}}, `window_s`.
+    Verdict: every answer of each service (default: every watched one) asked from `grace_s`
+    seconds after mark `since` (the fault, marked once it is in force) until mark `until` (its
+    removal) was 503 with `dependency` among the degraded checks, and there was at least one
+    such answer per service. The grace defaults to the watch's own sampling interval: an answer
+    asked in the same sampling period as the fault may have been on its way already; every later
+    one was asked of a service whose dependency was dead, so a readiness that keeps saying 200
+    for a moment (a cached check) is caught. Figures: `services` {name: {"answers", "reported",
+    "not_reported"}}, `window_s`, `grace_s`.
     """
     if held := held_before_method(configuration, services={}, window_s=None):
         return held
@@ -199,7 +203,8 @@ def degradation_reported(
         begin, end = _window(since, until, configuration)
     except LookupError as exc:
         return verdict(False, str(exc), services={}, window_s=None)
-    begin += float(grace_s)
+    grace = float(watched.get("interval_s", 0.5) if grace_s in (None, "") else grace_s)
+    begin += grace
     figures, problems = {}, []
     for service in services or sorted(watched["answers"]):
         inside = [a for a in watched["answers"].get(service, []) if begin <= a[0] <= end]
@@ -210,7 +215,7 @@ def degradation_reported(
             "not_reported": len(inside) - len(reported),
         }
         if not inside:
-            problems.append(f"{service}: no answer between {since}+{grace_s:g}s and {until}")
+            problems.append(f"{service}: no answer between {since}+{grace:g}s and {until}")
         elif len(reported) < len(inside):
             wrong = next(a for a in inside if not (a[1] == 503 and dependency in a[2]))
             problems.append(
@@ -223,7 +228,7 @@ def degradation_reported(
         f"every service reported {dependency} degraded ({since} -> {until})"
     )
     logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, services=figures, window_s=round(end - begin, 3))
+    return verdict(ok, reason, services=figures, window_s=round(end - begin, 3), grace_s=grace)
 
 
 def recovered_within(

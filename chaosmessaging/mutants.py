@@ -173,6 +173,13 @@ CATALOGUE: list[Mutant] = [
         ("sustained_login",),
     ),
     Mutant(
+        "auth_equalizer_strong_dummy",
+        "auth",
+        "a timing equalizer verifies every login against a dummy hash as well, a dummy hashed at "
+        "five times the configured cost: each login costs six verifications",
+        ("sustained_login",),
+    ),
+    Mutant(
         "auth_leaks_redis_connection",
         "auth",
         "checks a Redis connection out per login and never gives it back: the pool runs dry",

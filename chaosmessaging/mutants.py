@@ -249,6 +249,13 @@ CATALOGUE: list[Mutant] = [
         ("large_payload",),
     ),
     Mutant(
+        "gateway_subscriptions_never_dropped",
+        "gateway",
+        "subscribes a socket to a conversation at its first frame and never unsubscribes it: a "
+        "removed participant's already-open devices keep receiving the conversation",
+        ("multi_user_conversation",),
+    ),
+    Mutant(
         "gateway_leaks_a_frame",
         "gateway",
         "sends one frame to a socket of a user outside the conversation",

@@ -116,6 +116,7 @@ class Conn:
         "closing",
         "sent",
         "sender",
+        "subscribed",
     )
 
     def __init__(self, ws: ServerConnection, user: uuid.UUID, queue_size: int) -> None:
@@ -123,6 +124,7 @@ class Conn:
         self.pending: deque[tuple[str, float | None]] = deque()
         self.limit = queue_size
         self.live = False  # set once resume caught up: queued frames may go out
+        self.subscribed: set[str] = set()  # only the gateway_subscriptions_never_dropped mutant
         self.overloaded = False
         self.closing = False
         self.sent = 0
@@ -233,8 +235,22 @@ class Gateway:
             for user in members:
                 for conn in self.by_user.get(user, ()):
                     self.enqueue(conn, text, accepted)
+            if mutants.on("gateway_subscriptions_never_dropped"):  # MUTANT: see _subscribed
+                self._subscribed(members, text, accepted)
             if mutants.on("gateway_leaks_a_frame"):  # MUTANT (one-shot): a frame to another user
                 self._leak(members, text)
+
+    def _subscribed(self, members: frozenset[uuid.UUID], text: str, accepted: float) -> None:
+        """The gateway_subscriptions_never_dropped mutant (selfcheck): a socket subscribes to a
+        conversation at its first frame and is never unsubscribed, so an open socket of a
+        removed participant keeps receiving it (sockets opened after the removal do not)."""
+        conversation = json.loads(text)["conversation_id"]
+        for user, conns in self.by_user.items():
+            for conn in conns:
+                if user in members:
+                    conn.subscribed.add(conversation)
+                elif conversation in conn.subscribed:
+                    self.enqueue(conn, text, accepted)
 
     def _leak(self, members: frozenset[uuid.UUID], text: str) -> None:
         for user, conns in self.by_user.items():

@@ -11,7 +11,8 @@ every member of its conversation (`clients.ws` frames file), and judges:
 - leaked: a frame for a conversation the device's user is not in (as the API lists it to the user,
   and as the run's conversations say);
 - corrupted: a frame whose payload hash differs from the one the sender put in the client id;
-- late: frames slower than `late_ms` (accepted -> received), and the p95 of first receipts;
+- late: frames slower than `late_ms` (accepted -> received), and the p95 of first receipts
+  (devices run as slow readers, `start_clients(slow_devices=...)`, are judged for loss only);
 - disconnects: sockets closed by the server or the network while the devices ran, and the
   longest time a device was without a socket (reconnect).
 
@@ -40,7 +41,8 @@ __all__ = ["websocket_delivery", "foreign_reads_denied", "frames_steady"]
 EXAMPLES = 5
 
 _ACKED = """
-SELECT id::text AS id, conversation_id::text AS conversation_id, client_msg_id
+SELECT id::text AS id, conversation_id::text AS conversation_id, client_msg_id,
+       extract(epoch FROM created_at)::float8 AS accepted_at
 FROM messages
 WHERE starts_with(client_msg_id, $1) AND conversation_id = ANY($2::uuid[])
 """
@@ -71,6 +73,7 @@ def websocket_delivery(
     max_reconnect_s: float = None,
     min_reconnects: int = 0,
     min_messages: int = 1,
+    removal_budget_ms: float = 100.0,
     dsn: str = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
@@ -84,9 +87,13 @@ def websocket_delivery(
     closed by the server or the network, each device must be back within `max_reconnect_s`
     (when given), and at least `min_reconnects` reconnections must have happened (proof that a
     fault really cut the sockets). Fewer than `min_messages` acknowledged messages is a failure
-    (no evidence). Figures: acknowledged, expected, received, lost, duplicated, leaked,
-    corrupted, late, latency p50/p95/p99 ms, disconnects, reconnects, max reconnect seconds,
-    examples by id.
+    (no evidence). Participants removed during the run (`actions.membership.
+    remove_participants`, fact ``removed:<label>``) keep their devices open: a frame of that
+    conversation reaching them whose message was accepted more than `removal_budget_ms` after
+    the removal was acknowledged is leaked (`leaked_after_removal` counts them); messages
+    accepted before that are neither expected nor leaked there. Figures: acknowledged,
+    expected, received, lost, duplicated, leaked, leaked_after_removal, removals, corrupted,
+    late, latency p50/p95/p99 ms, disconnects, reconnects, max reconnect seconds, examples by id.
     """
     if held := held_before_method(configuration):
         return held
@@ -105,12 +112,19 @@ def websocket_delivery(
     prefix = runs.message_prefix(load_label, home)
     rows = pg_fetch(_ACKED, (prefix, list(members)), dsn, configuration, secrets, timeout=30)
     acked = {r["id"]: r["conversation_id"] for r in rows}
+    accepted_at = {r["id"]: float(r["accepted_at"]) for r in rows}
+    # (conversation, user) -> when the removal was acknowledged, plus the budget
+    removed = {
+        (x["conversation"], x["user"]): float(x["at"]) + float(removal_budget_ms) / 1000
+        for x in runs.fact(f"removed:{label}", default=[], home=home)
+    }
 
     lines = read_frames(label, home)
     frames = [x for x in lines if x.get("kind") == "frame"]
     counts: Counter = Counter((f["message_id"], f["device"]) for f in frames)
     first: dict[tuple[str, str], float] = {}
     leaked, corrupted, unknown, late = [], [], [], []
+    after_removal = 0
     late_s = None if late_ms is None else float(late_ms) / 1000
     for f in frames:
         key = (f["message_id"], f["device"])
@@ -119,6 +133,11 @@ def websocket_delivery(
         user = user_of.get(f["device"], f.get("user"))
         if not f.get("mine") or user not in members.get(f["conversation_id"], ()):
             leaked.append(f"{f['message_id']} -> {f['device']}")
+        elif (f["conversation_id"], user) in removed:
+            sent = accepted_at.get(f["message_id"], f.get("accepted_at"))
+            if sent is not None and float(sent) > removed[(f["conversation_id"], user)]:
+                leaked.append(f"{f['message_id']} -> {f['device']} (after {user}'s removal)")
+                after_removal += 1
         if f.get("hash_ok") is False:
             corrupted.append(f"{f['message_id']} @ {f['device']}")
         if f["message_id"] not in acked and f["conversation_id"] in members:
@@ -129,12 +148,16 @@ def websocket_delivery(
     expected, lost = 0, []
     for message_id, conversation in acked.items():
         for user in members.get(conversation, ()):
+            if (conversation, user) in removed:
+                continue  # before the removal optional, after it a leak (judged above)
             for device in devices_of.get(user, ()):
                 expected += 1
                 if counts[(message_id, device)] == 0:
                     lost.append(f"{message_id} -> {device}")
     duplicated = [f"{m} -> {d} x{n}" for (m, d), n in counts.items() if n > 1]
-    latencies = [first[k] for k in first if k[0] in acked]
+    # a slow reader's latency is its own pause: judged for loss, not for speed
+    slow = set(fleet.get("slow_devices") or ())
+    latencies = [first[k] for k in first if k[0] in acked and k[1] not in slow]
     p50, p95, p99 = (_pct(latencies, q) for q in (0.5, 0.95, 0.99))
     closes = [x for x in lines if x.get("kind") == "close"]
     disconnects = [c for c in closes if c.get("by") in ("server", "network")]
@@ -188,6 +211,9 @@ def websocket_delivery(
         lost=len(lost),
         duplicated=len(duplicated),
         leaked=len(leaked),
+        leaked_after_removal=after_removal,
+        removals=len(removed),
+        slow_devices=len(slow),
         corrupted=len(corrupted),
         late=len(late),
         unacknowledged_frames=len(set(unknown)),

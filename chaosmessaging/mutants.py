@@ -242,6 +242,14 @@ CATALOGUE: list[Mutant] = [
         one_shot=True,
     ),
     Mutant(
+        "gateway_conflates_a_busy_socket",
+        "gateway",
+        "keeps only the 8 newest frames queued for a socket that reads slowly (a 'latest only' "
+        "shortcut meant for typing indicators): a slow reader silently misses messages, no "
+        "1013, no ws_overload_total",
+        ("large_payload",),
+    ),
+    Mutant(
         "api_payload_limit_in_kb",
         "api",
         "takes the 64 KiB payload limit as 64 kB (64000 bytes): the largest legal messages are "

@@ -263,6 +263,9 @@ class Gateway:
         if conn.closing:
             return
         if len(conn.pending) < conn.limit:
+            # MUTANT: a backed-up socket keeps only its 8 newest frames (the rest dropped silently)
+            if mutants.on("gateway_conflates_a_busy_socket") and len(conn.pending) >= 8:
+                conn.pending.popleft()
             conn.pending.append((text, accepted))
             if conn.live and conn.sender is None:
                 conn.sender = asyncio.get_running_loop().create_task(self.send_loop(conn))

@@ -54,6 +54,9 @@ def start_clients(
     connect_timeout_s: float = 60.0,
     max_duration_s: float = 3600.0,
     ping_interval_s: float = None,
+    slow_devices: int = 0,
+    stall_after_s: float = 5.0,
+    stall_for_s: float = 8.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
@@ -64,8 +67,10 @@ def start_clients(
     gateway's hello. The devices then record every frame (conversation membership as the API
     lists it to the user, payload hash, accepted -> received latency) until `stop_clients`
     (or `max_duration_s`), reconnecting with resume after any close. `ping_interval_s` makes the
-    devices ping too (default: answer the server's pings only). Returns the devices,
-    conversations and the frames file.
+    devices ping too (default: answer the server's pings only). The last `slow_devices`
+    devices are slow readers: each stops reading for `stall_for_s` seconds, `stall_after_s`
+    after the devices started, through a small client queue so the gateway's send path feels
+    it. Returns the devices, conversations and the frames file.
     """
     label = _label_ok(label)
     users, devices_per_user = int(users), int(devices_per_user)
@@ -149,6 +154,9 @@ def start_clients(
             devices.append(
                 Device(user=name, number=n, token=sessions[name]["token"], conversations=mine)
             )
+    slow = devices[len(devices) - min(int(slow_devices), len(devices)) :] if slow_devices else []
+    for device in slow:
+        device.stall_after_s, device.stall_for_s = float(stall_after_s), float(stall_for_s)
 
     convo_file = (
         stack_home(home) / "runs" / (f"{runs.current_run_id(home)}.conversations-{label}.json")
@@ -191,6 +199,7 @@ def start_clients(
         "started_at": started,
         "connected_at": time.time(),
         "gateway_url": gateway,
+        "slow_devices": [d.name for d in slow],
     }
     runs.record(f"ws:{label}", fact, home=home)
     logger.info(

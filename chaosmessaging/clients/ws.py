@@ -31,11 +31,13 @@ import asyncio
 import base64
 import hashlib
 import json
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from websockets.asyncio.client import connect
@@ -105,9 +107,36 @@ class Device:
     ws: object = None
     online: bool = False
     caught_up: bool = False  # the gateway said every frame owed since `after` was sent
+    # a slow reader: stops reading `stall_for_s` seconds, `stall_after_s` after the fleet started
+    # (a phone in a tunnel); it reads through a small client queue so the gateway feels it
+    stall_after_s: float = 0.0
+    stall_for_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.name = self.name or f"{self.user}/d{self.number}"
+
+
+SLOW_READER_RCVBUF = 16 * 1024
+
+
+async def _small_window_socket(url: str) -> socket.socket:
+    """A TCP socket connected to `url`'s host and port with a small receive buffer (set before
+    connecting, so the kernel neither widens the window nor autotunes it)."""
+    parsed = urlsplit(url)
+    port = parsed.port or (443 if parsed.scheme == "wss" else 80)
+    info = await asyncio.get_running_loop().getaddrinfo(
+        parsed.hostname, port, type=socket.SOCK_STREAM
+    )
+    family, kind, proto, _, address = info[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_READER_RCVBUF)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, address), OPEN_TIMEOUT)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class Fleet:
@@ -185,14 +214,18 @@ class Fleet:
         while not self.stopping.is_set():
             url = self.url + (f"?after={d.last_seq}" if d.last_seq else "")
             try:
+                # a slow reader reads through a small receive window, so a backlog waits at the
+                # server, not in this machine's socket buffers
+                extra = {"sock": await _small_window_socket(url)} if d.stall_for_s else {}
                 async with connect(
                     url,
+                    **extra,
                     additional_headers={"Authorization": f"Bearer {d.token}"},
                     open_timeout=OPEN_TIMEOUT,
                     ping_interval=self.ping_interval,
                     close_timeout=2,
                     max_size=2**22,
-                    max_queue=None,
+                    max_queue=2 if d.stall_for_s else None,
                 ) as ws:
                     d.ws = ws
                     d.online = True
@@ -213,6 +246,8 @@ class Fleet:
                     try:
                         async for raw in ws:
                             self._frame(d, raw)
+                            if d.stall_for_s:
+                                await self._stall(d)
                     finally:
                         d.online = d.caught_up = False
                         if not self.stopping.is_set():
@@ -245,6 +280,18 @@ class Fleet:
             attempt += 1
             try:
                 await asyncio.wait_for(self.stopping.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def _stall(self, d: Device) -> None:
+        """A slow reader's pause: once, from stall_after_s for stall_for_s seconds."""
+        begin = self.started_at + d.stall_after_s
+        end = begin + d.stall_for_s
+        now = time.time()
+        if begin <= now < end:
+            self._write({"kind": "stall", "device": d.name, "t": now, "until": end})
+            try:
+                await asyncio.wait_for(self.stopping.wait(), end - now)
             except TimeoutError:
                 pass
 

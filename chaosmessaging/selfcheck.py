@@ -16,9 +16,9 @@ experiment added later registers its own with `register(Mutant(...))`, re-export
 `SELFCHECK_VARS` shortens waits that only matter for a slow but correct stack
 (settle timeouts), per experiment, for every run, clean or mutant alike.
 
-Runs one experiment at a time (each starts its own load); a full pass (31 mutants, 16 clean runs)
-takes about an hour on a 2-core machine, so it belongs to the weekly workflow, one job per
-experiment: `chaosmessaging selfcheck` (all), `chaosmessaging selfcheck --only mixed_load` (an
+Runs one experiment at a time (each starts its own load); a full pass (38 mutants, 16 clean runs)
+takes about an hour and a half on a 2-core machine, so it belongs to the weekly workflow, one job
+per experiment: `chaosmessaging selfcheck` (all), `chaosmessaging selfcheck --only mixed_load` (an
 experiment's mutants and its clean run), `--only consumer_no_reclaim` (one mutant and the clean
 run of its experiment), `chaosmessaging selfcheck --list`.
 """

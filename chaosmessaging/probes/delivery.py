@@ -91,7 +91,8 @@ def websocket_delivery(
     remove_participants`, fact ``removed:<label>``) keep their devices open: a frame of that
     conversation reaching them whose message was accepted more than `removal_budget_ms` after
     the removal was acknowledged is leaked (`leaked_after_removal` counts them); messages
-    accepted before that are neither expected nor leaked there. Figures: acknowledged,
+    accepted before that are neither expected nor leaked there (`excused`: such (message,
+    device) pairs; `received_excused`: frames they received). Figures: acknowledged,
     expected, received, lost, duplicated, leaked, leaked_after_removal, removals, corrupted,
     late, latency p50/p95/p99 ms, disconnects, reconnects, max reconnect seconds, examples by id.
     """
@@ -124,7 +125,7 @@ def websocket_delivery(
     counts: Counter = Counter((f["message_id"], f["device"]) for f in frames)
     first: dict[tuple[str, str], float] = {}
     leaked, corrupted, unknown, late = [], [], [], []
-    after_removal = 0
+    after_removal = received_excused = 0
     late_s = None if late_ms is None else float(late_ms) / 1000
     for f in frames:
         key = (f["message_id"], f["device"])
@@ -138,6 +139,8 @@ def websocket_delivery(
             if sent is not None and float(sent) > removed[(f["conversation_id"], user)]:
                 leaked.append(f"{f['message_id']} -> {f['device']} (after {user}'s removal)")
                 after_removal += 1
+            else:
+                received_excused += 1
         if f.get("hash_ok") is False:
             corrupted.append(f"{f['message_id']} @ {f['device']}")
         if f["message_id"] not in acked and f["conversation_id"] in members:
@@ -145,11 +148,13 @@ def websocket_delivery(
         if late_s is not None and f.get("latency_s") is not None and f["latency_s"] > late_s:
             late.append(f"{f['message_id']} @ {f['device']} ({_ms(f['latency_s'])} ms)")
 
-    expected, lost = 0, []
+    expected, excused, lost = 0, 0, []
     for message_id, conversation in acked.items():
         for user in members.get(conversation, ()):
             if (conversation, user) in removed:
-                continue  # before the removal optional, after it a leak (judged above)
+                # before the removal optional, after it a leak (judged above)
+                excused += len(devices_of.get(user, ()))
+                continue
             for device in devices_of.get(user, ()):
                 expected += 1
                 if counts[(message_id, device)] == 0:
@@ -213,6 +218,8 @@ def websocket_delivery(
         leaked=len(leaked),
         leaked_after_removal=after_removal,
         removals=len(removed),
+        excused=excused,
+        received_excused=received_excused,
         slow_devices=len(slow),
         corrupted=len(corrupted),
         late=len(late),

@@ -3,6 +3,7 @@ sampling interval in which it struck: a readiness that keeps saying 200 for a mo
 database died (a cached check) fails, while the one answer that may have been on its way when the
 fault struck is forgiven. The record is the file `watch_services` writes, with scripted answers."""
 
+import json
 import time
 
 import pytest
@@ -61,3 +62,19 @@ def test_the_answer_of_the_interval_the_fault_struck_in_is_forgiven(config):
     _watch(config, 0.2, killed, stale_s=0.15)
     judged = _judge(config, killed)
     assert judged["ok"] is True, judged
+
+
+def test_an_answer_that_came_after_the_dependency_was_back_is_not_judged(config):
+    """Asked during the outage, answered after the restoration (a busy service): it may say 200."""
+    recovery.mark("method", configuration=config)
+    killed = time.time() - 10
+    _watch(config, 0.2, killed, stale_s=0.0)
+    path = availability._path("t11", config["chaosmessaging_home"])
+    watched = json.loads(path.read_text())
+    late = [killed + 5.95, 200, [], None, killed + 6.3]  # asked before pg_restored, answered after
+    watched["answers"]["api"].append(late)
+    atomic_write_json(path, watched)
+    assert _judge(config, killed)["ok"] is True
+    late[4] = killed + 5.99  # answered before the restoration: a 200 then is a lie
+    atomic_write_json(path, watched)
+    assert _judge(config, killed)["ok"] is False

@@ -64,8 +64,9 @@ def watch_services(
     """
     Ask each of `services` (default: auth, api, dispatcher, consumer) for `/readyz` every
     `interval_s` seconds for `duration_s` seconds and record every answer (epoch time, HTTP
-    status — 0 when the connection failed or timed out after `timeout` s — and the dependencies
-    reported not "ok") for the verdicts of this module. Run it with `"background": true`.
+    status — 0 when the connection failed or timed out after `timeout` s — the dependencies
+    reported not "ok", the error, and when the answer came) for the verdicts of this module.
+    Run it with `"background": true`.
     Returns per service the count of answers by status.
     """
     duration_s, interval_s = float(duration_s), float(interval_s)
@@ -95,7 +96,8 @@ def watch_services(
                     error = None
                 except httpx.HTTPError as exc:
                     status, degraded, error = 0, [], f"{type(exc).__name__}: {exc}"[:200]
-                answers[service].append([round(at, 3), status, degraded, error])
+                done = round(time.time(), 3)
+                answers[service].append([round(at, 3), status, degraded, error, done])
             tick += 1
             next_at = start + tick * interval_s
             if next_at - start > duration_s:
@@ -112,7 +114,8 @@ def watch_services(
 
 def _count(answers: list) -> dict:
     out: dict[str, int] = {}
-    for _, status, _, _ in answers:
+    for answer in answers:
+        status = answer[1]
         out[str(status)] = out.get(str(status), 0) + 1
     return out
 
@@ -147,7 +150,7 @@ def answers_only_ok_or_unavailable(
     bad = [
         {"service": s, "at": at, "status": status, "error": error}
         for s, answers in watched["answers"].items()
-        for at, status, _, error in answers
+        for at, status, _, error, *_ in answers
         if status not in (200, 503)
     ]
     counts = {s: _count(a) for s, a in watched["answers"].items()}
@@ -186,13 +189,13 @@ def degradation_reported(
 ) -> Verdict:
     """
     Verdict: every answer of each service (default: every watched one) asked from `grace_s`
-    seconds after mark `since` (the fault, marked once it is in force) until mark `until` (its
-    removal) was 503 with `dependency` among the degraded checks, and there was at least one
-    such answer per service. The grace defaults to the watch's own sampling interval: an answer
-    asked in the same sampling period as the fault may have been on its way already; every later
-    one was asked of a service whose dependency was dead, so a readiness that keeps saying 200
-    for a moment (a cached check) is caught. Figures: `services` {name: {"answers", "reported",
-    "not_reported"}}, `window_s`, `grace_s`.
+    seconds after mark `since` (the fault, marked once it is in force) and answered before mark
+    `until` (its removal) was 503 with `dependency` among the degraded checks, and there was at
+    least one such answer per service. The grace defaults to the watch's own sampling interval:
+    an answer asked in the same sampling period as the fault may have been on its way already;
+    every later one was asked of a service whose dependency was dead, so a readiness that keeps
+    saying 200 for a moment (a cached check) is caught. Figures: `services` {name: {"answers",
+    "reported", "not_reported"}}, `window_s`, `grace_s`.
     """
     if held := held_before_method(configuration, services={}, window_s=None):
         return held
@@ -207,7 +210,13 @@ def degradation_reported(
     begin += grace
     figures, problems = {}, []
     for service in services or sorted(watched["answers"]):
-        inside = [a for a in watched["answers"].get(service, []) if begin <= a[0] <= end]
+        # asked after the grace and answered before the fault's removal (a slow answer to a
+        # question asked during the outage may describe the restored dependency)
+        inside = [
+            a
+            for a in watched["answers"].get(service, [])
+            if begin <= a[0] and (a[4] if len(a) > 4 else a[0]) <= end
+        ]
         reported = [a for a in inside if a[1] == 503 and dependency in a[2]]
         figures[service] = {
             "answers": len(inside),

@@ -3,22 +3,22 @@
 An experiment that passes proves something only if it would fail against a broken platform. The
 self-check starts private embedded stacks whose reference services carry one deliberate,
 realistic bug each (a *mutant*: `MSGSTACK_MUTANT=<name>` switches it on at a marked point of the
-reference services, `mutants.on("<name>")`; a few are the gateway's fault switches that the tests
-use too, `MSGSTACK_WS_SABOTAGE`, named in the mutant's `env`), runs the experiment(s) meant to
+reference services, `mutants.on("<name>")`, or `mutants.once("<name>")` for a bug that strikes
+once per process), runs the experiment(s) meant to
 catch it through the real `chaos run`, and runs the same experiments against a clean stack. The
 mutant's environment reaches every service of its stack and the `chaos run` itself (so commands
 the experiment starts, such as the migration runner, carry the bug too). It prints a
 table (mutant, experiment, expected, actual, caught) and fails when a mutant survives (its run
 did not end "deviated") or the clean stack fails an experiment.
 
-The catalogue is data: `CATALOGUE` holds one `Mutant` per bug; an experiment added later
-registers its own mutants with `register(Mutant(...))` (and adds the matching switch to the
-reference stack). `SELFCHECK_VARS` shortens waits that only matter for a slow but correct stack
+The catalogue is data, in `chaosmessaging.mutants` (`CATALOGUE`, one `Mutant` per bug; an
+experiment added later registers its own with `register(Mutant(...))`, re-exported here).
+`SELFCHECK_VARS` shortens waits that only matter for a slow but correct stack
 (settle timeouts), per experiment, for every run, clean or mutant alike.
 
-Runs one experiment at a time (each starts its own load); a full pass (31 mutants, 16 clean runs)
-takes about an hour on a 2-core machine, so it belongs to the weekly workflow, one job per
-experiment: `chaosmessaging selfcheck` (all), `chaosmessaging selfcheck --only mixed_load` (an
+Runs one experiment at a time (each starts its own load); a full pass (38 mutants, 16 clean runs)
+takes about an hour and a half on a 2-core machine, so it belongs to the weekly workflow, one job
+per experiment: `chaosmessaging selfcheck` (all), `chaosmessaging selfcheck --only mixed_load` (an
 experiment's mutants and its clean run), `--only consumer_no_reclaim` (one mutant and the clean
 run of its experiment), `chaosmessaging selfcheck --list`.
 """
@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from chaosmessaging.mutants import CATALOGUE, MUTANT_ENV, Mutant, by_name, register
+
 __all__ = [
     "Mutant",
     "CATALOGUE",
@@ -48,242 +50,6 @@ __all__ = [
     "main",
 ]
 
-MUTANT_ENV = "MSGSTACK_MUTANT"
-WS_SABOTAGE_ENV = "MSGSTACK_WS_SABOTAGE"
-
-
-@dataclass(frozen=True)
-class Mutant:
-    """One deliberate bug of the reference stack and the experiments that must catch it."""
-
-    name: str  # the MSGSTACK_MUTANT value switching it on
-    service: str  # where the bug lives
-    bug: str  # what is broken, one sentence
-    experiments: tuple[str, ...]  # experiment file names (without .json) that must deviate
-    # the environment switching it on; None: MSGSTACK_MUTANT=<name>. A one-shot gateway switch
-    # (MSGSTACK_WS_SABOTAGE) strikes once per stack, so such a mutant names one experiment.
-    env: dict[str, str] | None = None
-
-    def environment(self) -> dict[str, str]:
-        return dict(self.env) if self.env is not None else {MUTANT_ENV: self.name}
-
-
-CATALOGUE: list[Mutant] = [
-    Mutant(
-        "consumer_ack_before_record",
-        "consumer",
-        "XACKs a batch before recording its deliveries: a kill in between loses the batch",
-        ("consumer_resilience",),
-    ),
-    Mutant(
-        "consumer_no_reclaim",
-        "consumer",
-        "never reclaims pending entries (no XAUTOCLAIM): a killed consumer's batch stays "
-        "pending for ever",
-        ("consumer_resilience",),
-    ),
-    Mutant(
-        "dispatcher_mark_on_failure",
-        "dispatcher",
-        "marks an outbox batch dispatched when XADD failed: rows written during a Redis "
-        "outage are forgotten",
-        ("redis_partition",),
-    ),
-    Mutant(
-        "dispatcher_no_replay",
-        "dispatcher",
-        "parks rows when Redis fails but never replays them after it recovers",
-        ("redis_partition",),
-    ),
-    Mutant(
-        "consumer_sticky_backoff",
-        "consumer",
-        "backs off (0.5 s per read) after one slow XACK and never resets the back-off",
-        ("redis_latency",),
-    ),
-    Mutant(
-        "dispatcher_sticky_backoff",
-        "dispatcher",
-        "slows its idle poll to 1 s after one slow publish and never speeds up again",
-        ("redis_latency",),
-    ),
-    Mutant(
-        "dispatcher_slow_idle_poll",
-        "dispatcher",
-        "idle poll interval of 8 s (seconds where milliseconds were meant): dispatch lag "
-        "grows to seconds",
-        ("message_soak",),
-    ),
-    Mutant(
-        "consumer_unbounded_cache",
-        "consumer",
-        "keeps 16 KiB per delivered message in a cache that is never evicted: memory grows "
-        "with every message",
-        ("message_soak",),
-    ),
-    Mutant(
-        "storage_leak_on_error",
-        "api",
-        "the PostgreSQL adapter skips giving its pooled connection back when the work fails: "
-        "the pool never drains after timeouts",
-        ("pool_exhaustion",),
-    ),
-    Mutant(
-        "storage_breaker_never_closes",
-        "api",
-        "circuit breakers stay open for an hour: PostgreSQL answers again but the API keeps "
-        "refusing",
-        ("pool_exhaustion",),
-    ),
-    Mutant(
-        "storage_cache_never_fills",
-        "api",
-        "the cache adapter loads on a miss but never stores the value: every read goes to "
-        "PostgreSQL",
-        ("multi_adapter_soak",),
-    ),
-    Mutant(
-        "storage_cache_expires_at_once",
-        "api",
-        "cache entries live MSGSTACK_CACHE_TTL_S milliseconds (seconds were meant): the hit "
-        "ratio collapses",
-        ("multi_adapter_soak",),
-    ),
-    Mutant(
-        "conversations_last_write_wins",
-        "api",
-        "updates a conversation without comparing its version: a stale update silently "
-        "overwrites a newer one (no 409)",
-        ("conversation_stress",),
-    ),
-    Mutant(
-        "participants_cache_never_fills",
-        "api",
-        "the participant cache loads on a miss but never stores: every authorization goes to "
-        "PostgreSQL",
-        ("conversation_stress", "multi_user_conversation"),
-    ),
-    Mutant(
-        "participants_no_invalidation",
-        "api",
-        "a participant change drops the writer's own cache entry but never tells the other API "
-        "processes: they keep authorizing a removed user",
-        ("participant_invalidation",),
-    ),
-    Mutant(
-        "participants_slow_invalidation",
-        "api",
-        "the invalidation subscriber naps 300 ms between messages: invalidations queue up and "
-        "are applied late",
-        ("participant_invalidation",),
-    ),
-    Mutant(
-        "auth_unbounded_audit_log",
-        "auth",
-        "keeps 256 KiB of every login in an audit list that is never trimmed: memory grows with "
-        "every login",
-        ("sustained_login",),
-    ),
-    Mutant(
-        "auth_leaks_redis_connection",
-        "auth",
-        "checks a Redis connection out per login and never gives it back: the pool runs dry",
-        ("sustained_login",),
-    ),
-    Mutant(
-        "health_500_when_degraded",
-        "every service",
-        "the readiness handler fails with 500 when a dependency is down, instead of a 503 "
-        "saying which one",
-        ("cascading_failure",),
-    ),
-    Mutant(
-        "health_sticky_redis",
-        "every service",
-        "once a Redis check failed, readiness reports Redis down for ever: no recovery after "
-        "Redis comes back empty",
-        ("cascading_failure",),
-    ),
-    Mutant(
-        "migrate_strips_concurrently",
-        "migrate",
-        "the migration runner drops CONCURRENTLY from index builds: the build locks the table "
-        "against writes",
-        ("migration_under_load",),
-    ),
-    Mutant(
-        "migrate_volatile_default",
-        "migrate",
-        "the new column's default is computed per row (volatile): PostgreSQL rewrites the whole "
-        "table under an exclusive lock",
-        ("migration_under_load",),
-    ),
-    Mutant(
-        "gateway_drops_a_frame",
-        "gateway",
-        "loses one frame on its way to a socket, silently (MSGSTACK_WS_SABOTAGE=drop)",
-        ("mixed_load",),
-        {WS_SABOTAGE_ENV: "drop"},
-    ),
-    Mutant(
-        "gateway_flush_interval_in_s",
-        "gateway",
-        "waits 4 s before flushing a socket's queue (a 4 ms batching delay read as seconds): "
-        "end-to-end latency in seconds",
-        ("mixed_load",),
-    ),
-    Mutant(
-        "gateway_corrupts_a_byte",
-        "gateway",
-        "flips one byte of one payload on its way out (MSGSTACK_WS_SABOTAGE=corrupt)",
-        ("large_payload",),
-        {WS_SABOTAGE_ENV: "corrupt"},
-    ),
-    Mutant(
-        "api_payload_limit_in_kb",
-        "api",
-        "takes the 64 KiB payload limit as 64 kB (64000 bytes): the largest legal messages are "
-        "refused with 413",
-        ("large_payload",),
-    ),
-    Mutant(
-        "gateway_leaks_a_frame",
-        "gateway",
-        "sends one frame to a socket of a user outside the conversation "
-        "(MSGSTACK_WS_SABOTAGE=leak)",
-        ("multi_user_conversation",),
-        {WS_SABOTAGE_ENV: "leak"},
-    ),
-    Mutant(
-        "gateway_closes_a_socket",
-        "gateway",
-        "closes a healthy client's socket after a frame (MSGSTACK_WS_SABOTAGE=close)",
-        ("websocket_longevity",),
-        {WS_SABOTAGE_ENV: "close"},
-    ),
-    Mutant(
-        "gateway_keeps_sent_frames",
-        "gateway",
-        "keeps 256 KiB of every frame it sent in a buffer that is never trimmed: memory grows "
-        "with every frame",
-        ("websocket_longevity",),
-    ),
-    Mutant(
-        "gateway_no_resume",
-        "gateway",
-        "ignores a reconnecting client's resume point: what it missed while away is never sent "
-        "(MSGSTACK_WS_SABOTAGE=no-resume)",
-        ("gateway_restart",),
-        {WS_SABOTAGE_ENV: "no-resume"},
-    ),
-    Mutant(
-        "gateway_resume_skips_one",
-        "gateway",
-        "resumes one frame too late (an off-by-one on the resume point): each reconnecting "
-        "socket misses one message",
-        ("gateway_restart",),
-    ),
-]
 
 # Per experiment: values passed with --var-file to every self-check run of it (clean and mutant),
 # to keep runs short where waiting longer only helps a slow-but-correct stack, and to strike
@@ -296,17 +62,6 @@ SELFCHECK_VARS: dict[str, dict] = {
     "redis_latency": {"lat_settle_timeout_s": 30},
     "message_soak": {"t1_settle_timeout_s": 30},
 }
-
-
-def register(mutant: Mutant, replace: bool = False) -> None:
-    """Add a mutant to the catalogue (new experiments bring their own)."""
-    known = {m.name: n for n, m in enumerate(CATALOGUE)}
-    if mutant.name in known:
-        if not replace:
-            raise ValueError(f"mutant {mutant.name!r} is already in the catalogue")
-        CATALOGUE[known[mutant.name]] = mutant
-    else:
-        CATALOGUE.append(mutant)
 
 
 @dataclass
@@ -358,7 +113,7 @@ def plan(only: Iterable[str] = (), catalogue: list[Mutant] | None = None) -> lis
 
 
 def _mutant(name: str) -> Mutant:
-    return next(m for m in CATALOGUE if m.name == name)
+    return by_name(name)
 
 
 def _chaos() -> str:
@@ -417,7 +172,7 @@ def _run_experiment(
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("CHAOSMESSAGING_RUN_ID", "CHAOSMESSAGING_API_URL", MUTANT_ENV, WS_SABOTAGE_ENV)
+        if k not in ("CHAOSMESSAGING_RUN_ID", "CHAOSMESSAGING_API_URL", MUTANT_ENV)
     }
     env["CHAOSMESSAGING_HOME"] = str(home)
     if row.mutant != "clean":  # commands the experiment runs (a migration) carry the bug too

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 import asyncpg
@@ -150,6 +151,18 @@ def _parse(body: bytes, settings: Settings) -> tuple[uuid.UUID, str, bytes]:
     return conversation_id, client_msg_id, ciphertext
 
 
+# the api_memo_bounded_by_conversations mutant (selfcheck): an idempotency memo of accepted
+# messages whose bound counts conversations (1000), not the messages kept under each of them
+_MEMO: OrderedDict = OrderedDict()
+
+
+def _memo(conversation_id: uuid.UUID, client_msg_id: str, ciphertext: bytes) -> None:
+    _MEMO.setdefault(conversation_id, []).append((client_msg_id, bytes(ciphertext)))
+    _MEMO.move_to_end(conversation_id)
+    while len(_MEMO) > 1000:
+        _MEMO.popitem(last=False)
+
+
 async def post_message(request: Request) -> JSONResponse:
     res: Resources = request.app.state.resources
     try:
@@ -205,6 +218,8 @@ async def post_message(request: Request) -> JSONResponse:
     except asyncpg.PostgresError as exc:  # e.g. a lock timeout during a migration: not a crash
         return unavailable(exc)
     if fresh:
+        if mutants.on("api_memo_bounded_by_conversations"):  # MUTANT: idempotency memo leaks
+            _memo(conversation_id, client_msg_id, ciphertext)
         metrics.MESSAGES_ACCEPTED.inc()
         metrics.MESSAGE_SIZE.observe(len(ciphertext))
         return JSONResponse(

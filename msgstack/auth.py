@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import asyncpg
+from argon2 import PasswordHasher
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
@@ -121,6 +122,19 @@ class _Login:
         self.settings = settings
         self.hasher = passwords.hasher(settings)
         self.dummy = passwords.dummy_hash(self.hasher)
+        # the auth_equalizer_strong_dummy mutant (selfcheck): a second, "timing-equalizing"
+        # verification on every login, against a dummy hashed at five times the cost
+        self.strong_dummy = (
+            passwords.dummy_hash(
+                PasswordHasher(
+                    time_cost=settings.argon2_time_cost * 5,
+                    memory_cost=settings.argon2_memory_kib,
+                    parallelism=settings.argon2_parallelism,
+                )
+            )
+            if mutants.on("auth_equalizer_strong_dummy")
+            else None
+        )
         self.executor = ThreadPoolExecutor(settings.kdf_threads, thread_name_prefix="kdf")
         self.pending = 0
 
@@ -180,6 +194,8 @@ class _Login:
             raise _unavailable("postgres", exc) from None
         # An unknown user costs one verification too: same answer, same time.
         matched = await self.verify(row["password_hash"] if row else self.dummy, password)
+        if self.strong_dummy is not None:  # MUTANT: every login pays a 5x-cost verification more
+            await self.verify(self.strong_dummy, password)
         if row is None or not matched:
             raise INVALID
         token = authn.new_token()

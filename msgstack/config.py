@@ -52,8 +52,6 @@ class Settings:
     ws_ping_interval: float = 30.0
     ws_ping_timeout: float = 30.0
     ws_max_client_frame: int = 4096
-    # test-only gateway sabotage (tests/support/gateway_sabotage.py), never for deployments
-    ws_sabotage: frozenset[str] = frozenset()
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int) -> int | None:
@@ -127,19 +125,4 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         ws_ping_interval=float(_int(env, "MSGSTACK_WS_PING_INTERVAL_MS", 30000, 50)) / 1000,
         ws_ping_timeout=float(_int(env, "MSGSTACK_WS_PING_TIMEOUT_MS", 30000, 50)) / 1000,
         ws_max_client_frame=_int(env, "MSGSTACK_WS_MAX_CLIENT_FRAME", 4096, 64),
-        ws_sabotage=_sabotage(env.get("MSGSTACK_WS_SABOTAGE", "")),
     )
-
-
-WS_SABOTAGES = frozenset({"leak", "corrupt", "drop", "close", "no-resume"})
-
-
-def _sabotage(raw: str) -> frozenset[str]:
-    names = frozenset(n.strip() for n in raw.split(",") if n.strip())
-    unknown = names - WS_SABOTAGES
-    if unknown:
-        raise ConfigError(
-            f"MSGSTACK_WS_SABOTAGE={raw!r} names unknown sabotages {sorted(unknown)}; "
-            f"use any of {sorted(WS_SABOTAGES)} (tests only)"
-        )
-    return names

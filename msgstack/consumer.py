@@ -197,6 +197,14 @@ class Consumer:
                 self.pg.recovered()
                 return good
             except db.TRANSIENT_ERRORS as exc:
+                # MUTANT: a lost or refused connection is taken for a bad batch (timeouts retry)
+                if mutants.on("consumer_dead_letters_on_lost_connection") and not isinstance(
+                    exc, TimeoutError
+                ):
+                    for entry_id, entry in good:
+                        fields = {b"message_id": str(entry.message_id).encode()}
+                        await self.dead_letter(entry_id, fields, "unrecordable", db.describe(exc))
+                    return []
                 await pause(stop, self.pg.failed(db.describe(exc)))
                 if stop.is_set():
                     return []  # left pending; reclaimed by whoever runs next

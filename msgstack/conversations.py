@@ -173,6 +173,8 @@ def _cursor(request: Request) -> tuple[dt.datetime | None, uuid.UUID | None]:
 
 
 def _next_cursor(added_at: dt.datetime, conversation_id: uuid.UUID) -> str:
+    if mutants.on("list_cursor_whole_seconds"):  # MUTANT: the cursor keeps whole seconds only
+        added_at = added_at.replace(microsecond=0)
     return base64.urlsafe_b64encode(f"{added_at.isoformat()}|{conversation_id}".encode()).decode()
 
 

@@ -116,6 +116,7 @@ class Conn:
         "closing",
         "sent",
         "sender",
+        "subscribed",
     )
 
     def __init__(self, ws: ServerConnection, user: uuid.UUID, queue_size: int) -> None:
@@ -123,6 +124,7 @@ class Conn:
         self.pending: deque[tuple[str, float | None]] = deque()
         self.limit = queue_size
         self.live = False  # set once resume caught up: queued frames may go out
+        self.subscribed: set[str] = set()  # only the gateway_subscriptions_never_dropped mutant
         self.overloaded = False
         self.closing = False
         self.sent = 0
@@ -147,8 +149,6 @@ class Gateway:
         self.accepted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         # sockets the gateway decided to close, and with which code
         self.close_codes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        # test-only sabotage switches (MSGSTACK_WS_SABOTAGE), see msgstack/config.py
-        self.sabotage = settings.ws_sabotage
 
     # ---- stream side -------------------------------------------------------------------------
 
@@ -235,20 +235,37 @@ class Gateway:
             for user in members:
                 for conn in self.by_user.get(user, ()):
                     self.enqueue(conn, text, accepted)
-            if "leak" in self.sabotage:  # test-only: one frame to a socket of another user
+            if mutants.on("gateway_subscriptions_never_dropped"):  # MUTANT: see _subscribed
+                self._subscribed(members, text, accepted)
+            if mutants.on("gateway_leaks_a_frame"):  # MUTANT (one-shot): a frame to another user
                 self._leak(members, text)
+
+    def _subscribed(self, members: frozenset[uuid.UUID], text: str, accepted: float) -> None:
+        """The gateway_subscriptions_never_dropped mutant (selfcheck): a socket subscribes to a
+        conversation at its first frame and is never unsubscribed, so an open socket of a
+        removed participant keeps receiving it (sockets opened after the removal do not)."""
+        conversation = json.loads(text)["conversation_id"]
+        for user, conns in self.by_user.items():
+            for conn in conns:
+                if user in members:
+                    conn.subscribed.add(conversation)
+                elif conversation in conn.subscribed:
+                    self.enqueue(conn, text, accepted)
 
     def _leak(self, members: frozenset[uuid.UUID], text: str) -> None:
         for user, conns in self.by_user.items():
             if user not in members and conns:
-                self.enqueue(next(iter(conns)), text)
-                self.sabotage = self.sabotage - {"leak"}
+                if mutants.once("gateway_leaks_a_frame"):
+                    self.enqueue(next(iter(conns)), text)
                 return
 
     def enqueue(self, conn: Conn, text: str, accepted: float | None = None) -> None:
         if conn.closing:
             return
         if len(conn.pending) < conn.limit:
+            # MUTANT: a backed-up socket keeps only its 8 newest frames (the rest dropped silently)
+            if mutants.on("gateway_conflates_a_busy_socket") and len(conn.pending) >= 8:
+                conn.pending.popleft()
             conn.pending.append((text, accepted))
             if conn.live and conn.sender is None:
                 conn.sender = asyncio.get_running_loop().create_task(self.send_loop(conn))
@@ -342,7 +359,8 @@ class Gateway:
                     {"type": "hello", "user_id": str(user), "cursor": start, "resumed_from": after}
                 )
             )
-            if after is not None and "no-resume" not in self.sabotage:
+            # MUTANT gateway_no_resume: the client's resume point is ignored
+            if after is not None and not mutants.on("gateway_no_resume"):
                 metrics.WS_RESUME.inc()
                 await self.catch_up(conn, after, start)
             # everything up to `start` is out: from here on the frames are the live ones
@@ -419,11 +437,9 @@ class Gateway:
                 await asyncio.sleep(4.0)
             while conn.pending:
                 text, accepted = conn.pending.popleft()
-                if "corrupt" in self.sabotage:  # test-only: flip one byte of one payload
+                if mutants.once("gateway_corrupts_a_byte"):  # MUTANT (one-shot): a flipped byte
                     text = _corrupt(text)
-                    self.sabotage = self.sabotage - {"corrupt"}
-                if "drop" in self.sabotage:  # test-only: lose one frame silently
-                    self.sabotage = self.sabotage - {"drop"}
+                if mutants.once("gateway_drops_a_frame"):  # MUTANT (one-shot): a frame lost
                     continue
                 await conn.ws.send(text)
                 conn.sent += 1
@@ -432,9 +448,8 @@ class Gateway:
                     _MUTANT_KEPT.append(text.encode().ljust(256 * 1024, b" "))
                 if accepted is not None:
                     metrics.WS_E2E_LATENCY.observe(max(0.0, time.time() - accepted))
-                if "close" in self.sabotage:  # test-only: the server closes a socket
-                    self.sabotage = self.sabotage - {"close"}
-                    await conn.ws.close(CLOSE_GOING_AWAY, "sabotage")
+                if mutants.once("gateway_closes_a_socket"):  # MUTANT (one-shot): socket closed
+                    await conn.ws.close(CLOSE_GOING_AWAY, "mutant")
         except ConnectionClosed:
             pass
         finally:

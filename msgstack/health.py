@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import asyncpg
 import psutil
@@ -30,12 +31,20 @@ CHECK_TIMEOUT = 1.0
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
+_postgres_ok_at = 0.0  # only ever read by the health_memo_postgres_ok mutant
+
+
 async def check_postgres(pool: asyncpg.Pool) -> str:
     """ "ok", or why PostgreSQL cannot answer a trivial query right now."""
+    global _postgres_ok_at
+    # MUTANT: a success is trusted for 3 s without asking (failures are always re-checked)
+    if mutants.on("health_memo_postgres_ok") and time.monotonic() - _postgres_ok_at < 3.0:
+        return "ok"
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             async with pool.acquire() as conn:
                 await conn.fetchval("SELECT 1")
+        _postgres_ok_at = time.monotonic()
         return "ok"
     except TimeoutError:
         return f"timeout after {CHECK_TIMEOUT:.0f}s"

@@ -55,7 +55,7 @@ def gateway(embedded_stack, tmp_path_factory):
         "MSGSTACK_WS_PING_TIMEOUT_MS": "300",
         "MSGSTACK_WS_SEND_QUEUE": "3",
     }
-    env.pop("MSGSTACK_WS_SABOTAGE", None)
+    env.pop("MSGSTACK_MUTANT", None)
     log = tmp_path_factory.mktemp("gateway") / "gateway.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(

@@ -142,3 +142,68 @@ def test_dead_letter_stream_growth_is_judged_from_the_method_snapshot(home, redi
         dead_letters.dead_letters_not_grown("soak", max_growth=1, configuration=config)["ok"]
         is True
     )
+
+
+ACCEPTED = "messaging_messages_accepted_total"
+
+
+def _sample_with_messages(home: str, label: str, **series_per_service) -> dict:
+    config = {"chaosmessaging_home": home}
+    stops = []
+    try:
+        for service, series in series_per_service.items():
+            url, stop = serve_metrics(series)
+            stops.append(stop)
+            config[f"messaging_{service}_url"] = url
+        sample_metrics(
+            2.0,
+            interval_s=0.2,
+            label=label,
+            services=list(series_per_service),
+            metrics=[MEM, ACCEPTED],
+            configuration=config,
+        )
+    finally:
+        for stop in stops:
+            stop()
+    recovery.mark("method", configuration=config)
+    return config
+
+
+def test_a_kilobyte_per_message_fails_the_slope_though_memory_grew_a_few_percent(home):
+    # 200 messages per sample; the API keeps ~1 KiB of each on 300 MiB, with allocator steps
+    config = _sample_with_messages(
+        home,
+        "leak",
+        api={
+            ACCEPTED: lambda n: 200 * n,
+            MEM: lambda n: 300 * MIB + 1024 * 200 * n + (n % 3) * 8192,
+        },
+        consumer={MEM: lambda n: 80 * MIB + (n % 2) * MIB},
+    )
+    memory = trends.memory_growth_within("leak", 20, configuration=config)
+    assert memory["ok"] is True, memory  # +0.7 %: first vs last window cannot see it
+    slope = trends.memory_per_message_within(
+        "leak", 256, min_messages=500, min_samples=5, configuration=config
+    )
+    assert slope["ok"] is False, slope
+    api, consumer = slope["services"]["api"], slope["services"]["consumer"]
+    assert api["ok"] is False and 900 < api["bytes_per_message"] < 1150, api
+    assert consumer["ok"] is True and abs(consumer["bytes_per_message"]) < 256, consumer
+    assert "api +" in slope["reason"] and "limit < 256 B/message" in slope["reason"]
+
+
+def test_the_slope_needs_messages_and_holds_before_the_method(home):
+    config = {"chaosmessaging_home": home}
+    assert trends.memory_per_message_within("idle", 256, configuration=config)["ok"] is True
+    config = _sample_with_messages(
+        home, "idle", api={ACCEPTED: lambda n: 0, MEM: lambda n: 100 * MIB}
+    )
+    verdict = trends.memory_per_message_within("idle", 256, min_samples=5, configuration=config)
+    assert verdict["ok"] is False and "0 messages after the warm-up" in verdict["reason"]
+
+
+def test_theil_sen_ignores_one_step():
+    points = [(float(x), 10.0 * x + (5000.0 if x == 7 else 0.0)) for x in range(12)]
+    assert trends.theil_sen(points) == pytest.approx(10.0)
+    assert trends.theil_sen([(1.0, 1.0), (1.0, 2.0)]) is None

@@ -31,13 +31,13 @@ def test_every_experiment_has_at_least_two_mutants_and_every_mutant_an_experimen
 def test_every_mutant_has_its_switch_in_the_reference_stack_and_nothing_else_does():
     source = "".join(p.read_text() for p in (ROOT / "msgstack").rglob("*.py"))
     switches = set(re.findall(r'mutants\.on\("([a-z0-9_]+)"\)', source))
-    assert switches == {m.name for m in CATALOGUE if m.env is None}
-    # the others are the gateway's fault switches, one-shot: one experiment each
-    from msgstack.config import WS_SABOTAGES
-
-    for m in (m for m in CATALOGUE if m.env is not None):
-        assert set(m.env) == {"MSGSTACK_WS_SABOTAGE"}, m.name
-        assert m.env["MSGSTACK_WS_SABOTAGE"] in WS_SABOTAGES and len(m.experiments) == 1
+    once = set(re.findall(r'mutants\.once\("([a-z0-9_]+)"\)', source))
+    assert switches | once == {m.name for m in CATALOGUE}
+    # one-shot mutants strike once per process: once per stack, so one experiment each
+    assert once == {m.name for m in CATALOGUE if m.one_shot}
+    for m in (m for m in CATALOGUE if m.one_shot):
+        assert m.environment() == {"MSGSTACK_MUTANT": m.name} and len(m.experiments) == 1
+    assert "MSGSTACK_WS_SABOTAGE" not in source
 
 
 def test_only_selects_a_mutant_and_the_clean_run_of_its_experiment():

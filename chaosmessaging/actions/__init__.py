@@ -1,6 +1,7 @@
 """Actions: the faults and loads an experiment's method applies, one module per target kind.
 
-- `process`: kill, start, restart a process (embedded-stack service, pidfile or command match)
+- `process`: kill, start, restart, resume a process (embedded-stack service, pidfile or command
+  match)
 - `consumer`: kill the consumer while it holds unacknowledged entries
 - `docker`: kill/stop/start/restart/pause/unpause containers (Docker SDK)
 - `toxiproxy`: network partitions, latency and other toxics through the Toxiproxy API
@@ -8,6 +9,7 @@
 - `sampling`: sample the services' Prometheus metrics over a run, in the background
 - `storage`: exhaust the application's PostgreSQL pool (with its release), run a migration under
   load (timed), seed a large table
+- `membership`: remove participants through the API while their devices stay connected
 - `websocket`: WebSocket devices that record every frame they receive (start, stop) and the k6
   load that posts into their conversations
 

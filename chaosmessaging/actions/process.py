@@ -31,7 +31,7 @@ from chaosmessaging.backends.process import NotOurs, ProcessBackend
 from chaosmessaging.stack.control import signal_number
 from chaosmessaging.util import home_of
 
-__all__ = ["kill_service", "start_service", "restart_service"]
+__all__ = ["kill_service", "start_service", "restart_service", "resume_service"]
 
 _TERMINATING = {_signal.SIGKILL, _signal.SIGTERM, _signal.SIGINT, _signal.SIGQUIT}
 
@@ -332,6 +332,21 @@ def restart_service(
         pass  # not running: just start it
     started = start_service(command=command, pidfile=pidfile, cwd=cwd, configuration=configuration)
     return {"stopped": old, "started": started["started"], "target": started["target"]}
+
+
+def resume_service(name: str, configuration: Configuration = None, secrets: Secrets = None) -> dict:
+    """Resume an embedded stack service paused by `kill_service(signal="SIGSTOP")` (SIGCONT),
+    and clear its pause from the fault ledger. Returns ``{"resumed": pid, "target": ...}``."""
+    from chaosmessaging.stack import control
+
+    home = _home(configuration)
+    try:
+        record = control.stop_service(name, "SIGCONT", home=home)
+    except (StackNotRunning, KeyError) as exc:
+        raise ActivityFailed(str(exc).strip("'\"")) from None
+    faults.clear(f"service:{name}", home, kind="process_paused")
+    logger.info(f"resumed embedded service {name} (pid {record.pid})")
+    return {"resumed": record.pid, "target": f"service:{name}"}
 
 
 # -- reverters (see chaosmessaging.faults) ---------------------------------------------------

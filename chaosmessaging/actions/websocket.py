@@ -98,6 +98,9 @@ def start_clients(
     connect_timeout_s: float = 60.0,
     max_duration_s: float = 3600.0,
     ping_interval_s: float = None,
+    slow_devices: int = 0,
+    stall_after_s: float = 5.0,
+    stall_for_s: float = 8.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict:
@@ -109,8 +112,10 @@ def start_clients(
     devices then record every message (conversation membership as the platform lists it to the
     user, payload hash, accepted -> received latency) until `stop_clients` (or
     `max_duration_s`), reconnecting with resume after any close. `ping_interval_s` makes the
-    devices ping too (default: answer the server's pings only). Returns the devices,
-    conversations and the frames file.
+    devices ping too (default: answer the server's pings only). The last `slow_devices`
+    devices are slow readers: each stops reading for `stall_for_s` seconds, `stall_after_s`
+    after the devices started, through a small client queue so the server's send path feels
+    it. Returns the devices, conversations and the frames file.
     """
     label = _label_ok(label)
     users, devices_per_user = int(users), int(devices_per_user)
@@ -141,6 +146,9 @@ def start_clients(
         connect_timeout_s=float(connect_timeout_s),
         ping_interval_s=float(ping_interval_s) if ping_interval_s else None,
         prefix=str(lookup("messaging_loadtest_prefix", configuration, secrets)),
+        slow_devices=int(slow_devices or 0),
+        stall_after_s=float(stall_after_s),
+        stall_for_s=float(stall_for_s),
     )
     password = str(lookup("messaging_loadtest_password", configuration, secrets))
     platform = _platform(configuration, secrets)

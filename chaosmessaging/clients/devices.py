@@ -37,6 +37,10 @@ class FleetPlan:
     connect_timeout_s: float
     ping_interval_s: float | None
     prefix: str
+    # the last `slow_devices` devices are slow readers (pause `stall_for_s` after `stall_after_s`)
+    slow_devices: int = 0
+    stall_after_s: float = 5.0
+    stall_for_s: float = 8.0
 
 
 def _login(client: PlatformClient, user: str, password: str, n: int) -> Session:
@@ -130,6 +134,10 @@ def start_fleet(
             devices.append(
                 Device(user=name, number=n, token=session.token, conversations=mine[name])
             )
+    count = min(plan.slow_devices, len(devices))
+    slow = devices[len(devices) - count :] if count else []
+    for device in slow:
+        device.stall_after_s, device.stall_for_s = plan.stall_after_s, plan.stall_for_s
 
     convo_file = (
         stack_home(home) / "runs" / (f"{runs.current_run_id(home)}.conversations-{plan.label}.json")
@@ -175,5 +183,6 @@ def start_fleet(
         "started_at": started,
         "connected_at": time.time(),
         "gateway_url": base,
+        "slow_devices": [d.name for d in slow],
     }
     return fleet, fact

@@ -34,11 +34,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -116,9 +117,36 @@ class Device:
     ws: object = None
     online: bool = False
     caught_up: bool = False  # the gateway said every frame owed since `after` was sent
+    # a slow reader: stops reading `stall_for_s` seconds, `stall_after_s` after the fleet started
+    # (a phone in a tunnel); it reads through a small client queue so the gateway feels it
+    stall_after_s: float = 0.0
+    stall_for_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.name = self.name or f"{self.user}/d{self.number}"
+
+
+SLOW_READER_RCVBUF = 16 * 1024
+
+
+async def _small_window_socket(url: str) -> socket.socket:
+    """A TCP socket connected to `url`'s host and port with a small receive buffer (set before
+    connecting, so the kernel neither widens the window nor autotunes it)."""
+    parsed = urlsplit(url)
+    port = parsed.port or (443 if parsed.scheme == "wss" else 80)
+    info = await asyncio.get_running_loop().getaddrinfo(
+        parsed.hostname, port, type=socket.SOCK_STREAM
+    )
+    family, kind, proto, _, address = info[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_READER_RCVBUF)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, address), OPEN_TIMEOUT)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class Fleet:
@@ -230,14 +258,18 @@ class Fleet:
         while not self.stopping.is_set():
             url, headers = self._connect_args(d)
             try:
+                # a slow reader reads through a small receive window, so a backlog waits at the
+                # server, not in this machine's socket buffers
+                extra = {"sock": await _small_window_socket(url)} if d.stall_for_s else {}
                 async with connect(
                     url,
+                    **extra,
                     additional_headers=headers,
                     open_timeout=OPEN_TIMEOUT,
                     ping_interval=self.ping_interval,
                     close_timeout=2,
                     max_size=2**22,
-                    max_queue=None,
+                    max_queue=2 if d.stall_for_s else None,
                 ) as ws:
                     d.ws = ws
                     d.online = True
@@ -260,6 +292,8 @@ class Fleet:
                     try:
                         async for raw in ws:
                             self._frame(d, raw)
+                            if d.stall_for_s:
+                                await self._stall(d)
                     finally:
                         d.online = d.caught_up = False
                         if not self.stopping.is_set():
@@ -292,6 +326,18 @@ class Fleet:
             attempt += 1
             try:
                 await asyncio.wait_for(self.stopping.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def _stall(self, d: Device) -> None:
+        """A slow reader's pause: once, from stall_after_s for stall_for_s seconds."""
+        begin = self.started_at + d.stall_after_s
+        end = begin + d.stall_for_s
+        now = time.time()
+        if begin <= now < end:
+            self._write({"kind": "stall", "device": d.name, "t": now, "until": end})
+            try:
+                await asyncio.wait_for(self.stopping.wait(), end - now)
             except TimeoutError:
                 pass
 

@@ -45,10 +45,21 @@ def account(
     max_reconnect_s: float | None,
     min_reconnects: int,
     min_messages: int,
+    removed: dict[tuple[str, str], float] | None = None,
+    accepted_at: dict[str, float] | None = None,
     **extra_figures,
 ) -> Verdict:
     """The verdict on fleet fact `fleet` (``ws:<label>``), its recorded `lines` and the
-    acknowledged messages `acked` ({message id: conversation id})."""
+    acknowledged messages `acked` ({message id: conversation id}).
+
+    `removed`: {(conversation, user): deadline}, participants removed during the run (the time
+    their removal was acknowledged plus the invalidation budget): a message of that conversation
+    accepted after the deadline that reaches one of their open devices is leaked; one accepted
+    before it is neither expected nor leaked there. `accepted_at`: {message id: when the platform
+    accepted it} (the ledger's time, else the frame's, else the sender's answer). Devices the
+    fleet ran as slow readers (``slow_devices``) are judged for loss, not for latency."""
+    removed = removed or {}
+    accepted_at = accepted_at or {}
     members = {c["id"]: c["members"] for c in fleet["conversations"]}
     devices_of = {
         u: [f"{u}/d{n}" for n in range(int(fleet["devices_per_user"]))] for u in fleet["users"]
@@ -58,6 +69,7 @@ def account(
     counts: Counter = Counter((f["message_id"], f["device"]) for f in frames)
     first: dict[tuple[str, str], float] = {}
     leaked, corrupted, unknown, late = [], [], [], []
+    after_removal = received_excused = 0
     late_s = None if late_ms is None else float(late_ms) / 1000
     for f in frames:
         key = (f["message_id"], f["device"])
@@ -66,6 +78,13 @@ def account(
         user = user_of.get(f["device"], f.get("user"))
         if not f.get("mine") or user not in members.get(f["conversation_id"], ()):
             leaked.append(f"{f['message_id']} -> {f['device']}")
+        elif (f["conversation_id"], user) in removed:
+            sent = accepted_at.get(f["message_id"], f.get("accepted_at"))
+            if sent is not None and float(sent) > removed[(f["conversation_id"], user)]:
+                leaked.append(f"{f['message_id']} -> {f['device']} (after {user}'s removal)")
+                after_removal += 1
+            else:
+                received_excused += 1
         if f.get("hash_ok") is False:
             corrupted.append(f"{f['message_id']} @ {f['device']}")
         if f["message_id"] not in acked and f["conversation_id"] in members:
@@ -73,15 +92,21 @@ def account(
         if late_s is not None and f.get("latency_s") is not None and f["latency_s"] > late_s:
             late.append(f"{f['message_id']} @ {f['device']} ({_ms(f['latency_s'])} ms)")
 
-    expected, lost = 0, []
+    expected, excused, lost = 0, 0, []
     for message_id, conversation in acked.items():
         for user in members.get(conversation, ()):
+            if (conversation, user) in removed:
+                # before the removal optional, after it a leak (judged above)
+                excused += len(devices_of.get(user, ()))
+                continue
             for device in devices_of.get(user, ()):
                 expected += 1
                 if counts[(message_id, device)] == 0:
                     lost.append(f"{message_id} -> {device}")
     duplicated = [f"{m} -> {d} x{n}" for (m, d), n in counts.items() if n > 1]
-    latencies = [first[k] for k in first if k[0] in acked]
+    # a slow reader's latency is its own pause: judged for loss, not for speed
+    slow = set(fleet.get("slow_devices") or ())
+    latencies = [first[k] for k in first if k[0] in acked and k[1] not in slow]
     p50, p95, p99 = (_pct(latencies, q) for q in (0.5, 0.95, 0.99))
     closes = [x for x in lines if x.get("kind") == "close"]
     disconnects = [c for c in closes if c.get("by") in ("server", "network")]
@@ -135,6 +160,11 @@ def account(
         lost=len(lost),
         duplicated=len(duplicated),
         leaked=len(leaked),
+        leaked_after_removal=after_removal,
+        removals=len(removed),
+        excused=excused,
+        received_excused=received_excused,
+        slow_devices=len(slow),
         corrupted=len(corrupted),
         late=len(late),
         unacknowledged_frames=len(set(unknown)),

@@ -23,6 +23,9 @@
   load's own counts and the API's metrics
 - `cache`: the participant cache's hit ratio, its recovery after participant changes, and stale
   reads judged per request after a removal
+- `listing`: every page of each user's conversation list walked, exactly their conversations
+  (none missing, none twice)
+- `login`: login latency against a reference KDF timed on the same machine in the same run
 - `delivery`: client-side delivery accounting of WebSocket devices (every acknowledged message on
   every participant's device exactly once, byte-exact, never leaked; latency, disconnects,
   steady frame rate) and non-participant reads denied

@@ -7,7 +7,7 @@ service reported degraded) beside the run's facts. The verdicts then judge the w
 - `answers_only_ok_or_unavailable`: every answer was 200 or 503 — never another 5xx, never a
   refused connection or a timeout (a crashed or hung service);
 - `degradation_reported`: between two marks (a fault and its removal), every service whose
-  readiness covers the dependency answered 503 naming it (after a short detection grace);
+  readiness covers the dependency answered 503 naming it (after one sampling interval of grace);
 - `recovered_within`: after a mark (a restoration), every service answered 200 again (or, with
   `dependency`, reported that dependency "ok") within the limit, steadily (several answers in
   a row); later relapses are reported.
@@ -59,8 +59,9 @@ def watch_services(
     """
     Ask each of `services` (default: auth, api, dispatcher, consumer) for `/readyz` every
     `interval_s` seconds for `duration_s` seconds and record every answer (epoch time, HTTP
-    status — 0 when the connection failed or timed out after `timeout` s — and the dependencies
-    reported not "ok") for the verdicts of this module. Run it with `"background": true`.
+    status — 0 when the connection failed or timed out after `timeout` s — the dependencies
+    reported not "ok", the error, and when the answer came) for the verdicts of this module.
+    Run it with `"background": true`.
     Returns per service the count of answers by status.
     """
     duration_s, interval_s = float(duration_s), float(interval_s)
@@ -90,7 +91,8 @@ def watch_services(
                     error = None
                 except httpx.HTTPError as exc:
                     status, degraded, error = 0, [], f"{type(exc).__name__}: {exc}"[:200]
-                answers[service].append([round(at, 3), status, degraded, error])
+                done = round(time.time(), 3)
+                answers[service].append([round(at, 3), status, degraded, error, done])
             tick += 1
             next_at = start + tick * interval_s
             if next_at - start > duration_s:
@@ -107,7 +109,8 @@ def watch_services(
 
 def _count(answers: list) -> dict:
     out: dict[str, int] = {}
-    for _, status, _, _ in answers:
+    for answer in answers:
+        status = answer[1]
         out[str(status)] = out.get(str(status), 0) + 1
     return out
 
@@ -142,7 +145,7 @@ def answers_only_ok_or_unavailable(
     bad = [
         {"service": s, "at": at, "status": status, "error": error}
         for s, answers in watched["answers"].items()
-        for at, status, _, error in answers
+        for at, status, _, error, *_ in answers
         if status not in (200, 503)
     ]
     counts = {s: _count(a) for s, a in watched["answers"].items()}
@@ -173,17 +176,21 @@ def degradation_reported(
     dependency: str,
     since: str,
     until: str,
-    grace_s: float = 3.0,
+    grace_s: float = None,
     label: str = "watch",
     services: list = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> Verdict:
     """
-    Verdict: from `grace_s` seconds after mark `since` (the fault) until mark `until` (its
-    removal), every answer of each service (default: every watched one) was 503 with
-    `dependency` among the degraded checks, and there was at least one such answer per service.
-    Figures: `services` {name: {"answers", "reported", "not_reported"}}, `window_s`.
+    Verdict: every answer of each service (default: every watched one) asked from `grace_s`
+    seconds after mark `since` (the fault, marked once it is in force) and answered before mark
+    `until` (its removal) was 503 with `dependency` among the degraded checks, and there was at
+    least one such answer per service. The grace defaults to the watch's own sampling interval:
+    an answer asked in the same sampling period as the fault may have been on its way already;
+    every later one was asked of a service whose dependency was dead, so a readiness that keeps
+    saying 200 for a moment (a cached check) is caught. Figures: `services` {name: {"answers",
+    "reported", "not_reported"}}, `window_s`, `grace_s`.
     """
     if held := held_before_method(configuration, services={}, window_s=None):
         return held
@@ -194,10 +201,17 @@ def degradation_reported(
         begin, end = _window(since, until, configuration)
     except LookupError as exc:
         return verdict(False, str(exc), services={}, window_s=None)
-    begin += float(grace_s)
+    grace = float(watched.get("interval_s", 0.5) if grace_s in (None, "") else grace_s)
+    begin += grace
     figures, problems = {}, []
     for service in services or sorted(watched["answers"]):
-        inside = [a for a in watched["answers"].get(service, []) if begin <= a[0] <= end]
+        # asked after the grace and answered before the fault's removal (a slow answer to a
+        # question asked during the outage may describe the restored dependency)
+        inside = [
+            a
+            for a in watched["answers"].get(service, [])
+            if begin <= a[0] and (a[4] if len(a) > 4 else a[0]) <= end
+        ]
         reported = [a for a in inside if a[1] == 503 and dependency in a[2]]
         figures[service] = {
             "answers": len(inside),
@@ -205,7 +219,7 @@ def degradation_reported(
             "not_reported": len(inside) - len(reported),
         }
         if not inside:
-            problems.append(f"{service}: no answer between {since}+{grace_s:g}s and {until}")
+            problems.append(f"{service}: no answer between {since}+{grace:g}s and {until}")
         elif len(reported) < len(inside):
             wrong = next(a for a in inside if not (a[1] == 503 and dependency in a[2]))
             problems.append(
@@ -218,7 +232,7 @@ def degradation_reported(
         f"every service reported {dependency} degraded ({since} -> {until})"
     )
     logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, services=figures, window_s=round(end - begin, 3))
+    return verdict(ok, reason, services=figures, window_s=round(end - begin, 3), grace_s=grace)
 
 
 def recovered_within(

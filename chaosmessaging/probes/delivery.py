@@ -13,7 +13,8 @@ file), and judges (engine: `evidence.delivery`):
 - leaked: a frame for a conversation the device's user is not in (as the API lists it to the user,
   and as the run's conversations say);
 - corrupted: a frame whose payload hash differs from the one the sender put in the client id;
-- late: frames slower than `late_ms` (accepted -> received), and the p95 of first receipts;
+- late: frames slower than `late_ms` (accepted -> received), and the p95 of first receipts
+  (devices run as slow readers, `start_clients(slow_devices=...)`, are judged for loss only);
 - disconnects: sockets closed by the server or the network while the devices ran, and the
   longest time a device was without a socket (reconnect).
 
@@ -46,7 +47,8 @@ __all__ = ["websocket_delivery", "foreign_reads_denied", "frames_steady"]
 EXAMPLES = 5
 
 _ACKED = """
-SELECT id::text AS id, conversation_id::text AS conversation_id, client_msg_id
+SELECT id::text AS id, conversation_id::text AS conversation_id, client_msg_id,
+       extract(epoch FROM created_at)::float8 AS accepted_at
 FROM messages
 WHERE starts_with(client_msg_id, $1) AND conversation_id = ANY($2::uuid[])
 """
@@ -67,6 +69,7 @@ def websocket_delivery(
     max_reconnect_s: float = None,
     min_reconnects: int = 0,
     min_messages: int = 1,
+    removal_budget_ms: float = 100.0,
     dsn: str = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
@@ -80,9 +83,14 @@ def websocket_delivery(
     closed by the server or the network, each device must be back within `max_reconnect_s`
     (when given), and at least `min_reconnects` reconnections must have happened (proof that a
     fault really cut the sockets). Fewer than `min_messages` acknowledged messages is a failure
-    (no evidence). Figures: acknowledged, expected, received, lost, duplicated, leaked,
-    corrupted, late, latency p50/p95/p99 ms, disconnects, reconnects, max reconnect seconds,
-    examples by id.
+    (no evidence). Participants removed during the run (`actions.membership.
+    remove_participants`, fact ``removed:<label>``) keep their devices open: a frame of that
+    conversation reaching them whose message was accepted more than `removal_budget_ms` after
+    the removal was acknowledged is leaked (`leaked_after_removal` counts them); messages
+    accepted before that are neither expected nor leaked there (`excused`: such (message,
+    device) pairs; `received_excused`: frames they received). Figures: acknowledged,
+    expected, received, lost, duplicated, leaked, leaked_after_removal, removals, corrupted,
+    late, latency p50/p95/p99 ms, disconnects, reconnects, max reconnect seconds, examples by id.
     """
     if held := held_before_method(configuration):
         return held
@@ -94,7 +102,14 @@ def websocket_delivery(
             f"no WebSocket clients labelled {label!r} ran in this run (start_clients missing?)",
         )
     members = {c["id"]: c["members"] for c in fleet["conversations"]}
-    acked, sources = _acknowledged(members, load_label, dsn, home, configuration, secrets)
+    acked, accepted_at, sources = _acknowledged(
+        members, load_label, dsn, home, configuration, secrets
+    )
+    # (conversation, user) -> when the removal was acknowledged, plus the budget
+    removed = {
+        (x["conversation"], x["user"]): float(x["at"]) + float(removal_budget_ms) / 1000
+        for x in runs.fact(f"removed:{label}", default=[], home=home)
+    }
     return account(
         fleet,
         read_frames(label, home),
@@ -110,24 +125,29 @@ def websocket_delivery(
         max_reconnect_s=max_reconnect_s,
         min_reconnects=int(min_reconnects),
         min_messages=int(min_messages),
+        removed=removed,
+        accepted_at=accepted_at,
         evidence=sources,
     )
 
 
 def _acknowledged(
     members: dict, load_label: str | None, dsn: str | None, home, configuration, secrets
-) -> tuple[dict[str, str], dict]:
+) -> tuple[dict[str, str], dict[str, float], dict]:
     """{message id: conversation id} of every message acknowledged in the run's conversations:
     what the senders saw accepted (client side, every platform), joined with the server-side
     ledger where the platform file describes one (a message the server committed whose answer
     the sender never got must be delivered too)."""
     prefix = runs.message_prefix(load_label, home)
-    acked = {
-        m: a["conversation_id"]
+    acks = {
+        m: a
         for m, a in read_acks(home, load_label).items()
         if a.get("conversation_id") in members
         and str(a.get("client_msg_id", "")).startswith(prefix)
     }
+    acked = {m: a["conversation_id"] for m, a in acks.items()}
+    # when the sender got the answer: an upper bound of when the platform accepted it
+    accepted_at = {m: float(a["t"]) for m, a in acks.items() if a.get("t") is not None}
     sources = {"senders": len(acked)}
     try:
         platform = load_platform(configuration=configuration, secrets=secrets)
@@ -136,10 +156,11 @@ def _acknowledged(
     if platform.evidence is not None and platform.evidence.sql is not None:
         rows = pg_fetch(_ACKED, (prefix, list(members)), dsn, configuration, secrets, timeout=30)
         ledger = {r["id"]: r["conversation_id"] for r in rows}
+        accepted_at.update({r["id"]: float(r["accepted_at"]) for r in rows})
         sources["ledger"] = len(ledger)
         sources["ledger_only"] = len(set(ledger) - set(acked))
         acked.update(ledger)
-    return acked, sources
+    return acked, accepted_at, sources
 
 
 @platform_applies

@@ -11,6 +11,8 @@ summed, so `ws_close_total` without labels is the total over all codes.
 
 import difflib
 
+import time
+
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
@@ -30,6 +32,7 @@ __all__ = [
     "metric_value",
     "snapshot_metric",
     "snapshot_metrics",
+    "wait_for_counter_growth",
 ]
 
 
@@ -388,3 +391,40 @@ def counter_grew_at_most(
     reason = f"{name}{labels or ''} grew by {grew:g} since {since!r} (max {float(max_increase):g})"
     logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
     return verdict(ok, reason, **figures)
+
+
+def wait_for_counter_growth(
+    since: str,
+    name: str,
+    min_increase: float,
+    service: str = "api",
+    timeout_s: float = 60.0,
+    labels: dict = None,
+    url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
+    """
+    Wait until counter `name` on `service` grew by at least `min_increase` since the snapshot
+    `since` (`snapshot_metrics`), e.g. until a load's messages really flow through the consumer
+    before a fault that must strike work in flight. Returns `{"grew", "waited_s"}`; raises
+    `ActivityFailed` after `timeout_s` (the load is not flowing).
+    """
+    before = _since(since, configuration)
+    if before is None:
+        raise ActivityFailed(f"no snapshot {since!r}: add snapshot_metrics(label={since!r}) first")
+    then = select(before, name, labels or {}) or 0.0
+    url = service_url(service, url, "/metrics", configuration, secrets)
+    started = time.monotonic()
+    while True:
+        grew = (select(scrape(url, 5.0), name, labels or {}) or 0.0) - then
+        waited = round(time.monotonic() - started, 2)
+        if grew >= float(min_increase):
+            logger.info(f"{name} grew by {grew:g} since {since!r} after {waited:g}s")
+            return {"grew": grew, "waited_s": waited}
+        if waited > float(timeout_s):
+            raise ActivityFailed(
+                f"{name} on {service} grew by only {grew:g} since {since!r} in {timeout_s:g}s "
+                f"(need {min_increase:g}): is the load running?"
+            )
+        time.sleep(0.2)

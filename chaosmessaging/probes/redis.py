@@ -11,6 +11,7 @@ counted from the group's last-delivered id; on Redis 7+ its `lag` field is used 
 """
 
 import redis
+from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
@@ -32,6 +33,7 @@ __all__ = [
     "pel_size_at_most",
     "pending_entries",
     "stream_length",
+    "wait_for_consumer_backlog",
 ]
 
 _SCAN_CHUNK = 1000
@@ -260,3 +262,35 @@ def _redis_now_ms(client: redis.Redis, url: str) -> int:
     # the Redis clock generated the stream ids, so lag in seconds does not depend on ours
     seconds, micros = _call(url, client.time)
     return int(seconds) * 1000 + int(micros) // 1000
+
+
+def wait_for_consumer_backlog(
+    min_entries: int,
+    timeout_s: float = 60.0,
+    stream: str = None,
+    group: str = None,
+    redis_url: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict:
+    """
+    Wait until at least `min_entries` stream entries wait undelivered to the group (a paused
+    or slowed consumer's backlog), so the fault that follows strikes a pipeline with work in
+    flight, not an idle one. Returns `{"entries", "waited_s"}`; raises `ActivityFailed` after
+    `timeout_s` (the load is not flowing: nothing to strike).
+    """
+    import time
+
+    started = time.monotonic()
+    while True:
+        entries = consumer_lag_entries(stream, group, 100000, redis_url, configuration, secrets)
+        waited = round(time.monotonic() - started, 2)
+        if entries >= int(min_entries):
+            logger.info(f"backlog of {entries} entries after {waited:g}s")
+            return {"entries": entries, "waited_s": waited}
+        if waited > float(timeout_s):
+            raise ActivityFailed(
+                f"only {entries} entries waited for the consumer group after {timeout_s:g}s "
+                f"(need {min_entries}): is the load running and the consumer paused?"
+            )
+        time.sleep(0.1)

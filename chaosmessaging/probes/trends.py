@@ -2,7 +2,10 @@
 
 A soak passes on what happened during the whole run: the highest lag sample (not one reading at
 the end) and memory growth between the first and the last window of samples (from samples over
-the run, not two points). Like every verdict of this extension they hold trivially in the
+the run, not two points), and memory growth per message (a slope of each service's memory against
+the count of messages handled, over all the samples after a warm-up: a leak of a kilobyte per
+message is small against a service's memory but steady, so it shows as a slope long before it
+shows as a percentage). Like every verdict of this extension they hold trivially in the
 hypothesis' first pass (before the method's `mark("method")`) and, after it, fail when the
 samples are missing. Each returns a `Verdict` with the per-service figures behind it, so the
 journal shows why.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
@@ -20,7 +24,7 @@ from chaosmessaging.clients.samples import read_samples
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
-__all__ = ["sampled_max_within", "memory_growth_within"]
+__all__ = ["sampled_max_within", "memory_growth_within", "memory_per_message_within"]
 
 MEMORY_METRIC = "process_resident_memory_bytes"
 
@@ -144,6 +148,94 @@ def memory_growth_within(
         )
         reason += f" (limit < {max_percent:g} %)"
     return verdict(ok, reason, max_percent=max_percent, window_fraction=fraction, services=figures)
+
+
+def theil_sen(points: list[tuple[float, float]]) -> float | None:
+    """The median of the slopes between every two points with different x (Theil-Sen): a
+    slope that one step (an arena the allocator grabs, a GC pause) does not decide."""
+    slopes = sorted(
+        (y2 - y1) / (x2 - x1)
+        for i, (x1, y1) in enumerate(points)
+        for x2, y2 in points[i + 1 :]
+        if x2 != x1
+    )
+    if not slopes:
+        return None
+    mid = len(slopes) // 2
+    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
+
+
+def memory_per_message_within(
+    label: str,
+    max_bytes_per_message: float,
+    counter: str = "messaging_messages_accepted_total",
+    counter_service: str = "api",
+    services: list = None,
+    warmup_fraction: float = 0.2,
+    metric: str = MEMORY_METRIC,
+    min_messages: int = 500,
+    min_samples: int = 10,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Verdict:
+    """
+    Whether each service's memory (`metric`, default process_resident_memory_bytes: every
+    process of the service, summed) grew by less than `max_bytes_per_message` bytes per
+    message: the Theil-Sen slope of memory against `counter` (messages handled, sampled on
+    `counter_service` at the same ticks by `sample_metrics(label=...)`), over the samples after
+    the first `warmup_fraction` (pools and caches filling). At least `min_messages` messages
+    and `min_samples` samples must remain after the warm-up. Returns `{"ok",
+    "max_bytes_per_message", "services": {name: {"samples", "messages", "bytes_per_message",
+    "growth_bytes", "ok"}}}`. Holds before the method; after it, missing samples fail.
+    """
+    limit, warmup = float(max_bytes_per_message), float(warmup_fraction)
+    if not 0 <= warmup < 1:
+        raise ActivityFailed(f"warmup_fraction={warmup:g} must be in [0, 1)")
+    if held := held_before_method(configuration, max_bytes_per_message=limit, services={}):
+        return held
+    recorded, missing = _samples(label, home_of(configuration))
+    if recorded is None:
+        return verdict(False, missing, max_bytes_per_message=limit, services={})
+    counts = (recorded["services"].get(counter_service) or {}).get(counter) or []
+    figures, problems = {}, []
+    for name in services or sorted(recorded["services"]):
+        memory = (recorded["services"].get(name) or {}).get(metric) or []
+        pairs = [
+            (float(c), float(m))
+            for c, m in zip(counts, memory, strict=False)
+            if c is not None and m is not None
+        ]
+        pairs = pairs[math.floor(len(pairs) * warmup) :]
+        messages = pairs[-1][0] - pairs[0][0] if pairs else 0.0
+        if len(pairs) < max(int(min_samples), 2) or messages < int(min_messages):
+            problems.append(
+                f"{name}: {len(pairs)} samples and {messages:g} messages after the warm-up "
+                f"({counter} on {counter_service} beside {metric}), need {min_samples} and "
+                f"{min_messages}"
+            )
+            continue
+        slope = theil_sen(pairs) or 0.0
+        figures[name] = {
+            "samples": len(pairs),
+            "messages": round(messages),
+            "bytes_per_message": round(slope, 1),
+            "growth_bytes": round(pairs[-1][1] - pairs[0][1]),
+            "ok": slope < limit,
+        }
+        logger.info(
+            f"{name} {metric}: {slope:+.0f} bytes/message over {messages:g} messages "
+            f"(limit < {limit:g})"
+        )
+    ok = not problems and bool(figures) and all(f["ok"] for f in figures.values())
+    if problems:
+        reason = "; ".join(problems)
+        logger.warning(f"memory per message {label!r}: {reason}")
+    else:
+        reason = "memory growth per message " + ", ".join(
+            f"{n} {f['bytes_per_message']:+g} B" for n, f in figures.items()
+        )
+        reason += f" (limit < {limit:g} B/message)"
+    return verdict(ok, reason, max_bytes_per_message=limit, services=figures)
 
 
 def _samples(label: str, home: str | None) -> tuple[dict | None, str | None]:

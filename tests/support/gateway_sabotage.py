@@ -1,6 +1,6 @@
 """Test-only activities that restart the embedded stack's gateway with a sabotage switched on
-(``MSGSTACK_WS_SABOTAGE``, msgstack/config.py), so tests prove the WebSocket verdicts fail when
-the gateway really leaks, corrupts, drops, closes or does not resume.
+(a gateway mutant, ``MSGSTACK_MUTANT``, chaosmessaging/mutants.py), so tests prove the WebSocket
+verdicts fail when the gateway really leaks, corrupts, drops, closes or does not resume.
 
 Loaded by `chaos run` from tests via PYTHONPATH; never part of the extension.
 """
@@ -9,7 +9,15 @@ from chaosmessaging.stack.control import start_service, stop_service
 from chaosmessaging.stack.state import load_state, save_state
 from chaosmessaging.util import home_of
 
-ENV = "MSGSTACK_WS_SABOTAGE"
+ENV = "MSGSTACK_MUTANT"
+# a sabotage's short name -> the gateway mutant that is that bug (the first four strike once)
+SABOTAGES = {
+    "leak": "gateway_leaks_a_frame",
+    "corrupt": "gateway_corrupts_a_byte",
+    "drop": "gateway_drops_a_frame",
+    "close": "gateway_closes_a_socket",
+    "no-resume": "gateway_no_resume",
+}
 
 
 def restart_gateway(
@@ -22,7 +30,7 @@ def restart_gateway(
     env = dict(record.env)
     env.pop(ENV, None)
     if sabotage:
-        env[ENV] = sabotage
+        env[ENV] = ",".join(SABOTAGES[name.strip()] for name in sabotage.split(","))
     for key, value in (extra_env or {}).items():
         if value is None:
             env.pop(key, None)

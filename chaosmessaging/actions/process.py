@@ -335,18 +335,16 @@ def restart_service(
 
 
 def resume_service(name: str, configuration: Configuration = None, secrets: Secrets = None) -> dict:
-    """Resume an embedded stack service paused by `kill_service(signal="SIGSTOP")` (SIGCONT),
-    and clear its pause from the fault ledger. Returns ``{"resumed": pid, "target": ...}``."""
-    from chaosmessaging.stack import control
-
+    """Resume a service paused by `kill_service(signal="SIGSTOP")` (SIGCONT, or the backend's
+    unpause), and clear its pause from the fault ledger. Returns ``{"resumed": [...], "target":
+    ...}``."""
     home = _home(configuration)
-    try:
-        record = control.stop_service(name, "SIGCONT", home=home)
-    except (StackNotRunning, KeyError) as exc:
-        raise ActivityFailed(str(exc).strip("'\"")) from None
+    backend = backend_for(name, configuration, secrets)
+    found = backend.unpause(name)
     faults.clear(f"service:{name}", home, kind="process_paused")
-    logger.info(f"resumed embedded service {name} (pid {record.pid})")
-    return {"resumed": record.pid, "target": f"service:{name}"}
+    ids = _instance_ids(backend, found)
+    logger.info(f"resumed {name} through the {backend.name} backend ({ids})")
+    return {"resumed": ids, "target": f"service:{name}"}
 
 
 # -- reverters (see chaosmessaging.faults) ---------------------------------------------------

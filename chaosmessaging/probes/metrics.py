@@ -413,11 +413,12 @@ def wait_for_counter_growth(
     before = _since(since, configuration)
     if before is None:
         raise ActivityFailed(f"no snapshot {since!r}: add snapshot_metrics(label={since!r}) first")
+    name = metric_name(name, configuration, secrets)
     then = select(before, name, labels or {}) or 0.0
-    url = service_url(service, url, "/metrics", configuration, secrets)
+    source = metrics_source(service, url, configuration, secrets)
     started = time.monotonic()
     while True:
-        grew = (select(scrape(url, 5.0), name, labels or {}) or 0.0) - then
+        grew = (select(source.samples(5.0), name, labels or {}) or 0.0) - then
         waited = round(time.monotonic() - started, 2)
         if grew >= float(min_increase):
             logger.info(f"{name} grew by {grew:g} since {since!r} after {waited:g}s")

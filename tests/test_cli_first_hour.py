@@ -85,10 +85,18 @@ def test_the_traceback_file_named_on_the_error_line_holds_the_traceback(tmp_path
     home = tmp_path / "home"
     if home_exists:
         (home / "logs").mkdir(parents=True)
-    # a history file that is a directory: an unexpected error (IsADirectoryError)
-    (tmp_path / "history.json").mkdir()
+    # an unexpected error: a command that fails with a bug (every input the CLI knows is checked,
+    # so the bug is planted: the real `main` and its error handling, one command replaced)
+    planted = (
+        "import sys\n"
+        "from chaosmessaging import cli\n"
+        "def _bug(args):\n"
+        "    raise IsADirectoryError('a planted bug')\n"
+        "cli._revert = _bug\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
     done = subprocess.run(
-        [CLI, "--home", str(home), "baseline", "--history", str(tmp_path / "history.json")],
+        [sys.executable, "-c", planted, "--home", str(home), "revert"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,9 +18,10 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging import runs, targets
-from chaosmessaging.clients.ws import login
+from chaosmessaging import runs
+from chaosmessaging.clients.platform import PlatformCallFailed, PlatformClient
 from chaosmessaging.config import lookup
+from chaosmessaging.platform import PlatformError, load_platform
 from chaosmessaging.util import home_of
 
 __all__ = ["remove_participants"]
@@ -34,8 +35,9 @@ def remove_participants(
 ) -> dict:
     """
     Remove the last participant of each of the first `conversations` conversations of the
-    WebSocket clients `label` (its poster stays), as the poster, through `DELETE
-    /v1/conversations/{id}/participants/{user_id}`; the removed users' devices stay connected.
+    WebSocket clients `label` (its poster stays), as the poster, through the platform file's
+    `participants.remove` (reference: `DELETE /v1/conversations/{id}/participants/{user_id}`);
+    the removed users' devices stay connected.
     Records the run fact ``removed:<label>``: [{"conversation", "user", "at"}] (`at`: epoch
     seconds when the API acknowledged the removal). Returns it.
     """
@@ -50,35 +52,32 @@ def remove_participants(
             f"poster; {conversations} removals asked"
         )
     password = str(lookup("messaging_loadtest_password", configuration, secrets))
-    auth = targets.check(
-        str(lookup("messaging_auth_url", configuration, secrets)),
-        "messaging_auth_url",
-        configuration,
-        secrets,
-    )
-    api = targets.check(
-        str(lookup("messaging_api_url", configuration, secrets)),
-        "messaging_api_url",
-        configuration,
-        secrets,
-    )
+    try:
+        platform = load_platform(configuration=configuration, secrets=secrets)
+    except PlatformError as exc:
+        raise ActivityFailed(str(exc)) from None
+    op = platform.participants.remove if platform.participants else None
+    if op is None:
+        raise ActivityFailed(
+            f"the platform file of {platform.name!r} describes no participants.remove: "
+            "this activity cannot run on it"
+        )
+    client = PlatformClient(platform, configuration, secrets)
+    users = list(fleet["users"])
     removed = list(runs.fact(f"removed:{label}", default=[], home=home))
     for conversation in chosen:
         poster, user = conversation["members"][0], conversation["members"][-1]
         try:
-            token = login(auth, poster, password)["token"]
-            user_id = login(auth, user, password)["user_id"]
-            r = httpx.delete(
-                f"{api.rstrip('/')}/v1/conversations/{conversation['id']}/participants/{user_id}",
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=10,
-            )
-        except httpx.HTTPError as exc:
+            token = client.login(poster, password, users.index(poster)).token
+            user_id = client.login(user, password, users.index(user)).user_id
+            values = {"conversation_id": conversation["id"], "user_id": user_id}
+            reply = client.call("participants.remove", op, values, token)
+        except (PlatformCallFailed, httpx.HTTPError) as exc:
             raise ActivityFailed(f"removing {user} from {conversation['id']}: {exc}") from None
-        if r.status_code != 200:
+        if reply.status_code not in op.ok:
             raise ActivityFailed(
-                f"removing {user} from {conversation['id']} answered HTTP {r.status_code}: "
-                f"{r.text[:200]}"
+                f"removing {user} from {conversation['id']} answered HTTP {reply.status_code}: "
+                f"{reply.text[:200]}"
             )
         removed.append({"conversation": conversation["id"], "user": user, "at": time.time()})
         runs.record(f"removed:{label}", removed, home=home)

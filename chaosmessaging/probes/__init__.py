@@ -29,6 +29,8 @@
 - `delivery`: client-side delivery accounting of WebSocket devices (every acknowledged message on
   every participant's device exactly once, byte-exact, never leaked; latency, disconnects,
   steady frame rate) and non-participant reads denied
+- `platform_results`: verdicts on runs against a platform file (`actions.platform_load`):
+  client-side evidence only (loss, duplication, leaks, latency, outage answers)
 
 Probes never change the system they look at and never import the reference stack or the actions:
 they talk to any platform over its network interfaces through `chaosmessaging.clients`, with

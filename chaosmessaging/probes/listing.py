@@ -19,7 +19,7 @@ from logzero import logger
 
 from chaosmessaging import targets
 from chaosmessaging.clients.postgres import pg_fetch
-from chaosmessaging.clients.ws import login
+from chaosmessaging.clients.platform import login
 from chaosmessaging.config import lookup
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 

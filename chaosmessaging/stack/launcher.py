@@ -26,7 +26,6 @@ from pathlib import Path
 
 import httpx
 
-from chaosmessaging.config import lookup
 from chaosmessaging.stack import containers, servers, synapse
 from chaosmessaging.stack.control import NotOurProcess, spawn, stop_owned, stop_service
 from chaosmessaging.stack.health import wait_healthy, wait_ready
@@ -284,12 +283,12 @@ def _plan_matrix(home: Path) -> dict[str, ServiceRecord]:
     }
 
 
-def _register_matrix_users(record: ServiceRecord, home: Path, log: Path) -> int:
+def _register_matrix_users(record: ServiceRecord, home: Path, log: Path, settings: Settings) -> int:
     """Create `<prefix>-0 .. <prefix>-<users-1>` on Synapse with the load-test password (it
     travels in request bodies only: never a command line, stack.json or a log)."""
-    count = int(lookup("messaging_loadtest_users"))
-    prefix = str(lookup("messaging_loadtest_prefix"))
-    password = str(lookup("messaging_loadtest_password"))
+    count = int(settings.loadtest_users)
+    prefix = str(settings.loadtest_prefix)
+    password = str(settings.loadtest_password)
     servers.mark_attempt(log, "registering Matrix load-test users")
     try:
         made = synapse.register_users(
@@ -575,7 +574,7 @@ def _start(
             if name == "synapse":
                 wait_ready(record, timeout=120)
                 say("registering Matrix load-test users")
-                _register_matrix_users(record, root, root / "logs" / "register.log")
+                _register_matrix_users(record, root, root / "logs" / "register.log", settings)
         _wait_ready(state)
         state.starting = False
         save_state(state)

@@ -19,7 +19,7 @@ from logzero import logger
 
 from chaosmessaging import targets
 from chaosmessaging.clients.postgres import pg_fetch
-from chaosmessaging.clients.platform import login
+from chaosmessaging.clients.platform import PlatformCallFailed, login
 from chaosmessaging.config import lookup
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
@@ -99,7 +99,7 @@ def conversation_lists_complete(
         name = f"{prefix}-{n}"
         try:
             session = login(auth, name, password)
-        except httpx.HTTPError as exc:
+        except (PlatformCallFailed, httpx.HTTPError) as exc:
             raise ActivityFailed(f"cannot log in as {name} to walk its list: {exc}") from None
         rows = pg_fetch(MEMBERSHIP_SQL, (session["user_id"],), dsn, configuration, secrets)
         truth = {r[0] for r in rows}

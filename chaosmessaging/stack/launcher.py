@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chaosmessaging.config import lookup
-from chaosmessaging.stack import containers, servers
+from chaosmessaging.stack import servers
 from chaosmessaging.stack.control import spawn, stop_owned, stop_service
 from chaosmessaging.stack.health import wait_healthy, wait_ready
 from chaosmessaging.stack.state import (
@@ -370,6 +370,8 @@ def _start(
             state.services[name] = records[name]
             save_state(state)
             if image is not None and name in APP_SERVICES:
+                from chaosmessaging.stack import containers
+
                 record = containers.run(records[name], image, root, docker_host)
                 save_state(state)
                 containers.wait_healthy(record, timeout=60)
@@ -391,6 +393,8 @@ def _start(
             )
             stopped = _stop_all(state) + stop_owned(root)
             if image is not None:
+                from chaosmessaging.stack import containers
+
                 stopped += containers.remove_owned(root, docker_host)
             say("stopped: " + (", ".join(stopped) if stopped else "nothing had started"))
             state_path(root).unlink(missing_ok=True)
@@ -438,6 +442,8 @@ def ensure_up(
             if progress:
                 progress(f"{name} was not running: starting it")
             if state.services[name].backend == "docker":
+                from chaosmessaging.stack import containers
+
                 containers.start(state.services[name], timeout=60)
                 continue
             start_service(name, state=state, timeout=60)
@@ -450,6 +456,8 @@ def _stop_all(state: StackState) -> list[str]:
     for name in reversed(SERVICE_ORDER):
         record = state.services.get(name)
         if record is not None and record.backend == "docker":
+            from chaosmessaging.stack import containers
+
             if containers.remove(record):
                 stopped.append(f"{name} (container)")
         elif record is not None and record.alive():
@@ -478,6 +486,8 @@ def down(home: str | os.PathLike | None = None, purge: bool = False) -> list[str
         stopped = _stop_all(state)
         hosts = {(r.docker or {}).get("docker_host") for r in state.services.values() if r.docker}
         for host in hosts:
+            from chaosmessaging.stack import containers
+
             stopped += [f"unrecorded container {c}" for c in containers.remove_owned(root, host)]
         state_path(root).unlink(missing_ok=True)
     stopped += [f"unrecorded {p}" for p in stop_owned(root)]

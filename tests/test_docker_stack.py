@@ -31,7 +31,8 @@ from chaosmessaging.stack import launcher, servers
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 from dockerd import Unavailable, start_engine, stop_engine  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# a clean machine builds the image first (minutes: mmdebstrap), inside the first test's set-up
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"

@@ -51,6 +51,9 @@ class Arm:
     condition: Callable[[bool], object]
     deadline: float | None = None
     after_s: float = 0.0
+    #: set the moment the kill is sent (a start that sees its service die can tell it was us),
+    #: `fired` once the kill is done (the service gone, `killed` filled in)
+    pulled: threading.Event = field(default_factory=threading.Event)
     fired: threading.Event = field(default_factory=threading.Event)
     seen: dict = field(default_factory=dict)
     killed: list[Identity] = field(default_factory=list)
@@ -113,9 +116,11 @@ class Trigger:
         return alive
 
     def _fire(self, arm: Arm) -> bool:
+        arm.pulled.set()
         try:
             arm.killed = self.backend.kill(self.service, self.signal)
         except BackendError as error:  # not running after all (exited on its own?)
+            arm.pulled.clear()
             arm.seen["error"] = str(error)
             self._alive = (0.0, False)
             return False

@@ -62,7 +62,7 @@ def crash_during_catch_up(
             backend.start(name, timeout)
             faults.clear(f"service:{name}", home)
         except BackendError:
-            if not armed.fired.is_set():  # it failed on its own, not because we killed it
+            if not armed.pulled.is_set():  # it failed on its own, not because we killed it
                 raise
         armed.fired.wait(max(0.0, float(timeout) - (time.monotonic() - started)))
         trigger.disarm()

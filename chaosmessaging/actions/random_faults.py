@@ -182,7 +182,7 @@ class RandomKills:
             try:
                 self._start()
             except BackendError:
-                if armed is None or not armed.fired.is_set():  # failed on its own, not by our kill
+                if armed is None or not armed.pulled.is_set():  # failed on its own, not our kill
                     raise
         if armed is None:
             armed = trigger.arm(self._arm(n, moment))

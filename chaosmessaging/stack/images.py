@@ -21,6 +21,7 @@ import hashlib
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -89,23 +90,36 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
-def _run(cmd: list[str], what: str, log: Path, timeout: float = 900) -> None:
+def _run(cmd: list[str], what: str, log: Path, timeout: float = 1200) -> None:
+    """Run a build step in a process group of its own, so an interrupted build (Ctrl-C, a
+    test's timeout) leaves no mmdebstrap, apt or dpkg behind."""
     with open(log, "ab") as out:
         out.write(f"\n$ {' '.join(cmd)}\n".encode())
         out.flush()
         try:
-            done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         except FileNotFoundError:
             raise ImageError(
                 f"{what}: {cmd[0]} is not installed (Debian: apt-get install {cmd[0]})"
             ) from None
-        except subprocess.TimeoutExpired:
-            raise ImageError(f"{what}: still running after {timeout:g} s (see {log})") from None
-    if done.returncode != 0:
+        try:
+            code = proc.wait(timeout)
+        except BaseException as exc:
+            # SIGTERM first: mmdebstrap then unmounts what it mounted in its chroot
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise ImageError(f"{what}: still running after {timeout:g} s (see {log})") from None
+            raise
+    if code != 0:
         lines = log.read_text(errors="replace").strip().splitlines()[-8:]
-        raise ImageError(
-            f"{what} failed (exit {done.returncode}, log {log}):\n  " + "\n  ".join(lines)
-        )
+        raise ImageError(f"{what} failed (exit {code}, log {log}):\n  " + "\n  ".join(lines))
 
 
 def base_rootfs(log: Path | None = None) -> tuple[Path, float]:

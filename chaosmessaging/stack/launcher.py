@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from chaosmessaging.stack import containers, servers, synapse
+from chaosmessaging.stack import servers, synapse
 from chaosmessaging.stack.control import NotOurProcess, spawn, stop_owned, stop_service
 from chaosmessaging.stack.health import wait_healthy, wait_ready
 from chaosmessaging.stack.state import (
@@ -562,6 +562,8 @@ def _start(
             state.services[name] = records[name]
             save_state(state)
             if image is not None and name in APP_SERVICES:
+                from chaosmessaging.stack import containers
+
                 record = containers.run(records[name], image, root, docker_host)
                 save_state(state)
                 containers.wait_healthy(record, timeout=60)
@@ -587,6 +589,8 @@ def _start(
             )
             stopped = _stop_all(state) + stop_owned(root)
             if image is not None:
+                from chaosmessaging.stack import containers
+
                 stopped += containers.remove_owned(root, docker_host)
             say("stopped: " + (", ".join(stopped) if stopped else "nothing had started"))
             state_path(root).unlink(missing_ok=True)
@@ -634,6 +638,8 @@ def ensure_up(
             if progress:
                 progress(f"{name} was not running: starting it")
             if state.services[name].backend == "docker":
+                from chaosmessaging.stack import containers
+
                 containers.start(state.services[name], timeout=60)
                 continue
             start_service(name, state=state, timeout=60)
@@ -650,6 +656,8 @@ def _stop_all(state: StackState, refused: list[str] | None = None) -> list[str]:
         if record is None:
             continue
         if record.backend == "docker":
+            from chaosmessaging.stack import containers
+
             if containers.remove(record):
                 stopped.append(f"{name} (container)")
             continue
@@ -712,6 +720,8 @@ def down_report(home: str | os.PathLike | None = None, purge: bool = False) -> D
         report.stopped = _stop_all(state, report.refused)
         hosts = {(r.docker or {}).get("docker_host") for r in state.services.values() if r.docker}
         for host in hosts:
+            from chaosmessaging.stack import containers
+
             report.stopped += [
                 f"unrecorded container {c}" for c in containers.remove_owned(root, host)
             ]

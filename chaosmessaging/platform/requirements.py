@@ -76,7 +76,7 @@ _INTERNAL_METRICS = {
 # The reference stack's internals some experiments reach directly (Redis Streams, its tables,
 # its processes): described by services and evidence of the platform file, so another platform
 # reports them n/a instead of failing.
-_LEDGER = [Requirement("evidence")]
+_LEDGER = [Requirement("evidence", "sql")]
 _STREAMS = [Requirement("service", "consumer"), Requirement("config", "messaging_redis_url")]
 _DELIVERY = [Requirement("delivery"), Requirement("login")]
 _K6 = [Requirement("k6"), Requirement("login")]
@@ -258,6 +258,12 @@ def assess(
         if platform.evidence is None:
             return Status(
                 "n/a", "server-side ledger check: the platform file describes no evidence:"
+            )
+        if what == "sql" and platform.evidence.sql is None:
+            return Status(
+                "n/a",
+                "these ledger checks are SQL over the msgstack schema (evidence.sql); the "
+                "platform's evidence is a hook, which no shipped probe calls yet",
             )
         return RUNNABLE
     if kind == "metric":

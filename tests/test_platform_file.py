@@ -159,3 +159,19 @@ def test_an_operation_renders_as_a_request_and_its_reply_is_read_by_jsonpath():
     assert find_all("$.conversations[*].id", {"conversations": [{"id": 1}, {"id": 2}]}) == [1, 2]
     with pytest.raises(KeyError, match=r"body.title: no value for placeholder \{title\}"):
         render({"title": "{title}"}, {}, "body")
+
+
+def test_a_broken_platform_file_is_a_configuration_error_before_anything_runs(tmp_path):
+    """The standard control's validation names the platform file's field (nothing started)."""
+    from chaosmessaging.controls.validation import configuration_errors
+
+    doc = _reference_doc()
+    doc["send"]["ok"] = []
+    path = _write(tmp_path, doc)
+    experiment = json.loads((bundled("experiments") / "mixed_load.json").read_text())
+    errors = configuration_errors(
+        experiment, {**experiment["configuration"], "platform": str(path)}
+    )
+    assert errors == [
+        f"platform file {path}: send.ok: List should have at least 1 item after validation, not 0"
+    ]

@@ -31,6 +31,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
+from chaosmessaging.platform.metrics import MetricNotApplicable, metric_name
 from chaosmessaging.clients.http import service_url
 from chaosmessaging.clients.prometheus import scrape, select
 from chaosmessaging.clients.samples import samples_path
@@ -48,6 +49,13 @@ DEFAULT_METRICS = (
     "messaging_dispatch_lag_seconds",
 )
 DEFAULT_SERVICES = ("api", "dispatcher", "consumer")
+
+
+def _platform_metric(name: str, configuration: Configuration, secrets: Secrets) -> str | None:
+    try:
+        return metric_name(name, configuration, secrets)
+    except MetricNotApplicable:
+        return None
 
 
 def sample_metrics(
@@ -91,7 +99,13 @@ def sample_metrics(
             f"label {label!r} must be letters, digits, '_', '.' or '-' (it names the samples file)"
         )
     services = list(services or DEFAULT_SERVICES)
-    metrics = list(metrics or DEFAULT_METRICS)
+    # the platform's names for the metric roles (a role it does not have is not sampled: its
+    # verdicts say "n/a")
+    metrics = [
+        m
+        for m in (_platform_metric(x, configuration, secrets) for x in metrics or DEFAULT_METRICS)
+        if m
+    ]
     # resolve every address up front: a wrong service name fails now, not after 30 minutes
     urls = {s: service_url(s, None, "/metrics", configuration, secrets) for s in services}
     home = home_of(configuration)

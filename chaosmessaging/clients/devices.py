@@ -53,24 +53,29 @@ def _login(client: PlatformClient, user: str, password: str, n: int) -> Session:
 def _conversations(
     client: PlatformClient, plan: FleetPlan, names: list[str], sessions: dict[str, Session]
 ) -> list[dict]:
-    join = client.platform.participants.join
+    people = client.platform.participants
+    # a create that takes no participant list: add (invite) each one, as the creator
+    takes_list = "{participants}" in json.dumps(client.platform.conversations.create.body)
+    add = None if takes_list else people.add
     created = []
     for j in range(plan.conversations):
-        members = [
-            names[(j * plan.participants + k) % plan.users] for k in range(plan.participants)
-        ]
+        first = j * plan.participants
+        members = [names[(first + k) % plan.users] for k in range(plan.participants)]
         others = [sessions[m].user_id for m in members[1:]]
         try:
-            cid = client.create_conversation(sessions[members[0]], f"{plan.label}-{j}", others)
-            for member in members[1:] if join is not None else []:
-                reply = client.call(
-                    "participants.join",
-                    join,
-                    {"conversation_id": cid, "user_id": sessions[member].user_id},
-                    sessions[member].token,
-                )
-                if reply.status_code not in join.ok:
-                    raise PlatformCallFailed("participants.join", reply.status_code, reply.text)
+            creator = sessions[members[0]]
+            cid = client.create_conversation(creator, f"{plan.label}-{j}", others)
+            for member in members[1:]:
+                values = {"conversation_id": cid, "user_id": sessions[member].user_id}
+                for where, op, session in (
+                    ("participants.add", add, creator),
+                    ("participants.join", people.join, sessions[member]),
+                ):
+                    if op is None:
+                        continue
+                    reply = client.call(where, op, values, session.token)
+                    if reply.status_code not in op.ok:
+                        raise PlatformCallFailed(where, reply.status_code, reply.text)
         except (PlatformCallFailed, httpx.HTTPError) as exc:
             raise ActivityFailed(f"creating conversation {j} failed: {exc}") from None
         created.append({"id": cid, "members": members})

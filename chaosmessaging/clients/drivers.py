@@ -87,5 +87,9 @@ def normalize(frame: Frame, doc: Any) -> dict:
         "client_msg_id": field(frame.client_msg_id),
         "payload": payload,
         "seq": field(frame.seq),
-        "accepted_at": accepted if isinstance(accepted, int | float) else None,
+        "accepted_at": (
+            (accepted / 1000 if frame.accepted_at_unit == "ms" else accepted)
+            if isinstance(accepted, int | float) and not isinstance(accepted, bool)
+            else None
+        ),
     }

@@ -36,6 +36,7 @@ from typing import Any
 from chaoslib.types import Configuration, Experiment, Journal, Secrets
 from logzero import logger
 
+from chaosmessaging.platform import PlatformError, load_platform
 from chaosmessaging import targets
 from chaosmessaging.config import KEYS, lookup
 
@@ -200,6 +201,11 @@ def configuration_errors(
                 f"{key} points at {host}, which is not loopback: list it in "
                 f"allow_hosts (or {targets.ALLOW_ENV}) if you mean to test it"
             )
+    # the platform file (docs/platforms.md): a mistake there is a configuration error too
+    try:
+        load_platform(configuration=configuration, secrets=secrets)
+    except PlatformError as exc:
+        errors.extend(f"platform file {exc.path}: {line}" for line in exc.errors)
     return errors
 
 

@@ -16,9 +16,11 @@ resolved value.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +76,19 @@ def platform_path(configuration: Configuration = None, secrets: Secrets = None) 
 
 
 def read_document(path: str | Path) -> dict:
-    """The file's raw mapping (YAML or JSON; JSON is YAML), before interpolation."""
+    """The file's raw mapping (YAML or JSON; JSON is YAML), before interpolation. Parsed once
+    per version of the file (probes poll it)."""
     path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise PlatformError(path, [f"cannot read it: {exc.strerror or exc}"]) from None
+    return copy.deepcopy(_parsed(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@lru_cache(maxsize=16)
+def _parsed(name: str, mtime_ns: int, size: int) -> dict:
+    path = Path(name)
     try:
         text = path.read_text()
     except OSError as exc:

@@ -298,3 +298,39 @@ def assess(
     if kind == "login":
         return (live or {}).get("login", RUNNABLE)
     return Status("needs", f"unknown requirement {kind!r}")
+
+
+def platform_applies(func: Callable) -> Callable:
+    """For a verdict probe: when the run's platform file says the platform has no part the
+    probe's catalogue entry needs (a delivery channel, a ledger, a service, an operation, a
+    metric role), the verdict is "n/a" with that reason (`verdicts.not_applicable`), the same
+    reason `check-platform` gives. The probe's own signature is kept (`chaos discover`)."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(func)
+    n_a_kinds = {"delivery", "evidence", "metric", "service", "readiness", "operation", "endpoint"}
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from chaosmessaging.platform.loader import PlatformError, load_platform
+        from chaosmessaging.verdicts import not_applicable
+
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        configuration = bound.arguments.get("configuration")
+        secrets = bound.arguments.get("secrets")
+        try:
+            platform = load_platform(configuration=configuration, secrets=secrets)
+        except PlatformError as exc:
+            from chaoslib.exceptions import ActivityFailed
+
+            raise ActivityFailed(str(exc)) from None
+        for req in requirements_of(func.__module__, func.__name__, dict(bound.arguments)):
+            if req.kind in n_a_kinds:
+                status = assess(req, platform, configuration, secrets)
+                if status.state == "n/a":
+                    return not_applicable(status.why)
+        return func(*args, **kwargs)
+
+    return wrapper

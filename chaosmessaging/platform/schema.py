@@ -200,6 +200,7 @@ class Frame(_Strict):
     payload_encoding: Literal["base64", "text"] = "base64"
     seq: str | None = None
     accepted_at: str | None = None
+    accepted_at_unit: Literal["s", "ms"] = "s"  # epoch seconds, or milliseconds (Matrix)
     sender: str | None = None
 
     _paths = field_validator(

@@ -7,65 +7,20 @@ The k6 summary's accepted counter cross-checks the database: a 202 the API gave 
 the database does not hold is loss before the outbox.
 """
 
-import time
-from collections import Counter
-
-import redis
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
+from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
-from chaosmessaging.config import lookup
 from chaosmessaging.clients.postgres import pg_fetch
-from chaosmessaging.clients.redis import redis_client, redis_unreachable
-from chaosmessaging.probes.k6 import k6_metric
 from chaosmessaging.util import home_of
+from chaosmessaging.evidence.ledger import ledger_accounting
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
 
 __all__ = ["delivery_latency", "latency_recovered", "message_accounting", "payloads_intact"]
 
-_COUNTS = """
-SELECT count(*) AS acknowledged,
-       count(d.message_id) AS delivered,
-       count(*) FILTER (WHERE d.redeliveries > 0) AS redelivered,
-       count(*) FILTER (WHERE $2::float8 IS NOT NULL
-                        AND d.delivered_at - m.created_at > make_interval(secs => $2::float8))
-         AS late
-FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
-WHERE starts_with(m.client_msg_id, $1)
-"""
 
-# duplicates are impossible while `deliveries.message_id` is the primary key; counted anyway
-# so a platform whose ledger lacks that key is caught rather than trusted
-_DUPLICATED = """
-SELECT count(*) FROM (
-  SELECT d.message_id FROM deliveries d JOIN messages m ON m.id = d.message_id
-  WHERE starts_with(m.client_msg_id, $1) GROUP BY d.message_id HAVING count(*) > 1) AS twice
-"""
-
-_LOST = """
-WITH lost AS (
-  SELECT m.id, m.client_msg_id, m.created_at
-  FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
-  WHERE starts_with(m.client_msg_id, $1) AND d.message_id IS NULL)
-SELECT lost.client_msg_id, o.id AS outbox_id, o.dispatched_at IS NOT NULL AS dispatched,
-       o.parked_at IS NOT NULL AS parked, o.dead_at IS NOT NULL AS dead, o.stream_id
-FROM lost LEFT JOIN LATERAL (
-  SELECT * FROM outbox WHERE outbox.message_id = lost.id ORDER BY outbox.id DESC LIMIT 1) o
-  ON true
-ORDER BY lost.created_at, lost.client_msg_id
-LIMIT $2
-"""
-
-# where a lost message was last seen, in pipeline order
-PLACES = ("undispatched", "parked", "dead", "in_stream", "pending", "nowhere")
-
-
-_IN_RUN = """
-SELECT count(*) FROM messages WHERE id = ANY($1::uuid[]) AND starts_with(client_msg_id, $2)
-"""
-
-
+@platform_applies
 def message_accounting(
     run_id: str = None,
     settle_timeout: float = 60.0,
@@ -106,101 +61,24 @@ def message_accounting(
     `stream_scan_max` entries) is also scanned: `stream_duplicates` counts the run's messages
     published more than once (the consumer must have suppressed them), else it is null.
     """
-    explicit = bool(run_id)
     prefix, k6_summaries = _scope(run_id, k6_summary_path, configuration)
-    run_id = run_id or prefix.rstrip("/:")
-    started = time.monotonic()
-    late = None if late_after_s is None else float(late_after_s)
-    while True:
-        counts = pg_fetch(_COUNTS, (prefix, late), dsn, configuration, secrets)[0]
-        missing = counts["acknowledged"] - counts["delivered"]
-        elapsed = time.monotonic() - started
-        if missing == 0 or elapsed + poll_interval > settle_timeout:
-            break
-        logger.debug(f"run {run_id}: {missing} messages not delivered yet, waiting")
-        time.sleep(poll_interval)
-
-    places: dict[str, list[str]] = {place: [] for place in PLACES}
-    lost_ids: list[str] = []
-    if missing:
-        rows = pg_fetch(
-            _LOST, (prefix, max(int(place_scan_max), int(max_ids))), dsn, configuration, secrets
-        )
-        places = _last_seen(rows, configuration, secrets)
-        lost_ids = [row["client_msg_id"] for row in rows[: int(max_ids)]]
-    duplicated = pg_fetch(_DUPLICATED, (prefix,), dsn, configuration, secrets)[0][0]
-    k6_accepted = None
-    if k6_summaries:
-        k6_accepted = sum(
-            int(k6_metric(path, accepted_metric, "count", default=0)) for path in k6_summaries
-        )
-    result = {
-        "run_id": run_id,
-        "acknowledged": counts["acknowledged"],
-        "delivered": counts["delivered"],
-        "lost": missing,
-        "lost_ids": lost_ids,
-        "pending": len(places["undispatched"]) + len(places["parked"]),
-        "parked": len(places["parked"]),
-        "dead": len(places["dead"]),
-        "last_seen": {place: len(ids) for place, ids in places.items()},
-        "last_seen_ids": {place: ids[: int(max_ids)] for place, ids in places.items() if ids},
-        "redelivered": counts["redelivered"],
-        "duplicated": int(duplicated),
-        "late": None if late is None else counts["late"],
-        "k6_accepted": k6_accepted,
-        "api_acknowledged_missing": (
-            None if k6_accepted is None else max(0, k6_accepted - counts["acknowledged"])
-        ),
-        "stream_duplicates": (
-            _stream_duplicates(prefix, stream_scan_max, dsn, configuration, secrets)
-            if check_stream
-            else None
-        ),
-        "settled_s": round(time.monotonic() - started, 3),
-    }
-    expected = explicit or runs.method_started(home_of(configuration))
-    # after a load, zero acknowledged messages is no proof of zero loss: it fails the verdict
-    problems = []
-    if counts["acknowledged"] == 0 and expected:
-        problems.append(f"no message of this run ('{prefix}') reached the database")
-    if missing:
-        seen = ", ".join(
-            f"{n} {place.replace('_', ' ')}" for place, n in result["last_seen"].items() if n
-        )
-        problems.append(
-            f"{missing} of {counts['acknowledged']} acknowledged messages lost (last seen: {seen})"
-        )
-    if result["duplicated"]:
-        problems.append(f"{result['duplicated']} delivered twice")
-    if result["api_acknowledged_missing"]:
-        problems.append(
-            f"{result['api_acknowledged_missing']} accepted by the API (k6) but "
-            "missing from the database"
-        )
-    result = verdict(
-        not problems,
-        "; ".join(problems) or f"all {counts['acknowledged']} acknowledged messages delivered once",
-        **result,
+    return ledger_accounting(
+        prefix,
+        k6_summaries,
+        run_id=run_id or prefix.rstrip("/:"),
+        expected=bool(run_id) or runs.method_started(home_of(configuration)),
+        settle_timeout=float(settle_timeout),
+        poll_interval=float(poll_interval),
+        late_after_s=late_after_s,
+        accepted_metric=accepted_metric,
+        max_ids=int(max_ids),
+        check_stream=bool(check_stream),
+        stream_scan_max=int(stream_scan_max),
+        place_scan_max=int(place_scan_max),
+        dsn=dsn,
+        configuration=configuration,
+        secrets=secrets,
     )
-    if counts["acknowledged"] == 0 and expected:
-        logger.warning(
-            f"run {run_id}: no message has a client_msg_id starting with "
-            f"'{prefix}' — wrong run id, or the load never reached the API?"
-        )
-    if missing:
-        seen = ", ".join(f"{n} {place}" for place, n in result["last_seen"].items() if n)
-        logger.warning(
-            f"run {run_id}: {missing} of {counts['acknowledged']} messages not "
-            f"delivered after {settle_timeout}s (last seen: {seen}); lost ids: "
-            f"{result['lost_ids']}"
-        )
-    if result["api_acknowledged_missing"]:
-        logger.warning(
-            f"run {run_id}: k6 counted {k6_accepted} accepted messages but the "
-            f"database holds {counts['acknowledged']}"
-        )
-    return result
 
 
 def _scope(
@@ -252,6 +130,7 @@ def delivery_latency(
     }
 
 
+@platform_applies
 def latency_recovered(
     baseline: str = "baseline",
     degraded: str = "degraded",
@@ -301,71 +180,6 @@ def latency_recovered(
     return result
 
 
-def _stream_duplicates(
-    prefix: str, scan_max: int, dsn: str, configuration: Configuration, secrets: Secrets
-) -> int:
-    """How many of the run's messages appear more than once in the (possibly trimmed) stream."""
-    stream = lookup("messaging_stream", configuration, secrets)
-    client, url = redis_client(None, configuration, secrets)
-    seen: Counter = Counter()
-    start, scanned = "-", 0
-    try:
-        while scanned < scan_max:
-            want = min(1000, scan_max - scanned)
-            page = client.xrange(stream, start, "+", want)
-            seen.update(fields.get("message_id") for _, fields in page)
-            scanned += len(page)
-            if len(page) < want:
-                break
-            start = "(" + page[-1][0]
-    except (redis.ConnectionError, redis.TimeoutError) as error:
-        raise redis_unreachable(url, error) from None
-    twice = [message_id for message_id, count in seen.items() if message_id and count > 1]
-    if not twice:
-        return 0
-    return int(pg_fetch(_IN_RUN, (twice, prefix), dsn, configuration, secrets)[0][0])
-
-
-def _last_seen(rows: list, configuration: Configuration, secrets: Secrets) -> dict[str, list[str]]:
-    """Sort lost messages (rows of `_LOST`) by where they were last seen; published ones are
-    looked up in the stream and the group's pending entries (one pipeline)."""
-    places: dict[str, list[str]] = {place: [] for place in PLACES}
-    published = []
-    for row in rows:
-        if row["outbox_id"] is None:
-            places["nowhere"].append(row["client_msg_id"])
-        elif row["dead"]:
-            places["dead"].append(row["client_msg_id"])
-        elif not row["dispatched"]:
-            places["parked" if row["parked"] else "undispatched"].append(row["client_msg_id"])
-        elif not row["stream_id"]:
-            places["nowhere"].append(row["client_msg_id"])  # "dispatched" without an entry
-        else:
-            published.append(row)
-    if not published:
-        return places
-    stream = lookup("messaging_stream", configuration, secrets)
-    group = lookup("messaging_group", configuration, secrets)
-    client, url = redis_client(None, configuration, secrets)
-    try:
-        pipe = client.pipeline(transaction=False)
-        for row in published:
-            pipe.xrange(stream, row["stream_id"], row["stream_id"], count=1)
-            pipe.xpending_range(stream, group, row["stream_id"], row["stream_id"], 1)
-        replies = pipe.execute(raise_on_error=False)
-    except (redis.ConnectionError, redis.TimeoutError) as error:
-        raise redis_unreachable(url, error) from None
-    for n, row in enumerate(published):
-        entry, pending = replies[2 * n], replies[2 * n + 1]
-        if isinstance(pending, list) and pending:
-            places["pending"].append(row["client_msg_id"])
-        elif isinstance(entry, list) and entry:
-            places["in_stream"].append(row["client_msg_id"])
-        else:
-            places["nowhere"].append(row["client_msg_id"])
-    return places
-
-
 # k6/message_load.js with DIGEST=1 ends each client_msg_id with ".<sha256 hex of the payload>"
 _INTACT = """
 SELECT count(*) AS messages,
@@ -381,6 +195,7 @@ WHERE starts_with(m.client_msg_id, $1)
 """
 
 
+@platform_applies
 def payloads_intact(
     run_id: str = None,
     max_ids: int = 20,

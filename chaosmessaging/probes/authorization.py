@@ -17,6 +17,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
+from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.http import service_url
 from chaosmessaging.clients.prometheus import scrape, select
@@ -74,6 +75,7 @@ def _grew(
     return (select(now, name, {}) or 0.0) - (select(before, name, {}) or 0.0)
 
 
+@platform_applies
 def unauthorized_access_denied(
     label: str,
     since: str,
@@ -155,6 +157,7 @@ def unauthorized_access_denied(
     return verdict(True, reason, **figures)
 
 
+@platform_applies
 def version_conflicts_detected(
     label: str,
     since: str,

@@ -29,7 +29,7 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import runs
-from chaosmessaging.clients.http import service_url
+from chaosmessaging.clients.http import Readiness, service_url
 from chaosmessaging.clients.samples import samples_path
 from chaosmessaging.stack.state import StackNotRunning, load_state
 from chaosmessaging.util import atomic_write_json, home_of
@@ -75,6 +75,7 @@ def watch_services(
         raise ActivityFailed(f"label {label!r} must be letters, digits, '_', '.' or '-'")
     services = list(services or DEFAULT_SERVICES)
     urls = {s: service_url(s, None, "/readyz", configuration, secrets) for s in services}
+    specs = {s: Readiness(s, configuration, secrets) for s in services}
     import httpx
 
     answers: dict[str, list] = {s: [] for s in services}
@@ -88,10 +89,9 @@ def watch_services(
                     response = client.get(url)
                     status = response.status_code
                     try:
-                        checks = response.json().get("checks") or {}
-                    except (ValueError, AttributeError):
-                        checks = {}
-                    degraded = sorted(k for k, v in checks.items() if v != "ok")
+                        _, degraded = specs[service].checks(response.json())
+                    except ValueError:
+                        degraded = []
                     error = None
                 except httpx.HTTPError as exc:
                     status, degraded, error = 0, [], f"{type(exc).__name__}: {exc}"[:200]

@@ -19,6 +19,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
+from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.http import service_url
 from chaosmessaging.clients.prometheus import scrape, select
@@ -51,6 +52,7 @@ def _counts(url: str) -> tuple[float, float]:
     return hits, misses
 
 
+@platform_applies
 def cache_hit_ratio_at_least(
     since: str,
     min_ratio: float,
@@ -147,6 +149,7 @@ def watch_hit_ratio_recovery(
     return result
 
 
+@platform_applies
 def hit_ratio_recovered(
     label: str, within_s: float, configuration: Configuration = None, secrets: Secrets = None
 ) -> Verdict:
@@ -200,6 +203,7 @@ def _count(metrics: dict, name: str) -> float:
     return float(metrics.get(name, {}).get("count", 0))
 
 
+@platform_applies
 def no_stale_reads(
     label: str, max_examples: int = 10, configuration: Configuration = None, secrets: Secrets = None
 ) -> Verdict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
+from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.probes.redis import dead_letter_count
 from chaosmessaging.util import home_of
@@ -36,6 +37,7 @@ def snapshot_dead_letters(
     return count
 
 
+@platform_applies
 def dead_letters_not_grown(
     since: str = "method",
     max_growth: int = 0,

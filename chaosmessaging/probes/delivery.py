@@ -1,10 +1,12 @@
-"""Verdicts from client-side delivery accounting: what each WebSocket device really received.
+"""Verdicts from client-side delivery accounting: what each device really received.
 
-A message counts as delivered when a participant's device received its frame, not when a server
-wrote a row. `websocket_delivery` matches, by message id, every message the API acknowledged in
-this run (the ``messages`` rows tagged with the run's client message id prefix, in the
-conversations `actions.websocket.start_clients` created) to the frames recorded by every device of
-every member of its conversation (`clients.ws` frames file), and judges:
+A message counts as delivered when a participant's device received it, not when a server wrote a
+row. `websocket_delivery` matches, by the platform's message id, every message acknowledged in
+this run in the conversations `actions.websocket.start_clients` created — as the senders saw it
+accepted (k6's ACK lines, `evidence.acks`: every platform), joined with the server-side ledger's
+rows where the platform file describes one (`evidence:`; the reference stack's ``messages``) — to
+the messages recorded by every device of every member of its conversation (`clients.ws` frames
+file), and judges (engine: `evidence.delivery`):
 
 - lost: a (message, device) pair with no frame;
 - duplicated: a pair with more than one frame;
@@ -27,6 +29,7 @@ import httpx
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
+from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.postgres import pg_fetch
 from chaosmessaging.clients.platform import PlatformCallFailed, PlatformClient, Session
@@ -49,6 +52,7 @@ WHERE starts_with(client_msg_id, $1) AND conversation_id = ANY($2::uuid[])
 """
 
 
+@platform_applies
 def websocket_delivery(
     label: str = "ws",
     load_label: str = None,
@@ -138,6 +142,7 @@ def _acknowledged(
     return acked, sources
 
 
+@platform_applies
 def foreign_reads_denied(
     label: str = "ws",
     attempts: int = 10,
@@ -223,6 +228,7 @@ def foreign_reads_denied(
     )
 
 
+@platform_applies
 def frames_steady(
     label: str = "ws",
     windows: int = 5,

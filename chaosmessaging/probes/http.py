@@ -1,7 +1,8 @@
 """HTTP health probes: a service's `/readyz` answer, as data, as a boolean, or waited for.
 
 `/readyz` answers 200 or 503 with `{"status": "ok"|"degraded", "checks": {...}}` (see
-docs/architecture.md). `service` picks the base URL from configuration (`api` ->
+docs/architecture.md); another platform's readiness path and body are read as its platform file
+says (`services.<name>.readiness`). `service` picks the base URL from configuration (`api` ->
 `messaging_api_url`, `dispatcher`, `consumer`); `url` overrides it with any full URL.
 """
 
@@ -13,7 +14,7 @@ from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging.config import redact
-from chaosmessaging.clients.http import http_get, service_url
+from chaosmessaging.clients.http import Readiness, http_get, service_url
 from chaosmessaging.verdicts import Verdict, verdict
 
 __all__ = ["readiness", "service_ready", "wait_until_ready"]
@@ -39,17 +40,24 @@ def readiness(
     except ActivityFailed as error:
         if not unreachable_ok:
             raise
-        return {"status_code": 0, "ready": False, "status": None, "checks": {}, "error": str(error)}
+        return {
+            "status_code": 0,
+            "ready": False,
+            "status": None,
+            "checks": {},
+            "error": str(error),
+        }
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = {}
     if not isinstance(body, dict):
         body = {}
-    checks = body.get("checks") if isinstance(body.get("checks"), dict) else {}
+    spec = Readiness(service, configuration, secrets)
+    checks, _ = spec.checks(body)
     return {
         "status_code": response.status_code,
-        "ready": response.status_code == 200,
+        "ready": response.status_code in spec.ready_status,
         "status": body.get("status"),
         "checks": checks,
         "error": None,
@@ -72,7 +80,8 @@ def service_ready(
     seen = readiness(url, service, timeout, unreachable_ok, configuration, secrets)
     if seen["ready"]:
         return verdict(True, f"{service} is ready", **seen)
-    degraded = {k: v for k, v in seen["checks"].items() if v != "ok"}
+    names = Readiness(service, configuration, secrets).degraded(seen["checks"])
+    degraded = {k: seen["checks"][k] for k in names}
     why = seen["error"] or f"HTTP {seen['status_code']}, degraded: {degraded or 'unknown'}"
     return verdict(False, f"{service} is not ready: {why}", **seen)
 
@@ -96,7 +105,7 @@ def wait_until_ready(
     attempts, last = 0, None
     while True:
         attempts += 1
-        answer = readiness(url, service, min(2.0, max(timeout, 0.1)), True)
+        answer = readiness(url, service, min(2.0, max(timeout, 0.1)), True, configuration, secrets)
         if answer["ready"]:
             waited = round(time.monotonic() - started, 3)
             logger.info(f"{redact(url)} ready after {waited}s ({attempts} attempts)")

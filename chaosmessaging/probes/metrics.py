@@ -15,6 +15,7 @@ from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.config import redact
+from chaosmessaging.platform.metrics import maps_metrics, metric_name
 from chaosmessaging.clients.http import service_url
 from chaosmessaging.clients.prometheus import candidates, scrape, select
 from chaosmessaging.util import home_of
@@ -48,6 +49,7 @@ def metric_value(
     closest metric names, unless `default` is given (then `default` is returned).
     """
     url = service_url(service, url, "/metrics", configuration, secrets)
+    name = metric_name(name, configuration, secrets)
     samples = scrape(url, timeout)
     value = select(samples, name, labels or {})
     if value is not None:
@@ -93,6 +95,7 @@ def snapshot_metric(
     return value
 
 
+@maps_metrics
 def metric_increased(
     since: str,
     name: str,
@@ -153,7 +156,15 @@ def metric_sum(
         ]
     return float(
         sum(
-            metric_value(name, labels, target, default=default, timeout=timeout)
+            metric_value(
+                name,
+                labels,
+                target,
+                default=default,
+                timeout=timeout,
+                configuration=configuration,
+                secrets=secrets,
+            )
             for target in targets
         )
     )
@@ -216,6 +227,7 @@ def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     return lower_bound
 
 
+@maps_metrics
 def histogram_quantile_within(
     since: str,
     name: str,
@@ -288,6 +300,7 @@ def histogram_quantile_within(
     )
 
 
+@maps_metrics
 def counter_ratio_at_least(
     since: str,
     numerator: str,
@@ -341,6 +354,7 @@ def counter_ratio_at_least(
     return verdict(ok, reason, **figures)
 
 
+@maps_metrics
 def counter_grew_at_most(
     since: str,
     name: str,

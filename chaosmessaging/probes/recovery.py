@@ -16,6 +16,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
+from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.config import lookup
 from chaosmessaging.clients.postgres import pg_fetch
@@ -198,6 +199,7 @@ def wait_for_recovery(
     return result
 
 
+@platform_applies
 def recovery_within(
     limit_seconds: float,
     since: str = "consumer_restart",
@@ -234,6 +236,7 @@ def recovery_within(
     )
 
 
+@platform_applies
 def pending_reclaimed(
     label: str = "at_kill",
     stream: str = None,
@@ -302,6 +305,7 @@ def _delivered(message_ids: list[str], configuration: Configuration, secrets: Se
     return {r["id"] for r in rows}
 
 
+@platform_applies
 def kills_reclaimed(
     label: str = "random_kills",
     min_kills: int = 1,

@@ -14,6 +14,7 @@ import redis
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
+from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging.config import lookup
 from chaosmessaging.clients.redis import call as _call
 from chaosmessaging.clients.redis import group_call as _group_call
@@ -65,6 +66,7 @@ def pel_size(
     return pel_count(stream, group, redis_url, configuration, secrets)
 
 
+@platform_applies
 def pel_size_at_most(
     max_entries: int,
     stream: str = None,

@@ -18,6 +18,7 @@ from pathlib import Path
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
+from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.http import service_url
 from chaosmessaging.clients.prometheus import scrape
@@ -175,6 +176,7 @@ def _delta(
     return delta, now, None
 
 
+@platform_applies
 def breaker_opened(
     since: str = "storage",
     adapter: str = "postgres",
@@ -196,6 +198,7 @@ def breaker_opened(
     )
 
 
+@platform_applies
 def breaker_never_opened(
     since: str = "storage",
     adapters: list = None,
@@ -222,6 +225,7 @@ def breaker_never_opened(
     return verdict(not bad, reason, opened=opened)
 
 
+@platform_applies
 def breaker_closed_again(
     since: str = "storage",
     adapter: str = "postgres",
@@ -266,6 +270,7 @@ def breaker_closed_again(
     )
 
 
+@platform_applies
 def errors_grew(
     since: str = "storage",
     type: str = "TimeoutError",
@@ -296,6 +301,7 @@ def _load_requests(load: str, configuration: Configuration) -> float | None:
     return json.loads(Path(path).read_text())["metrics"].get("http_reqs", {}).get("count")
 
 
+@platform_applies
 def retries_within(
     max_fraction: float,
     since: str = "storage",
@@ -324,6 +330,7 @@ def retries_within(
     )
 
 
+@platform_applies
 def cache_hit_ratio_above(
     min_ratio: float,
     since: str = "storage",
@@ -355,6 +362,7 @@ def cache_hit_ratio_above(
     )
 
 
+@platform_applies
 def pool_released(
     within_s: float = 15.0,
     service: str = "api",
@@ -388,6 +396,7 @@ def pool_released(
     return verdict(ok, reason, **last, waited_s=took)
 
 
+@platform_applies
 def pool_exhaustion_observed(
     label: str = "pool_exhaustion",
     min_saturated_s: float = 1.0,
@@ -422,6 +431,7 @@ def pool_exhaustion_observed(
     )
 
 
+@platform_applies
 def migration_within(
     limit_s: float,
     label: str = "migration",

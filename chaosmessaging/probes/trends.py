@@ -15,6 +15,7 @@ import math
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
+from chaosmessaging.platform.metrics import maps_metrics
 from chaosmessaging.clients.samples import read_samples
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, held_before_method, verdict
@@ -24,6 +25,7 @@ __all__ = ["sampled_max_within", "memory_growth_within"]
 MEMORY_METRIC = "process_resident_memory_bytes"
 
 
+@maps_metrics
 def sampled_max_within(
     label: str,
     metric: str,
@@ -75,6 +77,7 @@ def sampled_max_within(
     return verdict(ok, reason, limit=limit, max=top, services=figures)
 
 
+@maps_metrics
 def memory_growth_within(
     label: str,
     max_percent: float,

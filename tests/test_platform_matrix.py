@@ -351,3 +351,27 @@ def test_platform_outage_verdict_judges_answers_and_recovery(tmp_path, timeline,
         "x", "down", "up", 60, allowed_answers=allowed, configuration={"chaosmessaging_home": home}
     )
     assert got["ok"] is ok and reason in got["reason"], got
+
+
+@needs_synapse
+@pytest.mark.slow
+def test_check_platform_against_synapse(matrix_stack):
+    """`chaosmessaging check-platform --platform platforms/matrix.yaml` on the real Synapse: every
+    live check passes (readiness, metrics, one login, one room round trip) and criteria Synapse
+    has no equivalent for are n/a with the reason, never runnable."""
+    env = {**os.environ, "CHAOSMESSAGING_HOME": matrix_stack.home}
+    env.pop("CHAOSMESSAGING_PLATFORM", None)
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("chaosmessaging")), "check-platform", "--platform",
+         str(PLATFORM)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    for check in ("client readiness", "metrics metrics", "login", "conversation create", "send"):
+        assert any(line.strip().startswith("ok") and check in line for line in out.splitlines()), (
+            check,
+            out[:2000],
+        )
+    rows = [line.split(None, 3) for line in out.splitlines() if "ws_close_total" in line]
+    assert rows and all(r[2] == "n/a" for r in rows), rows

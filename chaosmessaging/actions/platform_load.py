@@ -180,7 +180,9 @@ def start_platform_messages(
         if not thread.is_alive():
             raise _rig(label, _ERRORS.pop(label, RuntimeError("the run ended before its load")))
         if time.time() - started > float(setup_timeout_s):
-            raise _rig(label, TimeoutError(f"set-up not done within {setup_timeout_s:g}s"))
+            # the thread cannot be interrupted: wait_platform_run reports this at once
+            _ERRORS[label] = TimeoutError(f"set-up not done within {setup_timeout_s:g}s")
+            raise _rig(label, _ERRORS[label])
     runs.record(f"platform-started:{label}", time.time(), home=home_of(configuration))
     logger.info(
         f"platform run {label}: {users} users x {devices_per_user} devices, {rate}/s for "
@@ -199,6 +201,8 @@ def wait_platform_run(
     thread = _THREADS.get(label)
     if thread is None:
         raise ActivityFailed(f"no platform run labelled {label!r} was started in this process")
+    if label in _ERRORS:  # failed before its load started (set-up error or timeout)
+        raise _rig(label, _ERRORS.pop(label))
     thread.join(float(timeout))
     if thread.is_alive():
         raise ActivityFailed(f"platform run {label!r} still running after {timeout:.0f}s")

@@ -371,6 +371,11 @@ def _check_platform(args: argparse.Namespace) -> int:
     if args.platform:
         configuration["platform"] = args.platform
     platform = load_platform(configuration=configuration)
+    if args.k6_json:
+        from chaosmessaging.platform.loader import write_resolved
+
+        written = write_resolved(args.k6_json, configuration=configuration)
+        _print(f"wrote the platform for k6 (PLATFORM_FILE) to {written}")
     folder = Path(args.experiments) if args.experiments else bundled("experiments")
     available = {p.stem: p for p in sorted(folder.glob("*.json"))}
     only = [n.strip() for item in args.only or [] for n in item.split(",") if n.strip()]
@@ -582,6 +587,13 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--experiments", metavar="DIR", help="the experiments folder to judge")
     cp.add_argument(
         "--offline", action="store_true", help="judge the file alone: no request to the platform"
+    )
+    cp.add_argument(
+        "--k6-json",
+        metavar="FILE",
+        help="also write the platform as the JSON k6's lib/platform.js reads (PLATFORM_FILE), "
+        "for k6 runners started elsewhere (the k6 operator: docs/scale-out.md); secrets stay "
+        "${NAME}, read from the runner's environment",
     )
     cp.set_defaults(func=_check_platform)
 

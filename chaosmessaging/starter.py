@@ -46,6 +46,13 @@ DESCRIPTIONS = {
     "messaging_redis_url": "Redis holding the message streams (redis://[:password@]host:port/db)",
     "messaging_pg_dsn": "PostgreSQL of the messaging database (postgresql://user:password@host/db)",
     "toxiproxy_url": "the Toxiproxy API in front of Redis/PostgreSQL (fault injection)",
+    "metrics_source": "where metric verdicts read: scrape (each /metrics) or prometheus",
+    "prometheus_url": "the Prometheus server for metrics_source=prometheus (PromQL over replicas)",
+    "prometheus_selectors": "service=PromQL selector pairs when a service's series lack job=<name>",
+    "prometheus_replica_labels": "labels that tell replicas apart (summed away; instance, pod...)",
+    "prometheus_fresh_within_s": "seconds: how fresh Prometheus' last scrape must be for a verdict",
+    "matrix_url": "Matrix Synapse's client API (the matrix platform file's ${...})",
+    "matrix_metrics_url": "Matrix Synapse's metrics listener (/_synapse/metrics)",
     "messaging_stream": "the Redis stream messages are published to",
     "messaging_group": "the consumer group reading that stream",
     "messaging_dead_stream": "the dead-letter stream",
@@ -53,6 +60,20 @@ DESCRIPTIONS = {
     "messaging_loadtest_prefix": "load-test users log in as <prefix>-0 .. <prefix>-<users-1>",
     "messaging_loadtest_users": "how many load-test users exist on the platform",
     "messaging_loadtest_password": "the load-test users' password",
+}
+#: settings read from the environment outside `config.KEYS`: the platform file, target backends,
+#: the embedded stack's tooling (tests/test_init_starter.py: every variable the code reads)
+MORE_VARIABLES = {
+    "CHAOSMESSAGING_PLATFORM": "the platform file (docs/platforms.md; default: reference)",
+    "CHAOSMESSAGING_TARGET_BACKEND": "how services are killed: process|docker|kubernetes",
+    "CHAOSMESSAGING_TARGET_BACKENDS": "per-service backends, e.g. postgres=process,redis=process",
+    "CHAOSMESSAGING_DOCKER_HOST": "the Docker Engine of the docker backend (default: DOCKER_HOST)",
+    "CHAOSMESSAGING_DOCKER_PROJECT": "a Compose project narrowing the docker backend's containers",
+    "CHAOSMESSAGING_DOCKER_SERVICE_LABEL": "the label naming a container's service (Compose's)",
+    "CHAOSMESSAGING_PROXY": "embedded stack: 'always' keeps the fault proxy on every path",
+    "CHAOSMESSAGING_STACK_CPUS": "embedded stack: CPU set for its services, e.g. 0",
+    "CHAOSMESSAGING_K6_CPUS": "CPU set for k6, e.g. 1",
+    "CHAOSMESSAGING_PROMETHEUS_BIN": "the prometheus binary of stack up --prometheus",
 }
 #: keys whose value is (or may carry) a secret: from a CI secret, never a variable or a file
 SECRET_KEYS = {"messaging_redis_url", "messaging_pg_dsn", "messaging_loadtest_password"}
@@ -73,7 +94,7 @@ def _experiment_names() -> dict[str, dict[str, str]]:
 
 def settings_template() -> str:
     """The commented `.env` template of every address, name and secret the experiments read."""
-    from chaosmessaging.nightly.alerts import ENV as ALERT_ENV
+    from chaosmessaging.clients.alerts import ENV as ALERT_ENV
 
     lines = [
         "# chaosmessaging settings: every address, name and secret the experiments read.",
@@ -105,6 +126,9 @@ def settings_template() -> str:
         "## json://host/path...), comma- or space-separated; the two webhooks are plain URLs",
     ]
     lines += [f"# {name}=" for name in ALERT_ENV.values()]
+    lines += ["", "## Platform file, target backends and the embedded stack's tooling"]
+    for name, text in MORE_VARIABLES.items():
+        lines += [f"# {text}", f"# {name}="]
     lines += [
         "",
         "## Names each experiment uses (its configuration; override one with",

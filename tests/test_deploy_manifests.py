@@ -123,17 +123,23 @@ def test_rbac_grants_the_pod_backend_exactly_what_it_calls():
 
 
 def test_testruns_give_setup_the_auth_url_and_the_password_secret():
-    """k6/lib/auth.js's setup() throws without LOGIN_PASSWORD and defaults AUTH_URL to loopback
-    (nothing in a runner pod): every TestRun we ship or document must set both, the password
-    from a Secret, never as a literal."""
+    """k6/lib/auth.js's setup() throws without LOGIN_PASSWORD, and lib/platform.js without
+    PLATFORM_FILE (the services' addresses, login, send): every TestRun we ship or document
+    must set both, the platform file mounted from a ConfigMap, the password from a Secret,
+    never as a literal."""
     auth_js = (ROOT / "k6" / "lib" / "auth.js").read_text()
-    assert "__ENV.LOGIN_PASSWORD" in auth_js and 'envStr("AUTH_URL", "http://127.0.0.1' in auth_js
+    assert "__ENV.LOGIN_PASSWORD" in auth_js
+    assert "__ENV.PLATFORM_FILE" in (ROOT / "k6" / "lib" / "platform.js").read_text()
     testruns = [d for _, d in _documents() if d["kind"] == "TestRun"] + _testrun_snippets_in_docs()
     assert len(testruns) >= 2  # deploy/ and docs/scale-out.md
     for doc in testruns:
         _validate_testrun(doc)
         env = {e["name"]: e for e in doc["spec"]["runner"]["env"]}
-        assert "AUTH_URL" in env and "127.0.0.1" not in env["AUTH_URL"]["value"]
+        platform_file = env["PLATFORM_FILE"]["value"]
+        mounts = {m["mountPath"]: m["name"] for m in doc["spec"]["runner"]["volumeMounts"]}
+        volumes = {v["name"]: v for v in doc["spec"]["runner"]["volumes"]}
+        mount = next(p for p in mounts if platform_file.startswith(p.rstrip("/") + "/"))
+        assert "configMap" in volumes[mounts[mount]], "the platform file comes from a ConfigMap"
         assert "value" not in env["LOGIN_PASSWORD"]
         assert env["LOGIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"]
         # split runners are judged on merged raw samples, not on per-segment p95 thresholds

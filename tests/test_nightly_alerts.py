@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from chaosmessaging.clients import alerts as client_alerts
 from chaosmessaging.nightly import alerts
 from chaosmessaging.nightly.trends import detect
 
@@ -118,4 +119,4 @@ def test_regression_and_weekly_reports_name_the_shift(receiver):
 
 def test_a_long_discord_message_is_cut_to_its_limit():
     payload = alerts.Channel("discord", "http://127.0.0.1/x").payload("x" * 5000)
-    assert len(payload["content"]) == alerts.DISCORD_LIMIT
+    assert len(payload["content"]) == client_alerts.DISCORD_LIMIT

@@ -14,7 +14,7 @@ from the environment or a vault, never from the experiment file)::
 
 `alert_urls` holds apprise URLs (comma or whitespace separated: ``slack://...``,
 ``msteams://...``, ``mailtos://...``, ``pagerduty://...``, ``json://host/path``...; see
-`chaosmessaging.nightly.alerts`). Without that secret the control reads the nightly suite's
+`chaosmessaging.clients.alerts`). Without that secret the control reads the nightly suite's
 variables (`CHAOSMESSAGING_ALERT_URLS`, `CHAOSMESSAGING_SLACK_WEBHOOK`,
 `CHAOSMESSAGING_DISCORD_WEBHOOK`); with none at all it does nothing. It alerts on a deviation
 (the system breached a criterion: each broken probe with its reason) and on a run that failed
@@ -110,7 +110,7 @@ def after_experiment_control(
     **kwargs: Any,
 ) -> None:
     """Send the alert when the run's outcome is one of `on` (default: deviated, failed)."""
-    from chaosmessaging.nightly import alerts
+    from chaosmessaging.clients import alerts
 
     if state is None:
         return

@@ -93,6 +93,8 @@ def _repo_activities() -> set[tuple[str, str]]:
     found = set()
     for package, kind in ((chaosmessaging.actions, "action"), (chaosmessaging.probes, "probe")):
         for info in pkgutil.iter_modules(package.__path__):
+            if info.name.startswith("_"):  # private engines: `chaos discover` skips them too
+                continue
             module = importlib.import_module(f"{package.__name__}.{info.name}")
             found |= {(kind, name) for name in getattr(module, "__all__", [])}
     return found

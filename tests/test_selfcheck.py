@@ -87,6 +87,9 @@ def test_a_surviving_mutant_or_a_failing_clean_stack_fails_the_selfcheck():
 
 
 @pytest.mark.slow
+# two stacks, two runs of ten kills each; every restart now waits for readiness (target
+# backends): the suite's 300 s is too short for the 900 s the selfcheck itself is allowed
+@pytest.mark.timeout(900)
 def test_selfcheck_catches_a_mutant_and_passes_the_clean_stack_through_the_cli():
     # short (PostgreSQL socket paths) and unique (another checkout may run this test too)
     workdir = Path(tempfile.mkdtemp(prefix="cm-sc-", dir="/tmp"))

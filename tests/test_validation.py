@@ -40,6 +40,23 @@ def test_every_experiment_is_valid_in_both_profiles():
         assert configuration_errors(experiment, merged) == [], path.name
 
 
+def test_every_matrix_experiment_is_valid_in_both_profiles():
+    """The platform experiments (experiments/matrix/) name activities that exist, with values
+    their limits accept, in the smoke defaults and in their nightly profile."""
+    from chaoslib.configuration import load_configuration
+
+    folder = EXPERIMENTS / "matrix"
+    nightly = json.loads((folder / "profiles" / "nightly.json").read_text())["configuration"]
+    paths = sorted(folder.glob("*.json"))
+    assert paths
+    for path in paths:
+        experiment = json.loads(path.read_text())
+        smoke = load_configuration(experiment["configuration"])
+        assert configuration_errors(experiment, smoke) == [], path.name
+        merged = load_configuration({**experiment["configuration"], **nightly})
+        assert configuration_errors(experiment, merged) == [], path.name
+
+
 @pytest.mark.parametrize(
     "overrides,expected",
     [

@@ -184,7 +184,14 @@ def test_base_install_alone_discovers_every_activity_and_validates_every_experim
     assert report.returncode == 0 and "--export-format" in report.stdout, report.stderr
 
     _pip_install(bin_dir, f"{wheel}[nightly]")
+    from chaosmessaging.nightly import runner  # a night's suite.json, as the suite writes it
+
     (work / "night").mkdir()
+    suite = runner.SuiteResult(
+        night="2026-11-02", profile="smoke", results_dir=str(work / "night"), started_at=1.0
+    )
+    suite.ended_at = 2.0
+    (work / "night" / "suite.json").write_text(json.dumps(suite.to_json()))
     dashboard = run(str(bin_dir / "chaosmessaging"), "dashboard", str(work / "night"))
     assert "chaosmessaging[nightly]" not in dashboard.stdout, dashboard.stdout
     assert dashboard.returncode == 0, dashboard.stdout + dashboard.stderr

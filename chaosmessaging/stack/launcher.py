@@ -535,7 +535,7 @@ def _start(
         else:
             records = _plan(root, with_proxy, proxy_port, env, prometheus)
         save_state(state)  # from here on, `stack down` knows this home holds a stack
-        servers.init_postgres(root / "data" / "postgres")
+        servers.init_postgres(root / "data" / "postgres", owner=str(stack_home(root)))
         for name in ALL_SERVICES:
             if name not in records:
                 continue

@@ -23,6 +23,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from chaosmessaging.util import OWNER_ENV
+
 from chaosmessaging.stack.state import ATTEMPT_MARK
 from chaosmessaging.util import tail
 
@@ -271,11 +273,13 @@ def _hand_over(path: Path, user: str | None) -> None:
             parent.chmod(mode | 0o011)
 
 
-def init_postgres(data_dir: Path) -> None:
+def init_postgres(data_dir: Path, owner: str | None = None) -> None:
     """initdb a fresh cluster in `data_dir` (trust auth, UTF8) unless one is there already.
 
     initdb writes into a sibling temporary directory renamed into place when it succeeds: an
-    initdb cut short (Ctrl-C, a kill) must not leave a half cluster that looks complete."""
+    initdb cut short (Ctrl-C, a kill) must not leave a half cluster that looks complete. `owner`:
+    the stack's home, put in initdb's environment as the owner marker so that a `stack up` killed
+    meanwhile leaves no initdb that the next start or `stack down` cannot find."""
     user = pg_user()
     if (data_dir / "PG_VERSION").exists():
         _hand_over(data_dir, user)  # a parent may have lost its traverse bit since (chmod 700)
@@ -300,6 +304,7 @@ def init_postgres(data_dir: Path) -> None:
         user=user,
         capture_output=True,
         text=True,
+        env={**os.environ, OWNER_ENV: owner} if owner else None,
     )
     if proc.returncode != 0:
         shutil.rmtree(building, ignore_errors=True)

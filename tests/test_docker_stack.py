@@ -190,15 +190,16 @@ def _kills_record(journal: dict) -> dict:
 
 
 def test_consumer_resilience_on_containers(docker_stack, target_env, tmp_path):
-    # a container takes seconds longer than a process to start and be ready, so the smoke
-    # profile's four random kills outlast its 40 s load: a longer load (same rate, same
-    # criteria) still has a backlog for the catch-up kill that follows them
+    # a container takes seconds longer than a process to start and be ready (under CI's load up
+    # to ~32 s per kill, catch-up included), so the smoke profile's four random kills can outlast
+    # its 120 s load: a longer load (same rate, same criteria) still has a backlog for the
+    # catch-up kill that follows them
     code, journal, output = _chaos(
         EXPERIMENTS / "consumer_resilience.json",
         tmp_path,
         target_env,
         "--var",
-        "t8_messages:int=8000",
+        "t8_messages:int=20000",
     )
     print(f"consumer_resilience on containers: {json.dumps(_kills_record(journal))}")
     assert code == 0, output[-3000:]

@@ -118,9 +118,30 @@ def test_consumer_resilience_smoke_holds_on_a_healthy_pipeline(stack, chaos_run,
     assert faults.active(stack.home) == []
 
 
+def test_a_catch_up_kill_after_the_load_ended_is_a_rig_failure_not_a_deviation(
+    stack, chaos_run, tmp_path
+):
+    """The load (2 s) ends long before the catch-up kill: finding no backlog is the schedule's
+    fault, not the consumer's: exit 3, not deviated, the consumer running again."""
+
+    def edit(e):
+        e["configuration"].update(t8_messages=200, t8_kill_after_s=3, t8_down_for_s=1, t8_kills=1)
+
+    started = time.monotonic()
+    code, journal, output = chaos_run(_variant(tmp_path, "consumer_resilience", edit))
+    assert code == 3, output[-3000:]
+    assert journal["deviated"] is False and journal["status"] == "failed"
+    failures = journal["chaosmessaging_rig_failure"]["failures"]
+    assert any("load had already ended" in f for f in failures), failures
+    assert time.monotonic() - started < 60, "it waited out the whole catch-up timeout"
+    assert faults.active(stack.home) == []
+    consumer = stack.services["consumer"]
+    assert httpx.get(consumer.address + consumer.ready, timeout=5).status_code == 200
+
+
 def test_consumer_resilience_fails_and_names_ids_when_deliveries_vanish(stack, chaos_run, tmp_path):
     def edit(e):
-        e["configuration"].update(t8_messages=1200, t8_kill_after_s=3, t8_down_for_s=3, t8_kills=1)
+        e["configuration"].update(t8_messages=2500, t8_kill_after_s=3, t8_down_for_s=3, t8_kills=1)
         e["method"].append(_sabotage("drop-three-deliveries", "drop_deliveries"))
 
     code, journal, output = chaos_run(_variant(tmp_path, "consumer_resilience", edit))
@@ -138,7 +159,7 @@ def test_consumer_resilience_fails_and_names_ids_when_deliveries_vanish(stack, c
 
 def test_consumer_resilience_fails_when_pending_entries_are_dropped(stack, chaos_run, tmp_path):
     def edit(e):
-        e["configuration"].update(t8_messages=1200, t8_kill_after_s=3, t8_down_for_s=3, t8_kills=1)
+        e["configuration"].update(t8_messages=2500, t8_kill_after_s=3, t8_down_for_s=3, t8_kills=1)
         _insert_after(
             e,
             "restart-consumer-and-kill-it-mid-batch",

@@ -14,8 +14,9 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging import faults
+from chaosmessaging import faults, rig, runs
 from chaosmessaging.actions._kill_engine import Arm, Trigger
+from chaosmessaging.actions.load import running_loads
 from chaosmessaging.actions.process import record_service_fault
 from chaosmessaging.backends import BackendError, backend_for
 from chaosmessaging.clients.redis import pel_count, pending_snapshot
@@ -64,10 +65,24 @@ def crash_during_catch_up(
         except BackendError:
             if not armed.pulled.is_set():  # it failed on its own, not because we killed it
                 raise
-        armed.fired.wait(max(0.0, float(timeout) - (time.monotonic() - started)))
+        ready = time.monotonic()
+        loads = [k for k in runs.facts(home=home) if k.startswith("load:")]
+        while not armed.fired.wait(min(1.0, max(0.0, float(timeout) - (time.monotonic() - started)))):
+            if time.monotonic() - started >= float(timeout):
+                break
+            # the run's load ended and the restart found no backlog: waiting longer is pointless
+            if loads and time.monotonic() - ready >= 5.0 and not running_loads(home):
+                break
         trigger.disarm()
     waited = round(time.monotonic() - started, 3)
     if not armed.fired.is_set():
+        if loads and not running_loads(home):
+            # the run's own load ended before this kill: no backlog is our schedule's fault
+            raise rig.RigFailure(
+                f"the catch-up kill of {name} found fewer than {min_pending} pending entries "
+                f"after its restart because this run's load had already ended: lengthen the "
+                "load (e.g. more messages) so it outlasts the faults before this one"
+            )
         logger.warning(
             f"{name} never held {min_pending} pending entries within {timeout}s "
             "(no backlog to catch up?): not killed"

@@ -385,6 +385,25 @@ def _latest_load(label: str | None, home: str | None) -> dict | None:
     return max(found, key=lambda v: v.get("started_at", 0), default=None)
 
 
+def running_loads(home: str | None = None) -> list[dict]:
+    """The loads this experiment run started that still run (pid and start time match): an
+    activity that needs traffic (a catch-up kill needs a backlog) asks this before it blames
+    the system for finding none."""
+    seen, alive = set(), []
+    for key, fact in runs.facts(home=home).items():
+        if not key.startswith("load:") or not isinstance(fact, dict) or fact.get("pid") in seen:
+            continue
+        seen.add(fact.get("pid"))
+        child = _CHILDREN.get(fact.get("pid"))
+        if child is not None:
+            running = child.poll() is None
+        else:
+            running = same_process(fact.get("pid"), fact.get("create_time")) is not None
+        if running:
+            alive.append(fact)
+    return alive
+
+
 def _run_info(
     summary_path: str | None, pid: int | None, label: str | None = None, home: str | None = None
 ) -> dict:

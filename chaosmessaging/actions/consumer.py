@@ -67,8 +67,9 @@ def crash_during_catch_up(
                 raise
         ready = time.monotonic()
         loads = [k for k in runs.facts(home=home) if k.startswith("load:")]
-        while not armed.fired.wait(min(1.0, max(0.0, float(timeout) - (time.monotonic() - started)))):
-            if time.monotonic() - started >= float(timeout):
+        deadline = started + float(timeout)
+        while not armed.fired.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
                 break
             # the run's load ended and the restart found no backlog: waiting longer is pointless
             if loads and time.monotonic() - ready >= 5.0 and not running_loads(home):

@@ -32,7 +32,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chaosmessaging.clients.ws import login, ws_url  # noqa: E402
+from chaosmessaging.clients.platform import login  # noqa: E402
+from chaosmessaging.clients.ws import ws_url  # noqa: E402
 from chaosmessaging.config import DEFAULT_LOADTEST_PASSWORD  # noqa: E402
 from chaosmessaging.stack import launcher  # noqa: E402
 

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from chaosmessaging.clients.prometheus import scrape  # noqa: E402
 from chaosmessaging.config import lookup  # noqa: E402
+from chaosmessaging.platform import write_resolved  # noqa: E402
 from chaosmessaging.stack import launcher  # noqa: E402
 
 TOKEN = "auth_token_generation_latency"
@@ -76,8 +77,14 @@ def _cpu(proc: psutil.Process) -> float:
 def run_rate(state, rate: int, duration: int, out_dir: Path) -> dict:
     auth = state.services["auth"]
     summary = out_dir / f"login-{rate}-{uuid.uuid4().hex[:6]}.json"
+    # the reference platform file resolved against this stack, as start_load gives it to k6
+    platform = write_resolved(
+        summary.with_suffix(".platform.json"),
+        configuration={"chaosmessaging_home": str(state.home)},
+    )
     env = {
         **os.environ,
+        "PLATFORM_FILE": str(platform),
         "AUTH_URL": auth.address,
         "RATE": str(rate),
         "DURATION": f"{duration}s",

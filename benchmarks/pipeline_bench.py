@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from chaosmessaging.clients.prometheus import scrape, select  # noqa: E402
 from chaosmessaging.config import lookup  # noqa: E402
+from chaosmessaging.platform import write_resolved  # noqa: E402
 from chaosmessaging.stack import launcher, pinning, servers  # noqa: E402
 
 # process groups of the CPU split, in print order; "machine" is the whole machine's busy time
@@ -168,7 +169,13 @@ def run_rate(state, rate: int, duration: int, payload: int, out_dir: Path) -> di
     run_id = f"bench-{rate}-{uuid.uuid4().hex[:6]}"
     summary = out_dir / f"{run_id}.json"
     api = state.services["api"].address
+    # the reference platform file resolved against this stack, as start_load gives it to k6
+    platform = write_resolved(
+        out_dir / f"{run_id}.platform.json",
+        configuration={"chaosmessaging_home": str(state.home)},
+    )
     values = {
+        "PLATFORM_FILE": str(platform),
         "API_URL": api,
         "AUTH_URL": state.services["auth"].address,
         "LOGIN_PREFIX": str(lookup("messaging_loadtest_prefix")),

@@ -14,6 +14,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaosmessaging import targets
+from chaosmessaging.util import http
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.platform import PlatformError, load_platform
 from chaosmessaging.platform.schema import Service
@@ -102,7 +103,7 @@ class Readiness:
 def http_get(url: str, timeout: float) -> httpx.Response:
     """GET `url`; an unreachable endpoint raises `ActivityFailed`."""
     try:
-        return httpx.get(url, timeout=timeout)
+        return http().get(url, timeout=timeout)
     except httpx.HTTPError as error:
         reason = str(error) or type(error).__name__
         raise ActivityFailed(f"cannot reach {redact(url)}: {reason} — {STACK_HINT}") from None

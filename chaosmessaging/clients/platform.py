@@ -14,6 +14,7 @@ import httpx
 from chaoslib.types import Configuration, Secrets
 
 from chaosmessaging import targets
+from chaosmessaging.util import http
 from chaosmessaging.platform.schema import Operation, Platform
 from chaosmessaging.platform.templates import extract, find_all, find_one, render_request
 
@@ -52,7 +53,7 @@ class PlatformClient:
         """Send operation `op` (named `where` in errors); the reply whatever its status."""
         req = render_request(self.platform, op, values, token)
         targets.check(req.url, where, self.configuration, self.secrets)
-        return httpx.request(
+        return http().request(
             req.method,
             req.url,
             params=req.params,

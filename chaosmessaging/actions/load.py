@@ -38,6 +38,7 @@ from chaosmessaging import faults, rig, runs, targets
 from chaosmessaging.clients.k6raw import raw_path
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.platform import PlatformError, write_resolved
+from chaosmessaging.platform.templates import service_address
 from chaosmessaging.resources import bundled
 from chaosmessaging.stack import pinning
 from chaosmessaging.util import OWNER_ENV, home_of, our_process, same_process, stack_home, tail
@@ -199,7 +200,7 @@ def _platform_json(summary: Path, configuration: Configuration, secrets: Secrets
     except PlatformError as exc:
         raise ActivityFailed(str(exc)) from None
     for name, service in json.loads(path.read_text())["services"].items():
-        targets.check(service["url"], f"services.{name}.url", configuration, secrets)
+        service_address(name, service["url"], configuration, secrets)
     return path
 
 
@@ -248,7 +249,7 @@ def start_load(
     """
     segment_args = _segment_args(segment) if segment else []
     scope = {**(configuration or {}), **({"allow_hosts": allow_hosts} if allow_hosts else {})}
-    url = targets.resolve("messaging_api_url", scope, secrets, value=api_url)
+    url = targets.address("messaging_api_url", scope, secrets, value=api_url)
     if rate is not None and (_whole(rate, "rate") <= 0):
         raise ActivityFailed(
             f"rate must be a whole number of requests per second above 0, got {rate!r}"
@@ -285,7 +286,7 @@ def start_load(
         raw.unlink(missing_ok=True)
 
     values = {"API_URL": url, "RUN_ID": run_id, "DURATION": f"{seconds:g}s"}
-    auth_url = targets.resolve("messaging_auth_url", scope, secrets, required=False)
+    auth_url = targets.address("messaging_auth_url", scope, secrets, required=False)
     if auth_url:
         values["AUTH_URL"] = auth_url
     # the platform file, with this load's API address (an explicit api_url wins), for k6

@@ -86,13 +86,7 @@ def account(
             ("corrupted", seen.corrupted, max_corrupted),
         ],
     )
-    if max_late is not None and len(seen.late) > int(max_late):
-        problems.append(
-            f"{len(seen.late)} frames later than {late_ms} ms (max {max_late}), "
-            f"e.g. {seen.late[:EXAMPLES]}"
-        )
-    if p95 is not None and p95 * 1000 > float(p95_ms):
-        problems.append(f"latency p95 {_ms(p95)} ms over {p95_ms} ms")
+    problems += _timing_problems(seen.late, late_ms, max_late, p95, p95_ms)
     problems += sockets.problems(max_disconnects, min_reconnects, max_reconnect_s)
     counted = {"lost": lost, "duplicated": duplicated, "expected": expected, "excused": excused}
     figures = _figures(acked, user_of, frames, seen, counted, removed, slow, (p50, p95, p99))
@@ -239,6 +233,19 @@ def _count_problems(
     for name, items, limit in checks:
         if len(items) > int(limit):
             problems.append(f"{len(items)} {name} (max {limit}), e.g. {items[:EXAMPLES]}")
+    return problems
+
+
+def _timing_problems(
+    late: list[str], late_ms: float | None, max_late: int | None, p95: float | None, p95_ms: float
+) -> list[str]:
+    problems = []
+    if max_late is not None and len(late) > int(max_late):
+        problems.append(
+            f"{len(late)} frames later than {late_ms} ms (max {max_late}), e.g. {late[:EXAMPLES]}"
+        )
+    if p95 is not None and p95 * 1000 > float(p95_ms):
+        problems.append(f"latency p95 {_ms(p95)} ms over {p95_ms} ms")
     return problems
 
 

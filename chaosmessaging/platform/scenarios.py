@@ -797,6 +797,74 @@ async def run_logins(
     }
 
 
+class SizeProbe:
+    """Real sends of growing and shrinking payloads into one conversation: `probes` keeps each
+    answer, `payloads` the accepted payloads by size."""
+
+    def __init__(
+        self, client: PlatformClient, conv: Conversation, me: Session, prefix: str, tag: str
+    ) -> None:
+        self.client, self.conv, self.me, self.prefix, self.tag = client, conv, me, prefix, tag
+        self.probes: list[dict] = []
+        self.payloads: dict[int, bytes] = {}
+
+    def message_id(self, size: int) -> str:
+        return f"{self.prefix}:size-{size}"
+
+    async def accepts(self, size: int) -> bool:
+        payload = os.urandom(size)
+        text = _encoded(payload, self.client.platform)
+        r = await self.client.call(
+            "send",
+            {
+                "conversation_id": self.conv.id,
+                "client_msg_id": self.message_id(size),
+                "txn_id": f"{self.tag}-{size}",
+                "ciphertext": text,
+            },
+            self.me,
+        )
+        self.probes.append(
+            {
+                "bytes": size,
+                "encoded": len(text),
+                "status": r.status,
+                "outcome": r.outcome,
+                "errcode": r.errcode,
+            }
+        )
+        if r.outcome not in ("ok", "too_large"):
+            raise RigFailure(f"a {size}-byte send was answered {r.status} {r.errcode}")
+        if r.ok:
+            self.payloads[size] = payload
+        return r.ok
+
+    async def bisect(self, high: int) -> int:
+        """The largest accepted size up to `high` (0 when even 1 byte is refused)."""
+        low, top = 0, high
+        if await self.accepts(high):
+            return high
+        while top - low > 1:
+            mid = (low + top) // 2
+            if await self.accepts(mid):
+                low = mid
+            else:
+                top = mid
+        return low
+
+
+async def _read_back(reader: SyncDevice, wanted: set[str], within_s: float) -> dict[str, Any]:
+    """The records `reader` receives of the messages `wanted` within `within_s` seconds."""
+    deadline = time.time() + within_s
+    got: dict[str, Any] = {}
+    while time.time() < deadline and wanted - set(got):
+        await reader.poll_once(timeout_ms=2000)
+        for r in reader.received:
+            if r.client_msg_id in wanted:
+                got[r.client_msg_id] = r
+    return got
+
+
 async def largest_payload(
     platform: Platform,
     label: str,
@@ -815,65 +883,19 @@ async def largest_payload(
         tag = f"{label}-{run_id[-6:]}"
         sessions = await login_devices(client, 1, 2, prefix, password, tag)
         [conv] = await make_conversations(client, sessions, 1, 1, tag)
-        me = sessions[0][0]
         reader = SyncDevice(platform, sessions[0][1], http)
         await reader.poll_once()
-        probes: list[dict] = []
-        payloads: dict[int, bytes] = {}
-
-        async def accepts(size: int) -> bool:
-            payload = os.urandom(size)
-            text = _encoded(payload, platform)
-            cid = f"{run_id}/{label}:size-{size}"
-            r = await client.call(
-                "send",
-                {
-                    "conversation_id": conv.id,
-                    "client_msg_id": cid,
-                    "txn_id": f"{tag}-{size}",
-                    "ciphertext": text,
-                },
-                me,
-            )
-            probes.append(
-                {
-                    "bytes": size,
-                    "encoded": len(text),
-                    "status": r.status,
-                    "outcome": r.outcome,
-                    "errcode": r.errcode,
-                }
-            )
-            if r.outcome not in ("ok", "too_large"):
-                raise RigFailure(f"a {size}-byte send was answered {r.status} {r.errcode}")
-            if r.ok:
-                payloads[size] = payload
-            return r.ok
-
-        low, top = 0, high
-        if await accepts(high):
-            low = high
-        else:
-            while top - low > 1:
-                mid = (low + top) // 2
-                if await accepts(mid):
-                    low = mid
-                else:
-                    top = mid
+        sizes = SizeProbe(client, conv, sessions[0][0], f"{run_id}/{label}", tag)
+        low = await sizes.bisect(high)
         # read back what was accepted: every accepted probe must come back byte-exact
-        deadline = time.time() + 30
-        wanted = {f"{run_id}/{label}:size-{s}": p for s, p in payloads.items()}
-        got: dict[str, Any] = {}
-        while time.time() < deadline and set(wanted) - set(got):
-            await reader.poll_once(timeout_ms=2000)
-            for r in reader.received:
-                if r.client_msg_id in wanted:
-                    got[r.client_msg_id] = r
+        wanted = {sizes.message_id(s): p for s, p in sizes.payloads.items()}
+        got = await _read_back(reader, set(wanted), 30)
         exact = sum(
             1
             for cid, p in wanted.items()
             if cid in got and got[cid].sha256 == hashlib.sha256(p).hexdigest()
         )
+    probes = sizes.probes
     refused = [p for p in probes if p["outcome"] == "too_large"]
     return {
         "label": label,

@@ -209,17 +209,22 @@ def _start_in_thread(
 
 
 def _run_to_end(
+    scenario: Callable[..., Coroutine[Any, Any, dict]],
     label: str,
-    scenario: Callable[[Any, str, str, str], Coroutine[Any, Any, dict]],
     configuration: Configuration,
     secrets: Secrets,
+    with_memory: bool = False,
+    **settings: Any,
 ) -> dict:
-    """`scenario(platform, run_id, prefix, password)` run to its end and stored under `label`;
-    its `RigFailure` reported as the rig's."""
+    """``scenario(platform, label, run_id, prefix, password, **settings)`` run to its end and
+    stored under `label` (`with_memory`: the server's memory sampled too); its `RigFailure`
+    reported as the rig's."""
     platform = _platform(configuration, secrets)
     run_id, prefix, password = _credentials(configuration, secrets)
+    if with_memory:
+        settings.update(metrics_url=_metrics_url(platform), memory_metric=_memory_metric(platform))
     try:
-        result = asyncio.run(scenario(platform, run_id, prefix, password))
+        result = asyncio.run(scenario(platform, label, run_id, prefix, password, **settings))
     except RigFailure as exc:
         raise _rig(label, exc) from None
     return _store(label, result, configuration)
@@ -256,21 +261,16 @@ def run_platform_crud(
 ) -> dict:
     """Conversation CRUD at `rate` (plan T2 mix) with a deliberate read of another user's
     conversation every `foreign_read_every` operations; judged by `platform_crud`."""
-
-    def crud(platform, run_id: str, prefix: str, password: str):
-        return run_crud(
-            platform,
-            label,
-            run_id,
-            prefix,
-            password,
-            int(users),
-            float(rate),
-            float(duration_s),
-            foreign_read_every=int(foreign_read_every),
-        )
-
-    return _run_to_end(label, crud, configuration, secrets)
+    return _run_to_end(
+        run_crud,
+        label,
+        configuration,
+        secrets,
+        users=int(users),
+        rate=float(rate),
+        duration_s=float(duration_s),
+        foreign_read_every=int(foreign_read_every),
+    )
 
 
 def run_platform_logins(
@@ -283,22 +283,16 @@ def run_platform_logins(
 ) -> dict:
     """Logins at `rate` per second for `duration_s` (each a new device); judged by
     `platform_logins`."""
-
-    def logins(platform, run_id: str, prefix: str, password: str):
-        return run_logins(
-            platform,
-            label,
-            run_id,
-            prefix,
-            password,
-            int(users),
-            float(rate),
-            float(duration_s),
-            metrics_url=_metrics_url(platform),
-            memory_metric=_memory_metric(platform),
-        )
-
-    return _run_to_end(label, logins, configuration, secrets)
+    return _run_to_end(
+        run_logins,
+        label,
+        configuration,
+        secrets,
+        with_memory=True,
+        users=int(users),
+        rate=float(rate),
+        duration_s=float(duration_s),
+    )
 
 
 def find_largest_payload(
@@ -309,8 +303,4 @@ def find_largest_payload(
     """Bisect the largest payload (raw bytes) the platform accepts in one message, up to `high`,
     each probe a real send; every accepted probe is read back byte-exact. Recorded as
     ``platform:largest``."""
-
-    def largest(platform, run_id: str, prefix: str, password: str):
-        return largest_payload(platform, "largest", run_id, prefix, password, int(high))
-
-    return _run_to_end("largest", largest, configuration, secrets)
+    return _run_to_end(largest_payload, "largest", configuration, secrets, high=int(high))

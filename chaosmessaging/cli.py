@@ -217,6 +217,12 @@ def _stack_up(args: argparse.Namespace) -> int:
         if running:
             state = launcher.ensure_up(home, progress=lambda m: _print(f"  {m}"))
         else:
+            docker_host = args.docker_host or os.environ.get("CHAOSMESSAGING_DOCKER_HOST")
+            if args.docker:  # the engine must pass the target allow-list, as every target does
+                from chaosmessaging import targets
+                from chaosmessaging.stack.engine import engine_address
+
+                targets.check(engine_address(docker_host), "docker_host")
             state = launcher.up(
                 home,
                 with_proxy=not args.no_proxy,
@@ -224,7 +230,7 @@ def _stack_up(args: argparse.Namespace) -> int:
                 progress=lambda m: _print(f"  {m}"),
                 settings=settings,
                 docker=args.docker,
-                docker_host=args.docker_host or os.environ.get("CHAOSMESSAGING_DOCKER_HOST"),
+                docker_host=docker_host,
                 prometheus=args.prometheus,
                 platform=args.platform,
             )
@@ -631,10 +637,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is a sentence for the user (no traceback needed)."""
     from chaosmessaging.faults import LedgerError
     from chaosmessaging.stack.launcher import StackError
+    from chaosmessaging.targets import TargetRefused
     from chaosmessaging.stack.servers import ServerError
     from chaosmessaging.stack.state import HomeError, StackStateError
 
-    return (StackError, ServerError, HomeError, StackStateError, LedgerError, KeyError, ValueError)
+    return (
+        StackError,
+        ServerError,
+        HomeError,
+        StackStateError,
+        LedgerError,
+        TargetRefused,
+        KeyError,
+        ValueError,
+    )
 
 
 def _traceback_log(home: str | None) -> Path:

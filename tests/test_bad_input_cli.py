@@ -223,6 +223,15 @@ def test_stack_up_on_a_taken_proxy_port_is_refused_at_once(tmp_path):
     _no_trace_of_a_stack(home)
 
 
+def test_stack_up_docker_on_an_engine_outside_the_allow_list_is_refused_at_once(tmp_path):
+    home = tmp_path / "home"
+    started = time.monotonic()
+    args = ("stack", "up", "--docker", "--docker-host", "tcp://10.1.2.3:2375")
+    _refused(_cli(home, *args), "refusing docker_host", "allow_hosts", code=1)
+    assert time.monotonic() - started < 10
+    _no_trace_of_a_stack(home)
+
+
 def test_no_proxy_with_a_proxy_port_is_refused(tmp_path):
     _refused(
         _cli(tmp_path / "home", "stack", "up", "--no-proxy", "--proxy-port", "8474"),

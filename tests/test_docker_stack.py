@@ -24,7 +24,8 @@ import pytest
 
 from chaosmessaging import faults, runs
 from chaosmessaging.backends import backend_for
-from chaosmessaging.backends.docker import OWNER_LABEL, DockerBackend
+from chaosmessaging.backends.docker import DockerBackend
+from chaosmessaging.stack.engine import OWNER_LABEL
 from chaosmessaging.probes.process import no_crash, snapshot_identities
 from chaosmessaging.stack import launcher, servers
 

@@ -39,27 +39,21 @@ from chaosmessaging.backends import (
     signal_name,
 )
 from chaosmessaging.config import redact
+from chaosmessaging.stack.engine import (
+    COMPOSE_PROJECT_LABEL,
+    COMPOSE_SERVICE_LABEL,
+    READY_URL_LABEL,
+    EngineError,
+    engine_address,
+    engine_client,
+)
 from chaosmessaging.util import http, poll
 
 __all__ = [
-    "COMPOSE_PROJECT_LABEL",
-    "COMPOSE_SERVICE_LABEL",
     "DockerBackend",
-    "OWNER_LABEL",
-    "READY_URL_LABEL",
     "container_ready",
     "docker_client",
 ]
-
-COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
-COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
-#: set by `stack up --docker` on every container it starts: the stack home that owns it
-OWNER_LABEL = "io.chaosmessaging.owner"
-#: a URL answering 200 once the container's service is ready
-READY_URL_LABEL = "io.chaosmessaging.ready-url"
-
-#: the engine a client reaches when neither docker_host nor DOCKER_HOST names one
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
 def docker_address(
@@ -67,8 +61,7 @@ def docker_address(
 ) -> str:
     """The Docker engine's address (`host`, else DOCKER_HOST, else the default socket), once
     the target allow-list accepts it (refused as ``docker_host``)."""
-    address = host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
-    return targets.check(address, "docker_host", configuration, secrets)
+    return targets.check(engine_address(host), "docker_host", configuration, secrets)
 
 
 def docker_client(
@@ -81,12 +74,9 @@ def docker_client(
     socket), after checking the host against the target allow-list."""
     address = docker_address(host, configuration, secrets)
     try:
-        return docker.DockerClient(base_url=address, timeout=int(timeout))
-    except DockerException as exc:
-        raise BackendError(
-            f"cannot reach the Docker engine at {redact(address)}: {exc}; start Docker or point "
-            "docker_host (CHAOSMESSAGING_DOCKER_HOST or DOCKER_HOST) at a running engine"
-        ) from None
+        return engine_client(address, timeout)
+    except EngineError as exc:
+        raise BackendError(redact(str(exc))) from None
 
 
 def _setting(

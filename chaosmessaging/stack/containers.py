@@ -27,12 +27,14 @@ from pathlib import Path
 import httpx
 from docker.errors import DockerException, NotFound
 
-from chaosmessaging.backends.docker import (
+from chaosmessaging.stack.engine import (
     COMPOSE_PROJECT_LABEL,
     COMPOSE_SERVICE_LABEL,
     OWNER_LABEL,
     READY_URL_LABEL,
-    docker_client,
+    EngineError,
+    engine_address,
+    engine_client,
 )
 from chaosmessaging.stack.servers import ServerError, mark_attempt
 from chaosmessaging.stack.state import ATTEMPT_MARK, ServiceRecord
@@ -55,8 +57,17 @@ def project_name(home: str | Path) -> str:
     return "chaosmessaging-" + hashlib.sha256(str(home).encode()).hexdigest()[:8]
 
 
+def engine(docker_host: str | None):
+    """A client of the engine at `docker_host` (the CLI checked it against the allow-list before
+    `stack up --docker`; the state file records it for what follows)."""
+    try:
+        return engine_client(engine_address(docker_host))
+    except EngineError as exc:
+        raise ServerError(str(exc)) from None
+
+
 def _client(record: ServiceRecord):
-    return docker_client((record.docker or {}).get("docker_host"))
+    return engine((record.docker or {}).get("docker_host"))
 
 
 def container_of(record: ServiceRecord):
@@ -84,7 +95,7 @@ def run(
     """Create and start `record`'s service as a container; record it (backend, host, project,
     container id) in `record`. A container of the same name left by an earlier start of this
     home is removed first (only when it carries this home's owner label)."""
-    client = docker_client(docker_host)
+    client = engine(docker_host)
     project = project_name(home)
     name = f"{project}-{record.name}"
     try:
@@ -177,7 +188,7 @@ def remove(record: ServiceRecord, timeout: float = 10.0) -> bool:
 def remove_owned(home: str | Path, docker_host: str | None) -> list[str]:
     """Remove every container carrying this home's owner label (whatever the state file says:
     an interrupted start may have left one unrecorded). Returns their names."""
-    client = docker_client(docker_host)
+    client = engine(docker_host)
     found = client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={home}"})
     for container in found:
         try:

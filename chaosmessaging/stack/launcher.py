@@ -491,12 +491,12 @@ def up(
 
 def _image(docker_host: str | None, say: Callable[[str], None]) -> str:
     """The reference stack's image on the engine (built offline when missing: minutes)."""
-    from chaosmessaging.backends.docker import docker_client
+    from chaosmessaging.stack.containers import engine
     from chaosmessaging.stack import images
 
     say("preparing the reference stack's container image (built offline when missing)")
     try:
-        tag, timings = images.app_image(docker_client(docker_host))
+        tag, timings = images.app_image(engine(docker_host))
     except images.ImageError as exc:
         raise StackError(str(exc)) from None
     say(f"image {tag} ({', '.join(f'{k} {v:g}' for k, v in timings.items())})")

@@ -483,6 +483,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
 
+    _add_stack(sub)
+    _add_proxy(sub)
+    _add_init(sub)
+    _add_check_platform(sub)
+    from chaosmessaging.nightly.command import add_arguments as nightly_commands
+
+    nightly_commands(sub)  # nightly, dashboard, baseline
+    _add_selfcheck(sub)
+    return parser
+
+
+def _add_stack(sub) -> None:
     stack = sub.add_parser("stack", help="the embedded stack (Redis, PostgreSQL, proxy, services)")
     ssub = stack.add_subparsers(dest="stack_cmd", required=True)
     p_up = ssub.add_parser("up", help="start everything and print the addresses")
@@ -546,6 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_start.add_argument("name", help="the service's name, as `stack status` lists it")
     stack.set_defaults(func=_stack)
 
+
+def _add_proxy(sub) -> None:
     proxy = sub.add_parser("proxy", help="the Toxiproxy-compatible fault proxy")
     psub = proxy.add_subparsers(dest="proxy_cmd", required=True)
     serve = psub.add_parser("serve", help="run the proxy's HTTP API (Toxiproxy-compatible)")
@@ -561,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", default=None, help="JSON file of proxies to create at start")
     proxy.set_defaults(func=_proxy)
 
+
+def _add_init(sub) -> None:
     revert = sub.add_parser("revert", help="revert every fault recorded by an interrupted run")
     revert.set_defaults(func=_revert)
 
@@ -578,6 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.set_defaults(func=_init)
 
+
+def _add_check_platform(sub) -> None:
     cp = sub.add_parser(
         "check-platform",
         help="which experiments and criteria can run against a platform (read-only checks, "
@@ -603,9 +621,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cp.set_defaults(func=_check_platform)
 
-    from chaosmessaging.nightly.command import add_arguments as nightly_commands
 
-    nightly_commands(sub)  # nightly, dashboard, baseline
+def _add_selfcheck(sub) -> None:
     check = sub.add_parser(
         "selfcheck",
         help="run the experiments against deliberately broken "
@@ -630,7 +647,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=600.0, help="seconds one chaos run may take (default 600)"
     )
     check.set_defaults(func=_selfcheck)
-    return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -15,10 +15,11 @@ import json
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chaosmessaging.util import atomic_write_json, stack_home
+from chaosmessaging.util import atomic_write_json, home_of, stack_home
 
 __all__ = [
     "current_run_id",
@@ -29,6 +30,9 @@ __all__ = [
     "method_started",
     "loads",
     "message_prefix",
+    "Snapshots",
+    "MissingSnapshot",
+    "MARKS",
 ]
 
 ENV = "CHAOSMESSAGING_RUN_ID"
@@ -81,7 +85,7 @@ def method_started(home: str | None = None) -> bool:
 
     Verdicts about a fault hold trivially in the hypothesis' first pass (before the method) and
     must have their evidence after it."""
-    return fact("mark:method", home=home) is not None
+    return fact(MARKS.key("method"), home=home) is not None
 
 
 def loads(home: str | None = None, label: str | None = None) -> list[dict]:
@@ -98,3 +102,53 @@ def message_prefix(label: str | None = None, home: str | None = None) -> str:
     A load labelled L of run R tags its messages `R/L:...`."""
     run_id = current_run_id(home)
     return f"{run_id}/{label}:" if label else f"{run_id}/"
+
+
+class MissingSnapshot(LookupError):
+    """A verdict asked for a snapshot the method did not record (the message names the label and
+    the activity that records it)."""
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """Record now, judge later: the labelled snapshots of one kind a run's method records and its
+    verdicts read back, each the fact `<kind>:<label>` (the keys the nightly collector, the
+    report and other activities read, e.g. `mark:method`, `pending:at_kill`, `recovery:*`).
+
+    `missing` is the sentence for an absent snapshot: `{label!r}` is the label asked for, other
+    fields are given to `missing_reason`/`require`. One instance per kind, beside its recorder::
+
+        IDENTITIES = Snapshots("identities", "no identity snapshot {label!r}: add ...")
+        IDENTITIES.record("before", seen, configuration)
+        before = IDENTITIES.require("before", configuration)  # or MissingSnapshot
+    """
+
+    kind: str
+    missing: str
+
+    def key(self, label: str) -> str:
+        return f"{self.kind}:{label}"
+
+    def record(self, label: str, value: Any, configuration: dict | None = None) -> Any:
+        """Store `value` as this run's snapshot `label`; return it."""
+        record(self.key(label), value, home=home_of(configuration))
+        return value
+
+    def get(self, label: str, configuration: dict | None = None, default: Any = None) -> Any:
+        """The snapshot `label` of this run, or `default` when it was not recorded."""
+        return fact(self.key(label), default, home=home_of(configuration))
+
+    def missing_reason(self, label: str, **fields: Any) -> str:
+        """The sentence saying snapshot `label` is missing and what records it."""
+        return self.missing.format(label=label, **fields)
+
+    def require(self, label: str, configuration: dict | None = None, **fields: Any) -> Any:
+        """The snapshot `label`; `MissingSnapshot` (naming it) when it was not recorded."""
+        value = self.get(label, configuration)
+        if value is None:
+            raise MissingSnapshot(self.missing_reason(label, **fields))
+        return value
+
+
+#: instants of the run (`probes.recovery.mark`): "method" (the method started), a fault's removal
+MARKS = Snapshots("mark", "mark {label!r} was not set: add mark(label={label!r}) to the method")

@@ -41,7 +41,7 @@ def test_failed_activities_redact_passwords_from_configuration(tmp_path):
                 "provider": {
                     "type": "python",
                     "module": "chaosmessaging.probes.redis",
-                    "func": "pel_size",
+                    "func": "pel_count",
                 },
             },
             {

@@ -40,7 +40,7 @@ def _add(client, stream, count, first_ms=None, step_ms=1):
 
 def test_missing_stream_and_group_read_as_zero_not_a_crash(names):
     assert probes.stream_length(configuration=names) == 0
-    assert probes.pel_size(configuration=names) == 0
+    assert probes.pel_count(configuration=names) == 0
     assert probes.oldest_pending_idle_ms(configuration=names) == 0
     assert probes.pending_entries(configuration=names) == []
     assert probes.consumer_lag(configuration=names) == {
@@ -56,7 +56,7 @@ def test_missing_stream_and_group_read_as_zero_not_a_crash(names):
 def test_existing_stream_without_group_reads_as_zero(client, names):
     _add(client, names["messaging_stream"], 3)
     assert probes.stream_length(configuration=names) == 3
-    assert probes.pel_size(configuration=names) == 0
+    assert probes.pel_count(configuration=names) == 0
     lag = probes.consumer_lag(configuration=names)
     assert lag["entries"] == 0 and lag["missing"] == f"group '{names['messaging_group']}'"
 
@@ -67,9 +67,9 @@ def test_pel_and_pending_entries_follow_reads_and_acks(client, names):
     client.xgroup_create(stream, group, id="0")
     client.xreadgroup(group, "c1", {stream: ">"}, count=2)
     client.xreadgroup(group, "c2", {stream: ">"}, count=1)
-    assert probes.pel_size(configuration=names) == 3
+    assert probes.pel_count(configuration=names) == 3
     client.xack(stream, group, ids[0])
-    assert probes.pel_size(configuration=names) == 2
+    assert probes.pel_count(configuration=names) == 2
 
     entries = probes.pending_entries(configuration=names)
     assert [e["id"] for e in entries] == ids[1:3]
@@ -139,7 +139,7 @@ def test_unreachable_redis_raises_an_actionable_error_without_the_password():
     url = f"redis://:hunter2@127.0.0.1:{servers.free_port()}/0"
     for probe in (
         probes.stream_length,
-        probes.pel_size,
+        probes.pel_count,
         probes.consumer_lag,
         probes.dead_letter_count,
     ):

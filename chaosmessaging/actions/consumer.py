@@ -3,7 +3,7 @@
 A consumer killed while idle leaves nothing pending, which proves little. `crash_during_catch_up`
 starts the consumer (usually after a downtime, so a backlog waits for it) and kills it as soon as
 its consumer group holds at least `min_pending` unacknowledged entries, i.e. in the middle of a
-batch, then records those entries (`probes.recovery.snapshot_pending`) so the hypothesis can
+batch, then records those entries (`clients.redis.pending_snapshot`) so the hypothesis can
 check each one was reclaimed and delivered after the restart.
 """
 

@@ -6,8 +6,8 @@ guarded `group_call` returns None for it and logs why. An unreachable Redis rais
 `ActivityFailed` naming the address (password redacted).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: `pel_count` and `pending_snapshot` are activities too
+# (`probes.redis`, `probes.recovery`), and `chaos discover` types only evaluated annotations.
 import redis
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
@@ -16,7 +16,6 @@ from logzero import logger
 from chaosmessaging import runs, targets
 from chaosmessaging.clients.http import STACK_HINT
 from chaosmessaging.config import lookup, redact
-from chaosmessaging.util import home_of
 
 __all__ = [
     "redis_client",
@@ -104,6 +103,14 @@ def group_call(url: str, stream: str, group: str, func, *args, **kwargs):
         raise ActivityFailed(f"Redis at {redact(url)} refused {func.__name__}: {error}") from None
 
 
+#: the entries pending in the consumer group at a fault (`pending_snapshot`; a random kill's
+#: `<label>#<n>`), judged by `probes.recovery.pending_reclaimed` / `kills_reclaimed`
+PENDING = runs.Snapshots(
+    "pending",
+    "no snapshot of the entries pending at {label!r}: did the fault action record one?",
+)
+
+
 def pel_count(
     stream: str = None,
     group: str = None,
@@ -111,7 +118,10 @@ def pel_count(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> int:
-    """Entries delivered to the group but not yet acknowledged (0 when stream/group missing)."""
+    """
+    Size of the consumer group's pending entries list: entries delivered to a consumer but
+    not yet acknowledged (`XPENDING` summary count). 0 when the stream or group is missing.
+    """
     stream, group = stream_names(stream, group, configuration, secrets)
     client, url = redis_client(redis_url, configuration, secrets)
     summary = group_call(url, stream, group, client.xpending, stream, group)
@@ -148,7 +158,7 @@ def pending_snapshot(
     consumers: dict[str, int] = {}
     for e in entries:
         consumers[e["consumer"]] = consumers.get(e["consumer"], 0) + 1
-    runs.record(f"pending:{label}", entries, home=home_of(configuration))
+    PENDING.record(label, entries, configuration)
     logger.info(f"{len(entries)} entries pending in {stream}/{group} at {label}")
     return {
         "count": len(entries),

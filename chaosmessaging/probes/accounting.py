@@ -8,14 +8,13 @@ the database does not hold is loss before the outbox.
 """
 
 from chaoslib.types import Configuration, Secrets
-from logzero import logger
 
 from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.postgres import pg_fetch
 from chaosmessaging.util import home_of
 from chaosmessaging.evidence.ledger import ledger_accounting
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, judges_method, logged, verdict
 
 __all__ = ["delivery_latency", "latency_recovered", "message_accounting", "payloads_intact"]
 
@@ -131,6 +130,7 @@ def delivery_latency(
 
 
 @platform_applies
+@judges_method()
 def latency_recovered(
     baseline: str = "baseline",
     degraded: str = "degraded",
@@ -148,8 +148,6 @@ def latency_recovered(
     and after it p95 is at most `baseline * recovery_factor + slack_ms`. Returns the three
     phases' figures and `ok`. Before the method ran it holds trivially (`"phase": "before"`).
     """
-    if held := held_before_method(configuration):
-        return held
     phases = {
         name: delivery_latency(label, dsn=dsn, configuration=configuration, secrets=secrets)
         for name, label in (
@@ -175,9 +173,9 @@ def latency_recovered(
         f"(needs +{float(min_degradation_ms):g}), recovered {p95['recovered']} ms "
         f"(ceiling {ceiling:.1f})"
     )
-    result = verdict(result["degraded_enough"] and result["back_to_baseline"], reason, **result)
-    logger.info(f"{reason}: {'ok' if result['ok'] else 'FAILED'}")
-    return result
+    return logged(
+        verdict(result["degraded_enough"] and result["back_to_baseline"], reason, **result)
+    )
 
 
 # k6/message_load.js with DIGEST=1 ends each client_msg_id with ".<sha256 hex of the payload>"
@@ -193,9 +191,17 @@ FROM messages m,
      LATERAL (SELECT substring(m.client_msg_id FROM '\\.([0-9a-f]{64})$') AS digest) d
 WHERE starts_with(m.client_msg_id, $1)
 """
+_INTACT_FIGURES = {
+    "messages": 0,
+    "corrupted": 0,
+    "undigested": 0,
+    "size_mismatch": 0,
+    "corrupted_ids": [],
+}
 
 
 @platform_applies
+@judges_method(**_INTACT_FIGURES)
 def payloads_intact(
     run_id: str = None,
     max_ids: int = 20,
@@ -213,20 +219,11 @@ def payloads_intact(
     `size_mismatch`. No message, or any undigested one, fails: nothing would be proven.
     The query reads every payload of the run: `timeout` (seconds) bounds it.
     """
-    figures = {
-        "messages": 0,
-        "corrupted": 0,
-        "undigested": 0,
-        "size_mismatch": 0,
-        "corrupted_ids": [],
-    }
-    if held := held_before_method(configuration, **figures):
-        return held
     prefix, _ = _scope(run_id, None, configuration)
     row = pg_fetch(
         _INTACT, (prefix, int(max_ids)), dsn, configuration, secrets, timeout=float(timeout)
     )[0]
-    figures = {k: (list(row[k]) if k == "corrupted_ids" else int(row[k])) for k in figures}
+    figures = {k: (list(row[k]) if k == "corrupted_ids" else int(row[k])) for k in _INTACT_FIGURES}
     problems = []
     if figures["messages"] == 0:
         problems.append(f"no message of this run ('{prefix}') is stored")
@@ -239,5 +236,4 @@ def payloads_intact(
     if figures["size_mismatch"]:
         problems.append(f"{figures['size_mismatch']} size_bytes differ from the stored bytes")
     reason = "; ".join(problems) or f"all {figures['messages']} payloads intact (SHA-256)"
-    logger.info(f"{reason} -> {'BREACHED' if problems else 'ok'}")
-    return verdict(not problems, reason, **figures)
+    return logged(verdict(not problems, reason, **figures))

@@ -9,25 +9,42 @@ growth since a `chaosmessaging.probes.metrics.snapshot_metrics` snapshot).
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
-from logzero import logger
 
 from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.prometheus import metrics_source, select
+from chaosmessaging.probes.metrics import METRICS_SNAPSHOTS
 from chaosmessaging.util import home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, judges_method, logged, verdict
 
 __all__ = ["unauthorized_access_denied", "version_conflicts_detected"]
 
 DENIED = "sanctum_security_denied_total"
 CONFLICTS = "messaging_conversation_version_conflicts_total"
 _LEAK_LINE = re.compile(r"((?:AUTHZ_LEAK|LIST_LEAK|STALE_ACCEPTED) [^\n\"]+)")
+_ACCESS_FIGURES = {
+    "attempts": None,
+    "denied": None,
+    "leaks": None,
+    "list_leaks": None,
+    "other_answers": None,
+    "server_denied": None,
+    "examples": [],
+}
+_CONFLICT_FIGURES = {
+    "stale_updates": None,
+    "conflicts": None,
+    "stale_accepted": None,
+    "server_conflicts": None,
+    "examples": [],
+}
 
 
 def _load(label: str, configuration: Configuration) -> tuple[dict, dict] | None:
@@ -66,7 +83,7 @@ def _grew(
     configuration: Configuration,
     secrets: Secrets,
 ) -> float | None:
-    snapshot = runs.fact(f"metrics:{since}", home=home_of(configuration))
+    snapshot = METRICS_SNAPSHOTS.get(since, configuration)
     if snapshot is None:
         return None
     before = [(n, dict(lb), float(v)) for n, lb, v in snapshot["samples"]]
@@ -75,6 +92,7 @@ def _grew(
 
 
 @platform_applies
+@judges_method(**_ACCESS_FIGURES)
 def unauthorized_access_denied(
     label: str,
     since: str,
@@ -91,17 +109,7 @@ def unauthorized_access_denied(
     proved nothing). Figures: `attempts`, `denied`, `leaks`, `list_leaks`, `server_denied`,
     `examples` (the leaking requests, by user and conversation id).
     """
-    figures = {
-        "attempts": None,
-        "denied": None,
-        "leaks": None,
-        "list_leaks": None,
-        "other_answers": None,
-        "server_denied": None,
-        "examples": [],
-    }
-    if held := held_before_method(configuration, **figures):
-        return held
+    figures = copy.deepcopy(_ACCESS_FIGURES)
     found = _load(label, configuration)
     if found is None:
         return verdict(False, f"no load {label!r} was recorded in this run", **figures)
@@ -136,12 +144,7 @@ def unauthorized_access_denied(
             **figures,
         )
     if figures["server_denied"] is None:
-        return verdict(
-            False,
-            f"no snapshot {since!r}: add snapshot_metrics(label={since!r}) "
-            "to the method before the load",
-            **figures,
-        )
+        return verdict(False, METRICS_SNAPSHOTS.missing_reason(since), **figures)
     if figures["server_denied"] < 1:
         return verdict(
             False,
@@ -152,11 +155,11 @@ def unauthorized_access_denied(
         f"all {figures['attempts']:g} unauthorized reads answered 403, no leak "
         f"({DENIED} +{figures['server_denied']:g})"
     )
-    logger.info(reason)
-    return verdict(True, reason, **figures)
+    return logged(verdict(True, reason, **figures))
 
 
 @platform_applies
+@judges_method(**_CONFLICT_FIGURES)
 def version_conflicts_detected(
     label: str,
     since: str,
@@ -172,15 +175,7 @@ def version_conflicts_detected(
     `messaging_conversation_version_conflicts_total` grew since the snapshot `since`. Figures:
     `stale_updates`, `conflicts`, `stale_accepted`, `server_conflicts`, `examples`.
     """
-    figures = {
-        "stale_updates": None,
-        "conflicts": None,
-        "stale_accepted": None,
-        "server_conflicts": None,
-        "examples": [],
-    }
-    if held := held_before_method(configuration, **figures):
-        return held
+    figures = copy.deepcopy(_CONFLICT_FIGURES)
     found = _load(label, configuration)
     if found is None:
         return verdict(False, f"no load {label!r} was recorded in this run", **figures)
@@ -207,12 +202,7 @@ def version_conflicts_detected(
             **figures,
         )
     if figures["server_conflicts"] is None:
-        return verdict(
-            False,
-            f"no snapshot {since!r}: add snapshot_metrics(label={since!r}) "
-            "to the method before the load",
-            **figures,
-        )
+        return verdict(False, METRICS_SNAPSHOTS.missing_reason(since), **figures)
     if figures["server_conflicts"] < 1:
         return verdict(
             False,
@@ -224,5 +214,4 @@ def version_conflicts_detected(
         f"deliberately stale), none stale accepted ({CONFLICTS} "
         f"+{figures['server_conflicts']:g})"
     )
-    logger.info(reason)
-    return verdict(True, reason, **figures)
+    return logged(verdict(True, reason, **figures))

@@ -30,7 +30,7 @@ from chaosmessaging import runs
 from chaosmessaging.clients.http import Readiness, service_url
 from chaosmessaging.clients.samples import samples_path
 from chaosmessaging.util import atomic_write_json, home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, argument, judges_method, logged, verdict
 
 __all__ = [
     "answers_only_ok_or_unavailable",
@@ -129,6 +129,7 @@ def _no_watch(label: str, **figures) -> Verdict:
     )
 
 
+@judges_method(services={}, bad=[])
 def answers_only_ok_or_unavailable(
     label: str = "watch", configuration: Configuration = None, secrets: Secrets = None
 ) -> Verdict:
@@ -137,8 +138,6 @@ def answers_only_ok_or_unavailable(
     status (a 500 is a failure to degrade gracefully) and no failed connection (a crash or a
     hang). Figures: `services` {name: {status: count}}, `bad` (the first offending answers).
     """
-    if held := held_before_method(configuration, services={}, bad=[]):
-        return held
     watched = _load(label, configuration)
     if watched is None:
         return _no_watch(label, services={}, bad=[])
@@ -150,28 +149,22 @@ def answers_only_ok_or_unavailable(
     ]
     counts = {s: _count(a) for s, a in watched["answers"].items()}
     empty = [s for s, a in watched["answers"].items() if not a]
-    ok = not bad and not empty
     if bad:
         reason = f"{len(bad)} answers neither 200 nor 503, first: {bad[0]}"
     elif empty:
         reason = f"no answer recorded for {empty}"
     else:
         reason = f"every answer 200 or 503: {counts}"
-    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, services=counts, bad=bad[:20])
+    return logged(verdict(not bad and not empty, reason, services=counts, bad=bad[:20]))
 
 
 def _window(start: str, end: str | None, configuration: Configuration) -> tuple[float, float]:
-    home = home_of(configuration)
-    begin = runs.fact(f"mark:{start}", home=home)
-    if begin is None:
-        raise LookupError(f"mark {start!r} was not set: add mark(label={start!r}) to the method")
-    finish = runs.fact(f"mark:{end}", home=home) if end else None
-    if end and finish is None:
-        raise LookupError(f"mark {end!r} was not set: add mark(label={end!r}) to the method")
+    begin = runs.MARKS.require(start, configuration)
+    finish = runs.MARKS.require(end, configuration) if end else None
     return float(begin), float(finish) if finish else time.time()
 
 
+@judges_method(services={}, window_s=None)
 def degradation_reported(
     dependency: str,
     since: str,
@@ -192,8 +185,6 @@ def degradation_reported(
     saying 200 for a moment (a cached check) is caught. Figures: `services` {name: {"answers",
     "reported", "not_reported"}}, `window_s`, `grace_s`.
     """
-    if held := held_before_method(configuration, services={}, window_s=None):
-        return held
     watched = _load(label, configuration)
     if watched is None:
         return _no_watch(label, services={}, window_s=None)
@@ -227,14 +218,17 @@ def degradation_reported(
                 f"did not report {dependency} degraded (e.g. HTTP {wrong[1]}, "
                 f"degraded {wrong[2]})"
             )
-    ok = not problems
     reason = "; ".join(problems) or (
         f"every service reported {dependency} degraded ({since} -> {until})"
     )
-    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, services=figures, window_s=round(end - begin, 3), grace_s=grace)
+    return logged(
+        verdict(
+            not problems, reason, services=figures, window_s=round(end - begin, 3), grace_s=grace
+        )
+    )
 
 
+@judges_method(services={}, relapses={}, limit_s=argument("limit_s", float), worst_s=None)
 def recovered_within(
     since: str,
     limit_s: float,
@@ -257,8 +251,6 @@ def recovered_within(
     """
     limit_s = float(limit_s)
     figures0 = {"services": {}, "relapses": {}, "limit_s": limit_s, "worst_s": None}
-    if held := held_before_method(configuration, **figures0):
-        return held
     watched = _load(label, configuration)
     if watched is None:
         return _no_watch(label, **figures0)
@@ -296,5 +288,6 @@ def recovered_within(
         reason = f"every service {what} {worst:g}s after {since} at worst (limit {limit_s:g}s)"
         if any(relapses.values()):
             reason += f"; unhealthy answers after recovery: {relapses}"
-    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, services=figures, relapses=relapses, limit_s=limit_s, worst_s=worst)
+    return logged(
+        verdict(ok, reason, services=figures, relapses=relapses, limit_s=limit_s, worst_s=worst)
+    )

@@ -10,6 +10,7 @@ The invalidation delay itself is a histogram the API exposes; judge it with
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import time
@@ -22,8 +23,9 @@ from logzero import logger
 from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.prometheus import metrics_source, select
+from chaosmessaging.probes.metrics import METRICS_SNAPSHOTS
 from chaosmessaging.util import home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, argument, judges_method, logged, verdict
 
 __all__ = [
     "cache_hit_ratio_at_least",
@@ -34,6 +36,18 @@ __all__ = [
 
 HITS = "messaging_participant_cache_hits_total"
 MISSES = "messaging_participant_cache_misses_total"
+_RECOVERIES = runs.Snapshots(
+    "cache_recovery",
+    "no hit-ratio measurement {label!r}: add watch_hit_ratio_recovery(label={label!r}) to the "
+    "method",
+)
+_STALE_FIGURES = {
+    "stale_reads": None,
+    "reads_after_removal": None,
+    "cross_process_reads": None,
+    "member_denied": None,
+    "examples": [],
+}
 _STALE_LINE = re.compile(
     r"STALE_READ (conversation=\S+ user=\S+ removed_at=\d+ read_at=\d+"
     r" removed_by_pid=\S+ read_pid=\S+)"
@@ -52,6 +66,7 @@ def _counts(source) -> tuple[float, float]:
 
 
 @platform_applies
+@judges_method(ratio=None, hits=None, misses=None, min_ratio=argument("min_ratio", float))
 def cache_hit_ratio_at_least(
     since: str,
     min_ratio: float,
@@ -68,16 +83,9 @@ def cache_hit_ratio_at_least(
     """
     min_ratio = float(min_ratio)
     figures = {"ratio": None, "hits": None, "misses": None, "min_ratio": min_ratio}
-    if held := held_before_method(configuration, **figures):
-        return held
-    snapshot = runs.fact(f"metrics:{since}", home=home_of(configuration))
+    snapshot = METRICS_SNAPSHOTS.get(since, configuration)
     if snapshot is None:
-        return verdict(
-            False,
-            f"no snapshot {since!r}: add snapshot_metrics(label={since!r}) to "
-            "the method before the load",
-            **figures,
-        )
+        return verdict(False, METRICS_SNAPSHOTS.missing_reason(since), **figures)
     before = [(n, dict(lb), float(v)) for n, lb, v in snapshot["samples"]]
     hits, misses = _counts(metrics_source(service, url, configuration, secrets))
     figures["hits"] = hits - (select(before, HITS, {}) or 0.0)
@@ -88,13 +96,11 @@ def cache_hit_ratio_at_least(
             False, f"no participant cache lookup since {since!r}: nothing to judge", **figures
         )
     figures["ratio"] = figures["hits"] / lookups
-    ok = figures["ratio"] >= min_ratio
     reason = (
         f"participant cache hit ratio since {since!r}: {figures['hits']:g} / {lookups:g} = "
         f"{figures['ratio']:.3f} (need >= {min_ratio:g})"
     )
-    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, **figures)
+    return logged(verdict(figures["ratio"] >= min_ratio, reason, **figures))
 
 
 def watch_hit_ratio_recovery(
@@ -139,7 +145,7 @@ def watch_hit_ratio_recovery(
         "min_ratio": float(min_ratio),
         "within_s": float(within_s),
     }
-    runs.record(f"cache_recovery:{label}", result, home=home_of(configuration))
+    _RECOVERIES.record(label, result, configuration)
     state = "back above" if recovered is not None else "not back above"
     logger.info(
         f"participant cache hit ratio {state} {float(min_ratio):g} after "
@@ -149,6 +155,7 @@ def watch_hit_ratio_recovery(
 
 
 @platform_applies
+@judges_method(recovered_after_s=None, within_s=argument("within_s", float))
 def hit_ratio_recovered(
     label: str, within_s: float, configuration: Configuration = None, secrets: Secrets = None
 ) -> Verdict:
@@ -159,16 +166,9 @@ def hit_ratio_recovered(
     after it, a missing measurement fails.
     """
     figures = {"recovered_after_s": None, "within_s": float(within_s)}
-    if held := held_before_method(configuration, **figures):
-        return held
-    fact = runs.fact(f"cache_recovery:{label}", home=home_of(configuration))
+    fact = _RECOVERIES.get(label, configuration)
     if fact is None:
-        return verdict(
-            False,
-            f"no hit-ratio measurement {label!r}: add "
-            f"watch_hit_ratio_recovery(label={label!r}) to the method",
-            **figures,
-        )
+        return verdict(False, _RECOVERIES.missing_reason(label), **figures)
     recovered = fact["recovered_after_s"]
     figures.update(
         recovered_after_s=recovered, min_ratio=fact["min_ratio"], windows=fact["windows"]
@@ -203,6 +203,7 @@ def _count(metrics: dict, name: str) -> float:
 
 
 @platform_applies
+@judges_method(**_STALE_FIGURES)
 def no_stale_reads(
     label: str, max_examples: int = 10, configuration: Configuration = None, secrets: Secrets = None
 ) -> Verdict:
@@ -215,15 +216,7 @@ def no_stale_reads(
     cross processes). Figures: `stale_reads`, `reads_after_removal`, `cross_process_reads`,
     `member_denied`, `examples` (conversation, user, removal and read times in ms, pids).
     """
-    figures = {
-        "stale_reads": None,
-        "reads_after_removal": None,
-        "cross_process_reads": None,
-        "member_denied": None,
-        "examples": [],
-    }
-    if held := held_before_method(configuration, **figures):
-        return held
+    figures = copy.deepcopy(_STALE_FIGURES)
     found = _load_summary(label, configuration)
     if found is None:
         return verdict(

@@ -10,15 +10,19 @@ the method, false after it when no snapshot was taken.
 from __future__ import annotations
 
 from chaoslib.types import Configuration, Secrets
-from logzero import logger
 
 from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.probes.redis import dead_letter_count
-from chaosmessaging.util import home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, judges_method, logged, verdict
 
 __all__ = ["snapshot_dead_letters", "dead_letters_not_grown"]
+
+_DEAD_LETTERS = runs.Snapshots(
+    "dead_letters",
+    "no dead-letter snapshot {label!r} in this run: add snapshot_dead_letters(label={label!r}) "
+    "to the method",
+)
 
 
 def snapshot_dead_letters(
@@ -33,11 +37,11 @@ def snapshot_dead_letters(
     the run's facts under `label` and return it.
     """
     count = dead_letter_count(dead_stream, redis_url, configuration, secrets)
-    runs.record(f"dead_letters:{label}", count, home=home_of(configuration))
-    return count
+    return _DEAD_LETTERS.record(label, count, configuration)
 
 
 @platform_applies
+@judges_method(before=None, now=None, grew=None)
 def dead_letters_not_grown(
     since: str = "method",
     max_growth: int = 0,
@@ -51,23 +55,13 @@ def dead_letters_not_grown(
     `snapshot_dead_letters(label=since)`. Verdict with `before`, `now`, `grew`; holds
     before the method ran, fails after it when the snapshot is missing.
     """
-    if held := held_before_method(configuration, before=None, now=None, grew=None):
-        return held
-    before = runs.fact(f"dead_letters:{since}", home=home_of(configuration))
+    before = _DEAD_LETTERS.get(since, configuration)
     if before is None:
-        return verdict(
-            False,
-            f"no dead-letter snapshot {since!r} in this run: add "
-            f"snapshot_dead_letters(label={since!r}) to the method",
-            before=None,
-            now=None,
-            grew=None,
-        )
+        return verdict(False, _DEAD_LETTERS.missing_reason(since), before=None, now=None, grew=None)
     now = dead_letter_count(dead_stream, redis_url, configuration, secrets)
     grew = now - int(before)
     reason = (
         f"dead-letter stream grew by {grew} since {since!r} ({before} -> {now}; "
         f"at most {int(max_growth)})"
     )
-    logger.info(reason)
-    return verdict(grew <= int(max_growth), reason, before=int(before), now=now, grew=grew)
+    return logged(verdict(grew <= int(max_growth), reason, before=int(before), now=now, grew=grew))

@@ -40,7 +40,7 @@ from chaosmessaging.evidence.delivery import account
 from chaosmessaging.platform import PlatformError, load_platform
 from chaosmessaging.config import lookup
 from chaosmessaging.util import home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, not_applicable, verdict
+from chaosmessaging.verdicts import Verdict, judges_method, not_applicable, verdict
 
 __all__ = ["websocket_delivery", "foreign_reads_denied", "frames_steady"]
 
@@ -55,6 +55,7 @@ WHERE starts_with(client_msg_id, $1) AND conversation_id = ANY($2::uuid[])
 
 
 @platform_applies
+@judges_method()
 def websocket_delivery(
     label: str = "ws",
     load_label: str = None,
@@ -92,8 +93,6 @@ def websocket_delivery(
     expected, received, lost, duplicated, leaked, leaked_after_removal, removals, corrupted,
     late, latency p50/p95/p99 ms, disconnects, reconnects, max reconnect seconds, examples by id.
     """
-    if held := held_before_method(configuration):
-        return held
     home = home_of(configuration)
     fleet = runs.fact(f"ws:{label}", home=home)
     if not fleet:
@@ -164,6 +163,7 @@ def _acknowledged(
 
 
 @platform_applies
+@judges_method()
 def foreign_reads_denied(
     label: str = "ws",
     attempts: int = 10,
@@ -176,8 +176,6 @@ def foreign_reads_denied(
     leak, anything else a failure). Holds trivially when every user is in every conversation.
     Figures: attempts, denied (403), leaked (2xx), other statuses.
     """
-    if held := held_before_method(configuration):
-        return held
     fleet = runs.fact(f"ws:{label}", home=home_of(configuration))
     if not fleet:
         return verdict(False, f"no WebSocket clients labelled {label!r} ran in this run")
@@ -250,6 +248,7 @@ def foreign_reads_denied(
 
 
 @platform_applies
+@judges_method()
 def frames_steady(
     label: str = "ws",
     windows: int = 5,
@@ -265,8 +264,6 @@ def frames_steady(
     gateway shows an empty window, a burst after a stall a full one). Fewer than `min_frames`
     frames fails (no evidence). Figures: per-window counts, mean, worst deviation %.
     """
-    if held := held_before_method(configuration):
-        return held
     windows = int(windows)
     if windows < 2:
         raise ActivityFailed("windows must be 2 or more")

@@ -16,7 +16,14 @@ from logzero import logger
 from chaosmessaging import runs
 from chaosmessaging.clients.k6raw import combined
 from chaosmessaging.util import home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import (
+    Verdict,
+    argument,
+    held_before_method,
+    judges_method,
+    logged,
+    verdict,
+)
 
 __all__ = ["k6_combined_thresholds", "k6_count_at_most", "k6_metric", "k6_thresholds"]
 
@@ -178,6 +185,7 @@ def k6_metric(
     return float(stats[stat])
 
 
+@judges_method(count=None, at_most=argument("at_most", float), loads={})
 def k6_count_at_most(
     metric: str,
     at_most: float = 0,
@@ -193,8 +201,6 @@ def k6_count_at_most(
     `loads` {label: count}. Holds before the method; after it, no load fails.
     """
     at_most = float(at_most)
-    if held := held_before_method(configuration, count=None, at_most=at_most, loads={}):
-        return held
     loads = runs.loads(home_of(configuration), label)
     if not loads:
         return verdict(
@@ -211,10 +217,8 @@ def k6_count_at_most(
         for load in loads
     }
     total = sum(counts.values())
-    ok = total <= at_most
     reason = f"k6 {metric}: {total:g} over {len(counts)} load(s) (at most {at_most:g})"
-    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, count=total, at_most=at_most, loads=counts)
+    return logged(verdict(total <= at_most, reason, count=total, at_most=at_most, loads=counts))
 
 
 def _load(summary_path: str) -> dict:

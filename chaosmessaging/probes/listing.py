@@ -15,13 +15,12 @@ from collections import Counter
 import httpx
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
-from logzero import logger
 
 from chaosmessaging import targets
 from chaosmessaging.clients.postgres import pg_fetch
 from chaosmessaging.clients.platform import PlatformCallFailed, login
 from chaosmessaging.config import lookup
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, judges_method, logged, verdict
 
 __all__ = ["conversation_lists_complete"]
 
@@ -59,6 +58,7 @@ def walk(api_url: str, token: str, page_size: int, timeout: float = 10.0) -> tup
     raise ActivityFailed(f"the list did not end after {MAX_PAGES} pages: a cursor that loops?")
 
 
+@judges_method()
 def conversation_lists_complete(
     users: int,
     page_size: int = 5,
@@ -72,8 +72,6 @@ def conversation_lists_complete(
     PostgreSQL): none missing, none twice, none they are not in. Holds before the method.
     Figures: users, pages, listed, expected, missing, repeated, foreign, examples.
     """
-    if held := held_before_method(configuration):
-        return held
     users, page_size = int(users), int(page_size)
     if users < 1 or not 1 <= page_size <= 100:
         raise ActivityFailed("users must be >= 1 and page_size in 1..100")
@@ -134,5 +132,4 @@ def conversation_lists_complete(
             f"conversation(s) missing, {len(repeated)} listed twice, {len(foreign)} listed to a "
             f"non-participant (of {expected_total} expected)"
         )
-    logger.info("conversation lists %s: %s", "ok" if ok else "BREACHED", reason)
-    return verdict(ok, reason, **figures)
+    return logged(verdict(ok, reason, **figures), "conversation lists")

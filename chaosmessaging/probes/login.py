@@ -25,9 +25,13 @@ from chaosmessaging import runs
 from chaosmessaging.probes.k6 import k6_metric
 from chaosmessaging.probes.metrics import histogram_quantile_within
 from chaosmessaging.util import home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, judges_method, logged, verdict
 
 __all__ = ["kdf_reference", "login_latency_within_reference"]
+
+_KDF = runs.Snapshots(
+    "kdf", "no reference KDF time under {label!r}: run kdf_reference(label={label!r}) in the method"
+)
 
 
 def _hash_seconds(time_cost: int, memory_kib: int, parallelism: int) -> float:
@@ -71,15 +75,26 @@ def kdf_reference(
     taken = [
         _hash_seconds(int(time_cost), int(memory_kib), int(parallelism)) for _ in range(rounds)
     ]
-    home = home_of(configuration)
-    key = f"kdf:{label}"
-    seconds = list(runs.fact(key, default=[], home=home)) + [round(s, 5) for s in taken]
-    runs.record(key, seconds, home=home)
+    seconds = list(_KDF.get(label, configuration, [])) + [round(s, 5) for s in taken]
+    _KDF.record(label, seconds, configuration)
     median = statistics.median(seconds)
     logger.info(f"reference KDF {label!r}: median {median * 1000:.1f} ms over {len(seconds)}")
     return {"label": label, "seconds": seconds, "median_s": round(median, 5)}
 
 
+def _k6_stat(quantile: float) -> str:
+    stat = {0.5: "med", 0.9: "p(90)", 0.95: "p(95)"}.get(quantile)
+    if stat is None:
+        raise ActivityFailed(f"quantile={quantile:g}: use 0.5, 0.9 or 0.95 (k6's summary)")
+    return stat
+
+
+def _judgeable(arguments: dict) -> None:
+    float(arguments["factor"])
+    _k6_stat(float(arguments["quantile"]))
+
+
+@judges_method(_judgeable, reference_ms=None, limit_ms=None)
 def login_latency_within_reference(
     factor: float,
     quantile: float = 0.5,
@@ -102,20 +117,10 @@ def login_latency_within_reference(
     `client_ms`, `server_ms`, `ratio` (client / reference), `quantile`.
     """
     factor, quantile = float(factor), float(quantile)
-    stat = {0.5: "med", 0.9: "p(90)", 0.95: "p(95)"}.get(quantile)
-    if stat is None:
-        raise ActivityFailed(f"quantile={quantile:g}: use 0.5, 0.9 or 0.95 (k6's summary)")
-    if held := held_before_method(configuration, reference_ms=None, limit_ms=None):
-        return held
-    seconds = runs.fact(f"kdf:{reference}", home=home_of(configuration))
+    stat = _k6_stat(quantile)
+    seconds = _KDF.get(reference, configuration)
     if not seconds:
-        return verdict(
-            False,
-            f"no reference KDF time under {reference!r}: run kdf_reference(label={reference!r}) "
-            "in the method",
-            reference_ms=None,
-            limit_ms=None,
-        )
+        return verdict(False, _KDF.missing_reason(reference), reference_ms=None, limit_ms=None)
     reference_s = statistics.median(seconds)
     limit_s = factor * reference_s
     started = runs.loads(home_of(configuration), load)
@@ -151,7 +156,6 @@ def login_latency_within_reference(
         problems.append(f"{metric}: {server['reason']}")
     elif not server["ok"]:
         problems.append(f"the service measured a token p{quantile * 100:g} of {server_ms:.0f} ms")
-    ok = not problems
     reason = (
         "; ".join(problems) + f" (limit {factor:g} x {figures['reference_ms']:g} ms)"
         if problems
@@ -160,5 +164,4 @@ def login_latency_within_reference(
             f"(service), limit {factor:g} x the reference KDF {figures['reference_ms']:g} ms"
         )
     )
-    logger.info(f"login latency {'ok' if ok else 'BREACHED'}: {reason}")
-    return verdict(ok, reason, **figures)
+    return logged(verdict(not problems, reason, **figures), "login latency")

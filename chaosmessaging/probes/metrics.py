@@ -20,8 +20,7 @@ from logzero import logger
 from chaosmessaging import runs
 from chaosmessaging.clients.prometheus import candidates, metrics_source, select
 from chaosmessaging.platform.metrics import maps_metrics, metric_name
-from chaosmessaging.util import home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, argument, judges_method, logged, verdict
 
 __all__ = [
     "counter_grew_at_most",
@@ -34,6 +33,15 @@ __all__ = [
     "snapshot_metrics",
     "wait_for_counter_growth",
 ]
+
+_METRIC = runs.Snapshots(
+    "metric", "no snapshot {label!r} of {name}: add snapshot_metric(label={label!r}) to the method"
+)
+#: every sample of a service, by `snapshot_metrics` (also read by `authorization` and `cache`)
+METRICS_SNAPSHOTS = runs.Snapshots(
+    "metrics",
+    "no snapshot {label!r}: add snapshot_metrics(label={label!r}) to the method before the load",
+)
 
 
 def metric_value(
@@ -91,15 +99,12 @@ def snapshot_metric(
     value = metric_value(
         name, labels, url, service, default, configuration=configuration, secrets=secrets
     )
-    runs.record(
-        f"metric:{label}",
-        {"name": name, "labels": labels or {}, "value": value},
-        home=home_of(configuration),
-    )
+    _METRIC.record(label, {"name": name, "labels": labels or {}, "value": value}, configuration)
     return value
 
 
 @maps_metrics
+@judges_method()
 def metric_increased(
     since: str,
     name: str,
@@ -115,25 +120,24 @@ def metric_increased(
     `snapshot_metric`), e.g. proof that a fault made the dispatcher park rows (figures:
     `before`, `now`, `grew`). Holds before the method ran; after it, a missing snapshot fails.
     """
-    if held := held_before_method(configuration):
-        return held
-    snapshot = runs.fact(f"metric:{since}", home=home_of(configuration))
+    snapshot = _METRIC.get(since, configuration)
     if snapshot is None:
         return verdict(
-            False,
-            f"no snapshot {since!r} of {name}: add snapshot_metric(label={since!r}) to the method",
-            before=None,
-            now=None,
-            grew=None,
+            False, _METRIC.missing_reason(since, name=name), before=None, now=None, grew=None
         )
     now = metric_value(
         name, labels, url, service, default=0.0, configuration=configuration, secrets=secrets
     )
     grew = now - float(snapshot["value"])
     reason = f"{name}{labels or ''} grew by {grew:g} since {since} (need {float(min_increase):g})"
-    logger.info(reason)
-    return verdict(
-        grew >= float(min_increase), reason, before=float(snapshot["value"]), now=now, grew=grew
+    return logged(
+        verdict(
+            grew >= float(min_increase),
+            reason,
+            before=float(snapshot["value"]),
+            now=now,
+            grew=grew,
+        )
     )
 
 
@@ -192,24 +196,18 @@ def snapshot_metrics(
         for name, labels, value in source.samples(5.0)
         if name.startswith(prefix)
     ]
-    runs.record(
-        f"metrics:{label}", {"url": source.where, "samples": kept}, home=home_of(configuration)
-    )
+    METRICS_SNAPSHOTS.record(label, {"url": source.where, "samples": kept}, configuration)
     return {"label": label, "samples": len(kept)}
 
 
-def _since(label: str, configuration: Configuration) -> list | None:
-    fact = runs.fact(f"metrics:{label}", home=home_of(configuration))
+def _samples_since(label: str, configuration: Configuration) -> list | None:
+    """The samples of the snapshot `label` (`snapshot_metrics`), or None when it is missing."""
+    fact = METRICS_SNAPSHOTS.get(label, configuration)
     return None if fact is None else [(n, dict(lb), float(v)) for n, lb, v in fact["samples"]]
 
 
 def _missing_snapshot(label: str, **figures) -> Verdict:
-    return verdict(
-        False,
-        f"no snapshot {label!r}: add snapshot_metrics(label={label!r}) to the "
-        "method before the load",
-        **figures,
-    )
+    return verdict(False, METRICS_SNAPSHOTS.missing_reason(label), **figures)
 
 
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
@@ -232,6 +230,12 @@ def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
 
 
 @maps_metrics
+@judges_method(
+    value=None,
+    observations=0,
+    limit=argument("limit", float),
+    quantile=argument("quantile", float),
+)
 def histogram_quantile_within(
     since: str,
     name: str,
@@ -252,11 +256,7 @@ def histogram_quantile_within(
     fails. Holds before the method ran.
     """
     limit, quantile = float(limit), float(quantile)
-    if held := held_before_method(
-        configuration, value=None, observations=0, limit=limit, quantile=quantile
-    ):
-        return held
-    before = _since(since, configuration)
+    before = _samples_since(since, configuration)
     if before is None:
         return _missing_snapshot(since, value=None, observations=0, limit=limit, quantile=quantile)
     source = metrics_source(service, url, configuration, secrets)
@@ -293,18 +293,29 @@ def histogram_quantile_within(
             limit=limit,
             quantile=quantile,
         )
-    ok = value <= limit
     reason = (
         f"{name} p{quantile * 100:g} since {since!r}: {value:.4g} over "
         f"{observations:g} observations (limit {limit:g})"
     )
-    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(
-        ok, reason, value=value, observations=observations, limit=limit, quantile=quantile
+    return logged(
+        verdict(
+            value <= limit,
+            reason,
+            value=value,
+            observations=observations,
+            limit=limit,
+            quantile=quantile,
+        )
     )
 
 
 @maps_metrics
+@judges_method(
+    ratio=None,
+    numerator_grew=None,
+    denominator_grew=None,
+    min_ratio=argument("min_ratio", float),
+)
 def counter_ratio_at_least(
     since: str,
     numerator: str,
@@ -329,9 +340,7 @@ def counter_ratio_at_least(
         "denominator_grew": None,
         "min_ratio": min_ratio,
     }
-    if held := held_before_method(configuration, **figures):
-        return held
-    before = _since(since, configuration)
+    before = _samples_since(since, configuration)
     if before is None:
         return _missing_snapshot(since, **figures)
     source = metrics_source(service, url, configuration, secrets)
@@ -349,16 +358,15 @@ def counter_ratio_at_least(
         )
     ratio = grew["numerator_grew"] / grew["denominator_grew"]
     figures["ratio"] = ratio
-    ok = ratio >= min_ratio
     reason = (
         f"{numerator} / {denominator} since {since!r}: {grew['numerator_grew']:g} / "
         f"{grew['denominator_grew']:g} = {ratio:.5f} (need >= {min_ratio:g})"
     )
-    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, **figures)
+    return logged(verdict(ratio >= min_ratio, reason, **figures))
 
 
 @maps_metrics
+@judges_method(before=None, now=None, grew=None, max_increase=argument("max_increase", float))
 def counter_grew_at_most(
     since: str,
     name: str,
@@ -377,9 +385,7 @@ def counter_grew_at_most(
     `max_increase`. Holds before the method ran.
     """
     figures = {"before": None, "now": None, "grew": None, "max_increase": float(max_increase)}
-    if held := held_before_method(configuration, **figures):
-        return held
-    before = _since(since, configuration)
+    before = _samples_since(since, configuration)
     if before is None:
         return _missing_snapshot(since, **figures)
     source = metrics_source(service, url, configuration, secrets)
@@ -387,10 +393,8 @@ def counter_grew_at_most(
     then = select(before, name, labels or {}) or 0.0
     grew = now - then
     figures.update(before=then, now=now, grew=grew)
-    ok = grew <= float(max_increase)
     reason = f"{name}{labels or ''} grew by {grew:g} since {since!r} (max {float(max_increase):g})"
-    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, **figures)
+    return logged(verdict(grew <= float(max_increase), reason, **figures))
 
 
 def wait_for_counter_growth(
@@ -410,7 +414,7 @@ def wait_for_counter_growth(
     before a fault that must strike work in flight. Returns `{"grew", "waited_s"}`; raises
     `ActivityFailed` after `timeout_s` (the load is not flowing).
     """
-    before = _since(since, configuration)
+    before = _samples_since(since, configuration)
     if before is None:
         raise ActivityFailed(f"no snapshot {since!r}: add snapshot_metrics(label={since!r}) first")
     name = metric_name(name, configuration, secrets)

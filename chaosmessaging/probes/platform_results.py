@@ -14,7 +14,7 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosmessaging import runs
 from chaosmessaging.util import home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, judges_method, verdict
 
 __all__ = [
     "platform_ready",
@@ -116,6 +116,7 @@ _DELIVERY = (
 )
 
 
+@judges_method()
 def platform_delivery(
     label: str = "messages",
     e2e_p95_ms: float = None,
@@ -145,8 +146,6 @@ def platform_delivery(
     vs last fifth of the samples) within theirs (None: not judged). Fewer than
     `min_acknowledged` acknowledged messages is a failure (no evidence).
     """
-    if held := held_before_method(configuration):
-        return held
     r = _result(label, configuration)
     if r is None:
         return _missing(label)
@@ -190,6 +189,7 @@ def platform_delivery(
     return verdict(True, "every criterion held", **figures)
 
 
+@judges_method()
 def platform_crud(
     label: str = "crud",
     p95_ms: float = None,
@@ -204,8 +204,6 @@ def platform_crud(
     forbidden (an `ok` is a leak, anything else a failure too), at least `min_foreign_reads` of
     them; overall p95 and error rate of the normal operations, open-loop drops within limits.
     """
-    if held := held_before_method(configuration):
-        return held
     r = _result(label, configuration)
     if r is None:
         return _missing(label)
@@ -238,6 +236,7 @@ def platform_crud(
     return verdict(True, "every criterion held", **figures)
 
 
+@judges_method()
 def platform_logins(
     label: str = "logins",
     min_success_rate: float = 0.999,
@@ -249,8 +248,6 @@ def platform_logins(
 ) -> Verdict:
     """The login run `label`: success rate (of the logins attempted, dropped ones included) at
     least `min_success_rate`, p95 within `p95_ms`, server memory growth within its limit."""
-    if held := held_before_method(configuration):
-        return held
     r = _result(label, configuration)
     if r is None:
         return _missing(label)
@@ -281,13 +278,12 @@ def platform_logins(
     return verdict(True, "every criterion held", **figures)
 
 
+@judges_method()
 def platform_largest_payload(
     min_bytes: int = 1, configuration: Configuration = None, secrets: Secrets = None
 ) -> Verdict:
     """The largest payload found (`find_largest_payload`): at least `min_bytes`, and every
     accepted probe read back byte-exact through the delivery channel."""
-    if held := held_before_method(configuration):
-        return held
     r = _result("largest", configuration)
     if r is None:
         return _missing("largest")
@@ -314,6 +310,7 @@ def platform_largest_payload(
     return verdict(True, f"largest accepted payload {largest} bytes, read back exact", **figures)
 
 
+@judges_method()
 def platform_outage(
     label: str = "messages",
     down_mark: str = "fault",
@@ -331,14 +328,11 @@ def platform_outage(
     failed one (the platform answering again, then failing again, is not recovered yet), within
     `recovery_s`. (Loss is judged by `platform_delivery` on the same run.)
     """
-    if held := held_before_method(configuration):
-        return held
-    home = home_of(configuration)
     r = _result(label, configuration)
     if r is None:
         return _missing(label)
-    down = runs.fact(f"mark:{down_mark}", home=home)
-    up = runs.fact(f"mark:{up_mark}", home=home)
+    down = runs.MARKS.get(down_mark, configuration)
+    up = runs.MARKS.get(up_mark, configuration)
     if down is None or up is None:
         return verdict(False, f"marks {down_mark!r}/{up_mark!r} missing: the fault never ran")
     timeline = r["send_timeline"]

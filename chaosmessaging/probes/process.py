@@ -9,14 +9,17 @@ Docker, a controller, a control or a person) has another identity.
 from __future__ import annotations
 
 from chaoslib.types import Configuration, Secrets
-from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.backends import Identity, identities
-from chaosmessaging.util import home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, judges_method, logged, verdict
 
 __all__ = ["snapshot_identities", "no_crash"]
+
+_IDENTITIES = runs.Snapshots(
+    "identities",
+    "no identity snapshot {label!r}: add snapshot_identities(label={label!r}) to the method",
+)
 
 DEFAULT_SERVICES = ("auth", "api", "dispatcher", "consumer")
 
@@ -31,11 +34,12 @@ def snapshot_identities(
     dispatcher, consumer), through each service's target backend, under `label` for `no_crash`.
     Returns {service: [{"backend", "instance", "started_at", "restarts", "name", "alive"}]}."""
     found = identities(list(services or DEFAULT_SERVICES), configuration, secrets)
-    seen = {s: [i.to_json() for i in ids] for s, ids in found.items()}
-    runs.record(f"identities:{label}", seen, home=home_of(configuration))
-    return seen
+    return _IDENTITIES.record(
+        label, {s: [i.to_json() for i in ids] for s, ids in found.items()}, configuration
+    )
 
 
+@judges_method(services={}, changed=[])
 def no_crash(
     since: str = "identities", configuration: Configuration = None, secrets: Secrets = None
 ) -> Verdict:
@@ -45,17 +49,9 @@ def no_crash(
     and restart count): none crashed, none was restarted. Figures: `services` {name: {"same",
     "before": [names], "now": [names]}} and `changed` (the services that did not hold).
     """
-    if held := held_before_method(configuration, services={}, changed=[]):
-        return held
-    before = runs.fact(f"identities:{since}", home=home_of(configuration))
+    before = _IDENTITIES.get(since, configuration)
     if not before:
-        return verdict(
-            False,
-            f"no identity snapshot {since!r}: add snapshot_identities(label={since!r}) to the "
-            "method",
-            services={},
-            changed=[],
-        )
+        return verdict(False, _IDENTITIES.missing_reason(since), services={}, changed=[])
     now = identities(list(before), configuration, secrets)
     figures, changed = {}, []
     for service, was in before.items():
@@ -69,11 +65,9 @@ def no_crash(
         }
         if not same:
             changed.append(service)
-    ok = not changed
     reason = (
         f"{changed} crashed, were restarted or are gone"
         if changed
         else f"same incarnations throughout: {sorted(before)}"
     )
-    logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, services=figures, changed=changed)
+    return logged(verdict(not changed, reason, services=figures, changed=changed))

@@ -2,9 +2,10 @@
 
 A fault's effect is judged after the method, in the steady-state hypothesis, from facts the method
 recorded (`chaosmessaging.runs`): `mark` notes an instant ("method", "consumer_restart"),
-`snapshot_pending` the consumer group's pending entries at the fault, `wait_for_recovery` the time
-from a mark until the consumer has caught up. Before the method ran (the first pass of the
-hypothesis), these verdicts hold trivially; after it, a missing fact is a failure.
+`pending_snapshot` (the fault actions take it themselves) the consumer group's pending entries
+at the fault, `wait_for_recovery` the time from a mark until the consumer has caught up.
+Before the method ran (the first pass of the hypothesis), these verdicts hold trivially; after
+it, a missing fact is a failure.
 """
 
 from __future__ import annotations
@@ -20,20 +21,25 @@ from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.config import lookup
 from chaosmessaging.clients.postgres import pg_fetch
-from chaosmessaging.clients.redis import pending_snapshot, redis_client, redis_unreachable
+from chaosmessaging.clients.redis import PENDING, pending_snapshot, redis_client, redis_unreachable
 from chaosmessaging.probes.postgres import outbox_oldest_undispatched_seconds
 from chaosmessaging.probes.redis import consumer_lag, oldest_pending_idle_ms
 from chaosmessaging.util import home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, judges_method, logged, verdict
 
 __all__ = [
     "mark",
-    "snapshot_pending",
+    "pending_snapshot",  # the fault actions' own recorder, also an activity under its one name
     "wait_for_recovery",
     "pending_reclaimed",
     "recovery_within",
     "kills_reclaimed",
 ]
+
+#: recovery times measured by `wait_for_recovery` (the nightly history reads `recovery:*`)
+_RECOVERIES = runs.Snapshots(
+    "recovery", "no recovery measured since {label!r}: did wait_for_recovery run?"
+)
 
 
 def _home(configuration: Configuration) -> str | None:
@@ -47,23 +53,7 @@ def mark(
 
     Put `mark(label="method")` first in a method so the hypothesis knows the method ran, and a
     mark just before removing a fault so recovery is timed from that instant."""
-    now = time.time()
-    runs.record(f"mark:{label}", now, home=_home(configuration))
-    return now
-
-
-def snapshot_pending(
-    label: str = "at_kill",
-    stream: str = None,
-    group: str = None,
-    max_entries: int = 100000,
-    configuration: Configuration = None,
-    secrets: Secrets = None,
-) -> dict:
-    """Record the consumer group's pending entries (ids and message ids) under `label`.
-
-    Returns `{"count": N, "consumers": {name: n}, "sample": [first ids]}`."""
-    return pending_snapshot(label, stream, group, max_entries, configuration, secrets)
+    return runs.MARKS.record(label, time.time(), configuration)
 
 
 def _still_pending(
@@ -150,23 +140,23 @@ def wait_for_recovery(
     """Poll until the pipeline has caught up: the oldest entry not yet delivered to the consumer
     group and the longest-idle pending entry are both younger than `max_lag_seconds` (and, with
     `include_outbox`, the oldest undispatched outbox row too; with `reclaimed`, no entry of
-    the `snapshot_pending` taken under that label, or those labels, comma-separated, may
-    still be pending either), AND every
-    message this run got accepted that is older than `max_lag_seconds` has a delivery.
+    the `pending_snapshot` a fault action took under that label, or those labels,
+    comma-separated, may still be pending either), AND every message this run got accepted that
+    is older than `max_lag_seconds` has a delivery.
 
     A missing stream or consumer group is not zero lag: it counts as not recovered (nothing
     consumes), as do unreachable dependencies. Recovery time is measured from the mark `since`
     (see `mark`) and recorded as the fact `recovery:<since>`. Returns `{"recovered": bool,
     "seconds": s, "behind": {...}, "why_not": reason or null}`; a timeout is recorded as not
     recovered (the hypothesis then fails), not raised."""
-    start = runs.fact(f"mark:{since}", home=_home(configuration)) or time.time()
+    start = runs.MARKS.get(since, configuration) or time.time()
     deadline = time.monotonic() + float(timeout)
     # `reclaimed` may name several snapshots, comma-separated ("at_kill,random_kills")
     snapshot = [
         entry
         for part in (reclaimed or "").split(",")
         if part.strip()
-        for entry in runs.fact(f"pending:{part.strip()}", [], home=_home(configuration))
+        for entry in PENDING.get(part.strip(), configuration, [])
     ]
     stream = lookup("messaging_stream", configuration, secrets)
     group = lookup("messaging_group", configuration, secrets)
@@ -194,12 +184,13 @@ def wait_for_recovery(
         "behind": behind,
         "why_not": None if recovered else why,
     }
-    runs.record(f"recovery:{since}", result, home=_home(configuration))
+    _RECOVERIES.record(since, result, configuration)
     logger.info(f"recovery since {since}: {result}")
     return result
 
 
 @platform_applies
+@judges_method()
 def recovery_within(
     limit_seconds: float,
     since: str = "consumer_restart",
@@ -210,11 +201,9 @@ def recovery_within(
     `limit_seconds` (figures: `seconds`, `recovered`, `limit_seconds`, `behind`).
 
     Holds before the method ran; after it, no measurement fails."""
-    if held := held_before_method(configuration):
-        return held
-    measured = runs.fact(f"recovery:{since}", home=_home(configuration))
+    measured = _RECOVERIES.get(since, configuration)
     if measured is None:
-        reason = f"no recovery measured since {since!r}: did wait_for_recovery run?"
+        reason = _RECOVERIES.missing_reason(since)
         logger.warning(reason)
         return verdict(
             False, reason, seconds=None, recovered=None, limit_seconds=float(limit_seconds)
@@ -225,18 +214,20 @@ def recovery_within(
     else:
         why = measured.get("why_not") or f"behind: {measured['behind']}"
         reason = f"not recovered after {measured['seconds']} s: {why}"
-    logger.info(f"{reason}: {'ok' if ok else 'BREACHED'}")
-    return verdict(
-        ok,
-        reason,
-        seconds=measured["seconds"],
-        recovered=measured["recovered"],
-        limit_seconds=float(limit_seconds),
-        behind=measured.get("behind"),
+    return logged(
+        verdict(
+            ok,
+            reason,
+            seconds=measured["seconds"],
+            recovered=measured["recovered"],
+            limit_seconds=float(limit_seconds),
+            behind=measured.get("behind"),
+        )
     )
 
 
 @platform_applies
+@judges_method(pending_at_fault=0, reclaimed=0)
 def pending_reclaimed(
     label: str = "at_kill",
     stream: str = None,
@@ -247,13 +238,11 @@ def pending_reclaimed(
     """Verdict: every entry pending at `label` was reclaimed — no longer pending, its message
     delivered. Figures: `pending_at_fault`, `reclaimed`, `still_pending` (ids),
     `undelivered` (message ids). Holds before the method; after it, a missing snapshot fails."""
-    if held := held_before_method(configuration, pending_at_fault=0, reclaimed=0):
-        return held
-    entries = runs.fact(f"pending:{label}", home=_home(configuration))
+    entries = PENDING.get(label, configuration)
     if entries is None:
         return verdict(
             False,
-            f"no snapshot of the entries pending at {label!r}: did the fault action record one?",
+            PENDING.missing_reason(label),
             pending_at_fault=0,
             reclaimed=0,
             still_pending=[],
@@ -306,6 +295,7 @@ def _delivered(message_ids: list[str], configuration: Configuration, secrets: Se
 
 
 @platform_applies
+@judges_method(kills=[])
 def kills_reclaimed(
     label: str = "random_kills",
     min_kills: int = 1,
@@ -322,8 +312,6 @@ def kills_reclaimed(
     `down_vs_reclaim`, `pending_at_kill`, `reclaimed`, `delivered`, `still_pending`,
     `undelivered` message ids), `pending_total`. Holds before the method; after it, no
     recorded kill fails."""
-    if held := held_before_method(configuration, kills=[]):
-        return held
     home = _home(configuration)
     kills = runs.fact(f"kills:{label}", home=home)
     seed = runs.fact(f"seed:{label}", home=home)
@@ -339,7 +327,7 @@ def kills_reclaimed(
     group = lookup("messaging_group", configuration, secrets, group)
     table, problems, total = [], [], 0
     for kill in kills:
-        entries = runs.fact(f"pending:{label}#{kill['n']}", [], home=home)
+        entries = PENDING.get(f"{label}#{kill['n']}", configuration, [])
         still = _still_pending(entries, stream, group, configuration, secrets)
         message_ids = [e["message_id"] for e in entries if e.get("message_id")]
         delivered = _delivered(message_ids, configuration, secrets)
@@ -388,5 +376,4 @@ def kills_reclaimed(
         kills=table,
         pending_total=total,
     )
-    logger.info(f"{result['reason']}: {'ok' if result['ok'] else 'BREACHED'}")
-    return result
+    return logged(result)

@@ -19,7 +19,7 @@ from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging.config import lookup
 from chaosmessaging.clients.redis import call as _call
 from chaosmessaging.clients.redis import group_call as _group_call
-from chaosmessaging.clients.redis import pel_count, redis_client
+from chaosmessaging.clients.redis import pel_count, redis_client  # pel_count: also an activity
 from chaosmessaging.clients.redis import stream_names as _names
 from chaosmessaging.verdicts import Verdict, verdict
 
@@ -29,7 +29,7 @@ __all__ = [
     "consumer_lag_seconds",
     "dead_letter_count",
     "oldest_pending_idle_ms",
-    "pel_size",
+    "pel_count",
     "pel_size_at_most",
     "pending_entries",
     "stream_length",
@@ -54,20 +54,6 @@ def stream_length(
     return _call(url, client.xlen, stream)
 
 
-def pel_size(
-    stream: str = None,
-    group: str = None,
-    redis_url: str = None,
-    configuration: Configuration = None,
-    secrets: Secrets = None,
-) -> int:
-    """
-    Size of the consumer group's pending entries list: entries delivered to a consumer but
-    not yet acknowledged (`XPENDING` summary count). 0 when the stream or group is missing.
-    """
-    return pel_count(stream, group, redis_url, configuration, secrets)
-
-
 @platform_applies
 def pel_size_at_most(
     max_entries: int,
@@ -81,7 +67,7 @@ def pel_size_at_most(
     Verdict: the consumer group's pending entries list holds at most `max_entries` entries
     (figures: `pel_size`, `max_entries`).
     """
-    size = pel_size(stream, group, redis_url, configuration, secrets)
+    size = pel_count(stream, group, redis_url, configuration, secrets)
     ok = size <= int(max_entries)
     if not ok:
         logger.warning(f"PEL holds {size} entries, more than {max_entries}")

@@ -22,7 +22,7 @@ from chaosmessaging.platform.requirements import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.prometheus import metrics_source
 from chaosmessaging.util import home_of, poll
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, judges_method, verdict
 
 __all__ = [
     "breaker_state",
@@ -136,6 +136,13 @@ def _figures(samples: list) -> dict:
     }
 
 
+_STORAGE = runs.Snapshots(
+    "storage",
+    "no storage snapshot {label!r}: add snapshot_storage(label={label!r}) at the start of the "
+    "method",
+)
+
+
 def snapshot_storage(
     label: str = "storage",
     service: str = "api",
@@ -147,23 +154,16 @@ def snapshot_storage(
     cache hits and misses) under `label`, for the verdicts that judge what the method changed.
     """
     figures = _figures(_storage_samples(service, configuration, secrets))
-    runs.record(f"storage:{label}", {"service": service, **figures}, home=home_of(configuration))
+    _STORAGE.record(label, {"service": service, **figures}, configuration)
     return figures
 
 
 def _delta(
     since: str, configuration: Configuration, secrets: Secrets
 ) -> tuple[dict | None, dict | None, str | None]:
-    before = runs.fact(f"storage:{since}", home=home_of(configuration))
+    before = _STORAGE.get(since, configuration)
     if before is None:
-        return (
-            None,
-            None,
-            (
-                f"no storage snapshot {since!r}: add snapshot_storage(label="
-                f"{since!r}) at the start of the method"
-            ),
-        )
+        return None, None, _STORAGE.missing_reason(since)
     now = _figures(_storage_samples(before["service"], configuration, secrets))
     delta = {
         "transitions": {
@@ -176,6 +176,7 @@ def _delta(
 
 
 @platform_applies
+@judges_method()
 def breaker_opened(
     since: str = "storage",
     adapter: str = "postgres",
@@ -183,8 +184,6 @@ def breaker_opened(
     secrets: Secrets = None,
 ) -> Verdict:
     """Verdict: `adapter`'s breaker opened at least once since the snapshot `since` (T10)."""
-    if held := held_before_method(configuration):
-        return held
     delta, _, missing = _delta(since, configuration, secrets)
     if missing:
         return verdict(False, missing)
@@ -198,6 +197,7 @@ def breaker_opened(
 
 
 @platform_applies
+@judges_method()
 def breaker_never_opened(
     since: str = "storage",
     adapters: list = None,
@@ -205,8 +205,6 @@ def breaker_never_opened(
     secrets: Secrets = None,
 ) -> Verdict:
     """Verdict: no breaker (of `adapters`, default all) opened since the snapshot (T7)."""
-    if held := held_before_method(configuration):
-        return held
     delta, _, missing = _delta(since, configuration, secrets)
     if missing:
         return verdict(False, missing)
@@ -225,6 +223,7 @@ def breaker_never_opened(
 
 
 @platform_applies
+@judges_method()
 def breaker_closed_again(
     since: str = "storage",
     adapter: str = "postgres",
@@ -236,14 +235,12 @@ def breaker_closed_again(
     (a closed transition was counted) and is closed now. Purgatory half-opens on the next call
     after the reset time, so the load must go on after the fault for the breaker to close.
     """
-    if held := held_before_method(configuration):
-        return held
     delta, _, missing = _delta(since, configuration, secrets)
     if missing:
         return verdict(False, missing)
     state = breaker_state(
         adapter,
-        runs.fact(f"storage:{since}", home=home_of(configuration))["service"],
+        _STORAGE.get(since, configuration)["service"],
         configuration,
         secrets,
     )["state"]
@@ -270,6 +267,7 @@ def breaker_closed_again(
 
 
 @platform_applies
+@judges_method()
 def errors_grew(
     since: str = "storage",
     type: str = "TimeoutError",
@@ -278,8 +276,6 @@ def errors_grew(
     secrets: Secrets = None,
 ) -> Verdict:
     """Verdict: `storage_errors_total{adapter,type}` grew since the snapshot (T10: timeouts)."""
-    if held := held_before_method(configuration):
-        return held
     delta, _, missing = _delta(since, configuration, secrets)
     if missing:
         return verdict(False, missing)
@@ -301,6 +297,7 @@ def _load_requests(load: str, configuration: Configuration) -> float | None:
 
 
 @platform_applies
+@judges_method()
 def retries_within(
     max_fraction: float,
     since: str = "storage",
@@ -312,8 +309,6 @@ def retries_within(
     Verdict (T7): storage retries since the snapshot (all adapters) are below `max_fraction`
     of the requests the load `load` sent (from its k6 summary).
     """
-    if held := held_before_method(configuration):
-        return held
     delta, _, missing = _delta(since, configuration, secrets)
     requests = _load_requests(load, configuration)
     if missing or not requests:
@@ -330,6 +325,7 @@ def retries_within(
 
 
 @platform_applies
+@judges_method()
 def cache_hit_ratio_above(
     min_ratio: float,
     since: str = "storage",
@@ -341,8 +337,6 @@ def cache_hit_ratio_above(
     snapshot) is above `min_ratio`; the process-wide `storage_cache_hit_ratio` gauge is reported
     beside it.
     """
-    if held := held_before_method(configuration):
-        return held
     delta, _, missing = _delta(since, configuration, secrets)
     if missing:
         return verdict(False, missing)
@@ -350,7 +344,7 @@ def cache_hit_ratio_above(
     if reads == 0:
         return verdict(False, f"no cache read since {since}: did the load read the cache?")
     ratio = delta["cache_hits"] / reads
-    service = runs.fact(f"storage:{since}", home=home_of(configuration))["service"]
+    service = _STORAGE.get(since, configuration)["service"]
     gauge = _sum(_storage_samples(service, configuration, secrets), "storage_cache_hit_ratio")
     return verdict(
         ratio > float(min_ratio),
@@ -362,6 +356,7 @@ def cache_hit_ratio_above(
 
 
 @platform_applies
+@judges_method()
 def pool_released(
     within_s: float = 15.0,
     service: str = "api",
@@ -373,8 +368,6 @@ def pool_released(
     nobody waiting) within `within_s` seconds. A connection leaked on an error path stays in
     use for ever and fails this.
     """
-    if held := held_before_method(configuration):
-        return held
     started = time.monotonic()
     last: dict = {}
 
@@ -396,6 +389,7 @@ def pool_released(
 
 
 @platform_applies
+@judges_method()
 def pool_exhaustion_observed(
     label: str = "pool_exhaustion",
     min_saturated_s: float = 1.0,
@@ -406,8 +400,6 @@ def pool_exhaustion_observed(
     Verdict (T10): `exhaust_pool(label=...)` really exhausted the pool: in use == max with
     requests waiting was observed, for at least `min_saturated_s` seconds.
     """
-    if held := held_before_method(configuration):
-        return held
     seen = runs.fact(label, home=home_of(configuration))
     if not seen:
         return verdict(False, f"no pool exhaustion recorded under {label!r}")
@@ -431,6 +423,7 @@ def pool_exhaustion_observed(
 
 
 @platform_applies
+@judges_method()
 def migration_within(
     limit_s: float,
     label: str = "migration",
@@ -438,8 +431,6 @@ def migration_within(
     secrets: Secrets = None,
 ) -> Verdict:
     """Verdict (T13): the migration recorded under `label` succeeded within `limit_s` seconds."""
-    if held := held_before_method(configuration):
-        return held
     seen = runs.fact(label, home=home_of(configuration))
     if not seen:
         return verdict(False, f"no migration recorded under {label!r}")

@@ -22,7 +22,7 @@ from logzero import logger
 from chaosmessaging.platform.metrics import maps_metrics
 from chaosmessaging.clients.samples import read_samples
 from chaosmessaging.util import home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, argument, judges_method, logged, verdict
 
 __all__ = ["sampled_max_within", "memory_growth_within", "memory_per_message_within"]
 
@@ -30,6 +30,7 @@ MEMORY_METRIC = "process_resident_memory_bytes"
 
 
 @maps_metrics
+@judges_method(limit=argument("limit", float), max=None, services={})
 def sampled_max_within(
     label: str,
     metric: str,
@@ -47,10 +48,7 @@ def sampled_max_within(
     reached the limit). Holds before the method; after it, missing samples fail.
     """
     limit = float(limit)
-    home = home_of(configuration)
-    if held := held_before_method(configuration, limit=limit, max=None, services={}):
-        return held
-    recorded, missing = _samples(label, home)
+    recorded, missing = _samples(label, home_of(configuration))
     if recorded is None:
         return verdict(False, missing, limit=limit, max=None, services={})
     names = [service] if service else sorted(recorded["services"])
@@ -72,16 +70,29 @@ def sampled_max_within(
             f"(sampled: {sorted(recorded['services'])})"
         )
     top = max((f["max"] for f in figures.values()), default=None)
-    ok = reason is None and all(f["over_limit"] == 0 for f in figures.values())
     if reason:
         logger.warning(reason)
-    else:
-        reason = f"{metric} max over {label!r}: {top:g} (limit < {limit:g})"
-        logger.info(f"{reason} -> {'ok' if ok else 'BREACHED'}")
-    return verdict(ok, reason, limit=limit, max=top, services=figures)
+        return verdict(False, reason, limit=limit, max=top, services=figures)
+    ok = all(f["over_limit"] == 0 for f in figures.values())
+    reason = f"{metric} max over {label!r}: {top:g} (limit < {limit:g})"
+    return logged(verdict(ok, reason, limit=limit, max=top, services=figures))
+
+
+def _windows_apart(arguments: dict) -> Verdict | None:
+    max_percent, fraction = float(arguments["max_percent"]), float(arguments["window_fraction"])
+    if 0 < fraction <= 0.5:
+        return None
+    return verdict(
+        False,
+        f"window_fraction={fraction:g} must be in (0, 0.5]: the first and "
+        "last windows must not overlap",
+        max_percent=max_percent,
+        services={},
+    )
 
 
 @maps_metrics
+@judges_method(_windows_apart, max_percent=argument("max_percent", float), services={})
 def memory_growth_within(
     label: str,
     max_percent: float,
@@ -102,18 +113,7 @@ def memory_growth_within(
     samples fail.
     """
     max_percent, fraction = float(max_percent), float(window_fraction)
-    if not 0 < fraction <= 0.5:
-        return verdict(
-            False,
-            f"window_fraction={fraction:g} must be in (0, 0.5]: the first and "
-            "last windows must not overlap",
-            max_percent=max_percent,
-            services={},
-        )
-    if held := held_before_method(configuration, max_percent=max_percent, services={}):
-        return held
-    home = home_of(configuration)
-    recorded, missing = _samples(label, home)
+    recorded, missing = _samples(label, home_of(configuration))
     if recorded is None:
         return verdict(False, missing, max_percent=max_percent, services={})
     figures, problems = {}, []
@@ -165,6 +165,15 @@ def theil_sen(points: list[tuple[float, float]]) -> float | None:
     return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
 
 
+def _warmup_valid(arguments: dict) -> None:
+    warmup = float(arguments["warmup_fraction"])
+    if not 0 <= warmup < 1:
+        raise ActivityFailed(f"warmup_fraction={warmup:g} must be in [0, 1)")
+
+
+@judges_method(
+    _warmup_valid, max_bytes_per_message=argument("max_bytes_per_message", float), services={}
+)
 def memory_per_message_within(
     label: str,
     max_bytes_per_message: float,
@@ -189,10 +198,6 @@ def memory_per_message_within(
     "growth_bytes", "ok"}}}`. Holds before the method; after it, missing samples fail.
     """
     limit, warmup = float(max_bytes_per_message), float(warmup_fraction)
-    if not 0 <= warmup < 1:
-        raise ActivityFailed(f"warmup_fraction={warmup:g} must be in [0, 1)")
-    if held := held_before_method(configuration, max_bytes_per_message=limit, services={}):
-        return held
     recorded, missing = _samples(label, home_of(configuration))
     if recorded is None:
         return verdict(False, missing, max_bytes_per_message=limit, services={})

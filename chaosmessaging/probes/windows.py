@@ -23,7 +23,7 @@ from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.util import home_of
-from chaosmessaging.verdicts import Verdict, held_before_method, verdict
+from chaosmessaging.verdicts import Verdict, judges_method, verdict
 
 __all__ = [
     "p95_during_within",
@@ -86,6 +86,7 @@ def _prepare(load, fault_label, window_s, configuration):
     return windows, fault, None
 
 
+@judges_method()
 def p95_during_within(
     fault: str = "migration",
     load: str = "load",
@@ -102,8 +103,6 @@ def p95_during_within(
     of `window_s`, as the load's WINDOW_S; the baseline is raised to `floor_ms` so a 3 ms
     baseline does not turn scheduler noise into a failure).
     """
-    if held := held_before_method(configuration):
-        return held
     windows, seen, missing = _prepare(load, fault, window_s, configuration)
     if missing:
         return verdict(False, missing)
@@ -133,6 +132,7 @@ def p95_during_within(
     )
 
 
+@judges_method()
 def error_rate_during_within(
     max_rate: float,
     fault: str = "migration",
@@ -145,8 +145,6 @@ def error_rate_during_within(
     Verdict (T13): the share of the load's requests that failed (outside 200..399) in the
     windows overlapping the fault/operation recorded as `fault` is below `max_rate`.
     """
-    if held := held_before_method(configuration):
-        return held
     windows, seen, missing = _prepare(load, fault, window_s, configuration)
     if missing:
         return verdict(False, missing)
@@ -166,6 +164,7 @@ def error_rate_during_within(
     )
 
 
+@judges_method()
 def p95_spiked_and_recovered(
     fault: str = "pool_exhaustion",
     load: str = "load",
@@ -184,8 +183,6 @@ def p95_spiked_and_recovered(
     `recover_within_s` s of the fault's end, and the last window, are back under
     `recovery_factor` x baseline (baseline floored at `floor_ms`).
     """
-    if held := held_before_method(configuration):
-        return held
     windows, seen, missing = _prepare(load, fault, window_s, configuration)
     if missing:
         return verdict(False, missing)
@@ -226,6 +223,7 @@ def p95_spiked_and_recovered(
     )
 
 
+@judges_method()
 def latency_stable(
     ops: list,
     load: str = "load",
@@ -242,8 +240,6 @@ def latency_stable(
     avg, med) of `window_<i>_<op>_duration` in the last `windows` full windows is at most
     `max_ratio` x that of the first `windows` windows (both floored at `floor_ms`).
     """
-    if held := held_before_method(configuration):
-        return held
     found, missing = _windows(load, window_s, configuration)
     if missing:
         return verdict(False, missing)

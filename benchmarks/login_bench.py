@@ -2,7 +2,7 @@
 
 Starts a private embedded stack (own home in a temp dir, torn down at the end), prints the KDF
 parameters the auth service runs with (from its log: argon2id t, m, p; override with the
-MSGSTACK_ARGON2_* variables, see docs/architecture.md), then for each rate runs k6's
+MSGSTACK_ARGON2_* variables, see docs/reference-stack.md), then for each rate runs k6's
 `login_load.js` and prints achieved logins/s, k6's p50/p95, the server's token generation p95
 (auth_token_generation_latency, from the histogram's growth during that rate), success rate,
 dropped iterations, and the auth process's CPU seconds per login and cores used (psutil).

@@ -3,7 +3,8 @@
 A chaos toolkit injects faults and load; aimed at the wrong address it harms a system nobody meant
 to test. Every URL and DSN an activity connects to passes `check` first (the shared clients do it,
 so no probe or action opens a socket to a refused host), and the `validation` control checks every
-configured target when the run starts, before any probe.
+configured target when the run starts, before any probe. `address` looks an address up and
+checks it in one call: the way every activity reaches a configured target.
 
 Allowed: loopback IP literals (127.0.0.0/8, ::1), `localhost`, Unix-socket paths, and each host
 listed in `allow_hosts` (configuration or secrets key, or env `CHAOSMESSAGING_ALLOW_HOSTS`; a list
@@ -30,6 +31,7 @@ __all__ = [
     "allowed_hosts",
     "allow_list_errors",
     "host_of",
+    "address",
     "check",
     "is_allowed",
     "resolve",
@@ -120,22 +122,31 @@ def check(
     return target
 
 
-def resolve(
+def address(
     key: str,
     configuration: Configuration = None,
     secrets: Secrets = None,
     value: object = None,
     required: bool = True,
     what: str | None = None,
+    scheme: str | None = None,
 ) -> str | None:
     """The address `key` resolves to (`chaosmessaging.config.lookup`: the activity's `value`,
     secrets, configuration, environment, embedded stack, default), checked against the
-    allow-list in the same call (`check`, naming `what`, default the key). None only when not
-    `required` and nothing gives it."""
+    allow-list in the same call (`check`, naming `what`, default the key). With `scheme`, an
+    address written without one (``127.0.0.1:9090``) gets ``<scheme>://`` first. None only when
+    not `required` and nothing gives it."""
     found = lookup(key, configuration, secrets, value=value, required=required)
     if found in (None, ""):
         return None
-    return check(str(found), what or key, configuration, secrets)
+    found = str(found)
+    if scheme and "://" not in found:
+        found = f"{scheme}://{found}"
+    return check(found, what or key, configuration, secrets)
+
+
+#: the former name of `address` (other branches of issue 20 may still call it)
+resolve = address
 
 
 _LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"

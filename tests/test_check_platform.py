@@ -20,8 +20,10 @@ REFERENCE = bundled("platforms") / "reference.yaml"
 EXPERIMENTS = bundled("experiments")
 
 
-def _cli(*args: str, home: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ}
+def _cli(
+    *args: str, home: str | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {})}
     env.pop("CHAOSMESSAGING_PLATFORM", None)
     if home:
         env["CHAOSMESSAGING_HOME"] = home
@@ -115,6 +117,42 @@ def test_needs_says_exactly_what_to_set(tmp_path, monkeypatch):
     # a criterion of an experiment that cannot run is not "runnable" either, and says why
     ready = rows["api-is-ready"]
     assert ready.state == "needs" and ready.why.startswith("the experiment cannot run: set ")
+
+
+def test_a_network_fault_needs_a_toxiproxy_the_user_named_and_the_dependency_it_fronts(
+    tmp_path, monkeypatch
+):
+    """A platform with no proxy configured (Matrix, a user's staging) is not "runnable" for a
+    partition just because a default address exists: it says what to set."""
+    for name in ("CHAOSMESSAGING_TOXIPROXY_URL", "CHAOSMESSAGING_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    platform = load_platform(REFERENCE)
+    home = {"chaosmessaging_home": str(tmp_path)}  # no stack there
+    for name in ("redis_partition", "redis_latency"):
+        run = dict(
+            (r.criterion, r.status)
+            for r in experiment_rows(EXPERIMENTS / f"{name}.json", platform, home)
+        )[RUN]
+        assert run.state == "needs" and "set CHAOSMESSAGING_TOXIPROXY_URL" in run.why, run
+    named = {**home, "toxiproxy_url": "http://127.0.0.1:8474"}
+    run = dict(
+        (r.criterion, r.status)
+        for r in experiment_rows(EXPERIMENTS / "redis_partition.json", platform, named)
+    )[RUN]
+    assert run.state == "needs" and "set CHAOSMESSAGING_REDIS_URL" in run.why, run
+
+
+def test_live_a_proxy_that_fronts_another_redis_is_not_runnable(embedded_stack):
+    """Live, check-platform asks the Toxiproxy: the stack's proxy 'redis' fronts the stack's
+    Redis, not the one configured here, so a partition through it would hit the wrong system."""
+    env = {"CHAOSMESSAGING_REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = _cli("--only", "redis_partition", home=embedded_stack.home, env=env)
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr
+    (run,) = [
+        line for line in out.splitlines() if line.startswith("redis_partition") and "(run)" in line
+    ]
+    assert " needs " in run and "does not front the configured dependency" in run, run
 
 
 def test_a_requested_experiment_that_cannot_run_exits_non_zero(tmp_path):

@@ -1,7 +1,7 @@
 """Outbox probes, read-only SQL and message accounting against a real private PostgreSQL.
 
 The schema is the reference stack's own migrations (msgstack/migrations/*.sql) when present,
-else the tables of docs/architecture.md.
+else the tables of docs/reference-stack.md.
 """
 
 import asyncio

@@ -181,14 +181,14 @@ def test_a_toxiproxy_url_that_is_not_a_toxiproxy_api_gets_a_sentence(tmp_path):
     assert faults.active(tmp_path) == []
 
 
-def test_resolve_looks_up_and_checks_in_one_call(clean_env):
+def test_address_looks_up_and_checks_in_one_call(clean_env):
     assert (
-        targets.resolve("toxiproxy_url", {"toxiproxy_url": "http://127.0.0.1:1"})
+        targets.address("toxiproxy_url", {"toxiproxy_url": "http://127.0.0.1:1"})
         == "http://127.0.0.1:1"
     )
     with pytest.raises(targets.TargetRefused, match="messaging_api_url"):
-        targets.resolve("messaging_api_url", {"messaging_api_url": "http://10.9.9.9:80"})
-    assert targets.resolve("messaging_api_url", {}, required=False) is None
+        targets.address("messaging_api_url", {"messaging_api_url": "http://10.9.9.9:80"})
+    assert targets.address("messaging_api_url", {}, required=False) is None
 
 
 def test_rediss_to_a_plain_redis_says_the_server_has_no_tls(redis_server):

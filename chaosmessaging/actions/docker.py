@@ -28,8 +28,8 @@ from docker.errors import DockerException, NotFound
 from docker.models.containers import Container
 from logzero import logger
 
-from chaosmessaging import faults, targets
-from chaosmessaging.backends.docker import container_ready
+from chaosmessaging import faults
+from chaosmessaging.backends.docker import container_ready, docker_address
 from chaosmessaging.config import redact
 from chaosmessaging.util import home_of, poll
 
@@ -53,8 +53,7 @@ def _client(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> docker.DockerClient:
-    address = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    targets.check(address, "docker_host", configuration, secrets)
+    docker_address(docker_host, configuration, secrets)
     environment = dict(os.environ)
     if docker_host:
         environment["DOCKER_HOST"] = docker_host

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -38,6 +39,7 @@ from chaosmessaging import faults, rig, runs, targets
 from chaosmessaging.clients.k6raw import raw_path
 from chaosmessaging.config import lookup, redact
 from chaosmessaging.platform import PlatformError, write_resolved
+from chaosmessaging.platform.templates import service_address
 from chaosmessaging.resources import bundled
 from chaosmessaging.stack import pinning
 from chaosmessaging.util import OWNER_ENV, home_of, our_process, same_process, stack_home, tail
@@ -199,7 +201,7 @@ def _platform_json(summary: Path, configuration: Configuration, secrets: Secrets
     except PlatformError as exc:
         raise ActivityFailed(str(exc)) from None
     for name, service in json.loads(path.read_text())["services"].items():
-        targets.check(service["url"], f"services.{name}.url", configuration, secrets)
+        service_address(name, service["url"], configuration, secrets)
     return path
 
 
@@ -248,7 +250,37 @@ def start_load(
     """
     segment_args = _segment_args(segment) if segment else []
     scope = {**(configuration or {}), **({"allow_hosts": allow_hosts} if allow_hosts else {})}
-    url = targets.resolve("messaging_api_url", scope, secrets, value=api_url)
+    url = targets.address("messaging_api_url", scope, secrets, value=api_url)
+    duration, seconds = _checked_duration(rate, duration, total_messages, max_duration, max_rate)
+    run = K6Run.prepare(
+        _resolve_script(script),
+        home_of(configuration),
+        label,
+        run_id,
+        summary_path,
+        seconds,
+        rate,
+        segment,
+        segment if raw_output is None else raw_output,
+    )
+    values, password = _k6_values(run, url, scope, vus, max_vus, env, configuration, secrets)
+    info = run.start(run.command(values, segment_args), password)
+    logger.info(
+        f"k6 {run.script.name} started (pid {info['pid']}, run {run.run_id}, {rate or '?'}/s "
+        f"for {seconds:g}s) against {redact(url)}; log: {run.log_path}"
+    )
+    return {k: info[k] for k in ("pid", "run_id", "summary_path", "log_path", "duration_s")}
+
+
+def _checked_duration(
+    rate: int | None,
+    duration: str | int | float | None,
+    total_messages: int | None,
+    max_duration: str,
+    max_rate: int,
+) -> tuple[str | int | float, float]:
+    """The load's duration (given, derived from `total_messages` / `rate`, or 30 s) and its
+    seconds, once rate, total and duration are whole, positive and within their limits."""
     if rate is not None and (_whole(rate, "rate") <= 0):
         raise ActivityFailed(
             f"rate must be a whole number of requests per second above 0, got {rate!r}"
@@ -272,105 +304,160 @@ def start_load(
         )
     if rate is not None and int(rate) > int(max_rate):
         raise ActivityFailed(f"rate {rate}/s exceeds max_rate {max_rate}/s")
-    script_path = _resolve_script(script)
-    home = home_of(configuration)
-    run_id = run_id or f"{runs.current_run_id(home)}/{label}"
-    summary = Path(summary_path) if summary_path else stack_home(home) / "load" / f"{run_id}.json"
-    summary = summary.expanduser().resolve()
-    summary.parent.mkdir(parents=True, exist_ok=True)
-    summary.unlink(missing_ok=True)  # a stale summary must not pass for this run's
-    log_path = summary.with_name(summary.stem + ".log")
-    raw = raw_path(summary) if (segment if raw_output is None else raw_output) else None
-    if raw is not None:
-        raw.unlink(missing_ok=True)
+    return duration, seconds
 
-    values = {"API_URL": url, "RUN_ID": run_id, "DURATION": f"{seconds:g}s"}
-    auth_url = targets.resolve("messaging_auth_url", scope, secrets, required=False)
+
+def _k6_values(
+    run: "K6Run",
+    url: str,
+    scope: Configuration,
+    vus: int | None,
+    max_vus: int | None,
+    env: dict | None,
+    configuration: Configuration,
+    secrets: Secrets,
+) -> tuple[dict[str, str], str]:
+    """(what k6 gets with `-e`, the load-test password it gets in its environment only)."""
+    values = {"API_URL": url, "RUN_ID": run.run_id, "DURATION": f"{run.seconds:g}s"}
+    auth_url = targets.address("messaging_auth_url", scope, secrets, required=False)
     if auth_url:
         values["AUTH_URL"] = auth_url
     # the platform file, with this load's API address (an explicit api_url wins), for k6
     scoped = {**(configuration or {}), "messaging_api_url": url}
-    values["PLATFORM_FILE"] = str(_platform_json(summary, scoped, secrets))
+    values["PLATFORM_FILE"] = str(_platform_json(run.summary, scoped, secrets))
     values["LOGIN_PREFIX"] = str(lookup("messaging_loadtest_prefix", configuration, secrets))
     values["LOGIN_USERS"] = str(lookup("messaging_loadtest_users", configuration, secrets))
     # a secret: k6 reads it from its process environment, never from the command line
     password = str(lookup("messaging_loadtest_password", configuration, secrets))
-    for key, value in (("RATE", rate), ("VUS", vus), ("MAX_VUS", max_vus)):
+    for key, value in (("RATE", run.rate), ("VUS", vus), ("MAX_VUS", max_vus)):
         if value is not None:
             values[key] = str(value)
     values.update({str(k): str(v) for k, v in (env or {}).items()})
-    cmd = [
-        _k6_binary(),
-        "run",
-        "--no-usage-report",
-        "--quiet",
-        "--summary-export",
-        str(summary),
-        "--summary-trend-stats",
-        SUMMARY_TREND_STATS,
-        *segment_args,
-        *(["--out", f"csv={raw}"] if raw is not None else []),
-    ]
-    for key, value in values.items():
-        cmd += ["-e", f"{key}={value}"]
-    cmd.append(str(script_path))
+    return values, password
 
-    try:
-        pin = pinning.pin_child(pinning.K6_CPUS)  # CHAOSMESSAGING_K6_CPUS: k6 on its own cores
-    except ValueError as exc:
-        raise ActivityFailed(str(exc)) from None
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=script_path.parent,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={
-                **os.environ,
-                "K6_NO_USAGE_REPORT": "true",
-                "LOGIN_PASSWORD": password,
-                OWNER_ENV: _owner(home),
-            },
-            preexec_fn=pin,
+
+@dataclass
+class K6Run:
+    """One background k6 run: its files, its command line, its start and its records (the run's
+    sidecar, run fact ``load:<label>`` and fault record). `start_load` is its entry point; tests
+    drive it directly."""
+
+    script: Path
+    home: str | None
+    label: str
+    run_id: str
+    summary: Path
+    seconds: float
+    rate: int | None
+    segment: str | None
+    raw: Path | None
+
+    @property
+    def log_path(self) -> Path:
+        return self.summary.with_name(self.summary.stem + ".log")
+
+    @classmethod
+    def prepare(
+        cls,
+        script: Path,
+        home: str | None,
+        label: str,
+        run_id: str | None,
+        summary_path: str | None,
+        seconds: float,
+        rate: int | None,
+        segment: str | None,
+        raw_output: object,
+    ) -> "K6Run":
+        """Name the run (default ``<experiment run id>/<label>``) and clear its summary (a
+        stale one must not pass for this run's) and raw samples file."""
+        run_id = run_id or f"{runs.current_run_id(home)}/{label}"
+        summary = (
+            Path(summary_path) if summary_path else stack_home(home) / "load" / f"{run_id}.json"
         )
-    _CHILDREN[proc.pid] = proc
-    create_time = psutil.Process(proc.pid).create_time()
-    info = {
-        "pid": proc.pid,
-        "create_time": create_time,
-        "owner": _owner(home),
-        "run_id": run_id,
-        "summary_path": str(summary),
-        "log_path": str(log_path),
-        "script": str(script_path),
-        "duration_s": seconds,
-        "started_at": time.time(),
-        "label": label,
-        "rate": rate,
-        "segment": segment,
-        "raw_path": str(raw) if raw is not None else None,
-    }
-    _sidecar(summary).write_text(json.dumps(info, indent=2))
-    runs.record(f"load:{label}", info, home=home)
-    faults.record(
-        "load",
-        f"load:{run_id}",
-        {
-            "pid": proc.pid,
+        summary = summary.expanduser().resolve()
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.unlink(missing_ok=True)
+        raw = raw_path(summary) if raw_output else None
+        if raw is not None:
+            raw.unlink(missing_ok=True)
+        return cls(script, home, label, run_id, summary, seconds, rate, segment, raw)
+
+    def command(self, values: dict[str, str], segment_args: list[str]) -> list[str]:
+        cmd = [
+            _k6_binary(),
+            "run",
+            "--no-usage-report",
+            "--quiet",
+            "--summary-export",
+            str(self.summary),
+            "--summary-trend-stats",
+            SUMMARY_TREND_STATS,
+            *segment_args,
+            *(["--out", f"csv={self.raw}"] if self.raw is not None else []),
+        ]
+        for key, value in values.items():
+            cmd += ["-e", f"{key}={value}"]
+        return [*cmd, str(self.script)]
+
+    def start(self, cmd: list[str], password: str) -> dict:
+        """Start k6 detached (its own session, its own cores when pinned) and record it."""
+        try:
+            pin = pinning.pin_child(pinning.K6_CPUS)  # CHAOSMESSAGING_K6_CPUS: k6's own cores
+        except ValueError as exc:
+            raise ActivityFailed(str(exc)) from None
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=self.script.parent,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={
+                    **os.environ,
+                    "K6_NO_USAGE_REPORT": "true",
+                    "LOGIN_PASSWORD": password,
+                    OWNER_ENV: _owner(self.home),
+                },
+                preexec_fn=pin,
+            )
+        _CHILDREN[proc.pid] = proc
+        return self.record(proc.pid, psutil.Process(proc.pid).create_time())
+
+    def record(self, pid: int, create_time: float) -> dict:
+        """Write the sidecar, the run fact and the fault record (the safety net's way to stop
+        it); the run's info."""
+        info = {
+            "pid": pid,
             "create_time": create_time,
-            "owner": _owner(home),
-            "summary_path": str(summary),
-        },
-        home=home,
-        details={"script": str(script_path), "rate": rate, "duration_s": seconds},
-    )
-    logger.info(
-        f"k6 {script_path.name} started (pid {proc.pid}, run {run_id}, {rate or '?'}/s "
-        f"for {seconds:g}s) against {redact(url)}; log: {log_path}"
-    )
-    return {k: info[k] for k in ("pid", "run_id", "summary_path", "log_path", "duration_s")}
+            "owner": _owner(self.home),
+            "run_id": self.run_id,
+            "summary_path": str(self.summary),
+            "log_path": str(self.log_path),
+            "script": str(self.script),
+            "duration_s": self.seconds,
+            "started_at": time.time(),
+            "label": self.label,
+            "rate": self.rate,
+            "segment": self.segment,
+            "raw_path": str(self.raw) if self.raw is not None else None,
+        }
+        _sidecar(self.summary).write_text(json.dumps(info, indent=2))
+        runs.record(f"load:{self.label}", info, home=self.home)
+        faults.record(
+            "load",
+            f"load:{self.run_id}",
+            {
+                "pid": pid,
+                "create_time": create_time,
+                "owner": _owner(self.home),
+                "summary_path": str(self.summary),
+            },
+            home=self.home,
+            details={"script": str(self.script), "rate": self.rate, "duration_s": self.seconds},
+        )
+        return info
 
 
 def _latest_load(label: str | None, home: str | None) -> dict | None:

@@ -17,6 +17,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -132,16 +133,7 @@ def start_platform_messages(
             f"platform {platform.name!r} does not deliver by sync: start_platform_messages drives "
             "sync platforms (use the websocket fleet for WebSocket ones)"
         )
-    if int(payload_bytes) == 0:
-        found = runs.fact("platform:largest", home=home_of(configuration)) or {}
-        payload_bytes = max(
-            0, (found.get("largest_accepted_bytes") or 0) - int(payload_headroom_bytes)
-        )
-        if not payload_bytes:
-            raise ActivityFailed(
-                "payload_bytes 0 means the largest accepted payload, but find_largest_payload "
-                "has not found one in this run: run it first"
-            )
+    payload_bytes = _payload_bytes(payload_bytes, payload_headroom_bytes, configuration)
     run_id, prefix, password = _credentials(configuration, secrets)
     spec = MessageRunSpec(
         label=label,
@@ -161,6 +153,37 @@ def start_platform_messages(
         metrics_url=_metrics_url(platform),
         memory_metric=_memory_metric(platform),
     )
+    _start_in_thread(platform, spec, float(setup_timeout_s), configuration)
+    runs.record(f"platform-started:{label}", time.time(), home=home_of(configuration))
+    logger.info(
+        f"platform run {label}: {users} users x {devices_per_user} devices, {rate}/s for "
+        f"{duration_s}s, {payload_bytes}-byte payloads on {platform.name}"
+    )
+    return {"label": label, "platform": platform.name, "payload_bytes": int(payload_bytes)}
+
+
+def _payload_bytes(payload_bytes: int, headroom_bytes: int, configuration: Configuration) -> int:
+    """`payload_bytes`, or for 0 the largest payload `find_largest_payload` found in this run
+    less `headroom_bytes`."""
+    if int(payload_bytes) != 0:
+        return int(payload_bytes)
+    found = runs.fact("platform:largest", home=home_of(configuration)) or {}
+    largest = max(0, (found.get("largest_accepted_bytes") or 0) - int(headroom_bytes))
+    if not largest:
+        raise ActivityFailed(
+            "payload_bytes 0 means the largest accepted payload, but find_largest_payload "
+            "has not found one in this run: run it first"
+        )
+    return largest
+
+
+def _start_in_thread(
+    platform: Any, spec: MessageRunSpec, setup_timeout_s: float, configuration: Configuration
+) -> None:
+    """Run `run_messages` in a thread (its result stored, its error kept for
+    `wait_platform_run`) and return once its load starts; a rig failure when the set-up fails
+    or outlasts `setup_timeout_s`."""
+    label = spec.label
     _ERRORS.pop(label, None)
     loading = threading.Event()
     spec.on_load_start = loading.set
@@ -179,16 +202,32 @@ def start_platform_messages(
     while not loading.wait(0.2):
         if not thread.is_alive():
             raise _rig(label, _ERRORS.pop(label, RuntimeError("the run ended before its load")))
-        if time.time() - started > float(setup_timeout_s):
+        if time.time() - started > setup_timeout_s:
             # the thread cannot be interrupted: wait_platform_run reports this at once
             _ERRORS[label] = TimeoutError(f"set-up not done within {setup_timeout_s:g}s")
             raise _rig(label, _ERRORS[label])
-    runs.record(f"platform-started:{label}", time.time(), home=home_of(configuration))
-    logger.info(
-        f"platform run {label}: {users} users x {devices_per_user} devices, {rate}/s for "
-        f"{duration_s}s, {payload_bytes}-byte payloads on {platform.name}"
-    )
-    return {"label": label, "platform": platform.name, "payload_bytes": int(payload_bytes)}
+
+
+def _run_to_end(
+    scenario: Callable[..., Coroutine[Any, Any, dict]],
+    label: str,
+    configuration: Configuration,
+    secrets: Secrets,
+    with_memory: bool = False,
+    **settings: Any,
+) -> dict:
+    """``scenario(platform, label, run_id, prefix, password, **settings)`` run to its end and
+    stored under `label` (`with_memory`: the server's memory sampled too); its `RigFailure`
+    reported as the rig's."""
+    platform = _platform(configuration, secrets)
+    run_id, prefix, password = _credentials(configuration, secrets)
+    if with_memory:
+        settings.update(metrics_url=_metrics_url(platform), memory_metric=_memory_metric(platform))
+    try:
+        result = asyncio.run(scenario(platform, label, run_id, prefix, password, **settings))
+    except RigFailure as exc:
+        raise _rig(label, exc) from None
+    return _store(label, result, configuration)
 
 
 def wait_platform_run(
@@ -222,25 +261,16 @@ def run_platform_crud(
 ) -> dict:
     """Conversation CRUD at `rate` (plan T2 mix) with a deliberate read of another user's
     conversation every `foreign_read_every` operations; judged by `platform_crud`."""
-    platform = _platform(configuration, secrets)
-    run_id, prefix, password = _credentials(configuration, secrets)
-    try:
-        result = asyncio.run(
-            run_crud(
-                platform,
-                label,
-                run_id,
-                prefix,
-                password,
-                int(users),
-                float(rate),
-                float(duration_s),
-                foreign_read_every=int(foreign_read_every),
-            )
-        )
-    except RigFailure as exc:
-        raise _rig(label, exc) from None
-    return _store(label, result, configuration)
+    return _run_to_end(
+        run_crud,
+        label,
+        configuration,
+        secrets,
+        users=int(users),
+        rate=float(rate),
+        duration_s=float(duration_s),
+        foreign_read_every=int(foreign_read_every),
+    )
 
 
 def run_platform_logins(
@@ -253,23 +283,16 @@ def run_platform_logins(
 ) -> dict:
     """Logins at `rate` per second for `duration_s` (each a new device); judged by
     `platform_logins`."""
-    platform = _platform(configuration, secrets)
-    run_id, prefix, password = _credentials(configuration, secrets)
-    result = asyncio.run(
-        run_logins(
-            platform,
-            label,
-            run_id,
-            prefix,
-            password,
-            int(users),
-            float(rate),
-            float(duration_s),
-            metrics_url=_metrics_url(platform),
-            memory_metric=_memory_metric(platform),
-        )
+    return _run_to_end(
+        run_logins,
+        label,
+        configuration,
+        secrets,
+        with_memory=True,
+        users=int(users),
+        rate=float(rate),
+        duration_s=float(duration_s),
     )
-    return _store(label, result, configuration)
 
 
 def find_largest_payload(
@@ -280,12 +303,4 @@ def find_largest_payload(
     """Bisect the largest payload (raw bytes) the platform accepts in one message, up to `high`,
     each probe a real send; every accepted probe is read back byte-exact. Recorded as
     ``platform:largest``."""
-    platform = _platform(configuration, secrets)
-    run_id, prefix, password = _credentials(configuration, secrets)
-    try:
-        result = asyncio.run(
-            largest_payload(platform, "largest", run_id, prefix, password, int(high))
-        )
-    except RigFailure as exc:
-        raise _rig("largest", exc) from None
-    return _store("largest", result, configuration)
+    return _run_to_end(largest_payload, "largest", configuration, secrets, high=int(high))

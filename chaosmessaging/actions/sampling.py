@@ -28,6 +28,8 @@ from __future__ import annotations
 import re
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
@@ -81,6 +83,32 @@ def sample_metrics(
     stops early when the run is interrupted. Returns a summary: ticks, errors, and per service
     and metric the sample count, min, mean, max, first and last value, and the file's path.
     """
+    duration_s, interval_s = _checked(duration_s, interval_s, max_samples, label)
+    services = list(services or DEFAULT_SERVICES)
+    # the platform's names for the metric roles (a role it does not have is not sampled: its
+    # verdicts say "n/a")
+    metrics = [
+        m
+        for m in (_platform_metric(x, configuration, secrets) for x in metrics or DEFAULT_METRICS)
+        if m
+    ]
+    # resolve every address up front: a wrong service name fails now, not after 30 minutes
+    sources = {s: metrics_source(s, None, configuration, secrets) for s in services}
+    path = samples_path(label, home_of(configuration))
+    logger.info(
+        f"sampling {metrics} from {services} every {interval_s:g}s for {duration_s:g}s "
+        f"(label {label!r})"
+    )
+    sampler = Sampler(sources, metrics, interval_s, duration_s, timeout)
+    sampler.run()
+    summary = sampler.save(path, label)
+    logger.info(f"sampling {label!r} ended: {sampler.ticks} ticks, scrape errors {sampler.errors}")
+    return summary
+
+
+def _checked(duration_s: float, interval_s: float, max_samples: int, label: str) -> tuple:
+    """(duration_s, interval_s) as numbers, once the interval, the duration, the number of
+    ticks and the label (it names the samples file) are acceptable."""
     duration_s, interval_s = float(duration_s), float(interval_s)
     if interval_s < MIN_INTERVAL_S:
         raise ActivityFailed(
@@ -99,74 +127,83 @@ def sample_metrics(
         raise ActivityFailed(
             f"label {label!r} must be letters, digits, '_', '.' or '-' (it names the samples file)"
         )
-    services = list(services or DEFAULT_SERVICES)
-    # the platform's names for the metric roles (a role it does not have is not sampled: its
-    # verdicts say "n/a")
-    metrics = [
-        m
-        for m in (_platform_metric(x, configuration, secrets) for x in metrics or DEFAULT_METRICS)
-        if m
-    ]
-    # resolve every address up front: a wrong service name fails now, not after 30 minutes
-    sources = {s: metrics_source(s, None, configuration, secrets) for s in services}
-    home = home_of(configuration)
-    path = samples_path(label, home)
+    return duration_s, interval_s
 
-    series = {s: {"t": [], **{m: [] for m in metrics}} for s in services}
-    errors = {s: 0 for s in services}
-    started_at, start = time.time(), time.monotonic()
-    logger.info(
-        f"sampling {metrics} from {services} every {interval_s:g}s for {duration_s:g}s "
-        f"(label {label!r})"
-    )
-    tick = 0
-    while True:
-        for service, source in sources.items():
-            offset = round(time.monotonic() - start, 3)
-            try:
-                scraped = source.samples(min(float(timeout), max(interval_s, 1.0)), fresh=False)
-            except ActivityFailed as error:
-                if not errors[service]:
-                    logger.warning(f"sampling {service}: {error} (kept as a gap)")
-                errors[service] += 1
-                scraped = None
-            series[service]["t"].append(offset)
-            for metric in metrics:
-                value = select(scraped, metric, {}) if scraped is not None else None
-                series[service][metric].append(value)
-        tick += 1
-        # a fixed grid from the start, so slow scrapes do not stretch the run
-        next_at = start + tick * interval_s
-        if next_at - start > duration_s + 1e-9 or _interrupted():
-            break
-        time.sleep(max(0.0, next_at - time.monotonic()))
 
-    ended_at = time.time()
-    atomic_write_json(
-        path,
-        {
+class Sampler:
+    """Reads `metrics` from each of `sources` ({service: a `clients.prometheus` source}) every
+    `interval_s` seconds on a fixed grid for `duration_s` seconds (or until the run is
+    interrupted); a failed scrape is a gap (None values) counted in `errors`. `sample_metrics`
+    is its entry point; tests drive it with their own sources."""
+
+    def __init__(
+        self,
+        sources: dict,
+        metrics: list[str],
+        interval_s: float,
+        duration_s: float,
+        timeout: float = 5.0,
+    ) -> None:
+        self.sources, self.metrics = sources, metrics
+        self.interval_s, self.duration_s, self.timeout = interval_s, duration_s, float(timeout)
+        self.series = {s: {"t": [], **{m: [] for m in metrics}} for s in sources}
+        self.errors = {s: 0 for s in sources}
+        self.ticks = 0
+        self.started_at = self.ended_at = 0.0
+
+    def run(self) -> None:
+        self.started_at, start = time.time(), time.monotonic()
+        while True:
+            for service, source in self.sources.items():
+                self._read(service, source, round(time.monotonic() - start, 3))
+            self.ticks += 1
+            # a fixed grid from the start, so slow scrapes do not stretch the run
+            next_at = start + self.ticks * self.interval_s
+            if next_at - start > self.duration_s + 1e-9 or _interrupted():
+                break
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        self.ended_at = time.time()
+
+    def _read(self, service: str, source: Any, offset: float) -> None:
+        try:
+            scraped = source.samples(min(self.timeout, max(self.interval_s, 1.0)), fresh=False)
+        except ActivityFailed as error:
+            if not self.errors[service]:
+                logger.warning(f"sampling {service}: {error} (kept as a gap)")
+            self.errors[service] += 1
+            scraped = None
+        self.series[service]["t"].append(offset)
+        for metric in self.metrics:
+            value = select(scraped, metric, {}) if scraped is not None else None
+            self.series[service][metric].append(value)
+
+    def save(self, path: Path, label: str) -> dict:
+        """Write the series to `path`; the summary `sample_metrics` returns."""
+        atomic_write_json(
+            path,
+            {
+                "label": label,
+                "interval_s": self.interval_s,
+                "duration_s": self.duration_s,
+                "started_at": self.started_at,
+                "ended_at": self.ended_at,
+                "interrupted": _interrupted(),
+                "errors": self.errors,
+                "services": self.series,
+            },
+            indent=None,
+        )
+        return {
             "label": label,
-            "interval_s": interval_s,
-            "duration_s": duration_s,
-            "started_at": started_at,
-            "ended_at": ended_at,
+            "ticks": self.ticks,
+            "seconds": round(self.ended_at - self.started_at, 1),
+            "errors": self.errors,
             "interrupted": _interrupted(),
-            "errors": errors,
-            "services": series,
-        },
-        indent=None,
-    )
-    summary = {
-        "label": label,
-        "ticks": tick,
-        "seconds": round(ended_at - started_at, 1),
-        "errors": errors,
-        "interrupted": _interrupted(),
-        "path": str(path),
-        "figures": {s: {m: _describe(series[s][m]) for m in metrics} for s in services},
-    }
-    logger.info(f"sampling {label!r} ended: {tick} ticks, scrape errors {errors}")
-    return summary
+            "path": str(path),
+            "figures": {
+                s: {m: _describe(self.series[s][m]) for m in self.metrics} for s in self.series
+            },
+        }
 
 
 def _describe(values: list) -> dict:

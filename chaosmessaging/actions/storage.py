@@ -95,7 +95,7 @@ def exhaust_pool(
     if duration_s <= 0:
         raise ActivityFailed(f"duration_s={duration_s:g} must be positive")
     target = _quote_table(table)
-    dsn = targets.resolve("messaging_pg_dsn", configuration, secrets, dsn)  # loopback/allowed
+    dsn = targets.address("messaging_pg_dsn", configuration, secrets, dsn)  # loopback/allowed
     source = metrics_source(service, None, configuration, secrets)
     names = {"in_use": in_use_metric, "max": max_metric, "waiting": waiting_metric}
     before = _pool_figures(source, names)
@@ -330,7 +330,7 @@ def run_migration(
     `seconds`, `ok`, `started_at`, `ended_at` (epoch), `error`. A failed migration is recorded,
     then raised.
     """
-    dsn = targets.resolve("messaging_pg_dsn", configuration, secrets, dsn)  # loopback/allowed
+    dsn = targets.address("messaging_pg_dsn", configuration, secrets, dsn)  # loopback/allowed
     home = home_of(configuration)
     is_file = str(migration).endswith(".sql") or os.sep in str(migration)
     started, error = time.time(), None
@@ -383,7 +383,7 @@ def seed_table(
     `messaging_pg_dsn`); `rows` is the target count, so a second run adds nothing.
     Returns `{"rows", "seconds", "output"}` (the command's last output line).
     """
-    dsn = targets.resolve("messaging_pg_dsn", configuration, secrets, dsn)  # loopback/allowed
+    dsn = targets.address("messaging_pg_dsn", configuration, secrets, dsn)  # loopback/allowed
     cmd = [str(c).replace("{rows}", str(int(rows))) for c in (command or DEFAULT_SEED_COMMAND)]
     t0 = time.monotonic()
     out = _run_command(cmd, {"MSGSTACK_PG_DSN": dsn}, float(timeout_s), "seed command")

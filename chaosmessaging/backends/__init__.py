@@ -208,6 +208,31 @@ def _setting(key: str, configuration: Configuration, secrets: Secrets) -> Any:
     return (secrets or {}).get(key)
 
 
+def setting(key: str, env: str | None, configuration: Configuration, secrets: Secrets) -> Any:
+    """A backend's setting `key`: configuration or secrets, else the environment variable
+    `env` (None when neither gives it)."""
+    value = _setting(key, configuration, secrets)
+    if value not in (None, ""):
+        return value
+    return os.environ.get(env) or None if env else None
+
+
+#: signals that end a process (what `kill` accepts; the others pause or are ignored)
+TERMINATING = {"SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "SIGABRT"}
+
+
+def signal_name(sig: str | int) -> str:
+    """``"SIGKILL"`` for 9, "kill", "SIGKILL"...; `BackendError` for an unknown signal."""
+    import signal as _signal
+
+    from chaosmessaging.stack.control import signal_number
+
+    try:
+        return _signal.Signals(signal_number(sig)).name
+    except ValueError as exc:
+        raise BackendError(f"{exc}; or give a number") from None
+
+
 def _overrides(configuration: Configuration, secrets: Secrets) -> dict[str, str]:
     raw = _setting("target_backends", configuration, secrets) or os.environ.get(BACKENDS_ENV, "")
     if isinstance(raw, dict):

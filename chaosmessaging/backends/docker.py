@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal as _signal
 from typing import Any
 
 import docker
@@ -30,9 +29,17 @@ from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 
 from chaosmessaging import targets
-from chaosmessaging.backends import BackendError, Identity, NotSupported, TargetNotFound
+from chaosmessaging.backends import (
+    TERMINATING,
+    BackendError,
+    Identity,
+    NotSupported,
+    TargetNotFound,
+    setting,
+    signal_name,
+)
 from chaosmessaging.config import redact
-from chaosmessaging.util import poll
+from chaosmessaging.util import http, poll
 
 __all__ = [
     "COMPOSE_PROJECT_LABEL",
@@ -51,16 +58,17 @@ OWNER_LABEL = "io.chaosmessaging.owner"
 #: a URL answering 200 once the container's service is ready
 READY_URL_LABEL = "io.chaosmessaging.ready-url"
 
-_TERMINATING = {"SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "SIGABRT"}
+#: the engine a client reaches when neither docker_host nor DOCKER_HOST names one
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
-def _signame(sig: str | int) -> str:
-    from chaosmessaging.stack.control import signal_number
-
-    try:
-        return _signal.Signals(signal_number(sig)).name
-    except ValueError as exc:
-        raise BackendError(f"{exc}; or give a number") from None
+def docker_address(
+    host: str | None, configuration: Configuration = None, secrets: Secrets = None
+) -> str:
+    """The Docker engine's address (`host`, else DOCKER_HOST, else the default socket), once
+    the target allow-list accepts it (refused as ``docker_host``)."""
+    address = host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    return targets.check(address, "docker_host", configuration, secrets)
 
 
 def docker_client(
@@ -71,8 +79,7 @@ def docker_client(
 ) -> docker.DockerClient:
     """A Docker SDK client for `host` (None: the environment's DOCKER_HOST or the default
     socket), after checking the host against the target allow-list."""
-    address = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    targets.check(address, "docker_host", configuration, secrets)
+    address = docker_address(host, configuration, secrets)
     try:
         return docker.DockerClient(base_url=address, timeout=int(timeout))
     except DockerException as exc:
@@ -85,13 +92,9 @@ def docker_client(
 def _setting(
     key: str, env: str | None, configuration: Configuration, secrets: Secrets, service: str | None
 ) -> Any:
-    from chaosmessaging.backends import _setting as scoped
-
-    value = scoped(key, configuration, secrets)
-    if value not in (None, ""):
+    value = setting(key, env, configuration, secrets)
+    if value is not None:
         return value
-    if env and os.environ.get(env):
-        return os.environ[env]
     if service is None:
         return None
     from chaosmessaging.stack.state import StackNotRunning, StackStateError, load_state
@@ -121,7 +124,7 @@ def container_ready(
     if url:
         targets.check(url, "readiness URL", configuration, secrets)
         try:
-            return httpx.get(url, timeout=2.0).status_code == 200
+            return http().get(url, timeout=2.0).status_code == 200
         except httpx.HTTPError:
             return False
     health = (state.get("Health") or {}).get("Status")
@@ -298,7 +301,7 @@ class DockerBackend:
         instance: str | None = None,
         grace: float = 10.0,
     ) -> list[Identity]:
-        signame = _signame(signal)
+        signame = signal_name(signal)
         if signame in ("SIGSTOP", "SIGTSTP"):
             return self.pause(service)
         running = [c for c in self._some(service, instance) if c.status in ("running", "paused")]
@@ -309,7 +312,7 @@ class DockerBackend:
         before = [self.identity(service, c) for c in running]
         for c in running:
             try:
-                if c.status == "paused" and signame in _TERMINATING:
+                if c.status == "paused" and signame in TERMINATING:
                     c.unpause()
                 c.kill(signal=signame)
             except NotFound:
@@ -317,7 +320,7 @@ class DockerBackend:
             except APIError as exc:
                 if "is not running" not in str(exc):
                     raise BackendError(f"could not kill container {c.name}: {exc}") from None
-        if signame in _TERMINATING:
+        if signame in TERMINATING:
             left = self._wait_exited(running, grace)
             if left:
                 raise BackendError(f"containers {left} still run {grace:g} s after {signame}")
@@ -354,10 +357,10 @@ class DockerBackend:
     def restart(
         self, service: str, signal: str = "SIGTERM", timeout: float = 60.0
     ) -> list[Identity]:
-        signame = _signame(signal)
-        if signame not in _TERMINATING:
+        signame = signal_name(signal)
+        if signame not in TERMINATING:
             raise BackendError(
-                f"{signame} does not end a process; use one of {', '.join(sorted(_TERMINATING))}"
+                f"{signame} does not end a process; use one of {', '.join(sorted(TERMINATING))}"
             )
         if signame == "SIGTERM":
             self.stop(service, timeout=min(timeout, 30.0))

@@ -28,14 +28,21 @@ reads it again from the same place.
 from __future__ import annotations
 
 import os
-import signal as _signal
 import time
 from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
 from chaosmessaging import targets
-from chaosmessaging.backends import BackendError, Identity, NotSupported, TargetNotFound
+from chaosmessaging.backends import (
+    TERMINATING,
+    BackendError,
+    Identity,
+    NotSupported,
+    TargetNotFound,
+    setting,
+    signal_name,
+)
 from chaosmessaging.config import redact
 from chaosmessaging.util import poll
 
@@ -54,25 +61,6 @@ __all__ = ["DEFAULT_SELECTOR", "KILL_MODES", "KubernetesBackend"]
 
 DEFAULT_SELECTOR = "app.kubernetes.io/name={service}"
 KILL_MODES = ("delete", "exec")
-_TERMINATING = {"SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "SIGABRT"}
-
-
-def _signame(sig: str | int) -> str:
-    from chaosmessaging.stack.control import signal_number
-
-    try:
-        return _signal.Signals(signal_number(sig)).name
-    except ValueError as exc:
-        raise BackendError(f"{exc}; or give a number") from None
-
-
-def _setting(key: str, env: str | None, configuration: Configuration, secrets: Secrets) -> Any:
-    from chaosmessaging.backends import _setting as scoped
-
-    value = scoped(key, configuration, secrets)
-    if value not in (None, ""):
-        return value
-    return os.environ.get(env) if env else None
 
 
 def _api_configuration(
@@ -149,7 +137,7 @@ class KubernetesBackend:
         service: str | None = None,
     ) -> KubernetesBackend:
         def get(key: str, env: str | None = None) -> Any:
-            return _setting(key, env, configuration, secrets)
+            return setting(key, env, configuration, secrets)
 
         verify = str(get("k8s_verify_ssl", "CHAOSMESSAGING_K8S_VERIFY_SSL") or "true")
         return cls(
@@ -352,18 +340,18 @@ class KubernetesBackend:
         instance: str | None = None,
         grace: float = 30.0,
     ) -> list[Identity]:
-        signame = _signame(signal)
+        signame = signal_name(signal)
         if signame in ("SIGSTOP", "SIGTSTP"):
             return self.pause(service)
         found = self._some(service, instance)
         self.expected[service] = max(self.expected.get(service, 0), len(self.pods(service)))
         before = [self.identity(service, p) for p in found]
         for pod in found:
-            if self.kill_mode == "exec" or signame not in _TERMINATING:
+            if self.kill_mode == "exec" or signame not in TERMINATING:
                 self._exec_kill(pod, signame)
             else:
                 self._delete(pod, 0 if signame == "SIGKILL" else None)
-        if signame in _TERMINATING:
+        if signame in TERMINATING:
             self._wait_gone(service, before, grace)
         return before
 
@@ -392,10 +380,10 @@ class KubernetesBackend:
     def restart(
         self, service: str, signal: str = "SIGTERM", timeout: float = 60.0
     ) -> list[Identity]:
-        signame = _signame(signal)
-        if signame not in _TERMINATING:
+        signame = signal_name(signal)
+        if signame not in TERMINATING:
             raise BackendError(
-                f"{signame} does not end a process; use one of {', '.join(sorted(_TERMINATING))}"
+                f"{signame} does not end a process; use one of {', '.join(sorted(TERMINATING))}"
             )
         started = time.monotonic()
         self.kill(service, signame, grace=timeout)

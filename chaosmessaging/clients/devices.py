@@ -18,10 +18,11 @@ import httpx
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging import runs, targets
+from chaosmessaging import runs
 from chaosmessaging.clients.platform import PlatformCallFailed, PlatformClient, Session
 from chaosmessaging.clients.ws import Device, Fleet, frames_path, ws_url
 from chaosmessaging.platform.schema import Platform
+from chaosmessaging.platform.templates import service_address
 from chaosmessaging.util import stack_home
 
 __all__ = ["FleetPlan", "start_fleet"]
@@ -115,12 +116,8 @@ def start_fleet(
         )
     client = PlatformClient(platform, configuration, secrets)
     channel = platform.delivery.channel
-    base = targets.check(
-        platform.services[channel.service].url,
-        f"services.{channel.service}.url",
-        configuration,
-        secrets,
-    )
+    url = platform.services[channel.service].url
+    base = service_address(channel.service, url, configuration, secrets)
     names = [client.username(plan.prefix, i) for i in range(plan.users)]
     sessions = {name: _login(client, name, password, i) for i, name in enumerate(names)}
     created = _conversations(client, plan, names, sessions)

@@ -14,10 +14,11 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaosmessaging import targets
-from chaosmessaging.config import lookup, redact
+from chaosmessaging.config import redact
 from chaosmessaging.platform import PlatformError, load_platform
 from chaosmessaging.platform.schema import Service
-from chaosmessaging.platform.templates import find_one
+from chaosmessaging.platform.templates import find_one, service_address
+from chaosmessaging.util import http
 
 __all__ = ["STACK_HINT", "SERVICE_URL_KEYS", "Readiness", "service_url", "http_get"]
 
@@ -38,22 +39,19 @@ def service_url(
 ) -> str:
     """`url` as given, else `<base URL of service><path>` from configuration; either way a
     host outside loopback and `allow_hosts` is refused (`chaosmessaging.targets`)."""
+    key = SERVICE_URL_KEYS.get(service)
     if url:
-        return targets.check(url, f"URL of {service}", configuration, secrets)
+        what = f"URL of {service}"
+        return targets.address(key or service, configuration, secrets, value=url, what=what)
     described = _described(service, configuration, secrets)
     if described is not None:
-        base = targets.check(described.url, f"services.{service}.url", configuration, secrets)
+        base = service_address(service, described.url, configuration, secrets)
         return base + _endpoint_path(described, path)
-    key = SERVICE_URL_KEYS.get(service)
     if key is None:
         raise ActivityFailed(
             f"unknown service '{service}': use one of {sorted(SERVICE_URL_KEYS)} or pass a full url"
         )
-    base = str(lookup(key, configuration, secrets))
-    if "://" not in base:
-        base = f"http://{base}"
-    targets.check(base, key, configuration, secrets)
-    return base.rstrip("/") + path
+    return targets.address(key, configuration, secrets, scheme="http").rstrip("/") + path
 
 
 def _described(service: str, configuration: Configuration, secrets: Secrets) -> Service | None:
@@ -102,7 +100,7 @@ class Readiness:
 def http_get(url: str, timeout: float) -> httpx.Response:
     """GET `url`; an unreachable endpoint raises `ActivityFailed`."""
     try:
-        return httpx.get(url, timeout=timeout)
+        return http().get(url, timeout=timeout)
     except httpx.HTTPError as error:
         reason = str(error) or type(error).__name__
         raise ActivityFailed(f"cannot reach {redact(url)}: {reason} — {STACK_HINT}") from None

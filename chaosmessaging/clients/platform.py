@@ -2,7 +2,8 @@
 
 The device fleet (`clients.ws`), the delivery actions and probes call the platform only through
 this client, so the platform's contract lives in its file and nowhere else. Every URL passes
-`targets.check` before a socket opens. Tokens stay in memory; nothing here logs them.
+the allow-list (`platform.templates.checked_request`) before a socket opens. Tokens stay in
+memory; nothing here logs them.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 import httpx
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging import targets
 from chaosmessaging.platform.schema import Operation, Platform
-from chaosmessaging.platform.templates import extract, find_all, find_one, render_request
+from chaosmessaging.platform.templates import checked_request, extract, find_all, find_one
+from chaosmessaging.util import http
 
 __all__ = ["PlatformClient", "PlatformCallFailed", "Session", "login"]
 
@@ -50,9 +51,10 @@ class PlatformClient:
 
     def call(self, where: str, op: Operation, values: dict, token: str | None) -> httpx.Response:
         """Send operation `op` (named `where` in errors); the reply whatever its status."""
-        req = render_request(self.platform, op, values, token)
-        targets.check(req.url, where, self.configuration, self.secrets)
-        return httpx.request(
+        req = checked_request(
+            self.platform, op, values, token, where, self.configuration, self.secrets
+        )
+        return http().request(
             req.method,
             req.url,
             params=req.params,

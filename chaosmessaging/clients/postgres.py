@@ -30,7 +30,7 @@ def pg_fetch(
     timeout: float = 10.0,
 ) -> list[asyncpg.Record]:
     """Run one read-only query on `dsn` (or `messaging_pg_dsn`) and return its rows."""
-    dsn = targets.resolve("messaging_pg_dsn", configuration, secrets, dsn)
+    dsn = targets.address("messaging_pg_dsn", configuration, secrets, dsn)
     return asyncio.run(_pg_fetch(dsn, sql, tuple(args), timeout))
 
 

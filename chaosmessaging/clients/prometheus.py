@@ -216,10 +216,7 @@ def metrics_source(
         raise ActivityFailed(f"metrics_source {mode!r} is not one of {list(SOURCES)}")
     if url or mode == "scrape":
         return ScrapeSource(service_url(service, url, "/metrics", configuration, secrets))
-    base = str(lookup("prometheus_url", configuration, secrets))
-    if "://" not in base:
-        base = f"http://{base}"
-    targets.check(base, "prometheus_url", configuration, secrets)
+    base = targets.address("prometheus_url", configuration, secrets, scheme="http")
     selector = str(_selectors(configuration, secrets).get(service, f'job="{service}"')).strip()
     selector = selector.removeprefix("{").removesuffix("}")
     replica_labels = lookup("prometheus_replica_labels", configuration, secrets, required=False)

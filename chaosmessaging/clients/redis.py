@@ -33,7 +33,7 @@ def redis_client(
     url: str = None, configuration: Configuration = None, secrets: Secrets = None
 ) -> tuple[redis.Redis, str]:
     """A sync redis-py client for `url` (or `messaging_redis_url`) and the URL it uses."""
-    url = targets.resolve("messaging_redis_url", configuration, secrets, url)
+    url = targets.address("messaging_redis_url", configuration, secrets, url)
     try:
         client = redis.Redis.from_url(
             url, socket_connect_timeout=3, socket_timeout=10, decode_responses=True

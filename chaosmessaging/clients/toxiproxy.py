@@ -21,7 +21,7 @@ __all__ = ["api_url", "server", "proxy", "check_fronts"]
 def api_url(configuration: Configuration, secrets: Secrets, url: str | None) -> str:
     """The Toxiproxy API address (argument, configuration, env, embedded stack, default),
     refused outside loopback and `allow_hosts`."""
-    return targets.resolve("toxiproxy_url", configuration, secrets, value=url)
+    return targets.address("toxiproxy_url", configuration, secrets, value=url)
 
 
 #: proxy name -> the configuration key of the dependency it must front

@@ -67,7 +67,7 @@ def login_failure(configuration: Configuration = None, secrets: Secrets = None) 
     from chaosmessaging import targets
     from chaosmessaging.config import lookup
 
-    auth = targets.resolve("messaging_auth_url", configuration, secrets, required=False)
+    auth = targets.address("messaging_auth_url", configuration, secrets, required=False)
     if not auth:
         return None
     prefix = str(lookup("messaging_loadtest_prefix", configuration, secrets))

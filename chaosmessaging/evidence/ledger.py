@@ -84,15 +84,10 @@ def ledger_accounting(
     (`expected`: the run's loads ran, so zero acknowledged messages is a failure)."""
     started = time.monotonic()
     late = None if late_after_s is None else float(late_after_s)
-    while True:
-        counts = pg_fetch(_COUNTS, (prefix, late), dsn, configuration, secrets)[0]
-        missing = counts["acknowledged"] - counts["delivered"]
-        elapsed = time.monotonic() - started
-        if missing == 0 or elapsed + poll_interval > settle_timeout:
-            break
-        logger.debug(f"run {run_id}: {missing} messages not delivered yet, waiting")
-        time.sleep(poll_interval)
-
+    counts = _settled_counts(
+        prefix, late, run_id, settle_timeout, poll_interval, dsn, configuration, secrets
+    )
+    missing = counts["acknowledged"] - counts["delivered"]
     places: dict[str, list[str]] = {place: [] for place in PLACES}
     lost_ids: list[str] = []
     if missing:
@@ -132,16 +127,52 @@ def ledger_accounting(
         ),
         "settled_s": round(time.monotonic() - started, 3),
     }
-    # after a load, zero acknowledged messages is no proof of zero loss: it fails the verdict
+    problems = _problems(result, prefix, expected)
+    result = verdict(
+        not problems,
+        "; ".join(problems) or f"all {counts['acknowledged']} acknowledged messages delivered once",
+        **result,
+    )
+    _warn(result, prefix, expected, settle_timeout)
+    return result
+
+
+def _settled_counts(
+    prefix: str,
+    late: float | None,
+    run_id: str,
+    settle_timeout: float,
+    poll_interval: float,
+    dsn: str | None,
+    configuration: Configuration,
+    secrets: Secrets,
+) -> dict:
+    """The run's counts (acknowledged, delivered, redelivered, late) once every acknowledged
+    message is delivered, or when waiting `poll_interval` more would pass `settle_timeout`."""
+    started = time.monotonic()
+    while True:
+        counts = pg_fetch(_COUNTS, (prefix, late), dsn, configuration, secrets)[0]
+        missing = counts["acknowledged"] - counts["delivered"]
+        elapsed = time.monotonic() - started
+        if missing == 0 or elapsed + poll_interval > settle_timeout:
+            return counts
+        logger.debug(f"run {run_id}: {missing} messages not delivered yet, waiting")
+        time.sleep(poll_interval)
+
+
+def _problems(result: dict, prefix: str, expected: bool) -> list[str]:
+    """What fails the verdict; after a load, zero acknowledged messages is no proof of zero
+    loss: it fails too."""
     problems = []
-    if counts["acknowledged"] == 0 and expected:
+    acknowledged, missing = result["acknowledged"], result["lost"]
+    if acknowledged == 0 and expected:
         problems.append(f"no message of this run ('{prefix}') reached the database")
     if missing:
         seen = ", ".join(
             f"{n} {place.replace('_', ' ')}" for place, n in result["last_seen"].items() if n
         )
         problems.append(
-            f"{missing} of {counts['acknowledged']} acknowledged messages lost (last seen: {seen})"
+            f"{missing} of {acknowledged} acknowledged messages lost (last seen: {seen})"
         )
     if result["duplicated"]:
         problems.append(f"{result['duplicated']} delivered twice")
@@ -150,12 +181,14 @@ def ledger_accounting(
             f"{result['api_acknowledged_missing']} accepted by the API (k6) but "
             "missing from the database"
         )
-    result = verdict(
-        not problems,
-        "; ".join(problems) or f"all {counts['acknowledged']} acknowledged messages delivered once",
-        **result,
-    )
-    if counts["acknowledged"] == 0 and expected:
+    return problems
+
+
+def _warn(result: dict, prefix: str, expected: bool, settle_timeout: float) -> None:
+    """Say in the log what the operator should look at: the wrong run, the lost ids, the gap
+    between k6's count and the database's."""
+    run_id, acknowledged, missing = result["run_id"], result["acknowledged"], result["lost"]
+    if acknowledged == 0 and expected:
         logger.warning(
             f"run {run_id}: no message has a client_msg_id starting with "
             f"'{prefix}' — wrong run id, or the load never reached the API?"
@@ -163,16 +196,15 @@ def ledger_accounting(
     if missing:
         seen = ", ".join(f"{n} {place}" for place, n in result["last_seen"].items() if n)
         logger.warning(
-            f"run {run_id}: {missing} of {counts['acknowledged']} messages not "
+            f"run {run_id}: {missing} of {acknowledged} messages not "
             f"delivered after {settle_timeout}s (last seen: {seen}); lost ids: "
             f"{result['lost_ids']}"
         )
     if result["api_acknowledged_missing"]:
         logger.warning(
-            f"run {run_id}: k6 counted {k6_accepted} accepted messages but the "
-            f"database holds {counts['acknowledged']}"
+            f"run {run_id}: k6 counted {result['k6_accepted']} accepted messages but the "
+            f"database holds {acknowledged}"
         )
-    return result
 
 
 def _stream_duplicates(

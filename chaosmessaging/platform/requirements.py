@@ -32,7 +32,7 @@ __all__ = ["Requirement", "Status", "assess", "requirements_of"]
 @dataclass(frozen=True)
 class Requirement:
     kind: str  # delivery | evidence | metric | service | readiness | metrics_endpoint | operation
-    #            | endpoint | config | k6 | login
+    #            | endpoint | config | k6 | login | proxy
     what: str = ""
     detail: str = ""  # for operation: the status list it needs (e.g. "forbidden")
 
@@ -129,8 +129,6 @@ _FIXED: dict[str, list[Requirement]] = {
     "storage.exhaust_pool": _LEDGER,
     "storage.seed_table": _LEDGER,
     "storage.run_migration": _LEDGER,
-    "toxiproxy.partition": [Requirement("config", "toxiproxy_url")],
-    "toxiproxy.add_latency": [Requirement("config", "toxiproxy_url")],
 }
 
 
@@ -207,6 +205,9 @@ _ARGS: dict[str, Callable[[dict], list[Requirement]]] = {
     "process.kill_service": _service_args,
     "process.start_service": _service_args,
     "random_faults.kill_at_random_moments": _service_args,
+    # a network fault needs the Toxiproxy in front of the dependency it names, not just any
+    "toxiproxy.partition": lambda a: [Requirement("proxy", str(a.get("proxy") or "redis"))],
+    "toxiproxy.add_latency": lambda a: [Requirement("proxy", str(a.get("proxy") or "redis"))],
 }
 
 
@@ -302,7 +303,54 @@ def assess(
         return RUNNABLE
     if kind == "login":
         return (live or {}).get("login", RUNNABLE)
+    if kind == "proxy":
+        return _proxy(what, configuration, secrets, live)
     return Status("needs", f"unknown requirement {kind!r}")
+
+
+def _proxy(name: str, configuration: Configuration, secrets: Secrets, live) -> Status:
+    """A network fault through proxy `name`: the Toxiproxy API must be set by the user (the
+    default 127.0.0.1:8474 may be another system's proxy), the dependency the proxy fronts must
+    be configured, and, when checking live, the proxy must exist there and front it."""
+    from chaosmessaging.clients.toxiproxy import FRONTED
+    from chaosmessaging.config import _find
+
+    _, source = _find("toxiproxy_url", configuration, secrets)
+    if source in (None, "default"):
+        return Status(
+            "needs",
+            "the Toxiproxy in front of the platform's dependencies: set "
+            f"{_config_env('toxiproxy_url')} (the default 127.0.0.1:8474 is a guess, never used "
+            "for a fault check)",
+        )
+    key = FRONTED.get(name)
+    if key is not None and _find(key, configuration, secrets)[1] is None:
+        return Status(
+            "needs",
+            f"set {_config_env(key)}: the address proxy '{name}' must front (the fault is "
+            "refused unless the proxy's listen or upstream address is that one)",
+        )
+    if live is None or "online" not in live:
+        return RUNNABLE
+    cached = live.get(f"proxy:{name}")
+    if cached is None:
+        cached = live[f"proxy:{name}"] = _proxy_live(name, configuration, secrets)
+    return cached
+
+
+def _proxy_live(name: str, configuration: Configuration, secrets: Secrets) -> Status:
+    from chaoslib.exceptions import ActivityFailed
+
+    from chaosmessaging import targets
+    from chaosmessaging.clients import toxiproxy as tp
+
+    try:
+        url = tp.api_url(configuration, secrets, None)
+        target = tp.proxy(tp.server(url), name, url)
+        tp.check_fronts(target, name, url, configuration, secrets)
+    except (ActivityFailed, targets.TargetRefused) as exc:
+        return Status("needs", str(exc))
+    return RUNNABLE
 
 
 def platform_applies(func: Callable) -> Callable:

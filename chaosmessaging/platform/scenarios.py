@@ -26,6 +26,7 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,28 +234,137 @@ def memory_growth(samples: list[tuple[float, float]], window: float = 0.2) -> di
     }
 
 
+async def open_loop(
+    rate: float,
+    total: int,
+    max_inflight: int,
+    job: Callable[[int], Awaitable[None]],
+    beside: Callable[[int], Awaitable[None] | None] | None = None,
+) -> int:
+    """Start `job(i)` at ``i / rate`` seconds for each of `total` arrivals (open loop: an arrival
+    that finds `max_inflight` jobs still running is dropped, like k6's dropped iterations) and
+    whatever `beside(i)` returns for that arrival, dropped or not; wait for them all. The number
+    of dropped arrivals."""
+    inflight, dropped = 0, 0
+    pending: list[asyncio.Task] = []
+
+    async def counted(i: int) -> None:
+        nonlocal inflight
+        await job(i)
+        inflight -= 1
+
+    t0 = time.perf_counter()
+    for i in range(total):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        extra = beside(i) if beside is not None else None
+        if extra is not None:
+            pending.append(asyncio.create_task(extra))
+        if inflight >= max_inflight:
+            dropped += 1
+            continue
+        inflight += 1
+        pending.append(asyncio.create_task(counted(i)))
+    await asyncio.gather(*pending)
+    return dropped
+
+
+class MemorySampler:
+    """The server's memory (`metric` of the Prometheus exposition at `url`) every 2 s until
+    `stop` is set; nothing when either is None."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, url: str | None, metric: str | None, stop: asyncio.Event
+    ) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self.task = (
+            asyncio.create_task(_sample_memory(http, url, metric, stop, self.samples))
+            if url and metric
+            else None
+        )
+
+    async def join(self) -> dict:
+        """Wait for the sampler (its `stop` must be set); `memory_growth` of its samples."""
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+        return memory_growth(self.samples)
+
+
 async def run_messages(platform: Platform, spec: MessageRunSpec) -> dict:
     """Devices on sync, messages sent at `rate` for `duration_s`, then settle: the figures."""
-    async with _http() as http:
-        client = PlatformClient(platform, http)
-        tag = f"{spec.label}-{spec.run_id[-6:]}"
-        t_setup = time.time()
-        sessions = await login_devices(
-            client, spec.users, spec.devices_per_user, spec.prefix, spec.password, tag
-        )
-        convs = await make_conversations(
-            client, sessions, spec.conversations, spec.participants, tag
-        )
-        setup_s = time.time() - t_setup
-        devices = [SyncDevice(platform, s, http) for ss in sessions.values() for s in ss]
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(d.run(stop)) for d in devices]
-        memory: list = []
-        sampler = None
-        if spec.metrics_url and spec.memory_metric:
-            sampler = asyncio.create_task(
-                _sample_memory(http, spec.metrics_url, spec.memory_metric, stop, memory)
+    return await MessageRun(platform, spec).run()
+
+
+class MessageRun:
+    """One message run of `run_messages`: log in, set up the conversations, start every device's
+    sync, send (and remove members) at the spec's rate, settle, and account for every delivery
+    on the client side. ``await MessageRun(platform, spec).run()`` gives the figures."""
+
+    def __init__(self, platform: Platform, spec: MessageRunSpec) -> None:
+        self.platform, self.spec = platform, spec
+        self.tag = f"{spec.label}-{spec.run_id[-6:]}"
+        self.rng = random.Random(spec.run_id)
+        self.sent: list[Sent] = []
+        self.removals: list[dict] = []
+        self.removed_from: dict[str, dict[int, dict]] = {}
+        self.sessions: dict[int, list[Session]] = {}
+        self.convs: list[Conversation] = []
+        self.devices: list[SyncDevice] = []
+        self.client: PlatformClient | None = None
+
+    async def run(self) -> dict:
+        spec = self.spec
+        async with _http() as http:
+            self.client = PlatformClient(self.platform, http)
+            t_setup = time.time()
+            await self._set_up()
+            setup_s = time.time() - t_setup
+            self.devices = [
+                SyncDevice(self.platform, s, http) for ss in self.sessions.values() for s in ss
+            ]
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(d.run(stop)) for d in self.devices]
+            memory = MemorySampler(http, spec.metrics_url, spec.memory_metric, stop)
+            await self._devices_started(stop)
+            total = int(spec.rate * spec.duration_s)
+            load_started = time.time()
+            if spec.on_load_start is not None:
+                spec.on_load_start()
+            dropped = await open_loop(
+                spec.rate, total, spec.max_inflight, self._send, self._removal_at(total)
             )
+            load_s = time.time() - load_started
+            members_at_end = {c.id: set(c.members) for c in self.convs}
+            expected = self._expected_pairs()
+            settled_s = await self._settle(expected)
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            growth = await memory.join()
+        timings = {"setup_s": setup_s, "load_s": load_s, "settled_s": settled_s}
+        return {
+            **self._head(timings, load_started, members_at_end),
+            "attempted": total,
+            "dropped_sends": dropped,
+            **_send_figures(self.sent),
+            **self._delivery_figures(expected),
+            "memory": growth,
+        }
+
+    async def _set_up(self) -> None:
+        spec = self.spec
+        self.sessions = await login_devices(
+            self.client, spec.users, spec.devices_per_user, spec.prefix, spec.password, self.tag
+        )
+        self.convs = await make_conversations(
+            self.client, self.sessions, spec.conversations, spec.participants, self.tag
+        )
+        self.removed_from = {c.id: {} for c in self.convs}
+
+    async def _devices_started(self, stop: asyncio.Event) -> None:
+        devices = self.devices
         try:
             await asyncio.wait_for(asyncio.gather(*(d.started.wait() for d in devices)), 120)
         except TimeoutError:
@@ -263,194 +373,171 @@ async def run_messages(platform: Platform, spec: MessageRunSpec) -> dict:
                 f"{sum(not d.started.is_set() for d in devices)} of {len(devices)} devices got no "
                 "answer to their initial sync within 120 s"
             ) from None
-        sent: list[Sent] = []
-        removals: list[dict] = []
-        removed_from: dict[str, dict[int, dict]] = {c.id: {} for c in convs}
-        dropped_sends = 0
-        inflight = 0
-        rng = random.Random(spec.run_id)
 
-        async def send_one(i: int) -> None:
-            nonlocal inflight
-            conv = convs[i % len(convs)]
-            owner = sessions[conv.creator][0]
-            payload = rng.randbytes(spec.payload_bytes)
-            record = Sent(
-                client_msg_id=f"{spec.run_id}/{spec.label}:{i}",
-                conversation_id=conv.id,
-                index=i,
-                started=time.time(),
-                sha256=hashlib.sha256(payload).hexdigest(),
-                size=len(payload),
-            )
-            sent.append(record)
-            encoding = platform.send.payload_encoding
-            text = base64.b64encode(payload).decode() if encoding == "base64" else payload.hex()
-            values = {
-                "conversation_id": conv.id,
-                "client_msg_id": record.client_msg_id,
-                "txn_id": f"{tag}-{i}",
-                "ciphertext": text,
-            }
-            reply = await client.call("send", values, owner)
-            record.acked = time.time() if reply.ok else None
-            record.status, record.outcome, record.errcode = (
-                reply.status,
-                reply.outcome,
-                reply.errcode or reply.error[:80],
-            )
-            record.event_id = reply.values.get("id")
-            inflight -= 1
+    def _removal_at(self, total: int) -> Callable[[int], Awaitable[None] | None]:
+        """For `open_loop`: the removals (T3) spread evenly over the `total` sends."""
+        spec = self.spec
+        at = {int(total * (k + 1) / (spec.removals + 1)): k for k in range(spec.removals)}
+        return lambda i: self._remove(at[i]) if i in at else None
 
-        async def remove_one(k: int) -> None:
-            candidates = [c for c in convs if len(c.members) > 1]
-            if not candidates:
-                return
-            conv = candidates[k % len(candidates)]
-            member = conv.members[-1]
-            conv.members.remove(member)
-            owner = sessions[conv.creator][0]
-            victim = sessions[member][0]
-            entry = {"conversation_id": conv.id, "user": victim.user, "requested": time.time()}
-            reply = await client.call(
-                "participants.remove",
-                {"conversation_id": conv.id, "user_id": victim.user_id},
-                owner,
-            )
-            entry.update(acked=time.time() if reply.ok else None, status=reply.status)
-            removals.append(entry)
-            removed_from[conv.id][member] = entry
-
-        total = int(spec.rate * spec.duration_s)
-        removal_at = (
-            {int(total * (k + 1) / (spec.removals + 1)): k for k in range(spec.removals)}
-            if spec.removals
-            else {}
+    async def _send(self, i: int) -> None:
+        spec = self.spec
+        conv = self.convs[i % len(self.convs)]
+        owner = self.sessions[conv.creator][0]
+        payload = self.rng.randbytes(spec.payload_bytes)
+        record = Sent(
+            client_msg_id=f"{spec.run_id}/{spec.label}:{i}",
+            conversation_id=conv.id,
+            index=i,
+            started=time.time(),
+            sha256=hashlib.sha256(payload).hexdigest(),
+            size=len(payload),
         )
-        pending: list[asyncio.Task] = []
-        t0 = time.perf_counter()
-        load_started = time.time()
-        if spec.on_load_start is not None:
-            spec.on_load_start()
-        for i in range(total):
-            delay = t0 + i / spec.rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if i in removal_at:
-                pending.append(asyncio.create_task(remove_one(removal_at[i])))
-            if inflight >= spec.max_inflight:
-                dropped_sends += 1
-                continue
-            inflight += 1
-            pending.append(asyncio.create_task(send_one(i)))
-        await asyncio.gather(*pending)
-        load_s = time.time() - load_started
+        self.sent.append(record)
+        values = {
+            "conversation_id": conv.id,
+            "client_msg_id": record.client_msg_id,
+            "txn_id": f"{self.tag}-{i}",
+            "ciphertext": _encoded(payload, self.platform),
+        }
+        reply = await self.client.call("send", values, owner)
+        record.acked = time.time() if reply.ok else None
+        record.status, record.outcome, record.errcode = (
+            reply.status,
+            reply.outcome,
+            reply.errcode or reply.error[:80],
+        )
+        record.event_id = reply.values.get("id")
 
-        # settle: wait until every expected delivery arrived (or the time is up)
-        members_at_end = {c.id: set(c.members) for c in convs}
-        all_members = {c.id: set(c.members) | set(removed_from[c.id]) for c in convs}
-        user_index = {s.user: n for n, ss in sessions.items() for s in ss}
-        devices_of = {n: [s.device for s in ss] for n, ss in sessions.items()}
+    async def _remove(self, k: int) -> None:
+        candidates = [c for c in self.convs if len(c.members) > 1]
+        if not candidates:
+            return
+        conv = candidates[k % len(candidates)]
+        member = conv.members[-1]
+        conv.members.remove(member)
+        owner = self.sessions[conv.creator][0]
+        victim = self.sessions[member][0]
+        entry = {"conversation_id": conv.id, "user": victim.user, "requested": time.time()}
+        reply = await self.client.call(
+            "participants.remove",
+            {"conversation_id": conv.id, "user_id": victim.user_id},
+            owner,
+        )
+        entry.update(acked=time.time() if reply.ok else None, status=reply.status)
+        self.removals.append(entry)
+        self.removed_from[conv.id][member] = entry
 
-        def expected_pairs() -> set[tuple[str, str]]:
-            pairs = set()
-            for m in sent:
-                if m.acked is None:
-                    continue
-                for n in all_members[m.conversation_id]:
-                    gone = removed_from[m.conversation_id].get(n)
-                    if gone is not None and (gone["requested"] <= m.acked):
-                        continue  # sent once the removal had begun: not expected (nor allowed
-                        # once it was acknowledged, judged below)
-                    for dev in devices_of[n]:
-                        pairs.add((m.client_msg_id, dev))
-            return pairs
+    @property
+    def all_members(self) -> dict[str, set[int]]:
+        """Every user who was a member of each conversation during the run."""
+        return {c.id: set(c.members) | set(self.removed_from[c.id]) for c in self.convs}
 
-        def received_pairs() -> set[tuple[str, str]]:
-            return {(r.client_msg_id, r.device) for d in devices for r in d.received}
-
-        expected = expected_pairs()
-        settle_deadline = time.time() + spec.settle_s
-        while time.time() < settle_deadline and not expected <= received_pairs():
-            await asyncio.sleep(0.2)
-        settled_s = spec.settle_s - max(0.0, settle_deadline - time.time())
-        stop.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if sampler is not None:
-            await asyncio.gather(sampler, return_exceptions=True)
-
-    # accounting
-    by_id = {m.client_msg_id: m for m in sent}
-    prefix = f"{spec.run_id}/{spec.label}:"
-    counts: Counter = Counter()
-    first_at: dict[tuple[str, str], float] = {}
-    leaked, corrupted, after_removal, wrong_room, unacked_delivered = [], [], [], [], set()
-    for d in devices:
-        for r in d.received:
-            if r.initial or not (r.client_msg_id or "").startswith(prefix):
-                continue
-            key = (r.client_msg_id, r.device)
-            counts[key] += 1
-            first_at.setdefault(key, r.received_at)
-            m = by_id.get(r.client_msg_id)
-            if m is None:
-                continue
-            n = user_index[r.user]
-            if r.conversation_id != m.conversation_id:
-                wrong_room.append({"id": r.client_msg_id, "device": r.device})
-            if n not in all_members[m.conversation_id]:
-                leaked.append({"id": r.client_msg_id, "device": r.device, "user": r.user})
-            gone = removed_from[m.conversation_id].get(n)
-            if gone is not None and gone.get("acked") is not None and m.started >= gone["acked"]:
-                after_removal.append(
-                    {
-                        "id": r.client_msg_id,
-                        "device": r.device,
-                        "sent_after_removal_s": round(m.started - gone["acked"], 3),
-                    }
-                )
+    def _expected_pairs(self) -> set[tuple[str, str]]:
+        """(message, device) pairs that must arrive: every acknowledged message to every device
+        of every member, except members whose removal had begun before it was acknowledged."""
+        all_members = self.all_members
+        devices_of = {n: [s.device for s in ss] for n, ss in self.sessions.items()}
+        pairs = set()
+        for m in self.sent:
             if m.acked is None:
-                unacked_delivered.add(r.client_msg_id)
-            if r.sha256 != m.sha256 or r.size != m.size:
-                corrupted.append({"id": r.client_msg_id, "device": r.device, "size": r.size})
-    lost = sorted(expected - set(counts))
-    duplicated = [k for k, v in counts.items() if v > 1]
-    e2e = [first_at[k] - by_id[k[0]].started for k in expected if k in first_at]
+                continue
+            for n in all_members[m.conversation_id]:
+                gone = self.removed_from[m.conversation_id].get(n)
+                if gone is not None and (gone["requested"] <= m.acked):
+                    continue  # sent once the removal had begun: not expected (nor allowed
+                    # once it was acknowledged, judged in the accounting)
+                for dev in devices_of[n]:
+                    pairs.add((m.client_msg_id, dev))
+        return pairs
+
+    async def _settle(self, expected: set[tuple[str, str]]) -> float:
+        """Wait until every expected delivery arrived, or `settle_s` is up; the seconds waited."""
+        settle_s = self.spec.settle_s
+        deadline = time.time() + settle_s
+        while time.time() < deadline and not expected <= {
+            (r.client_msg_id, r.device) for d in self.devices for r in d.received
+        }:
+            await asyncio.sleep(0.2)
+        return settle_s - max(0.0, deadline - time.time())
+
+    def _head(self, timings: dict, load_started: float, members_at_end: dict) -> dict:
+        spec, all_members = self.spec, self.all_members
+        hidden = ("password", "extra", "metrics_url", "memory_metric", "on_load_start")
+        return {
+            "label": spec.label,
+            "platform": self.platform.name,
+            "spec": {k: v for k, v in spec.__dict__.items() if k not in hidden},
+            **{k: round(v, 2) for k, v in timings.items()},
+            "load_started": load_started,
+            "devices": len(self.devices),
+            "conversations": [
+                {"id": c.id, "members": sorted(all_members[c.id])} for c in self.convs
+            ],
+            "members_at_end": {k: sorted(v) for k, v in members_at_end.items()},
+        }
+
+    def _delivery_figures(self, expected: set[tuple[str, str]]) -> dict:
+        user_index = {s.user: n for n, ss in self.sessions.items() for s in ss}
+        seen = _Deliveries(self.sent, self.all_members, self.removed_from, user_index)
+        for d in self.devices:
+            for r in d.received:
+                seen.add(r, f"{self.spec.run_id}/{self.spec.label}:")
+        counts, devices = seen.counts, self.devices
+        lost = sorted(expected - set(counts))
+        duplicated = [k for k, v in counts.items() if v > 1]
+        e2e = [seen.first_at[k] - seen.by_id[k[0]].started for k in expected if k in seen.first_at]
+        drops = [
+            {"device": d.session.device, "at": x.at, "status": x.status, "error": x.error}
+            for d in devices
+            for x in d.dropped
+        ]
+        return {
+            "expected_deliveries": len(expected),
+            "delivered": len(set(counts) & expected),
+            "lost": len(lost),
+            "lost_examples": [list(k) for k in lost[:10]],
+            "duplicated": len(duplicated),
+            "duplicated_examples": [list(k) for k in duplicated[:10]],
+            "leaked": len(seen.leaked),
+            "leaked_examples": seen.leaked[:10],
+            "wrong_conversation": len(seen.wrong_room),
+            "corrupted": len(seen.corrupted),
+            "corrupted_examples": seen.corrupted[:10],
+            "removals": self.removals,
+            "received_after_removal": len(seen.after_removal),
+            "after_removal_examples": seen.after_removal[:10],
+            "unacknowledged_but_delivered": len(seen.unacked_delivered),
+            "e2e_p50_ms": _ms(percentile(e2e, 50)),
+            "e2e_p95_ms": _ms(percentile(e2e, 95)),
+            "e2e_p99_ms": _ms(percentile(e2e, 99)),
+            "e2e_max_ms": _ms(max(e2e) if e2e else None),
+            "sync_requests": sum(d.requests for d in devices),
+            "dropped_sessions": len(drops),
+            "dropped_session_examples": drops[:10],
+            "sync_gaps": sum(d.gaps for d in devices),
+        }
+
+
+def _encoded(payload: bytes, platform: Platform) -> str:
+    """`payload` in the platform's payload encoding (base64, else hex)."""
+    if platform.send.payload_encoding == "base64":
+        return base64.b64encode(payload).decode()
+    return payload.hex()
+
+
+def _send_figures(sent: list[Sent]) -> dict:
+    """The sends' figures: counts, statuses, error codes, timeline and latency percentiles."""
     acked = [m for m in sent if m.acked is not None]
     send_lat = [m.acked - m.started for m in acked]
-    statuses = Counter(str(m.status) for m in sent)
-    errcodes = Counter(m.errcode for m in sent if m.acked is None and m.errcode)
     failed = [m for m in sent if m.acked is None]
-    drops = [
-        {"device": d.session.device, "at": x.at, "status": x.status, "error": x.error}
-        for d in devices
-        for x in d.dropped
-    ]
     return {
-        "label": spec.label,
-        "platform": platform.name,
-        "spec": {
-            k: v
-            for k, v in spec.__dict__.items()
-            if k not in ("password", "extra", "metrics_url", "memory_metric", "on_load_start")
-        },
-        "setup_s": round(setup_s, 2),
-        "load_s": round(load_s, 2),
-        "settled_s": round(settled_s, 2),
-        "load_started": load_started,
-        "devices": len(devices),
-        "conversations": [{"id": c.id, "members": sorted(all_members[c.id])} for c in convs],
-        "members_at_end": {k: sorted(v) for k, v in members_at_end.items()},
-        "attempted": total,
-        "dropped_sends": dropped_sends,
         "sent": len(sent),
         "acknowledged": len(acked),
         "failed_sends": len(failed),
         "send_error_rate": round(len(failed) / len(sent), 5) if sent else None,
-        "send_statuses": dict(statuses),
-        "send_errcodes": dict(errcodes),
+        "send_statuses": dict(Counter(str(m.status) for m in sent)),
+        "send_errcodes": dict(Counter(m.errcode for m in failed if m.errcode)),
         "send_timeline": [
             {"at": round(m.started, 3), "status": m.status, "ok": m.acked is not None}
             for m in sorted(sent, key=lambda m: m.started)
@@ -458,31 +545,55 @@ async def run_messages(platform: Platform, spec: MessageRunSpec) -> dict:
         "send_p50_ms": _ms(percentile(send_lat, 50)),
         "send_p95_ms": _ms(percentile(send_lat, 95)),
         "send_p99_ms": _ms(percentile(send_lat, 99)),
-        "expected_deliveries": len(expected),
-        "delivered": len(set(counts) & expected),
-        "lost": len(lost),
-        "lost_examples": [list(k) for k in lost[:10]],
-        "duplicated": len(duplicated),
-        "duplicated_examples": [list(k) for k in duplicated[:10]],
-        "leaked": len(leaked),
-        "leaked_examples": leaked[:10],
-        "wrong_conversation": len(wrong_room),
-        "corrupted": len(corrupted),
-        "corrupted_examples": corrupted[:10],
-        "removals": removals,
-        "received_after_removal": len(after_removal),
-        "after_removal_examples": after_removal[:10],
-        "unacknowledged_but_delivered": len(unacked_delivered),
-        "e2e_p50_ms": _ms(percentile(e2e, 50)),
-        "e2e_p95_ms": _ms(percentile(e2e, 95)),
-        "e2e_p99_ms": _ms(percentile(e2e, 99)),
-        "e2e_max_ms": _ms(max(e2e) if e2e else None),
-        "sync_requests": sum(d.requests for d in devices),
-        "dropped_sessions": len(drops),
-        "dropped_session_examples": drops[:10],
-        "sync_gaps": sum(d.gaps for d in devices),
-        "memory": memory_growth(memory),
     }
+
+
+class _Deliveries:
+    """What the devices received of the run's messages, judged one record at a time: counts and
+    first arrival per (message, device), and the leaked, corrupted, misplaced, after-removal and
+    unacknowledged deliveries."""
+
+    def __init__(
+        self,
+        sent: list[Sent],
+        all_members: dict[str, set[int]],
+        removed_from: dict[str, dict[int, dict]],
+        user_index: dict[str, int],
+    ) -> None:
+        self.by_id = {m.client_msg_id: m for m in sent}
+        self.all_members, self.removed_from, self.user_index = all_members, removed_from, user_index
+        self.counts: Counter = Counter()
+        self.first_at: dict[tuple[str, str], float] = {}
+        self.leaked, self.corrupted, self.after_removal, self.wrong_room = [], [], [], []
+        self.unacked_delivered: set[str] = set()
+
+    def add(self, r: Any, prefix: str) -> None:
+        if r.initial or not (r.client_msg_id or "").startswith(prefix):
+            return
+        key = (r.client_msg_id, r.device)
+        self.counts[key] += 1
+        self.first_at.setdefault(key, r.received_at)
+        m = self.by_id.get(r.client_msg_id)
+        if m is None:
+            return
+        n = self.user_index[r.user]
+        if r.conversation_id != m.conversation_id:
+            self.wrong_room.append({"id": r.client_msg_id, "device": r.device})
+        if n not in self.all_members[m.conversation_id]:
+            self.leaked.append({"id": r.client_msg_id, "device": r.device, "user": r.user})
+        gone = self.removed_from[m.conversation_id].get(n)
+        if gone is not None and gone.get("acked") is not None and m.started >= gone["acked"]:
+            self.after_removal.append(
+                {
+                    "id": r.client_msg_id,
+                    "device": r.device,
+                    "sent_after_removal_s": round(m.started - gone["acked"], 3),
+                }
+            )
+        if m.acked is None:
+            self.unacked_delivered.add(r.client_msg_id)
+        if r.sha256 != m.sha256 or r.size != m.size:
+            self.corrupted.append({"id": r.client_msg_id, "device": r.device, "size": r.size})
 
 
 async def run_crud(
@@ -504,81 +615,104 @@ async def run_crud(
     leak). Figures per operation: count, outcome counts, p50/p95 ms."""
     mix = mix or {"create": 0.4, "list": 0.3, "update": 0.2, "delete": 0.1}
     async with _http() as http:
-        client = PlatformClient(platform, http)
         tag = f"{label}-{run_id[-6:]}"
-        sessions = await login_devices(client, users, 1, prefix, password, tag)
-        own: dict[int, list[str]] = {n: [] for n in range(users)}
-        # one conversation each to start with, so foreign reads have a target
+        crud = CrudRun(PlatformClient(platform, http), tag, run_id, mix, foreign_read_every)
+        await crud.set_up(users, prefix, password)
+        total = int(rate * duration_s)
+        t0 = time.perf_counter()
+        dropped = await open_loop(rate, total, max_inflight, crud.one)
+        elapsed = time.perf_counter() - t0
+    return {
+        "label": label,
+        "platform": platform.name,
+        "users": users,
+        "rate": rate,
+        "duration_s": duration_s,
+        "elapsed_s": round(elapsed, 2),
+        "attempted": total,
+        "dropped": dropped,
+        **_crud_figures(crud.ops, list(mix), elapsed),
+    }
+
+
+class CrudRun:
+    """The operations of `run_crud`: each user on its own conversations, chosen by `mix`, and
+    every `foreign_read_every`-th operation a read of another user's conversation. `ops` holds
+    one row per answered operation (op, outcome, status, ms)."""
+
+    def __init__(
+        self,
+        client: PlatformClient,
+        tag: str,
+        run_id: str,
+        mix: dict[str, float],
+        foreign_read_every: int,
+    ) -> None:
+        self.client, self.tag, self.foreign_read_every = client, tag, foreign_read_every
+        self.names, self.weights = list(mix), list(mix.values())
+        self.rng = random.Random(run_id)
+        self.ops: list[dict] = []
+        self.sessions: dict[int, list[Session]] = {}
+        self.own: dict[int, list[str]] = {}
+
+    async def set_up(self, users: int, prefix: str, password: str) -> None:
+        """Log the users in, one conversation each to start with (so foreign reads have a
+        target)."""
+        client, tag = self.client, self.tag
+        self.sessions = await login_devices(client, users, 1, prefix, password, tag)
+        self.own = {n: [] for n in range(users)}
         for n in range(users):
             made = await client.call(
-                "conversations.create", {"title": f"{tag}-seed{n}"}, sessions[n][0]
+                "conversations.create", {"title": f"{tag}-seed{n}"}, self.sessions[n][0]
             )
             if not made.ok:
                 raise RigFailure(f"creating a seed conversation failed: {made.status}")
-            own[n].append(str(made.values["id"]))
-        rng = random.Random(run_id)
-        ops: list[dict] = []
-        inflight, dropped = 0, 0
-        names = list(mix)
-        weights = [mix[k] for k in names]
+            self.own[n].append(str(made.values["id"]))
 
-        async def one(i: int) -> None:
-            nonlocal inflight
-            n = i % users
-            me = sessions[n][0]
-            if foreign_read_every and i % foreign_read_every == foreign_read_every - 1:
-                other = (n + 1 + rng.randrange(users - 1)) % users if users > 1 else n
-                target = own[other][0] if own[other] else None
-                if target is not None and other != n:
-                    r = await client.call("conversations.get", {"conversation_id": target}, me)
-                    ops.append(
-                        {
-                            "op": "foreign_read",
-                            "outcome": r.outcome,
-                            "status": r.status,
-                            "ms": r.elapsed_s * 1000,
-                        }
-                    )
-                    inflight -= 1
-                    return
-            op = rng.choices(names, weights)[0]
-            if op in ("update", "delete") and len(own[n]) <= 1:
-                op = "create"
-            if op == "create":
-                r = await client.call("conversations.create", {"title": f"{tag}-{i}"}, me)
-                if r.ok:
-                    own[n].append(str(r.values["id"]))
-            elif op == "list":
-                r = await client.call("conversations.list", {}, me)
-            elif op == "update":
-                target = rng.choice(own[n])
-                r = await client.call(
-                    "conversations.update",
-                    {"conversation_id": target, "title": f"{tag}-u{i}"},
-                    me,
-                )
-            else:
-                target = own[n].pop(rng.randrange(1, len(own[n])))
-                r = await client.call("conversations.delete", {"conversation_id": target}, me)
-            ops.append(
-                {"op": op, "outcome": r.outcome, "status": r.status, "ms": r.elapsed_s * 1000}
-            )
-            inflight -= 1
+    async def one(self, i: int) -> None:
+        users, every = len(self.sessions), self.foreign_read_every
+        n = i % users
+        if every and i % every == every - 1 and await self._foreign_read(n):
+            return
+        op = self.rng.choices(self.names, self.weights)[0]
+        own, me, tag = self.own[n], self.sessions[n][0], self.tag
+        if op in ("update", "delete") and len(own) <= 1:
+            op = "create"
+        if op == "create":
+            r = await self.client.call("conversations.create", {"title": f"{tag}-{i}"}, me)
+            if r.ok:
+                own.append(str(r.values["id"]))
+        elif op == "list":
+            r = await self.client.call("conversations.list", {}, me)
+        elif op == "update":
+            target = self.rng.choice(own)
+            values = {"conversation_id": target, "title": f"{tag}-u{i}"}
+            r = await self.client.call("conversations.update", values, me)
+        else:
+            target = own.pop(self.rng.randrange(1, len(own)))
+            r = await self.client.call("conversations.delete", {"conversation_id": target}, me)
+        self._answered(op, r)
 
-        total = int(rate * duration_s)
-        tasks = []
-        t0 = time.perf_counter()
-        for i in range(total):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if inflight >= max_inflight:
-                dropped += 1
-                continue
-            inflight += 1
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - t0
+    async def _foreign_read(self, n: int) -> bool:
+        """Read another user's conversation as user `n` (must be forbidden); False when there is
+        none to read."""
+        users = len(self.sessions)
+        other = (n + 1 + self.rng.randrange(users - 1)) % users if users > 1 else n
+        target = self.own[other][0] if self.own[other] else None
+        if target is None or other == n:
+            return False
+        me = self.sessions[n][0]
+        r = await self.client.call("conversations.get", {"conversation_id": target}, me)
+        self._answered("foreign_read", r)
+        return True
+
+    def _answered(self, op: str, r: Reply) -> None:
+        self.ops.append(
+            {"op": op, "outcome": r.outcome, "status": r.status, "ms": r.elapsed_s * 1000}
+        )
+
+
+def _crud_figures(ops: list[dict], names: list[str], elapsed: float) -> dict:
     per_op: dict[str, dict] = {}
     for name in [*names, "foreign_read"]:
         rows = [o for o in ops if o["op"] == name]
@@ -595,14 +729,6 @@ async def run_crud(
     foreign = [o for o in ops if o["op"] == "foreign_read"]
     all_lat = [o["ms"] for o in normal]
     return {
-        "label": label,
-        "platform": platform.name,
-        "users": users,
-        "rate": rate,
-        "duration_s": duration_s,
-        "elapsed_s": round(elapsed, 2),
-        "attempted": total,
-        "dropped": dropped,
         "operations": len(ops),
         "achieved_rate": round(len(ops) / elapsed, 2) if elapsed else None,
         "error_rate": round(len(errors) / len(normal), 5) if normal else None,
@@ -634,40 +760,21 @@ async def run_logins(
         client = PlatformClient(platform, http)
         tag = f"{label}-{run_id[-6:]}"
         results: list[tuple[bool, float, int | None]] = []
-        inflight, dropped = 0, 0
         stop = asyncio.Event()
-        memory: list = []
-        sampler = None
-        if metrics_url and memory_metric:
-            sampler = asyncio.create_task(
-                _sample_memory(http, metrics_url, memory_metric, stop, memory)
-            )
+        memory = MemorySampler(http, metrics_url, memory_metric, stop)
 
         async def one(i: int) -> None:
-            nonlocal inflight
             t = time.perf_counter()
             got = await client.login(i % users, prefix, password, f"{tag}-{i}")
             ok = isinstance(got, Session)
             results.append((ok, time.perf_counter() - t, None if ok else got.status))
-            inflight -= 1
 
         total = int(rate * duration_s)
-        tasks = []
         t0 = time.perf_counter()
-        for i in range(total):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if inflight >= max_inflight:
-                dropped += 1
-                continue
-            inflight += 1
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+        dropped = await open_loop(rate, total, max_inflight, one)
         elapsed = time.perf_counter() - t0
         stop.set()
-        if sampler is not None:
-            await asyncio.gather(sampler, return_exceptions=True)
+        growth = await memory.join()
     lat = [d for ok, d, _ in results if ok]
     done = len(results)
     return {
@@ -686,8 +793,76 @@ async def run_logins(
         "p50_ms": _ms(percentile(lat, 50)),
         "p95_ms": _ms(percentile(lat, 95)),
         "p99_ms": _ms(percentile(lat, 99)),
-        "memory": memory_growth(memory),
+        "memory": growth,
     }
+
+
+class SizeProbe:
+    """Real sends of growing and shrinking payloads into one conversation: `probes` keeps each
+    answer, `payloads` the accepted payloads by size."""
+
+    def __init__(
+        self, client: PlatformClient, conv: Conversation, me: Session, prefix: str, tag: str
+    ) -> None:
+        self.client, self.conv, self.me, self.prefix, self.tag = client, conv, me, prefix, tag
+        self.probes: list[dict] = []
+        self.payloads: dict[int, bytes] = {}
+
+    def message_id(self, size: int) -> str:
+        return f"{self.prefix}:size-{size}"
+
+    async def accepts(self, size: int) -> bool:
+        payload = os.urandom(size)
+        text = _encoded(payload, self.client.platform)
+        r = await self.client.call(
+            "send",
+            {
+                "conversation_id": self.conv.id,
+                "client_msg_id": self.message_id(size),
+                "txn_id": f"{self.tag}-{size}",
+                "ciphertext": text,
+            },
+            self.me,
+        )
+        self.probes.append(
+            {
+                "bytes": size,
+                "encoded": len(text),
+                "status": r.status,
+                "outcome": r.outcome,
+                "errcode": r.errcode,
+            }
+        )
+        if r.outcome not in ("ok", "too_large"):
+            raise RigFailure(f"a {size}-byte send was answered {r.status} {r.errcode}")
+        if r.ok:
+            self.payloads[size] = payload
+        return r.ok
+
+    async def bisect(self, high: int) -> int:
+        """The largest accepted size up to `high` (0 when even 1 byte is refused)."""
+        low, top = 0, high
+        if await self.accepts(high):
+            return high
+        while top - low > 1:
+            mid = (low + top) // 2
+            if await self.accepts(mid):
+                low = mid
+            else:
+                top = mid
+        return low
+
+
+async def _read_back(reader: SyncDevice, wanted: set[str], within_s: float) -> dict[str, Any]:
+    """The records `reader` receives of the messages `wanted` within `within_s` seconds."""
+    deadline = time.time() + within_s
+    got: dict[str, Any] = {}
+    while time.time() < deadline and wanted - set(got):
+        await reader.poll_once(timeout_ms=2000)
+        for r in reader.received:
+            if r.client_msg_id in wanted:
+                got[r.client_msg_id] = r
+    return got
 
 
 async def largest_payload(
@@ -708,67 +883,19 @@ async def largest_payload(
         tag = f"{label}-{run_id[-6:]}"
         sessions = await login_devices(client, 1, 2, prefix, password, tag)
         [conv] = await make_conversations(client, sessions, 1, 1, tag)
-        me = sessions[0][0]
         reader = SyncDevice(platform, sessions[0][1], http)
         await reader.poll_once()
-        probes: list[dict] = []
-        payloads: dict[int, bytes] = {}
-
-        async def accepts(size: int) -> bool:
-            payload = os.urandom(size)
-            text = base64.b64encode(payload).decode()
-            if platform.send.payload_encoding != "base64":
-                text = payload.hex()
-            cid = f"{run_id}/{label}:size-{size}"
-            r = await client.call(
-                "send",
-                {
-                    "conversation_id": conv.id,
-                    "client_msg_id": cid,
-                    "txn_id": f"{tag}-{size}",
-                    "ciphertext": text,
-                },
-                me,
-            )
-            probes.append(
-                {
-                    "bytes": size,
-                    "encoded": len(text),
-                    "status": r.status,
-                    "outcome": r.outcome,
-                    "errcode": r.errcode,
-                }
-            )
-            if r.outcome not in ("ok", "too_large"):
-                raise RigFailure(f"a {size}-byte send was answered {r.status} {r.errcode}")
-            if r.ok:
-                payloads[size] = payload
-            return r.ok
-
-        low, top = 0, high
-        if await accepts(high):
-            low = high
-        else:
-            while top - low > 1:
-                mid = (low + top) // 2
-                if await accepts(mid):
-                    low = mid
-                else:
-                    top = mid
+        sizes = SizeProbe(client, conv, sessions[0][0], f"{run_id}/{label}", tag)
+        low = await sizes.bisect(high)
         # read back what was accepted: every accepted probe must come back byte-exact
-        deadline = time.time() + 30
-        wanted = {f"{run_id}/{label}:size-{s}": p for s, p in payloads.items()}
-        got: dict[str, Any] = {}
-        while time.time() < deadline and set(wanted) - set(got):
-            await reader.poll_once(timeout_ms=2000)
-            for r in reader.received:
-                if r.client_msg_id in wanted:
-                    got[r.client_msg_id] = r
+        wanted = {sizes.message_id(s): p for s, p in sizes.payloads.items()}
+        got = await _read_back(reader, set(wanted), 30)
         exact = sum(
             1
             for cid, p in wanted.items()
             if cid in got and got[cid].sha256 == hashlib.sha256(p).hexdigest()
         )
+    probes = sizes.probes
     refused = [p for p in probes if p["outcome"] == "too_large"]
     return {
         "label": label,

@@ -16,6 +16,9 @@ from urllib.parse import quote
 
 from jsonpath2.path import Path as _JsonPath
 
+from chaoslib.types import Configuration, Secrets
+
+from chaosmessaging import targets
 from chaosmessaging.platform.schema import Operation, Platform, SendAs
 
 __all__ = ["Request", "extract", "find_all", "find_one", "render", "render_request"]
@@ -72,6 +75,30 @@ def render_request(
     body = None if op.body is None else render(op.body, values, "body")
     url = platform.services[op.service].url + path
     return Request(op.method, url, params, headers, body)
+
+
+def service_address(
+    name: str, url: str, configuration: Configuration = None, secrets: Secrets = None
+) -> str:
+    """`url`, the address the platform file gives service `name`, once the allow-list
+    (`chaosmessaging.targets`) accepts it; refused as ``services.<name>.url``."""
+    return targets.check(url, f"services.{name}.url", configuration, secrets)
+
+
+def checked_request(
+    platform: Platform,
+    op: Operation,
+    values: dict[str, Any],
+    token: str | None,
+    where: str,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> Request:
+    """`render_request`, once its URL passed the allow-list (refused naming `where`): every
+    request to a platform's service is built here, so none reaches a refused host."""
+    req = render_request(platform, op, values, token)
+    targets.check(req.url, where, configuration, secrets)
+    return req
 
 
 def _send_token(send_as: SendAs, token: str, headers: dict, params: dict) -> None:

@@ -36,7 +36,7 @@ from chaosmessaging.backends.docker import (
 )
 from chaosmessaging.stack.servers import ServerError, mark_attempt
 from chaosmessaging.stack.state import ATTEMPT_MARK, ServiceRecord
-from chaosmessaging.util import poll, tail
+from chaosmessaging.util import http, poll, tail
 
 __all__ = [
     "container_of",
@@ -150,7 +150,7 @@ def wait_healthy(record: ServiceRecord, timeout: float = 60.0) -> None:
 
     def healthy() -> bool:
         try:
-            return httpx.get(url, timeout=1.0).status_code == 200
+            return http().get(url, timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
 

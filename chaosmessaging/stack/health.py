@@ -8,7 +8,7 @@ import httpx
 
 from chaosmessaging.stack.servers import ServerError, postgres_bin_dir, wait_for_port
 from chaosmessaging.stack.state import ATTEMPT_MARK, ServiceRecord
-from chaosmessaging.util import poll, tail
+from chaosmessaging.util import http, poll, tail
 
 __all__ = ["wait_healthy", "is_healthy", "wait_ready"]
 
@@ -34,7 +34,7 @@ def is_healthy(record: ServiceRecord) -> bool:
     if record.health.startswith("/"):
         try:
             url = f"http://{record.host}:{record.port}{record.health}"
-            return httpx.get(url, timeout=1.0).status_code == 200
+            return http().get(url, timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
     try:
@@ -67,7 +67,7 @@ def wait_ready(record: ServiceRecord, timeout: float = 60.0) -> None:
     def ready() -> bool:
         nonlocal last
         try:
-            answer = httpx.get(url, timeout=2.0)
+            answer = http().get(url, timeout=2.0)
         except httpx.HTTPError as error:
             last = str(error)
             return False

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from chaosmessaging.stack.servers import ServerError
+from chaosmessaging.util import http
 
 __all__ = [
     "BIN_ENV",
@@ -84,7 +85,7 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
         if proc is not None and proc.poll() is not None:
             raise ServerError(f"prometheus exited with code {proc.returncode} while starting")
         try:
-            if httpx.get(f"{url}/-/ready", timeout=1.0).status_code == 200:
+            if http().get(f"{url}/-/ready", timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -103,7 +104,7 @@ def wait_scraped(
         if proc is not None and proc.poll() is not None:
             raise ServerError(f"prometheus exited with code {proc.returncode}")
         try:
-            seen = httpx.get(f"{url}/api/v1/targets", timeout=2.0).json()["data"]["activeTargets"]
+            seen = http().get(f"{url}/api/v1/targets", timeout=2.0).json()["data"]["activeTargets"]
         except (httpx.HTTPError, ValueError, KeyError):
             seen = []
         if len(seen) >= targets and all(t.get("health") != "unknown" for t in seen):

@@ -161,3 +161,166 @@ export default function () {
     failed = _run(script, tmp_path, PLATFORM_FILE=mine)
     assert failed.returncode != 0
     assert "${MY_API_KEY} is not set in k6's environment" in failed.stderr + failed.stdout
+
+
+def _platform_without(tmp_path: Path, edit) -> Path:
+    """The normalized reference platform with `edit(doc)` applied (another platform's shape)."""
+    doc = json.loads(Path(PLATFORM_FILE).read_text())
+    edit(doc)
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _strip_t2_t3_extras(doc: dict) -> None:
+    """No optimistic concurrency, no cache or served-by header, no list item fields."""
+    update = doc["conversations"]["update"]
+    update.update(concurrency=None, conflict=[], body={"title": "{title}"}, extract={})
+    doc["services"]["api"].update(cache_header=None, served_by_header=None)
+    doc["conversations"]["list"]["page"].update(title=None, creator=None)
+
+
+def test_conversation_stress_judges_what_the_reference_platform_describes():
+    options = _options(
+        "conversation_stress.js",
+        RATE=20,
+        P95_CACHED_MS=50,
+        P95_MISS_MS=200,
+        MAX_ERROR_RATE=0.01,
+    )
+    assert options["thresholds"] == {
+        "authz_leaks": ["count==0"],
+        "list_leaks": ["count==0"],
+        "stale_accepted": ["count==0"],
+        "authz_denied": ["count>0"],
+        "version_conflicts": ["count>0"],
+        "cached_duration": ["p(95)<50"],
+        "miss_duration": ["p(95)<200"],
+        "unexpected_responses": ["rate<0.01"],
+    }
+
+
+def test_conversation_stress_never_passes_a_limit_the_platform_cannot_measure(tmp_path):
+    """Without concurrency there is no version-conflict threshold (its verdict is n/a: no
+    conflict status); without a forbidden read no authz one; a cache latency limit asked of a
+    platform with no cache header becomes a threshold that fails (count==0 of a counter setup()
+    sets to 1), never a p95 over no samples, which k6 would pass."""
+
+    def edit(doc):
+        _strip_t2_t3_extras(doc)
+        doc["conversations"]["get"]["forbidden"] = []
+
+    other = _platform_without(tmp_path, edit)
+    options = _options("conversation_stress.js", PLATFORM_FILE=other, P95_CACHED_MS=50)
+    assert options["thresholds"] == {
+        "authz_leaks": ["count==0"],
+        "list_leaks": ["count==0"],
+        "stale_accepted": ["count==0"],
+        "cached_duration": ["p(95)<50"],
+        "cache_latency_not_measured": ["count==0"],
+    }
+    # no limit asked: nothing to refuse
+    assert "cache_latency_not_measured" not in _options(
+        "conversation_stress.js", PLATFORM_FILE=other
+    ).get("thresholds", {})
+
+
+def test_participant_invalidation_counts_cross_process_reads_only_where_the_file_says_how():
+    reference = _options("participant_invalidation.js", RATE=20, MAX_ERROR_RATE=0.01)
+    assert reference["thresholds"] == {
+        "stale_reads": ["count==0"],
+        "member_denied": ["count==0"],
+        "reads_after_removal": ["count>0"],
+        "cross_process_reads": ["count>0"],
+        "unexpected_responses": ["rate<0.01"],
+    }
+
+
+def test_participant_invalidation_without_served_by_header_drops_its_threshold(tmp_path):
+    other = _platform_without(tmp_path, _strip_t2_t3_extras)
+    thresholds = _options("participant_invalidation.js", PLATFORM_FILE=other)["thresholds"]
+    assert "cross_process_reads" not in thresholds
+    assert thresholds["stale_reads"] == ["count==0"]
+
+
+def test_platform_js_reads_items_headers_and_statuses_from_the_file(tmp_path):
+    """The helpers T2 and T3 use: list items and fields by the page's JSONPaths, the cache and
+    served-by headers by the service's names (any case), placeholders used, expected statuses."""
+    result = _run(
+        """
+import { check } from "k6";
+import * as p from "./lib/platform.js";
+export const options = { iterations: 1, thresholds: { checks: ["rate==1"] } };
+const page = { conversations: [{ id: "c1", title: "t", created_by: "u1" }, { id: "c2" }] };
+const reply = (doc) => ({
+  json: (sel) => (sel === "@this" ? doc : sel.split(".").reduce((v, k) => v[k], doc)),
+});
+export default function () {
+  const res = { headers: { "X-Participant-Cache": "hit", "X-Served-By": "42" } };
+  check(null, {
+    "items of a page": () => p.items("conversations.list", reply(page)).length === 2,
+    "item fields": () => {
+      const item = p.items("conversations.list", reply(page))[0];
+      const pg = p.operation("conversations.list").page;
+      return p.pick(item, pg.id) === "c1" && p.pick(item, pg.creator) === "u1"
+        && p.pick(item, pg.title) === "t" && p.pick({ a: [{ b: 1 }] }, "$.a[0].b") === 1
+        && p.pick({ a: 1 }, "$.nope.x") === null && p.pick("r1", "$") === "r1";
+    },
+    "cache hit": () => p.cacheAnswer("conversations.get", res) === "hit"
+      && p.cacheAnswer("conversations.get", { headers: { "x-participant-cache": "miss" } })
+        === "miss"
+      && p.cacheAnswer("conversations.get", { headers: {} }) === null,
+    "served by": () => p.servedBy("participants.remove", res) === "42",
+    "placeholders used": () => p.uses("conversations.update", "version")
+      && p.uses("conversations.create", "participants") && !p.uses("conversations.get", "version"),
+    "expected statuses": () => JSON.stringify(p.statusesOf(
+      ["conversations.create", "conversations.get", "participants.join"], ["ok", "forbidden"]))
+      === JSON.stringify([200, 201, 403]),
+  });
+}
+""",
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_t2_on_a_platform_without_versions_or_cache_header_is_na_or_failed_never_passed(
+    embedded_stack, chaos_run, tmp_path
+):
+    """conversation_stress through the real chaos CLI on the embedded stack, described by a
+    platform file without conversations.update (no versions) and without a cache header: the
+    version-conflict verdict is n/a, the cache latency limits are a failed threshold with the
+    reason in the load's log, and what the file does describe is still judged."""
+    import yaml
+
+    from chaosmessaging.resources import bundled
+
+    doc = yaml.safe_load((bundled("platforms") / "reference.yaml").read_text())
+    doc["conversations"].pop("update")
+    doc["services"]["api"].pop("cache_header")
+    platform = tmp_path / "no-versions.yaml"
+    platform.write_text(yaml.safe_dump(doc))
+    experiment = json.loads((bundled("experiments") / "conversation_stress.json").read_text())
+    experiment["configuration"]["platform"] = str(platform)
+    path = tmp_path / "conversation_stress.json"
+    path.write_text(json.dumps(experiment))
+
+    code, journal, output = chaos_run(path)
+    after = {
+        p["activity"]["name"]: p["output"] for p in journal["steady_states"]["after"]["probes"]
+    }
+    assert code != 0 and journal["deviated"], output[-3000:]
+    conflicts = after["stale-updates-conflict"]
+    assert conflicts["applies"] is False and conflicts["reason"].startswith("n/a")
+    thresholds = after["cached-and-miss-p95-and-error-rate-within-limits"]
+    assert thresholds["ok"] is False
+    assert any("cache_latency_not_measured" in f for f in thresholds["failed"]), thresholds
+    authz = after["unauthorized-reads-denied-and-nothing-leaked"]
+    assert authz["ok"] is True and authz["attempts"] > 0 and authz["leaks"] == 0
+    load = next(
+        r["output"] for r in journal["run"] if r["activity"]["name"] == "start-conversation-load"
+    )
+    log = Path(load["log_path"]).read_text()
+    assert "NOT_MEASURED update operations" in log
+    assert "NOT_MEASURED cached/miss latency" in log

@@ -175,3 +175,96 @@ def test_a_broken_platform_file_is_a_configuration_error_before_anything_runs(tm
     assert errors == [
         f"platform file {path}: send.ok: List should have at least 1 item after validation, not 0"
     ]
+
+
+def test_what_t2_and_t3_need_beyond_the_operations_is_described_in_the_reference_file():
+    """Optimistic concurrency, the participant-cache header and the answering process's header
+    are optional parts of the file; the reference platform describes all three."""
+    platform = load_platform(REFERENCE)
+    update = platform.conversations.update
+    assert update.concurrency.current_version == "$.current_version"
+    assert update.extract["version"] == "$.version" and update.conflict == [409]
+    api = platform.services["api"]
+    assert (api.cache_header.name, api.cache_header.hit, api.cache_header.miss) == (
+        "X-Participant-Cache",
+        ["hit"],
+        ["miss"],
+    )
+    assert api.served_by_header == "X-Served-By"
+    page = platform.conversations.list.page
+    assert (page.title, page.creator) == ("$.title", "$.created_by")
+    # none of them is required: a platform without them is valid (Matrix has none)
+    matrix = load_platform(bundled("platforms") / "matrix.yaml")
+    assert matrix.conversations.update.concurrency is None
+    assert matrix.services["client"].cache_header is None
+    assert matrix.services["client"].served_by_header is None
+
+
+def _update(doc: dict) -> dict:
+    return doc["conversations"]["update"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        # a conflict status means versions: say how they travel
+        (lambda d: _update(d).pop("concurrency"), "conversations.update", "needs 'concurrency'"),
+        # a version nobody sends cannot be stale
+        (
+            lambda d: _update(d).__setitem__("body", {"title": "{title}"}),
+            "conversations.update",
+            "put {version} where the request carries",
+        ),
+        (
+            lambda d: _update(d).__setitem__("conflict", []),
+            "conversations.update",
+            "list the statuses of a stale update in 'conflict'",
+        ),
+        (
+            lambda d: _update(d).__setitem__("extract", {}),
+            "conversations.update",
+            "extract.version says where a reply gives",
+        ),
+        (
+            lambda d: [d["conversations"][o]["extract"].pop("version") for o in ("create", "get")],
+            "conversations.update.concurrency",
+            "must extract 'version'",
+        ),
+        (
+            lambda d: _update(d)["concurrency"].__setitem__("current_version", "current_version"),
+            "conversations.update.concurrency.current_version",
+            "a JSONPath",
+        ),
+        (
+            lambda d: d["services"]["api"]["cache_header"].__setitem__("hit", []),
+            "services.api.cache_header.hit",
+            "at least 1",
+        ),
+        (
+            lambda d: d["services"]["api"]["cache_header"].__setitem__("hti", ["hit"]),
+            "services.api.cache_header.hti",
+            "Extra inputs",
+        ),
+        (
+            lambda d: d["conversations"]["list"]["page"].__setitem__("creator", "created_by"),
+            "conversations.list.page.creator",
+            "a JSONPath",
+        ),
+    ],
+)
+def test_the_optional_t2_t3_fields_are_schema_checked(tmp_path, change, field, says):
+    doc = _reference_doc()
+    change(doc)
+    with pytest.raises(PlatformError) as caught:
+        load_platform(_write(tmp_path, doc))
+    errors = [e for e in caught.value.errors if e.startswith(f"{field}:") or f" {field}:" in e]
+    assert errors and says in " ".join(errors), caught.value.errors
+
+
+def test_an_update_without_versions_is_valid_without_concurrency(tmp_path):
+    doc = _reference_doc()
+    update = _update(doc)
+    for key in ("concurrency", "conflict"):
+        update.pop(key)
+    update["body"] = {"title": "{title}"}
+    assert load_platform(_write(tmp_path, doc)).conversations.update.concurrency is None

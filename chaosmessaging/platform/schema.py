@@ -8,11 +8,14 @@ its reference and must stay free of I/O (``loader`` reads files, ``templates`` r
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "CacheHeader",
+    "Concurrency",
     "Delivery",
     "Evidence",
     "Frame",
@@ -24,6 +27,7 @@ __all__ = [
     "Service",
     "SseDelivery",
     "SyncDelivery",
+    "UpdateOperation",
     "WebSocketDelivery",
 ]
 
@@ -61,6 +65,15 @@ class Metrics(_Strict):
     path: str = "/metrics"
 
 
+class CacheHeader(_Strict):
+    """A response header that says whether the service answered from its cache of who takes
+    part in which conversation (T2 judges the latency of hits and misses apart)."""
+
+    name: str = Field(min_length=1)
+    hit: list[str] = Field(min_length=1, description="values that mean: answered from the cache")
+    miss: list[str] = Field(min_length=1, description="values that mean: the cache missed")
+
+
 class Service(_Strict):
     """One network service of the platform (its base URL and the endpoints operators use)."""
 
@@ -68,6 +81,10 @@ class Service(_Strict):
     readiness: Readiness | None = None
     health: str | None = None  # liveness path, e.g. /healthz
     metrics: Metrics | None = None
+    cache_header: CacheHeader | None = None
+    # a response header naming the process/instance that answered (T3: an invalidation that
+    # crossed processes)
+    served_by_header: str | None = Field(None, min_length=1)
 
     @field_validator("url")
     @classmethod
@@ -119,6 +136,60 @@ class Operation(_Strict):
         return value
 
 
+def _uses(op: Operation, name: str) -> bool:
+    """Whether the operation's templates (path, query, headers, body) use placeholder {name}."""
+    text = json.dumps([op.path, op.query, op.headers, op.body])
+    return "{" + name + "}" in text
+
+
+class Concurrency(_Strict):
+    """Optimistic concurrency of an update: the request carries the version of the conversation
+    the client last read (``{version}``), an older one is refused with a `conflict` status. Where
+    a reply gives the version is `extract.version` (of update, and of create or get)."""
+
+    current_version: str | None = Field(
+        None, description="JSONPath of the current version in a conflict reply (else: get)"
+    )
+
+    _paths = field_validator("current_version")(_jsonpath)
+
+
+class UpdateOperation(Operation):
+    """conversations.update, with its optimistic concurrency when the platform has one."""
+
+    concurrency: Concurrency | None = None
+
+    @model_validator(mode="after")
+    def _versions(self) -> UpdateOperation:
+        if self.concurrency is not None:
+            if not self.conflict:
+                raise ValueError(
+                    "concurrency is described: list the statuses of a stale update in 'conflict'"
+                )
+            if not _uses(self, "version"):
+                raise ValueError(
+                    "concurrency is described: put {version} where the request carries the "
+                    "version last read (path, query, headers or body)"
+                )
+            if "version" not in self.extract:
+                raise ValueError(
+                    "concurrency is described: extract.version says where a reply gives the "
+                    "conversation's new version"
+                )
+        else:
+            if self.conflict:
+                raise ValueError(
+                    f"conflict {self.conflict} needs 'concurrency' (optimistic concurrency: "
+                    "{version} in the request, extract.version); without versions, leave "
+                    "conflict out"
+                )
+            if _uses(self, "version"):
+                raise ValueError(
+                    "{version} is used but no 'concurrency' says where a reply gives the version"
+                )
+        return self
+
+
 class SendAs(_Strict):
     """How a token goes with each request: a header with a format, or a query parameter."""
 
@@ -156,8 +227,12 @@ class Paging(_Strict):
     cursor_param: str | None = None
     limit_param: str | None = None
     limit: int = Field(100, gt=0)
+    # optional, relative to one item: its title and the id of the user who created it (T2 tells
+    # another user's conversation in a list by them)
+    title: str | None = None
+    creator: str | None = None
 
-    _paths = field_validator("items", "id", "cursor")(_jsonpath)
+    _paths = field_validator("items", "id", "cursor", "title", "creator")(_jsonpath)
 
 
 class ListOperation(Operation):
@@ -168,7 +243,7 @@ class Conversations(_Strict):
     create: Operation
     list: ListOperation | None = None
     get: Operation | None = None
-    update: Operation | None = None
+    update: UpdateOperation | None = None
     delete: Operation | None = None
 
 
@@ -336,6 +411,17 @@ class Platform(_Strict):
                 f"delivery.{self.delivery.type}.service: {self.delivery.channel.service!r} is "
                 f"not one of services ({', '.join(sorted(known))})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _initial_version(self) -> Platform:
+        update, c = self.conversations.update, self.conversations
+        if update is not None and update.concurrency is not None:
+            if not any(op is not None and "version" in op.extract for op in (c.create, c.get)):
+                raise ValueError(
+                    "conversations.update.concurrency: conversations.create or conversations.get "
+                    "must extract 'version' (the version a client starts from)"
+                )
         return self
 
     def operations(self) -> dict[str, Operation]:

@@ -47,21 +47,27 @@ export function login(user, pass) {
   return s ? s.token : null;
 }
 
-// For setup(): log `count` users in (default LOGIN_SESSIONS); throws if any login fails, so a
-// load never starts with no way to authenticate. With TOKEN set, returns [TOKEN].
-export function setupTokens(count) {
-  if (authConfig.token) return [authConfig.token];
+// For setup(): log `count` users in (default LOGIN_SESSIONS), as [{token, userId}] (userId: by
+// login.user_id, null when the platform file gives none); throws if any login fails, so a load
+// never starts with no way to authenticate. With TOKEN set, returns [{token: TOKEN, userId: null}].
+export function setupSessions(count) {
+  if (authConfig.token) return [{ token: authConfig.token, userId: null }];
   const n = count || authConfig.sessions;
-  const tokens = [];
+  const sessions = [];
   for (let i = 0; i < n; i++) {
     const res = loginRequest(username(i));
     const s = platform.session(res);
     if (!s) {
       throw new Error(`login as ${username(i)} on ${platform.platform.name} failed: HTTP ${res.status}`);
     }
-    tokens.push(s.token);
+    sessions.push(s);
   }
-  return tokens;
+  return sessions;
+}
+
+// setupSessions' tokens only.
+export function setupTokens(count) {
+  return setupSessions(count).map((s) => s.token);
 }
 
 // This VU's token: one of setup()'s at first, its own after a re-login.
@@ -70,13 +76,6 @@ let vuToken = null;
 export function token(tokens) {
   if (vuToken === null) vuToken = tokens[(__VU - 1) % tokens.length];
   return vuToken;
-}
-
-// The token as the platform sends it in a header (reference: "Bearer <token>"), for requests a
-// script builds itself.
-export function bearer(tokens) {
-  const sendAs = platform.platform.login.send_as;
-  return sendAs.header ? sendAs.format.replace("{token}", token(tokens)) : token(tokens);
 }
 
 // Log in again as this VU's user (true when a fresh token replaced the old one).
@@ -95,13 +94,5 @@ function relogin() {
 export function withToken(tokens, where, request) {
   let res = request(token(tokens));
   if (platform.outcome(where, res.status) === "unauthorized" && relogin()) res = request(token(tokens));
-  return res;
-}
-
-// Like withToken for requests a script builds itself: `request(authorizationHeaderValue)`,
-// logging in again on a 401.
-export function withAuth(tokens, request) {
-  let res = request(bearer(tokens));
-  if (res.status === 401 && relogin()) res = request(bearer(tokens));
   return res;
 }

@@ -27,11 +27,6 @@ export function setupConversations(tokens) {
   return tokens.map((token, i) => createConversation(token, { title: `load ${config.runId} #${i}` }));
 }
 
-// A request the script builds itself against the platform's api service (reference-only paths).
-export function request(method, path, authorization, body, tags) {
-  return platform.rawRequest(method, path, authorization, body, tags);
-}
-
 // This VU's conversation: the one setup() created for the VU's user (index-aligned with the
 // tokens), or, after a "forbidden" (the VU logged in again as another user), one of its own.
 let vuConversationId = null;

@@ -89,12 +89,13 @@ function query(params) {
 }
 
 // Send operation `where` with `values`, authenticated by `token` (null: no token), and k6
-// `params` (tags, timeout...). Returns the k6 response (body as text).
+// `params` (tags, timeout...; `query`: extra query parameters, e.g. a page size). Returns the k6
+// response (body as text).
 export function request(where, values, token, params) {
   const op = operation(where);
   const service = platform.services[op.service];
   const headers = Object.assign({}, render(op.headers || {}, values, `${where}.headers`));
-  const q = Object.assign({}, render(op.query || {}, values, `${where}.query`));
+  const q = Object.assign({}, render(op.query || {}, values, `${where}.query`), (params && params.query) || {});
   if (op.authenticated !== false && token) {
     const sendAs = platform.login.send_as;
     if (sendAs.header) headers[sendAs.header] = sendAs.format.replace("{token}", token);
@@ -107,6 +108,7 @@ export function request(where, values, token, params) {
   }
   const url = service.url + render(op.path, values, `${where}.path`, true) + query(q);
   const options = Object.assign({ responseType: "text" }, params || {});
+  delete options.query;
   options.headers = Object.assign(headers, (params && params.headers) || {});
   options.tags = Object.assign({ name: where }, (params && params.tags) || {});
   return http.request(op.method, url, body, options);
@@ -144,6 +146,76 @@ export function read(res, jsonpath) {
   } catch (_e) {
     return null;
   }
+}
+
+// The value at `jsonpath` ($.a.b, [n], ["key"]) inside an already parsed value (null when absent).
+export function pick(node, jsonpath) {
+  const steps = /\.([^.[\]]+)|\[(\d+)\]|\["([^"\]]+)"\]/g;
+  const body = String(jsonpath).replace(/^\$/, "");
+  let v = node;
+  let m;
+  while ((m = steps.exec(body)) !== null) {
+    if (v === null || v === undefined || typeof v !== "object") return null;
+    v = v[m[1] !== undefined ? m[1] : m[2] !== undefined ? Number(m[2]) : m[3]];
+  }
+  return v === undefined ? null : v;
+}
+
+// The items of one page of list operation `where` (its page.items: "$.x[*]", "$.x.*" or "$.x").
+export function items(where, res) {
+  const path = operation(where).page.items;
+  const each = /(\[\*\]|\.\*)$/.exec(path);
+  const v = read(res, each ? path.slice(0, -each[1].length) || "$" : path);
+  if (v === null) return [];
+  if (Array.isArray(v)) return v;
+  return each && typeof v === "object" ? Object.keys(v).map((k) => v[k]) : [v];
+}
+
+// Whether operation `where` uses placeholder {name} (path, query, headers or body).
+export function uses(where, name) {
+  const op = operation(where);
+  return JSON.stringify([op.path, op.query || {}, op.headers || {}, op.body]).indexOf(`{${name}}`) >= 0;
+}
+
+// Every status that is an answer of `kind` ("ok", "forbidden", ...) to one of `wheres` (the
+// operations the platform file describes), for http.expectedStatuses.
+export function statusesOf(wheres, kinds) {
+  const out = [];
+  for (const where of wheres) {
+    if (!has(where)) continue;
+    for (const kind of kinds) for (const s of statuses(where, kind)) if (out.indexOf(s) < 0) out.push(s);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+// The service that answers operation `where` (its services.<name> entry).
+export function serviceOf(where) {
+  return platform.services[operation(where).service];
+}
+
+// Response header `name` (any case), or null.
+export function header(res, name) {
+  const want = String(name).toLowerCase();
+  for (const key of Object.keys(res.headers || {})) if (key.toLowerCase() === want) return res.headers[key];
+  return null;
+}
+
+// "hit" or "miss" when the answer to `where` says it came from (or missed) the service's
+// participant cache (services.<name>.cache_header), else null.
+export function cacheAnswer(where, res) {
+  const spec = serviceOf(where).cache_header;
+  if (!spec) return null;
+  const v = header(res, spec.name);
+  if (v === null) return null;
+  if (spec.hit.indexOf(v) >= 0) return "hit";
+  if (spec.miss.indexOf(v) >= 0) return "miss";
+  return null;
+}
+
+// Which process/instance answered `where` (services.<name>.served_by_header), or null.
+export function servedBy(where, res) {
+  const name = serviceOf(where).served_by_header;
+  return name ? header(res, name) : null;
 }
 
 // ---- the calls every script makes ----
@@ -195,18 +267,4 @@ export function recordAccepted(res, conversationId, clientMsgId) {
       }),
   );
   return id;
-}
-
-// A request a script builds itself on the platform's `api` service (`authorization`: the
-// header value lib/auth.js bearer() gives). Only for reference-specific scripts whose calls the
-// platform file does not describe as operations.
-export function rawRequest(method, path, authorization, body, tags) {
-  const sendAs = platform.login.send_as;
-  const headers = { "Content-Type": "application/json" };
-  if (sendAs.header) headers[sendAs.header] = authorization;
-  return http.request(method, `${platform.services.api.url}${path}`, body === undefined ? null : JSON.stringify(body), {
-    headers: headers,
-    tags: tags || {},
-    responseType: "text",
-  });
 }

@@ -129,3 +129,37 @@ def test_address_looks_up_adds_the_scheme_and_refuses_in_one_call(monkeypatch):
     )
     with pytest.raises(targets.TargetRefused, match="refusing prometheus_url http://10.1.2.3:9"):
         targets.address("prometheus_url", {"prometheus_url": "10.1.2.3:9"}, scheme="http")
+
+
+@pytest.mark.slow
+def test_the_crud_scenario_carries_the_version_on_a_platform_with_optimistic_concurrency(
+    embedded_stack,
+):
+    """On the reference platform (updates carry the version last read, a stale one is 409), the
+    Python CRUD scenario sends the version it saw: every update is accepted, none conflicts."""
+    from chaosmessaging.config import lookup
+    from chaosmessaging.platform import load_platform
+    from chaosmessaging.platform.scenarios import run_crud
+
+    configuration = {"chaosmessaging_home": embedded_stack.home}
+    platform = load_platform(configuration=configuration)
+    assert platform.conversations.update.concurrency is not None
+    figures = asyncio.run(
+        run_crud(
+            platform,
+            "crud-versions",
+            "engine-test-run",
+            lookup("messaging_loadtest_prefix", configuration),
+            lookup("messaging_loadtest_password", configuration),
+            users=3,
+            rate=15.0,
+            duration_s=3.0,
+            mix={"create": 0.3, "update": 0.7},
+            foreign_read_every=0,
+        )
+    )
+    update = figures["per_op"]["update"]
+    assert update["count"] > 10, figures
+    # two updates of one conversation in flight at once: the second is rightly a conflict
+    assert set(update["outcomes"]) <= {"ok", "conflict"}, figures
+    assert update["outcomes"]["ok"] >= 0.8 * update["count"], figures

@@ -128,7 +128,9 @@ async def make_conversations(
     async def one(c: int) -> Conversation:
         creator = c % users
         owner = sessions[creator][0]
-        made = await client.call("conversations.create", {"title": f"{tag}-c{c}"}, owner)
+        made = await client.call(
+            "conversations.create", {"title": f"{tag}-c{c}", "participants": []}, owner
+        )
         if not made.ok:
             raise RigFailure(
                 f"creating conversation {c} failed: {made.status} {made.errcode or made.error}"
@@ -654,6 +656,10 @@ class CrudRun:
         self.ops: list[dict] = []
         self.sessions: dict[int, list[Session]] = {}
         self.own: dict[int, list[str]] = {}
+        # conversation id -> the version last seen, when updates carry one (concurrency:)
+        update = client.platform.conversations.update
+        self.versioned = update is not None and update.concurrency is not None
+        self.versions: dict[str, object] = {}
 
     async def set_up(self, users: int, prefix: str, password: str) -> None:
         """Log the users in, one conversation each to start with (so foreign reads have a
@@ -663,11 +669,14 @@ class CrudRun:
         self.own = {n: [] for n in range(users)}
         for n in range(users):
             made = await client.call(
-                "conversations.create", {"title": f"{tag}-seed{n}"}, self.sessions[n][0]
+                "conversations.create",
+                {"title": f"{tag}-seed{n}", "participants": []},
+                self.sessions[n][0],
             )
             if not made.ok:
                 raise RigFailure(f"creating a seed conversation failed: {made.status}")
             self.own[n].append(str(made.values["id"]))
+            self.versions[str(made.values["id"])] = made.values.get("version")
 
     async def one(self, i: int) -> None:
         users, every = len(self.sessions), self.foreign_read_every
@@ -679,15 +688,22 @@ class CrudRun:
         if op in ("update", "delete") and len(own) <= 1:
             op = "create"
         if op == "create":
-            r = await self.client.call("conversations.create", {"title": f"{tag}-{i}"}, me)
+            r = await self.client.call(
+                "conversations.create", {"title": f"{tag}-{i}", "participants": []}, me
+            )
             if r.ok:
                 own.append(str(r.values["id"]))
+                self.versions[str(r.values["id"])] = r.values.get("version")
         elif op == "list":
             r = await self.client.call("conversations.list", {}, me)
         elif op == "update":
             target = self.rng.choice(own)
             values = {"conversation_id": target, "title": f"{tag}-u{i}"}
+            if self.versioned:  # optimistic concurrency: send the version last seen
+                values["version"] = self.versions.get(target)
             r = await self.client.call("conversations.update", values, me)
+            if self.versioned and r.ok and r.values.get("version") is not None:
+                self.versions[target] = r.values["version"]
         else:
             target = own.pop(self.rng.randrange(1, len(own)))
             r = await self.client.call("conversations.delete", {"conversation_id": target}, me)

@@ -366,7 +366,7 @@ def _init(args: argparse.Namespace) -> int:
 
 def _check_platform(args: argparse.Namespace) -> int:
     from chaosmessaging.platform import load_platform
-    from chaosmessaging.platform.check import (
+    from chaosmessaging.needs.check import (
         experiment_rows,
         format_table,
         live_checks,

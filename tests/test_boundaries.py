@@ -39,6 +39,11 @@ def _modules(package: str) -> list[Path]:
         ("chaosmessaging.probes", ("chaosmessaging.actions", "msgstack")),
         ("chaosmessaging.clients", ("chaosmessaging.actions", "chaosmessaging.probes", "msgstack")),
         ("chaosmessaging.controls", ("msgstack",)),
+        # wiring runs downhill: the platform file's package below the clients and the catalogue
+        # of needs, the launcher below the target backends, the evidence below the probes
+        ("chaosmessaging.platform", ("chaosmessaging.clients", "chaosmessaging.needs")),
+        ("chaosmessaging.stack", ("chaosmessaging.backends",)),
+        ("chaosmessaging.evidence", ("chaosmessaging.probes", "chaosmessaging.actions")),
         ("msgstack", ("chaosmessaging",)),
     ],
 )

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from chaosmessaging.platform import load_platform
-from chaosmessaging.platform.check import RUN, experiment_rows
+from chaosmessaging.needs.check import RUN, experiment_rows
 from chaosmessaging.resources import bundled
 
 CLI = str(Path(sys.executable).with_name("chaosmessaging"))

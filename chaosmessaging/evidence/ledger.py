@@ -16,7 +16,7 @@ from logzero import logger
 from chaosmessaging.clients.postgres import pg_fetch
 from chaosmessaging.clients.redis import redis_client, redis_unreachable
 from chaosmessaging.config import lookup
-from chaosmessaging.probes.k6 import k6_metric
+from chaosmessaging.clients.k6summary import summary_stat
 from chaosmessaging.verdicts import Verdict, verdict
 
 __all__ = ["PLACES", "ledger_accounting"]
@@ -100,7 +100,7 @@ def ledger_accounting(
     k6_accepted = None
     if k6_summaries:
         k6_accepted = sum(
-            int(k6_metric(path, accepted_metric, "count", default=0)) for path in k6_summaries
+            int(summary_stat(path, accepted_metric, "count", default=0)) for path in k6_summaries
         )
     result = {
         "run_id": run_id,

@@ -9,7 +9,7 @@ the database does not hold is loss before the outbox.
 
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging.platform.requirements import platform_applies
+from chaosmessaging.needs.catalogue import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.postgres import pg_fetch
 from chaosmessaging.util import home_of

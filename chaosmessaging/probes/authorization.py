@@ -17,7 +17,7 @@ from pathlib import Path
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging.platform.requirements import platform_applies
+from chaosmessaging.needs.catalogue import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.prometheus import metrics_source, select
 from chaosmessaging.probes.metrics import METRICS_SNAPSHOTS

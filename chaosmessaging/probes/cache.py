@@ -20,7 +20,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging.platform.requirements import platform_applies
+from chaosmessaging.needs.catalogue import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.prometheus import metrics_source, select
 from chaosmessaging.probes.metrics import METRICS_SNAPSHOTS

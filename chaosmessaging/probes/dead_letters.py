@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging.platform.requirements import platform_applies
+from chaosmessaging.needs.catalogue import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.probes.redis import dead_letter_count
 from chaosmessaging.verdicts import Verdict, judges_method, logged, verdict

@@ -30,7 +30,7 @@ import httpx
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaosmessaging.platform.requirements import platform_applies
+from chaosmessaging.needs.catalogue import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.postgres import pg_fetch
 from chaosmessaging.clients.platform import PlatformCallFailed, PlatformClient, Session

@@ -6,15 +6,12 @@ In that format (checked against k6 v1.1) each metric is a dict of statistics (`c
 Percentiles other than p(90)/p(95) exist only if the run set `--summary-trend-stats`.
 """
 
-import json
-from pathlib import Path
-
-from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
 from chaosmessaging import runs
 from chaosmessaging.clients.k6raw import combined
+from chaosmessaging.clients.k6summary import summary_metrics, summary_stat
 from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import (
     Verdict,
@@ -50,7 +47,7 @@ def k6_thresholds(
     """
     if summary_path is None:
         return _run_thresholds(label, configuration)
-    metrics = _load(summary_path)
+    metrics = summary_metrics(summary_path)
     failed = sorted(
         f"{name}: {expression}"
         for name, stats in metrics.items()
@@ -167,22 +164,7 @@ def k6_metric(
     or `metric="http_req_duration", stat="p(95)"` (milliseconds). A metric the run never
     recorded (k6 omits those) gives `default` when set, otherwise an error.
     """
-    metrics = _load(summary_path)
-    stats = metrics.get(metric)
-    if stats is None:
-        if default is not None:
-            return float(default)
-        raise ActivityFailed(
-            f"k6 summary {summary_path} has no metric '{metric}' (it has "
-            f"{sorted(metrics)}); k6 omits metrics that recorded nothing"
-        )
-    if stat not in stats or stat == "thresholds":
-        raise ActivityFailed(
-            f"k6 metric '{metric}' has no statistic '{stat}' (it has "
-            f"{sorted(k for k in stats if k != 'thresholds')}); for more "
-            "percentiles run k6 with --summary-trend-stats"
-        )
-    return float(stats[stat])
+    return summary_stat(summary_path, metric, stat, default)
 
 
 @judges_method(count=None, at_most=argument("at_most", float), loads={})
@@ -219,21 +201,3 @@ def k6_count_at_most(
     total = sum(counts.values())
     reason = f"k6 {metric}: {total:g} over {len(counts)} load(s) (at most {at_most:g})"
     return logged(verdict(total <= at_most, reason, count=total, at_most=at_most, loads=counts))
-
-
-def _load(summary_path: str) -> dict:
-    path = Path(summary_path)
-    try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ActivityFailed(
-            f"no k6 summary at {path}: the load may not have finished (or "
-            "was started without --summary-export to this path)"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ActivityFailed(
-            f"cannot read k6 summary {path}: {error}; the load may still be writing it"
-        ) from None
-    if not isinstance(document, dict) or not isinstance(document.get("metrics"), dict):
-        raise ActivityFailed(f"{path} is not a k6 --summary-export file (no 'metrics' object)")
-    return document["metrics"]

@@ -17,7 +17,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging.platform.requirements import platform_applies
+from chaosmessaging.needs.catalogue import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.config import lookup
 from chaosmessaging.clients.postgres import pg_fetch

@@ -15,7 +15,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging.platform.requirements import platform_applies
+from chaosmessaging.needs.catalogue import platform_applies
 from chaosmessaging.config import lookup
 from chaosmessaging.clients.redis import call as _call
 from chaosmessaging.clients.redis import group_call as _group_call

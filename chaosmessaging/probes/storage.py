@@ -18,7 +18,7 @@ from pathlib import Path
 from chaoslib.types import Configuration, Secrets
 from logzero import logger
 
-from chaosmessaging.platform.requirements import platform_applies
+from chaosmessaging.needs.catalogue import platform_applies
 from chaosmessaging import runs
 from chaosmessaging.clients.prometheus import metrics_source
 from chaosmessaging.util import home_of, poll

@@ -4,8 +4,9 @@ Two parts. *Live checks* touch the platform read-only plus one login and one con
 trip (create, read, send one message, list, delete when described): each is a line with what was
 asked and what came back. The *table* is derived, never hand-written: for each experiment, every
 activity its method uses (a "(run)" row) and every criterion of its steady-state hypothesis is
-matched against the requirements catalogue (`requirements`) and judged runnable, needs <what to
-set>, or n/a (<why>). An experiment whose "(run)" row is not runnable cannot run.
+matched against the requirements catalogue (`chaosmessaging.needs.catalogue`) and judged
+runnable, needs <what to set>, or n/a (<why>). An experiment whose "(run)" row is not runnable
+cannot run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from chaoslib.types import Configuration, Secrets
 
 from chaosmessaging import targets
 from chaosmessaging.util import http
-from chaosmessaging.platform.requirements import RUNNABLE, Status, assess, requirements_of
+from chaosmessaging.needs.catalogue import RUNNABLE, Status, assess, requirements_of
 from chaosmessaging.platform.schema import Platform
 from chaosmessaging.platform.templates import checked_request, extract, find_all, find_one
 

@@ -187,3 +187,36 @@ def test_init_platform_copies_a_template_that_validates(tmp_path, force):
         [CLI, "init", str(target), "--platform"], capture_output=True, text=True, timeout=60
     )
     assert again.returncode == 1 and "already exists; pass --force" in again.stdout
+
+
+def test_t2_runs_with_what_the_platform_has_and_t3_reads_through_either_operation(tmp_path):
+    """The T2 script skips what a platform lacks, so its run needs only conversations.create (and
+    a cache header while the experiment sets cache-latency limits); T3's read after a removal
+    may be participants.list or conversations.get, whichever is refused to a removed member."""
+    doc = yaml.safe_load(REFERENCE.read_text())
+    for name in ("list", "update", "delete"):
+        doc["conversations"].pop(name)
+    doc["services"]["api"].pop("cache_header")
+    doc["conversations"]["get"]["forbidden"] = []
+    path = tmp_path / "lean.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    platform = load_platform(path)
+    t2 = {
+        r.criterion: r.status
+        for r in experiment_rows(EXPERIMENTS / "conversation_stress.json", platform)
+    }
+    assert t2[RUN].state == "needs" and "cache_header" in t2[RUN].why, t2[RUN]
+    assert t2["stale-updates-conflict"].state == "n/a"
+    t3 = {
+        r.criterion: r.status
+        for r in experiment_rows(EXPERIMENTS / "participant_invalidation.json", platform)
+    }
+    assert t3[RUN].state == "runnable", t3[RUN]  # participants.list answers 403 to a non-member
+    assert t3["no-stale-read-after-a-removal"].state == "runnable"
+    doc["participants"]["list"]["forbidden"] = []
+    path.write_text(yaml.safe_dump(doc))
+    t3 = {
+        r.criterion: r.status
+        for r in experiment_rows(EXPERIMENTS / "participant_invalidation.json", load_platform(path))
+    }
+    assert t3[RUN].state == "n/a" and "participants.list has no 'forbidden'" in t3[RUN].why

@@ -324,3 +324,37 @@ def test_t2_on_a_platform_without_versions_or_cache_header_is_na_or_failed_never
     log = Path(load["log_path"]).read_text()
     assert "NOT_MEASURED update operations" in log
     assert "NOT_MEASURED cached/miss latency" in log
+
+
+@pytest.mark.slow
+def test_t3_on_a_platform_that_cannot_say_which_process_answered_judges_stale_reads_alone(
+    embedded_stack, chaos_run, tmp_path
+):
+    """participant_invalidation on the embedded stack described without served_by_header (a
+    platform that does not say which process answered): stale reads are still judged, the
+    cross-process part is "n/a" with the reason instead of failing the run."""
+    import yaml
+
+    from chaosmessaging.resources import bundled
+
+    doc = yaml.safe_load((bundled("platforms") / "reference.yaml").read_text())
+    for service in doc["services"].values():
+        service.pop("served_by_header", None)
+    platform = tmp_path / "no-served-by.yaml"
+    platform.write_text(yaml.safe_dump(doc))
+    experiment = json.loads((bundled("experiments") / "participant_invalidation.json").read_text())
+    experiment["configuration"]["platform"] = str(platform)
+    path = tmp_path / "participant_invalidation.json"
+    path.write_text(json.dumps(experiment))
+
+    code, journal, output = chaos_run(path)
+    after = {
+        p["activity"]["name"]: p["output"] for p in journal["steady_states"]["after"]["probes"]
+    }
+    stale = after["no-stale-read-after-a-removal"]
+    assert code == 0, json.dumps(after, indent=1)[-3000:]
+    assert stale["ok"] is True and stale["reads_after_removal"] > 0 and stale["stale_reads"] == 0
+    assert (
+        stale["cross_process"].startswith("n/a: services.api")
+        and "served_by_header" in (stale["cross_process"])
+    )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-
 from typing import TYPE_CHECKING
 
 import psutil

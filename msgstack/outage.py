@@ -30,15 +30,18 @@ class Outage:
         return self.down_since is not None
 
     def failed(self, why: str, due_in: float | None = None) -> float:
-        """Record a failure; return how long to wait before the next attempt: the back-off, or
-        less when an open breaker's trial is due sooner (`due_in`, see `retry_after`)."""
+        """Record a failure; return how long to wait before the next attempt (also `delay`): the
+        back-off, or less when an open breaker's trial is due sooner (`due_in`, see
+        `retry_after`: refusals are cheap, a trial that comes late only delays the recovery)."""
         if self.down_since is None:
             self.down_since = time.monotonic()
             self.delay = BACKOFF_MIN
             self.log.warning("%s unavailable (%s); reconnecting with back-off", self.name, why)
         else:
             self.delay = min(self.delay * 2, BACKOFF_MAX)
-        return self.delay if due_in is None else min(self.delay, due_in)
+        if due_in is not None:
+            self.delay = min(self.delay, due_in)
+        return self.delay
 
     def recovered(self) -> None:
         if not self.connected:

@@ -48,7 +48,7 @@ class CacheAdapter:
     ) -> tuple[bytes, bool]:
         """The value of `key` and whether it came from the cache."""
         try:
-            cached = await self._redis(lambda: self.client.get(key))
+            cached = await self.run(lambda r: r.get(key))
         except streams.TRANSIENT_ERRORS as exc:  # BreakerOpen included
             log.debug("cache read of %s skipped: %s", key, exc)
             cached = None
@@ -63,7 +63,7 @@ class CacheAdapter:
         if mutants.on("storage_cache_expires_at_once"):  # MUTANT: milliseconds for seconds
             ttl = max(1, ttl // 1000)
         try:
-            await self._redis(lambda: self.client.set(key, value, ex=ttl))
+            await self.run(lambda r: r.set(key, value, ex=ttl))
         except streams.TRANSIENT_ERRORS as exc:
             log.debug("cache fill of %s skipped: %s", key, exc)
         return value, False
@@ -83,9 +83,6 @@ class CacheAdapter:
         """A new pub/sub connection of this adapter's client (the caller subscribes, reads,
         pings and closes it)."""
         return self.client.pubsub()
-
-    async def _redis(self, command: Callable[[], Awaitable]):
-        return await self.run(lambda _client: command())
 
     def _count(self, hit: bool) -> None:
         if hit:

@@ -299,7 +299,7 @@ def create_app(settings: Settings):
     )
 
     async def invalidations(res: Resources, stop: asyncio.Event) -> None:
-        await participants.listen(res.redis, settings.participant_channel, cache, stop)
+        await participants.listen(res.storage.cache, settings.participant_channel, cache, stop)
 
     app = build_app(
         settings,

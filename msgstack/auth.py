@@ -200,9 +200,10 @@ class _Login:
             raise INVALID
         token = authn.new_token()
         try:
-            await authn.store_token(res.redis, token, row["id"], self.settings.token_ttl)
+            await authn.store_token(res.storage.cache, token, row["id"], self.settings.token_ttl)
             if mutants.on("auth_leaks_redis_connection"):  # MUTANT: checked out, never released
-                _MUTANT_KEPT.append(await res.redis.connection_pool.get_connection("PING"))
+                pool = res.storage.cache.client.connection_pool
+                _MUTANT_KEPT.append(await pool.get_connection("PING"))
         except streams.TRANSIENT_ERRORS as exc:
             raise _unavailable("redis", exc) from None
         if mutants.on("auth_unbounded_audit_log"):  # MUTANT: 256 KiB kept per login

@@ -12,7 +12,9 @@ only while Redis cannot answer does it accept a remembered, unexpired token with
 API keeps taking messages through a Redis outage (the dispatcher parks them; plan tests 9 and 11)
 for clients it has already seen. A token it has never seen gets 503 then. After one Redis failure
 the process stops asking Redis for `REDIS_RETRY_AFTER` seconds, so an outage does not add a
-connect timeout to every request.
+connect timeout to every request. Token keys are read and written through the storage layer's
+cache adapter (msgstack.storage: timeout, retry of a lost connection, the cache breaker, whose
+refusal while open is one more Redis failure here).
 
 Token cache (``MSGSTACK_AUTH_TOKEN_CACHE_MS``, default 0 = off): with a bound B > 0 a process
 accepts a token it checked against Redis less than B ago without asking again (never past the
@@ -45,13 +47,16 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from msgstack import metrics, streams, workershare
 from msgstack.workershare import SharedTokens
+
+if TYPE_CHECKING:
+    from msgstack.storage import CacheAdapter
 
 __all__ = [
     "EXEMPT_PATHS",
@@ -85,27 +90,32 @@ def token_key(token: str) -> str:
     return f"{TOKEN_PREFIX}{token}"
 
 
-async def store_token(client: aioredis.Redis, token: str, user: uuid.UUID, ttl: int) -> None:
+async def store_token(keys: CacheAdapter, token: str, user: uuid.UUID, ttl: int) -> None:
     """Make `token` resolve to `user` for `ttl` seconds."""
-    await client.set(token_key(token), str(user), ex=ttl)
+    key = token_key(token)
+    await keys.run(lambda r: r.set(key, str(user), ex=ttl), streams.SOCKET_TIMEOUT)
 
 
-async def resolve(client: aioredis.Redis, token: str) -> uuid.UUID | None:
+async def resolve(keys: CacheAdapter, token: str) -> uuid.UUID | None:
     """The user id `token` stands for, or None if it is unknown, expired or malformed.
 
     Redis errors propagate (callers answer 503, not 401).
     """
-    user, _ttl = await _lookup(client, token)
+    user, _ttl = await _lookup(keys, token)
     return user
 
 
-async def _lookup(client: aioredis.Redis, token: str) -> tuple[uuid.UUID | None, float]:
+async def _lookup(keys: CacheAdapter, token: str) -> tuple[uuid.UUID | None, float]:
     """(user id or None, seconds the token still lives) in one round trip."""
     if not _TOKEN_SHAPE.match(token):
         return None, 0.0
     key = token_key(token)
-    async with client.pipeline(transaction=False) as pipe:
-        raw, pttl = await pipe.get(key).pttl(key).execute()
+
+    async def get_with_ttl(r) -> list:
+        async with r.pipeline(transaction=False) as pipe:
+            return await pipe.get(key).pttl(key).execute()
+
+    raw, pttl = await keys.run(get_with_ttl, streams.SOCKET_TIMEOUT)
     if raw is None:
         return None, 0.0
     try:
@@ -182,8 +192,8 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
-def _default_redis(scope: Scope) -> aioredis.Redis:
-    return scope["app"].state.resources.redis
+def _default_keys(scope: Scope) -> CacheAdapter:
+    return scope["app"].state.resources.storage.cache
 
 
 class BearerAuth:
@@ -192,11 +202,11 @@ class BearerAuth:
     def __init__(
         self,
         app: ASGIApp,
-        redis_of: Callable[[Scope], aioredis.Redis] = _default_redis,
+        keys_of: Callable[[Scope], CacheAdapter] = _default_keys,
         exempt: frozenset[str] = EXEMPT_PATHS,
         cache_s: float | None = None,
     ) -> None:
-        self.app, self.redis_of, self.exempt = app, redis_of, exempt
+        self.app, self.keys_of, self.exempt = app, keys_of, exempt
         self.memory = TokenMemory(shared=workershare.from_env())
         self.cache_s = cache_s  # None: the app's settings say (MSGSTACK_AUTH_TOKEN_CACHE_MS)
 
@@ -218,7 +228,7 @@ class BearerAuth:
                 return user
         if time.monotonic() >= memory.redis_down_until:
             try:
-                user, ttl = await _lookup(self.redis_of(scope), token)
+                user, ttl = await _lookup(self.keys_of(scope), token)
             except streams.TRANSIENT_ERRORS:
                 memory.redis_down_until = time.monotonic() + REDIS_RETRY_AFTER
                 user = memory.recall(token)

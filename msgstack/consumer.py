@@ -10,6 +10,11 @@ Readiness reflects progress: the consumer adds a "progress" check to /readyz tha
 entries wait (pending, or not yet read by the group) and nothing was acknowledged for
 MSGSTACK_STALL_SECONDS; a consumer stuck on a locked table or a hung write is not ready even
 though Redis and PostgreSQL answer.
+
+Every Redis and PostgreSQL call goes through the storage adapters (msgstack.storage: timeouts,
+retries of lost connections, breakers), one call per batch; the Redis commands keep the bound
+the client's socket timeout gave them (streams.SOCKET_TIMEOUT, plus BLOCK for the group read).
+While a breaker is open the loop waits until its trial is due, not longer (`Outage.failed`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import asyncpg
 from redis.exceptions import RedisError, ResponseError
 
 from msgstack import db, health, metrics, mutants, streams
-from msgstack.outage import Outage, pause
+from msgstack.outage import Outage, pause, retry_after
 from msgstack.service import Resources
 
 __all__ = ["Consumer", "run"]
@@ -35,6 +40,7 @@ BLOCK_MS = 1000
 RECLAIM_EVERY = 2.0
 RECLAIM_ROUNDS = 10  # XAUTOCLAIM pages per pass, so one pass stays short
 MAX_DELIVERIES = 5
+READ_TIMEOUT = BLOCK_MS / 1000 + streams.SOCKET_TIMEOUT
 
 # One row per message: duplicates in the batch are folded into `extra` beforehand because
 # ON CONFLICT DO UPDATE cannot touch the same row twice in one statement.
@@ -55,8 +61,9 @@ class Consumer:
         self.res = res
         s = res.settings
         self.stream, self.group, self.name = s.stream, s.group, s.consumer_name
+        self.redis_adapter, self.postgres = res.storage.stream, res.storage.postgres
         self.pg = Outage("postgres", log)
-        self.redis = Outage("redis", log)
+        self.redis_outage = Outage("redis", log)
         self.group_ready = False
         self.next_reclaim = 0.0  # reclaim first thing on start
         # Checking more often than entries can become idle would find nothing new.
@@ -80,10 +87,13 @@ class Consumer:
                         await self.reclaim(stop)
                     await self.sample_pel()
                     self.next_reclaim = time.monotonic() + self.reclaim_every
-                reply = await self.res.redis.xreadgroup(
-                    self.group, self.name, {self.stream: ">"}, count=BATCH, block=BLOCK_MS
+                reply = await self.redis_adapter.run(
+                    lambda r: r.xreadgroup(
+                        self.group, self.name, {self.stream: ">"}, count=BATCH, block=BLOCK_MS
+                    ),
+                    READ_TIMEOUT,
                 )
-                self.redis.recovered()
+                self.redis_outage.recovered()
                 entries = reply[0][1] if reply else []
                 if entries:
                     await self.process(entries, stop)
@@ -95,10 +105,10 @@ class Consumer:
                     log.warning("stream or group vanished (Redis restarted empty?): recreating")
                     self.group_ready = False
                     continue
-                await pause(stop, self.redis.failed(db.describe(exc)))
+                await pause(stop, self.redis_outage.failed(db.describe(exc)))
             except (*streams.TRANSIENT_ERRORS, RedisError) as exc:
                 self.group_ready = False
-                await pause(stop, self.redis.failed(db.describe(exc)))
+                await pause(stop, self.redis_outage.failed(db.describe(exc), retry_after(exc)))
 
     async def check_progress(self) -> str:
         """/readyz "progress": "ok", or how many entries wait and for how long nothing was
@@ -121,17 +131,23 @@ class Consumer:
 
     async def backlog(self) -> tuple[int, bool]:
         """(entries pending in the group, whether the stream holds entries it has not read)."""
-        pending = (await self.res.redis.xpending(self.stream, self.group))["pending"]
-        groups = await self.res.redis.xinfo_groups(self.stream)
+        pending = (await self._redis(lambda r: r.xpending(self.stream, self.group)))["pending"]
+        groups = await self._redis(lambda r: r.xinfo_groups(self.stream))
         last = next(
             (g["last-delivered-id"] for g in groups if _text(g["name"]) == self.group), "0-0"
         )
-        after = await self.res.redis.xrange(self.stream, min=f"({_text(last)}", count=1)
+        after = await self._redis(lambda r: r.xrange(self.stream, min=f"({_text(last)}", count=1))
         return int(pending), bool(after)
+
+    async def _redis(self, command, retry: bool = True):
+        """One Redis command (or pipeline) `command(client)` through the stream adapter."""
+        return await self.redis_adapter.run(command, streams.SOCKET_TIMEOUT, retry)
 
     async def ensure_group(self) -> None:
         try:
-            await self.res.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            await self._redis(
+                lambda r: r.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            )
             log.info("created consumer group %r on stream %r", self.group, self.stream)
         except ResponseError as exc:
             if not str(exc).startswith("BUSYGROUP"):
@@ -142,13 +158,15 @@ class Consumer:
         """Take over entries idle longer than MSGSTACK_RECLAIM_IDLE_MS, whoever held them."""
         start = "0-0"
         for _ in range(RECLAIM_ROUNDS):
-            reply = await self.res.redis.xautoclaim(
-                self.stream,
-                self.group,
-                self.name,
-                self.res.settings.reclaim_idle_ms,
-                start_id=start,
-                count=BATCH,
+            reply = await self._redis(
+                lambda r, start=start: r.xautoclaim(
+                    self.stream,
+                    self.group,
+                    self.name,
+                    self.res.settings.reclaim_idle_ms,
+                    start_id=start,
+                    count=BATCH,
+                )
             )
             start, entries = reply[0], reply[1]
             if entries:
@@ -159,7 +177,7 @@ class Consumer:
                 return
 
     async def sample_pel(self) -> None:
-        summary = await self.res.redis.xpending(self.stream, self.group)
+        summary = await self._redis(lambda r: r.xpending(self.stream, self.group))
         metrics.CONSUMER_PEL_SIZE.set(summary["pending"])
 
     async def process(self, entries: list[Pending], stop: asyncio.Event) -> None:
@@ -173,11 +191,11 @@ class Consumer:
         if not good:
             return
         if mutants.on("consumer_ack_before_record"):  # MUTANT: a kill here loses the batch
-            await self.res.redis.xack(self.stream, self.group, *[i for i, _ in good])
+            await self._redis(lambda r: r.xack(self.stream, self.group, *[i for i, _ in good]))
         recorded = await self.record_with_retry(good, stop)
         if recorded:
             acked = time.monotonic()
-            await self.res.redis.xack(self.stream, self.group, *[i for i, _ in recorded])
+            await self._redis(lambda r: r.xack(self.stream, self.group, *[i for i, _ in recorded]))
             self.last_progress = time.monotonic()
             if mutants.on("consumer_sticky_backoff") and time.monotonic() - acked > 0.15:
                 self.mutant_backoff = 0.5  # MUTANT: backs off on a slow Redis, forever
@@ -205,7 +223,7 @@ class Consumer:
                         fields = {b"message_id": str(entry.message_id).encode()}
                         await self.dead_letter(entry_id, fields, "unrecordable", db.describe(exc))
                     return []
-                await pause(stop, self.pg.failed(db.describe(exc)))
+                await pause(stop, self.pg.failed(db.describe(exc), retry_after(exc)))
                 if stop.is_set():
                     return []  # left pending; reclaimed by whoever runs next
             except asyncpg.PostgresError:
@@ -218,13 +236,15 @@ class Consumer:
         for entry_id, e in batch:
             first.setdefault(e.message_id, entry_id.decode())
         ids = list(first)
-        inserted = await self.res.pool.fetch(
-            RECORD_SQL,
-            ids,
-            [first[m] for m in ids],
-            self.name,
-            [counts[m] - 1 for m in ids],
-            timeout=db.COMMAND_TIMEOUT,
+        inserted = await self.postgres.run(
+            lambda c: c.fetch(
+                RECORD_SQL,
+                ids,
+                [first[m] for m in ids],
+                self.name,
+                [counts[m] - 1 for m in ids],
+                timeout=db.COMMAND_TIMEOUT,
+            )
         )
         repeats = sum(1 for r in inserted if not r["inserted"]) + len(batch) - len(ids)
         if repeats:
@@ -246,8 +266,8 @@ class Consumer:
 
     async def maybe_dead_letter(self, entry_id: bytes, entry: streams.Entry, why: str) -> None:
         """Dead-letter an entry the ledger refused more than MAX_DELIVERIES times."""
-        info = await self.res.redis.xpending_range(
-            self.stream, self.group, min=entry_id, max=entry_id, count=1
+        info = await self._redis(
+            lambda r: r.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
         )
         times = info[0]["times_delivered"] if info else 0
         if times > MAX_DELIVERIES:
@@ -266,17 +286,21 @@ class Consumer:
         self, entry_id: bytes, fields: dict[bytes, bytes] | None, reason: str, detail: str
     ) -> None:
         message_id = (fields or {}).get(b"message_id", b"")
-        async with self.res.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.res.settings.dead_stream,
-                {
-                    "message_id": message_id,
-                    "reason": f"{reason}: {detail}"[:500],
-                    "original_id": entry_id,
-                },
-            )
-            pipe.xack(self.stream, self.group, entry_id)
-            await pipe.execute()
+
+        async def move(r) -> None:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    self.res.settings.dead_stream,
+                    {
+                        "message_id": message_id,
+                        "reason": f"{reason}: {detail}"[:500],
+                        "original_id": entry_id,
+                    },
+                )
+                pipe.xack(self.stream, self.group, entry_id)
+                await pipe.execute()
+
+        await self._redis(move, retry=False)  # a repeated MULTI could dead-letter it twice
         metrics.CONSUMER_DEAD_LETTERS.labels(reason).inc()
         log.warning("dead-lettered entry %s (%s): %s", entry_id.decode(), reason, detail)
 

@@ -261,7 +261,7 @@ def _cache_headers(found: participants.Lookup) -> dict[str, str]:
 async def _announce(request: Request, conversation_id: uuid.UUID) -> None:
     res = _resources(request)
     await participants.announce(
-        res.redis, res.settings.participant_channel, _cache(request), conversation_id
+        res.storage.cache, res.settings.participant_channel, _cache(request), conversation_id
     )
 
 

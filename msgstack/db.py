@@ -1,8 +1,10 @@
 """PostgreSQL access shared by every service: a lazy asyncpg pool and the transient-error rules.
 
 The pool starts with no connection (``min_size=0``) so a service starts and serves /healthz and
-/readyz while PostgreSQL is down, and asyncpg opens fresh connections once it is back. Connections
-that died with a restart fail once; `retrying` runs an idempotent unit of work again for that case.
+/readyz while PostgreSQL is down, and asyncpg opens fresh connections once it is back. Only the
+pool is made here: every unit of work runs through the storage layer's PostgreSQL adapter
+(msgstack.storage: bounded wait, retry of a connection that died under it, the breaker), with
+`as_user_unit` for the acting user's transaction.
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "PoolExhausted",
     "SchemaMissing",
-    "as_user",
     "as_user_unit",
     "create_pool",
     "describe",
-    "retrying",
 ]
 
 log = logging.getLogger("msgstack.db")
@@ -113,43 +113,6 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def retrying(
-    pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int = 2
-) -> T:
-    """Run `work` on a pooled connection, again on a fresh one if the first died under it.
-
-    Only for idempotent work. Raises SchemaMissing when the tables are not there yet.
-    """
-    for attempt in range(attempts):
-        try:
-            async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
-                return await work(conn)
-        except asyncpg.UndefinedTableError as exc:
-            raise SchemaMissing() from exc
-        except TRANSIENT_ERRORS as exc:
-            if attempt + 1 < attempts:
-                continue
-            if isinstance(exc, TimeoutError) and _full(pool):
-                raise PoolExhausted(pool.get_max_size()) from exc
-            raise
-    raise AssertionError("unreachable")
-
-
-async def as_user(
-    pool: asyncpg.Pool,
-    user_id: uuid.UUID,
-    work: Callable[[asyncpg.Connection], Awaitable[T]],
-    attempts: int = 2,
-) -> T:
-    """Run `work` in one transaction whose acting user is `user_id` (row-level security).
-
-    ``set_config(..., true)`` is transaction-local (``SET LOCAL``), so the setting never outlives
-    the transaction and a pooled connection carries no user into the next one.
-    """
-
-    return await retrying(pool, as_user_unit(user_id, work), attempts)
-
-
 def as_user_unit(
     user_id: uuid.UUID, work: Callable[[asyncpg.Connection], Awaitable[T]]
 ) -> Callable[[asyncpg.Connection], Awaitable[T]]:
@@ -162,7 +125,3 @@ def as_user_unit(
             return await work(conn)
 
     return unit
-
-
-def _full(pool: asyncpg.Pool) -> bool:
-    return pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0

@@ -8,6 +8,10 @@ Redis may also come back from a restart EMPTY, taking entries that were publishe
 consumed with it. A sweep walks the outbox behind a watermark (every row below it is delivered),
 looks up published-but-undelivered rows in the stream, and re-dispatches those whose entry vanished.
 The consumer's ledger absorbs the duplicates this at-least-once scheme can produce.
+
+Every PostgreSQL and Redis call goes through the storage adapters (msgstack.storage): a batch's
+claim, publish and mark are one unit of work on one pooled connection (not retried by the
+adapter: the loop claims again), the rest idempotent statements and pipelines.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from msgstack import db, metrics, mutants, streams
-from msgstack.outage import Outage, pause
+from msgstack.outage import Outage, pause, retry_after
 from msgstack.service import Resources
 
 __all__ = ["Dispatcher", "run"]
@@ -94,8 +98,9 @@ class Dispatcher:
     def __init__(self, res: Resources) -> None:
         self.res = res
         self.stream = res.settings.stream
+        self.postgres, self.redis_adapter = res.storage.postgres, res.storage.stream
         self.pg = Outage("postgres", log)
-        self.redis = Outage("redis", log)
+        self.redis_outage = Outage("redis", log)
         self.maybe_parked = True  # a previous run may have left parked rows
         self.watermark = 0
         self.next_lag = 0.0
@@ -115,7 +120,7 @@ class Dispatcher:
                 if now >= self.next_lag:
                     self.next_lag = now + LAG_EVERY
                     await self.update_lag()
-                if now >= self.next_sweep and not self.redis.down:
+                if now >= self.next_sweep and not self.redis_outage.down:
                     self.next_sweep = now + SWEEP_EVERY
                     await self.sweep()
                 self.pg.recovered()
@@ -123,7 +128,7 @@ class Dispatcher:
                 await pause(stop, self.pg.failed(str(db.SchemaMissing())))
                 continue
             except db.TRANSIENT_ERRORS as exc:
-                await pause(stop, self.pg.failed(db.describe(exc)))
+                await pause(stop, self.pg.failed(db.describe(exc), retry_after(exc)))
                 continue
             except asyncpg.PostgresError as exc:
                 # e.g. a deadlock or lock timeout while a migration runs: the batch rolled back
@@ -131,27 +136,33 @@ class Dispatcher:
                 log.error("batch rolled back: %s", db.describe(exc))
                 await pause(stop, self.pg.failed(db.describe(exc)))
                 continue
-            if self.redis.down:
-                await pause(stop, self.redis.delay)
+            if self.redis_outage.down:
+                await pause(stop, self.redis_outage.delay)
             elif published < BATCH:
                 await pause(stop, self.idle_poll)
 
     async def dispatch_batch(self) -> int:
         """Publish one batch; return how many rows were published."""
-        async with self.res.pool.acquire(timeout=db.ACQUIRE_TIMEOUT) as conn:
-            if self.idle and not await conn.fetchval(PEEK_SQL):
-                return 0
-            async with conn.transaction():
-                rows = await conn.fetch(CLAIM_SQL, BATCH)
-                self.idle = not rows
-                if not rows:
-                    return 0
-                done = await self._publish_claimed(conn, rows)
+        claimed, done = await self.postgres.run(self._claim_and_publish, idempotent=False)
+        if not claimed:
+            return 0
         if done is None:  # parked: Redis failed
             return 0
-        self.redis.recovered()
+        self.redis_outage.recovered()
         metrics.DISPATCH_PUBLISHED.inc(done)
         return done
+
+    async def _claim_and_publish(self, conn: asyncpg.Connection) -> tuple[bool, int | None]:
+        """The batch's unit of work: peek when idle, claim, publish and mark (or park);
+        (whether rows were claimed, what `_publish_claimed` answered)."""
+        if self.idle and not await conn.fetchval(PEEK_SQL):
+            return False, 0
+        async with conn.transaction():
+            rows = await conn.fetch(CLAIM_SQL, BATCH)
+            self.idle = not rows
+            if not rows:
+                return False, 0
+            return True, await self._publish_claimed(conn, rows)
 
     async def _publish_claimed(
         self, conn: asyncpg.Connection, rows: list[asyncpg.Record]
@@ -169,7 +180,7 @@ class Dispatcher:
                 await conn.execute(MARK_SQL, [r["id"] for r in rows], [None] * len(rows))
                 return None
             await self.park(conn, [r["id"] for r in rows], why, refused=False)
-            self.redis.failed(why)
+            self.redis_outage.failed(why)
             return None
         done = [(r["id"], sid) for r, sid in zip(rows, results) if not isinstance(sid, Exception)]
         refused = [(r["id"], sid) for r, sid in zip(rows, results) if isinstance(sid, Exception)]
@@ -184,8 +195,8 @@ class Dispatcher:
         retries, breaker: an open breaker raises BreakerOpen, a ConnectionError, so the batch is
         parked like for any Redis outage)."""
 
-        async def xadd_all(client) -> list:
-            async with client.pipeline(transaction=False) as pipe:
+        async def xadd_all(rc) -> list:
+            async with rc.pipeline(transaction=False) as pipe:
                 for r in rows:
                     pipe.xadd(
                         self.stream,
@@ -195,7 +206,7 @@ class Dispatcher:
                     )
                 return await pipe.execute(raise_on_error=False)
 
-        return await self.res.storage.stream.run(xadd_all, timeout=PUBLISH_TIMEOUT)
+        return await self.redis_adapter.run(xadd_all, timeout=PUBLISH_TIMEOUT)
 
     async def park(self, conn: asyncpg.Connection, ids: list[int], why: str, refused: bool) -> None:
         parked = await conn.fetch(PARK_SQL, ids, why, refused, MAX_REFUSED_ATTEMPTS)
@@ -215,16 +226,15 @@ class Dispatcher:
     async def replay_parked(self) -> None:
         """Release parked rows once Redis answers again; they are then published in id order."""
         try:
-            async with asyncio.timeout(1.0):
-                await self.res.redis.ping()
+            await self.redis_adapter.run(lambda r: r.ping(), timeout=1.0)
         except (*streams.TRANSIENT_ERRORS, RedisError) as exc:
-            self.redis.failed(db.describe(exc))
+            self.redis_outage.failed(db.describe(exc), retry_after(exc))
             return
-        self.redis.recovered()
+        self.redis_outage.recovered()
         if mutants.on("dispatcher_no_replay"):  # MUTANT: parked rows stay parked for ever
             self.maybe_parked = False
             return
-        status = await self.res.pool.execute(REPLAY_SQL)
+        status = await self.postgres.run(lambda c: c.execute(REPLAY_SQL))
         count = int(status.split()[-1])
         if count:
             metrics.DISPATCH_REPLAYED.inc(count)
@@ -232,13 +242,15 @@ class Dispatcher:
         self.maybe_parked = False
 
     async def update_lag(self) -> None:
-        age = await self.res.pool.fetchval(LAG_SQL)
+        age = await self.postgres.run(lambda c: c.fetchval(LAG_SQL))
         metrics.DISPATCH_LAG.set(max(age or 0.0, 0.0))
 
     async def sweep(self) -> None:
         """Re-dispatch published, undelivered rows whose stream entry no longer exists."""
         for _ in range(SWEEP_CHUNKS):
-            rows = await self.res.pool.fetch(SWEEP_SQL, self.watermark, SWEEP_CHUNK, SWEEP_GRACE)
+            rows = await self.postgres.run(
+                lambda c: c.fetch(SWEEP_SQL, self.watermark, SWEEP_CHUNK, SWEEP_GRACE)
+            )
             blocked = False
             suspects = []
             for r in rows:
@@ -255,21 +267,23 @@ class Dispatcher:
                 return
 
     async def redispatch_vanished(self, suspects: list[asyncpg.Record]) -> None:
+
+        async def look_up(rc) -> list:
+            async with rc.pipeline(transaction=False) as pipe:
+                for r in suspects:
+                    pipe.xrange(self.stream, r["stream_id"], r["stream_id"], count=1)
+                return await pipe.execute()
+
         try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                async with self.res.redis.pipeline(transaction=False) as pipe:
-                    for r in suspects:
-                        pipe.xrange(self.stream, r["stream_id"], r["stream_id"], count=1)
-                    found = await pipe.execute()
+            found = await self.redis_adapter.run(look_up, timeout=PUBLISH_TIMEOUT)
         except (*streams.TRANSIENT_ERRORS, RedisError) as exc:
-            self.redis.failed(db.describe(exc))
+            self.redis_outage.failed(db.describe(exc))
             return
         lost = [r for r, entries in zip(suspects, found) if not entries]
         if not lost:
             return
-        status = await self.res.pool.execute(
-            REDISPATCH_SQL, [r["id"] for r in lost], [r["stream_id"] for r in lost]
-        )
+        ids, sids = [r["id"] for r in lost], [r["stream_id"] for r in lost]
+        status = await self.postgres.run(lambda c: c.execute(REDISPATCH_SQL, ids, sids))
         count = int(status.split()[-1])
         metrics.DISPATCH_REDISPATCHED.inc(count)
         log.warning(

@@ -36,6 +36,8 @@ overload close or a network cut loses nothing. Pub/Sub would be fire-and-forget 
 replay a missed second. The entry names the message only; the ciphertext, client message id and
 the conversation's participants *at delivery time* come from PostgreSQL in one query per batch, as
 the ``msgstack_gateway`` role (reads messages and participants, nothing else; migration 0010).
+Both go through the storage adapters (msgstack.storage), like every service's PostgreSQL and Redis
+work; the Redis reads keep the bound the client's socket timeout gave them.
 
 Built on the ``websockets`` library (protocol, keepalive pings, write-buffer limits, handshake
 hooks) rather than ASGI: ASGI exposes no ping/pong, so terminations for missed heartbeats could
@@ -58,8 +60,6 @@ import weakref
 from collections import OrderedDict, deque
 from http import HTTPStatus
 
-import asyncpg
-import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection, serve
@@ -67,7 +67,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from msgstack import authn, db, health, metrics, mutants, streams
+from msgstack import authn, db, health, metrics, mutants, storage, streams
 from msgstack.config import Settings
 
 __all__ = ["Gateway", "run"]
@@ -77,6 +77,7 @@ log = logging.getLogger("msgstack.gateway")
 WS_PATH = "/v1/ws"
 READ_BATCH = 500
 READ_BLOCK_MS = 1000
+READ_TIMEOUT = READ_BLOCK_MS / 1000 + streams.SOCKET_TIMEOUT
 CATCH_UP_CHUNK = 500
 RESUME_CONCURRENCY = 4
 _MUTANT_KEPT: list = []  # what gateway_keeps_sent_frames holds on to (selfcheck only)
@@ -132,9 +133,9 @@ class Conn:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
+    def __init__(self, settings: Settings, adapters: storage.Storage) -> None:
         self.settings = settings
-        self.pool, self.redis = pool, redis
+        self.storage = adapters
         self.stream = settings.stream
         self.by_user: dict[uuid.UUID, set[Conn]] = {}
         self.position = "0-0"  # last stream entry fanned out
@@ -156,7 +157,7 @@ class Gateway:
         """Start live delivery at the stream's current end (earlier entries: by resume only)."""
         while not self.stopping.is_set():
             try:
-                last = await self.redis.xrevrange(self.stream, count=1)
+                last = await self._redis(lambda r: r.xrevrange(self.stream, count=1))
                 self.position = last[0][0].decode() if last else "0-0"
                 self.positioned.set()
                 log.info("reading stream %r after %s", self.stream, self.position)
@@ -169,8 +170,11 @@ class Gateway:
         await self.start_position()
         while not self.stopping.is_set():
             try:
-                reply = await self.redis.xread(
-                    {self.stream: self.position}, count=READ_BATCH, block=READ_BLOCK_MS
+                reply = await self._redis(
+                    lambda r: r.xread(
+                        {self.stream: self.position}, count=READ_BATCH, block=READ_BLOCK_MS
+                    ),
+                    READ_TIMEOUT,
                 )
                 entries = reply[0][1] if reply else []
                 if not entries:
@@ -181,6 +185,10 @@ class Gateway:
             except (*streams.TRANSIENT_ERRORS, RedisError, *db.TRANSIENT_ERRORS) as exc:
                 log.warning("delivery paused: %s", db.describe(exc))
                 await self._pause()
+
+    async def _redis(self, command, timeout: float = streams.SOCKET_TIMEOUT):
+        """One stream command `command(client)` through the stream adapter."""
+        return await self.storage.stream.run(command, timeout)
 
     async def _pause(self) -> None:
         try:
@@ -201,7 +209,7 @@ class Gateway:
         if not decoded:
             return []
         ids = list({e.message_id for _, e in decoded})
-        rows = await db.retrying(self.pool, lambda conn: conn.fetch(ROWS_SQL, ids))
+        rows = await self.storage.postgres.run(lambda conn: conn.fetch(ROWS_SQL, ids))
         by_id = {r["id"]: r for r in rows}
         out = []
         for seq, entry in decoded:
@@ -291,7 +299,8 @@ class Gateway:
             return _json(ws, HTTPStatus.OK, {"status": "ok"})
         if path == "/readyz":
             pg, rd = await asyncio.gather(
-                health.check_postgres(self.pool), health.check_redis(self.redis)
+                health.check_postgres(self.storage.postgres),
+                health.check_redis(self.storage.stream),
             )
             ok = pg == rd == "ok"
             return _json(
@@ -333,7 +342,7 @@ class Gateway:
     async def authenticate(self, token: str) -> uuid.UUID | None:
         """Redis first; a remembered token only while Redis cannot answer (as msgstack.authn)."""
         try:
-            user = await authn.resolve(self.redis, token)
+            user = await authn.resolve(self.storage.cache, token)
         except streams.TRANSIENT_ERRORS:
             user = self.tokens.recall(token)
             if user is None:
@@ -393,14 +402,14 @@ class Gateway:
             # only the entries of the user's conversations are fetched and sent: a resume after a
             # restart costs each socket its own messages, not the whole stream's
             rows = await self._until_done(
-                lambda: db.retrying(self.pool, lambda c: c.fetch(MINE_SQL, conn.user))
+                lambda: self.storage.postgres.run(lambda c: c.fetch(MINE_SQL, conn.user))
             )
             mine = {str(r["conversation_id"]).encode() for r in rows}
             skip_one = mutants.on("gateway_resume_skips_one")  # MUTANT: off by one on resume
             while _seq_key(cursor) < _seq_key(until):
                 entries = await self._until_done(
-                    lambda c=cursor: self.redis.xrange(
-                        self.stream, f"({c}", until, count=CATCH_UP_CHUNK
+                    lambda c=cursor: self._redis(
+                        lambda r: r.xrange(self.stream, f"({c}", until, count=CATCH_UP_CHUNK)
                     )
                 )
                 if not entries:
@@ -554,9 +563,10 @@ def _unauthorized(ws: ServerConnection, detail: str) -> Response:
 async def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then close every socket with 1001 and stop."""
     logging.getLogger("websockets").setLevel(logging.WARNING)  # no line per health check
-    pool = await db.create_pool(settings.pg_dsn, settings.pool_max)
+    tuning = storage.load()
+    pool = await db.create_pool(settings.pg_dsn, settings.pool_max, tuning.statement_timeout_s)
     client = streams.client(settings.redis_url, settings.redis_pool_max)
-    gateway = Gateway(settings, pool, client)
+    gateway = Gateway(settings, storage.Storage.create(pool, client, tuning))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,7 +1,8 @@
 """/healthz, /readyz and /metrics, served the same way by every service.
 
 Readiness checks each dependency with a short timeout so a partitioned dependency makes /readyz
-answer 503 quickly instead of hanging the probe, plus the checks a worker adds to its
+answer 503 quickly instead of hanging the probe (through the storage adapters' `ping`: the same
+pool and client as the work, no breaker sample), plus the checks a worker adds to its
 `Resources.checks` (the consumer's "progress": ready means it keeps up, not only that Redis
 answers PING).
 """
@@ -11,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import TYPE_CHECKING
 
-import asyncpg
 import psutil
-import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -25,6 +25,9 @@ from starlette.routing import Route
 from msgstack import mutants
 from msgstack.db import describe
 
+if TYPE_CHECKING:
+    from msgstack.storage import PostgresAdapter, StreamAdapter
+
 __all__ = ["check_postgres", "check_redis", "routes"]
 
 CHECK_TIMEOUT = 1.0
@@ -34,7 +37,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _postgres_ok_at = 0.0  # only ever read by the health_memo_postgres_ok mutant
 
 
-async def check_postgres(pool: asyncpg.Pool) -> str:
+async def check_postgres(postgres: PostgresAdapter) -> str:
     """ "ok", or why PostgreSQL cannot answer a trivial query right now."""
     global _postgres_ok_at
     # MUTANT: a success is trusted for 3 s without asking (failures are always re-checked)
@@ -42,8 +45,7 @@ async def check_postgres(pool: asyncpg.Pool) -> str:
         return "ok"
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
-            async with pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
+            await postgres.ping()
         _postgres_ok_at = time.monotonic()
         return "ok"
     except TimeoutError:
@@ -55,14 +57,14 @@ async def check_postgres(pool: asyncpg.Pool) -> str:
 _stuck_redis: str | None = None  # only ever set by the health_sticky_redis mutant
 
 
-async def check_redis(client: aioredis.Redis) -> str:
+async def check_redis(stream: StreamAdapter) -> str:
     """ "ok", or why Redis cannot answer PING right now."""
     global _stuck_redis
     if _stuck_redis is not None:
         return _stuck_redis
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
-            await client.ping()
+            await stream.ping()
         return "ok"
     except TimeoutError:
         answer = f"timeout after {CHECK_TIMEOUT:.0f}s"
@@ -81,7 +83,9 @@ async def readyz(request: Request) -> JSONResponse:
     res = request.app.state.resources
     extra = dict(res.checks)
     pg, rd, *answers = await asyncio.gather(
-        check_postgres(res.pool), check_redis(res.redis), *(check() for check in extra.values())
+        check_postgres(res.storage.postgres),
+        check_redis(res.storage.stream),
+        *(check() for check in extra.values()),
     )
     checks = {"postgres": pg, "redis": rd, **dict(zip(extra, answers))}
     ok = all(v == "ok" for v in checks.values())

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 
-__all__ = ["Outage", "pause"]
+__all__ = ["Outage", "pause", "retry_after"]
 
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 2.0
@@ -29,14 +29,18 @@ class Outage:
     def down(self) -> bool:
         return self.down_since is not None
 
-    def failed(self, why: str) -> float:
-        """Record a failure; return how long to wait before the next attempt."""
+    def failed(self, why: str, due_in: float | None = None) -> float:
+        """Record a failure; return how long to wait before the next attempt (also `delay`): the
+        back-off, or less when an open breaker's trial is due sooner (`due_in`, see
+        `retry_after`: refusals are cheap, a trial that comes late only delays the recovery)."""
         if self.down_since is None:
             self.down_since = time.monotonic()
             self.delay = BACKOFF_MIN
             self.log.warning("%s unavailable (%s); reconnecting with back-off", self.name, why)
         else:
             self.delay = min(self.delay * 2, BACKOFF_MAX)
+        if due_in is not None:
+            self.delay = min(self.delay, due_in)
         return self.delay
 
     def recovered(self) -> None:
@@ -50,6 +54,13 @@ class Outage:
             )
             self.down_since = None
             self.delay = BACKOFF_MIN
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """When a storage adapter's open breaker refused `exc`: seconds until its half-open trial
+    (a hair more, so the next attempt is the trial), else None."""
+    left = getattr(exc, "retry_after", None)  # msgstack.storage.BreakerOpen
+    return None if left is None else left + 0.05
 
 
 async def pause(stop: asyncio.Event, seconds: float) -> None:

@@ -27,12 +27,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from msgstack import db, metrics, mutants, streams
+
+if TYPE_CHECKING:
+    from msgstack.storage import CacheAdapter
 
 __all__ = ["Lookup", "ParticipantCache", "announce", "listen"]
 
@@ -42,7 +45,7 @@ PING_INTERVAL = 1.0  # how often the subscription proves it is alive
 PING_DEADLINE = 3.0  # no message or pong for this long: treat the subscription as down
 RETRY_DELAY = 0.5
 MAX_GENERATIONS = 100_000
-# runs a unit of work on a pooled connection (the storage adapter's `run`, or `db.retrying`)
+# runs a unit of work on a pooled connection (the storage adapter's `run`)
 Runner = Callable[[Callable[[asyncpg.Connection], Awaitable[Any]]], Awaitable[Any]]
 MEMBERS_SQL = "SELECT user_id FROM participants WHERE conversation_id = $1"
 
@@ -138,7 +141,7 @@ def _message(conversation_id: uuid.UUID) -> str:
 
 
 async def announce(
-    client: aioredis.Redis, channel: str, cache: ParticipantCache, conversation_id: uuid.UUID
+    keys: CacheAdapter, channel: str, cache: ParticipantCache, conversation_id: uuid.UUID
 ) -> bool:
     """Drop the local entry and tell every API process to drop theirs (after the commit).
 
@@ -149,7 +152,8 @@ async def announce(
     if not cache.invalidation:
         return True  # the mutant: only the writing process forgets its entry
     try:
-        await client.publish(channel, _message(conversation_id))
+        message = _message(conversation_id)
+        await keys.run(lambda r: r.publish(channel, message), streams.SOCKET_TIMEOUT)
     except streams.TRANSIENT_ERRORS as exc:
         log.warning("participant change of %s not announced: %s", conversation_id, exc)
         return False
@@ -170,7 +174,7 @@ def _apply(cache: ParticipantCache, data: bytes | str) -> None:
 
 
 async def listen(
-    client: aioredis.Redis, channel: str, cache: ParticipantCache, stop: asyncio.Event
+    keys: CacheAdapter, channel: str, cache: ParticipantCache, stop: asyncio.Event
 ) -> None:
     """Apply invalidations until `stop`; while unsubscribed, keep the cache empty and bypassed."""
     if not cache.invalidation:
@@ -178,7 +182,7 @@ async def listen(
         await stop.wait()
         return
     while not stop.is_set():
-        pubsub = client.pubsub()
+        pubsub = keys.subscription()
         try:
             await pubsub.subscribe(channel)
             last_seen = time.monotonic()

@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import asyncpg
-import redis.asyncio as aioredis
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -38,9 +36,8 @@ class Resources:
     """What a service's handlers and worker share."""
 
     settings: Settings
-    pool: asyncpg.Pool
-    redis: aioredis.Redis
-    storage: storage.Storage | None = None  # the adapters over pool + redis (msgstack.storage)
+    # the one road to PostgreSQL and Redis: the adapters over the process' pool and client
+    storage: storage.Storage
     # extra /readyz checks a worker adds (name -> coroutine answering "ok" or why not)
     checks: dict[str, Callable[[], Awaitable[str]]] = field(default_factory=dict)
 
@@ -79,7 +76,7 @@ def build_app(
         metrics.REDIS_POOL_UTILIZATION.set_function(
             lambda: streams.pool_in_use(client) / settings.redis_pool_max
         )
-        res = Resources(settings, pool, client, storage.Storage.create(pool, client, tuning))
+        res = Resources(settings, storage.Storage.create(pool, client, tuning))
         app.state.resources = res
         stop = asyncio.Event()
         task = None

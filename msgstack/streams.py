@@ -1,5 +1,8 @@
 """Redis side shared by the services: client factory, transient errors and the stream entry format.
 
+Only the client is made here; every command goes through the storage adapters (msgstack.storage:
+the stream adapter for streams, the cache adapter for keys and pub/sub).
+
 The entry fields are the contract in docs/architecture.md; the dispatcher encodes them here and the
 consumer decodes them here, so the two cannot drift apart.
 """
@@ -16,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
+    "SOCKET_TIMEOUT",
     "TRANSIENT_ERRORS",
     "BadEntry",
     "Entry",
@@ -36,6 +40,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 POOL_WAIT = 2.0  # a request waits this long for a free pooled connection, then fails (503)
+# the longest one reply may take; the bound the pipeline workers' commands keep through the
+# storage adapters (msgstack.storage), a blocking read adding its BLOCK
+SOCKET_TIMEOUT = 5.0
 
 
 def client(url: str, max_connections: int = 50) -> aioredis.Redis:
@@ -52,7 +59,7 @@ def client(url: str, max_connections: int = 50) -> aioredis.Redis:
         max_connections=max_connections,
         timeout=POOL_WAIT,
         socket_connect_timeout=1.0,
-        socket_timeout=5.0,
+        socket_timeout=SOCKET_TIMEOUT,
         retry=Retry(NoBackoff(), 1),
         health_check_interval=0,
     )

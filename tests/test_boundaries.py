@@ -84,43 +84,58 @@ def test_the_fault_ledger_imports_no_action_module():
 
 # The raw-pool road: PostgreSQL work that bypasses the storage adapter (msgstack/storage/, its
 # bounded wait, retries, breaker and pool accounting). Only the storage layer and db.py (which
-# creates the pools) may take it, plus the places listed here, which still do (issue 20, item 1:
-# the pipeline services and the readiness checks are not moved yet). The list may only shrink.
+# creates the pools) may take it (issue 20, item 1: nothing else does any more; the list of
+# exceptions is empty and stays so).
 RAW_POOL_CALLS = {"acquire", "fetch", "fetchrow", "fetchval", "execute", "executemany"}
 RAW_DB_ROADS = {"as_user", "retrying"}
-RAW_POOL_ALLOWED = {
-    "msgstack/consumer.py": 1,
-    "msgstack/dispatcher.py": 5,
-    "msgstack/gateway.py": 2,
-    "msgstack/health.py": 1,  # /readyz asks the pool itself whether PostgreSQL answers
-}
+RAW_POOL_ALLOWED: dict[str, int] = {}
+STORAGE_LAYER = ("msgstack/storage/", "msgstack/db.py", "msgstack/streams.py")
+
+# The raw-Redis road, in the same style: a command sent on a client (`redis.get(...)`,
+# `self.redis.xack(...)`, `client.publish(...)`) outside the storage layer. streams.py creates the
+# clients; the services close theirs; a unit of work the adapters run gets the client under
+# another name (`lambda r: r.xack(...)`), the adapter's timeout and breaker around it.
+REDIS_OWNERS = {"redis", "client"}
+REDIS_LIFECYCLE = {"aclose", "close"}
 
 
-def _raw_pool_uses(path: Path) -> list[str]:
-    found = []
+def _owner_name(owner: ast.expr) -> str | None:
+    if isinstance(owner, ast.Attribute):
+        return owner.attr
+    if isinstance(owner, ast.Name):
+        return owner.id
+    return None
+
+
+def _raw_uses(path: Path) -> tuple[list[str], list[str]]:
+    """(raw PostgreSQL uses, raw Redis uses) in `path`."""
+    pool, redis = [], []
     for node in ast.walk(ast.parse(path.read_text())):
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
             continue
         owner, name = node.func.value, node.func.attr
-        on_pool = (isinstance(owner, ast.Attribute) and owner.attr == "pool") or (
-            isinstance(owner, ast.Name) and owner.id == "pool"
-        )
-        if (on_pool and name in RAW_POOL_CALLS) or (
+        label = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+        where = f"{label}:{node.lineno} {ast.unparse(node.func)}"
+        if (_owner_name(owner) == "pool" and name in RAW_POOL_CALLS) or (
             isinstance(owner, ast.Name) and owner.id == "db" and name in RAW_DB_ROADS
         ):
-            found.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node.func)}")
-    return found
+            pool.append(where)
+        if _owner_name(owner) in REDIS_OWNERS and name not in REDIS_LIFECYCLE:
+            redis.append(where)
+    return pool, redis
+
+
+def _outside_the_storage_layer() -> dict[str, tuple[list[str], list[str]]]:
+    uses = {}
+    for path in _modules("msgstack"):
+        relative = str(path.relative_to(ROOT))
+        if not relative.startswith(STORAGE_LAYER):
+            uses[relative] = _raw_uses(path)
+    return uses
 
 
 def test_msgstack_reaches_postgresql_through_the_storage_adapters():
-    uses: dict[str, list[str]] = {}
-    for path in _modules("msgstack"):
-        relative = str(path.relative_to(ROOT))
-        if relative.startswith("msgstack/storage/") or relative == "msgstack/db.py":
-            continue
-        found = _raw_pool_uses(path)
-        if found:
-            uses[relative] = found
+    uses = {name: pool for name, (pool, _) in _outside_the_storage_layer().items() if pool}
     unexpected = {
         name: found for name, found in uses.items() if len(found) > RAW_POOL_ALLOWED.get(name, 0)
     }
@@ -128,5 +143,37 @@ def test_msgstack_reaches_postgresql_through_the_storage_adapters():
         "PostgreSQL work outside the storage layer (use res.storage.postgres.run, with "
         f"db.as_user_unit for the acting user's transaction): {unexpected}"
     )
-    # the detector sees what it must: the known remaining raw roads are still found
     assert {name: len(found) for name, found in uses.items()} == RAW_POOL_ALLOWED, uses
+
+
+def test_msgstack_reaches_redis_through_the_storage_adapters():
+    uses = {name: redis for name, (_, redis) in _outside_the_storage_layer().items() if redis}
+    assert not uses, (
+        "Redis commands outside the storage layer (use res.storage.stream.run for streams, "
+        f"res.storage.cache.run for keys and pub/sub): {uses}"
+    )
+
+
+def test_the_raw_road_detectors_see_what_they_must(tmp_path):
+    """The detectors find each shape of the raw roads (and leave the adapters' units alone)."""
+    sample = tmp_path / "raw_road_sample.py"
+    source = """
+async def raw(self, res, pool, redis, client, db):
+    await pool.fetch("SELECT 1")
+    await res.pool.execute("SELECT 1")
+    async with self.pool.acquire() as conn:
+        await conn.fetchval("SELECT 1")
+    await db.retrying(pool, lambda c: c.fetch("SELECT 1"))
+    await redis.get("k")
+    await self.res.redis.xack("s", "g", "1-0")
+    await client.publish("channel", "m")
+    await client.aclose()
+    await res.storage.postgres.run(lambda c: c.fetch("SELECT 1"))
+    await res.storage.stream.run(lambda r: r.xack("s", "g", "1-0"))
+"""
+    sample.write_text(source)
+    pool, redis = _raw_uses(sample)
+    calls = [use.split(" ", 1)[1] for use in pool]
+    assert calls == ["pool.fetch", "res.pool.execute", "self.pool.acquire", "db.retrying"], pool
+    calls = [use.split(" ", 1)[1] for use in redis]
+    assert calls == ["redis.get", "self.res.redis.xack", "client.publish"], redis

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from chaosmessaging.stack import servers
-from msgstack import db, migrate
+from msgstack import db, health, migrate
 from msgstack.storage import BreakerOpen, PoolExhausted, Storage, metrics
 from msgstack.storage.settings import load as load_settings
 from test_msgstack_api import fresh_env, sql
@@ -141,6 +141,48 @@ def _msgstack(env: dict, *args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
     )
+
+
+def test_readiness_pings_are_no_breaker_samples_and_key_commands_share_the_cache_breaker(env):
+    """The one road's two additions: `ping` (for /readyz) uses the adapter's pool or client but
+    neither resets the count of consecutive failures nor is refused by an open breaker; key and
+    pub/sub commands (`cache.run`, `cache.subscription`) go through the cache adapter."""
+
+    async def go():
+        storage = await _storage(env)
+        guard = storage.stream.guard
+        dead = servers.free_port()
+
+        async def unreachable():
+            await asyncio.wait_for(asyncio.open_connection("127.0.0.1", dead), 1)
+
+        for _ in range(2):  # one short of the threshold (3)
+            with pytest.raises(OSError):
+                await guard.call(unreachable, retry=False)
+        await storage.stream.ping()  # Redis answers, but this is no sample of the work
+        await storage.postgres.ping()
+        assert _value(metrics.POOL_IN_USE) == 0, "the readiness connection went back"
+        with pytest.raises(OSError):
+            await guard.call(unreachable, retry=False)
+        assert guard.state == "open", "a ping reset the count of consecutive failures"
+        assert await health.check_redis(storage.stream) == "ok", "readiness asks Redis itself"
+        assert await health.check_postgres(storage.postgres) == "ok"
+
+        subscription = storage.cache.subscription()
+        await subscription.subscribe("storage-test-channel")
+        assert (await subscription.get_message(timeout=1))["type"] == "subscribe"
+        told = await storage.cache.run(lambda r: r.publish("storage-test-channel", "hello"))
+        assert told == 1
+        message = await subscription.get_message(timeout=1)
+        assert message["type"] == "message" and message["data"] == b"hello"
+        await subscription.aclose()
+        await storage.cache.run(lambda r: r.set("storage-test-key", "v", ex=5))
+        assert await storage.cache.run(lambda r: r.get("storage-test-key")) == b"v"
+        assert storage.cache.guard.state == "closed"
+        await storage.postgres.pool.close()
+        await storage.stream.client.aclose()
+
+    asyncio.run(go())
 
 
 def test_online_migration_is_not_applied_by_migrate_but_runs_by_name_again_and_again(env):

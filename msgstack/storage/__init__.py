@@ -1,5 +1,10 @@
 """The storage layer every service goes through: PostgreSQL, Redis stream and cache adapters.
 
+The one road to each database: every PostgreSQL unit of work (`postgres.run`), stream command
+(`stream.run`) and key or pub/sub command (`cache.run`, `cache.subscription`) of the services, and
+their readiness checks (`postgres.ping`, `stream.ping`). `msgstack.db` and `msgstack.streams` only
+create the pool and the client; tests/test_boundaries.py fails on a raw call anywhere else.
+
 Each adapter runs its work under a timeout, bounded retries with jittered backoff and a circuit
 breaker (`msgstack.storage.guard`), and reports the plan's metrics (`msgstack.storage.metrics`):
 ``storage_retries_total``, ``storage_circuit_breaker_transitions{adapter,state}``,

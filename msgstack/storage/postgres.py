@@ -5,7 +5,9 @@ that stays exhausted raises `PoolExhausted`, a TimeoutError) and gives it back o
 errors included. While work waits for a connection it counts in ``storage_pool_waiting``; the pool
 gauges (max, size, in use) are read from asyncpg's public counters at each scrape.
 Only connection-level failures are retried, and only for idempotent work: a timeout is not retried
-(another wait on a saturated pool only deepens the queue).
+(another wait on a saturated pool only deepens the queue). `ping` is the readiness question
+("does PostgreSQL answer a trivial query on a pooled connection?"): the same pool and accounting,
+but neither retried nor a breaker sample (see its docstring).
 """
 
 from __future__ import annotations
@@ -84,6 +86,22 @@ class PostgresAdapter:
                 self._gauge_pool()
 
         return await self.guard.call(attempt, retry=idempotent)
+
+    async def ping(self) -> None:
+        """``SELECT 1`` on a pooled connection, for /readyz (the caller bounds the wait).
+
+        Not a breaker sample and not retried: a readiness probe observes PostgreSQL. As a sample,
+        each answered probe would reset the breaker's count of consecutive failures while the
+        real work keeps failing (a locked table: ``SELECT 1`` answers, the writes time out), and
+        an open breaker would hide whether PostgreSQL answers again.
+        """
+        conn = await self._acquire()
+        self._gauge_pool()
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await self.pool.release(conn)
+            self._gauge_pool()
 
     async def _acquire(self) -> asyncpg.Connection:
         metrics.POOL_WAITING.inc()

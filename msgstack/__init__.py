@@ -2,7 +2,7 @@
 
 Separate OS processes started by
 ``python -m msgstack {api|auth|dispatcher|consumer|gateway|migrate|seed-users}`` and configured
-only by ``MSGSTACK_*`` environment variables (see docs/architecture.md). The API writes a message
+only by ``MSGSTACK_*`` environment variables (see docs/reference-stack.md). The API writes a message
 and an outbox row in one transaction; the dispatcher moves outbox rows to a Redis stream; the
 consumer records each stream entry in the ``deliveries`` ledger and acknowledges it only after. The
 auth service issues the bearer tokens every API request needs (msgstack/authn.py). The gateway

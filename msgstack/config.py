@@ -12,7 +12,8 @@ __all__ = ["ConfigError", "Settings", "load"]
 MIN_PAYLOAD = 1024
 # Commands that run once and exit: no HTTP port, no Redis.
 OFFLINE = ("migrate", "seed-users", "seed-messages")
-# argon2id defaults: OWASP's minimum recommendation (m=19 MiB, t=2, p=1), see docs/architecture.md.
+# argon2id defaults: OWASP's minimum recommendation (m=19 MiB, t=2, p=1), see
+# docs/reference-stack.md.
 ARGON2_DEFAULTS = {"time_cost": 2, "memory_kib": 19456, "parallelism": 1}
 
 

@@ -3,7 +3,7 @@
 ``python -m msgstack gateway`` serves, on MSGSTACK_PORT, ``GET /v1/ws`` (the WebSocket) beside the
 usual ``/healthz``, ``/readyz`` and ``/metrics``.
 
-Protocol (docs/architecture.md, "WebSocket gateway"):
+Protocol (docs/reference-stack.md, "WebSocket gateway"):
 
 - Connect with ``Authorization: Bearer <token>`` (the auth service's token). A missing, malformed,
   unknown or expired token is refused *before the upgrade* with HTTP 401 and JSON

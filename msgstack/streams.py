@@ -3,8 +3,8 @@
 Only the client is made here; every command goes through the storage adapters (msgstack.storage:
 the stream adapter for streams, the cache adapter for keys and pub/sub).
 
-The entry fields are the contract in docs/architecture.md; the dispatcher encodes them here and the
-consumer decodes them here, so the two cannot drift apart.
+The entry fields are the contract in docs/reference-stack.md; the dispatcher encodes them here
+and the consumer decodes them here, so the two cannot drift apart.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the worker processes of one API share: the tokens each of them resolved.
 
 `BearerAuth` remembers the tokens its process resolved so that, while Redis cannot answer, a
-client it has seen keeps working (docs/architecture.md, Authentication). With several worker
+client it has seen keeps working (docs/reference-stack.md, Authentication). With several worker
 processes on one port a client's next connection may reach a sibling that never saw its token;
 this store lets every worker recall what any of them resolved. It is a SQLite file in a private
 directory the API's supervisor creates (`MSGSTACK_WORKERS_DIR`, removed when it stops), holding a

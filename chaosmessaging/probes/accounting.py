@@ -2,7 +2,7 @@
 
 A run's messages are those whose `client_msg_id` starts with `<run_id>:` (k6 scripts tag them
 so). Each is matched to the deliveries ledger (`deliveries`, one row per message; see
-docs/architecture.md); what is still missing after a settle time is lost, reported by id.
+docs/reference-stack.md); what is still missing after a settle time is lost, reported by id.
 The k6 summary's accepted counter cross-checks the database: a 202 the API gave for a message
 the database does not hold is loss before the outbox.
 """

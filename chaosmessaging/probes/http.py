@@ -1,7 +1,7 @@
 """HTTP health probes: a service's `/readyz` answer, as data, as a boolean, or waited for.
 
 `/readyz` answers 200 or 503 with `{"status": "ok"|"degraded", "checks": {...}}` (see
-docs/architecture.md); another platform's readiness path and body are read as its platform file
+docs/reference-stack.md); another platform's readiness path and body are read as its platform file
 says (`services.<name>.readiness`). `service` picks the base URL from configuration (`api` ->
 `messaging_api_url`, `dispatcher`, `consumer`); `url` overrides it with any full URL.
 """

@@ -1,7 +1,7 @@
 """PostgreSQL probes: the outbox (backlog, outbox DLQ, dispatch delay) and users' own
 read-only SQL.
 
-Tables follow docs/architecture.md: an `outbox` row is undispatched while `dispatched_at` is
+Tables follow docs/reference-stack.md: an `outbox` row is undispatched while `dispatched_at` is
 null, and parked (in the outbox DLQ, waiting for replay after a Redis failure) while
 `parked_at` is also set. The DSN comes from `messaging_pg_dsn`; it is redacted in messages.
 Every query runs in a READ ONLY transaction.

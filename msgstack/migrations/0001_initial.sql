@@ -1,4 +1,4 @@
--- Messages, the transactional outbox and the deliveries ledger (docs/architecture.md).
+-- Messages, the transactional outbox and the deliveries ledger (docs/reference-stack.md).
 CREATE TABLE messages (
     id              uuid PRIMARY KEY,
     conversation_id uuid NOT NULL,

@@ -1,5 +1,5 @@
 -- Conversations, participants and the row-level security that authorizes every service query
--- (docs/architecture.md, "Authorization by row-level security").
+-- (docs/reference-stack.md, "Authorization by row-level security").
 --
 -- Three login roles, none the tables' owner (the migrator is) nor BYPASSRLS:
 --   msgstack_api       the API. Each transaction names its acting user with

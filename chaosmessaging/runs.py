@@ -81,7 +81,7 @@ def record(key: str, value: Any, run_id: str | None = None, home: str | None = N
 
 
 def method_started(home: str | None = None) -> bool:
-    """True once the method's first activity marked it (see `probes.recovery.mark`).
+    """True once the method's first activity marked it (see `probes.marks.mark`).
 
     Verdicts about a fault hold trivially in the hypothesis' first pass (before the method) and
     must have their evidence after it."""
@@ -150,5 +150,5 @@ class Snapshots:
         return value
 
 
-#: instants of the run (`probes.recovery.mark`): "method" (the method started), a fault's removal
+#: instants of the run (`probes.marks.mark`): "method" (the method started), a fault's removal
 MARKS = Snapshots("mark", "mark {label!r} was not set: add mark(label={label!r}) to the method")

@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
 
         app = create_app(settings)
     elif service == "auth":
-        from msgstack.auth import create_app as create_auth_app
+        from msgstack.auth_service import create_app as create_auth_app
 
         app = create_auth_app(settings)
     elif service == "dispatcher":

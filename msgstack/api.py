@@ -1,7 +1,7 @@
 """The HTTP API: accept messages (message + outbox row in one transaction) and read them back.
 
 Every request but /healthz, /readyz and /metrics needs ``Authorization: Bearer <token>`` from the
-auth service (401 otherwise, 503 while Redis cannot check it; msgstack/authn.py).
+auth service (401 otherwise, 503 while Redis cannot check it; msgstack/tokens.py).
 Errors are JSON ``{"error": <code>, "detail": <sentence>}``: 400 for a malformed request, 413 for
 a payload over MSGSTACK_MAX_PAYLOAD, 503 while PostgreSQL is unavailable (the pool reconnects by
 itself, so the API recovers without a restart). PostgreSQL work goes through the storage layer's
@@ -26,7 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from msgstack import authn, conversations, db, metrics, mutants, participants, storage_routes
+from msgstack import api_storage, conversations, db, metrics, mutants, participants, tokens
 from msgstack.config import MIN_PAYLOAD, Settings
 from msgstack.errors import RequestError, unavailable
 from msgstack.service import Resources, build_app
@@ -306,11 +306,11 @@ def create_app(settings: Settings):
         [
             Route("/v1/messages", post_message, methods=["POST"]),
             Route("/v1/messages/{message_id}", get_message, methods=["GET"]),
-            *storage_routes.routes(),
+            *api_storage.routes(),
             *conversations.routes(),
         ],
         worker=invalidations,
-        middleware=[Middleware(ServedBy), Middleware(authn.BearerAuth)],
+        middleware=[Middleware(ServedBy), Middleware(tokens.BearerAuth)],
     )
     app.state.participant_cache = cache
     return app

@@ -83,7 +83,7 @@ DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2 RETURNING u
 
 
 def acting_user(request: Request) -> uuid.UUID:
-    """The token's user, set by the authentication middleware (msgstack/authn.py)."""
+    """The token's user, set by the authentication middleware (msgstack/tokens.py)."""
     user = getattr(request.state, "user_id", None)
     if not isinstance(user, uuid.UUID):  # the middleware answers 401 first; never trust a default
         raise RequestError(401, "unauthorized", "a valid bearer token is required")

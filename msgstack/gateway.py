@@ -67,7 +67,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from msgstack import authn, db, health, metrics, mutants, storage, streams
+from msgstack import db, health, metrics, mutants, storage, streams, tokens
 from msgstack.config import Settings
 
 __all__ = ["Gateway", "run"]
@@ -145,7 +145,7 @@ class Gateway:
         # would take "0-0" as its resume bound and miss (after, stream end at start]
         self.positioned = asyncio.Event()
         self.resume_slots = asyncio.Semaphore(RESUME_CONCURRENCY)
-        self.tokens = authn.TokenMemory()
+        self.tokens = tokens.TokenMemory()
         # handshake -> handler: the user and resume point process_request found for a socket
         self.accepted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         # sockets the gateway decided to close, and with which code
@@ -340,9 +340,9 @@ class Gateway:
         return None
 
     async def authenticate(self, token: str) -> uuid.UUID | None:
-        """Redis first; a remembered token only while Redis cannot answer (as msgstack.authn)."""
+        """Redis first; a remembered token only while Redis cannot answer (as msgstack.tokens)."""
         try:
-            user = await authn.resolve(self.storage.cache, token)
+            user = await tokens.resolve(self.storage.cache, token)
         except streams.TRANSIENT_ERRORS:
             user = self.tokens.recall(token)
             if user is None:

@@ -171,7 +171,7 @@ def seed_identity(env: dict[str, str]) -> None:
 
 def bearer(redis_url: str, user: uuid.UUID | None = None, ttl: int = 600) -> dict[str, str]:
     """Authorization header of a token minted straight into Redis by the auth contract
-    (``auth:token:<token>`` -> user id, msgstack/authn.py), without the auth service."""
+    (``auth:token:<token>`` -> user id, msgstack/tokens.py), without the auth service."""
     token = secrets.token_urlsafe(32)
     client = redis.Redis.from_url(redis_url)
     try:

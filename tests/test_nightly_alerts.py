@@ -12,7 +12,7 @@ import pytest
 
 from chaosmessaging.clients import alerts as client_alerts
 from chaosmessaging.nightly import alerts
-from chaosmessaging.nightly.trends import detect
+from chaosmessaging.nightly.regressions import detect
 
 
 @pytest.fixture

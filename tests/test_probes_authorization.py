@@ -9,7 +9,7 @@ import pytest
 from support.prom_endpoints import serve_metrics
 
 from chaosmessaging import runs
-from chaosmessaging.probes import authorization, metrics, recovery
+from chaosmessaging.probes import authorization, marks, metrics
 
 DENIED, CONFLICTS = authorization.DENIED, authorization.CONFLICTS
 
@@ -26,7 +26,7 @@ def api(home):
     """An API /metrics whose counters grow by 5 per scrape (the snapshot is the first scrape)."""
     url, stop = serve_metrics({DENIED: lambda n: 5.0 * n, CONFLICTS: lambda n: 5.0 * n})
     config = {"chaosmessaging_home": str(home), "messaging_api_url": url}
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     metrics.snapshot_metrics("t2", configuration=config)
     yield config
     stop()
@@ -109,7 +109,7 @@ def test_counts_the_api_did_not_make_fail(home):
     url, stop = serve_metrics({DENIED: lambda n: 3.0, CONFLICTS: lambda n: 3.0})  # flat
     try:
         config = {"chaosmessaging_home": str(home), "messaging_api_url": url}
-        recovery.mark("method", configuration=config)
+        marks.mark("method", configuration=config)
         metrics.snapshot_metrics("t2", configuration=config)
         load(home, HONEST)
         denied = authorization.unauthorized_access_denied("t2", "t2", configuration=config)

@@ -8,7 +8,7 @@ import pytest
 from support.prom_endpoints import serve_metrics
 
 from chaosmessaging import runs
-from chaosmessaging.probes import cache, metrics, recovery
+from chaosmessaging.probes import cache, marks, metrics
 
 HITS, MISSES = cache.HITS, cache.MISSES
 
@@ -45,7 +45,7 @@ def endpoint(home):
 def test_hit_ratio_holds_before_the_method_then_is_judged_from_the_snapshot(endpoint):
     config = endpoint(lambda n: 9)
     assert cache.cache_hit_ratio_at_least("t2", 0.8, configuration=config)["ok"] is True
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     missing = cache.cache_hit_ratio_at_least("t2", 0.8, configuration=config)
     assert missing["ok"] is False and "snapshot_metrics(label='t2')" in missing["reason"]
     metrics.snapshot_metrics("t2", configuration=config)
@@ -56,7 +56,7 @@ def test_hit_ratio_holds_before_the_method_then_is_judged_from_the_snapshot(endp
 
 def test_a_low_ratio_or_no_lookup_at_all_fails(endpoint, home):
     config = endpoint(lambda n: 2)
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     metrics.snapshot_metrics("t2", configuration=config)
     low = cache.cache_hit_ratio_at_least("t2", 0.8, configuration=config)
     assert low["ok"] is False and low["ratio"] == pytest.approx(0.2)
@@ -76,7 +76,7 @@ def test_recovery_is_measured_and_judged_against_the_limit(endpoint):
         "t3", after_s=0, within_s=5, min_ratio=0.9, window_s=0.1, configuration=config
     )
     assert watched["recovered_after_s"] is not None and len(watched["windows"]) == 3
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     assert cache.hit_ratio_recovered("t3", within_s=5, configuration=config)["ok"] is True
     assert cache.hit_ratio_recovered("t3", within_s=0.01, configuration=config)["ok"] is False
 
@@ -87,6 +87,6 @@ def test_a_hit_ratio_that_never_recovers_fails(endpoint):
         "t3", after_s=0, within_s=0.5, min_ratio=0.9, window_s=0.1, configuration=config
     )
     assert watched["recovered_after_s"] is None and watched["windows"]
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     verdict = cache.hit_ratio_recovered("t3", within_s=60, configuration=config)
     assert verdict["ok"] is False and "never got back" in verdict["reason"]

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
 from chaosmessaging import runs
-from chaosmessaging.probes import login, metrics, recovery
+from chaosmessaging.probes import login, marks, metrics
 from chaosmessaging.stack.servers import free_port
 
 BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -55,7 +55,7 @@ def test_the_reference_is_a_real_argon2id_hash_and_rounds_add_up(auth):
 
 def test_a_login_six_kdfs_long_fails_one_kdf_long_passes(auth, tmp_path):
     config, histogram = auth
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     metrics.snapshot_metrics("t6", service="auth", prefix="auth_", configuration=config)
     runs.record("kdf:t6", [0.02, 0.02, 0.02], home=config["chaosmessaging_home"])  # 20 ms
     for _ in range(50):
@@ -74,6 +74,6 @@ def test_a_login_six_kdfs_long_fails_one_kdf_long_passes(auth, tmp_path):
 
 def test_without_a_reference_the_verdict_says_what_to_add(auth):
     config, _ = auth
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     judged = login.login_latency_within_reference(3, reference="t6", configuration=config)
     assert judged["ok"] is False and "kdf_reference(label='t6')" in judged["reason"]

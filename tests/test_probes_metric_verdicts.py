@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from chaosmessaging import runs
-from chaosmessaging.probes import metrics, recovery
+from chaosmessaging.probes import marks, metrics
 from chaosmessaging.stack.servers import free_port
 
 
@@ -53,14 +53,14 @@ def _ratio(config):
 def test_verdicts_hold_before_the_method_and_fail_without_a_snapshot_after(endpoint):
     config = endpoint[0]
     assert _p95(config)["ok"] is True and _ratio(config)["ok"] is True
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     for result in (_p95(config), _ratio(config)):
         assert result["ok"] is False and "snapshot_metrics(label='t6')" in result["reason"]
 
 
 def test_p95_is_judged_on_observations_since_the_snapshot_and_fails_when_slow(endpoint):
     config, latency, _, _ = endpoint
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     for _ in range(1000):
         latency.observe(1.0)  # before the snapshot: not this run's
     metrics.snapshot_metrics("t6", service="auth", configuration=config)
@@ -81,7 +81,7 @@ def test_p95_is_judged_on_observations_since_the_snapshot_and_fails_when_slow(en
 
 def test_success_ratio_counts_only_the_run_and_fails_below_the_minimum(endpoint):
     config, _, attempts, success = endpoint
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     attempts.inc(500)  # failures before the snapshot do not count
     metrics.snapshot_metrics("t6", service="auth", configuration=config)
     nothing = _ratio(config)

@@ -10,7 +10,7 @@ import pytest
 from test_msgstack_api import fresh_env, sql
 
 from chaosmessaging import runs
-from chaosmessaging.probes import recovery
+from chaosmessaging.probes import marks
 from chaosmessaging.probes.accounting import payloads_intact
 
 INSERT = (
@@ -24,7 +24,7 @@ def config(postgres_server, redis_server, tmp_path, monkeypatch):
     monkeypatch.setenv(runs.ENV, f"test-{time.monotonic_ns()}")
     env = fresh_env(postgres_server, redis_server.url)
     config = {"chaosmessaging_home": str(tmp_path), "messaging_pg_dsn": env["MSGSTACK_PG_DSN"]}
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     return config
 
 

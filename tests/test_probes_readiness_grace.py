@@ -9,7 +9,7 @@ import time
 import pytest
 
 from chaosmessaging import runs
-from chaosmessaging.probes import availability, recovery
+from chaosmessaging.probes import availability, marks
 from chaosmessaging.util import atomic_write_json
 
 
@@ -45,7 +45,7 @@ def _judge(config: dict, killed: float, **kw) -> dict:
 
 
 def test_a_readiness_stale_for_a_second_fails_though_a_3_s_grace_let_it_pass(config):
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     killed = time.time() - 10
     _watch(config, 0.2, killed, stale_s=1.0)
     judged = _judge(config, killed)
@@ -57,7 +57,7 @@ def test_a_readiness_stale_for_a_second_fails_though_a_3_s_grace_let_it_pass(con
 
 
 def test_the_answer_of_the_interval_the_fault_struck_in_is_forgiven(config):
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     killed = time.time() - 10
     _watch(config, 0.2, killed, stale_s=0.15)
     judged = _judge(config, killed)
@@ -66,7 +66,7 @@ def test_the_answer_of_the_interval_the_fault_struck_in_is_forgiven(config):
 
 def test_an_answer_that_came_after_the_dependency_was_back_is_not_judged(config):
     """Asked during the outage, answered after the restoration (a busy service): it may say 200."""
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     killed = time.time() - 10
     _watch(config, 0.2, killed, stale_s=0.0)
     path = availability._path("t11", config["chaosmessaging_home"])

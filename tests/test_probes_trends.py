@@ -9,7 +9,7 @@ from support.prom_endpoints import serve_metrics
 
 from chaosmessaging import runs
 from chaosmessaging.actions.sampling import sample_metrics
-from chaosmessaging.probes import dead_letters, recovery, trends
+from chaosmessaging.probes import dead_letters, marks, trends
 
 MEM = "process_resident_memory_bytes"
 LAG = "messaging_consumer_lag_seconds"
@@ -43,7 +43,7 @@ def _sample(home: str, label: str, **series_per_service) -> dict:
     finally:
         for stop in stops:
             stop()
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     return config
 
 
@@ -51,7 +51,7 @@ def test_verdicts_hold_trivially_before_the_method_and_fail_without_samples_afte
     config = {"chaosmessaging_home": home}
     assert trends.sampled_max_within("soak", LAG, 5, configuration=config)["ok"] is True
     assert trends.memory_growth_within("soak", 10, configuration=config)["ok"] is True
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     lag = trends.sampled_max_within("soak", LAG, 5, configuration=config)
     memory = trends.memory_growth_within("soak", 10, configuration=config)
     assert lag["ok"] is False and "sample_metrics(label='soak')" in lag["reason"]
@@ -124,7 +124,7 @@ def test_dead_letter_stream_growth_is_judged_from_the_method_snapshot(home, redi
     client = redis.Redis.from_url(redis_server.url)
     client.xadd(config["messaging_dead_stream"], {"reason": "old poison"})
     assert dead_letters.dead_letters_not_grown("soak", configuration=config)["ok"] is True
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     assert dead_letters.dead_letters_not_grown("soak", configuration=config)["ok"] is False
     assert dead_letters.snapshot_dead_letters("soak", configuration=config) == 1
     held = dead_letters.dead_letters_not_grown("soak", configuration=config)
@@ -166,7 +166,7 @@ def _sample_with_messages(home: str, label: str, **series_per_service) -> dict:
     finally:
         for stop in stops:
             stop()
-    recovery.mark("method", configuration=config)
+    marks.mark("method", configuration=config)
     return config
 
 

@@ -11,7 +11,7 @@ from chaoslib.exceptions import ActivityFailed
 from logzero import logger
 
 from chaosmessaging import runs
-from chaosmessaging.probes import login, process, recovery, trends
+from chaosmessaging.probes import login, marks, process, recovery, trends
 from chaosmessaging.verdicts import argument, judges_method, logged, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def test_before_the_method_the_verdict_holds_with_its_figures_and_the_probe_does
 
 
 def test_once_the_method_started_the_probe_itself_judges(home):
-    recovery.mark("method", configuration=home)
+    marks.mark("method", configuration=home)
     assert _count_at_most(2, configuration=home) == {
         "ok": True,
         "reason": "judged with at most 2",
@@ -126,7 +126,7 @@ def test_a_snapshot_is_the_run_fact_kind_label_and_a_missing_one_names_its_label
 
 
 def test_a_verdict_without_its_snapshot_says_which_label_and_which_recorder(home):
-    recovery.mark("method", configuration=home)
+    marks.mark("method", configuration=home)
     missing = process.no_crash("at_start", configuration=home)
     assert missing["ok"] is False
     assert missing["reason"] == (

@@ -9,7 +9,7 @@ import redis
 from test_probes_postgres import _create_schema, _execute, _message, _run
 
 from chaosmessaging import runs
-from chaosmessaging.probes import accounting, recovery
+from chaosmessaging.probes import accounting, marks, recovery
 from chaosmessaging.stack import servers
 
 
@@ -34,7 +34,7 @@ def config(dsn, redis_server, tmp_path, monkeypatch):
         "messaging_stream": f"s-{tag}",
         "messaging_group": f"g-{tag}",
     }
-    recovery.mark("method", configuration=configuration)
+    marks.mark("method", configuration=configuration)
     return configuration
 
 

@@ -4,7 +4,7 @@
   (plan test, continue-on-error, critical);
 - `runner` + `collect` + `journal`: run them one after another with live progress into one
   results folder per night (journal, k6 summaries, samples, fault windows, service logs);
-- `history` + `trends`: each night's figures kept across nights, regressions found by
+- `history` + `regressions`: each night's figures kept across nights, regressions found by
   change-point detection (plan test 15);
 - `dashboard`: the self-contained HTML pages (plotly); `alerts`: Slack/Discord webhooks;
 - `command` (the CLI's `nightly`, `dashboard`, `baseline`) and `merge` (the CI's report job).

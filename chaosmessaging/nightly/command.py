@@ -247,7 +247,7 @@ def render(args: argparse.Namespace) -> int:
 def baseline(args: argparse.Namespace) -> int:
     from chaosmessaging.nightly import alerts, history
 
-    from chaosmessaging.nightly.trends import CONSECUTIVE
+    from chaosmessaging.nightly.regressions import CONSECUTIVE
 
     path = Path(args.history)
     if not path.is_file():

@@ -5,7 +5,7 @@ and throughput per load, error rate, recovery times (run facts ``recovery:*``), 
 memory per service and peak Redis / PostgreSQL connections (the suite's own samples), duration
 and pass/fail. `append` adds them to
 `history.json` (one entry per night and profile; a re-run replaces that night's entry) and
-`judge` runs `trends.detect` on every metric of the profile's history.
+`judge` runs `regressions.detect` on every metric of the profile's history.
 
 Where the history lives between CI runs: a branch (`nightly-history`), not an artifact.
 Artifacts expire (90 days at most) and reading a previous run's artifact needs a token and a
@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from chaosmessaging.nightly.trends import Finding, detect
+from chaosmessaging.nightly.regressions import Finding, detect
 from chaosmessaging.util import atomic_write_json
 
 __all__ = [

@@ -9,7 +9,8 @@
 - `k6`: the summaries a load wrote (thresholds, figures)
 - `accounting`: the zero-loss proof of a run (every acknowledged message delivered once),
   payload integrity (SHA-256) and delivery latency
-- `recovery`: marks, entries pending at a fault, recovery time after it
+- `marks`: the run's own instants (`mark`: "method" first in every method, a fault's removal)
+- `recovery`: entries pending at a fault, recovery time after a mark
 - `dead_letters`: growth of the dead-letter stream during a run
 - `trends`: verdicts over sampled series (maximum throughout, memory growth first vs last window)
 - `toxiproxy`: which network faults are in force

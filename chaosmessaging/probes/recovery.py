@@ -1,7 +1,7 @@
 """Recovery verdicts that span a run: what was pending at a fault, how long recovery took.
 
 A fault's effect is judged after the method, in the steady-state hypothesis, from facts the method
-recorded (`chaosmessaging.runs`): `mark` notes an instant ("method", "consumer_restart"),
+recorded (`chaosmessaging.runs`; the instants by `probes.marks.mark`: "method", "consumer_restart"),
 `pending_snapshot` (the fault actions take it themselves) the consumer group's pending entries
 at the fault, `wait_for_recovery` the time from a mark until the consumer has caught up.
 Before the method ran (the first pass of the hypothesis), these verdicts hold trivially; after
@@ -28,7 +28,6 @@ from chaosmessaging.util import home_of
 from chaosmessaging.verdicts import Verdict, judges_method, logged, verdict
 
 __all__ = [
-    "mark",
     "pending_snapshot",  # the fault actions' own recorder, also an activity under its one name
     "wait_for_recovery",
     "pending_reclaimed",
@@ -44,16 +43,6 @@ _RECOVERIES = runs.Snapshots(
 
 def _home(configuration: Configuration) -> str | None:
     return home_of(configuration)
-
-
-def mark(
-    label: str = "method", configuration: Configuration = None, secrets: Secrets = None
-) -> float:
-    """Record the current time under `label` in the run's facts and return it (epoch seconds).
-
-    Put `mark(label="method")` first in a method so the hypothesis knows the method ran, and a
-    mark just before removing a fault so recovery is timed from that instant."""
-    return runs.MARKS.record(label, time.time(), configuration)
 
 
 def _still_pending(

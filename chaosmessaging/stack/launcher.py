@@ -216,7 +216,7 @@ def _plan(
         "MSGSTACK_REDIS_URL": records["redis"].address,
         "MSGSTACK_HOST": HOST,
         "PYTHONUNBUFFERED": "1",
-        # an API process trusts a token it checked for up to 1 s (msgstack/authn.py): a logout
+        # an API process trusts a token it checked for up to 1 s (msgstack/tokens.py): a logout
         # or expiry takes effect within 1 s instead of at once, one Redis check per token per
         # second instead of one per request
         "MSGSTACK_AUTH_TOKEN_CACHE_MS": "1000",

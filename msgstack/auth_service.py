@@ -1,7 +1,7 @@
 """The auth service (``python -m msgstack auth``): ``POST /v1/auth/login`` issues bearer tokens.
 
 Login: look the user up in PostgreSQL, verify the password with argon2id in a thread pool (never
-on the event loop), store a fresh opaque token in Redis with a TTL (contract in msgstack/authn.py)
+on the event loop), store a fresh opaque token in Redis with a TTL (contract in msgstack/tokens.py)
 and answer ``200 {"token", "token_type": "Bearer", "expires_in", "user_id"}``.
 
 Errors are JSON ``{"error", "detail"}``: 400 for a malformed request, 401 ``invalid_credentials``
@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from msgstack import authn, db, metrics, mutants, passwords, streams
+from msgstack import db, metrics, mutants, passwords, streams, tokens
 from msgstack.config import Settings
 from msgstack.service import Resources, build_app
 
@@ -198,9 +198,9 @@ class _Login:
             await self.verify(self.strong_dummy, password)
         if row is None or not matched:
             raise INVALID
-        token = authn.new_token()
+        token = tokens.new_token()
         try:
-            await authn.store_token(res.storage.cache, token, row["id"], self.settings.token_ttl)
+            await tokens.store_token(res.storage.cache, token, row["id"], self.settings.token_ttl)
             if mutants.on("auth_leaks_redis_connection"):  # MUTANT: checked out, never released
                 pool = res.storage.cache.client.connection_pool
                 _MUTANT_KEPT.append(await pool.get_connection("PING"))

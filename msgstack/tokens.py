@@ -70,7 +70,7 @@ __all__ = [
     "user_id",
 ]
 
-log = logging.getLogger("msgstack.authn")
+log = logging.getLogger("msgstack.tokens")
 
 TOKEN_PREFIX = "auth:token:"
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

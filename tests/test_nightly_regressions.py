@@ -2,7 +2,7 @@
 
 import random
 
-from chaosmessaging.nightly.trends import detect
+from chaosmessaging.nightly.regressions import detect
 
 NIGHTS = [f"2026-10-{day:02d}" for day in range(1, 31)]
 

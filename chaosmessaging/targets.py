@@ -144,7 +144,6 @@ def address(
     return check(found, what or key, configuration, secrets)
 
 
-
 _LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
 _HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 

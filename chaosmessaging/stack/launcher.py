@@ -141,21 +141,33 @@ def _plan(
 ) -> dict[str, ServiceRecord]:
     """Decide ports, commands and environments for every process (`env`: extra variables of the
     reference services, kept in their records so a restart gets them too)."""
-    logs, data = home / "logs", home / "data"
     port = {name: servers.free_port(HOST) for name in _ORDER}
     if proxy_port is None:
         proxy_port = DEFAULT_PROXY_PORT if _port_free(DEFAULT_PROXY_PORT) else port["proxy"]
     port["proxy"] = proxy_port
-    redis_port, pg_port = port["redis"], port["postgres"]
+    # what the services dial: the servers themselves, or the proxies in front of them
+    dialled = {"redis": port["redis"], "postgres": port["postgres"]}
     if with_proxy:
-        redis_port, pg_port = servers.free_port(HOST), servers.free_port(HOST)
-    records = {
+        dialled = {"redis": servers.free_port(HOST), "postgres": servers.free_port(HOST)}
+    records = _plan_servers(home, port, dialled)
+    if with_proxy:
+        records["proxy"] = _plan_proxy(home, port, dialled)
+    records.update(_plan_services(home, port, records, dialled["postgres"], env))
+    if prometheus:
+        records["prometheus"] = _plan_prometheus(home, port)
+    return records
+
+
+def _plan_servers(home: Path, port: dict, dialled: dict) -> dict[str, ServiceRecord]:
+    """Redis and PostgreSQL: each listens on its own port; `address` is what services dial."""
+    logs, data = home / "logs", home / "data"
+    return {
         "redis": ServiceRecord(
             name="redis",
             pid=None,
             host=HOST,
             port=port["redis"],
-            address=_redis_url(redis_port),
+            address=_redis_url(dialled["redis"]),
             direct_address=_redis_url(port["redis"]),
             cmd=servers.redis_command(port["redis"], data / "redis", HOST),
             log=str(logs / "redis.log"),
@@ -166,7 +178,7 @@ def _plan(
             pid=None,
             host=HOST,
             port=port["postgres"],
-            address=_pg_dsn(pg_port),
+            address=_pg_dsn(dialled["postgres"]),
             direct_address=_pg_dsn(port["postgres"]),
             cmd=servers.postgres_command(port["postgres"], data / "postgres", HOST),
             log=str(logs / "postgres.log"),
@@ -174,43 +186,48 @@ def _plan(
             health="postgres",
         ),
     }
-    if with_proxy:
-        proxies = [
-            {
-                "name": "redis",
-                "listen": f"{HOST}:{redis_port}",
-                "upstream": f"{HOST}:{port['redis']}",
-                "enabled": True,
-            },
-            {
-                "name": "postgres",
-                "listen": f"{HOST}:{pg_port}",
-                "upstream": f"{HOST}:{port['postgres']}",
-                "enabled": True,
-            },
-        ]
-        config = home / "proxy.json"
-        config.write_text(json.dumps(proxies, indent=2))
-        records["proxy"] = ServiceRecord(
-            name="proxy",
-            pid=None,
-            host=HOST,
-            port=proxy_port,
-            address=f"http://{HOST}:{proxy_port}",
-            cmd=[
-                sys.executable,
-                "-m",
-                "chaosmessaging.proxy",
-                "--host",
-                HOST,
-                "--port",
-                str(proxy_port),
-                "--config",
-                str(config),
-            ],
-            log=str(logs / "proxy.log"),
-            health="/version",
-        )
+
+
+def _plan_proxy(home: Path, port: dict, dialled: dict) -> ServiceRecord:
+    """The fault proxy, with one proxy per dependency (listen: what services dial)."""
+    proxies = [
+        {
+            "name": name,
+            "listen": f"{HOST}:{dialled[name]}",
+            "upstream": f"{HOST}:{port[name]}",
+            "enabled": True,
+        }
+        for name in ("redis", "postgres")
+    ]
+    config = home / "proxy.json"
+    config.write_text(json.dumps(proxies, indent=2))
+    proxy_port = port["proxy"]
+    return ServiceRecord(
+        name="proxy",
+        pid=None,
+        host=HOST,
+        port=proxy_port,
+        address=f"http://{HOST}:{proxy_port}",
+        cmd=[
+            sys.executable,
+            "-m",
+            "chaosmessaging.proxy",
+            "--host",
+            HOST,
+            "--port",
+            str(proxy_port),
+            "--config",
+            str(config),
+        ],
+        log=str(home / "logs" / "proxy.log"),
+        health="/version",
+    )
+
+
+def _plan_services(
+    home: Path, port: dict, records: dict, pg_port: int, env: dict[str, str] | None
+) -> dict[str, ServiceRecord]:
+    """The reference services (`python -m msgstack <name>`), each with its environment."""
     common = {
         "MSGSTACK_PG_DSN": records["postgres"].address,
         "MSGSTACK_REDIS_URL": records["redis"].address,
@@ -222,13 +239,14 @@ def _plan(
         "MSGSTACK_AUTH_TOKEN_CACHE_MS": "1000",
         **(env or {}),
     }
+    out = {}
     for name in APP_SERVICES:
         service_env = {**common, "MSGSTACK_PORT": str(port[name])}
         if name in SERVICE_DB_ROLES:
             service_env["MSGSTACK_PG_DSN"] = _pg_dsn(pg_port, SERVICE_DB_ROLES[name])
         if name == "api":  # two worker processes: participant invalidation must cross processes
             service_env.setdefault("MSGSTACK_API_WORKERS", "2")
-        records[name] = ServiceRecord(
+        out[name] = ServiceRecord(
             name=name,
             pid=None,
             host=HOST,
@@ -236,27 +254,30 @@ def _plan(
             address=f"http://{HOST}:{port[name]}",
             cmd=[sys.executable, "-m", "msgstack", name],
             env=service_env,
-            log=str(logs / f"{name}.log"),
+            log=str(home / "logs" / f"{name}.log"),
             health="/healthz",
             ready="/readyz",
         )
-    if prometheus:  # a private Prometheus scraping every reference service (job = service)
-        from chaosmessaging.stack import prometheus as prom
+    return out
 
-        config = prom.write_config(
-            home / "prometheus.json", {n: [f"{HOST}:{port[n]}"] for n in APP_SERVICES}
-        )
-        records["prometheus"] = ServiceRecord(
-            name="prometheus",
-            pid=None,
-            host=HOST,
-            port=port["prometheus"],
-            address=f"http://{HOST}:{port['prometheus']}",
-            cmd=prom.prometheus_command(config, data / "prometheus", port["prometheus"], HOST),
-            log=str(logs / "prometheus.log"),
-            health="/-/ready",
-        )
-    return records
+
+def _plan_prometheus(home: Path, port: dict) -> ServiceRecord:
+    """A private Prometheus scraping every reference service (job = service)."""
+    from chaosmessaging.stack import prometheus as prom
+
+    config = prom.write_config(
+        home / "prometheus.json", {n: [f"{HOST}:{port[n]}"] for n in APP_SERVICES}
+    )
+    return ServiceRecord(
+        name="prometheus",
+        pid=None,
+        host=HOST,
+        port=port["prometheus"],
+        address=f"http://{HOST}:{port['prometheus']}",
+        cmd=prom.prometheus_command(config, home / "data" / "prometheus", port["prometheus"], HOST),
+        log=str(home / "logs" / "prometheus.log"),
+        health="/-/ready",
+    )
 
 
 def _plan_matrix(home: Path) -> dict[str, ServiceRecord]:

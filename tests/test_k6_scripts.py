@@ -284,6 +284,24 @@ export default function () {
     assert result.returncode == 0, result.stderr + result.stdout
 
 
+def _on_a_reference_variant(tmp_path: Path, experiment: str, edit) -> Path:
+    """The shipped `experiment`, configured to describe the embedded stack by the reference
+    platform file as `edit(doc)` leaves it (another platform's shape, same servers)."""
+    import yaml
+
+    from chaosmessaging.resources import bundled
+
+    doc = yaml.safe_load((bundled("platforms") / "reference.yaml").read_text())
+    edit(doc)
+    platform = tmp_path / "platform.yaml"
+    platform.write_text(yaml.safe_dump(doc))
+    document = json.loads((bundled("experiments") / f"{experiment}.json").read_text())
+    document["configuration"]["platform"] = str(platform)
+    path = tmp_path / f"{experiment}.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
 @pytest.mark.slow
 def test_t2_on_a_platform_without_versions_or_cache_header_is_na_or_failed_never_passed(
     embedded_stack, chaos_run, tmp_path
@@ -292,21 +310,14 @@ def test_t2_on_a_platform_without_versions_or_cache_header_is_na_or_failed_never
     platform file without conversations.update (no versions) and without a cache header: the
     version-conflict verdict is n/a, the cache latency limits are a failed threshold with the
     reason in the load's log, and what the file does describe is still judged."""
-    import yaml
 
-    from chaosmessaging.resources import bundled
+    def edit(doc):
+        doc["conversations"].pop("update")
+        doc["services"]["api"].pop("cache_header")
 
-    doc = yaml.safe_load((bundled("platforms") / "reference.yaml").read_text())
-    doc["conversations"].pop("update")
-    doc["services"]["api"].pop("cache_header")
-    platform = tmp_path / "no-versions.yaml"
-    platform.write_text(yaml.safe_dump(doc))
-    experiment = json.loads((bundled("experiments") / "conversation_stress.json").read_text())
-    experiment["configuration"]["platform"] = str(platform)
-    path = tmp_path / "conversation_stress.json"
-    path.write_text(json.dumps(experiment))
-
-    code, journal, output = chaos_run(path)
+    code, journal, output = chaos_run(
+        _on_a_reference_variant(tmp_path, "conversation_stress", edit)
+    )
     after = {
         p["activity"]["name"]: p["output"] for p in journal["steady_states"]["after"]["probes"]
     }
@@ -333,21 +344,13 @@ def test_t3_on_a_platform_that_cannot_say_which_process_answered_judges_stale_re
     """participant_invalidation on the embedded stack described without served_by_header (a
     platform that does not say which process answered): stale reads are still judged, the
     cross-process part is "n/a" with the reason instead of failing the run."""
-    import yaml
 
-    from chaosmessaging.resources import bundled
+    def edit(doc):
+        for service in doc["services"].values():
+            service.pop("served_by_header", None)
 
-    doc = yaml.safe_load((bundled("platforms") / "reference.yaml").read_text())
-    for service in doc["services"].values():
-        service.pop("served_by_header", None)
-    platform = tmp_path / "no-served-by.yaml"
-    platform.write_text(yaml.safe_dump(doc))
-    experiment = json.loads((bundled("experiments") / "participant_invalidation.json").read_text())
-    experiment["configuration"]["platform"] = str(platform)
-    path = tmp_path / "participant_invalidation.json"
-    path.write_text(json.dumps(experiment))
-
-    code, journal, output = chaos_run(path)
+    variant = _on_a_reference_variant(tmp_path, "participant_invalidation", edit)
+    code, journal, output = chaos_run(variant)
     after = {
         p["activity"]["name"]: p["output"] for p in journal["steady_states"]["after"]["probes"]
     }

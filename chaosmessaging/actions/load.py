@@ -481,14 +481,18 @@ def running_loads(home: str | None = None) -> list[dict]:
         if not key.startswith("load:") or not isinstance(fact, dict) or fact.get("pid") in seen:
             continue
         seen.add(fact.get("pid"))
-        child = _CHILDREN.get(fact.get("pid"))
-        if child is not None:
-            running = child.poll() is None
-        else:
-            running = same_process(fact.get("pid"), fact.get("create_time")) is not None
-        if running:
+        if _still_running(fact):
             alive.append(fact)
     return alive
+
+
+def _still_running(info: dict) -> bool:
+    """Whether the k6 of load record `info` still runs: our child's exit status when this
+    process started it, else its pid with the recorded start time."""
+    child = _CHILDREN.get(info.get("pid"))
+    if child is not None:
+        return child.poll() is None
+    return same_process(info.get("pid"), info.get("create_time")) is not None
 
 
 def _run_info(
@@ -623,13 +627,9 @@ def wait_for_load(
         elapsed = time.time() - info.get("started_at", time.time())
         timeout = max(0.0, info.get("duration_s", 0) - elapsed) + 120
     deadline = time.monotonic() + float(timeout)
-    child = _CHILDREN.get(info["pid"])
     next_report = time.monotonic() + PROGRESS_EVERY_S
     while time.monotonic() < deadline:
-        if child is not None:
-            if child.poll() is not None:
-                break
-        elif same_process(info["pid"], info.get("create_time")) is None:
+        if not _still_running(info):
             break
         if time.monotonic() >= next_report:  # long loads: show the run is alive
             next_report += PROGRESS_EVERY_S

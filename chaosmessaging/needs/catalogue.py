@@ -377,9 +377,9 @@ def _proxy(name: str, configuration: Configuration, secrets: Secrets, live) -> S
     default 127.0.0.1:8474 may be another system's proxy), the dependency the proxy fronts must
     be configured, and, when checking live, the proxy must exist there and front it."""
     from chaosmessaging.clients.toxiproxy import FRONTED
-    from chaosmessaging.config import _find
+    from chaosmessaging.config import source_of
 
-    _, source = _find("toxiproxy_url", configuration, secrets)
+    source = source_of("toxiproxy_url", configuration, secrets)
     if source in (None, "default"):
         return Status(
             "needs",
@@ -388,7 +388,7 @@ def _proxy(name: str, configuration: Configuration, secrets: Secrets, live) -> S
             "for a fault check)",
         )
     key = FRONTED.get(name)
-    if key is not None and _find(key, configuration, secrets)[1] is None:
+    if key is not None and source_of(key, configuration, secrets) is None:
         return Status(
             "needs",
             f"set {_config_env(key)}: the address proxy '{name}' must front (the fault is "

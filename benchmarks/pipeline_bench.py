@@ -28,9 +28,11 @@ A script, not a test: figures depend on the machine (k6 and the whole stack shar
 
     .venv/bin/python benchmarks/pipeline_bench.py --rates 250,500,750,1000 --duration 20
 
-`--no-proxy` lets the services talk to Redis/PostgreSQL directly; `--service-env K=V` (repeatable)
-adds variables to the reference services (e.g. to compare a tuning knob in the same build);
-CHAOSMESSAGING_K6_CPUS / CHAOSMESSAGING_STACK_CPUS pin k6 / the stack to CPU sets as in nightly.
+`--no-proxy` lets the services talk to Redis/PostgreSQL directly, `--proxied redis` fronts only
+Redis (as a nightly suite whose only network faults are on Redis runs); `--service-env K=V`
+(repeatable) adds variables to the reference services (e.g. to compare a tuning knob in the same
+build); CHAOSMESSAGING_K6_CPUS / CHAOSMESSAGING_STACK_CPUS pin k6 / the stack to CPU sets as in
+nightly.
 """
 
 from __future__ import annotations
@@ -430,6 +432,13 @@ def main() -> int:
         help="services talk to Redis/PostgreSQL directly, not via the fault proxy",
     )
     parser.add_argument(
+        "--proxied",
+        default="redis,postgres",
+        metavar="NAMES",
+        help="the dependencies the fault proxy fronts (comma-separated; the nightly suite fronts "
+        "only those its experiments fault: redis)",
+    )
+    parser.add_argument(
         "--no-ceiling", action="store_true", help="skip the pgbench ceiling measurement"
     )
     parser.add_argument(
@@ -451,7 +460,7 @@ def main() -> int:
     print(f"starting a private embedded stack in {home}", flush=True)
     state = launcher.up(
         home,
-        with_proxy=not args.no_proxy,
+        with_proxy=() if args.no_proxy else tuple(filter(None, args.proxied.split(","))),
         proxy_port=launcher.servers.free_port(),
         progress=lambda m: print(f"  {m}", flush=True),
         env=extra or None,

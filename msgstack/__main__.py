@@ -94,7 +94,10 @@ def main(argv: list[str]) -> int:
     if service == "gateway":
         from msgstack import gateway
 
-        asyncio.run(gateway.run(settings))
+        # uvloop when installed, as uvicorn picks it for the HTTP services: the gateway relays
+        # every message to its sockets, and its loop is its main cost (docs/performance.md)
+        with asyncio.Runner(loop_factory=_fast_loop()) as runner:
+            runner.run(gateway.run(settings))
         return 0
 
     from msgstack.service import build_app, serve
@@ -119,6 +122,15 @@ def main(argv: list[str]) -> int:
         app = build_app(settings, [], consumer.run)
     serve(app, settings)
     return 0
+
+
+def _fast_loop():
+    """uvloop's event loop factory, or None (asyncio's own) when uvloop is not installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _serve_workers(settings) -> int:

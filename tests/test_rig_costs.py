@@ -3,6 +3,7 @@ on the path of a suite that injects network faults, k6 and the stack on CPU sets
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,18 +21,62 @@ def _entries(*names: str) -> list[catalog.Entry]:
     return catalog.discover(EXPERIMENTS, only=list(names))
 
 
-def test_the_proxy_is_on_the_path_only_when_a_suite_injects_a_network_fault(monkeypatch):
+def test_the_proxy_fronts_only_the_dependencies_a_suite_injects_network_faults_on(monkeypatch):
     monkeypatch.delenv(runner.PROXY_ENV, raising=False)
-    assert not runner.needs_proxy(_entries("message_soak", "consumer_resilience"))
-    assert runner.needs_proxy(_entries("message_soak", "redis_partition"))
-    assert runner.needs_proxy(_entries("redis_latency"))
+    nightly = catalog.profile_values("nightly", EXPERIMENTS)[1]
+    assert runner.proxied_dependencies(_entries("message_soak", "consumer_resilience")) == ()
+    both = _entries("message_soak", "redis_partition", "redis_latency")
+    assert runner.proxied_dependencies(both) == ("redis",)
+    assert runner.proxied_dependencies(both, nightly) == ("redis",)
+    # a profile that points T9 at PostgreSQL's proxy gets that one fronted too
+    assert runner.proxied_dependencies(both, {**nightly, "t9_proxy": "postgres"}) == (
+        "redis",
+        "postgres",
+    )
     monkeypatch.setenv(runner.PROXY_ENV, "always")
-    assert runner.needs_proxy(_entries("message_soak"))
+    assert runner.proxied_dependencies(_entries("message_soak")) == ("redis", "postgres")
+
+
+def test_a_proxy_name_the_suite_cannot_resolve_fronts_every_dependency(tmp_path, monkeypatch):
+    """Never a stack without the proxy an experiment needs: an unresolved `${key}` or a name
+    the embedded stack does not know fronts both dependencies."""
+    monkeypatch.delenv(runner.PROXY_ENV, raising=False)
+    doc = json.loads((EXPERIMENTS / "redis_partition.json").read_text())
+    (tmp_path / "profiles").mkdir()
+    for proxy, expected in (
+        ("${nowhere}", ("redis", "postgres")),
+        ("kafka", ("redis", "postgres")),
+    ):
+        text = json.dumps(doc).replace('"${t9_proxy}"', json.dumps(proxy))
+        (tmp_path / "redis_partition.json").write_text(text)
+        entries = catalog.discover(tmp_path, only=["redis_partition"])
+        assert runner.proxied_dependencies(entries) == expected, proxy
+
+
+def test_a_stack_fronting_redis_only_sends_postgres_traffic_direct(tmp_path):
+    """`launcher.up(with_proxy=("redis",))`: the services dial Redis through the fault proxy
+    (which fronts nothing else) and PostgreSQL at its own port."""
+    from chaosmessaging.stack import launcher, servers
+
+    state = launcher.up(tmp_path / "home", with_proxy=("redis",), proxy_port=servers.free_port())
+    try:
+        redis, postgres = state.services["redis"], state.services["postgres"]
+        assert redis.address != redis.direct_address
+        assert postgres.address == postgres.direct_address
+        fronted = json.loads((tmp_path / "home" / "proxy.json").read_text())
+        assert [p["name"] for p in fronted] == ["redis"]
+        api = state.services["api"].env
+        assert str(postgres.port) in api["MSGSTACK_PG_DSN"]
+        assert str(redis.port) not in api["MSGSTACK_REDIS_URL"]
+    finally:
+        launcher.down(tmp_path / "home", purge=True)
+    with pytest.raises(launcher.StackError, match="cannot front 'kafka'"):
+        launcher.proxied(("kafka",))
 
 
 def test_every_experiment_using_the_proxy_api_is_recognised():
     """No experiment reaches the proxy other than through the network-fault actions, so
-    `needs_proxy` cannot start a stack without the proxy for an experiment that needs it."""
+    `proxied_dependencies` cannot start a stack without the proxy an experiment needs."""
     for path in EXPERIMENTS.glob("*.json"):
         text = path.read_text()
         if "toxiproxy" in text.replace(runner.NETWORK_FAULT_MODULE, ""):

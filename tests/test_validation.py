@@ -32,12 +32,19 @@ def _errors(name: str, **overrides) -> list[str]:
 
 
 def test_every_experiment_is_valid_in_both_profiles():
-    nightly = json.loads((EXPERIMENTS / "profiles" / "nightly.json").read_text())["configuration"]
+    """Smoke (the experiments' own values), nightly, and the shortened nightly of
+    benchmarks/nightly-short.json (docs/performance.md)."""
+    profiles = [
+        EXPERIMENTS / "profiles" / "nightly.json",
+        ROOT / "benchmarks" / "nightly-short.json",
+    ]
     for path in EXPERIMENTS.glob("*.json"):
         experiment = json.loads(path.read_text())
         assert configuration_errors(experiment, experiment["configuration"]) == [], path.name
-        merged = {**experiment["configuration"], **nightly}
-        assert configuration_errors(experiment, merged) == [], path.name
+        for profile in profiles:
+            values = json.loads(profile.read_text())["configuration"]
+            merged = {**experiment["configuration"], **values}
+            assert configuration_errors(experiment, merged) == [], (path.name, profile.name)
 
 
 def test_every_matrix_experiment_is_valid_in_both_profiles():

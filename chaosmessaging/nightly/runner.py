@@ -210,7 +210,7 @@ def run_suite(
     total = len(entries)
     try:
         if stop_stack and any(e.uses_stack for e in entries):
-            _start_stack(home, progress, needs_proxy(entries))
+            _start_stack(home, progress, proxied_dependencies(entries, values))
         for index, (entry, result) in enumerate(zip(entries, suite.experiments), 1):
             result.expected_s = round(expected_seconds(entry, values, history), 1)
             _write(suite, results)
@@ -259,40 +259,82 @@ NETWORK_FAULT_MODULE = "chaosmessaging.actions.toxiproxy"
 PROXY_ENV = "CHAOSMESSAGING_PROXY"  # "auto" (default) or "always"
 
 
-def needs_proxy(entries: list[Entry]) -> bool:
-    """Whether the suite's stack routes Redis/PostgreSQL traffic through the fault proxy.
+def proxied_dependencies(entries: list[Entry], values: dict | None = None) -> tuple[str, ...]:
+    """The dependencies whose traffic the suite's stack routes through the fault proxy: those
+    its experiments inject network faults on.
 
-    The proxy costs CPU on every query and command it relays (benchmarks/pipeline_bench.py:
-    about a tenth of the stack's CPU per message), so a suite none of whose experiments injects
-    a network fault (uses `chaosmessaging.actions.toxiproxy`) runs the stack without it.
-    ``CHAOSMESSAGING_PROXY=always`` keeps it on the path regardless. An experiment that tries to
-    inject a network fault on a stack without the proxy fails loudly (no proxy answers), it never
-    passes without its fault.
+    The proxy costs CPU on every query and command it relays (benchmarks/pipeline_bench.py), so
+    the stack fronts only the dependencies named by the `proxy` argument of an experiment using
+    `chaosmessaging.actions.toxiproxy` (its `${key}` resolved from the profile's `values`, else
+    the experiment's own configuration), none when no experiment injects a network fault. When a
+    name cannot be resolved or is not one the embedded stack fronts, every dependency is
+    fronted. ``CHAOSMESSAGING_PROXY=always`` fronts every dependency regardless. An experiment
+    that injects a fault through a proxy the stack did not start fails loudly (no such proxy);
+    it never passes without its fault.
     """
+    from chaosmessaging.stack.launcher import PROXIABLE
+
     if os.environ.get(PROXY_ENV, "auto").strip().lower() == "always":
-        return True
+        return PROXIABLE
+    names: list[str] = []
     for entry in entries:
         try:
-            if NETWORK_FAULT_MODULE in Path(entry.path).read_text():
-                return True
-        except OSError:
-            return True  # cannot tell: keep the proxy
-    return False
+            text = Path(entry.path).read_text()
+            if NETWORK_FAULT_MODULE not in text:
+                continue
+            doc = json.loads(text)
+        except (OSError, ValueError):
+            return PROXIABLE  # cannot tell: front everything
+        config = {**(doc.get("configuration") or {}), **(values or {})}
+        for name in _proxy_arguments(doc):
+            key = name[2:-1] if name.startswith("${") and name.endswith("}") else None
+            resolved = config.get(key) if key else name
+            if not isinstance(resolved, str) or resolved not in PROXIABLE:
+                return PROXIABLE
+            names.append(resolved)
+    return tuple(n for n in PROXIABLE if n in names)
 
 
-def _start_stack(home: Path, progress: Callable[[str], None], with_proxy: bool = True) -> None:
+def _proxy_arguments(node) -> list[str]:
+    """Every `proxy` argument of an experiment's activities (anywhere in the document)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        args = node.get("arguments")
+        if isinstance(args, dict) and "proxy" in args:
+            found.append(str(args["proxy"]))
+        for value in node.values():
+            found += _proxy_arguments(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _proxy_arguments(value)
+    return found
+
+
+def _start_stack(
+    home: Path, progress: Callable[[str], None], fronted: tuple[str, ...] = ("redis", "postgres")
+) -> None:
     """Start the embedded stack once for the whole suite, its fault proxy's API on a free port:
     the default 8474 may be taken between the check and the bind by another stack on the same
-    machine (parallel CI jobs, other users), which would leave ours without a proxy. Without
-    `with_proxy` the services talk to Redis and PostgreSQL directly (`needs_proxy`)."""
+    machine (parallel CI jobs, other users), which would leave ours without a proxy. The services
+    reach the `fronted` dependencies through the proxy, the others directly
+    (`proxied_dependencies`)."""
     from chaosmessaging.stack import launcher, servers
 
-    route = "through the fault proxy" if with_proxy else "direct (no network fault in this suite)"
-    progress(f"starting the embedded stack in {home}, Redis/PostgreSQL traffic {route}")
+    route = (
+        f"{' and '.join(fronted)} traffic through the fault proxy"
+        + (
+            f", {' and '.join(d for d in launcher.PROXIABLE if d not in fronted)} direct"
+            if len(fronted) < len(launcher.PROXIABLE)
+            else ""
+        )
+        if fronted
+        else "Redis/PostgreSQL traffic direct (no network fault in this suite)"
+    )
+    progress(f"starting the embedded stack in {home}, {route}")
     try:
         launcher.up(
             home,
-            with_proxy=with_proxy,
+            with_proxy=fronted,
             proxy_port=servers.free_port(),
             progress=lambda m: progress(f"  {m}"),
         )

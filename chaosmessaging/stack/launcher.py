@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,9 +132,33 @@ SERVICE_DB_ROLES = {
 }
 
 
+# The dependencies the fault proxy can stand in front of.
+PROXIABLE = ("redis", "postgres")
+ProxyChoice = bool | Iterable[str]
+
+
+def proxied(with_proxy: ProxyChoice) -> tuple[str, ...]:
+    """The dependencies whose traffic goes through the fault proxy: all of them (True), none
+    (False) or those named (e.g. ``("redis",)``: a suite whose only network faults are on Redis
+    relays PostgreSQL's traffic, most of the bytes, directly). Raises StackError on a name the
+    proxy cannot front."""
+    if with_proxy is True:
+        return PROXIABLE
+    if not with_proxy:
+        return ()
+    names = tuple(dict.fromkeys(str(n) for n in with_proxy))
+    unknown = [n for n in names if n not in PROXIABLE]
+    if unknown:
+        raise StackError(
+            f"the fault proxy cannot front {', '.join(map(repr, unknown))}: "
+            f"name some of {', '.join(PROXIABLE)}"
+        )
+    return names
+
+
 def _plan(
     home: Path,
-    with_proxy: bool,
+    with_proxy: ProxyChoice,
     proxy_port: int | None,
     env: dict[str, str] | None = None,
     prometheus: bool = False,
@@ -146,12 +170,11 @@ def _plan(
         proxy_port = DEFAULT_PROXY_PORT if _port_free(DEFAULT_PROXY_PORT) else port["proxy"]
     port["proxy"] = proxy_port
     # what the services dial: the servers themselves, or the proxies in front of them
-    dialled = {"redis": port["redis"], "postgres": port["postgres"]}
-    if with_proxy:
-        dialled = {"redis": servers.free_port(HOST), "postgres": servers.free_port(HOST)}
+    fronted = proxied(with_proxy)
+    dialled = {n: servers.free_port(HOST) if n in fronted else port[n] for n in PROXIABLE}
     records = _plan_servers(home, port, dialled)
-    if with_proxy:
-        records["proxy"] = _plan_proxy(home, port, dialled)
+    if fronted:
+        records["proxy"] = _plan_proxy(home, port, dialled, fronted)
     records.update(_plan_services(home, port, records, dialled["postgres"], env))
     if prometheus:
         records["prometheus"] = _plan_prometheus(home, port)
@@ -188,8 +211,8 @@ def _plan_servers(home: Path, port: dict, dialled: dict) -> dict[str, ServiceRec
     }
 
 
-def _plan_proxy(home: Path, port: dict, dialled: dict) -> ServiceRecord:
-    """The fault proxy, with one proxy per dependency (listen: what services dial)."""
+def _plan_proxy(home: Path, port: dict, dialled: dict, fronted: tuple[str, ...]) -> ServiceRecord:
+    """The fault proxy, with one proxy per `fronted` dependency (listen: what services dial)."""
     proxies = [
         {
             "name": name,
@@ -197,7 +220,7 @@ def _plan_proxy(home: Path, port: dict, dialled: dict) -> ServiceRecord:
             "upstream": f"{HOST}:{port[name]}",
             "enabled": True,
         }
-        for name in ("redis", "postgres")
+        for name in fronted
     ]
     config = home / "proxy.json"
     config.write_text(json.dumps(proxies, indent=2))
@@ -365,13 +388,13 @@ def _check_binaries() -> None:
 
 def preflight(
     home: str | os.PathLike | None = None,
-    with_proxy: bool = True,
+    with_proxy: ProxyChoice = True,
     proxy_port: int | None = None,
     settings: Settings | None = None,
 ) -> Path:
     """Check what a fresh `up` needs before anything is created or started (the proxy port, the
     server binaries, then the home, created here); return the home. Raises StackError/HomeError."""
-    if with_proxy:
+    if proxied(with_proxy):
         check_port(proxy_port)
     _check_binaries()
     _check_loadtest_users(settings or Settings.from_environment())
@@ -426,7 +449,7 @@ def _seed_users(env: dict[str, str], log: Path, settings: Settings) -> None:
 
 def up(
     home: str | os.PathLike | None = None,
-    with_proxy: bool = True,
+    with_proxy: ProxyChoice = True,
     proxy_port: int | None = None,
     progress: Callable[[str], None] | None = None,
     env: dict[str, str] | None = None,
@@ -486,7 +509,7 @@ def up(
         if alive:  # we hold the lock, so whoever was starting it is gone
             say("an interrupted start left processes running: stopping them first")
             _stop_all(existing)
-        if with_proxy and platform == "reference":
+        if proxied(with_proxy) and platform == "reference":
             check_port(proxy_port)
         image = _image(docker_host, say) if docker else None
         if prometheus:
@@ -526,7 +549,7 @@ def _image(docker_host: str | None, say: Callable[[str], None]) -> str:
 
 def _start(
     root: Path,
-    with_proxy: bool,
+    with_proxy: ProxyChoice,
     proxy_port: int | None,
     say: Callable[[str], None],
     env: dict[str, str] | None = None,

@@ -35,7 +35,8 @@ conversations, then the live frames, with neither gap nor repeat; so a gateway r
 overload close or a network cut loses nothing. Pub/Sub would be fire-and-forget and could not
 replay a missed second. The entry names the message only; the ciphertext, client message id and
 the conversation's participants *at delivery time* come from PostgreSQL in one query per batch, as
-the ``msgstack_gateway`` role (reads messages and participants, nothing else; migration 0010).
+the ``msgstack_gateway`` role (reads messages and participants, nothing else; migration 0010);
+while no socket is connected the gateway only follows the stream, without that query.
 Both go through the storage adapters (msgstack.storage), like every service's PostgreSQL and Redis
 work; the Redis reads keep the bound the client's socket timeout gave them.
 
@@ -178,6 +179,13 @@ class Gateway:
                 )
                 entries = reply[0][1] if reply else []
                 if not entries:
+                    continue
+                if not self.by_user:
+                    # no socket to deliver to: move on without fetching the rows (a socket that
+                    # connects from here on starts after these entries, or resumes them from the
+                    # stream; checked and moved with no await between, so none can slip in)
+                    self.position = entries[-1][0].decode()
+                    metrics.WS_UNWATCHED.inc(len(entries))
                     continue
                 frames = await self.frames(entries)
                 self.fan_out(frames)

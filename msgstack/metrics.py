@@ -179,6 +179,10 @@ WS_MALFORMED = Counter(
 )
 WS_RESUME = Counter("ws_resume_total", "Connections that resumed after a seq")
 WS_RESUME_FRAMES = Counter("ws_resume_frames_total", "Frames sent while resuming (missed ones)")
+WS_UNWATCHED = Counter(
+    "ws_stream_entries_unwatched_total",
+    "Stream entries the gateway passed while no socket was connected (rows not read)",
+)
 WS_E2E_LATENCY = Histogram(
     "ws_delivery_latency_seconds",
     "Accepted by the API -> frame written to the socket (live frames)",

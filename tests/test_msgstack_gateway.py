@@ -280,3 +280,44 @@ def test_resume_after_a_seq_returns_exactly_what_was_missed(gateway):
     assert [f["message_id"] for f in resumed] == missed
     assert all(f["conversation_id"] == conversation for f in resumed)
     assert [f["seq"] for f in resumed] == sorted(f["seq"] for f in resumed)
+
+
+def test_with_no_socket_connected_the_gateway_follows_the_stream_without_reading_rows(gateway):
+    """Nobody connected: the gateway moves past new entries without its PostgreSQL query (the
+    message rows), yet a device that then resumes gets every one of them, once, in order."""
+    alice, bob = _session(gateway, 6), _session(gateway, 7)
+    conversation = _conversation(gateway, alice, bob)
+    rows = {"adapter": "postgres"}
+
+    async def run() -> tuple[dict, list[dict], list[str], float, float]:
+        async with connect(gateway.ws, additional_headers=_headers(bob)) as ws:
+            assert json.loads(await ws.recv())["type"] == "hello"
+            await asyncio.to_thread(_post, gateway, alice, conversation)
+            last_seen = (await _frames(ws, 1))[0]
+        await asyncio.sleep(0.3)  # the socket is gone from the gateway's books
+        unwatched = gateway.metric("ws_stream_entries_unwatched_total")
+        reads = gateway.metric("storage_operation_seconds_count", rows)
+        missed = [await asyncio.to_thread(_post, gateway, alice, conversation) for _ in range(5)]
+        assert await asyncio.to_thread(
+            _eventually,
+            lambda: gateway.metric("ws_stream_entries_unwatched_total") >= unwatched + 5,
+        ), "the gateway did not pass the new entries while nobody was connected"
+        reads_while_alone = gateway.metric("storage_operation_seconds_count", rows) - reads
+        url = f"{gateway.ws}?after={last_seen['seq']}"
+        async with connect(url, additional_headers=_headers(bob)) as ws:
+            hello = json.loads(await ws.recv())
+            resumed = await _frames(ws, 5)
+            with pytest.raises(TimeoutError):  # no repeat: the live path skipped them
+                await _frames(ws, 1, timeout=1.0)
+        return hello, resumed, missed, reads_while_alone, unwatched
+
+    hello, resumed, missed, reads_while_alone, _ = asyncio.run(run())
+    assert reads_while_alone == 0
+    assert [f["message_id"] for f in resumed] == missed
+    # the gateway had moved past them before bob came back: they came from the stream (resume)
+    assert all(_seq(f["seq"]) <= _seq(hello["cursor"]) for f in resumed)
+
+
+def _seq(seq: str) -> tuple[int, int]:
+    ms, n = seq.split("-")
+    return int(ms), int(n)

@@ -42,20 +42,42 @@ function value(values, name, where) {
 
 // `node` with every {name} filled from `values` (see the header).
 export function render(node, values, where, quote) {
-  if (Array.isArray(node)) return node.map((v, i) => render(v, values, `${where}.${i}`, quote));
-  if (node !== null && typeof node === "object") {
-    const out = {};
-    for (const key of Object.keys(node)) out[key] = render(node[key], values, `${where}.${key}`, quote);
-    return out;
+  return compile(node, where, quote)(values);
+}
+
+// `node` compiled once into a function of `values`: a request is built at every iteration, and
+// walking the template (secrets, placeholder regexps) each time cost about a seventh of k6's CPU
+// per message (docs/performance.md). The secrets are read from k6's environment at compile time;
+// a missing one still throws when the operation is first used.
+function compile(node, where, quote) {
+  if (Array.isArray(node)) {
+    const parts = node.map((v, i) => compile(v, `${where}.${i}`, quote));
+    return (values) => parts.map((f) => f(values));
   }
-  if (typeof node !== "string") return node;
+  if (node !== null && typeof node === "object") {
+    const keys = Object.keys(node);
+    const parts = keys.map((key) => compile(node[key], `${where}.${key}`, quote));
+    return (values) => {
+      const out = {};
+      for (let i = 0; i < keys.length; i++) out[keys[i]] = parts[i](values);
+      return out;
+    };
+  }
+  if (typeof node !== "string") return () => node;
   const text = secretsFromEnv(node);
   const whole = WHOLE.exec(text);
-  if (whole && !quote) return value(values, whole[1], where);
-  return text.replace(PLACEHOLDER, (_m, name) => {
-    const v = String(value(values, name, where));
-    return quote ? encodeURIComponent(v) : v;
-  });
+  if (whole && !quote) return (values) => value(values, whole[1], where);
+  // literal pieces at even indexes, placeholder names at odd ones
+  const pieces = text.split(PLACEHOLDER);
+  if (pieces.length === 1) return () => text;
+  return (values) => {
+    let out = pieces[0];
+    for (let i = 1; i < pieces.length; i += 2) {
+      const v = String(value(values, pieces[i], where));
+      out += (quote ? encodeURIComponent(v) : v) + pieces[i + 1];
+    }
+    return out;
+  };
 }
 
 // "$.a.b[0]" -> "a.b.0"; "$.items[*].id" -> "items.#.id"; "$" -> "@this"
@@ -93,25 +115,43 @@ function query(params) {
 // response (body as text).
 export function request(where, values, token, params) {
   const op = operation(where);
+  const t = template(where, op);
   const service = platform.services[op.service];
-  const headers = Object.assign({}, render(op.headers || {}, values, `${where}.headers`));
-  const q = Object.assign({}, render(op.query || {}, values, `${where}.query`), (params && params.query) || {});
+  const headers = t.headers(values);
+  const q = Object.assign(t.query(values), (params && params.query) || {});
   if (op.authenticated !== false && token) {
     const sendAs = platform.login.send_as;
     if (sendAs.header) headers[sendAs.header] = sendAs.format.replace("{token}", token);
     else q[sendAs.query] = token;
   }
   let body = null;
-  if (op.body !== null && op.body !== undefined) {
-    body = JSON.stringify(render(op.body, values, `${where}.body`));
+  if (t.body) {
+    body = JSON.stringify(t.body(values));
     headers["Content-Type"] = "application/json";
   }
-  const url = service.url + render(op.path, values, `${where}.path`, true) + query(q);
+  const url = service.url + t.path(values) + query(q);
   const options = Object.assign({ responseType: "text" }, params || {});
   delete options.query;
   options.headers = Object.assign(headers, (params && params.headers) || {});
   options.tags = Object.assign({ name: where }, (params && params.tags) || {});
   return http.request(op.method, url, body, options);
+}
+
+// Operation `where`'s headers, query, body and path, compiled once per VU.
+const templates = {};
+
+function template(where, op) {
+  let t = templates[where];
+  if (!t) {
+    t = {
+      headers: compile(op.headers || {}, `${where}.headers`),
+      query: compile(op.query || {}, `${where}.query`),
+      body: op.body !== null && op.body !== undefined ? compile(op.body, `${where}.body`) : null,
+      path: compile(op.path, `${where}.path`, true),
+    };
+    templates[where] = t;
+  }
+  return t;
 }
 
 // What `status` means for operation `where`: ok, forbidden, conflict, not_found, too_large,

@@ -106,3 +106,24 @@ def test_a_pinned_child_runs_on_its_cpu_set_only(monkeypatch):
     assert done.stdout.strip() == f"[{cpu}]"
     monkeypatch.delenv(pinning.K6_CPUS)
     assert pinning.pin_child(pinning.K6_CPUS) is None
+
+
+def test_the_pipeline_services_run_at_the_configured_niceness_and_nothing_else_does(monkeypatch):
+    monkeypatch.setenv(pinning.PIPELINE_NICE, "7")
+    monkeypatch.delenv(pinning.STACK_CPUS, raising=False)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    niceness = {}
+    for service in ("consumer", "api"):
+        done = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpriority(os.PRIO_PROCESS, 0))"],
+            capture_output=True,
+            text=True,
+            check=True,
+            preexec_fn=pinning.stack_child(service),
+        )
+        niceness[service] = int(done.stdout)
+    assert niceness == {"consumer": min(base + 7, 19), "api": base}
+    for bad in ("-1", "20", "high"):
+        monkeypatch.setenv(pinning.PIPELINE_NICE, bad)
+        with pytest.raises(ValueError, match=pinning.PIPELINE_NICE):
+            pinning.stack_child("dispatcher")

@@ -103,8 +103,9 @@ def spawn(record: ServiceRecord, home: str | os.PathLike | None = None) -> Servi
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            # CHAOSMESSAGING_STACK_CPUS: the process and all it forks stay on that CPU set
-            preexec_fn=pinning.pin_child(pinning.STACK_CPUS),
+            # CHAOSMESSAGING_STACK_CPUS: the process and all it forks stay on that CPU set;
+            # CHAOSMESSAGING_PIPELINE_NICE: the pipeline services yield to the request path
+            preexec_fn=pinning.stack_child(record.name),
         )
     record.pid = proc.pid
     record.owner = owner

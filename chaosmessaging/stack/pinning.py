@@ -7,7 +7,11 @@ starts them (`chaosmessaging stack up` / the nightly runner / the benchmarks):
 
 - ``CHAOSMESSAGING_STACK_CPUS``: the CPU set of every process the embedded stack starts (Redis,
   PostgreSQL, the fault proxy, the reference services and their children);
-- ``CHAOSMESSAGING_K6_CPUS``: the CPU set of every k6 run (`start_load`, the benchmarks).
+- ``CHAOSMESSAGING_K6_CPUS``: the CPU set of every k6 run (`start_load`, the benchmarks);
+- ``CHAOSMESSAGING_PIPELINE_NICE``: a niceness (1-19) for the reference stack's asynchronous
+  services (dispatcher, consumer, gateway), so that on a shared machine the request path (API,
+  auth) wins the scheduler and the pipeline works in the gaps; its lag is judged in seconds,
+  the API's latency in milliseconds. Unset or 0: no change.
 
 A CPU set is a list of CPU numbers and ranges as `taskset -c` takes it: ``0``, ``1``, ``0-1``,
 ``0,2-3``. Unset (the default) leaves scheduling to the kernel. Pinning uses
@@ -20,10 +24,22 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-__all__ = ["K6_CPUS", "STACK_CPUS", "cpus_from_env", "parse_cpus", "pin_child"]
+__all__ = [
+    "K6_CPUS",
+    "PIPELINE_NICE",
+    "STACK_CPUS",
+    "cpus_from_env",
+    "nice_from_env",
+    "parse_cpus",
+    "pin_child",
+    "stack_child",
+]
 
 K6_CPUS = "CHAOSMESSAGING_K6_CPUS"
 STACK_CPUS = "CHAOSMESSAGING_STACK_CPUS"
+PIPELINE_NICE = "CHAOSMESSAGING_PIPELINE_NICE"
+# the reference services that work behind the request path (the outbox, the stream, delivery)
+PIPELINE = frozenset({"dispatcher", "consumer", "gateway"})
 
 
 def parse_cpus(raw: str, variable: str) -> set[int]:
@@ -64,3 +80,32 @@ def pin_child(variable: str) -> Callable[[], None] | None:
     if cpus is None:
         return None
     return lambda: os.sched_setaffinity(0, cpus)
+
+
+def nice_from_env(variable: str, env: dict[str, str] | None = None) -> int:
+    """The niceness `variable` configures (0 when unset or empty); ValueError naming it when it
+    is not a whole number from 0 to 19."""
+    raw = (os.environ if env is None else env).get(variable, "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) > 19:
+        raise ValueError(f"{variable}={raw!r} is not a niceness; write a whole number from 0 to 19")
+    return int(raw)
+
+
+def stack_child(service: str) -> Callable[[], None] | None:
+    """The `preexec_fn` of the embedded stack's process `service`: its CPU set
+    (CHAOSMESSAGING_STACK_CPUS) and, for a pipeline service, its niceness
+    (CHAOSMESSAGING_PIPELINE_NICE); None when neither applies. Checked now."""
+    pin = pin_child(STACK_CPUS)
+    nice = nice_from_env(PIPELINE_NICE) if service in PIPELINE else 0
+    if pin is None and not nice:
+        return None
+
+    def setup() -> None:
+        if pin is not None:
+            pin()
+        if nice:
+            os.nice(nice)
+
+    return setup

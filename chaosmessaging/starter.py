@@ -70,9 +70,10 @@ MORE_VARIABLES = {
     "CHAOSMESSAGING_DOCKER_HOST": "the Docker Engine of the docker backend (default: DOCKER_HOST)",
     "CHAOSMESSAGING_DOCKER_PROJECT": "a Compose project narrowing the docker backend's containers",
     "CHAOSMESSAGING_DOCKER_SERVICE_LABEL": "the label naming a container's service (Compose's)",
-    "CHAOSMESSAGING_PROXY": "embedded stack: 'always' keeps the fault proxy on every path",
+    "CHAOSMESSAGING_PROXY": "embedded stack: 'always' fronts Redis and PostgreSQL with the proxy",
     "CHAOSMESSAGING_STACK_CPUS": "embedded stack: CPU set for its services, e.g. 0",
     "CHAOSMESSAGING_K6_CPUS": "CPU set for k6, e.g. 1",
+    "CHAOSMESSAGING_PIPELINE_NICE": "embedded stack: niceness 1-19 of dispatcher/consumer/gateway",
     "CHAOSMESSAGING_PROMETHEUS_BIN": "the prometheus binary of stack up --prometheus",
 }
 #: keys whose value is (or may carry) a secret: from a CI secret, never a variable or a file

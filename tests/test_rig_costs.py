@@ -127,3 +127,22 @@ def test_the_pipeline_services_run_at_the_configured_niceness_and_nothing_else_d
         monkeypatch.setenv(pinning.PIPELINE_NICE, bad)
         with pytest.raises(ValueError, match=pinning.PIPELINE_NICE):
             pinning.stack_child("dispatcher")
+
+
+def test_a_suite_that_starts_its_stack_seeds_the_users_its_profile_asks_for(monkeypatch):
+    """The nightly profile's T12/T14 ask for 100 users; the stack seeds 50 unless told: the
+    suite tells it (and every `chaos run`), rather than failing them as configuration errors."""
+    nightly = catalog.profile_values("nightly", EXPERIMENTS)[1]
+    entries = _entries("message_soak", "multi_user_conversation", "websocket_longevity")
+    assert runner.users_needed(entries, nightly) == 100
+    assert runner.users_needed(_entries("message_soak"), nightly) == 0
+    said = []
+    monkeypatch.delenv(runner.USERS_ENV, raising=False)
+    assert runner._seed_enough_users(entries, nightly, said.append)
+    assert os.environ[runner.USERS_ENV] == "100" and "seeding 100" in said[0]
+    # the user's own setting wins; a suite that needs no more than the default changes nothing
+    monkeypatch.setenv(runner.USERS_ENV, "60")
+    assert not runner._seed_enough_users(entries, nightly, said.append)
+    monkeypatch.delenv(runner.USERS_ENV)
+    assert not runner._seed_enough_users(_entries("message_soak"), nightly, said.append)
+    assert runner.USERS_ENV not in os.environ

@@ -207,9 +207,11 @@ def run_suite(
         progress("already stopping: reverting faults and collecting, please wait")
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    seeded_users = False
     total = len(entries)
     try:
         if stop_stack and any(e.uses_stack for e in entries):
+            seeded_users = _seed_enough_users(entries, values, progress)
             _start_stack(home, progress, proxied_dependencies(entries, values))
         for index, (entry, result) in enumerate(zip(entries, suite.experiments), 1):
             result.expected_s = round(expected_seconds(entry, values, history), 1)
@@ -249,6 +251,8 @@ def run_suite(
 
             launcher.down(home)
             progress("embedded stack stopped (the suite started it)")
+        if seeded_users:
+            os.environ.pop(USERS_ENV, None)
         suite.ended_at = time.time()
         _write(suite, results)
     return suite
@@ -308,6 +312,42 @@ def _proxy_arguments(node) -> list[str]:
         for value in node:
             found += _proxy_arguments(value)
     return found
+
+
+USERS_ENV = "CHAOSMESSAGING_LOADTEST_USERS"
+
+
+def users_needed(entries: list[Entry], values: dict | None = None) -> int:
+    """The most load-test users any of `entries` asks for: its largest whole-number `*_users`
+    configuration value, the profile's `values` over the experiment's own (0 when none)."""
+    needed = 0
+    for entry in entries:
+        try:
+            doc = json.loads(Path(entry.path).read_text())
+        except (OSError, ValueError):
+            continue
+        own = doc.get("configuration") or {}
+        for key in (k for k in own if k.endswith("_users")):
+            value = (values or {}).get(key, own[key])
+            if isinstance(value, int) and not isinstance(value, bool):
+                needed = max(needed, value)
+    return needed
+
+
+def _seed_enough_users(entries: list[Entry], values: dict, progress) -> bool:
+    """Before the suite starts its own stack: when CHAOSMESSAGING_LOADTEST_USERS is not set
+    and an experiment needs more load-test users than the stack seeds by default, set it (for
+    the stack and every `chaos run` of the suite) to that number; True when it was set here."""
+    from chaosmessaging.stack.launcher import Settings
+
+    if os.environ.get(USERS_ENV, "").strip():
+        return False
+    needed, default = users_needed(entries, values), int(Settings().loadtest_users)
+    if needed <= default:
+        return False
+    os.environ[USERS_ENV] = str(needed)
+    progress(f"seeding {needed} load-test users (the most an experiment of this suite asks for)")
+    return True
 
 
 def _start_stack(

@@ -228,3 +228,11 @@ def test_activities_refuse_bad_values_themselves_before_any_traffic(tmp_path, mo
         load.start_load(rate="fast", duration="1s", api_url="http://127.0.0.1:9")
     with pytest.raises(ActivityFailed, match="latency_ms must be a non-negative"):
         toxiproxy.add_latency("redis", -200, url="http://127.0.0.1:9")
+
+
+def test_a_fleet_of_slow_readers_only_is_refused_its_latency_would_be_judged_on_nothing():
+    """Slow readers' latency is not judged; with every device slow the delivery p95 of T5 would
+    pass with no evidence (the nightly profile did so, 10 slow devices of 10)."""
+    assert _errors("large_payload", t5_users=10, t5_slow_devices=9) == []
+    errors = _errors("large_payload", t5_users=10, t5_slow_devices=10)
+    assert any("slow_devices=10 leaves no device" in e for e in errors), errors

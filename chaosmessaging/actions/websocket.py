@@ -63,6 +63,17 @@ def _limits_start_clients(
         )
     if participants > users:
         errors.append(f"participants={participants} is more than users={users}")
+    try:
+        slow = int(arguments.get("slow_devices") or 0)
+    except (TypeError, ValueError):
+        return errors
+    if slow and slow >= users * devices:
+        # a slow reader's latency is not judged: with every device slow, the delivery p95
+        # criterion would pass on no evidence at all
+        errors.append(
+            f"slow_devices={slow} leaves no device of the {users * devices} whose delivery "
+            "latency can be judged; keep it below users x devices_per_user"
+        )
     return errors
 
 

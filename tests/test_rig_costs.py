@@ -146,3 +146,14 @@ def test_a_suite_that_starts_its_stack_seeds_the_users_its_profile_asks_for(monk
     monkeypatch.delenv(runner.USERS_ENV)
     assert not runner._seed_enough_users(_entries("message_soak"), nightly, said.append)
     assert runner.USERS_ENV not in os.environ
+
+
+def test_a_suite_that_starts_its_stack_nices_the_pipeline_unless_told_otherwise(monkeypatch):
+    said = []
+    monkeypatch.delenv(pinning.PIPELINE_NICE, raising=False)
+    assert runner._nice_the_pipeline(said.append)
+    assert os.environ[pinning.PIPELINE_NICE] == str(runner.SUITE_PIPELINE_NICE)
+    assert "niceness" in said[0]
+    monkeypatch.setenv(pinning.PIPELINE_NICE, "0")  # the user's choice, even "off", stands
+    assert not runner._nice_the_pipeline(said.append)
+    assert os.environ[pinning.PIPELINE_NICE] == "0"

@@ -31,8 +31,8 @@ from pathlib import Path
 from chaosmessaging import faults
 from chaosmessaging.nightly import collect
 from chaosmessaging.nightly.catalog import Entry, profile_values
-from chaosmessaging.stack import pinning
 from chaosmessaging.nightly.journal import criteria, verdict_of
+from chaosmessaging.stack import pinning
 from chaosmessaging.util import atomic_write_json, stack_home
 
 __all__ = ["ExperimentResult", "SuiteResult", "run_suite", "default_results_dir"]

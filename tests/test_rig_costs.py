@@ -137,7 +137,7 @@ def test_a_suite_that_starts_its_stack_seeds_the_users_its_profile_asks_for(monk
     assert runner.users_needed(entries, nightly) == 100
     assert runner.users_needed(_entries("message_soak"), nightly) == 0
     said = []
-    monkeypatch.delenv(runner.USERS_ENV, raising=False)
+    _unset(monkeypatch, runner.USERS_ENV)
     assert runner._seed_enough_users(entries, nightly, said.append)
     assert os.environ[runner.USERS_ENV] == "100" and "seeding 100" in said[0]
     # the user's own setting wins; a suite that needs no more than the default changes nothing
@@ -150,10 +150,18 @@ def test_a_suite_that_starts_its_stack_seeds_the_users_its_profile_asks_for(monk
 
 def test_a_suite_that_starts_its_stack_nices_the_pipeline_unless_told_otherwise(monkeypatch):
     said = []
-    monkeypatch.delenv(pinning.PIPELINE_NICE, raising=False)
+    _unset(monkeypatch, pinning.PIPELINE_NICE)
     assert runner._nice_the_pipeline(said.append)
     assert os.environ[pinning.PIPELINE_NICE] == str(runner.SUITE_PIPELINE_NICE)
     assert "niceness" in said[0]
     monkeypatch.setenv(pinning.PIPELINE_NICE, "0")  # the user's choice, even "off", stands
     assert not runner._nice_the_pipeline(said.append)
     assert os.environ[pinning.PIPELINE_NICE] == "0"
+
+
+def _unset(monkeypatch, name: str) -> None:
+    """Unset `name` for this test so that teardown puts back what was there before, whatever
+    the code under test sets meanwhile (`delenv` of an absent variable records nothing: a value
+    the code set would then outlive the test and reach every later `chaos run` of the worker)."""
+    monkeypatch.setenv(name, "-")
+    monkeypatch.delenv(name)

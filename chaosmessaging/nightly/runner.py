@@ -349,7 +349,7 @@ def _seed_enough_users(entries: list[Entry], values: dict, progress) -> bool:
     needed, default = users_needed(entries, values), int(Settings().loadtest_users)
     if needed <= default:
         return False
-    os.environ[USERS_ENV] = str(needed)
+    _set_env_default(USERS_ENV, needed)
     progress(f"seeding {needed} load-test users (the most an experiment of this suite asks for)")
     return True
 
@@ -364,13 +364,21 @@ SUITE_PIPELINE_NICE = 5
 def _nice_the_pipeline(progress) -> bool:
     """Before the suite starts its own stack: run the dispatcher, consumer and gateway at
     SUITE_PIPELINE_NICE unless the variable is set; True when it was set here."""
-    if os.environ.get(pinning.PIPELINE_NICE, "").strip():
+    if not _set_env_default(pinning.PIPELINE_NICE, SUITE_PIPELINE_NICE):
         return False
-    os.environ[pinning.PIPELINE_NICE] = str(SUITE_PIPELINE_NICE)
     progress(
         f"the pipeline services run at niceness {SUITE_PIPELINE_NICE}, behind the request path "
         f"({pinning.PIPELINE_NICE}=0 to turn it off)"
     )
+    return True
+
+
+def _set_env_default(name: str, value: object) -> bool:
+    """Set `name` to `value` in this process' environment (and so every `chaos run` of the
+    suite) unless it is set already; True when it was set here (the suite unsets it at its end)."""
+    if os.environ.get(name, "").strip():
+        return False
+    os.environ[name] = str(value)
     return True
 
 
@@ -384,16 +392,13 @@ def _start_stack(
     (`proxied_dependencies`)."""
     from chaosmessaging.stack import launcher, servers
 
-    route = (
-        f"{' and '.join(fronted)} traffic through the fault proxy"
-        + (
-            f", {' and '.join(d for d in launcher.PROXIABLE if d not in fronted)} direct"
-            if len(fronted) < len(launcher.PROXIABLE)
-            else ""
-        )
-        if fronted
-        else "Redis/PostgreSQL traffic direct (no network fault in this suite)"
+    direct = [d for d in launcher.PROXIABLE if d not in fronted]
+    route = ", ".join(
+        [f"{' and '.join(fronted)} traffic through the fault proxy"] * bool(fronted)
+        + [f"{' and '.join(direct)} direct"] * bool(direct)
     )
+    if not fronted:
+        route += " (no network fault in this suite)"
     progress(f"starting the embedded stack in {home}, {route}")
     try:
         launcher.up(

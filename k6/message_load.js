@@ -51,7 +51,7 @@ export function setup() {
 let vuConversation = null;
 
 function post(data, conversationId) {
-  const payload = randomPayload(config.payloadBytes);
+  const payload = randomPayload(config.payloadBytes, digest);
   const suffix = digest ? `.${payload.sha256}` : "";
   const clientMsgId = `${config.runId}:${__VU}-${__ITER}-${randomHex(4)}${suffix}`;
   return withToken(data.tokens, "send", (t) =>

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from chaosmessaging.clients.platform import login  # noqa: E402
 from chaosmessaging.clients.ws import ws_url  # noqa: E402
 from chaosmessaging.config import DEFAULT_LOADTEST_PASSWORD  # noqa: E402
-from chaosmessaging.stack import launcher  # noqa: E402
+from chaosmessaging.stack import launcher, pinning  # noqa: E402
 
 LADDERS = {100: [10, 25, 50, 100, 200, 400], 1000: [2, 5, 10, 20, 40, 80]}
 
@@ -76,7 +76,12 @@ def _run_k6(plan: Path, connections: int, rate: int, duration: int, out: Path) -
     log = out / f"fanout-{connections}-{rate}.log"
     with open(log, "wb") as f:
         proc = subprocess.run(
-            cmd, stdout=f, stderr=subprocess.STDOUT, timeout=duration + 300, cwd=ROOT / "k6"
+            cmd,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            timeout=duration + 300,
+            cwd=ROOT / "k6",
+            env=pinning.k6_environment(os.environ),
         )
     if not summary.exists():
         raise RuntimeError(f"k6 failed (exit {proc.returncode}): {log.read_text()[-1500:]}")

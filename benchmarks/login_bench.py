@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from chaosmessaging.clients.prometheus import scrape  # noqa: E402
 from chaosmessaging.config import lookup  # noqa: E402
 from chaosmessaging.platform import write_resolved  # noqa: E402
-from chaosmessaging.stack import launcher  # noqa: E402
+from chaosmessaging.stack import launcher, pinning  # noqa: E402
 
 TOKEN = "auth_token_generation_latency"
 
@@ -82,8 +82,7 @@ def run_rate(state, rate: int, duration: int, out_dir: Path) -> dict:
         summary.with_suffix(".platform.json"),
         configuration={"chaosmessaging_home": str(state.home)},
     )
-    env = {
-        **os.environ,
+    env = pinning.k6_environment(os.environ) | {
         "PLATFORM_FILE": str(platform),
         "AUTH_URL": auth.address,
         "RATE": str(rate),

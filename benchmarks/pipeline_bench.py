@@ -167,7 +167,9 @@ def _cpu_snapshot(state) -> dict[str, float]:
 # --- k6 ----------------------------------------------------------------------------------------
 
 
-def run_rate(state, rate: int, duration: int, payload: int, out_dir: Path) -> dict:
+def run_rate(
+    state, rate: int, duration: int, payload: int, out_dir: Path, vus: int | None = None
+) -> dict:
     run_id = f"bench-{rate}-{uuid.uuid4().hex[:6]}"
     summary = out_dir / f"{run_id}.json"
     api = state.services["api"].address
@@ -186,15 +188,13 @@ def run_rate(state, rate: int, duration: int, payload: int, out_dir: Path) -> di
         "RATE": str(rate),
         "DURATION": f"{duration}s",
         "PAYLOAD_BYTES": str(payload),
-        "VUS": str(max(20, rate // 10)),
-        "MAX_VUS": str(max(100, rate)),
+        "VUS": str(vus or max(20, rate // 10)),
+        "MAX_VUS": str(max(100, rate, vus or 0)),
     }
     # the password travels in k6's process environment only (k6/lib/auth.js), never as -e
-    env = {
-        **os.environ,
-        "K6_NO_USAGE_REPORT": "true",
-        "LOGIN_PASSWORD": str(lookup("messaging_loadtest_password")),
-    }
+    env = pinning.k6_environment(
+        os.environ, LOGIN_PASSWORD=str(lookup("messaging_loadtest_password"))
+    )
     lags: list[float] = []
     stop = threading.Event()
     sampler = threading.Thread(

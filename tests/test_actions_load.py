@@ -19,6 +19,7 @@ from chaoslib.exceptions import ActivityFailed
 
 from chaosmessaging import faults, runs
 from chaosmessaging.actions import load
+from chaosmessaging.stack import pinning
 
 
 TOKEN = "t" * 43
@@ -172,6 +173,8 @@ def test_k6_revert_all_stops_an_interrupted_load(api_202):
 def test_k6_stop_load_ends_the_run_early(api_202):
     started = load.start_load(rate=5, duration="60s", api_url=api_202.url, label="bg")
     time.sleep(1.5)
+    # k6 runs with Go's collector target raised (stack.pinning.k6_environment)
+    assert psutil.Process(started["pid"]).environ().get("GOGC") == pinning.K6_GOGC
     result = load.stop_load(label="bg")
     assert result["pid"] == started["pid"]
     assert result["exit_code"] is not None

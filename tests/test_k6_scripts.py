@@ -386,8 +386,11 @@ function bodies(node, where, out) {
   return out;
 }
 function names(node, out) {
-  if (typeof node === "string") (node.match(/\\{([a-z_][a-z0-9_]*)\\}/g) || []).forEach((m) => out.add(m.slice(1, -1)));
-  else if (node && typeof node === "object") Object.keys(node).forEach((k) => names(node[k], out));
+  if (typeof node === "string") {
+    (node.match(/\\{([a-z_][a-z0-9_]*)\\}/g) || []).forEach((m) => out.add(m.slice(1, -1)));
+  } else if (node && typeof node === "object") {
+    Object.keys(node).forEach((k) => names(node[k], out));
+  }
   return out;
 }
 export default function () {

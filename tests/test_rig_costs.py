@@ -108,6 +108,17 @@ def test_a_pinned_child_runs_on_its_cpu_set_only(monkeypatch):
     assert pinning.pin_child(pinning.K6_CPUS) is None
 
 
+def test_k6_runs_with_a_raised_collector_target_unless_the_user_set_one():
+    env = pinning.k6_environment({"PATH": "/bin"}, LOGIN_PASSWORD="pw")
+    assert env == {
+        "PATH": "/bin",
+        "K6_NO_USAGE_REPORT": "true",
+        "GOGC": pinning.K6_GOGC,
+        "LOGIN_PASSWORD": "pw",
+    }
+    assert pinning.k6_environment({"GOGC": "100"})["GOGC"] == "100"
+
+
 def test_the_pipeline_services_run_at_the_configured_niceness_and_nothing_else_does(monkeypatch):
     monkeypatch.setenv(pinning.PIPELINE_NICE, "7")
     monkeypatch.delenv(pinning.STACK_CPUS, raising=False)

@@ -414,12 +414,9 @@ class K6Run:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={
-                    **os.environ,
-                    "K6_NO_USAGE_REPORT": "true",
-                    "LOGIN_PASSWORD": password,
-                    OWNER_ENV: _owner(self.home),
-                },
+                env=pinning.k6_environment(
+                    os.environ, LOGIN_PASSWORD=password, **{OWNER_ENV: _owner(self.home)}
+                ),
                 preexec_fn=pin,
             )
         _CHILDREN[proc.pid] = proc

@@ -448,6 +448,11 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="an extra variable of the reference services (repeatable)",
     )
+    parser.add_argument(
+        "--vus",
+        type=int,
+        help="k6's pre-allocated VUs (default: a tenth of the rate, at least 20)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.service_env)
@@ -494,7 +499,7 @@ def main() -> int:
             flush=True,
         )
         for rate in (int(r) for r in args.rates.split(",")):
-            r = run_rate(state, rate, args.duration, args.payload, home)
+            r = run_rate(state, rate, args.duration, args.payload, home, args.vus)
             results.append(r)
             _print_rate(r, ceiling)
     finally:

@@ -126,6 +126,10 @@ def serve(app: Starlette | str, settings: Settings, workers: int = 1) -> None:
         # server closes idle keep-alive connections just as clients reuse them, and the requests
         # on them fail with EOF/reset (seen as server errors in pool_exhaustion at 200/s).
         timeout_keep_alive=75,
+        # No service reads the client's address, so X-Forwarded-* need no rewriting (uvicorn's
+        # ProxyHeadersMiddleware is one more ASGI layer on every request), and no Server header.
+        proxy_headers=False,
+        server_header=False,
     )
     if workers > 1:
         if not isinstance(app, str):

@@ -109,6 +109,8 @@ class Guard:
             metrics.TRANSITIONS.labels(adapter, label)  # exported at 0 from the start
         metrics.BREAKER_STATE.labels(adapter).set(0)
         metrics.RETRIES.labels(adapter)
+        # the labelled child looked up once (labels() takes a lock and a dict lookup per call)
+        self._latency = metrics.LATENCY.labels(adapter)
 
     def _on_event(self, name: str, event_name: str, event: object) -> None:
         if event_name != "state_changed":
@@ -146,7 +148,7 @@ class Guard:
             metrics.ERRORS.labels(self.adapter, error_type(exc)).inc()
             raise
         finally:
-            metrics.LATENCY.labels(self.adapter).observe(time.perf_counter() - started)
+            self._latency.observe(time.perf_counter() - started)
 
     async def _tries(self, operation: Callable[[], Awaitable[T]], retry: bool) -> T:
         """The first try straight away (no per-call objects on the path that succeeds); after a

@@ -51,11 +51,15 @@ ORDER BY o.id
 LIMIT $1
 FOR UPDATE OF o SKIP LOCKED
 """
+# `o.id = ANY($1)` besides the join: without it PostgreSQL joined the batch to a sequential scan
+# of the whole outbox (every row ever written stays there) until the table grew past a few tens
+# of thousands of rows: 705 scans reading 3.4 M rows in a 20 s run at 500/s. With it, the batch's
+# rows come from the primary key at any size.
 MARK_SQL = """
 UPDATE outbox o
 SET dispatched_at = now(), stream_id = u.sid, attempts = o.attempts + 1, last_error = NULL
 FROM unnest($1::bigint[], $2::text[]) AS u(id, sid)
-WHERE o.id = u.id
+WHERE o.id = u.id AND o.id = ANY($1::bigint[])
 """
 PARK_SQL = """
 UPDATE outbox o
@@ -90,7 +94,7 @@ REDISPATCH_SQL = """
 UPDATE outbox o
 SET dispatched_at = NULL, stream_id = NULL, last_error = 'stream entry vanished before delivery'
 FROM unnest($1::bigint[], $2::text[]) AS u(id, sid)
-WHERE o.id = u.id AND o.stream_id = u.sid
+WHERE o.id = u.id AND o.id = ANY($1::bigint[]) AND o.stream_id = u.sid
 """
 
 

@@ -6,6 +6,7 @@ Zero loss is checked by accounting: every id the API accepted has exactly one de
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import uuid
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import redis
@@ -31,6 +33,7 @@ from test_msgstack_api import (
 )
 
 from chaosmessaging.stack import servers
+from msgstack import dispatcher
 
 
 @dataclass
@@ -392,3 +395,47 @@ def test_consumer_killed_mid_stream_loses_nothing_and_its_replacement_reclaims_t
         assert_no_crash(stack)
     finally:
         stop_all(stack)
+
+
+def test_the_dispatchers_mark_reads_its_batch_by_primary_key_not_by_scanning_the_outbox(
+    postgres_server, redis_server
+):
+    """Every outbox row ever written stays in the table; marking a batch dispatched must cost the
+    batch, not the table. Joined to unnest() alone, PostgreSQL scanned the whole outbox at every
+    batch while it held up to a few tens of thousands of rows (705 scans, 3.4 M rows read in a
+    20 s run at 500/s)."""
+    env = fresh_env(postgres_server, redis_server.url)
+    dsn = env["MSGSTACK_PG_DSN"]
+    conversation = sql(dsn, "SELECT id FROM conversations LIMIT 1")[0]["id"]
+    sql(
+        dsn,
+        """
+        WITH m AS (
+            INSERT INTO messages (id, conversation_id, client_msg_id, ciphertext, size_bytes)
+            SELECT gen_random_uuid(), $1, 'plan-' || g, '\\x00'::bytea, 1
+            FROM generate_series(1, 10000) g RETURNING id
+        )
+        INSERT INTO outbox (message_id) SELECT id FROM m
+        """,
+        conversation,
+    )
+    sql(dsn, "ANALYZE outbox")
+    ids = [r["id"] for r in sql(dsn, "SELECT id FROM outbox ORDER BY id DESC LIMIT 100")]
+
+    def plan(statement: str) -> str:
+        async def run() -> str:
+            conn = await asyncpg.connect(dsn)
+            try:
+                async with conn.transaction():
+                    rows = await conn.fetch(f"EXPLAIN {statement}", ids, ["1-0"] * len(ids))
+                    return "\n".join(r[0] for r in rows)
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+    assert "Seq Scan on outbox" not in plan(dispatcher.MARK_SQL), plan(dispatcher.MARK_SQL)
+    assert "Seq Scan on outbox" not in plan(dispatcher.REDISPATCH_SQL)
+    # the form without the primary-key condition is the one that scanned: the test can fail
+    unbounded = dispatcher.MARK_SQL.replace(" AND o.id = ANY($1::bigint[])", "")
+    assert "Seq Scan on outbox" in plan(unbounded)

@@ -115,7 +115,8 @@ export function compileJson(node, where, raw) {
   if (whole && raw && raw.indexOf(whole[1]) >= 0) {
     return (values) => {
       const v = f(values);
-      return typeof v === "string" && v.indexOf('"') < 0 && v.indexOf("\\") < 0 ? '"' + v + '"' : JSON.stringify(v);
+      const plain = typeof v === "string" && v.indexOf('"') < 0 && v.indexOf("\\") < 0;
+      return plain ? '"' + v + '"' : JSON.stringify(v);
     };
   }
   return (values) => JSON.stringify(f(values));
@@ -193,7 +194,10 @@ function template(where, op) {
     t = {
       headers: compile(op.headers || {}, `${where}.headers`),
       query: compile(op.query || {}, `${where}.query`),
-      body: op.body !== null && op.body !== undefined ? compileJson(op.body, `${where}.body`, rawJson(where, op)) : null,
+      body:
+        op.body !== null && op.body !== undefined
+          ? compileJson(op.body, `${where}.body`, rawJson(where, op))
+          : null,
       path: compile(op.path, `${where}.path`, true),
     };
     templates[where] = t;

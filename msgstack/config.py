@@ -36,7 +36,7 @@ class Settings:
     reclaim_idle_ms: int
     api_workers: int = 2
     participant_channel: str = "msgstack:participants"
-    participant_cache_ttl: float = 60.0
+    participant_cache_ttl: float = 300.0
     redis_pool_max: int = 50
     token_ttl: int = 3600
     # how long an API process trusts a token it checked against Redis without asking again:
@@ -112,7 +112,7 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         reclaim_idle_ms=_int(env, "MSGSTACK_RECLAIM_IDLE_MS", 5000, 1),
         api_workers=_int(env, "MSGSTACK_API_WORKERS", 2, 1),
         participant_channel=env.get("MSGSTACK_PARTICIPANT_CHANNEL") or "msgstack:participants",
-        participant_cache_ttl=float(_int(env, "MSGSTACK_PARTICIPANT_CACHE_TTL", 60, 1)),
+        participant_cache_ttl=float(_int(env, "MSGSTACK_PARTICIPANT_CACHE_TTL", 300, 1)),
         redis_pool_max=_int(env, "MSGSTACK_REDIS_POOL_MAX", 50, 2),
         token_ttl=_int(env, "MSGSTACK_AUTH_TOKEN_TTL", 3600, 1),
         token_cache_s=_int(env, "MSGSTACK_AUTH_TOKEN_CACHE_MS", 0, 0) / 1000,

@@ -114,9 +114,11 @@ def test_k6_runs_with_a_raised_collector_target_unless_the_user_set_one():
         "PATH": "/bin",
         "K6_NO_USAGE_REPORT": "true",
         "GOGC": pinning.K6_GOGC,
+        "GOMEMLIMIT": pinning.K6_GOMEMLIMIT,
         "LOGIN_PASSWORD": "pw",
     }
-    assert pinning.k6_environment({"GOGC": "100"})["GOGC"] == "100"
+    mine = pinning.k6_environment({"GOGC": "100", "GOMEMLIMIT": "512MiB"})
+    assert (mine["GOGC"], mine["GOMEMLIMIT"]) == ("100", "512MiB")
 
 
 def test_the_pipeline_services_run_at_the_configured_niceness_and_nothing_else_does(monkeypatch):

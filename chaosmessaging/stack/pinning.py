@@ -16,7 +16,9 @@ starts them (`chaosmessaging stack up` / the nightly runner / the benchmarks):
 Every k6 run also gets ``GOGC=300`` (`k6_environment`) unless ``GOGC`` is set already: k6's
 JavaScript allocates per request, and Go's collector at its default (100) took about a tenth of
 k6's CPU at 600-1,000 messages/s; at 300 k6 spent 8 % less CPU per message (docs/performance.md)
-for a larger heap (a few hundred MB at the plan's rates). ``GOGC=100`` restores Go's default.
+for a larger heap. ``GOMEMLIMIT=2GiB`` (unless set) caps what that may cost: near the limit Go
+collects as often as it must, so a run with many VUs holds its heap below it instead of growing
+to four times its live data. ``GOGC=100`` restores Go's default.
 
 A CPU set is a list of CPU numbers and ranges as `taskset -c` takes it: ``0``, ``1``, ``0-1``,
 ``0,2-3``. Unset (the default) leaves scheduling to the kernel. Pinning uses
@@ -32,6 +34,7 @@ from collections.abc import Callable, Mapping
 __all__ = [
     "K6_CPUS",
     "K6_GOGC",
+    "K6_GOMEMLIMIT",
     "PIPELINE_NICE",
     "STACK_CPUS",
     "cpus_from_env",
@@ -46,7 +49,9 @@ K6_CPUS = "CHAOSMESSAGING_K6_CPUS"
 STACK_CPUS = "CHAOSMESSAGING_STACK_CPUS"
 PIPELINE_NICE = "CHAOSMESSAGING_PIPELINE_NICE"
 # Go's collector target for k6 (percent heap growth between collections; Go's default is 100)
+# and the soft memory limit that bounds it
 K6_GOGC = "300"
+K6_GOMEMLIMIT = "2GiB"
 # the reference services that work behind the request path (the outbox, the stream, delivery)
 PIPELINE = frozenset({"dispatcher", "consumer", "gateway"})
 
@@ -122,8 +127,10 @@ def stack_child(service: str) -> Callable[[], None] | None:
 
 def k6_environment(base: Mapping[str, str], **extra: str) -> dict[str, str]:
     """The environment of a k6 run: `base` (usually os.environ) with the usage report off,
-    ``GOGC`` at `K6_GOGC` unless `base` sets it, and `extra` on top."""
+    ``GOGC`` at `K6_GOGC` and ``GOMEMLIMIT`` at `K6_GOMEMLIMIT` unless `base` sets them, and
+    `extra` on top."""
     env = {**base, "K6_NO_USAGE_REPORT": "true"}
     env.setdefault("GOGC", K6_GOGC)
+    env.setdefault("GOMEMLIMIT", K6_GOMEMLIMIT)
     env.update(extra)
     return env

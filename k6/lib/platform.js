@@ -84,7 +84,7 @@ function compile(node, where, quote) {
 // JSON.stringify(compile(node)(values)) returns. Placeholders named in `raw` stand for strings
 // that need no escaping by construction (base64 has no quote, backslash or control character):
 // they are written between quotes as they are, because sobek's JSON.stringify walks a string
-// character by character, a seventh of k6's CPU per 1 KiB message.
+// character by character: 7 % of k6's CPU profile at 1,000 messages of 1 KiB per second.
 export function compileJson(node, where, raw) {
   if (Array.isArray(node)) {
     const parts = node.map((v, i) => compileJson(v, `${where}.${i}`, raw));
@@ -207,7 +207,7 @@ function template(where, op) {
 
 // The placeholders of operation `where` whose values are JSON-safe strings: a send's base64
 // ciphertext (lib/payload.js encodes it; "text" payloads are escaped as usual).
-function rawJson(where, op) {
+export function rawJson(where, op) {
   return where === "send" && op.payload_encoding === "base64" ? ["ciphertext"] : [];
 }
 

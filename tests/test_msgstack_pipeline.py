@@ -33,7 +33,7 @@ from test_msgstack_api import (
 )
 
 from chaosmessaging.stack import servers
-from msgstack import dispatcher
+from msgstack import config, dispatcher
 
 
 @dataclass
@@ -439,3 +439,17 @@ def test_the_dispatchers_mark_reads_its_batch_by_primary_key_not_by_scanning_the
     # the form without the primary-key condition is the one that scanned: the test can fail
     unbounded = dispatcher.MARK_SQL.replace(" AND o.id = ANY($1::bigint[])", "")
     assert "Seq Scan on outbox" in plan(unbounded)
+
+
+def test_the_dispatch_poll_is_a_setting_in_milliseconds_and_a_bad_one_is_refused():
+    base = {
+        "MSGSTACK_PORT": "8000",
+        "MSGSTACK_PG_DSN": "postgresql://postgres@127.0.0.1:1/messaging",
+        "MSGSTACK_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    assert config.load("dispatcher", base).dispatch_poll_s == 0.1
+    tuned = config.load("dispatcher", {**base, "MSGSTACK_DISPATCH_POLL_MS": "20"})
+    assert tuned.dispatch_poll_s == 0.02
+    for bad in ("0", "fast"):
+        with pytest.raises(config.ConfigError, match="MSGSTACK_DISPATCH_POLL_MS"):
+            config.load("dispatcher", {**base, "MSGSTACK_DISPATCH_POLL_MS": bad})

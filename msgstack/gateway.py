@@ -53,6 +53,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import re
 import signal
 import time
@@ -68,7 +69,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from msgstack import db, health, metrics, mutants, storage, streams, tokens
+from msgstack import db, gctune, health, metrics, mutants, storage, streams, tokens
 from msgstack.config import Settings
 
 __all__ = ["Gateway", "run"]
@@ -571,6 +572,8 @@ def _unauthorized(ws: ServerConnection, detail: str) -> Response:
 async def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then close every socket with 1001 and stop."""
     logging.getLogger("websockets").setLevel(logging.WARNING)  # no line per health check
+    # a slow device's backlog of large frames is given back once it drains (msgstack/gctune.py)
+    gctune.map_large_allocations(os.environ)
     tuning = storage.load()
     pool = await db.create_pool(settings.pg_dsn, settings.pool_max, tuning.statement_timeout_s)
     client = streams.client(settings.redis_url, settings.redis_pool_max)

@@ -80,7 +80,7 @@ UPDATE outbox SET parked_at = NULL
 WHERE parked_at IS NOT NULL AND dispatched_at IS NULL AND dead_at IS NULL
 """
 # After an empty claim the next poll first peeks without a transaction (one round trip instead
-# of BEGIN, claim, COMMIT): an idle dispatcher peeks ten times a second (MSGSTACK_DISPATCH_POLL_MS).
+# of BEGIN, claim, COMMIT): an idle dispatcher peeks once per MSGSTACK_DISPATCH_POLL_MS.
 PEEK_SQL = """
 SELECT EXISTS (SELECT 1 FROM outbox
                WHERE dispatched_at IS NULL AND dead_at IS NULL AND parked_at IS NULL)

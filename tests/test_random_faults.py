@@ -1,13 +1,17 @@
 """kill_at_random_moments: replayable draws, and real kills of a real embedded-stack consumer,
-each one undone before the next."""
+each one undone before the next; crash_during_catch_up repeats a kill that held nothing."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from chaoslib.exceptions import ActivityFailed
 
 from chaosmessaging import faults, runs
-from chaosmessaging.actions import random_faults
+from chaosmessaging.actions import consumer, load, process, random_faults
+from chaosmessaging.backends import backend_for
+from chaosmessaging.clients.redis import PENDING, pel_count
 from chaosmessaging.stack.state import load_state
 
 
@@ -81,4 +85,51 @@ def test_other_services_are_killed_at_moments_drawn_in_time(embedded_stack, monk
     assert [k["delay_s"] for k in result["kills"]] == [d["delay_s"] for d in planned]
     assert all(k["moment"] == "time" for k in result["kills"])
     assert load_state(embedded_stack.home).service("dispatcher").alive()
+    assert faults.active(embedded_stack.home) == []
+
+
+class _SignalLandsAfterTheAck:
+    """Delayed-signal wrapper over the real process backend: its first kill waits until the
+    consumer has acknowledged everything it held, as a signal that lands a few milliseconds
+    late would. Every other call goes straight to the real backend."""
+
+    def __init__(self, real, configuration):
+        self.real, self.configuration, self.kills = real, configuration, 0
+
+    def __getattr__(self, attribute):
+        return getattr(self.real, attribute)
+
+    def kill(self, service, signal="SIGKILL", instance=None, grace=10.0):
+        self.kills += 1
+        if self.kills == 1:
+            deadline = time.monotonic() + 20
+            while pel_count(configuration=self.configuration) and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return self.real.kill(service, signal, instance, grace)
+
+
+def test_a_catch_up_kill_that_lands_after_the_ack_is_repeated_until_it_holds_entries(
+    embedded_stack, monkeypatch
+):
+    monkeypatch.setenv("CHAOSMESSAGING_HOME", embedded_stack.home)
+    monkeypatch.delenv(runs.ENV, raising=False)
+    runs.new_run()
+    wrappers = []
+
+    def wrapped(name, configuration=None, secrets=None):
+        wrappers.append(_SignalLandsAfterTheAck(backend_for(name, configuration), configuration))
+        return wrappers[-1]
+
+    monkeypatch.setattr(consumer, "backend_for", wrapped)
+    process.kill_service("consumer", "SIGKILL")
+    load.start_load(rate=200, total_messages=2400, label="late-signal")
+    try:
+        time.sleep(2)  # a backlog for the restart to catch up on
+        result = consumer.crash_during_catch_up("consumer", min_pending=20, timeout=60)
+    finally:
+        load.wait_for_load(label="late-signal", timeout=60)
+        process.start_service("consumer")
+    assert result["killed"] and result["pending_at_kill"]["count"] >= 20, result
+    assert wrappers[0].kills == result["attempts"] >= 2, result
+    assert len(PENDING.get("at_kill", None)) == result["pending_at_kill"]["count"]
     assert faults.active(embedded_stack.home) == []

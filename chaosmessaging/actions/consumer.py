@@ -9,6 +9,7 @@ check each one was reclaimed and delivered after the restart.
 
 import signal as signal_module
 import time
+from collections.abc import Callable
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
@@ -18,7 +19,7 @@ from chaosmessaging import faults, rig, runs
 from chaosmessaging.actions._kill_engine import Arm, Trigger
 from chaosmessaging.actions.load import running_loads
 from chaosmessaging.actions.process import record_service_fault
-from chaosmessaging.backends import BackendError, backend_for
+from chaosmessaging.backends import Backend, BackendError, backend_for
 from chaosmessaging.clients.redis import pel_count, pending_snapshot
 from chaosmessaging.stack import control
 from chaosmessaging.util import home_of
@@ -40,11 +41,13 @@ def crash_during_catch_up(
     `signal` (default SIGKILL) as soon as the
     consumer group holds at least `min_pending` unacknowledged entries (polled every
     `poll_interval` s, up to `timeout` s). The entries pending at the kill are recorded under
-    `label` for `probes.recovery.pending_reclaimed`.
+    `label` for `probes.recovery.pending_reclaimed`. A kill that lands just after the consumer
+    acknowledged the batch it was seen holding (fewer than `min_pending` left pending) is
+    repeated: the service is started again and killed in its next batch, within `timeout`.
 
     Returns `{"killed": bool, "pending_seen": N, "pending_at_kill": {...}, "waited_s": s,
-    "identities": [...]}`; when the group never reached `min_pending` the service is left
-    running and `killed` is false."""
+    "attempts": n, "identities": [...]}`; when the group never reached `min_pending` the
+    service is left running and `killed` is false."""
     home = home_of(configuration)
     try:
         signal_name = signal_module.Signals(control.signal_number(signal)).name
@@ -57,53 +60,98 @@ def crash_during_catch_up(
         return size if alive and size >= int(min_pending) else None
 
     started = time.monotonic()
-    with Trigger(backend, name, signal_name, poll_interval) as trigger:
-        armed = trigger.arm(Arm(condition=holding))
-        try:
-            backend.start(name, timeout)
-            faults.clear(f"service:{name}", home)
-        except BackendError:
-            if not armed.pulled.is_set():  # it failed on its own, not because we killed it
-                raise
-        ready = time.monotonic()
-        loads = [k for k in runs.facts(home=home) if k.startswith("load:")]
-        deadline = started + float(timeout)
-        while not armed.fired.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
-            if time.monotonic() >= deadline:
-                break
-            # the run's load ended and the restart found no backlog: waiting longer is pointless
-            if loads and time.monotonic() - ready >= 5.0 and not running_loads(home):
-                break
-        trigger.disarm()
-    waited = round(time.monotonic() - started, 3)
-    if not armed.fired.is_set():
-        if loads and not running_loads(home):
-            # the run's own load ended before this kill: no backlog is our schedule's fault
-            raise rig.RigFailure(
-                f"the catch-up kill of {name} found fewer than {min_pending} pending entries "
-                f"after its restart because this run's load had already ended: lengthen the "
-                "load (e.g. more messages) so it outlasts the faults before this one"
-            )
-        logger.warning(
-            f"{name} never held {min_pending} pending entries within {timeout}s "
-            "(no backlog to catch up?): not killed"
+    deadline = started + float(timeout)
+    attempts, kill = 0, None
+    while True:
+        attempts += 1
+        armed = _kill_when_holding(
+            backend, name, signal_name, poll_interval, holding, deadline, home
         )
-        return {
-            "killed": False,
-            "pending_seen": 0,
-            "waited_s": waited,
-            "error": armed.seen.get("error"),
-        }
-    record_service_fault(name, armed.killed, signal_name, home, backend=backend)
-    snapshot = pending_snapshot(label=label, configuration=configuration, secrets=secrets)
+        waited = round(time.monotonic() - started, 3)
+        if not armed.fired.is_set() and kill is not None:
+            # no batch to catch it in again: the first kill stands, its snapshot recorded
+            logger.warning(
+                f"{name} never held {min_pending} pending entries again within {timeout}s: "
+                f"the kill that left {kill[1]['count']} pending stands; {name} runs again"
+            )
+            armed, snapshot = kill
+            break
+        if not armed.fired.is_set():
+            if _loads_ended(home):
+                # the run's own load ended before this kill: no backlog is our schedule's fault
+                raise rig.RigFailure(
+                    f"the catch-up kill of {name} found fewer than {min_pending} pending "
+                    "entries after its restart because this run's load had already ended: "
+                    "lengthen the load (e.g. more messages) so it outlasts the faults before "
+                    "this one"
+                )
+            logger.warning(
+                f"{name} never held {min_pending} pending entries within {timeout}s "
+                "(no backlog to catch up?): not killed"
+            )
+            return {
+                "killed": False,
+                "pending_seen": 0,
+                "waited_s": waited,
+                "attempts": attempts,
+                "error": armed.seen.get("error"),
+            }
+        record_service_fault(name, armed.killed, signal_name, home, backend=backend)
+        snapshot = pending_snapshot(label=label, configuration=configuration, secrets=secrets)
+        kill = (armed, snapshot)
+        if snapshot["count"] >= int(min_pending) or time.monotonic() >= deadline:
+            break
+        # the signal landed just after the consumer acknowledged the batch it was seen holding:
+        # a kill holding nothing proves nothing, so start it again and wait for the next batch
+        logger.info(
+            f"{name} acknowledged its batch before the kill landed ({snapshot['count']} "
+            f"pending, {armed.seen['figure']} seen just before): starting it and killing it again"
+        )
     logger.info(
         f"{name} killed holding {snapshot['count']} unacknowledged entries "
-        f"({armed.seen['figure']} seen just before the kill)"
+        f"({armed.seen['figure']} seen just before the kill, attempt {attempts})"
     )
     return {
         "killed": True,
         "pending_seen": armed.seen["figure"],
         "pending_at_kill": snapshot,
         "waited_s": waited,
+        "attempts": attempts,
         "identities": [i.to_json() for i in armed.killed],
     }
+
+
+def _loads_ended(home: str) -> bool:
+    """Whether this run started a load and none of its loads runs any more."""
+    loads = [k for k in runs.facts(home=home) if k.startswith("load:")]
+    return bool(loads) and not running_loads(home)
+
+
+def _kill_when_holding(
+    backend: Backend,
+    name: str,
+    signal_name: str,
+    poll_interval: float,
+    holding: Callable[[bool], int | None],
+    deadline: float,
+    home: str,
+) -> Arm:
+    """Start `name` and kill it the moment `holding` returns a figure, or give up at
+    `deadline` (monotonic), or 5 s after the start when this run's load has ended."""
+    with Trigger(backend, name, signal_name, poll_interval) as trigger:
+        armed = trigger.arm(Arm(condition=holding))
+        try:
+            backend.start(name, max(1.0, deadline - time.monotonic()))
+            faults.clear(f"service:{name}", home)
+        except BackendError:
+            if not armed.pulled.is_set():  # it failed on its own, not because we killed it
+                raise
+        ready = time.monotonic()
+        while not armed.fired.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                break
+            # the run's load ended and the restart found no backlog: waiting longer is pointless
+            if time.monotonic() - ready >= 5.0 and _loads_ended(home):
+                break
+        trigger.disarm()
+    return armed

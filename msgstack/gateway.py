@@ -23,7 +23,10 @@ Protocol (docs/reference-stack.md, "WebSocket gateway"):
   ``ws_heartbeat_terminate_total``).
 - Each connection has a bounded send queue (MSGSTACK_WS_SEND_QUEUE frames). A client too slow to
   drain it is closed with 1013 "send queue full" and ``ws_overload_total`` grows: a frame is never
-  dropped silently; the client reconnects with ``after`` and gets what it missed.
+  dropped silently; the client reconnects with ``after`` and gets what it missed. "Too slow" means
+  the queue still held its limit when the next stream batch came: one batch (up to READ_BATCH
+  frames, e.g. the dispatcher's backlog after an outage) is taken whole, because a client that
+  never had a chance to drain is not slow. A socket so holds at most the limit plus one batch.
 - Shutdown (SIGTERM) closes every socket with 1001 (going away).
 
 How messages reach the gateway, and why: the gateway reads the **Redis stream** the dispatcher
@@ -120,6 +123,8 @@ class Conn:
         "sent",
         "sender",
         "subscribed",
+        "batch",
+        "carried",
     )
 
     def __init__(self, ws: ServerConnection, user: uuid.UUID, queue_size: int) -> None:
@@ -132,6 +137,8 @@ class Conn:
         self.closing = False
         self.sent = 0
         self.sender: asyncio.Task | None = None
+        self.batch = -1  # the last stream batch that reached this socket's queue
+        self.carried = 0  # frames still queued when that batch came
 
 
 class Gateway:
@@ -141,6 +148,7 @@ class Gateway:
         self.stream = settings.stream
         self.by_user: dict[uuid.UUID, set[Conn]] = {}
         self.position = "0-0"  # last stream entry fanned out
+        self.batch = 0  # stream batches fanned out (a socket's slowness is judged per batch)
         self.recent: OrderedDict[uuid.UUID, None] = OrderedDict()
         self.stopping = asyncio.Event()
         # set once the reader knows where live delivery starts: a socket registered before that
@@ -243,6 +251,7 @@ class Gateway:
     def fan_out(
         self, frames: list[tuple[str, uuid.UUID, frozenset[uuid.UUID], str, float]]
     ) -> None:
+        self.batch += 1
         for _seq, message_id, members, text, accepted in frames:
             if message_id in self.recent:
                 continue  # re-dispatched after a Redis restart: already delivered
@@ -279,7 +288,9 @@ class Gateway:
     def enqueue(self, conn: Conn, text: str, accepted: float | None = None) -> None:
         if conn.closing:
             return
-        if len(conn.pending) < conn.limit:
+        if conn.batch != self.batch:
+            conn.batch, conn.carried = self.batch, len(conn.pending)
+        if conn.carried < conn.limit and len(conn.pending) < conn.limit + READ_BATCH:
             # MUTANT: a backed-up socket keeps only its 8 newest frames (the rest dropped silently)
             if mutants.on("gateway_conflates_a_busy_socket") and len(conn.pending) >= 8:
                 conn.pending.popleft()

@@ -39,7 +39,7 @@ class Settings:
     participant_cache_ttl: float = 300.0
     # the dispatcher's wait after a claim that did not fill a batch: the latency it adds to every
     # message (at most this long in the outbox) against the claims per second it costs
-    dispatch_poll_s: float = 0.02
+    dispatch_poll_s: float = 0.1
     redis_pool_max: int = 50
     token_ttl: int = 3600
     # how long an API process trusts a token it checked against Redis without asking again:
@@ -116,7 +116,7 @@ def load(service: str, env: Mapping[str, str] | None = None) -> Settings:
         api_workers=_int(env, "MSGSTACK_API_WORKERS", 2, 1),
         participant_channel=env.get("MSGSTACK_PARTICIPANT_CHANNEL") or "msgstack:participants",
         participant_cache_ttl=float(_int(env, "MSGSTACK_PARTICIPANT_CACHE_TTL", 300, 1)),
-        dispatch_poll_s=_int(env, "MSGSTACK_DISPATCH_POLL_MS", 20, 1) / 1000,
+        dispatch_poll_s=_int(env, "MSGSTACK_DISPATCH_POLL_MS", 100, 1) / 1000,
         redis_pool_max=_int(env, "MSGSTACK_REDIS_POOL_MAX", 50, 2),
         token_ttl=_int(env, "MSGSTACK_AUTH_TOKEN_TTL", 3600, 1),
         token_cache_s=_int(env, "MSGSTACK_AUTH_TOKEN_CACHE_MS", 0, 0) / 1000,

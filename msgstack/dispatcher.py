@@ -13,15 +13,15 @@ Every PostgreSQL and Redis call goes through the storage adapters (msgstack.stor
 claim, publish and mark are one unit of work on one pooled connection (not retried by the
 adapter: the loop claims again), the rest idempotent statements and pipelines.
 
-After a claim that did not fill a batch the loop waits MSGSTACK_DISPATCH_POLL_MS (20 ms) before
+After a claim that did not fill a batch the loop waits MSGSTACK_DISPATCH_POLL_MS (100 ms) before
 the next one: a message waits at most that long in the outbox, and under load each claim carries
 that many milliseconds of messages. Every claim, XADD pipeline and mark costs the same whatever
 its size, and so does the consumer's and the gateway's read of what it published: at 1,000
 messages/s on two cores the pipeline (these three, their PostgreSQL and Redis work, the proxy)
 cost 0.19 ms of CPU per message with a 20 ms wait, 0.12 with 50 ms and 0.08 with 100 ms
-(docs/performance.md). 100 ms is not the default yet: with it, three tests failed in CI (a
-consumer killed with nothing pending, a gateway peer closed 1013 by a burst, a chaos run over its
-timeout); they need a look first. An idle dispatcher claims with one indexed peek per wait.
+(docs/performance.md). Batches of 100 ms reach the consumer and the gateway as bursts: the
+gateway takes a stream batch whole before judging a socket slow. An idle dispatcher claims with
+one indexed peek per wait.
 """
 
 from __future__ import annotations

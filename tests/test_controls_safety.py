@@ -104,7 +104,8 @@ def _run_and_interrupt(tmp_path: Path, sig: int, with_safety: bool = True) -> tu
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
+        # generous: under the suite's load (two workers, stacks, k6) a `chaos` start can be slow
+        deadline = time.monotonic() + 90
         while not (pidfile.exists() and faults.active(tmp_path / "home")):
             assert chaos.poll() is None, "chaos exited before the fault was injected"
             assert time.monotonic() < deadline, "the fault was never recorded"
@@ -112,7 +113,7 @@ def _run_and_interrupt(tmp_path: Path, sig: int, with_safety: bool = True) -> tu
         victim = int(pidfile.read_text())
         assert psutil.pid_exists(victim)
         chaos.send_signal(sig)
-        return chaos.wait(30), victim
+        return chaos.wait(60), victim
     finally:
         if chaos.poll() is None:
             chaos.kill()

@@ -447,9 +447,9 @@ def test_the_dispatch_poll_is_a_setting_in_milliseconds_and_a_bad_one_is_refused
         "MSGSTACK_PG_DSN": "postgresql://postgres@127.0.0.1:1/messaging",
         "MSGSTACK_REDIS_URL": "redis://127.0.0.1:1/0",
     }
-    assert config.load("dispatcher", base).dispatch_poll_s == 0.02
-    tuned = config.load("dispatcher", {**base, "MSGSTACK_DISPATCH_POLL_MS": "100"})
-    assert tuned.dispatch_poll_s == 0.1
+    assert config.load("dispatcher", base).dispatch_poll_s == 0.1
+    tuned = config.load("dispatcher", {**base, "MSGSTACK_DISPATCH_POLL_MS": "20"})
+    assert tuned.dispatch_poll_s == 0.02
     for bad in ("0", "fast"):
         with pytest.raises(config.ConfigError, match="MSGSTACK_DISPATCH_POLL_MS"):
             config.load("dispatcher", {**base, "MSGSTACK_DISPATCH_POLL_MS": bad})

@@ -91,10 +91,16 @@ LAG_SQL = """
 SELECT extract(epoch FROM now() - created_at)::float8 FROM outbox
 WHERE dispatched_at IS NULL AND dead_at IS NULL ORDER BY id LIMIT 1
 """
+# The ledger is looked up per row (EXISTS on its primary key), not joined: the join's generic plan
+# read the whole outbox and the whole ledger into a hash join on every chunk (12.6 ms at 10,000
+# rows and growing with them), while only the chunk behind the watermark is wanted (7.5 ms at
+# 300,000 rows against the join's 16.4 ms, same rows).
 SWEEP_SQL = """
-SELECT o.id, o.stream_id, (d.message_id IS NOT NULL OR o.dead_at IS NOT NULL) AS settled,
+SELECT o.id, o.stream_id,
+       (o.dead_at IS NOT NULL
+        OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = o.message_id)) AS settled,
        o.dispatched_at < now() - $3::interval AS published_long_ago
-FROM outbox o LEFT JOIN deliveries d ON d.message_id = o.message_id
+FROM outbox o
 WHERE o.id > $1
 ORDER BY o.id
 LIMIT $2

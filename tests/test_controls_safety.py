@@ -17,6 +17,16 @@ import pytest
 from chaosmessaging import faults
 
 CHAOS = str(Path(sys.executable).parent / "chaos")
+# `chaos` with SIGINT at its default disposition whatever this process inherited: the xdist
+# workers of a suite started with SIGINT ignored (in the background by a non-interactive shell, in
+# a session of its own) keep it ignored, an ignored signal survives exec, and Python then installs
+# no KeyboardInterrupt handler: the run slept through the test's SIGINT (its 60 s pause, in CI)
+DEFAULT_SIGINT = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
 
 # A tiny extension for the experiment: starts a real victim process and records it as a fault
 # whose revert kills it (a stand-in for any fault: what matters is that the reverter runs).
@@ -87,6 +97,7 @@ def _run_and_interrupt(tmp_path: Path, sig: int, with_safety: bool = True) -> tu
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "CHAOSMESSAGING_HOME": str(tmp_path / "home")}
     chaos = subprocess.Popen(
         [
+            *DEFAULT_SIGINT,
             CHAOS,
             "--no-version-check",
             "--settings",
@@ -104,8 +115,7 @@ def _run_and_interrupt(tmp_path: Path, sig: int, with_safety: bool = True) -> tu
         stderr=subprocess.DEVNULL,
     )
     try:
-        # generous: under the suite's load (two workers, stacks, k6) a `chaos` start can be slow
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 30
         while not (pidfile.exists() and faults.active(tmp_path / "home")):
             assert chaos.poll() is None, "chaos exited before the fault was injected"
             assert time.monotonic() < deadline, "the fault was never recorded"
@@ -113,7 +123,7 @@ def _run_and_interrupt(tmp_path: Path, sig: int, with_safety: bool = True) -> tu
         victim = int(pidfile.read_text())
         assert psutil.pid_exists(victim)
         chaos.send_signal(sig)
-        return chaos.wait(60), victim
+        return chaos.wait(30), victim
     finally:
         if chaos.poll() is None:
             chaos.kill()

@@ -3,7 +3,9 @@ each one undone before the next; crash_during_catch_up repeats a kill that held 
 
 from __future__ import annotations
 
+import os
 import time
+from signal import SIGCONT, SIGSTOP
 
 import pytest
 from chaoslib.exceptions import ActivityFailed
@@ -89,12 +91,13 @@ def test_other_services_are_killed_at_moments_drawn_in_time(embedded_stack, monk
 
 
 class _SignalLandsAfterTheAck:
-    """Delayed-signal wrapper over the real process backend: its first kill waits until the
-    consumer has acknowledged everything it held, as a signal that lands a few milliseconds
-    late would. Every other call goes straight to the real backend."""
+    """Delayed-signal wrapper over the real process backend: its first kill lands when the
+    consumer has acknowledged everything it held, as a signal that lands a few milliseconds late
+    would (the consumer is stopped at a moment it holds nothing, so it cannot read its next batch
+    before the kill; fewer than `below` pending). Every other call goes to the real backend."""
 
-    def __init__(self, real, configuration):
-        self.real, self.configuration, self.kills = real, configuration, 0
+    def __init__(self, real, configuration, below):
+        self.real, self.configuration, self.below, self.kills = real, configuration, below, 0
 
     def __getattr__(self, attribute):
         return getattr(self.real, attribute)
@@ -102,9 +105,21 @@ class _SignalLandsAfterTheAck:
     def kill(self, service, signal="SIGKILL", instance=None, grace=10.0):
         self.kills += 1
         if self.kills == 1:
+            pids = [int(i.instance) for i in self.real.instances(service) if i.alive]
             deadline = time.monotonic() + 20
-            while pel_count(configuration=self.configuration) and time.monotonic() < deadline:
-                time.sleep(0.001)
+            while time.monotonic() < deadline:
+                if pel_count(configuration=self.configuration):
+                    time.sleep(0.001)
+                    continue
+                for pid in pids:
+                    os.kill(pid, SIGSTOP)
+                # a blocking read it sent before the stop is still served (Redis adds what it
+                # returns to the pending list): let it land, longer than a dispatch period
+                time.sleep(0.3)
+                if pel_count(configuration=self.configuration) < self.below:
+                    break  # stopped holding (next to) nothing: the kill below proves nothing
+                for pid in pids:
+                    os.kill(pid, SIGCONT)
         return self.real.kill(service, signal, instance, grace)
 
 
@@ -117,12 +132,13 @@ def test_a_catch_up_kill_that_lands_after_the_ack_is_repeated_until_it_holds_ent
     wrappers = []
 
     def wrapped(name, configuration=None, secrets=None):
-        wrappers.append(_SignalLandsAfterTheAck(backend_for(name, configuration), configuration))
+        real = backend_for(name, configuration)
+        wrappers.append(_SignalLandsAfterTheAck(real, configuration, below=20))
         return wrappers[-1]
 
     monkeypatch.setattr(consumer, "backend_for", wrapped)
     process.kill_service("consumer", "SIGKILL")
-    load.start_load(rate=200, total_messages=2400, label="late-signal")
+    load.start_load(rate=200, total_messages=4000, label="late-signal")
     try:
         time.sleep(2)  # a backlog for the restart to catch up on
         result = consumer.crash_during_catch_up("consumer", min_pending=20, timeout=60)

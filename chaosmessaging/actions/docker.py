@@ -7,8 +7,9 @@ the usual environment (``DOCKER_HOST``, ``DOCKER_TLS_VERIFY``...), or `docker_ho
 
 Pauses are recorded in the fault ledger as ``container_paused`` (reverted by unpausing), kills and
 stops as ``container_stopped`` (reverted by starting the container again). Starting and restarting
-return once every container is ready (`chaosmessaging.backends.docker.container_ready`: its
-readiness URL label answers 200, else Docker reports it healthy, else it runs), or fail saying so.
+return once every container is ready (`chaosmessaging.backends.docker.wait_ready`: its
+readiness URL label answers 200, else Docker reports it healthy, else it runs), or fail saying so
+(at once when a container exits while it starts).
 
 The engine's address passes the target allow-list first (`chaosmessaging.targets`): a
 ``tcp://`` engine outside loopback is refused unless its host is in ``allow_hosts``.
@@ -29,9 +30,9 @@ from docker.models.containers import Container
 from logzero import logger
 
 from chaosmessaging import faults
-from chaosmessaging.backends.docker import container_ready, docker_address
+from chaosmessaging.backends.docker import docker_address, wait_ready
 from chaosmessaging.config import redact
-from chaosmessaging.util import home_of, poll
+from chaosmessaging.util import home_of
 
 __all__ = [
     "kill_container",
@@ -140,12 +141,9 @@ def _apply(
 def _wait_ready(
     found: list[Container], timeout: float, configuration: Configuration, secrets: Secrets
 ) -> None:
-    if poll(lambda: all(container_ready(c, configuration, secrets) for c in found), timeout, 0.2):
-        return
-    late = [c.name for c in found if not container_ready(c, configuration, secrets)]
-    raise ActivityFailed(
-        f"containers {late} were started but not ready within {timeout:g} s; see `docker logs`"
-    )
+    problem = wait_ready(found, timeout, configuration, secrets)
+    if problem:
+        raise ActivityFailed(f"containers were started but {problem}; see `docker logs`")
 
 
 def kill_container(

@@ -55,6 +55,7 @@ __all__ = [
     "DockerBackend",
     "container_ready",
     "docker_client",
+    "wait_ready",
 ]
 
 
@@ -133,6 +134,40 @@ def _exited_for_good(container: Container) -> bool:
         and not state.get("Restarting")
         and policy in (None, "", "no")
     )
+
+
+def wait_ready(
+    containers: list[Container],
+    timeout: float,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> str | None:
+    """Wait until every container of `containers` is ready (`container_ready`): None then; else
+    what went wrong, at once when one exited for good (`_exited_for_good`), else at `timeout`:
+    "exited while starting (...)" or "not ready within N s (...)", with each container's state,
+    exit code and last log lines."""
+    exited: list[Container] = []
+
+    def settled() -> bool:
+        ready = [container_ready(c, configuration, secrets) for c in containers]  # each reloaded
+        exited[:] = [c for c in containers if _exited_for_good(c)]
+        return all(ready) or bool(exited)
+
+    if poll(settled, timeout, 0.2) and not exited:
+        return None
+    states = []
+    for c in containers:
+        state = c.attrs.get("State", {})
+        logs = ""
+        if not state.get("Running"):
+            try:
+                logs = c.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
+            except DockerException:
+                pass
+        code = f" (exit code {state.get('ExitCode')})" if c in exited else ""
+        states.append(f"{c.name}: {state.get('Status')}{code} {logs}".strip())
+    what = "exited while starting" if exited else f"not ready within {timeout:g} s"
+    return f"{what} ({'; '.join(states)})"
 
 
 class DockerBackend:
@@ -265,28 +300,9 @@ class DockerBackend:
         return all(self._ready_one(c) for c in self._some(service))
 
     def _wait_ready(self, service: str, containers: list[Container], timeout: float) -> None:
-        exited: list[Container] = []
-
-        def settled() -> bool:
-            ready = [self._ready_one(c) for c in containers]  # each reloaded: fresh State
-            exited[:] = [c for c in containers if _exited_for_good(c)]
-            return all(ready) or bool(exited)
-
-        if poll(settled, timeout, 0.2) and not exited:
-            return
-        states = []
-        for c in containers:
-            state = c.attrs.get("State", {})
-            logs = ""
-            if not state.get("Running"):
-                try:
-                    logs = c.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
-                except DockerException:
-                    pass
-            code = f" (exit code {state.get('ExitCode')})" if c in exited else ""
-            states.append(f"{c.name}: {state.get('Status')}{code} {logs}".strip())
-        what = "exited while starting" if exited else f"not ready within {timeout:g} s"
-        raise BackendError(f"{service} {what} ({'; '.join(states)}); see `docker logs <container>`")
+        problem = wait_ready(containers, timeout, self._configuration, self._secrets)
+        if problem:
+            raise BackendError(f"{service} {problem}; see `docker logs <container>`")
 
     def _wait_exited(self, containers: list[Container], timeout: float) -> list[str]:
         def exited() -> bool:

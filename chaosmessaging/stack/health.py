@@ -58,7 +58,8 @@ def wait_ready(record: ServiceRecord, timeout: float = 60.0) -> None:
     """Poll the service's readiness path (e.g. /readyz) until it answers 200.
 
     Alive (/healthz) is not enough before an experiment: a service that has not connected to
-    PostgreSQL or Redis yet would fail the first steady-state probe."""
+    PostgreSQL or Redis yet would fail the first steady-state probe. A service that exits while
+    it waits (killed, crashed) fails at once, with its log tail."""
     if record.ready is None:
         return
     last = "no answer"
@@ -74,5 +75,27 @@ def wait_ready(record: ServiceRecord, timeout: float = 60.0) -> None:
         last = f"{answer.status_code} {answer.text[:200]}"
         return answer.status_code == 200
 
-    if not poll(ready, timeout, 0.2):
-        raise ServerError(f"service {record.name} not ready within {timeout:.0f}s: {last}")
+    # a service killed or crashed while it starts will not become ready: say so at once
+    watched = record.pid is not None or record.backend == "docker"
+    gone = False
+
+    def settled() -> bool:
+        nonlocal gone
+        if ready():
+            return True
+        if watched:  # gone: docker says it stopped, or no process of ours holds the pid
+            gone = (
+                not record.alive()
+                if record.backend == "docker"
+                else record.identity() == (None, None)
+            )
+        return gone
+
+    if poll(settled, timeout, 0.2) and not gone:
+        return
+    if gone:
+        lines = tail(record.log, after=ATTEMPT_MARK) or "(nothing logged yet)"
+        raise ServerError(
+            f"service {record.name} exited while starting (log {record.log}):\n  {lines}"
+        )
+    raise ServerError(f"service {record.name} not ready within {timeout:.0f}s: {last}")

@@ -1,5 +1,6 @@
 """kill_at_random_moments: replayable draws, and real kills of a real embedded-stack consumer,
-each one undone before the next; crash_during_catch_up repeats a kill that held nothing."""
+each one undone before the next; crash_during_catch_up repeats a kill that held nothing and
+waits for entries the restarted consumer read itself."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaosmessaging import faults, runs
 from chaosmessaging.actions import consumer, load, process, random_faults
 from chaosmessaging.backends import backend_for
-from chaosmessaging.clients.redis import PENDING, pel_count
+from chaosmessaging.clients.redis import PENDING, pel_count, redis_client, stream_names
 from chaosmessaging.stack.state import load_state
 
 
@@ -148,4 +149,49 @@ def test_a_catch_up_kill_that_lands_after_the_ack_is_repeated_until_it_holds_ent
     assert result["killed"] and result["pending_at_kill"]["count"] >= 20, result
     assert wrappers[0].kills == result["attempts"] >= 2, result
     assert len(PENDING.get("at_kill", None)) == result["pending_at_kill"]["count"]
+    assert faults.active(embedded_stack.home) == []
+
+
+def _held_by(client, stream: str, group: str, name: str) -> int:
+    found = [c for c in client.xinfo_consumers(stream, group) if c["name"] == name]
+    return found[0]["pending"] if found else 0
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)
+
+
+def test_the_catch_up_kill_waits_for_a_batch_the_new_consumer_read_not_its_predecessors(
+    embedded_stack, monkeypatch
+):
+    # a consumer killed mid-batch leaves its entries pending; its successor must be killed
+    # holding entries it read itself, not at once for its predecessor's (it would die booting,
+    # before reading anything: a consumer that acknowledges before it records would pass)
+    monkeypatch.setenv("CHAOSMESSAGING_HOME", embedded_stack.home)
+    monkeypatch.delenv(runs.ENV, raising=False)
+    runs.new_run()
+    client, _ = redis_client()
+    stream, group = stream_names(None, None, None, None)
+    process.kill_service("consumer", "SIGKILL")
+    load.start_load(rate=200, total_messages=3000, label="predecessor")
+    try:
+        time.sleep(2)  # the consumer is down: the load's entries wait in the stream
+        # the dead predecessor's batch: 30 entries read under its name, never acknowledged
+        [(_, left)] = client.xreadgroup(group, "consumer-gone-1", {stream: ">"}, count=30)
+        assert len(left) == 30
+        result = consumer.crash_during_catch_up("consumer", min_pending=20, timeout=60)
+    finally:
+        load.wait_for_load(label="predecessor", timeout=60)
+        process.start_service("consumer")
+        # the consumer reclaims the predecessor's entries once idle; then the name can go
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _held_by(client, stream, group, "consumer-gone-1"):
+            time.sleep(0.5)
+        client.xgroup_delconsumer(stream, group, "consumer-gone-1")
+    newest_left = max(_id(entry_id) for entry_id, _ in left)
+    at_kill = [entry["id"] for entry in PENDING.get("at_kill", None)]
+    read = [entry_id for entry_id in at_kill if _id(entry_id) > newest_left]
+    assert result["killed"] and len(read) >= 20, (len(read), result)
+    assert result["read_at_kill"] == len(read)
     assert faults.active(embedded_stack.home) == []

@@ -20,7 +20,7 @@ from chaosmessaging.actions._kill_engine import Arm, Trigger
 from chaosmessaging.actions.load import running_loads
 from chaosmessaging.actions.process import record_service_fault
 from chaosmessaging.backends import Backend, BackendError, backend_for
-from chaosmessaging.clients.redis import pel_count, pending_snapshot
+from chaosmessaging.clients.redis import last_delivered_id, pending_read_after, pending_snapshot
 from chaosmessaging.stack import control
 from chaosmessaging.util import home_of
 
@@ -38,16 +38,20 @@ def crash_during_catch_up(
     secrets: Secrets = None,
 ) -> dict:
     """Start service `name` (through its target backend: process, container or pod) and send it
-    `signal` (default SIGKILL) as soon as the
-    consumer group holds at least `min_pending` unacknowledged entries (polled every
-    `poll_interval` s, up to `timeout` s). The entries pending at the kill are recorded under
-    `label` for `probes.recovery.pending_reclaimed`. A kill that lands just after the consumer
-    acknowledged the batch it was seen holding (fewer than `min_pending` left pending) is
-    repeated: the service is started again and killed in its next batch, within `timeout`.
+    `signal` (default SIGKILL) as soon as it holds at least `min_pending` unacknowledged entries
+    it read since this start (polled every `poll_interval` s, up to `timeout` s): entries a dead
+    predecessor left pending do not count, so the kill lands in the middle of a batch the new
+    incarnation read, not while it boots. Every entry pending at the kill (the predecessor's
+    too) is recorded under `label` for `probes.recovery.pending_reclaimed`. A kill that lands
+    just after the consumer acknowledged the batch it was seen holding (fewer than
+    `min_pending` of its own left) is repeated: the service is started again and killed in its
+    next batch, within `timeout`.
 
-    Returns `{"killed": bool, "pending_seen": N, "pending_at_kill": {...}, "waited_s": s,
-    "attempts": n, "identities": [...]}`; when the group never reached `min_pending` the
-    service is left running and `killed` is false."""
+    Returns `{"killed": bool, "pending_seen": N, "pending_at_kill": {...}, "read_at_kill": N,
+    "waited_s": s, "attempts": n, "identities": [...]}` (`pending_seen`: the entries of its own
+    seen just before the kill, counted up to `min_pending`; `read_at_kill`: those pending at
+    the kill); when it never held `min_pending` the service is
+    left running and `killed` is false."""
     home = home_of(configuration)
     try:
         signal_name = signal_module.Signals(control.signal_number(signal)).name
@@ -55,26 +59,34 @@ def crash_during_catch_up(
         raise ActivityFailed(f"{exc}; or give a number") from None
     backend = backend_for(name, configuration, secrets)
 
-    def holding(alive: bool) -> int | None:
-        size = pel_count(configuration=configuration, secrets=secrets)
-        return size if alive and size >= int(min_pending) else None
+    def reading_since(since: str) -> Callable[[bool], int | None]:
+        def holding(alive: bool) -> int | None:
+            if not alive:
+                return None
+            size = pending_read_after(
+                since, int(min_pending), configuration=configuration, secrets=secrets
+            )
+            return size if size >= int(min_pending) else None
+
+        return holding
 
     started = time.monotonic()
     deadline = started + float(timeout)
     attempts, kill = 0, None
     while True:
         attempts += 1
+        since = last_delivered_id(configuration=configuration, secrets=secrets)
         armed = _kill_when_holding(
-            backend, name, signal_name, poll_interval, holding, deadline, home
+            backend, name, signal_name, poll_interval, reading_since(since), deadline, home
         )
         waited = round(time.monotonic() - started, 3)
         if not armed.fired.is_set() and kill is not None:
             # no batch to catch it in again: the first kill stands, its snapshot recorded
             logger.warning(
                 f"{name} never held {min_pending} pending entries again within {timeout}s: "
-                f"the kill that left {kill[1]['count']} pending stands; {name} runs again"
+                f"the kill that left {kill[2]} of its own pending stands; {name} runs again"
             )
-            armed, snapshot = kill
+            armed, snapshot, read = kill
             break
         if not armed.fired.is_set():
             if _loads_ended(home):
@@ -98,23 +110,27 @@ def crash_during_catch_up(
             }
         record_service_fault(name, armed.killed, signal_name, home, backend=backend)
         snapshot = pending_snapshot(label=label, configuration=configuration, secrets=secrets)
-        kill = (armed, snapshot)
-        if snapshot["count"] >= int(min_pending) or time.monotonic() >= deadline:
+        read = pending_read_after(
+            since, snapshot["count"] + 1, configuration=configuration, secrets=secrets
+        )
+        kill = (armed, snapshot, read)
+        if read >= int(min_pending) or time.monotonic() >= deadline:
             break
         # the signal landed just after the consumer acknowledged the batch it was seen holding:
-        # a kill holding nothing proves nothing, so start it again and wait for the next batch
+        # a kill holding nothing of its own proves nothing, so start it again for the next batch
         logger.info(
-            f"{name} acknowledged its batch before the kill landed ({snapshot['count']} "
-            f"pending, {armed.seen['figure']} seen just before): starting it and killing it again"
+            f"{name} acknowledged its batch before the kill landed ({read} of its own pending, "
+            f"{armed.seen['figure']} seen just before): starting it and killing it again"
         )
     logger.info(
-        f"{name} killed holding {snapshot['count']} unacknowledged entries "
-        f"({armed.seen['figure']} seen just before the kill, attempt {attempts})"
+        f"{name} killed holding {snapshot['count']} unacknowledged entries, {read} of them read "
+        f"since its start ({armed.seen['figure']} seen just before the kill, attempt {attempts})"
     )
     return {
         "killed": True,
         "pending_seen": armed.seen["figure"],
         "pending_at_kill": snapshot,
+        "read_at_kill": read,
         "waited_s": waited,
         "attempts": attempts,
         "identities": [i.to_json() for i in armed.killed],

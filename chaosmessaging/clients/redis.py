@@ -24,6 +24,8 @@ __all__ = [
     "group_call",
     "stream_names",
     "pel_count",
+    "last_delivered_id",
+    "pending_read_after",
     "pending_snapshot",
 ]
 
@@ -126,6 +128,39 @@ def pel_count(
     client, url = redis_client(redis_url, configuration, secrets)
     summary = group_call(url, stream, group, client.xpending, stream, group)
     return int(summary["pending"]) if summary else 0
+
+
+def last_delivered_id(
+    stream: str = None,
+    group: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> str:
+    """The consumer group's last-delivered id (`XINFO GROUPS`): every entry a consumer reads
+    with ``>`` from now on has a greater id. "0-0" when the stream or group is missing."""
+    stream, group = stream_names(stream, group, configuration, secrets)
+    client, url = redis_client(None, configuration, secrets)
+    groups = group_call(url, stream, group, client.xinfo_groups, stream) or []
+    return next((g["last-delivered-id"] for g in groups if g["name"] == group), "0-0")
+
+
+def pending_read_after(
+    after_id: str,
+    count: int,
+    stream: str = None,
+    group: str = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> int:
+    """How many (up to `count`) of the group's pending entries have ids after `after_id`: with
+    `after_id` a `last_delivered_id` taken earlier, the entries read since then and not yet
+    acknowledged (the ones left by a dead consumer are older). One `XPENDING` range call."""
+    stream, group = stream_names(stream, group, configuration, secrets)
+    client, url = redis_client(None, configuration, secrets)
+    found = group_call(
+        url, stream, group, client.xpending_range, stream, group, f"({after_id}", "+", int(count)
+    )
+    return len(found or [])
 
 
 def pending_snapshot(

@@ -50,8 +50,8 @@ def crash_during_catch_up(
     Returns `{"killed": bool, "pending_seen": N, "pending_at_kill": {...}, "read_at_kill": N,
     "waited_s": s, "attempts": n, "identities": [...]}` (`pending_seen`: the entries of its own
     seen just before the kill, counted up to `min_pending`; `read_at_kill`: those pending at
-    the kill); when it never held `min_pending` the service is
-    left running and `killed` is false."""
+    the kill); when it never held `min_pending` the service is left running and `killed` is
+    false."""
     home = home_of(configuration)
     try:
         signal_name = signal_module.Signals(control.signal_number(signal)).name

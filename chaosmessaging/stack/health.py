@@ -49,9 +49,14 @@ def wait_healthy(record: ServiceRecord, timeout: float = 30.0) -> None:
     if poll(lambda: is_healthy(record) or not record.alive(), timeout) and is_healthy(record):
         return
     state = "exited" if not record.alive() else f"not healthy within {timeout:.0f}s"
+    raise _failed(record, state)
+
+
+def _failed(record: ServiceRecord, state: str) -> ServerError:
+    """`record` did not come up (`state`), with the lines its log holds of this attempt."""
     # only this attempt's lines (spawn writes the marker): an old failure must not pass for this one
     lines = tail(record.log, after=ATTEMPT_MARK) or "(nothing logged yet)"
-    raise ServerError(f"service {record.name} {state} (log {record.log}):\n  {lines}")
+    return ServerError(f"service {record.name} {state} (log {record.log}):\n  {lines}")
 
 
 def wait_ready(record: ServiceRecord, timeout: float = 60.0) -> None:
@@ -94,8 +99,5 @@ def wait_ready(record: ServiceRecord, timeout: float = 60.0) -> None:
     if poll(settled, timeout, 0.2) and not gone:
         return
     if gone:
-        lines = tail(record.log, after=ATTEMPT_MARK) or "(nothing logged yet)"
-        raise ServerError(
-            f"service {record.name} exited while starting (log {record.log}):\n  {lines}"
-        )
+        raise _failed(record, "exited while starting")
     raise ServerError(f"service {record.name} not ready within {timeout:.0f}s: {last}")

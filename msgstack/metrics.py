@@ -136,6 +136,12 @@ API_UNAUTHORIZED = Counter(
     ["reason"],
 )
 
+LOADS_SHARED = Counter(
+    "messaging_loads_shared_total",
+    "Cache misses answered by a load another request of the same process had in flight "
+    "(msgstack/singleflight.py): token checks against Redis, participant loads",
+    ["what"],
+)
 API_TOKENS_REMEMBERED = Counter(
     "messaging_api_tokens_remembered_total",
     "Requests authenticated from the process's memory of resolved tokens while Redis was down",

@@ -14,6 +14,9 @@ What keeps a removed user from being authorized by any process after the removal
   subscription) empties its cache and answers from PostgreSQL until it is subscribed again;
 - entries expire after MSGSTACK_PARTICIPANT_CACHE_TTL seconds in any case.
 
+Misses of one conversation that come together (a cold start: hundreds at once) share one load
+while the cache is online (`ParticipantCache._load`).
+
 Hand-written because the rules above (generations, offline bypass) are the point of the exercise
 and no maintained library offers a cross-process, Pub/Sub-invalidated asyncio cache.
 """
@@ -33,6 +36,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from msgstack import db, metrics, mutants, streams
+from msgstack.singleflight import SingleFlight
 
 if TYPE_CHECKING:
     from msgstack.storage import CacheAdapter
@@ -73,6 +77,9 @@ class ParticipantCache:
         self._entries: dict[uuid.UUID, tuple[frozenset[uuid.UUID], float]] = {}
         self._generations: dict[uuid.UUID, int] = {}
         self._epoch = 0
+        self._loads: SingleFlight[tuple[frozenset[uuid.UUID], uuid.UUID]] = SingleFlight(
+            "participants"
+        )
 
     def get(self, conversation_id: uuid.UUID) -> frozenset[uuid.UUID] | None:
         if not self.online:
@@ -126,6 +133,28 @@ class ParticipantCache:
             return Lookup(cached, True)
         metrics.PARTICIPANT_CACHE_MISSES.inc()
         token = self.token(conversation_id)
+        if self.online:  # misses of one generation share a load (see `_load`)
+            (members, loader), joined = await self._loads.run(
+                (conversation_id, token), lambda: self._load(run, conversation_id, user_id, token)
+            )
+            if not joined or loader in members:
+                return Lookup(members, False)
+            # the load was made by a non-participant, who sees no one: that answer is about the
+            # viewer, not the conversation, so this caller loads for itself
+        members, _ = await self._load(run, conversation_id, user_id, token)
+        return Lookup(members, False)
+
+    async def _load(
+        self, run: Runner, conversation_id: uuid.UUID, user_id: uuid.UUID, token: tuple[int, int]
+    ) -> tuple[frozenset[uuid.UUID], uuid.UUID]:
+        """The participants as `user_id` sees them (stored when `user_id` is one), and who looked.
+
+        Shared by the misses that come while it runs (`SingleFlight`), only while the cache is
+        online and only within one generation of the conversation (the key holds `token`): a
+        shared answer is then one load old at most and dropped by the same invalidation that
+        would drop a cached entry, so it can be no staler than the cache itself. Offline (the
+        subscription is down) every request loads for itself, as the module docstring promises.
+        """
 
         async def load(conn: asyncpg.Connection) -> list[asyncpg.Record]:
             return await conn.fetch(MEMBERS_SQL, conversation_id)
@@ -133,7 +162,7 @@ class ParticipantCache:
         members = frozenset(r["user_id"] for r in await run(db.as_user_unit(user_id, load)))
         if user_id in members:
             self.put(conversation_id, members, token)
-        return Lookup(members, False)
+        return members, user_id
 
 
 def _message(conversation_id: uuid.UUID) -> str:

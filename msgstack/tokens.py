@@ -22,7 +22,9 @@ token's expiry as Redis gave it then). That is the documented revocation bound: 
 (logout) or one whose TTL was shortened in Redis stops working in every process at most B after
 the change; with B = 0 at once. The embedded stack sets 1000 ms (chaosmessaging's launcher): at
 hundreds of requests per second per token, one Redis round trip per second per token instead of
-per request.
+per request. With a bound, requests that miss the cache together (a cold start, the moment an
+entry gets older than B) share one check (msgstack/singleflight.py): the answer they share is
+one Redis round trip old, far inside B. Without a bound every request asks Redis itself.
 
 `BearerAuth` is a plain ASGI middleware (not Starlette's ``BaseHTTPMiddleware``, which buffers
 and costs a task per request) that every API app installs. For every path except
@@ -53,6 +55,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from msgstack import metrics, streams, workershare
+from msgstack.singleflight import SingleFlight
 from msgstack.workershare import SharedTokens
 
 if TYPE_CHECKING:
@@ -209,6 +212,7 @@ class BearerAuth:
         self.app, self.keys_of, self.exempt = app, keys_of, exempt
         self.memory = TokenMemory(shared=workershare.from_env())
         self.cache_s = cache_s  # None: the app's settings say (MSGSTACK_AUTH_TOKEN_CACHE_MS)
+        self._checks: SingleFlight[uuid.UUID | None] = SingleFlight("token")
 
     def _cache_bound(self, scope: Scope) -> float:
         if self.cache_s is None:
@@ -217,6 +221,15 @@ class BearerAuth:
                 return 0.0
             self.cache_s = resources.settings.token_cache_s
         return self.cache_s
+
+    async def _check(self, keys: CacheAdapter, token: str) -> uuid.UUID | None:
+        """Ask Redis about `token` and remember (or forget) the answer."""
+        user, ttl = await _lookup(keys, token)
+        if user is None:
+            self.memory.forget(token)
+        else:
+            self.memory.remember(token, user, ttl)
+        return user
 
     async def _authenticate(self, scope: Scope, token: str) -> uuid.UUID | None:
         """The user of `token`; raises a Redis error only for a token this process never saw."""
@@ -227,8 +240,12 @@ class BearerAuth:
             if user is not None:
                 return user
         if time.monotonic() >= memory.redis_down_until:
+            keys = self.keys_of(scope)
             try:
-                user, ttl = await _lookup(self.keys_of(scope), token)
+                if bound > 0:  # requests that miss together share one check (younger than B)
+                    user, _joined = await self._checks.run(token, lambda: self._check(keys, token))
+                else:  # no bound: every request asks Redis itself
+                    user = await self._check(keys, token)
             except streams.TRANSIENT_ERRORS:
                 memory.redis_down_until = time.monotonic() + REDIS_RETRY_AFTER
                 user = memory.recall(token)
@@ -236,10 +253,6 @@ class BearerAuth:
                     raise
                 metrics.API_TOKENS_REMEMBERED.inc()
                 return user
-            if user is None:
-                memory.forget(token)
-            else:
-                memory.remember(token, user, ttl)
             return user
         user = memory.recall(token)
         if user is None:

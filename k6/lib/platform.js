@@ -160,29 +160,26 @@ function query(params) {
 
 // Send operation `where` with `values`, authenticated by `token` (null: no token), and k6
 // `params` (tags, timeout...; `query`: extra query parameters, e.g. a page size). Returns the k6
-// response (body as text).
+// response (body as text unless `params.responseType` says otherwise).
 export function request(where, values, token, params) {
-  const op = operation(where);
-  const t = template(where, op);
-  const service = platform.services[op.service];
+  const t = template(where, operation(where));
   const headers = t.headers(values);
-  const q = Object.assign(t.query(values), (params && params.query) || {});
-  if (op.authenticated !== false && token) {
-    const sendAs = platform.login.send_as;
-    if (sendAs.header) headers[sendAs.header] = sendAs.format.replace("{token}", token);
-    else q[sendAs.query] = token;
+  let q = t.query(values);
+  if (params && params.query) q = Object.assign(q, params.query);
+  if (token && t.authenticated) {
+    if (t.authHeader) headers[t.authHeader] = t.authValue(token);
+    else q[t.authQuery] = token;
   }
   let body = null;
   if (t.body) {
     body = t.body(values);
     headers["Content-Type"] = "application/json";
   }
-  const url = service.url + t.path(values) + query(q);
-  const options = Object.assign({ responseType: "text" }, params || {});
-  delete options.query;
-  options.headers = Object.assign(headers, (params && params.headers) || {});
-  options.tags = Object.assign({ name: where }, (params && params.tags) || {});
-  return http.request(op.method, url, body, options);
+  const options = { responseType: "text" };
+  if (params) for (const key of Object.keys(params)) if (key !== "query") options[key] = params[key];
+  options.headers = params && params.headers ? Object.assign(headers, params.headers) : headers;
+  options.tags = params && params.tags ? Object.assign({ name: where }, params.tags) : { name: where };
+  return http.request(t.method, t.base + t.path(values) + query(q), body, options);
 }
 
 // Operation `where`'s headers, query, body and path, compiled once per VU.
@@ -199,7 +196,23 @@ function template(where, op) {
           ? compileJson(op.body, `${where}.body`, rawJson(where, op))
           : null,
       path: compile(op.path, `${where}.path`, true),
+      // what every request of the operation repeats, read from the platform file once
+      method: op.method,
+      base: platform.services[op.service].url,
+      authenticated: op.authenticated !== false,
     };
+    const sendAs = (platform.login && platform.login.send_as) || {};
+    if (sendAs.header) {
+      // the token where the format says "{token}" (its first place, as String.replace did)
+      const format = String(sendAs.format);
+      const at = format.indexOf("{token}");
+      const before = at < 0 ? format : format.slice(0, at);
+      const after = at < 0 ? "" : format.slice(at + "{token}".length);
+      t.authHeader = sendAs.header;
+      t.authValue = at < 0 ? () => format : (token) => before + token + after;
+    } else {
+      t.authQuery = sendAs.query;
+    }
     templates[where] = t;
   }
   return t;

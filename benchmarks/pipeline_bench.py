@@ -34,6 +34,11 @@ A script, not a test: figures depend on the machine (k6 and the whole stack shar
 
     .venv/bin/python benchmarks/pipeline_bench.py --rates 250,500,750,1000 --duration 20
 
+`--pg-statements` starts PostgreSQL with pg_stat_statements (CHAOSMESSAGING_PG_SETTINGS) and,
+per rate, prints the statements PostgreSQL spent its time on while k6 ran: calls, execution time
+and WAL records per accepted message (nested statements too: a policy's function, a foreign-key
+check), so a regression in the database shows which statement it came from.
+
 `--no-proxy` lets the services talk to Redis/PostgreSQL directly, `--proxied redis` fronts only
 Redis (as a nightly suite whose only network faults are on Redis runs); `--service-env K=V`
 (repeatable) adds variables to the reference services (e.g. to compare a tuning knob in the same
@@ -147,6 +152,43 @@ async def _maintenance(dsn: str) -> dict[str, int]:
 # --- CPU by process ------------------------------------------------------------------------------
 
 
+STATEMENTS_SETTINGS = "shared_preload_libraries=pg_stat_statements pg_stat_statements.track=all"
+STATEMENTS_SHOWN = 8
+
+
+async def _create_extension(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    finally:
+        await conn.close()
+
+
+async def _statements(dsn: str, reset: bool = False) -> list[dict] | None:
+    """pg_stat_statements' top statements by execution time (or reset them first)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if reset:
+            await conn.execute("SELECT pg_stat_statements_reset()")
+            return None
+        rows = await conn.fetch(
+            "SELECT calls, total_exec_time, wal_records, query FROM pg_stat_statements "
+            "WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_exec_time DESC LIMIT $1",
+            STATEMENTS_SHOWN,
+        )
+    finally:
+        await conn.close()
+    return [
+        {
+            "calls": r["calls"],
+            "exec_ms": r["total_exec_time"],
+            "wal_records": r["wal_records"],
+            "query": " ".join(r["query"].split()),
+        }
+        for r in rows
+    ]
+
+
 def _tree_cpu(pid: int | None) -> float:
     """CPU seconds of `pid` and its live descendants, plus what their reaped children used."""
     if pid is None:
@@ -192,7 +234,13 @@ def _cpu_snapshot(state) -> dict[str, float]:
 
 
 def run_rate(
-    state, rate: int, duration: int, payload: int, out_dir: Path, vus: int | None = None
+    state,
+    rate: int,
+    duration: int,
+    payload: int,
+    out_dir: Path,
+    vus: int | None = None,
+    statements: bool = False,
 ) -> dict:
     run_id = f"bench-{rate}-{uuid.uuid4().hex[:6]}"
     summary = out_dir / f"{run_id}.json"
@@ -246,6 +294,8 @@ def run_rate(
     gc_before = _gauge(api, "msgstack_gc_seconds_total")
     owner_dsn = state.services["postgres"].address
     maintained = asyncio.run(_maintenance(owner_dsn))
+    if statements:
+        asyncio.run(_statements(owner_dsn, reset=True))
     before = _cpu_snapshot(state)
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -264,6 +314,7 @@ def run_rate(
     after = _cpu_snapshot(state)
     wall = time.monotonic() - started
     maintained_after = asyncio.run(_maintenance(owner_dsn))
+    spent = asyncio.run(_statements(owner_dsn)) if statements else None
     gc_after = _gauge(api, "msgstack_gc_seconds_total")
     stop.set()
     sampler.join()
@@ -290,6 +341,8 @@ def run_rate(
         # tables PostgreSQL vacuumed or analyzed while k6 ran (its work, competing for the cores)
         "autovacuum": sorted(t for t, n in maintained_after.items() if n > maintained.get(t, 0)),
         "wall_s": wall,
+        # pg_stat_statements while k6 ran (--pg-statements): the top statements by execution time
+        "statements": spent,
     }
 
 
@@ -440,6 +493,23 @@ def _print_rate(r: dict, ceiling: float | None) -> None:
     )
 
 
+def _print_statements(results: list[dict]) -> None:
+    for r in results:
+        if not r.get("statements"):
+            continue
+        n = max(r["accepted"], 1)
+        print(
+            f"\nPostgreSQL's statements at {r['rate']}/s, per accepted message "
+            "(pg_stat_statements):"
+        )
+        print(f"{'calls/msg':>9} {'exec us/msg':>11} {'WAL rec/msg':>11}  statement")
+        for st in r["statements"]:
+            print(
+                f"{st['calls'] / n:>9.2f} {1000 * st['exec_ms'] / n:>11.1f} "
+                f"{st['wal_records'] / n:>11.2f}  {st['query'][:90]}"
+            )
+
+
 def _print_cpu(results: list[dict]) -> None:
     print("\nCPU per accepted message (ms), by process:")
     head = " ".join(f"{g:>8}" for g in (*GROUPS, "stack+k6", "machine"))
@@ -495,6 +565,12 @@ def main() -> int:
         type=int,
         help="k6's pre-allocated VUs (default: 0.3 x the rate, at least 20)",
     )
+    parser.add_argument(
+        "--pg-statements",
+        action="store_true",
+        help="start PostgreSQL with pg_stat_statements and print, per rate, the statements it "
+        "spent its time on (per accepted message)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.service_env)
@@ -503,6 +579,9 @@ def main() -> int:
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores",
         flush=True,
     )
+    if args.pg_statements:
+        extra_pg = os.environ.get(servers.PG_SETTINGS_ENV, "")
+        os.environ[servers.PG_SETTINGS_ENV] = f"{extra_pg} {STATEMENTS_SETTINGS}".strip()
     home = Path(tempfile.mkdtemp(prefix="cm-bench-"))
     print(f"starting a private embedded stack in {home}", flush=True)
     state = launcher.up(
@@ -516,8 +595,12 @@ def main() -> int:
     ceilings: dict[str, float | None] = {}
     try:
         _print_head()
+        if args.pg_statements:
+            asyncio.run(_create_extension(state.services["postgres"].address))
         for rate in (int(r) for r in args.rates.split(",")):
-            r = run_rate(state, rate, args.duration, args.payload, home, args.vus)
+            r = run_rate(
+                state, rate, args.duration, args.payload, home, args.vus, args.pg_statements
+            )
             results.append(r)
             _print_rate(r, None)
         if not args.no_ceiling:
@@ -548,6 +631,7 @@ def main() -> int:
         launcher.down(home, purge=True)
         shutil.rmtree(home, ignore_errors=True)
     _print_cpu(results)
+    _print_statements(results)
     for label, keep in (
         ("", lambda r: True),
         (" and no dropped iterations", lambda r: r["dropped"] == 0),

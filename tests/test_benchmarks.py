@@ -34,14 +34,19 @@ def _run(script: str, *args: str, timeout: float = 240) -> str:
 
 def test_the_pipeline_benchmark_logs_in_sends_and_accounts_for_every_message(tmp_path):
     out = tmp_path / "figures.json"
-    _run(
-        "pipeline_bench.py", "--rates", "20", "--duration", "3", "--no-ceiling", "--json", str(out)
-    )
+    stdout = _run(
+        "pipeline_bench.py", "--rates", "20", "--duration", "3", "--no-ceiling",
+        "--pg-statements", "--json", str(out),
+    )  # fmt: skip
     figures = json.loads(out.read_text())
     (result,) = figures["results"]
     assert result["rate"] == 20 and result["accepted"] > 0
     assert result["delivered"] == result["accepted"]
     assert result["cpu_s"]["k6"] > 0 and result["cpu_s"]["api"] > 0
+    # PostgreSQL's time by statement while k6 ran: the API's write, once per accepted message
+    writes = [s for s in result["statements"] if "INSERT INTO messages" in s["query"]]
+    assert writes and sum(s["calls"] for s in writes) >= result["accepted"], result["statements"]
+    assert "PostgreSQL's statements at 20/s" in stdout, stdout[-2000:]
 
 
 def test_the_login_benchmark_logs_in_at_its_rate():

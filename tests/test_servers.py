@@ -1,6 +1,11 @@
 """The private servers start from the PyPI wheels, answer on loopback and fail clearly."""
 
+import os
+import shutil
+import signal
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 import redis
@@ -41,3 +46,44 @@ def test_bad_postgres_override_says_what_to_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("CHAOSMESSAGING_PG_BIN", str(tmp_path))
     with pytest.raises(servers.ServerError, match="CHAOSMESSAGING_PG_BIN"):
         servers.postgres_bin_dir()
+
+
+def test_extra_postgres_settings_come_after_ours_and_win(monkeypatch):
+    """CHAOSMESSAGING_PG_SETTINGS on a real server: a setting of ours (shared_buffers=64MB) is
+    overridden, a preloaded library works (what `pipeline_bench.py --pg-statements` needs)."""
+    monkeypatch.setenv(
+        servers.PG_SETTINGS_ENV,
+        "shared_preload_libraries=pg_stat_statements  work_mem=5MB shared_buffers=32MB",
+    )
+    settings = servers.postgres_settings()
+    assert settings == [
+        "shared_preload_libraries=pg_stat_statements",
+        "work_mem=5MB",
+        "shared_buffers=32MB",
+    ]
+    root = Path(tempfile.mkdtemp(prefix="chaosmessaging-pgsettings-"))
+    port = servers.free_port()
+    proc = servers.start_postgres(port, root / "data", settings=settings)
+    psql = str(servers.postgres_bin_dir() / "psql")
+
+    def ask(sql: str) -> str:
+        dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        done = subprocess.run([psql, dsn, "-tAc", sql], capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    try:
+        assert ask("SHOW work_mem") == "5MB"
+        assert ask("SHOW shared_buffers") == "32MB"
+        ask("CREATE EXTENSION pg_stat_statements")
+        assert int(ask("SELECT count(*) FROM pg_stat_statements")) >= 1
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(15)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("value", ["work_mem", "=5MB", "work mem=5MB", "-c=1"])
+def test_a_malformed_postgres_setting_is_refused_by_name(monkeypatch, value):
+    monkeypatch.setenv(servers.PG_SETTINGS_ENV, value)
+    with pytest.raises(ValueError, match=servers.PG_SETTINGS_ENV):
+        servers.postgres_settings()

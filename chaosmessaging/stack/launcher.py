@@ -203,12 +203,22 @@ def _plan_servers(home: Path, port: dict, dialled: dict) -> dict[str, ServiceRec
             port=port["postgres"],
             address=_pg_dsn(dialled["postgres"]),
             direct_address=_pg_dsn(port["postgres"]),
-            cmd=servers.postgres_command(port["postgres"], data / "postgres", HOST),
+            cmd=servers.postgres_command(
+                port["postgres"], data / "postgres", HOST, settings=_postgres_settings()
+            ),
             log=str(logs / "postgres.log"),
             user=servers.pg_user(),
             health="postgres",
         ),
     }
+
+
+def _postgres_settings() -> list[str]:
+    """CHAOSMESSAGING_PG_SETTINGS, checked before anything starts (a configuration error)."""
+    try:
+        return servers.postgres_settings()
+    except ValueError as exc:
+        raise StackError(str(exc)) from None
 
 
 def _plan_proxy(home: Path, port: dict, dialled: dict, fronted: tuple[str, ...]) -> ServiceRecord:
@@ -316,7 +326,9 @@ def _plan_matrix(home: Path) -> dict[str, ServiceRecord]:
             port=pg_port,
             address=_pg_dsn(pg_port),
             direct_address=_pg_dsn(pg_port),
-            cmd=servers.postgres_command(pg_port, data / "postgres", HOST),
+            cmd=servers.postgres_command(
+                pg_port, data / "postgres", HOST, settings=_postgres_settings()
+            ),
             log=str(logs / "postgres.log"),
             user=servers.pg_user(),
             health="postgres",

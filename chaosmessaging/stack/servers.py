@@ -17,6 +17,7 @@ import importlib.util
 import os
 import pwd
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -37,6 +38,8 @@ __all__ = [
     "postgres_bin_dir",
     "redis_command",
     "postgres_command",
+    "postgres_settings",
+    "PG_SETTINGS_ENV",
     "pg_user",
     "start_redis",
     "init_postgres",
@@ -315,15 +318,20 @@ def init_postgres(data_dir: Path, owner: str | None = None) -> None:
 
 
 def start_postgres(
-    port: int, data_dir: Path, host: str = "127.0.0.1", max_connections: int = 200
+    port: int,
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    max_connections: int = 200,
+    settings: list[str] | tuple[str, ...] = (),
 ) -> subprocess.Popen:
-    """Start a private PostgreSQL on host:port (initdb first if needed)."""
+    """Start a private PostgreSQL on host:port (initdb first if needed), with `settings`
+    (``name=value``) after its own."""
     init_postgres(data_dir)
     user = pg_user()
     log = data_dir.parent / f"{data_dir.name}.log"
     mark_attempt(log, "postgres")
     _hand_over(log, user)
-    cmd = postgres_command(port, data_dir, host, max_connections)
+    cmd = postgres_command(port, data_dir, host, max_connections, settings)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             cmd,
@@ -338,8 +346,31 @@ def start_postgres(
     return proc
 
 
+PG_SETTINGS_ENV = "CHAOSMESSAGING_PG_SETTINGS"
+_SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*=\S*")
+
+
+def postgres_settings(environ: dict[str, str] | os._Environ = os.environ) -> list[str]:
+    """The ``name=value`` items of CHAOSMESSAGING_PG_SETTINGS (separated by whitespace): settings
+    the embedded PostgreSQL starts with, after its own, so they win. For measuring, e.g.
+    ``shared_preload_libraries=pg_stat_statements`` (``benchmarks/pipeline_bench.py
+    --pg-statements`` sets it). ValueError names an item that is not ``name=value``."""
+    items = environ.get(PG_SETTINGS_ENV, "").split()
+    for item in items:
+        if not _SETTING.fullmatch(item):
+            raise ValueError(
+                f"{PG_SETTINGS_ENV}: {item!r} is not a PostgreSQL setting as name=value "
+                "(items are separated by spaces, e.g. 'work_mem=8MB log_checkpoints=on')"
+            )
+    return items
+
+
 def postgres_command(
-    port: int, data_dir: Path, host: str = "127.0.0.1", max_connections: int = 200
+    port: int,
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    max_connections: int = 200,
+    settings: list[str] | tuple[str, ...] = (),
 ) -> list[str]:
     """postgres command line: TCP on `host` only, no fsync (test data, speed matters).
 
@@ -351,6 +382,7 @@ def postgres_command(
     not of the machine. synchronous_commit stays on: with it off a commit is acknowledged before
     its WAL leaves PostgreSQL's shared memory, so a SIGKILL of the server (plan T11) loses
     messages the API already answered 202 for — found by cascading_failure's accounting.
+    `settings` (``name=value``, see `postgres_settings`) come last and win.
     """
     return [
         str(postgres_bin_dir() / "postgres"),
@@ -370,6 +402,7 @@ def postgres_command(
         f"max_connections={max_connections}",
         "-c",
         "shared_buffers=64MB",
+        *(arg for item in settings for arg in ("-c", item)),
     ]
 
 

@@ -75,6 +75,7 @@ MORE_VARIABLES = {
     "CHAOSMESSAGING_K6_CPUS": "CPU set for k6, e.g. 1",
     "CHAOSMESSAGING_PIPELINE_NICE": "embedded stack: niceness 1-19 of dispatcher/consumer/gateway",
     "CHAOSMESSAGING_PROMETHEUS_BIN": "the prometheus binary of stack up --prometheus",
+    "CHAOSMESSAGING_PG_SETTINGS": "embedded stack: extra PostgreSQL settings, e.g. work_mem=8MB",
 }
 #: keys whose value is (or may carry) a secret: from a CI secret, never a variable or a file
 SECRET_KEYS = {"messaging_redis_url", "messaging_pg_dsn", "messaging_loadtest_password"}

@@ -56,7 +56,3 @@ class SingleFlight(Generic[T]):
             del self._flights[key]
         if not flight.cancelled():
             flight.exception()  # retrieved even if every caller went away meanwhile
-
-    def __len__(self) -> int:
-        """Loads in flight."""
-        return len(self._flights)

@@ -98,7 +98,9 @@ def test_a_burst_with_a_cold_token_asks_redis_once_per_worker(env, api):
     shared = api.metric("messaging_loads_shared_total", what="token")
     print(f"{BURST} requests at once: {checks} token checks against Redis, {shared:.0f} shared")
     assert 1 <= checks <= WORKERS, checks
-    assert shared >= BURST - WORKERS - 10  # a few may come after the check, from the cache
+    # the others joined a check in flight, or came after it and found the cache fresh: how many
+    # of each depends on how fast the machine parses the burst (92 joined of 118 on a busy CI run)
+    assert 1 <= shared <= BURST - checks, shared
 
 
 def test_without_a_token_cache_every_request_asks_redis(env, api_without_cache):
